@@ -1,0 +1,131 @@
+"""The rig file: TOML in, one validated, immutable RigConfig out.
+
+Sections belong to the package that uses them (acquisition/config.py,
+models/config.py, stimulus/config.py); this module adds the session-level ones
+and composes them. Unknown keys, wrong types and out-of-range values are refused
+with an error naming the file, the key and why.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from acquisition.config import CortexConfig
+from models.config import ModelConfig
+from stimulus.config import DisplayConfig, FixationConfig, ImagesConfig
+from stimulus.selection_config import SelectionConfig
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SessionConfig(Strict):
+    name: str = Field("session", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    n_trials: int = Field(100, ge=1, le=1_000_000)
+    # "realtime": wall-clock timing, as on a rig. "max": virtual clock, as fast as the CPU goes.
+    speed: Literal["realtime", "max"] = "realtime"
+    store_dir: str = "sessions"
+    seed: int = Field(0, ge=0)
+
+
+class TrialConfig(Strict):
+    fixation_ms: float = Field(300.0, ge=0.0, le=10_000.0)
+    images_per_trial: int = Field(5, ge=1, le=100)
+    on_ms: float = Field(100.0, gt=0.0, le=10_000.0)
+    off_ms: float = Field(100.0, ge=0.0, le=10_000.0)
+    iti_ms: float = Field(300.0, ge=0.0, le=60_000.0)
+    # Plans queued at the presenter ahead of the one being shown.
+    queue_depth: int = Field(2, ge=1, le=16)
+    # A plan must reach the presenter this long before the trial it is for starts.
+    plan_margin_ms: float = Field(150.0, ge=0.0, le=10_000.0)
+    # On a virtual clock nothing is ever late in wall time, but a dead model worker
+    # must still not stall the session: after this long the pool plan is used.
+    virtual_plan_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
+
+
+class ResponseConfig(Strict):
+    window_start_ms: float = Field(50.0, ge=0.0, le=5_000.0)
+    window_end_ms: float = Field(200.0, gt=0.0, le=10_000.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ResponseConfig":
+        if self.window_end_ms <= self.window_start_ms:
+            raise ValueError("window_end_ms must be greater than window_start_ms")
+        return self
+
+
+class EndpointsConfig(Strict):
+    """ZeroMQ endpoints. "auto" puts ipc sockets in the session directory."""
+
+    acquisition_pub: str = "auto"  # cortex PUB: spike batches, event codes, heartbeats
+    acquisition_events: str = "auto"  # cortex PULL: event codes from the presenter
+    presenter_plans: str = "auto"  # presenter PULL: trial plans from the controller
+    controller_inbox: str = "auto"  # controller PULL: onset reports, status
+    model: str = "auto"  # model worker ROUTER: requests from the controller
+
+
+class RigConfig(Strict):
+    session: SessionConfig = SessionConfig()
+    trial: TrialConfig = TrialConfig()
+    response: ResponseConfig = ResponseConfig()
+    images: ImagesConfig = ImagesConfig()
+    display: DisplayConfig = DisplayConfig()
+    fixation: FixationConfig = FixationConfig()
+    cortex: CortexConfig = CortexConfig()
+    model: ModelConfig = ModelConfig()
+    selection: SelectionConfig = SelectionConfig()
+    endpoints: EndpointsConfig = EndpointsConfig()
+
+    @property
+    def trial_duration_ms(self) -> float:
+        t = self.trial
+        return t.fixation_ms + t.images_per_trial * (t.on_ms + t.off_ms) + t.iti_ms
+
+
+class RigFileError(ValueError):
+    """A rig file that cannot be used; the message names the file, the key and why."""
+
+
+def _format_validation(path: str, err: ValidationError) -> str:
+    lines = [f"{path}: {err.error_count()} problem(s) in rig file"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not part of the rig file format)"
+        given = e.get("input")
+        given_txt = "" if isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"  {key}: {msg}{given_txt}")
+    return "\n".join(lines)
+
+
+def parse_rig(data: dict, source: str = "<rig>") -> RigConfig:
+    try:
+        return RigConfig.model_validate(data)
+    except ValidationError as err:
+        raise RigFileError(_format_validation(source, err)) from None
+
+
+def load_rig(path: str | Path) -> RigConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise RigFileError(f"{path}: cannot read rig file ({err.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise RigFileError(f"{path}: not valid TOML ({err})") from None
+    return parse_rig(data, str(path))
+
+
+def with_overrides(rig: RigConfig, **sections: dict) -> RigConfig:
+    """A copy of `rig` with some keys replaced, validated again (used by CLI flags and tests)."""
+    data = rig.model_dump()
+    for section, values in sections.items():
+        data[section] = {**data[section], **values}
+    return parse_rig(data, "<overrides>")

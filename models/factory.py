@@ -1,0 +1,12 @@
+"""Builds the online model the rig file asks for."""
+from __future__ import annotations
+
+from models.config import ModelConfig
+
+
+def make_online_model(cfg: ModelConfig, n_neurons: int, image_shape: tuple[int, int, int]):
+    if cfg.kind == "baseline":
+        from models.baseline import RidgeBaseline
+
+        return RidgeBaseline(cfg, n_neurons, image_shape)
+    raise ValueError(f"model.kind = {cfg.kind!r} is not available in this build")
