@@ -1,41 +1,128 @@
 """Rig-file sections owned by acquisition: the virtual cortex and the recording system.
 
 Every number is bounded and carries its unit in its name. Unknown keys are refused.
+See docs/virtual_cortex.md for what each key does to the simulated neurons.
 """
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# The built-in neuron types of the virtual cortex (acquisition/neurons.py).
+NEURON_TYPES = ("oriented", "curvature", "dot", "texture", "colour", "cnn")
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _ordered_pair(v: tuple[float, float], name: str) -> tuple[float, float]:
+    if v[0] > v[1]:
+        raise ValueError(f"{name}: the first value (low) must not exceed the second (high)")
+    return v
+
+
 class PopulationConfig(Strict):
     """Which ground-truth neurons the virtual cortex holds."""
 
-    n_neurons: int = Field(20, ge=1, le=2000)
+    # Built-in neurons, drawn from type_shares. Neurons of `custom` come in addition.
+    n_neurons: int = Field(30, ge=0, le=2000)
     seed: int = Field(0, ge=0)
-    # Share of each neuron type; normalised to sum to one. Keys are type names.
-    type_shares: dict[str, float] = Field(default_factory=lambda: {"oriented": 1.0})
+    # Share of each neuron type; normalised to sum to one. Keys are type names
+    # (oriented, curvature, dot, texture, colour, cnn).
+    type_shares: dict[str, float] = Field(default_factory=lambda: {
+        "oriented": 0.25, "curvature": 0.2, "dot": 0.1, "texture": 0.15, "colour": 0.15, "cnn": 0.15})
     baseline_hz: tuple[float, float] = (2.0, 10.0)
+    # Asymptotic rate for an optimal stimulus; natural images reach roughly 60-85 % of it.
     peak_hz: tuple[float, float] = (20.0, 100.0)
     rf_size_frac: tuple[float, float] = Field((0.25, 0.5), description="RF diameter as a fraction of the image side")
+    # Divisive normalization: weight of the population's mean drive in each neuron's denominator.
     normalization_strength: float = Field(0.5, ge=0.0, le=10.0)
+    # Calibrated drive at which a neuron reaches half its evoked range (1.0 = the drive
+    # of the 95th-percentile natural patch).
+    semi_saturation: float = Field(0.6, gt=0.0, le=10.0)
+    # Range of each neuron's suppression index: how far a strongly driven population
+    # (or an anti-preferred stimulus) pushes its rate below baseline (0: never, 1: to zero).
+    suppression: tuple[float, float] = (0.0, 0.6)
+    # Natural patches used to calibrate every neuron's gain (cut from scikit-image photographs).
+    calibration_images: int = Field(256, ge=16, le=10000)
     # Custom ground truth: "package.module:function", a function from an image batch
     # (B, H, W, C float32 in [0, 1]) to rates (B, n) in spikes/s.
-    custom: list[str] = Field(default_factory=list)
+    custom: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("custom")
+    @classmethod
+    def _import_paths(cls, v: list[str]) -> list[str]:
+        import re
+        for path in v:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*", path):
+                raise ValueError(f'custom neuron type {path!r} must look like "package.module:function"')
+        return v
+
+    @field_validator("type_shares")
+    @classmethod
+    def _known_types(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(NEURON_TYPES))
+        if unknown:
+            raise ValueError(f"unknown neuron type(s) {unknown}; known: {list(NEURON_TYPES)}")
+        if any(s < 0 for s in v.values()):
+            raise ValueError("type shares must be non-negative")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PopulationConfig":
+        _ordered_pair(self.baseline_hz, "baseline_hz")
+        _ordered_pair(self.peak_hz, "peak_hz")
+        _ordered_pair(self.rf_size_frac, "rf_size_frac")
+        _ordered_pair(self.suppression, "suppression")
+        if self.baseline_hz[0] < 0 or self.baseline_hz[1] > 200:
+            raise ValueError("baseline_hz must lie in [0, 200]")
+        if self.peak_hz[1] > 500 or self.peak_hz[0] <= self.baseline_hz[1]:
+            raise ValueError("peak_hz must lie above baseline_hz and at most 500")
+        if not (0.05 <= self.rf_size_frac[0] and self.rf_size_frac[1] <= 1.0):
+            raise ValueError("rf_size_frac must lie in [0.05, 1]")
+        if not (0.0 <= self.suppression[0] and self.suppression[1] <= 1.0):
+            raise ValueError("suppression must lie in [0, 1]")
+        if self.n_neurons > 0 and sum(self.type_shares.values()) <= 0:
+            raise ValueError("type_shares must give at least one type a positive share")
+        if self.n_neurons == 0 and not self.custom:
+            raise ValueError("the population is empty: set n_neurons > 0 or name custom neuron types")
+        return self
 
 
 class SpikingConfig(Strict):
     """From rate to spikes."""
 
     latency_ms: tuple[float, float] = (50.0, 80.0)
+    # How long each onset's response lasts (the presenter's on-time is typically 100 ms;
+    # V4 responses outlast it a little).
     response_duration_ms: float = Field(150.0, ge=10.0, le=2000.0)
+    # Onset transient: peak rate relative to the sustained rate, and its decay time.
+    transient_ratio: float = Field(2.0, ge=1.0, le=10.0)
+    transient_tau_ms: float = Field(30.0, ge=1.0, le=1000.0)
+    rise_ms: float = Field(5.0, ge=0.1, le=100.0)
+    # Fano factor of the spike count over a response (gamma-distributed gain per
+    # presentation and neuron on top of Poisson spiking; 1 = Poisson).
     fano_factor: float = Field(1.2, ge=1.0, le=5.0)
     refractory_ms: float = Field(1.5, ge=0.0, le=10.0)
+    # Slow drift of each neuron's responsiveness over the session: standard deviation of
+    # its log gain (0: none) and the time scale of the drift.
+    gain_drift_sd: float = Field(0.0, ge=0.0, le=2.0)
+    gain_drift_timescale_s: float = Field(600.0, ge=1.0, le=1e6)
+    # Units lost partway through (electrode drift): how many, and when (seconds after the start).
+    n_lost_neurons: int = Field(0, ge=0, le=2000)
+    lost_window_s: tuple[float, float] = (300.0, 1800.0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SpikingConfig":
+        _ordered_pair(self.latency_ms, "latency_ms")
+        _ordered_pair(self.lost_window_s, "lost_window_s")
+        if self.latency_ms[0] < 0 or self.latency_ms[1] > 1000:
+            raise ValueError("latency_ms must lie in [0, 1000]")
+        if self.lost_window_s[0] < 0:
+            raise ValueError("lost_window_s must not be negative")
+        return self
 
 
 class RecordingConfig(Strict):

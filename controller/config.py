@@ -7,6 +7,7 @@ with an error naming the file, the key and why.
 """
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -116,10 +117,16 @@ def load_rig(path: str | Path) -> RigConfig:
         text = path.read_text()
     except OSError as err:
         raise RigFileError(f"{path}: cannot read rig file ({err.strerror})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise RigFileError(f"{path}: not valid TOML ({err})") from None
+    if path.suffix == ".json":  # the resolved rig a launcher writes into a session directory
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise RigFileError(f"{path}: not valid JSON ({err})") from None
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise RigFileError(f"{path}: not valid TOML ({err})") from None
     return parse_rig(data, str(path))
 
 

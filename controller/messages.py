@@ -293,3 +293,12 @@ def send(sock, msg: Any, flags: int = 0) -> None:
 def send_routed(sock, identity: bytes, msg: Any) -> None:
     """Send on a ROUTER socket to one peer."""
     sock.send_multipart([identity, *encode(msg)], copy=False)
+
+
+class Codes:
+    """Event code words sent by the presenter and recorded by the acquisition system."""
+
+    TRIAL_START = 10
+    IMAGE_ONSET = 20
+    TRIAL_END = 30
+    TRIAL_ABORT = 31

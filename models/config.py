@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Strict(BaseModel):
@@ -12,19 +12,48 @@ class Strict(BaseModel):
 
 class ModelConfig(Strict):
     kind: Literal["baseline", "compact"] = "baseline"
+    # "auto": a GPU when torch sees one, else the CPU. "cuda" on a machine without
+    # one is refused with an error (a rig file that asks for a GPU means it).
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|auto)$")
     seed: int = Field(0, ge=0)
     ensemble_size: int = Field(4, ge=1, le=64)
     # Baseline (ridge regression on fixed features).
     ridge_alpha: float = Field(10.0, gt=0.0, le=1e8)
-    # Compact CNN sizes.
+    # Compact CNN sizes (input size and colour come from the [images] section).
     filters_per_layer: int = Field(8, ge=1, le=512)
     n_layers: int = Field(5, ge=1, le=8)
-    strides: list[int] = Field(default_factory=lambda: [1, 2, 2, 1, 1])
+    # One stride per layer; missing entries are 1, extra entries are ignored.
+    strides: list[int] = Field(default_factory=lambda: [1, 2, 2, 1, 1], max_length=8)
     kernel_size: int = Field(5, ge=1, le=11)
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
+    # Decoupled (AdamW) weight decay: a few hundred noisy presentations per neuron overfit without it.
+    weight_decay: float = Field(1e-3, ge=0.0, le=1.0)
     batch_size: int = Field(64, ge=1, le=4096)
+    # No training until this many presentations are stored (batch norm needs a few).
+    min_responses_to_train: int = Field(16, ge=2, le=100000)
     # On a virtual clock the budget between trials is counted in steps, not seconds.
     steps_per_trial: int = Field(20, ge=0, le=100000)
     max_stored_responses: int = Field(200000, ge=100, le=10_000_000)
+    # "loop": one small network per model, run one after the other (fastest on a CPU);
+    # "stacked": all models in one network of grouped convolutions (fastest on a GPU);
+    # "auto": loop on CPU, stacked on CUDA (see docs/models.md and `cortexloop bench training`).
     form: Literal["auto", "stacked", "loop"] = "auto"
+    # bf16 autocast for training steps on CUDA (ignored on CPU, where it is slower).
+    mixed_precision: bool = True
+    # Distillation and pruning (`cortexloop compress`).
+    distill_steps: int = Field(1500, ge=0, le=1_000_000)
+    distill_learning_rate: float = Field(2e-3, gt=0.0, le=1.0)
+    retrain_steps: int = Field(800, ge=0, le=1_000_000)
+    prune_keep_r2_frac: float = Field(0.9, gt=0.0, le=1.0)
+    prune_keep_variance_frac: float = Field(0.9, gt=0.0, le=1.0)
+    prune_min_filters: int = Field(3, ge=1, le=512)
+
+    @field_validator("strides")
+    @classmethod
+    def _strides_bounded(cls, v: list[int]) -> list[int]:
+        if any(s < 1 or s > 4 for s in v):
+            raise ValueError("each stride must be between 1 and 4")
+        return v
+
+    def layer_strides(self) -> list[int]:
+        return [self.strides[i] if i < len(self.strides) else 1 for i in range(self.n_layers)]

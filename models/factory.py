@@ -9,4 +9,8 @@ def make_online_model(cfg: ModelConfig, n_neurons: int, image_shape: tuple[int, 
         from models.baseline import RidgeBaseline
 
         return RidgeBaseline(cfg, n_neurons, image_shape)
+    if cfg.kind == "compact":
+        from models.online import CompactOnline
+
+        return CompactOnline(cfg, n_neurons, image_shape)
     raise ValueError(f"model.kind = {cfg.kind!r} is not available in this build")

@@ -40,6 +40,8 @@ def _source(name: str) -> np.ndarray | None:
     if isinstance(img, tuple):
         img = img[0]
     img = np.asarray(img)
+    if img.dtype == bool:  # binary images (e.g. 'horse'): bool has no subtraction
+        img = img.astype(np.uint8) * 255
     if img.ndim == 2:
         img = np.stack([img] * 3, -1)
     img = img[..., :3]

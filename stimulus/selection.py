@@ -3,32 +3,233 @@
 Interface used by the model worker:
     ImageChooser(cfg: SelectionConfig, pools: Pools, seed)
     .choose(trial_id, n_images, predictor | None, deadline_s | None) -> list[Choice]
-deadline_s is a time.perf_counter() value by which the answer is due (None: no deadline).
+deadline_s is a time.perf_counter() value by which the answer is due (None: no deadline; then
+only the step budgets in the config count, so runs on a virtual clock are reproducible).
 
-First version: uniform random draws from the training pool.
+Each trial's slots are split among the kinds of the block mix (stimulus/mix.py):
+random natural images, pool images the objective scores highest, images
+synthesized to maximise the objective, MEI checks and repeats of a fixed set.
+Kinds that need a model fall back to random natural images until a predictor
+exists, and say so. Every Choice carries why it was chosen (kind and score);
+the caller records the model version beside it.
+
+Scored pool images are picked greedily, best first, skipping any image closer
+than `min_distance` to one already chosen in this block (8x8 thumbnails), so one
+trial never spends its slots on near-copies of the same crop.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
+from stimulus.mix import MixSchedule
+from stimulus.objectives import discrimination_score, population_score
 from stimulus.pools import Pools
 from stimulus.selection_config import SelectionConfig
+from stimulus.synthesis import Jitter, from_pixels, most_exciting_images, noise_images, synthesize, to_pixels
 
 
 @dataclass
 class Choice:
     pixels: np.ndarray  # (H, W, C) uint8
-    reason: str  # e.g. "random pool#123"
+    reason: str  # e.g. "random pool#123", "js 0.41 pool#88", "synthesized js 0.8 neurons[3,7] from pool#12"
+
+
+def thumbnails(images: np.ndarray, side: int = 8) -> np.ndarray:
+    """uint8 (n, H, W, C) -> (n, side*side*C) float32 in [0, 1]: what near-duplicate checks compare."""
+    x = from_pixels(images)
+    return F.adaptive_avg_pool2d(x, side).flatten(1).numpy()
+
+
+def rms_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """RMS difference between each row of a (n, D) and each row of b (m, D) -> (n, m)."""
+    d2 = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.sqrt(np.maximum(d2, 0.0) / a.shape[1])
+
+
+def pick_diverse(scores: np.ndarray, thumbs: np.ndarray, k: int, min_distance: float,
+                 avoid: np.ndarray | None = None) -> list[int]:
+    """Greedy best-first: up to k row indices of `scores`, none closer than min_distance to another pick
+    or to `avoid` (thumbnails already shown). If too few qualify, the best of the rest fill up."""
+    order = np.argsort(-scores, kind="stable")
+    nearest = np.full(len(scores), np.inf)
+    if avoid is not None and len(avoid):
+        nearest = rms_distance(thumbs, avoid).min(1)
+    picks: list[int] = []
+    for j in order:
+        if len(picks) == k:
+            break
+        if nearest[j] >= min_distance:
+            picks.append(int(j))
+            nearest = np.minimum(nearest, rms_distance(thumbs, thumbs[j:j + 1])[:, 0])
+    taken = set(picks)
+    rest = [int(j) for j in order if int(j) not in taken]
+    return picks + rest[: k - len(picks)]
 
 
 class ImageChooser:
     def __init__(self, cfg: SelectionConfig, pools: Pools, seed: int = 0):
         self.cfg = cfg
         self.pools = pools
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng([seed, cfg.seed])
+        self.schedule = MixSchedule(cfg.shares(), cfg.block_trials)
+        self.image_shape = tuple(pools.train.shape[1:])
+        self.window_s = cfg.window_ms / 1000.0
+        self.thumbs = thumbnails(pools.train)
+        kinds = np.asarray(pools.train_kind)
+        self.natural = np.flatnonzero(kinds == "natural") if (kinds == "natural").any() else np.arange(len(kinds))
+        # The repeat set is fixed for the whole session (its own seed stream, so mixes do not change it).
+        set_rng = np.random.default_rng([seed, cfg.seed, 1])
+        self.repeat_set = set_rng.choice(self.natural, min(cfg.repeat_set_size, len(self.natural)), replace=False)
+        self._repeat_cursor = 0
+        self._mei_cursor = 0
+        self._block = None
+        self._shown_idx: set[int] = set()
+        self._shown_thumbs: list[np.ndarray] = []
+        # Current posterior over the predictor's members, for the "js" objective (None: equal weights).
+        self.hypothesis_weights: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ public
+
+    def set_hypothesis_weights(self, weights) -> None:
+        """Weigh members by the current posterior: images then target the hypotheses still in play."""
+        self.hypothesis_weights = None if weights is None else np.asarray(weights, np.float64)
 
     def choose(self, trial_id: int, n_images: int, predictor=None, deadline_s: float | None = None) -> list[Choice]:
-        idx = self.rng.choice(len(self.pools.train), n_images, replace=False)
-        return [Choice(self.pools.train[i], f"random pool#{i}") for i in idx]
+        block = self.schedule.block_of(trial_id)
+        if block != self._block:
+            self._block, self._shown_idx, self._shown_thumbs = block, set(), []
+        kinds = self.schedule.kinds_for(trial_id, n_images)
+        if predictor is None:
+            kinds = [k if k in ("random", "repeat") else "random-nomodel" for k in kinds]
+        want = {k: kinds.count(k) for k in dict.fromkeys(kinds)}
+        made: dict[str, list[Choice]] = {}
+        # Cheap kinds first, so a deadline can only cut short the kinds that need a model.
+        for kind in ("repeat", "random", "random-nomodel", "selected", "synthesized", "mei"):
+            if kind in want:
+                made[kind] = self._make(kind, want[kind], predictor, deadline_s)
+        out = [made[k].pop(0) for k in kinds]
+        self._shown_thumbs.extend(thumbnails(np.stack([c.pixels for c in out])))
+        return out
+
+    # ------------------------------------------------------------------ kinds
+
+    def _make(self, kind: str, n: int, predictor, deadline_s: float | None) -> list[Choice]:
+        if kind == "repeat":
+            return self._repeats(n)
+        if kind in ("random", "random-nomodel"):
+            note = "" if kind == "random" else " (no model yet)"
+            return [Choice(self.pools.train[i], f"random pool#{i}{note}") for i in self._random(n)]
+        if deadline_s is not None and time.perf_counter() >= deadline_s:
+            return [Choice(self.pools.train[i], f"random pool#{i} (past deadline)") for i in self._random(n)]
+        if kind == "selected":
+            return self._selected(n, predictor, deadline_s)
+        if kind == "synthesized":
+            return self._synthesized(n, predictor, deadline_s)
+        if kind == "mei":
+            return self._meis(n, predictor, deadline_s)
+        raise ValueError(kind)
+
+    def _repeats(self, n: int) -> list[Choice]:
+        out = []
+        for _ in range(n):
+            k = self._repeat_cursor % len(self.repeat_set)
+            i = int(self.repeat_set[k])
+            out.append(Choice(self.pools.train[i], f"repeat fixed#{k} pool#{i}"))
+            self._repeat_cursor += 1
+        return out
+
+    def _random(self, n: int) -> list[int]:
+        free = np.setdiff1d(self.natural, np.fromiter(self._shown_idx, int, len(self._shown_idx)))
+        if len(free) < n:
+            free = self.natural
+        idx = [int(i) for i in self.rng.choice(free, n, replace=False)]
+        self._shown_idx.update(idx)
+        return idx
+
+    def _objective(self, predictor, neurons=None):
+        weights = self.hypothesis_weights
+        if weights is not None and len(weights) != predictor.n_members:
+            weights = None
+        kind, window = self.cfg.objective, self.window_s
+
+        def per_neuron(images: torch.Tensor) -> torch.Tensor:
+            return discrimination_score(predictor.rates(images, neurons=neurons), kind, window, weights)
+
+        return per_neuron
+
+    def _score_pool(self, n_needed: int, predictor, deadline_s: float | None):
+        """Scores a fresh random draw of candidates; returns (pool indices, scores, per-neuron scores)."""
+        pool_n = len(self.pools.train)
+        avail = np.setdiff1d(np.arange(pool_n), np.fromiter(self._shown_idx, int, len(self._shown_idx)))
+        if len(avail) < n_needed:
+            avail = np.arange(pool_n)
+        m = min(self.cfg.candidates, len(avail))
+        cand = self.rng.choice(avail, m, replace=False)
+        per_neuron = self._objective(predictor)
+        parts = []
+        with torch.no_grad():
+            for s in range(0, m, self.cfg.score_batch):
+                if parts and deadline_s is not None and time.perf_counter() >= deadline_s:
+                    break  # score what there was time for
+                batch = from_pixels(self.pools.train[cand[s:s + self.cfg.score_batch]])
+                parts.append(per_neuron(batch).double().numpy())
+        pn = np.concatenate(parts)
+        cand = cand[: len(pn)]
+        return cand, pn.sum(1), pn
+
+    def _ranked_diverse(self, n: int, predictor, deadline_s: float | None):
+        cand, score, pn = self._score_pool(n, predictor, deadline_s)
+        avoid = np.stack(self._shown_thumbs) if self._shown_thumbs else None
+        rows = pick_diverse(score, self.thumbs[cand], n, self.cfg.min_distance, avoid)
+        return cand[rows], score[rows], pn[rows]
+
+    def _selected(self, n: int, predictor, deadline_s: float | None) -> list[Choice]:
+        idx, score, _ = self._ranked_diverse(n, predictor, deadline_s)
+        self._shown_idx.update(int(i) for i in idx)
+        return [Choice(self.pools.train[i], f"selected {self.cfg.objective} {s:.3g} pool#{i}") for i, s in zip(idx, score)]
+
+    def _synthesized(self, n: int, predictor, deadline_s: float | None) -> list[Choice]:
+        cfg = self.cfg
+        idx, _, pn = self._ranked_diverse(n, predictor, deadline_s)
+        # Compute only the neurons where these images already discriminate best: the few that matter.
+        top = np.argsort(-pn, axis=1)[:, :4]
+        neurons = sorted(set(int(j) for j in top.ravel()))
+        if cfg.synthesis_start == "pool":
+            init, origin = from_pixels(self.pools.train[idx]), [f"from pool#{i}" for i in idx]
+        else:
+            seed = int(self.rng.integers(2 ** 31))
+            init, origin = noise_images(n, self.image_shape, seed), ["from noise"] * n
+        per_neuron = self._objective(predictor, neurons)
+        syn_deadline = None
+        if deadline_s is not None:
+            now = time.perf_counter()
+            syn_deadline = now + cfg.deadline_share * max(0.0, deadline_s - now)
+        result = synthesize(lambda x: population_score(per_neuron(x)), init, max_steps=cfg.synthesis_steps,
+                            deadline_s=syn_deadline, step_size=cfg.synthesis_step_size,
+                            transform=Jitter(cfg.synthesis_jitter_px, int(self.rng.integers(2 ** 31))))
+        pixels = to_pixels(result.images)
+        out = []
+        for b in range(n):
+            best = [neurons[j] for j in np.argsort(-pn[b][neurons])[:2]]
+            names = ",".join(str(j) for j in best)
+            out.append(Choice(pixels[b], f"synthesized {cfg.objective} {float(result.scores[b]):.3g} "
+                                         f"neurons[{names}] {origin[b]} ({result.steps} steps)"))
+        return out
+
+    def _meis(self, n: int, predictor, deadline_s: float | None) -> list[Choice]:
+        neurons = [(self._mei_cursor + k) % predictor.n_neurons for k in range(n)]
+        self._mei_cursor += n
+        mei_deadline = None
+        if deadline_s is not None:
+            now = time.perf_counter()
+            mei_deadline = now + self.cfg.deadline_share * max(0.0, deadline_s - now)
+        pixels = most_exciting_images(predictor, neurons, self.image_shape, steps=self.cfg.mei_steps,
+                                      seed=int(self.rng.integers(2 ** 31)), deadline_s=mei_deadline)
+        with torch.no_grad():
+            r = predictor.rates(from_pixels(pixels), neurons=neurons).mean(0).numpy()
+        return [Choice(pixels[b], f"mei neuron#{j} predicted {r[b, b]:.1f}Hz") for b, j in enumerate(neurons)]

@@ -1,9 +1,14 @@
-"""A presenter with no window: same interface and frame accounting as the PsychoPy one.
+"""A presenter with no window: same interface, schedule and frame accounting as the PsychoPy one.
 
-realtime=True: frames are paced by the wall clock (time.perf_counter), as a 60 Hz
-screen would pace them, so a simulated rig runs at the speed of a real one.
+realtime=True: frames are paced by the wall clock (time.perf_counter), as a
+screen at refresh_hz would pace them, so a simulated rig runs at the speed of a
+real one; a late frame skips whole refreshes and is counted as dropped.
 realtime=False: frames are counted on a virtual clock and nothing sleeps
 (`--speed max`).
+
+What would be on screen is kept (`screen`, `photodiode_white`,
+`fixation_point_on`) so tests can check the same things they check in a real
+window's pixels.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import time
 import numpy as np
 
 from stimulus.presenters.base import FixationSource, OnsetCallback, ShowPlan, TrialOutcome
+from stimulus.presenters.frames import FrameSlot, count_dropped_frames, frames_for, trial_schedule
 
 
 class HeadlessPresenter:
@@ -22,10 +28,17 @@ class HeadlessPresenter:
         self._virtual_s = 0.0
         self._frame = 0
         self._t0 = time.perf_counter()
-        self.screen: np.ndarray | None = None  # last image "on screen", for tests
+        self._next_boundary = 0.0
+        self.screen: np.ndarray | None = None  # image "on screen", None for none
+        self.fixation_point_on = False
+        # Toggles at every onset, as the PsychoPy presenter's photodiode patch does.
+        self.photodiode_white = False
+        # Onset stamps are the flip times themselves here, so this is always zero.
+        self.last_onset_to_flip_error_s: list[float] = []
 
     def open(self) -> None:
         self._t0 = time.perf_counter()
+        self._next_boundary = self.now() + self.frame_s
 
     def now(self) -> float:
         if self.realtime:
@@ -42,51 +55,60 @@ class HeadlessPresenter:
                 time.sleep(delay)
             now = self.now()
             # A late flip skips whole frames, as a real display would.
-            self._next_boundary = target + self.frame_s * max(1, int(np.ceil((now - target) / self.frame_s + 1e-9)))
+            late_frames = max(1, int(np.ceil((now - target) / self.frame_s + 1e-9)))
+            self._next_boundary = target + self.frame_s * late_frames
             return now
         self._virtual_s += self.frame_s
         return self._virtual_s
 
+    def _show(self, plan: ShowPlan | None, slot: FrameSlot | None) -> None:
+        self.screen = None if slot is None or slot.image < 0 else plan.pixels[slot.image]
+        self.fixation_point_on = slot is not None and slot.fixation_point
+
     def run_trial(self, plan: ShowPlan, on_onset: OnsetCallback, fixation: FixationSource) -> TrialOutcome:
-        n = len(plan.image_hashes)
-        total_frames = plan.fixation_frames + n * (plan.on_frames + plan.off_frames) + plan.iti_frames
-        if self.realtime:
+        schedule = trial_schedule(plan)
+        if self.realtime and self.now() > self._next_boundary:
+            # After an idle wait the next boundary is in the past: start on a fresh one.
             self._next_boundary = self.now() + self.frame_s
         start = self.now()
-        fixation.start_trial(plan.trial_id, start, total_frames * self.frame_s)
-        flips = []
+        fixation.start_trial(plan.trial_id, start, len(schedule) * self.frame_s)
+        flips: list[float] = []
         onsets = 0
-        schedule = [None] * plan.fixation_frames
-        for i in range(n):
-            schedule += [i] + [-1] * (plan.on_frames - 1) + [None] * plan.off_frames
-        schedule += [None] * plan.iti_frames
-        showing_images_until = plan.fixation_frames + n * (plan.on_frames + plan.off_frames)
-        for f, what in enumerate(schedule):
+        self.last_onset_to_flip_error_s = []
+        for slot in schedule:
+            if slot.onset:
+                self.photodiode_white = not self.photodiode_white
+            self._show(plan, slot)
             t = self._flip()
             flips.append(t)
-            if isinstance(what, int) and what >= 0:
-                self.screen = plan.pixels[what]
-                on_onset(what, t, self._frame)
+            if slot.onset:
+                on_onset(slot.image, t, self._frame)
+                self.last_onset_to_flip_error_s.append(0.0)
                 onsets += 1
-            elif what is None:
-                self.screen = None
-            if f < showing_images_until and not fixation.holding(t):
-                return TrialOutcome(plan.trial_id, "aborted", start, t, onsets,
-                                    self._dropped(flips), np.diff(flips).astype(np.float32), "fixation break")
-        return TrialOutcome(plan.trial_id, "done", start, flips[-1] if flips else start, onsets,
-                            self._dropped(flips), np.diff(flips).astype(np.float32))
-
-    def _dropped(self, flips: list[float]) -> int:
-        if len(flips) < 2:
-            return 0
-        gaps = np.diff(flips) / self.frame_s
-        return int(np.sum(np.maximum(np.rint(gaps) - 1, 0)))
+            if slot.needs_fixation and not fixation.holding(t):
+                # Take the image off at the next frame, as the window does.
+                self._show(None, FrameSlot(-1, False, True, False))
+                flips.append(self._flip())
+                return TrialOutcome(plan.trial_id, "aborted", start, flips[-1], onsets,
+                                    count_dropped_frames(flips, self.frame_s),
+                                    np.diff(flips).astype(np.float32), "fixation break")
+        end = flips[-1] if flips else start
+        return TrialOutcome(plan.trial_id, "done", start, end, onsets,
+                            count_dropped_frames(flips, self.frame_s), np.diff(flips).astype(np.float32))
 
     def idle(self, duration_s: float) -> None:
+        """Fixation point on a blank screen for the whole frames closest to duration_s."""
+        self._show(None, FrameSlot(-1, False, True, False))
+        n = frames_for(duration_s, self.refresh_hz)
         if self.realtime:
-            time.sleep(max(0.0, duration_s))
+            if self.now() > self._next_boundary:
+                self._next_boundary = self.now() + self.frame_s
+            for _ in range(n):
+                self._flip()
         else:
-            self._virtual_s += max(0.0, duration_s)
+            self._frame += n
+            self._virtual_s += n * self.frame_s
 
     def close(self) -> None:
         self.screen = None
+        self.fixation_point_on = False

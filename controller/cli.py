@@ -1,0 +1,142 @@
+"""The `cortexloop` command line."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from controller.config import RigFileError, load_rig, with_overrides
+
+BENCHES = ("training", "presentation", "efficiency", "discrimination", "mei")
+
+
+def _load(path: str):
+    try:
+        return load_rig(path)
+    except RigFileError as err:
+        print(f"cortexloop: {err}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _apply_flags(rig, args):
+    session, display = {}, {}
+    if getattr(args, "speed", None):
+        session["speed"] = args.speed
+    if getattr(args, "trials", None):
+        session["n_trials"] = args.trials
+    if getattr(args, "store", None):
+        session["store_dir"] = args.store
+    if getattr(args, "presenter", None):
+        display["presenter"] = args.presenter
+    return with_overrides(rig, session=session, display=display) if (session or display) else rig
+
+
+def cmd_check(args) -> int:
+    rig = _load(args.rig)
+    print(json.dumps(rig.model_dump(), indent=2))
+    print(f"\n{args.rig}: OK (trial {rig.trial_duration_ms:.0f} ms, {rig.cortex.population.n_neurons} neurons, "
+          f"{rig.images.size_px} px images, model {rig.model.kind} on {rig.model.device})", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from controller.launch import run_session
+
+    rig = _apply_flags(_load(args.rig), args)
+    summary = run_session(rig, Path(args.session_dir) if args.session_dir else None)
+    return 0 if summary.get("status") == "completed" else 1
+
+
+def cmd_serve(args) -> int:
+    """Run one process of a session (the launcher uses this; so does a rig spread over machines)."""
+    from controller.launch import new_session_dir, prepare_session_dir
+    from controller.session import n_neurons_of
+
+    rig = _load(args.rig)
+    if args.speed:
+        rig = with_overrides(rig, session={"speed": args.speed})
+    if args.endpoints:
+        endpoints = json.loads(Path(args.endpoints).read_text())
+        session_dir = Path(args.session_dir) if args.session_dir else new_session_dir(rig)
+    else:
+        session_dir = Path(args.session_dir) if args.session_dir else new_session_dir(rig)
+        endpoints = prepare_session_dir(rig, session_dir)
+    parent = args.parent_pid
+    if args.role == "controller":
+        from controller.session import run_controller
+
+        summary = run_controller(rig, session_dir, endpoints)
+        return 0 if summary.get("status") == "completed" else 1
+    if args.role == "cortex":
+        from controller.services.cortex import VirtualCortexService as Service
+
+        service = Service(rig, endpoints, parent_pid=parent)
+    elif args.role == "presenter":
+        from controller.services.presenter import PresenterService as Service
+
+        service = Service(rig, endpoints, parent_pid=parent)
+    else:
+        from controller.services.model_worker import ModelWorkerService as Service
+
+        service = Service(rig, endpoints, n_neurons_of(rig), parent_pid=parent)
+    try:
+        return service.run()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        service.close()
+
+
+def cmd_bench(args, rest: list[str]) -> int:
+    module = importlib.import_module(f"bench.{args.name}")
+    return module.main(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="cortexloop", description="Closed-loop experiment controller for visual neurophysiology.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check", help="validate a rig file and print the resolved config")
+    c.add_argument("rig")
+    c.set_defaults(func=cmd_check)
+
+    r = sub.add_parser("run", help="run a session: cortex, model worker, presenter and controller processes")
+    r.add_argument("rig")
+    r.add_argument("--speed", choices=["realtime", "max"], help="override session.speed")
+    r.add_argument("--trials", type=int, help="override session.n_trials")
+    r.add_argument("--store", help="override session.store_dir")
+    r.add_argument("--presenter", choices=["auto", "psychopy", "headless"], help="override display.presenter")
+    r.add_argument("--session-dir", help="exact session directory (default: STORE/NAME-TIMESTAMP)")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("serve", help="run one process of a session")
+    s.add_argument("role", choices=["cortex", "presenter", "model", "controller"])
+    s.add_argument("--rig", required=True)
+    s.add_argument("--speed", choices=["realtime", "max"])
+    s.add_argument("--session-dir")
+    s.add_argument("--endpoints", help="JSON file of resolved endpoints (written by the launcher)")
+    s.add_argument("--parent-pid", type=int, help="exit when this process is gone")
+    s.set_defaults(func=cmd_serve)
+
+    b = sub.add_parser("bench", help="benchmarks (print a table; --json FILE writes the figures)")
+    b.add_argument("name", choices=BENCHES)
+    b.set_defaults(func=None)
+
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = build_parser()
+    if argv[:1] == ["bench"]:
+        args, rest = ap.parse_known_args(argv)
+        return cmd_bench(args, rest)
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

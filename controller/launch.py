@@ -1,0 +1,118 @@
+"""Starting and supervising a session's processes on one machine.
+
+`cortexloop run RIG` starts the virtual cortex, the model worker, the presenter
+and the controller as separate OS processes (each `cortexloop serve ROLE`), which
+talk only over ZeroMQ. The launcher watches them:
+
+- the controller finishing ends the session; the others are told to stop and,
+  failing that, terminated;
+- the cortex or the presenter dying ends the session cleanly (the controller is
+  sent SIGTERM, writes its summary and closes the store);
+- the model worker dying does not: the controller carries on with pool images
+  and records that each plan was late (a dead GPU must not cost a recording day);
+- Ctrl-C does the same as a dying process: clean end, summary, store closed.
+
+Children run in their own process groups (Ctrl-C reaches only the launcher, which
+then stops them in order) and exit by themselves if the launcher disappears.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from controller.config import RigConfig
+from controller.links import resolve_endpoints
+
+ROLES = ("cortex", "model", "presenter", "controller")
+
+
+def new_session_dir(rig: RigConfig, root: str | Path | None = None) -> Path:
+    root = Path(root or rig.session.store_dir)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = root / f"{rig.session.name}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = root / f"{rig.session.name}-{stamp}-{n}"
+    return path
+
+
+def prepare_session_dir(rig: RigConfig, session_dir: Path) -> dict[str, str]:
+    """Write the resolved rig and endpoints so every process reads the same ones."""
+    session_dir.mkdir(parents=True, exist_ok=True)
+    (session_dir / "logs").mkdir(exist_ok=True)
+    (session_dir / "rig.json").write_text(rig.model_dump_json(indent=2))
+    endpoints = resolve_endpoints(rig.endpoints, session_dir)
+    (session_dir / "endpoints.json").write_text(json.dumps(endpoints, indent=2))
+    return endpoints
+
+
+def _spawn(role: str, session_dir: Path, env: dict) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "controller.cli", "serve", role, "--rig", str(session_dir / "rig.json"),
+           "--session-dir", str(session_dir), "--endpoints", str(session_dir / "endpoints.json"),
+           "--parent-pid", str(os.getpid())]
+    out = None if role == "controller" else open(session_dir / "logs" / f"{role}.log", "w")
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, env=env,
+                            start_new_session=True)
+
+
+def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | None = None) -> dict:
+    session_dir = Path(session_dir) if session_dir else new_session_dir(rig)
+    prepare_session_dir(rig, session_dir)
+    env = {**os.environ, **(env or {})}
+    # The children import the packages from where this one did (works without installing too).
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    procs: dict[str, subprocess.Popen] = {}
+    interrupted = []
+
+    def on_signal(signum, frame):
+        interrupted.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for role in ROLES:
+            procs[role] = _spawn(role, session_dir, env)
+        controller = procs["controller"]
+        told_controller = False
+        model_reported = False
+        while controller.poll() is None:
+            time.sleep(0.1)
+            dead = [r for r in ("cortex", "presenter") if procs[r].poll() is not None]
+            if (dead or interrupted) and not told_controller:
+                controller.send_signal(signal.SIGTERM)
+                told_controller = True
+            if procs["model"].poll() is not None and not model_reported:
+                print(f"cortexloop: model worker exited ({procs['model'].returncode}); "
+                      "continuing with pool images", file=sys.stderr, flush=True)
+                model_reported = True
+    finally:
+        _stop_all(procs)
+        for s, h in previous.items():
+            signal.signal(s, h)
+    summary_path = session_dir / "summary.json"
+    if not summary_path.exists():
+        raise RuntimeError(f"session ended without a summary; see the logs in {session_dir / 'logs'}")
+    return json.loads(summary_path.read_text())
+
+
+def _stop_all(procs: dict[str, subprocess.Popen], grace_s: float = 10.0) -> None:
+    """Wait for the children to end (they were told to stop), then terminate, then kill."""
+    end = time.monotonic() + grace_s
+    for p in procs.values():
+        try:
+            p.wait(timeout=max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.terminate()
+    for p in procs.values():
+        try:
+            p.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -1,0 +1,65 @@
+"""The end-of-session summary: one table on the terminal, the same figures in summary.json."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def correlation_per_neuron(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Pearson r per column; NaN where either side is constant."""
+    p = pred - pred.mean(0)
+    t = truth - truth.mean(0)
+    den = np.sqrt((p ** 2).sum(0) * (t ** 2).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (p * t).sum(0) / den, np.nan)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def format_table(summary: dict) -> str:
+    def fmt(v):
+        if v is None:
+            return "n/a"
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        return str(v)
+
+    rows = [
+        ("trials done", summary["trials_done"]),
+        ("trials aborted", summary["trials_aborted"]),
+        ("images shown", summary["images_shown"]),
+        ("neurons", summary["neurons"]),
+        ("spikes received", summary["spikes_received"]),
+        ("spikes lost", summary["spikes_lost"]),
+        ("loop latency p50 (ms)", None if summary["loop_latency_p50_ms"] is None else summary["loop_latency_p50_ms"]),
+        ("loop latency p99 (ms)", None if summary["loop_latency_p99_ms"] is None else summary["loop_latency_p99_ms"]),
+        ("plans ready on time", f"{summary['plans_on_time_share']:.1%}" if summary["plans_on_time_share"] is not None else None),
+        ("dropped frames", summary["dropped_frames"]),
+        ("presenter gaps (queue empty)", summary["presenter_gaps"]),
+        ("clock drift (ppm) / residual (ms)", summary["clock_alignment"] and
+         f"{summary['clock_alignment']['drift_ppm']:.1f} / {summary['clock_alignment']['residual_rms_ms']:.3f}"),
+        ("model version at end", summary["model_version"]),
+        ("held-out accuracy, median r", summary["heldout_median_r"]),
+    ]
+    ev = summary.get("hypothesis_evidence")
+    if ev:
+        rows.append(("hypothesis evidence", ev.get("summary", "")))
+    rows.append(("session saved in", summary["session_dir"]))
+    width = max(len(k) for k, _ in rows)
+    lines = ["", "cortexloop session summary", "-" * (width + 30)]
+    lines += [f"{k:<{width}}  {fmt(v)}" for k, v in rows]
+    per = summary.get("heldout_r_per_neuron")
+    if per:
+        lines.append(f"{'held-out r per neuron':<{width}}  " + " ".join("n/a" if v is None else f"{v:.2f}" for v in per))
+    lines.append("-" * (width + 30))
+    return "\n".join(lines)
+
+
+def write_summary(session_dir: Path, summary: dict) -> Path:
+    path = Path(session_dir) / "summary.json"
+    path.write_text(json.dumps(summary, indent=2, default=float))
+    return path

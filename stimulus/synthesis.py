@@ -1,0 +1,196 @@
+"""Gradient-based image synthesis, from small callable parts.
+
+    objective  images (B, C, H, W) in [0, 1] -> (B,) score to maximise
+    init       the starting images: pool images or noise (`noise_images`, `from_pixels`)
+    transform  what the model sees each step: small random shifts (`Jitter`), so the
+               result does not rely on one exact pixel alignment
+    stopper    when to stop: a step budget and a perf_counter deadline (`Stopper`)
+
+The loop follows Cowley et al.: gradient ascent in pixel space, the gradient
+smoothed and normalised by its RMS (so one step size suits any model and any
+rate scale), the image kept in range by clamping and smoothed lightly so it
+stays presentable (no single-pixel checkerboards). Every image keeps the best
+version seen, which is what comes back when the deadline arrives.
+
+`most_exciting_images` (MEIs) is the entry point other parts of cortexloop use.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stimulus.images import to_uint8
+from stimulus.objectives import excitation
+
+ImageObjective = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class SynthesisResult:
+    images: torch.Tensor  # (B, C, H, W) float in [0, 1], the best version of each image
+    scores: torch.Tensor  # (B,) objective of those images (as seen through the transform)
+    steps: int  # gradient steps taken
+    stopped_by: str  # "steps" or "deadline"
+
+
+# ----------------------------------------------------------------------------- parts
+
+def noise_images(n: int, image_shape: tuple[int, int, int], seed: int = 0, amplitude: float = 0.15,
+                 smooth_sigma_px: float = 1.0) -> torch.Tensor:
+    """Mid-grey plus smooth low-contrast noise, (n, C, H, W). A neutral start that breaks symmetry."""
+    h, w, c = image_shape
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=g)
+    x = gaussian_blur(x, smooth_sigma_px)
+    x = x / x.flatten(1).std(dim=1).clamp_min(1e-6).view(n, 1, 1, 1)
+    return (0.5 + amplitude * x).clamp(0.0, 1.0)
+
+
+def from_pixels(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 (n, H, W, C) -> float (n, C, H, W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def to_pixels(images: torch.Tensor) -> np.ndarray:
+    """float (n, C, H, W) in [0, 1] -> uint8 (n, H, W, C)."""
+    return to_uint8(images.detach().permute(0, 2, 3, 1).cpu().numpy())
+
+
+def gaussian_blur(x: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, H, W), reflect-padded; sigma 0 returns x."""
+    if sigma_px <= 0:
+        return x
+    radius = max(1, int(math.ceil(2.5 * sigma_px)))
+    radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma_px) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+class Jitter:
+    """Shift the whole batch by up to `max_px` pixels each step (circularly), seeded."""
+
+    def __init__(self, max_px: int = 1, seed: int = 0):
+        self.max_px = max_px
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.max_px <= 0:
+            return x
+        dy, dx = (int(v) for v in self.rng.integers(-self.max_px, self.max_px + 1, 2))
+        return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+
+
+class Stopper:
+    """Stops after `max_steps`, or early enough that the next step would not overrun `deadline_s`.
+
+    The deadline is a time.perf_counter() value; the next step's cost is estimated from the slowest so far.
+    On a virtual clock pass deadline_s=None: only the step budget counts, so runs are reproducible.
+    """
+
+    def __init__(self, max_steps: int, deadline_s: float | None = None):
+        self.max_steps = max_steps
+        self.deadline_s = deadline_s
+        self._last = time.perf_counter()
+        self._slowest = 0.0
+        self.reason = "steps"
+
+    def __call__(self, step: int) -> bool:
+        now = time.perf_counter()
+        if step > 0:
+            self._slowest = max(self._slowest, now - self._last)
+        self._last = now
+        if step >= self.max_steps:
+            self.reason = "steps"
+            return True
+        if self.deadline_s is not None and now + self._slowest >= self.deadline_s:
+            self.reason = "deadline"
+            return True
+        return False
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def synthesize(objective: ImageObjective, init: torch.Tensor, max_steps: int = 100, deadline_s: float | None = None,
+               step_size: float = 0.05, grad_sigma_px: float = 1.0, image_sigma_px: float = 0.3,
+               transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> SynthesisResult:
+    """Gradient ascent on `objective` from `init`; returns the best version of each image."""
+    stop = Stopper(max_steps, deadline_s)
+    transform = transform or (lambda t: t)
+    x = init.detach().clone().clamp(0.0, 1.0)
+    best = x.clone()
+    best_score = torch.full((len(x),), -math.inf)
+    step = 0
+    while not stop(step):
+        x.requires_grad_(True)
+        score = objective(transform(x))
+        (grad,) = torch.autograd.grad(score.sum(), x)
+        with torch.no_grad():
+            better = score.detach() > best_score
+            best[better] = x.detach()[better]
+            best_score = torch.where(better, score.detach(), best_score)
+            grad = gaussian_blur(grad, grad_sigma_px)
+            rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12).view(-1, 1, 1, 1)
+            x = gaussian_blur(x + step_size * grad / rms, image_sigma_px).clamp(0.0, 1.0)
+        step += 1
+    # The last update has not been scored yet: score it once (cheap, no gradient) when time allows.
+    if step > 0 and (deadline_s is None or time.perf_counter() + stop._slowest / 2 < deadline_s):
+        with torch.no_grad():
+            score = objective(x)
+            better = score > best_score
+            best[better] = x[better]
+            best_score = torch.where(better, score, best_score)
+    if step == 0:
+        with torch.no_grad():
+            best_score = objective(x)
+    return SynthesisResult(best.detach(), best_score.detach(), step, stop.reason)
+
+
+# ----------------------------------------------------------------------------- MEIs
+
+def mei_objective(predictor, neurons: Sequence[int]) -> ImageObjective:
+    """Image i maximises the members' mean rate of neuron neurons[i]; computes only those neurons."""
+    neurons = list(neurons)
+    diag = torch.arange(len(neurons))
+
+    def objective(images: torch.Tensor) -> torch.Tensor:
+        mean_rate = excitation(predictor.rates(images, neurons=neurons))  # (B, n)
+        return mean_rate[diag, diag]
+
+    return objective
+
+
+def most_exciting_images(predictor, neurons: Sequence[int], image_shape: tuple[int, int, int], steps: int = 200,
+                         seed: int = 0, deadline_s: float | None = None, init: np.ndarray | None = None,
+                         chunk: int = 16, step_size: float = 0.05, jitter_px: int = 1) -> np.ndarray:
+    """One MEI per neuron: uint8 (len(neurons), H, W, C).
+
+    Starts from smooth noise (or from `init`, uint8 (len(neurons), H, W, C), e.g. each neuron's best
+    pool image). Neurons go through in chunks so only the chunk's neurons are computed; when a deadline
+    is given, the time left is shared evenly among the chunks still to run.
+    """
+    neurons = list(neurons)
+    h, w, c = image_shape
+    out = np.zeros((len(neurons), h, w, c), np.uint8)
+    starts = from_pixels(init) if init is not None else noise_images(len(neurons), image_shape, seed)
+    chunks = [list(range(i, min(i + chunk, len(neurons)))) for i in range(0, len(neurons), chunk)]
+    for ci, rows in enumerate(chunks):
+        chunk_deadline = None
+        if deadline_s is not None:
+            now = time.perf_counter()
+            chunk_deadline = now + max(0.0, deadline_s - now) / (len(chunks) - ci)
+        result = synthesize(mei_objective(predictor, [neurons[r] for r in rows]), starts[rows], max_steps=steps,
+                            deadline_s=chunk_deadline, step_size=step_size,
+                            transform=Jitter(jitter_px, seed + ci))
+        out[rows] = to_pixels(result.images)
+    return out
