@@ -1,19 +1,42 @@
 """The virtual cortex's ground truth: a population of neurons, each a fixed function of the image.
 
-First version: oriented-energy (complex-cell) units with Gaussian receptive
-fields and divisive normalization across the population.
+The neuron types live in acquisition/neurons.py; this module draws the mix
+from the rig file (type_shares, seed), calibrates every unit's gain on natural
+patches, applies divisive normalization across the population and maps the
+result to spikes/s:
+
+    d_i  = drive_i / (95th percentile of drive_i over natural patches)   (signed)
+    e_i  = max(d_i, 0),  n_i = max(-d_i, 0),  pool = mean_j e_j^2
+    E_i  = e_i^2 / (c50^2 + e_i^2 + normalization_strength * pool)
+    S_i  = min(1, s_i * pool / (c50^2 + pool) + n_i^2 / (c50^2 + n_i^2))
+    rate = baseline_i * (1 - S_i) + (peak_i - baseline_i) * E_i
+
+so a natural patch at the 95th percentile reaches about 2/3 of peak, an
+optimized image can approach the peak, and images that drive the rest of the
+population (or the neuron's anti-preferred stimulus) push it below baseline.
+Custom neuron types (PopulationConfig.custom) return spikes/s directly and are
+appended after the built-in ones.
 
 Interface (used by the recording system, benchmarks and the session summary):
     Population(cfg: PopulationConfig, size_px, colour)
     .n_neurons, .baseline_hz (N,)
     .rates(images) -> (B, N) spikes/s, images uint8 (B, H, W, C) or float in [0, 1]
     .describe() -> list of dicts, one per neuron
+Also: .peak_hz (N,), .types (list of str), .rf_centre_yx_px (N, 2), .rf_diameter_px (N,)
+(NaN for custom neurons, whose receptive field is unknown).
 """
 from __future__ import annotations
 
-import numpy as np
+import importlib
+from typing import Callable
 
-from acquisition.config import PopulationConfig
+import numpy as np
+import torch
+
+from acquisition.config import NEURON_TYPES, PopulationConfig
+from acquisition.neurons import GROUP_CLASSES, FeatureBank, RandomCNNUnits, natural_patches
+
+CHUNK = 64  # images per forward pass: bounds memory (the FFT bank holds ~B*24*P*P complex values)
 
 
 def _as_float(images: np.ndarray) -> np.ndarray:
@@ -21,52 +44,155 @@ def _as_float(images: np.ndarray) -> np.ndarray:
     return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
 
 
+def load_custom(path: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Import "package.module:function" (a rig file names custom neuron types this way)."""
+    module_name, _, attr = path.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"custom neuron type {path!r} cannot be loaded: {err}") from None
+    if not callable(fn):
+        raise ValueError(f"custom neuron type {path!r} is not callable")
+    return fn
+
+
+def split_counts(n: int, shares: dict[str, float]) -> dict[str, int]:
+    """Integer counts per type that sum to n, by largest remainder (deterministic)."""
+    total = sum(shares.values())
+    names = [t for t in NEURON_TYPES if shares.get(t, 0) > 0]
+    exact = {t: n * shares[t] / total for t in names}
+    counts = {t: int(np.floor(v)) for t, v in exact.items()}
+    rest = n - sum(counts.values())
+    for t in sorted(names, key=lambda t: (-(exact[t] - counts[t]), NEURON_TYPES.index(t)))[:rest]:
+        counts[t] += 1
+    return counts
+
+
 class Population:
-    def __init__(self, cfg: PopulationConfig, size_px: int, colour: bool):
+    def __init__(self, cfg: PopulationConfig, size_px: int, colour: bool,
+                 calibration_images: np.ndarray | None = None):
         self.cfg = cfg
         self.size = size_px
+        self.colour = colour
         rng = np.random.default_rng(cfg.seed)
-        n = cfg.n_neurons
-        self.n_neurons = n
-        self.baseline_hz = rng.uniform(*cfg.baseline_hz, n)
-        self.peak_hz = rng.uniform(*cfg.peak_hz, n)
-        yy, xx = np.mgrid[0:size_px, 0:size_px].astype(np.float32)
-        self.centre = rng.uniform(0.3, 0.7, (n, 2)) * size_px
-        self.rf_sigma = rng.uniform(*cfg.rf_size_frac, n) * size_px / 4
-        self.orientation = rng.uniform(0, np.pi, n)
-        self.wavelength = rng.uniform(0.15, 0.35, n) * size_px
-        filters = np.zeros((n, 2, size_px, size_px), np.float32)
-        for i in range(n):
-            cy, cx = self.centre[i]
-            g = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * self.rf_sigma[i] ** 2))
-            u = (xx - cx) * np.cos(self.orientation[i]) + (yy - cy) * np.sin(self.orientation[i])
-            k = 2 * np.pi / self.wavelength[i]
-            filters[i, 0] = g * np.cos(k * u)
-            filters[i, 1] = g * np.sin(k * u)
-            filters[i] -= filters[i].mean(axis=(1, 2), keepdims=True)
-            filters[i] /= np.linalg.norm(filters[i, 0]) + 1e-9
-        self.filters = filters.reshape(n * 2, -1)
-        # Scale drive so typical natural patches span the rate range.
-        self._scale = None
+        self.bank = FeatureBank(size_px)
+        self.groups = []
+        if cfg.n_neurons > 0:
+            for t, count in split_counts(cfg.n_neurons, cfg.type_shares).items():
+                if count == 0:
+                    continue
+                cls = GROUP_CLASSES[t]
+                extra = {"seed": cfg.seed + 7919} if cls is RandomCNNUnits else {}
+                self.groups.append(cls(count, size_px, colour, rng, cfg.rf_size_frac, self.bank, **extra))
+        self.n_builtin = sum(g.n for g in self.groups)
+        self.types = [g.type_name for g in self.groups for _ in range(g.n)]
+        self.custom_fns = [load_custom(p) for p in cfg.custom]
+        nb = self.n_builtin
+        self.peak_hz = rng.uniform(*cfg.peak_hz, nb)
+        self.suppression_index = rng.uniform(*cfg.suppression, nb)
+        builtin_baseline = rng.uniform(*cfg.baseline_hz, nb)
+        if calibration_images is None:
+            calibration_images = natural_patches(cfg.calibration_images, size_px, colour, cfg.seed + 104729)
+        self._scale = torch.ones(nb)
+        if nb:
+            drive = self._builtin_drive(calibration_images)
+            pos = torch.clamp(drive, min=0)
+            scale = torch.quantile(pos, 0.95, dim=0)
+            fallback = pos.amax(0)
+            # A unit that natural patches never drive (rare) keeps its largest response as its unit.
+            scale = torch.where(scale > 1e-9, scale, torch.where(fallback > 1e-9, fallback, torch.ones_like(scale)))
+            self._scale = scale
+        self._builtin_baseline = builtin_baseline
+        # Custom neurons: their rate for a mean-grey image is their baseline.
+        custom_counts, custom_base = [], []
+        grey = np.full((1, size_px, size_px, 3 if colour else 1), 0.5, np.float32)
+        for fn, path in zip(self.custom_fns, cfg.custom):
+            r = self._call_custom(fn, path, grey)
+            custom_counts.append(r.shape[1])
+            custom_base.append(r[0])
+        self.custom_counts = custom_counts
+        self.n_neurons = nb + sum(custom_counts)
+        self.types += [f"custom:{p}" for p, c in zip(cfg.custom, custom_counts) for _ in range(c)]
+        self.baseline_hz = np.concatenate([builtin_baseline] + custom_base).astype(np.float64)
+        self.peak_hz = np.concatenate([self.peak_hz] + [np.full(c, np.nan) for c in custom_counts])
+        nan2 = [np.full((c, 2), np.nan) for c in custom_counts]
+        self.rf_centre_yx_px = np.concatenate([g.centre_yx for g in self.groups] + nan2) if self.n_neurons else np.zeros((0, 2))
+        self.rf_diameter_px = np.concatenate([g.diameter_px for g in self.groups] + [np.full(c, np.nan) for c in custom_counts])
 
-    def _drive(self, images: np.ndarray) -> np.ndarray:
+    # ------------------------------------------------------------------ internals
+
+    def _to_tensor(self, images: np.ndarray) -> torch.Tensor:
         x = _as_float(images)
-        grey = x.mean(axis=-1) - 0.5
-        resp = grey.reshape(len(x), -1) @ self.filters.T  # (B, 2N)
-        energy = resp.reshape(len(x), -1, 2)
-        return np.sqrt((energy ** 2).sum(-1))
+        if x.ndim != 4 or x.shape[1] != self.size or x.shape[2] != self.size:
+            raise ValueError(f"images must be (B, {self.size}, {self.size}, C), got {x.shape}")
+        t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
+        if t.shape[1] == 1:
+            t = t.expand(-1, 3, -1, -1)
+        elif t.shape[1] != 3:
+            raise ValueError(f"images must have 1 or 3 channels, got {t.shape[1]}")
+        return t.contiguous()
+
+    def _builtin_drive(self, images: np.ndarray) -> torch.Tensor:
+        out = []
+        need_amp = any(g.needs_amp for g in self.groups)
+        need_blob = any(g.needs_blob for g in self.groups)
+        with torch.no_grad():
+            for a in range(0, len(images), CHUNK):
+                rgb = self._to_tensor(images[a:a + CHUNK])
+                feats = self.bank.compute(rgb, need_amp, need_blob)
+                out.append(torch.cat([g.drive(feats) for g in self.groups], 1))
+        return torch.cat(out, 0) if out else torch.zeros(0, self.n_builtin)
+
+    def _call_custom(self, fn, path: str, x: np.ndarray) -> np.ndarray:
+        r = np.asarray(fn(x), np.float64)
+        if r.ndim != 2 or r.shape[0] != len(x):
+            raise ValueError(f"custom neuron type {path!r} returned shape {r.shape}, expected ({len(x)}, n)")
+        return np.maximum(r, 0.0)
+
+    # ------------------------------------------------------------------ public
+
+    def normalized_drive(self, images: np.ndarray) -> np.ndarray:
+        """(B, n_builtin) calibrated, signed drive (1 = a 95th-percentile natural patch)."""
+        return (self._builtin_drive(images) / self._scale).numpy().astype(np.float64)
 
     def rates(self, images: np.ndarray) -> np.ndarray:
-        drive = self._drive(images)
-        if self._scale is None:
-            probe = np.random.default_rng(self.cfg.seed + 1).random((64, self.size, self.size, 3), np.float32)
-            self._scale = np.percentile(self._drive(probe), 95, axis=0) + 1e-6
-        d = drive / self._scale
-        norm = 1.0 + self.cfg.normalization_strength * d.mean(axis=1, keepdims=True)
-        r = d ** 2 / (norm + d ** 2)
-        return self.baseline_hz + (self.peak_hz - self.baseline_hz) * r
+        images = np.asarray(images)
+        parts = []
+        if self.n_builtin:
+            d = self.normalized_drive(images)
+            c2 = self.cfg.semi_saturation ** 2
+            e = np.maximum(d, 0.0)
+            neg = np.maximum(-d, 0.0)
+            pool = (e ** 2).mean(1, keepdims=True)
+            excitation = e ** 2 / (c2 + e ** 2 + self.cfg.normalization_strength * pool)
+            suppression = np.minimum(1.0, self.suppression_index * pool / (c2 + pool) + neg ** 2 / (c2 + neg ** 2))
+            base = self._builtin_baseline
+            parts.append(base * (1 - suppression) + (self.peak_hz[:self.n_builtin] - base) * excitation)
+        if self.custom_fns:
+            x = _as_float(images)
+            for fn, path, c in zip(self.custom_fns, self.cfg.custom, self.custom_counts):
+                r = self._call_custom(fn, path, x)
+                if r.shape[1] != c:
+                    raise ValueError(f"custom neuron type {path!r} changed its number of neurons ({c} -> {r.shape[1]})")
+                parts.append(r)
+        return np.concatenate(parts, 1) if parts else np.zeros((len(images), 0))
 
     def describe(self) -> list[dict]:
-        return [{"neuron": i, "type": "oriented", "rf_centre_px": self.centre[i].tolist(),
-                 "rf_sigma_px": float(self.rf_sigma[i]), "orientation_rad": float(self.orientation[i])}
-                for i in range(self.n_neurons)]
+        out = []
+        i = 0
+        for g in self.groups:
+            for j in range(g.n):
+                out.append({"neuron": i, "type": g.type_name,
+                            "rf_centre_px": [float(v) for v in g.centre_yx[j]],  # (row, col)
+                            "rf_diameter_px": float(g.diameter_px[j]),
+                            "rf_sigma_px": float(g.diameter_px[j] / 4),
+                            "baseline_hz": float(self.baseline_hz[i]), "peak_hz": float(self.peak_hz[i]),
+                            "suppression_index": float(self.suppression_index[i]),
+                            **g.describe(j)})
+                i += 1
+        for path, c in zip(self.cfg.custom, self.custom_counts):
+            for j in range(c):
+                out.append({"neuron": i, "type": "custom", "function": path, "output": j,
+                            "baseline_hz": float(self.baseline_hz[i])})
+                i += 1
+        return out

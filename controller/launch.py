@@ -88,7 +88,7 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
             if (dead or interrupted) and not told_controller:
                 controller.send_signal(signal.SIGTERM)
                 told_controller = True
-            if procs["model"].poll() is not None and not model_reported:
+            if procs["model"].poll() not in (None, 0) and not model_reported:
                 print(f"cortexloop: model worker exited ({procs['model'].returncode}); "
                       "continuing with pool images", file=sys.stderr, flush=True)
                 model_reported = True

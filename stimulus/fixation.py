@@ -108,7 +108,9 @@ class EyeTrackerFixation:
         usable = sample is not None and sample.valid and now_s - sample.t_s <= self.max_sample_age_s
         if not usable:
             if self._lost_since is None:
-                self._lost_since = now_s
+                # A stale sample was lost from the moment it went stale, not when first noticed.
+                stale_at = sample.t_s + self.max_sample_age_s if sample is not None and sample.valid else now_s
+                self._lost_since = min(now_s, stale_at)
             if now_s - self._lost_since > self.blink_grace_s:
                 self._broken, self.break_reason = True, "gaze lost"
             return not self._broken

@@ -54,9 +54,10 @@ class HeadlessPresenter:
             if delay > 0:
                 time.sleep(delay)
             now = self.now()
-            # A late flip skips whole frames, as a real display would.
-            late_frames = max(1, int(np.ceil((now - target) / self.frame_s + 1e-9)))
-            self._next_boundary = target + self.frame_s * late_frames
+            # A frame more than half a refresh late counts as shown at a later
+            # refresh, as with vsync; the next frame goes one refresh after that.
+            missed = int(round(max(0.0, now - target) / self.frame_s))
+            self._next_boundary = target + self.frame_s * (1 + missed)
             return now
         self._virtual_s += self.frame_s
         return self._virtual_s

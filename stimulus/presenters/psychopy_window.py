@@ -165,6 +165,7 @@ class PsychoPyPresenter:
         from psychopy import visual
 
         r = self._image_rect
+        drew = False
         for i, h in enumerate(plan.image_hashes):
             if h in self._stims:
                 self._stims.move_to_end(h)
@@ -181,8 +182,14 @@ class PsychoPyPresenter:
             self._stims[h] = visual.ImageStim(
                 self.win, image=image, units="pix", size=r.size, pos=r.centre,
                 interpolate=self.display.image_interpolation == "linear", autoLog=False)
+            # Drivers may defer the real upload to the first draw: draw once now,
+            # off screen, so the on period never pays for it.
+            self._stims[h].draw()
+            drew = True
             while len(self._stims) > self.display.texture_cache_images:
                 self._stims.popitem(last=False)
+        if drew:
+            self.win.clearBuffer()
 
     # ----------------------------------------------------------------- drawing
     def _draw(self, stims: list[Any] | None, slot: FrameSlot) -> None:
@@ -213,9 +220,10 @@ class PsychoPyPresenter:
         t = float(self.win.flip())
         self._frame += 1
         if self.pacing == "software":
-            # A late flip skips whole frames, as a display with vsync would.
-            late = max(1, int(np.ceil((t - self._next_boundary) / self.frame_s + 1e-9)))
-            self._next_boundary += self.frame_s * late
+            # A frame more than half a refresh late counts as shown at a later
+            # refresh, as with vsync; the next frame goes one refresh after that.
+            missed = int(round(max(0.0, t - self._next_boundary) / self.frame_s))
+            self._next_boundary += self.frame_s * (1 + missed)
         return t
 
     def _restart_pacing_if_behind(self) -> None:

@@ -1,0 +1,58 @@
+"""Shared fixtures: a display for PsychoPy windows, with PsychoPy's files kept out of $HOME.
+
+pytest-xvfb (configured in pyproject.toml at 24-bit depth; at 16-bit pyglet
+hangs) starts Xvfb and sets $DISPLAY for the whole run. Tests that open a
+window ask for `psychopy_display`; it skips them, saying why, where there is
+neither Xvfb nor a display.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+
+import pytest
+
+
+def _no_display_reason() -> str | None:
+    if os.environ.get("DISPLAY"):
+        return None
+    if shutil.which("Xvfb") is None:
+        return "no display: Xvfb is not installed and $DISPLAY is not set"
+    return "no display: $DISPLAY is not set (is pytest-xvfb installed and not disabled with --no-xvfb?)"
+
+
+@pytest.fixture(scope="session")
+def psychopy_display():
+    """Skip without a display; otherwise import psychopy.visual with $HOME in a temp dir.
+
+    PsychoPy reads and writes $HOME/.psychopy3 when it is first imported and keeps
+    those paths, so $HOME is pointed elsewhere only for that import.
+    """
+    reason = _no_display_reason()
+    if reason:
+        pytest.skip(reason)
+    if "psychopy" not in sys.modules:
+        home = tempfile.mkdtemp(prefix="cortexloop-psychopy-home-")
+        old_home = os.environ.get("HOME")
+        os.environ["HOME"] = home
+        try:
+            import psychopy.visual  # noqa: F401  (loads prefs from the temp home)
+        finally:
+            if old_home is None:
+                os.environ.pop("HOME", None)
+            else:
+                os.environ["HOME"] = old_home
+    return os.environ["DISPLAY"]
+
+
+@pytest.fixture
+def small_display():
+    """A 400x300 window, 120 Hz so trials are short; 20 cm wide (0.05 cm a pixel) at 57 cm."""
+    from stimulus.config import DisplayConfig
+
+    return DisplayConfig(presenter="psychopy", resolution_px=(400, 300), refresh_hz=120.0,
+                         screen_width_cm=20.0, viewing_distance_cm=57.0, image_size_deg=5.0,
+                         image_pos_deg=(3.0, -1.0), fixation_size_deg=0.3, photodiode_size_px=30,
+                         photodiode_corner="bottom_right", frame_pacing="software")

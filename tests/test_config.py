@@ -1,0 +1,90 @@
+"""Rig files: the default loads; unknown keys, out-of-range values and wrong types give clear errors."""
+from pathlib import Path
+
+import pytest
+
+from controller.config import RigFileError, load_rig, with_overrides
+
+RIGS = Path(__file__).resolve().parent.parent / "rigs"
+
+
+def write(tmp_path, text: str) -> Path:
+    p = tmp_path / "rig.toml"
+    p.write_text(text)
+    return p
+
+
+def test_default_rig_loads():
+    rig = load_rig(RIGS / "sim.toml")
+    assert rig.session.name == "sim"
+    assert rig.trial.images_per_trial >= 1
+    assert rig.trial_duration_ms == pytest.approx(
+        rig.trial.fixation_ms + rig.trial.images_per_trial * (rig.trial.on_ms + rig.trial.off_ms) + rig.trial.iti_ms)
+
+
+@pytest.mark.parametrize("path", sorted(RIGS.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_rig_file_is_valid(path):
+    load_rig(path)
+
+
+def test_unknown_key_is_named_with_file(tmp_path):
+    p = write(tmp_path, "[trial]\non_ms = 100\nonn_ms = 5\n")
+    with pytest.raises(RigFileError) as err:
+        load_rig(p)
+    text = str(err.value)
+    assert str(p) in text and "trial.onn_ms" in text and "unknown key" in text
+
+
+def test_unknown_section_is_refused(tmp_path):
+    with pytest.raises(RigFileError, match="stimuli"):
+        load_rig(write(tmp_path, "[stimuli]\nx = 1\n"))
+
+
+def test_out_of_range_value_names_key_and_bound(tmp_path):
+    with pytest.raises(RigFileError) as err:
+        load_rig(write(tmp_path, "[display]\nrefresh_hz = 5000\n"))
+    assert "display.refresh_hz" in str(err.value) and "500" in str(err.value) and "5000" in str(err.value)
+
+
+def test_wrong_type_names_key(tmp_path):
+    with pytest.raises(RigFileError) as err:
+        load_rig(write(tmp_path, '[trial]\nimages_per_trial = "five"\n'))
+    assert "trial.images_per_trial" in str(err.value) and "integer" in str(err.value)
+
+
+def test_nested_section_errors_give_full_path(tmp_path):
+    with pytest.raises(RigFileError, match=r"cortex\.spiking\.fano_factor"):
+        load_rig(write(tmp_path, "[cortex.spiking]\nfano_factor = 0.2\n"))
+
+
+def test_window_must_be_ordered(tmp_path):
+    with pytest.raises(RigFileError, match="window_end_ms must be greater"):
+        load_rig(write(tmp_path, "[response]\nwindow_start_ms = 200\nwindow_end_ms = 100\n"))
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    with pytest.raises(RigFileError, match="not valid TOML"):
+        load_rig(write(tmp_path, "[trial\n"))
+    with pytest.raises(RigFileError, match="cannot read"):
+        load_rig(tmp_path / "nope.toml")
+
+
+def test_config_is_immutable_and_overrides_are_validated():
+    rig = load_rig(RIGS / "sim.toml")
+    with pytest.raises(Exception):
+        rig.session.n_trials = 5
+    assert with_overrides(rig, session={"n_trials": 7}).session.n_trials == 7
+    with pytest.raises(RigFileError, match="session.n_trials"):
+        with_overrides(rig, session={"n_trials": 0})
+
+
+def test_check_command_prints_config_or_error(tmp_path, capsys):
+    from controller.cli import main
+
+    assert main(["check", str(RIGS / "sim.toml")]) == 0
+    assert '"images_per_trial"' in capsys.readouterr().out
+    bad = write(tmp_path, "[model]\nkind = 'gpt'\n")
+    with pytest.raises(SystemExit) as code:
+        main(["check", str(bad)])
+    assert code.value.code == 2
+    assert "model.kind" in capsys.readouterr().err

@@ -1,0 +1,119 @@
+"""A real multi-process session on loopback (ipc): cortex, model worker, presenter, controller."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from controller.config import load_rig, with_overrides
+from controller.launch import run_session
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def small_rig(**session):
+    rig = load_rig(ROOT / "rigs" / "sim.toml")
+    return with_overrides(rig, session={"n_trials": 6, "speed": "max", **session},
+                          display={"presenter": "headless"}, images={"pool_size": 300, "test_size": 40},
+                          cortex={"population": {"n_neurons": 8, "seed": 3}},
+                          fixation={"source": "simulated", "break_probability": 0.15, "seed": 2})
+
+
+def _children_of(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def test_session_at_max_speed_stores_everything_and_summarises(tmp_path):
+    rig = small_rig()
+    summary = run_session(rig, tmp_path / "s")
+    assert summary["status"] == "completed"
+    assert summary["trials_done"] == 6
+    assert summary["neurons"] == 8
+    assert summary["spikes_received"] > 0 and summary["spikes_lost"] == 0
+    assert summary["plans_on_time_share"] == 1.0
+    assert summary["loop_latency_p50_ms"] is not None
+    assert len(summary["heldout_r_per_neuron"]) == 8
+    assert summary["clock_alignment"]["drift_ppm"] == pytest.approx(rig.cortex.recording.clock_drift_ppm, abs=1.0)
+    assert summary["clock_alignment"]["offset_s"] == pytest.approx(rig.cortex.recording.clock_offset_s, abs=1e-3)
+    assert json.loads((tmp_path / "s" / "summary.json").read_text()) == summary
+
+    db = sqlite3.connect(tmp_path / "s" / "session.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("SELECT value FROM meta WHERE key='status'").fetchone()[0] == "completed"
+    n_done = db.execute("SELECT COUNT(*) FROM trials WHERE status='done'").fetchone()[0]
+    n_resp = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    assert n_done == 6 and n_resp == 6 * rig.trial.images_per_trial
+    # Every shown image is stored once, by hash; every response's image is there.
+    missing = db.execute("SELECT COUNT(*) FROM responses r LEFT JOIN images i ON r.image_hash = i.hash "
+                         "WHERE i.hash IS NULL").fetchone()[0]
+    assert missing == 0
+    # Plans were written, each says which model version chose it.
+    assert db.execute("SELECT COUNT(*) FROM plans").fetchone()[0] >= 6
+    # Aborted trials (fixation breaks) are recorded and not counted as responses.
+    aborted = db.execute("SELECT trial_id FROM trials WHERE status='aborted'").fetchall()
+    for (tid,) in aborted:
+        assert db.execute("SELECT COUNT(*) FROM responses WHERE trial_id=?", (tid,)).fetchone()[0] == 0
+    assert summary["trials_aborted"] == len(aborted)
+    # Spike counts in the store add up to the spikes received.
+    total = sum(len(np.frombuffer(b, np.uint16)) for (b,) in db.execute("SELECT neuron FROM spike_batches"))
+    assert total == summary["spikes_received"]
+    # Event codes recorded on the acquisition clock for every onset.
+    n_onsets = db.execute("SELECT COUNT(*) FROM onsets").fetchone()[0]
+    n_acq = db.execute("SELECT COUNT(*) FROM event_codes WHERE clock='acquisition' AND code=20").fetchone()[0]
+    assert n_onsets == n_acq == summary["images_shown"]
+
+
+def test_realtime_session_runs_on_the_wall_clock(tmp_path):
+    rig = small_rig(n_trials=3, speed="realtime")
+    rig = with_overrides(rig, fixation={"break_probability": 0.0})
+    t0 = time.monotonic()
+    summary = run_session(rig, tmp_path / "rt")
+    assert summary["status"] == "completed" and summary["trials_done"] == 3
+    # Three trials of 1.6 s cannot take less than 4.8 s on a wall clock.
+    assert time.monotonic() - t0 > 3 * rig.trial_duration_ms / 1000
+    assert summary["clock_alignment"]["residual_max_ms"] < 50
+
+
+def test_a_dying_cortex_ends_the_session_cleanly_without_orphans(tmp_path):
+    rig = load_rig(ROOT / "rigs" / "sim.toml")
+    rig = with_overrides(rig, session={"n_trials": 10000, "speed": "realtime"}, display={"presenter": "headless"},
+                         images={"pool_size": 300, "test_size": 40})
+    (tmp_path / "rig.json").write_text(rig.model_dump_json())
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    launcher = subprocess.Popen([sys.executable, "-m", "controller.cli", "run", str(tmp_path / "rig.json"),
+                                 "--session-dir", str(tmp_path / "k")], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        db = tmp_path / "k" / "session.sqlite"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if db.exists() and sqlite3.connect(db).execute("SELECT COUNT(*) FROM trials").fetchone()[0] >= 1:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("session never got going")
+        children = _children_of(launcher.pid)
+        assert len(children) == 4
+        cortex_pid = [c for c in children if "serve cortex" in open(f"/proc/{c}/cmdline").read().replace("\0", " ")]
+        os.kill(cortex_pid[0], signal.SIGKILL)
+        out, _ = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 1
+    assert "cortexloop session summary" in out
+    summary = json.loads((tmp_path / "k" / "summary.json").read_text())
+    assert summary["status"].startswith("interrupted") or summary["status"].startswith("aborted")
+    assert summary["trials_done"] >= 1
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
+    status = sqlite3.connect(tmp_path / "k" / "session.sqlite").execute(
+        "SELECT value FROM meta WHERE key='status'").fetchone()[0]
+    assert status == summary["status"]
