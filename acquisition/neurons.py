@@ -70,16 +70,38 @@ class FeatureBank:
         fy, fx = torch.meshgrid(f, f, indexing="ij")
         self.wavelengths_px = [max(2.5, w * size_px) for w in WAVELENGTH_FRAC]
         self.orientations_rad = [o * math.pi / N_ORIENT for o in range(N_ORIENT)]
-        gabors = []
+        # Each analytic Gabor's spectrum is a Gaussian bump around its centre frequency.
+        # Only a Q x Q block of bins around it (+-3 sigma_f) is kept and inverted at
+        # size Q: that gives the response demodulated to zero frequency, sampled every
+        # P/Q pixels (same magnitude), 5-7x cheaper than inverting at full size.
+        # Magnitudes are then interpolated back to the pixel grid.
+        self.bands = []  # per scale: (rows (K, Q), cols (K, Q), spectra (K, Q, Q), upsample (S, Q), Q)
+        p = self.pad
         for lam in self.wavelengths_px:
             sigma_x = 0.56 * lam  # about one octave of bandwidth
             sigma_f = 1.0 / (2 * math.pi * sigma_x)
+            q = min(p, max(8, 2 * math.ceil(3 * sigma_f * p)))
+            m = torch.fft.fftfreq(q, 1.0 / q).round().long()  # offsets 0..q/2-1, -q/2..-1 in bins
+            rows, cols, spectra = [], [], []
             for phi in self.orientations_rad:
                 # Stripes along (cos phi, sin phi) in (x right, y down): the wave vector is orthogonal.
                 kx, ky = -math.sin(phi) / lam, math.cos(phi) / lam
+                r = (round(ky * p) + m) % p
+                c = (round(kx * p) + m) % p
                 # One-sided (analytic) spectrum: |response| is the local energy of the quadrature pair.
-                gabors.append(torch.exp(-((fx - kx) ** 2 + (fy - ky) ** 2) / (2 * sigma_f ** 2)))
-        self.gabor_spectra = torch.stack(gabors).to(torch.complex64)  # (K, P, P)
+                g = torch.exp(-((f[r][:, None] - ky) ** 2 + (f[c][None, :] - kx) ** 2) / (2 * sigma_f ** 2))
+                rows.append(r)
+                cols.append(c)
+                spectra.append(g * (q / p) ** 2)  # inverse FFT at size q instead of p
+            step = p / q
+            up = torch.zeros(size_px, q, dtype=torch.float64)
+            pos = torch.arange(size_px, dtype=torch.float64) / step
+            j0 = pos.floor().long()
+            w = pos - j0
+            up[torch.arange(size_px), j0] = 1 - w
+            up[torch.arange(size_px), torch.clamp(j0 + 1, max=q - 1)] += w
+            self.bands.append((torch.stack(rows), torch.stack(cols), torch.stack(spectra).to(torch.complex64),
+                               up.float(), q))
         self.dot_sigmas_px = [max(0.8, s * size_px) for s in DOT_SIGMA_FRAC]
         hess = []
         for s in self.dot_sigmas_px:
@@ -101,7 +123,12 @@ class FeatureBank:
         spec = torch.fft.fft2(F.pad(lum, (0, p - s, 0, p - s)))[:, None]  # (B, 1, P, P)
         amp = blob = None
         if need_amp:
-            amp = self._inverse(spec * self.gabor_spectra).abs()
+            parts = []
+            for rows, cols, spectra, up, q in self.bands:
+                band = spec[:, 0][:, rows[:, :, None], cols[:, None, :]] * spectra  # (B, K, Q, Q)
+                mag = torch.fft.ifft2(band).abs()
+                parts.append(up @ mag @ up.T)  # (B, K, S, S)
+            amp = torch.cat(parts, 1)
         if need_blob:
             h = self._inverse(spec * self.hessian_spectra).real
             h = h.reshape(len(rgb), -1, 3, s, s)

@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from controller.config import RigFileError, load_rig, with_overrides
@@ -55,6 +56,18 @@ def cmd_serve(args) -> int:
     from controller.launch import new_session_dir, prepare_session_dir
     from controller.session import n_neurons_of
 
+    if args.role == "replay":
+        from controller.services.replay import ReplayService
+
+        service = ReplayService(Path(args.source), json.loads(Path(args.endpoints).read_text()), args.replay_speed,
+                                parent_pid=args.parent_pid)
+        try:
+            return service.run()
+        finally:
+            service.close()
+    if not args.rig:
+        print("cortexloop: serve needs --rig RIG", file=sys.stderr)
+        return 2
     rig = _load(args.rig)
     if args.speed:
         rig = with_overrides(rig, session={"speed": args.speed})
@@ -90,6 +103,23 @@ def cmd_serve(args) -> int:
         service.close()
 
 
+def cmd_replay(args) -> int:
+    from controller.replay import run_replay
+    from controller.store import StoreError
+
+    src = Path(args.session)
+    out = Path(args.out) if args.out else src.parent / f"{src.name}-replay-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        summary = run_replay(src, out, None if args.speed == "max" else float(args.speed))
+    except StoreError as err:
+        print(f"cortexloop: {err}", file=sys.stderr)
+        return 2
+    width = max(len(k) for k in summary)
+    for k, v in summary.items():
+        print(f"{k:<{width}}  {v}")
+    return 0 if summary["responses_identical"] == summary["responses_recorded"] else 1
+
+
 def cmd_bench(args, rest: list[str]) -> int:
     module = importlib.import_module(f"bench.{args.name}")
     return module.main(rest)
@@ -113,13 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("serve", help="run one process of a session")
-    s.add_argument("role", choices=["cortex", "presenter", "model", "controller"])
-    s.add_argument("--rig", required=True)
+    s.add_argument("role", choices=["cortex", "presenter", "model", "controller", "replay"])
+    s.add_argument("--source", help="replay: the recorded session directory")
+    s.add_argument("--replay-speed", type=float, help="replay: times the recorded pace (default: as fast as possible)")
+    s.add_argument("--rig", help="rig file (every role but replay)")
     s.add_argument("--speed", choices=["realtime", "max"])
     s.add_argument("--session-dir")
     s.add_argument("--endpoints", help="JSON file of resolved endpoints (written by the launcher)")
     s.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     s.set_defaults(func=cmd_serve)
+
+    rp = sub.add_parser("replay", help="play a stored session's spikes and event codes back through the sockets")
+    rp.add_argument("session", help="session directory")
+    rp.add_argument("--speed", default="max", help="'max' (default) or a multiple of the recorded pace, e.g. 1")
+    rp.add_argument("--out", help="directory for the replayed session (default: beside the source)")
+    rp.set_defaults(func=cmd_replay)
 
     b = sub.add_parser("bench", help="benchmarks (print a table; --json FILE writes the figures)")
     b.add_argument("name", choices=BENCHES)

@@ -30,9 +30,17 @@ def _children_of(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
-def test_session_at_max_speed_stores_everything_and_summarises(tmp_path):
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """One short session at max speed, shared by the tests that read it."""
+    path = tmp_path_factory.mktemp("recorded") / "s"
     rig = small_rig()
-    summary = run_session(rig, tmp_path / "s")
+    return rig, path, run_session(rig, path)
+
+
+def test_session_at_max_speed_stores_everything_and_summarises(recorded):
+    rig, path, summary = recorded
+    tmp_path = path.parent
     assert summary["status"] == "completed"
     assert summary["trials_done"] == 6
     assert summary["neurons"] == 8
@@ -117,3 +125,25 @@ def test_a_dying_cortex_ends_the_session_cleanly_without_orphans(tmp_path):
     status = sqlite3.connect(tmp_path / "k" / "session.sqlite").execute(
         "SELECT value FROM meta WHERE key='status'").fetchone()[0]
     assert status == summary["status"]
+
+
+def test_replay_reproduces_the_stored_spikes_exactly(recorded, tmp_path):
+    from controller.replay import run_replay
+    from controller.store import SessionStore
+
+    rig, path, summary = recorded
+    result = run_replay(path, tmp_path / "replay")
+    assert result["spikes"] == summary["spikes_received"]
+    assert result["responses_identical"] == result["responses_recorded"] > 0
+    a, b = SessionStore.open(path), SessionStore.open(tmp_path / "replay")
+    try:
+        orig, again = a.spike_batches(), b.spike_batches()
+        assert len(orig) == len(again)
+        for x, y in zip(orig, again):
+            assert x[:5] == y[:5]
+            np.testing.assert_array_equal(x[5], y[5])
+            np.testing.assert_array_equal(x[6], y[6])
+        assert a.event_codes(clock="acquisition") == b.event_codes(clock="acquisition")
+    finally:
+        a.close()
+        b.close()
