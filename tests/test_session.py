@@ -147,3 +147,16 @@ def test_replay_reproduces_the_stored_spikes_exactly(recorded, tmp_path):
     finally:
         a.close()
         b.close()
+
+
+def test_max_speed_runs_are_reproducible(recorded, tmp_path):
+    rig, path, summary = recorded
+    again = run_session(rig, tmp_path / "again")
+    assert again["spikes_received"] == summary["spikes_received"]
+
+    def counts(p):
+        db = sqlite3.connect(p / "session.sqlite")
+        return [(t, i, h, c) for t, i, h, c in db.execute(
+            "SELECT trial_id, idx, image_hash, counts FROM responses ORDER BY trial_id, idx")]
+
+    assert counts(path) == counts(tmp_path / "again")
