@@ -120,6 +120,20 @@ def cmd_replay(args) -> int:
     return 0 if summary["responses_identical"] == summary["responses_recorded"] else 1
 
 
+def cmd_export_nwb(args) -> int:
+    from controller.nwb import export_nwb
+    from controller.store import StoreError
+
+    out = Path(args.out) if args.out else Path(args.session) / "session.nwb"
+    try:
+        result = export_nwb(Path(args.session), out)
+    except StoreError as err:
+        print(f"cortexloop: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_bench(args, rest: list[str]) -> int:
     module = importlib.import_module(f"bench.{args.name}")
     return module.main(rest)
@@ -158,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--speed", default="max", help="'max' (default) or a multiple of the recorded pace, e.g. 1")
     rp.add_argument("--out", help="directory for the replayed session (default: beside the source)")
     rp.set_defaults(func=cmd_replay)
+
+    nw = sub.add_parser("export-nwb", help="write a stored session as an NWB file")
+    nw.add_argument("session", help="session directory")
+    nw.add_argument("--out", help="NWB file (default: SESSION/session.nwb)")
+    nw.set_defaults(func=cmd_export_nwb)
 
     b = sub.add_parser("bench", help="benchmarks (print a table; --json FILE writes the figures)")
     b.add_argument("name", choices=BENCHES)
