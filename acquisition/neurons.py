@@ -444,6 +444,17 @@ class RandomCNNUnits(NeuronGroup):
         # A blank (mid-grey) screen must give baseline: its readout is the zero point.
         with torch.no_grad():
             self.grey_drive = self._readout(self.feature_map(torch.full((1, 3, size, size), 0.5)))[0]
+            # Random readouts are as likely to be pushed down by image structure as up; flip
+            # each unit so that natural images drive it on average (like a recorded, visually
+            # responsive neuron), keeping the signed rest as suppression.
+            probe = natural_patches(32, size, True, seed + 1)
+            rgb = torch.from_numpy(probe.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+            if not colour:
+                rgb = rgb.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+            sign = torch.sign(self.drive(Features(rgb, None, None)).mean(0))
+            sign[sign == 0] = 1.0
+            self.readout *= sign[:, None]
+            self.grey_drive *= sign
 
     def feature_map(self, rgb: torch.Tensor) -> torch.Tensor:
         x = rgb - 0.5

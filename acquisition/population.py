@@ -5,8 +5,9 @@ from the rig file (type_shares, seed), calibrates every unit's gain on natural
 patches, applies divisive normalization across the population and maps the
 result to spikes/s:
 
-    d_i  = drive_i / (95th percentile of drive_i over natural patches)   (signed)
-    e_i  = max(d_i, 0),  n_i = max(-d_i, 0),  pool = mean_j e_j^2
+    d_i  = drive_i / (95th percentile of drive_i over natural patches)   (signed; the
+           percentile is floored at a fifth of the median over units of the same type)
+    e_i  = max(d_i, 0),  n_i = max(-d_i, 0),  pool = mean_j min(e_j, 3)^2
     E_i  = e_i^2 / (c50^2 + e_i^2 + normalization_strength * pool)
     S_i  = min(1, s_i * pool / (c50^2 + pool) + n_i^2 / (c50^2 + n_i^2))
     rate = baseline_i * (1 - S_i) + (peak_i - baseline_i) * E_i
@@ -36,6 +37,7 @@ import torch
 from acquisition.config import NEURON_TYPES, PopulationConfig
 from acquisition.neurons import GROUP_CLASSES, FeatureBank, RandomCNNUnits, natural_patches
 
+POOL_CAP = 3.0
 CHUNK = 64  # images per forward pass: bounds memory (the FFT bank holds ~B*24*P*P complex values)
 
 
@@ -101,6 +103,13 @@ class Population:
             fallback = pos.amax(0)
             # A unit that natural patches never drive (rare) keeps its largest response as its unit.
             scale = torch.where(scale > 1e-9, scale, torch.where(fallback > 1e-9, fallback, torch.ones_like(scale)))
+            # A unit whose preferred feature is rare in natural images (a green-hue unit, say)
+            # gets a tiny scale; flooring it at a fifth of its type's median keeps it from
+            # responding to everything slightly green as to an optimal stimulus.
+            types = np.array(self.types)
+            for t in set(self.types):
+                sel = torch.as_tensor(types == t)
+                scale[sel] = torch.clamp(scale[sel], min=0.2 * float(scale[sel].median()))
             self._scale = scale
         self._builtin_baseline = builtin_baseline
         # Custom neurons: their rate for a mean-grey image is their baseline.
@@ -163,7 +172,9 @@ class Population:
             c2 = self.cfg.semi_saturation ** 2
             e = np.maximum(d, 0.0)
             neg = np.maximum(-d, 0.0)
-            pool = (e ** 2).mean(1, keepdims=True)
+            # Each unit's share of the normalization pool saturates (drive 3 = three times a
+            # 95th-percentile natural patch), so no single unit can silence the population.
+            pool = (np.minimum(e, POOL_CAP) ** 2).mean(1, keepdims=True)
             excitation = e ** 2 / (c2 + e ** 2 + self.cfg.normalization_strength * pool)
             suppression = np.minimum(1.0, self.suppression_index * pool / (c2 + pool) + neg ** 2 / (c2 + neg ** 2))
             base = self._builtin_baseline

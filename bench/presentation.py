@@ -1,10 +1,18 @@
 """Presentation timing: frames shown, dropped frames, onset-to-flip error, frame-interval histogram.
 
-    cortexloop bench presentation [--trials N] [--json FILE] [--histogram PNG]
+    cortexloop bench presentation [--trials N] [--rig RIG] [--json FILE] [--histogram PNG]
+    cortexloop bench presentation --in-process [--trials N] ...
 
-Runs trials through the PsychoPy presenter in this process, twice in one run:
-with the CPU otherwise idle, and while a model-training process (a small
-torch CNN, trained with Adam as the model worker does) competes for the CPU.
+Default: runs a simulated session (rig file, default rigs/sim.toml) with the
+PsychoPy presenter, in real time, through `cortexloop run`'s processes: the
+virtual cortex, the model worker training between and during trials, the
+presenter and the controller; then reads the frame timing the presenter
+recorded in the session store.
+
+--in-process: runs trials through the PsychoPy presenter in this process, twice
+in one run: with the CPU otherwise idle, and while a model-training process (a
+small torch CNN, trained with Adam as the model worker does) competes for it.
+
 Without a display, a 24-bit Xvfb is started for the run and stopped after.
 
 Definitions (docs/presentation.md):
@@ -163,8 +171,76 @@ def write_histogram(path: Path, results: dict[str, dict], frame_ms: float) -> No
     plt.close(fig)
 
 
+def run_session_mode(args) -> int:
+    """A whole simulated session with the PsychoPy presenter while the model worker trains."""
+    from controller.config import load_rig, with_overrides
+    from controller.launch import run_session
+    from controller.store import SessionStore
+
+    rig = load_rig(args.rig)
+    rig = with_overrides(rig, session={"n_trials": args.trials, "speed": "realtime"},
+                         display={"presenter": "psychopy"})
+    out_root = Path(tempfile.mkdtemp(prefix="cortexloop-bench-presentation-"))
+    home = out_root / "home"
+    home.mkdir()
+    with OwnXvfb():
+        summary = run_session(rig, out_root / "session", env={"HOME": str(home)})
+    store = SessionStore.open(out_root / "session")
+    try:
+        timing = store.frame_timing()
+    finally:
+        store.close()
+    hz = rig.display.refresh_hz
+    intervals_ms = timing["frame_intervals_s"].astype(np.float64) * 1e3
+    err_ms = timing["onset_to_flip_error_s"].astype(np.float64) * 1e3
+    shown = summary["frames_shown"]
+    result = {
+        "trials": summary["trials_done"] + summary["trials_aborted"], "frames_shown": shown,
+        "dropped_frames": timing["dropped_frames"], "dropped_share": timing["dropped_frames"] / max(1, shown),
+        "frame_interval_ms_median": float(np.median(intervals_ms)),
+        "frame_interval_ms_p99": float(np.percentile(intervals_ms, 99)),
+        "frame_interval_ms_max": float(intervals_ms.max()),
+        "onset_to_flip_error_ms_median": float(np.median(err_ms)) if len(err_ms) else float("nan"),
+        "onset_to_flip_error_ms_max": float(err_ms.max()) if len(err_ms) else float("nan"),
+        "_intervals_ms": intervals_ms.tolist(),
+    }
+    presenter = summary.get("presenter", {})
+    print(f"Simulated session ({args.rig}), PsychoPy presenter at {hz:g} Hz, pacing "
+          f"{presenter.get('frame_pacing')}, model {rig.model.kind} training on {rig.model.device} meanwhile "
+          f"(model version at end: {summary.get('model_version')})")
+    head = f"{'trials':>7}{'frames':>8}{'dropped':>9}{'drop %':>8}{'median ms':>11}{'p99 ms':>9}{'max ms':>9}" \
+           f"{'onset err med/max ms':>22}{'plans on time':>15}"
+    print(head)
+    print("-" * len(head))
+    r = result
+    print(f"{r['trials']:>7}{r['frames_shown']:>8}{r['dropped_frames']:>9}{100 * r['dropped_share']:>8.2f}"
+          f"{r['frame_interval_ms_median']:>11.2f}{r['frame_interval_ms_p99']:>9.2f}{r['frame_interval_ms_max']:>9.2f}"
+          f"{r['onset_to_flip_error_ms_median']:>12.4f}/{r['onset_to_flip_error_ms_max']:.4f}"
+          f"{(summary.get('plans_on_time_share') or 0):>15.1%}")
+    if presenter.get("frame_pacing") == "software":
+        print("No vsync on this display (e.g. Xvfb): frames were paced in software. "
+              "Real timing must be checked on the rig with the photodiode.")
+    histogram = args.histogram or (args.json.with_suffix(".png") if args.json else Path("presentation_intervals.png"))
+    write_histogram(histogram, {"session": result}, 1e3 / hz)
+    print(f"frame-interval histogram: {histogram}")
+    print(f"session: {summary['session_dir']}")
+    if args.json:
+        out = {"bench": "presentation", "mode": "session", "rig": str(args.rig), "refresh_hz": hz,
+               "presenter": presenter, "histogram_png": str(histogram), "session_dir": summary["session_dir"],
+               "session_summary": {k: summary.get(k) for k in ("trials_done", "trials_aborted", "images_shown",
+                                                                "plans_on_time_share", "loop_latency_p50_ms",
+                                                                "loop_latency_p99_ms", "model_version")},
+               "result": {k: v for k, v in result.items() if not k.startswith("_")}}
+        args.json.write_text(json.dumps(out, indent=2))
+    return 0 if summary.get("status") == "completed" else 1
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="cortexloop bench presentation", description=__doc__.splitlines()[0])
+    ap.add_argument("--in-process", action="store_true",
+                    help="presenter alone in this process, idle CPU vs a training load (no session)")
+    ap.add_argument("--rig", type=Path, default=Path(__file__).resolve().parent.parent / "rigs" / "sim.toml",
+                    help="rig file for the session (default rigs/sim.toml)")
     ap.add_argument("--trials", type=int, default=20, help="trials per condition (default 20)")
     ap.add_argument("--images-per-trial", type=int, default=5)
     ap.add_argument("--refresh-hz", type=float, default=60.0)
@@ -178,6 +254,8 @@ def main(argv: list[str]) -> int:
                     "(default: next to --json, else presentation_intervals.png)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if not args.in_process:
+        return run_session_mode(args)
 
     from stimulus.config import DisplayConfig
     from stimulus.presenters.frames import frames_for

@@ -44,10 +44,14 @@ def cmd_check(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from controller.launch import run_session
+    from controller.launch import SessionFailed, run_session
 
     rig = _apply_flags(_load(args.rig), args)
-    summary = run_session(rig, Path(args.session_dir) if args.session_dir else None)
+    try:
+        summary = run_session(rig, Path(args.session_dir) if args.session_dir else None)
+    except SessionFailed as err:
+        print(f"cortexloop: {err}", file=sys.stderr)
+        return 1
     return 0 if summary.get("status") == "completed" else 1
 
 

@@ -114,6 +114,7 @@ class SessionEngine:
         self.images_shown = 0
         self.last_collected_wall: float | None = None
         self.outcome: p.Finish | None = None
+        self.presenter_info: dict = {}
 
     # -- message handling ------------------------------------------------------
     def pump(self, timeout_ms: float) -> None:
@@ -179,6 +180,8 @@ class SessionEngine:
             self.trial_ended_wall[msg.trial_id] = now
         elif isinstance(msg, m.Heartbeat):
             self.last_seen[msg.role] = now
+            if msg.info:
+                self.presenter_info = msg.info
 
     def _on_model(self, msg) -> None:
         self.last_seen["model"] = time.monotonic()

@@ -97,9 +97,25 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
         for s, h in previous.items():
             signal.signal(s, h)
     summary_path = session_dir / "summary.json"
+    for role, proc in procs.items():
+        if proc.returncode not in (0, None) and role != "controller":
+            print(f"cortexloop: the {role} process exited with code {proc.returncode}; the end of its log "
+                  f"({session_dir / 'logs' / (role + '.log')}):\n{_tail(session_dir / 'logs' / (role + '.log'))}",
+                  file=sys.stderr, flush=True)
     if not summary_path.exists():
-        raise RuntimeError(f"session ended without a summary; see the logs in {session_dir / 'logs'}")
+        raise SessionFailed(f"session ended before it had a summary; see the logs in {session_dir / 'logs'}")
     return json.loads(summary_path.read_text())
+
+
+class SessionFailed(RuntimeError):
+    pass
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join("    " + x for x in path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "    (no log)"
 
 
 def _stop_all(procs: dict[str, subprocess.Popen], grace_s: float = 10.0) -> None:

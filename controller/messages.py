@@ -75,6 +75,7 @@ class Heartbeat:
     seq: int
     clock_s: float
     stream: str = ""
+    info: dict = field(default_factory=dict)  # e.g. the presenter's kind and frame pacing
 
 
 @dataclass
@@ -131,6 +132,7 @@ class TrialReport:
     n_onsets: int
     reason: str = ""
     frame_intervals_s: np.ndarray = _arr("float32")
+    onset_to_flip_error_s: np.ndarray = _arr("float32")  # per onset: stamp in the flip callback vs flip return
 
 
 @dataclass

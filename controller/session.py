@@ -84,6 +84,8 @@ def build_summary(rig: RigConfig, engine: SessionEngine, store: SessionStore, se
             per_neuron = [None if np.isnan(v) else float(v) for v in r]
             median = float(np.nanmedian(r)) if np.isfinite(r).any() else None
     total_plans = engine.plans_on_time + engine.plans_late
+    frames = store.frame_timing()
+    errors_ms = frames["onset_to_flip_error_s"] * 1000
     lat = [x * 1000 for x in engine.latencies_s]
     return {
         "status": status,
@@ -104,6 +106,10 @@ def build_summary(rig: RigConfig, engine: SessionEngine, store: SessionStore, se
         "plans_late": engine.plans_late,
         "plans_on_time_share": engine.plans_on_time / total_plans if total_plans else None,
         "dropped_frames": engine.dropped_frames,
+        "frames_shown": int(len(frames["frame_intervals_s"]) + frames["trials"]),
+        "onset_to_flip_error_ms_median": float(np.median(errors_ms)) if len(errors_ms) else None,
+        "onset_to_flip_error_ms_max": float(np.max(errors_ms)) if len(errors_ms) else None,
+        "presenter": engine.presenter_info,
         "presenter_gaps": len(engine.gaps),
         "presenter_gap_s": float(sum(b - a for a, b in engine.gaps)),
         "malformed_messages_dropped": sum(r.malformed for r in engine.receivers.values()),

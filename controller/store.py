@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS plans (
     image_hashes TEXT NOT NULL, reasons TEXT NOT NULL, timing TEXT NOT NULL, wall_s REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS trials (
     trial_id INTEGER PRIMARY KEY, status TEXT NOT NULL, start_s REAL, end_s REAL, n_onsets INTEGER,
-    dropped_frames INTEGER, reason TEXT, frame_intervals BLOB, wall_s REAL NOT NULL);
+    dropped_frames INTEGER, reason TEXT, frame_intervals BLOB, onset_errors BLOB, wall_s REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS gaps (start_s REAL NOT NULL, end_s REAL NOT NULL, wall_s REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS onsets (
     trial_id INTEGER NOT NULL, idx INTEGER NOT NULL, image_hash TEXT NOT NULL, flip_s REAL NOT NULL,
@@ -119,10 +119,11 @@ class SessionStore:
         if report.status == "gap":
             self.conn.execute("INSERT INTO gaps VALUES (?, ?, ?)", (report.start_s, report.end_s, time.time()))
         else:
-            self.conn.execute("INSERT OR REPLACE INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self.conn.execute("INSERT OR REPLACE INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                               (report.trial_id, report.status, report.start_s, report.end_s, report.n_onsets,
                                report.dropped_frames, report.reason,
-                               np.asarray(report.frame_intervals_s, np.float32).tobytes(), time.time()))
+                               np.asarray(report.frame_intervals_s, np.float32).tobytes(),
+                               np.asarray(report.onset_to_flip_error_s, np.float32).tobytes(), time.time()))
         self.conn.commit()
 
     def put_onset(self, onset) -> None:
@@ -188,6 +189,14 @@ class SessionStore:
                 "valid": np.array([bool(r[4]) for r in rows]), "source": [r[5] for r in rows],
                 "reason": [r[6] for r in rows], "model_version": np.array([r[7] for r in rows]),
                 "window_s": float(rows[0][9] - rows[0][8]) if rows else 0.0}
+
+    def frame_timing(self) -> dict:
+        """Frame intervals and onset-to-flip errors of all trials (seconds), and dropped frames."""
+        rows = self.conn.execute("SELECT frame_intervals, onset_errors, dropped_frames FROM trials").fetchall()
+        cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.float32)  # noqa: E731
+        return {"frame_intervals_s": cat([np.frombuffer(r[0], np.float32) for r in rows if r[0]]),
+                "onset_to_flip_error_s": cat([np.frombuffer(r[1], np.float32) for r in rows if r[1]]),
+                "dropped_frames": int(sum(r[2] or 0 for r in rows)), "trials": len(rows)}
 
     def spike_batches(self) -> list[tuple]:
         """(stream, seq, t_start_s, t_end_s, total_spikes, neuron, time_s) in stream order."""

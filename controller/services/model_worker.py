@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -38,9 +39,15 @@ class ModelWorkerService:
         self.realtime = rig.session.speed == "realtime"
         self.parent_pid = parent_pid
         torch.manual_seed(rig.model.seed)
-        # Leave a core for the rig's own processes: the model must never slow the presentation.
+        # Leave a core for the rig's own processes, and yield to them: the model must never slow the
+        # presentation (a slow model only makes plans late, and late plans have a fallback).
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-        torch.set_flush_denormal(True)
+        if hasattr(os, "nice"):
+            os.nice(5)
+        with warnings.catch_warnings():  # numpy notices flushed denormals; that is the point
+            warnings.simplefilter("ignore")
+            torch.set_flush_denormal(True)
+            np.finfo(np.float32), np.finfo(np.float64)
         img = rig.images
         self.image_shape = (img.size_px, img.size_px, 3 if img.colour else 1)
         self.model = make_online_model(rig.model, n_neurons, self.image_shape)

@@ -16,30 +16,14 @@ import zmq
 from controller import messages as m
 from controller.config import RigConfig
 from controller.links import Receiver, parent_alive
-from stimulus.fixation import AlwaysFixating, SimulatedFixation
+from stimulus.fixation import make_fixation
+from stimulus.presenters import make_presenter
 from stimulus.presenters.base import ShowPlan
 
 
-def make_fixation(rig: RigConfig):
-    f = rig.fixation
-    if f.source == "simulated":
-        return SimulatedFixation(f.break_probability, f.seed)
-    if f.source == "none":
-        return AlwaysFixating()
-    raise ValueError(f"fixation.source = {f.source!r}: no eye tracker driver is configured in this build")
-
-
-def make_presenter_for(rig: RigConfig):
-    realtime = rig.session.speed == "realtime"
-    try:
-        from stimulus.presenters import make_presenter
-    except ImportError:
-        make_presenter = None
-    if make_presenter is not None:
-        return make_presenter(rig.display, realtime=realtime)
-    from stimulus.presenters.headless import HeadlessPresenter
-
-    return HeadlessPresenter(rig.display.refresh_hz, realtime=realtime)
+def _show_plan(plan: m.TrialPlan) -> ShowPlan:
+    return ShowPlan(plan.trial_id, np.asarray(plan.pixels), list(plan.image_hashes), plan.fixation_frames,
+                    plan.on_frames, plan.off_frames, plan.iti_frames)
 
 
 class PresenterService:
@@ -50,8 +34,9 @@ class PresenterService:
         self.rig = rig
         self.realtime = rig.session.speed == "realtime"
         self.parent_pid = parent_pid
-        self.presenter = presenter if presenter is not None else make_presenter_for(rig)
-        self.fixation = make_fixation(rig)
+        self.presenter = presenter if presenter is not None else make_presenter(
+            rig.display, realtime=rig.session.speed == "realtime")
+        self.fixation = make_fixation(rig.fixation, rig.display)
         self.sim_screen = rig.cortex.source == "virtual"  # the virtual cortex must "see" the pixels
         ctx = ctx or zmq.Context.instance()
         self.plans_in = ctx.socket(zmq.PULL)
@@ -80,8 +65,16 @@ class PresenterService:
         now = time.monotonic()
         if now - self.last_hb >= self.HEARTBEAT_S:
             self.hb_seq += 1
-            m.send(self.to_controller, m.Heartbeat(role="presenter", seq=self.hb_seq, clock_s=self.presenter.now()))
+            m.send(self.to_controller, m.Heartbeat(role="presenter", seq=self.hb_seq, clock_s=self.presenter.now(),
+                                                   info=self.describe()))
             self.last_hb = now
+
+    def describe(self) -> dict:
+        """What the controller records about the display: which presenter, and how frames are paced."""
+        return {"presenter": type(self.presenter).__name__,
+                "frame_pacing": getattr(self.presenter, "pacing", "wall clock" if self.realtime else "virtual clock"),
+                "measured_refresh_hz": getattr(self.presenter, "measured_refresh_hz", None),
+                "refresh_hz": self.presenter.refresh_hz}
 
     def _drain(self, timeout_ms: float = 0) -> None:
         if timeout_ms and not self.plans_in.poll(timeout_ms):
@@ -90,6 +83,8 @@ class PresenterService:
             if isinstance(msg, m.Shutdown):
                 self.stopping = True
             elif isinstance(msg, m.TrialPlan):
+                if hasattr(self.presenter, "prepare"):  # upload textures now, not during the trial
+                    self.presenter.prepare(_show_plan(msg))
                 self.queue.append(msg)
 
     def show(self, plan: m.TrialPlan) -> None:
@@ -109,14 +104,14 @@ class PresenterService:
             m.send(self.to_controller, m.OnsetReport(trial_id=plan.trial_id, index=index, image_hash=h,
                                                      flip_s=flip_s, frame=frame))
 
-        show = ShowPlan(plan.trial_id, np.asarray(plan.pixels), list(plan.image_hashes), plan.fixation_frames,
-                        plan.on_frames, plan.off_frames, plan.iti_frames)
-        out = self.presenter.run_trial(show, on_onset, self.fixation)
+        out = self.presenter.run_trial(_show_plan(plan), on_onset, self.fixation)
+        errors = getattr(self.presenter, "last_onset_to_flip_error_s", [])
         self._event(m.Codes.TRIAL_END if out.status == "done" else m.Codes.TRIAL_ABORT, out.end_s, plan.trial_id)
         m.send(self.to_controller, m.TrialReport(trial_id=plan.trial_id, status=out.status, start_s=out.start_s,
                                                  end_s=out.end_s, dropped_frames=out.dropped_frames,
                                                  n_onsets=out.n_onsets, reason=out.reason,
-                                                 frame_intervals_s=np.asarray(out.frame_intervals_s, np.float32)))
+                                                 frame_intervals_s=np.asarray(out.frame_intervals_s, np.float32),
+                                                 onset_to_flip_error_s=np.asarray(errors, np.float32)))
 
     def run(self) -> int:
         self.presenter.open()
