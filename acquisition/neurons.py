@@ -15,7 +15,7 @@ Pasupathy 2012, Conway 2007):
     curvature  contour fragments: a soft AND of orientation energy along an arc
                (a curved contour at one angular position), the best of a few
                positions in the RF
-    dot        small-blob detectors: Hessian-determinant blob response of one
+    dot        small-blob detectors: the weaker principal curvature (Hessian) at one
                polarity and size, best position in the RF (zero for lines and edges)
     texture    texture statistics: spectral shape (energy per orientation and
                scale) pooled over a large RF, tuned to a preferred shape
@@ -137,9 +137,11 @@ class FeatureBank:
             h = torch.fft.irfft2(half * self.hessian_spectra, s=(p, p))[..., :s, :s]
             h = h.reshape(len(rgb), -1, 3, s, s)
             lxx, lyy, lxy = h[:, :, 0], h[:, :, 1], h[:, :, 2]
-            det = lxx * lyy - lxy ** 2
             trace = lxx + lyy
-            strength = torch.sqrt(torch.clamp(det, min=0.0))
+            # The weaker principal curvature (when both bend the same way): zero for lines and
+            # edges, small for elongated blobs, largest for round dots.
+            spread = torch.sqrt(((lxx - lyy) / 2) ** 2 + lxy ** 2)
+            strength = torch.clamp(trace.abs() / 2 - spread, min=0.0)
             # A bright blob curves the luminance down in both directions (trace < 0).
             bright = strength * (trace < 0)
             dark = strength * (trace > 0)
@@ -301,10 +303,11 @@ class CurvatureUnits(NeuronGroup):
 
 
 class DotUnits(NeuronGroup):
-    """Small-blob detectors: determinant of the Hessian at one scale and polarity.
+    """Small-blob detectors: the weaker principal curvature of the image (scale-normalized
+    Hessian) at one scale and polarity, best position in the RF.
 
-    The Hessian determinant is zero for straight lines and edges (one principal
-    curvature is zero), so these units prefer compact dots to bars.
+    Straight lines and edges have one principal curvature of zero, elongated blobs
+    a small one, so these units prefer compact dots to bars.
     """
 
     type_name = "dot"

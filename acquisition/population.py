@@ -207,3 +207,12 @@ class Population:
                             "baseline_hz": float(self.baseline_hz[i])})
                 i += 1
         return out
+
+
+def population_size(cfg: PopulationConfig, size_px: int, colour: bool) -> int:
+    """How many neurons Population(cfg, size_px, colour) will have, without calibrating it.
+
+    Built-in neurons plus every output of each custom function (which may return several).
+    """
+    grey = np.full((1, size_px, size_px, 3 if colour else 1), 0.5, np.float32)
+    return cfg.n_neurons + sum(np.asarray(load_custom(p)(grey)).reshape(1, -1).shape[1] for p in cfg.custom)

@@ -138,6 +138,18 @@ def cmd_export_nwb(args) -> int:
     return 0
 
 
+def cmd_cortex_sheet(args) -> int:
+    from acquisition.population import Population
+    from acquisition.sheet import draw_cortex_sheet
+    from stimulus.pools import make_pools
+
+    rig = _load(args.rig)
+    pop = Population(rig.cortex.population, rig.images.size_px, rig.images.colour)
+    out = draw_cortex_sheet(pop, make_pools(rig.images).train, Path(args.out), title=str(args.rig))
+    print(f"cortex sheet: {out}")
+    return 0
+
+
 def cmd_bench(args, rest: list[str]) -> int:
     module = importlib.import_module(f"bench.{args.name}")
     return module.main(rest)
@@ -181,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     nw.add_argument("session", help="session directory")
     nw.add_argument("--out", help="NWB file (default: SESSION/session.nwb)")
     nw.set_defaults(func=cmd_export_nwb)
+
+    cs = sub.add_parser("cortex-sheet", help="draw the virtual cortex's population on one page (PNG)")
+    cs.add_argument("rig")
+    cs.add_argument("--out", required=True, help="PNG file to write")
+    cs.set_defaults(func=cmd_cortex_sheet)
 
     b = sub.add_parser("bench", help="benchmarks (print a table; --json FILE writes the figures)")
     b.add_argument("name", choices=BENCHES)

@@ -67,6 +67,9 @@ class EndpointsConfig(Strict):
     presenter_plans: str = "auto"  # presenter PULL: trial plans from the controller
     controller_inbox: str = "auto"  # controller PULL: onset reports, status
     model: str = "auto"  # model worker ROUTER: requests from the controller
+    # The virtual cortex also speaks the Open Ephys GUI Event Broadcaster format here (PUB), so Open Ephys
+    # clients can read the simulated rig. "off" disables it.
+    openephys_pub: str = "auto"
 
 
 class RigConfig(Strict):

@@ -10,7 +10,8 @@ import zmq
 from controller import messages
 from controller.config import EndpointsConfig
 
-ENDPOINT_NAMES = ("acquisition_pub", "acquisition_events", "presenter_plans", "controller_inbox", "model")
+ENDPOINT_NAMES = ("acquisition_pub", "acquisition_events", "presenter_plans", "controller_inbox", "model",
+                  "openephys_pub")
 
 
 def resolve_endpoints(endpoints: EndpointsConfig, session_dir: Path) -> dict[str, str]:
@@ -21,6 +22,8 @@ def resolve_endpoints(endpoints: EndpointsConfig, session_dir: Path) -> dict[str
         sock_dir = Path(tempfile.mkdtemp(prefix="cortexloop-"))
     for name in ENDPOINT_NAMES:
         value = getattr(endpoints, name)
+        if value == "off":
+            continue
         if value == "auto":
             sock_dir.mkdir(parents=True, exist_ok=True)
             value = f"ipc://{sock_dir}/{name}"

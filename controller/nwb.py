@@ -51,8 +51,8 @@ def export_nwb(session_dir: Path, out_path: Path) -> dict:
                   identifier=Path(session_dir).resolve().name,
                   session_start_time=datetime.fromtimestamp(created, tz=timezone.utc),
                   experiment_description="closed-loop image selection (cortexloop)")
-    n_neurons = rig["cortex"]["population"]["n_neurons"] + len(rig["cortex"]["population"].get("custom", []))
     neuron = np.concatenate([b[5] for b in batches]) if batches else np.zeros(0, np.uint16)
+    n_neurons = max(int(rig["cortex"]["population"]["n_neurons"]), int(neuron.max()) + 1 if len(neuron) else 0)
     times = np.concatenate([b[6] for b in batches]) if batches else np.zeros(0)
     for n in range(n_neurons):
         nwb.add_unit(spike_times=np.sort(times[neuron == n]) - t0)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acquisition.population import Population
+from acquisition.population import Population, population_size
 from controller.config import RigConfig
 from controller.engine import SessionAbort, SessionEngine
 from controller.protocol import trial_protocol
@@ -33,7 +33,7 @@ def _raise_interrupt(signum, frame):
 
 
 def n_neurons_of(rig: RigConfig) -> int:
-    return rig.cortex.population.n_neurons + len(rig.cortex.population.custom)
+    return population_size(rig.cortex.population, rig.images.size_px, rig.images.colour)
 
 
 def run_controller(rig: RigConfig, session_dir: Path, endpoints: dict[str, str], store: SessionStore | None = None) -> dict:

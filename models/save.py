@@ -1,6 +1,6 @@
 """Saving compact models in a format that loads without cortexloop.
 
-Each model is written twice, side by side (see docs/models.md):
+Two files, both readable with torch alone (see docs/models.md):
 
 - `<name>.pt`: `torch.save` of a plain dict that `torch.load(path, weights_only=True)`
   reads anywhere torch is installed:
@@ -10,9 +10,11 @@ Each model is written twice, side by side (see docs/models.md):
        "meta": {"neuron": int, "units": "spikes/s", "input": "(B, C, H, W) float in [0, 1]", ...}}
   The forward pass is short enough to rewrite anywhere; docs/models.md gives it in
   plain torch.nn.functional.
-- `<name>.ts`: TorchScript of the same model in eval mode: `torch.jit.load(path)(images)`
-  runs it with no Python code of ours at all; the same dict minus the tensors is stored
-  in it as the extra file "cortexloop.json".
+- `models.pt2`: one `torch.export` program holding every model of a session, in
+  eval mode: `torch.export.load(path).module()(images)` -> (B, n_models) runs it with
+  no Python code of ours at all; the specs and metadata travel in it as the extra
+  file "cortexloop.json". (TorchScript is deprecated in this torch; torch.export is
+  its successor.)
 """
 from __future__ import annotations
 
@@ -35,26 +37,47 @@ def model_record(model: CompactNet, meta: dict | None = None) -> dict:
     }
 
 
-def save_model(model: CompactNet, path: str | Path, meta: dict | None = None, torchscript: bool = True) -> list[Path]:
-    """Writes `path` (.pt dict) and, unless told not to, the TorchScript twin (same stem, .ts)."""
+def save_model(model: CompactNet, path: str | Path, meta: dict | None = None) -> Path:
+    """Writes the plain dict (see the module docstring) to `path` (conventionally neuron_NNN.pt)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = model_record(model, meta)
-    torch.save(record, path)
-    written = [path]
-    if torchscript:
-        was_training = model.training
-        device = next(model.parameters()).device
-        frozen = CompactNet(model.spec)
-        frozen.load_state_dict(record["state_dict"])
-        frozen.eval()
-        scripted = torch.jit.script(frozen)
-        info = json.dumps({"format": FORMAT, "spec": record["spec"], "meta": record["meta"]})
-        ts_path = path.with_suffix(".ts")
-        torch.jit.save(scripted, str(ts_path), _extra_files={"cortexloop.json": info})
-        written.append(ts_path)
-        model.train(was_training).to(device)
-    return written
+    torch.save(model_record(model, meta), path)
+    return path
+
+
+class _AllNeurons(torch.nn.Module):
+    """Several (possibly differently pruned) models side by side: (B, C, H, W) -> (B, N)."""
+
+    def __init__(self, models: list[CompactNet]):
+        super().__init__()
+        self.models = torch.nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.models], 1)
+
+
+def export_models(models: list[CompactNet], path: str | Path, meta: dict | None = None) -> Path:
+    """Writes one `torch.export` program computing every model at once: torch.export.load(path).module()(x).
+
+    One program for the whole set, because exporting costs seconds per call, not per model.
+    The specs and `meta` go along as the extra file "cortexloop.json".
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for m in models:
+        c = CompactNet(m.spec)
+        c.load_state_dict({k: v.detach().cpu() for k, v in m.state_dict().items()})
+        copies.append(c.eval())
+    wrapper = _AllNeurons(copies).eval()
+    spec = models[0].spec
+    example = torch.rand(2, spec.in_channels, spec.image_size, spec.image_size)
+    batch = torch.export.Dim("batch", min=1, max=1_000_000)
+    program = torch.export.export(wrapper, (example,), dynamic_shapes=({0: batch},))
+    info = {"format": FORMAT, "output": "(B, n_models) spikes/s", "specs": [m.spec.to_dict() for m in models],
+            "meta": dict(meta or {})}
+    torch.export.save(program, str(path), extra_files={"cortexloop.json": json.dumps(info)})
+    return path
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[CompactNet, dict]:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 import zmq
 
+from acquisition import openephys
 from acquisition.population import Population
 from acquisition.recording import RecordingClock, SpikeBatcher
 from acquisition.spiking import SpikingModel
@@ -33,6 +35,7 @@ class VirtualCortexService:
         self.rig = rig
         self.realtime = rig.session.speed == "realtime"
         self.parent_pid = parent_pid
+        torch.set_num_threads(1)  # per-onset work is small; more threads only contend with the presenter
         cc = rig.cortex
         self.population = Population(cc.population, rig.images.size_px, rig.images.colour)
         self.clock = RecordingClock(cc.recording.clock_offset_s, cc.recording.clock_drift_ppm)
@@ -51,6 +54,13 @@ class VirtualCortexService:
         self.events_in = ctx.socket(zmq.PULL)
         self.events_in.bind(endpoints["acquisition_events"])
         self.receiver = Receiver(self.events_in)
+        self.oe_pub = None
+        if endpoints.get("openephys_pub"):
+            self.oe_pub = ctx.socket(zmq.PUB)
+            self.oe_pub.setsockopt(zmq.SNDHWM, 0)
+            self.oe_pub.setsockopt(zmq.LINGER, 0)
+            self.oe_pub.bind(endpoints["openephys_pub"])
+        self.last_code = 0
 
     def _acq_now(self) -> float:
         return float(self.clock.to_acquisition(time.monotonic()))
@@ -66,6 +76,9 @@ class VirtualCortexService:
             m.send(self.pub, m.SpikeBatch(stream=STREAM, seq=batch.seq, t_start_s=batch.t_start_s,
                                           t_end_s=batch.t_end_s, total_spikes=batch.total_spikes,
                                           neuron=batch.neuron, time_s=batch.time_s))
+            if self.oe_pub is not None:
+                for frames in openephys.encode_spikes(batch.neuron, batch.time_s, stream=STREAM):
+                    self.oe_pub.send_multipart(frames)
 
     def on_event(self, ev: m.EventCode) -> None:
         t = self._acq_now() if self.realtime else float(self.clock.to_acquisition(ev.time_s))
@@ -75,6 +88,10 @@ class VirtualCortexService:
             pixels = self.images.get(ev.image_hash)
             if pixels is not None:
                 self.spiking.add_onset(t, self.population.rates(pixels[None])[0])
+        if self.oe_pub is not None:  # the code word on parallel TTL lines, as a digital input would see it
+            for frames in openephys.encode_word(ev.code, self.last_code, t, stream=STREAM):
+                self.oe_pub.send_multipart(frames)
+            self.last_code = ev.code
         self.event_seq += 1
         m.send(self.pub, m.EventCode(stream=STREAM, seq=self.event_seq, code=ev.code, time_s=t, clock="acquisition",
                                      trial_id=ev.trial_id, index=ev.index, image_hash=ev.image_hash))
@@ -110,4 +127,6 @@ class VirtualCortexService:
 
     def close(self) -> None:
         self.pub.close(linger=1000)
+        if self.oe_pub is not None:
+            self.oe_pub.close(linger=0)
         self.events_in.close(linger=0)

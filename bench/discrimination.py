@@ -1,0 +1,246 @@
+"""Benchmark: trials until the true one of two hypotheses about a neuron reaches 99% posterior.
+
+Two hand-written hypotheses about one V4-like neuron at a known receptive field:
+  pair "orientation": an oriented complex cell preferring theta, or one preferring theta + delta
+                     (delta 10 and 5 deg by default: natural images barely separate them);
+  pair "dot":         an oriented complex cell, or a centre-surround "dot detector".
+Both predict similar rates on average natural images (each is calibrated so the
+median natural image drives it half way), so natural images discriminate them
+only weakly. One is true: the virtual neuron's counts come from it
+(gamma-Poisson, Fano factor 1.2). Each trial shows 5 images; the evidence
+tracker (stimulus.hypotheses.EvidenceTracker) updates the posterior.
+
+Arms, same seeds and trial cap:
+  random       random natural pool images
+  selected     pool images with the largest Poisson Jensen-Shannon divergence (ImageChooser, mix selected)
+  synthesized  images synthesized from the best pool images to maximise it (ImageChooser, mix synthesized)
+The headline is the median over repeats of trials-to-99% and the ratio random / designed.
+
+    python -m bench.discrimination [--repeats 8] [--pair orientation dot] [--delta-deg 10 5] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.loop import draw_counts
+from stimulus.config import ImagesConfig
+from stimulus.hypotheses import EvidenceTracker, HypothesisSet
+from stimulus.pools import make_pools
+from stimulus.selection import ImageChooser
+from stimulus.selection_config import SelectionConfig
+from stimulus.synthesis import from_pixels
+
+
+def _grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                            indexing="ij")
+    return yy, xx
+
+
+class SaturatingUnit:
+    """rate = base + (peak - base) * d^2 / (1 + d^2), d = drive / (median drive on natural images).
+
+    `drive` is a torch function of grey images (B, H, W) centred on 0; calibrate() sets the scale.
+    """
+
+    def __init__(self, base_hz: float = 5.0, peak_hz: float = 60.0):
+        self.base_hz, self.peak_hz, self.scale = base_hz, peak_hz, 1.0
+
+    def drive(self, grey: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def calibrate(self, natural: np.ndarray) -> "SaturatingUnit":
+        with torch.no_grad():
+            d = self.drive(from_pixels(natural).mean(1) - 0.5)
+        self.scale = float(d.median()) + 1e-6
+        return self
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        d = self.drive(images.mean(1) - 0.5) / self.scale
+        r = self.base_hz + (self.peak_hz - self.base_hz) * d ** 2 / (1.0 + d ** 2)
+        return r[:, None]  # (B, 1 neuron)
+
+
+class OrientedEnergy(SaturatingUnit):
+    """Complex cell: energy of a quadrature pair of Gabor filters (phase invariant)."""
+
+    def __init__(self, size: int, centre: tuple[float, float], sigma_px: float, theta_rad: float,
+                 wavelength_px: float, **kw):
+        super().__init__(**kw)
+        yy, xx = _grid(size)
+        cy, cx = centre
+        env = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma_px ** 2))
+        u = (xx - cx) * math.cos(theta_rad) + (yy - cy) * math.sin(theta_rad)
+        pair = torch.stack([env * torch.cos(2 * math.pi * u / wavelength_px), env * torch.sin(2 * math.pi * u / wavelength_px)])
+        pair = pair - pair.mean(dim=(1, 2), keepdim=True)
+        self.filters = pair / pair[0].norm()
+
+    def drive(self, grey: torch.Tensor) -> torch.Tensor:
+        resp = torch.einsum("bhw,khw->bk", grey, self.filters)
+        return resp.pow(2).sum(1).add(1e-8).sqrt()
+
+
+class DotDetector(SaturatingUnit):
+    """Centre-surround (difference of Gaussians) at the RF centre, either contrast polarity."""
+
+    def __init__(self, size: int, centre: tuple[float, float], sigma_px: float, **kw):
+        super().__init__(**kw)
+        yy, xx = _grid(size)
+        cy, cx = centre
+        r2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        centre_g = torch.exp(-r2 / (2 * (sigma_px / 2) ** 2))
+        surround = torch.exp(-r2 / (2 * sigma_px ** 2))
+        dog = centre_g / centre_g.sum() - surround / surround.sum()
+        self.filter = dog / dog.norm()
+
+    def drive(self, grey: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bhw,hw->b", grey, self.filter).abs()
+
+
+def make_pair(pair: str, size: int, natural: np.ndarray, rng: np.random.Generator, delta_deg: float = 15.0) -> dict:
+    centre = tuple(float(v) for v in rng.uniform(0.4, 0.6, 2) * size)
+    sigma = float(rng.uniform(0.1, 0.16) * size)
+    theta = float(rng.uniform(0, math.pi))
+    wavelength = float(rng.uniform(0.2, 0.3) * size)
+    first = OrientedEnergy(size, centre, sigma, theta, wavelength)
+    if pair == "orientation":
+        second = OrientedEnergy(size, centre, sigma, theta + math.radians(delta_deg), wavelength)
+        names = ("theta", f"theta+{delta_deg:g}deg")
+    elif pair == "dot":
+        second = DotDetector(size, centre, sigma)
+        names = ("oriented", "dot")
+    else:
+        raise ValueError(pair)
+    return {names[0]: first.calibrate(natural), names[1]: second.calibrate(natural)}
+
+
+def trials_to_posterior(hyps: HypothesisSet, true_index: int, chooser: ImageChooser, n_images: int, window_s: float,
+                        fano: float, threshold: float, max_trials: int, rng: np.random.Generator) -> dict:
+    """Runs trials until the true hypothesis' posterior reaches `threshold`.
+
+    The evidence is added image by image, so the count of presentations needed is exact too (the
+    posterior after a whole trial is the same either way). A run that never gets there counts as
+    max_trials + 1 trials."""
+    tracker = EvidenceTracker(hyps.names, fano_factor=fano)
+    shown = 0
+    for trial in range(max_trials):
+        chooser.set_hypothesis_weights(tracker.posterior())
+        choices = chooser.choose(trial, n_images, hyps, None)
+        with torch.no_grad():
+            pred = hyps.rates(from_pixels(np.stack([c.pixels for c in choices]))).double().numpy()  # (M, n, 1)
+        counts = draw_counts(pred[true_index], window_s, fano, rng)
+        for i in range(len(choices)):
+            post = tracker.update(pred[:, i:i + 1], counts[i:i + 1], window_s)
+            shown += 1
+            if post[true_index] >= threshold:
+                return {"trials": trial + 1, "presentations": shown, "posterior": float(post[true_index])}
+    return {"trials": max_trials + 1, "presentations": shown + 1, "posterior": float(tracker.posterior()[true_index])}
+
+
+ARMS = {
+    "random": {"random": 1.0},
+    "selected": {"selected": 1.0},
+    "synthesized": {"synthesized": 1.0},
+}
+
+
+def run(args) -> dict:
+    images = ImagesConfig(size_px=args.size_px, pool_size=args.pool_size, test_size=20, seed=args.seed)
+    pools = make_pools(images)
+    natural = pools.train[np.asarray(pools.train_kind) == "natural"]
+    window_s = args.window_ms / 1000.0
+    results = {}
+    cases = [(f"orientation{d:g}deg", "orientation", d) for d in args.delta_deg if "orientation" in args.pair]
+    cases += [("dot", "dot", 0.0)] if "dot" in args.pair else []
+    for label, pair, delta in cases:
+        per_arm = {arm: [] for arm in args.arms}
+        corr = []
+        for rep in range(args.repeats):
+            rng = np.random.default_rng([args.seed, rep])
+            fns = make_pair(pair, args.size_px, natural, rng, delta)
+            hyps = HypothesisSet(fns, n_neurons=1)
+            with torch.no_grad():
+                r = hyps.rates(from_pixels(natural[:500])).numpy()[:, :, 0]
+            corr.append(float(np.corrcoef(r[0], r[1])[0, 1]))
+            true_index = rep % 2  # each hypothesis is the true one in half the repeats
+            for arm in args.arms:
+                sel = SelectionConfig(mix=ARMS[arm], objective="js", window_ms=args.window_ms,
+                                      candidates=args.candidates, synthesis_steps=args.synthesis_steps,
+                                      synthesis_step_size=0.05)
+                chooser = ImageChooser(sel, pools, seed=args.seed * 1000 + rep)
+                count_rng = np.random.default_rng([args.seed, rep, 99])
+                t0 = time.perf_counter()
+                res = trials_to_posterior(hyps, true_index, chooser, args.images_per_trial, window_s,
+                                          args.fano_factor, args.threshold, args.max_trials, count_rng)
+                per_arm[arm].append({**res, "seconds": time.perf_counter() - t0})
+        summary = {arm: {"median_trials": float(np.median([x["trials"] for x in runs])),
+                         "median_presentations": float(np.median([x["presentations"] for x in runs])),
+                         "runs": runs,
+                         "capped": sum(x["trials"] > args.max_trials for x in runs)}
+                   for arm, runs in per_arm.items()}
+        for arm in args.arms:
+            if arm != "random" and "random" in summary:
+                summary[arm]["ratio_random_over_this"] = summary["random"]["median_trials"] / summary[arm]["median_trials"]
+                summary[arm]["presentation_ratio_random_over_this"] = (summary["random"]["median_presentations"]
+                                                                       / summary[arm]["median_presentations"])
+        results[label] = {"arms": summary, "natural_image_correlation": float(np.mean(corr))}
+    return results
+
+
+def print_table(results: dict, args) -> None:
+    print(f"Trials ({args.images_per_trial} images each) and presentations until the true hypothesis reaches "
+          f"{args.threshold:.0%} posterior; medians of {args.repeats} repeats (cap {args.max_trials} trials)")
+    print(f"{'pair':18s} {'arm':12s} {'trials':>6s} {'min':>4s} {'max':>4s} {'capped':>6s} {'ratio':>6s} "
+          f"{'images':>7s} {'ratio':>6s} {'s/run':>6s}")
+    for pair, res in results.items():
+        for arm, s in res["arms"].items():
+            t = [x["trials"] for x in s["runs"]]
+            ratio = s.get("ratio_random_over_this")
+            pratio = s.get("presentation_ratio_random_over_this")
+            secs = np.mean([x["seconds"] for x in s["runs"]])
+            print(f"{pair:18s} {arm:12s} {s['median_trials']:6.1f} {min(t):4d} {max(t):4d} {s['capped']:6d} "
+                  f"{'' if ratio is None else f'{ratio:.1f}x':>6s} {s['median_presentations']:7.1f} "
+                  f"{'' if pratio is None else f'{pratio:.1f}x':>6s} {secs:6.2f}")
+        print(f"{pair:18s} (correlation of the two hypotheses on natural images: {res['natural_image_correlation']:.2f})")
+    print("ratio = random's median / this arm's median (trials, then presentations)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="cortexloop bench discrimination", description=__doc__.split("\n")[0])
+    ap.add_argument("--pair", nargs="+", default=["orientation", "dot"], choices=["orientation", "dot"])
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--delta-deg", type=float, nargs="+", default=[10.0, 5.0],
+                    help="orientation differences to try for the 'orientation' pair")
+    ap.add_argument("--repeats", type=int, default=8)
+    ap.add_argument("--max-trials", type=int, default=400)
+    ap.add_argument("--threshold", type=float, default=0.99)
+    ap.add_argument("--images-per-trial", type=int, default=5)
+    ap.add_argument("--window-ms", type=float, default=150.0)
+    ap.add_argument("--fano-factor", type=float, default=1.2)
+    ap.add_argument("--candidates", type=int, default=512)
+    ap.add_argument("--synthesis-steps", type=int, default=20)
+    ap.add_argument("--pool-size", type=int, default=2000)
+    ap.add_argument("--size-px", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args(argv)
+    torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
+    results = run(args)
+    print_table(results, args)
+    print(f"total {time.perf_counter() - t0:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"benchmark": "discrimination", "args": vars(args), "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""Compact CNN: shapes, the stacked form equals the loop form, save/load without cortexloop."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from models.compact import CompactNet, CompactSpec, count_parameters, make_models
+from models.config import ModelConfig
+from models.save import export_models, load_model, save_model
+from models.stacked import LoopForm, StackedCompact
+
+SMALL = CompactSpec(in_channels=3, image_size=16, filters=(4, 5, 3), strides=(1, 2, 1), kernel_size=3)
+
+
+def test_shapes_and_output_is_nonnegative():
+    model = CompactNet(SMALL, seed=0)
+    x = torch.rand(7, 3, 16, 16)
+    y = model(x)
+    assert y.shape == (7,)
+    assert (y >= 0).all()
+    assert model.features(x).shape == (7, 3, SMALL.map_size, SMALL.map_size)
+    assert SMALL.map_size == 8
+
+
+def test_spec_from_config_pads_strides_and_reads_image_shape():
+    cfg = ModelConfig(kind="compact", n_layers=6, filters_per_layer=4, strides=[2, 2])
+    spec = CompactSpec.from_config(cfg, (32, 32, 1))
+    assert spec.in_channels == 1 and spec.filters == (4,) * 6 and spec.strides == (2, 2, 1, 1, 1, 1)
+    assert spec.map_size == 8
+    with pytest.raises(ValueError):
+        CompactSpec.from_config(cfg, (32, 24, 3))
+
+
+def test_paper_sizes_give_a_28x28_map():
+    spec = CompactSpec(3, 112, (100,) * 5, (1, 2, 2, 1, 1), 5)
+    assert spec.map_size == 28
+
+
+def test_same_seed_same_weights_different_seed_different():
+    a, b, c = CompactNet(SMALL, seed=3), CompactNet(SMALL, seed=3), CompactNet(SMALL, seed=4)
+    assert torch.equal(a.conv0.weight, b.conv0.weight)
+    assert not torch.equal(a.conv0.weight, c.conv0.weight)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_stacked_equals_loop_on_the_same_weights(training):
+    torch.manual_seed(0)
+    models = make_models(SMALL, 5, seed=1)
+    for i, m in enumerate(models):
+        m.set_mean_rate(5.0 + i)
+        with torch.no_grad():  # non-trivial batch-norm statistics and readout
+            for bn in [m.bn0, *m.norms]:
+                bn.running_mean.uniform_(-0.2, 0.2)
+                bn.running_var.uniform_(0.5, 2.0)
+                bn.weight.uniform_(0.5, 1.5)
+            m.readout_weight.normal_(0, 0.3)
+    loop = LoopForm(models).train(training)
+    stacked = StackedCompact.from_models(models).train(training)
+    # The round trip back to separate models is exact.
+    for m0, m1 in zip(models, stacked.to_models()):
+        for (k, v0), v1 in zip(m0.state_dict().items(), m1.state_dict().values()):
+            assert torch.equal(v0, v1), k
+    x = torch.rand(6, 3, 16, 16, requires_grad=True)
+    a, b = loop(x), stacked(x)
+    assert a.shape == b.shape == (6, 5)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # Gradients with respect to the images agree too (synthesis relies on them).
+    ga, = torch.autograd.grad(a[:, 2].sum(), x)
+    gb, = torch.autograd.grad(b[:, 2].sum(), x)
+    torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
+    # Selecting models computes only those, with the same numbers.
+    torch.testing.assert_close(stacked(x, [4, 1]), loop(x, [4, 1]), rtol=1e-5, atol=1e-5)
+
+
+def test_one_training_step_keeps_the_forms_equal():
+    models = make_models(SMALL, 3, seed=2)
+    loop = LoopForm([CompactNet(SMALL) for _ in models])
+    for dst, src in zip(loop.models, models):
+        dst.load_state_dict(src.state_dict())
+    stacked = StackedCompact.from_models(models)
+    x, t = torch.rand(8, 3, 16, 16), torch.rand(8, 3) * 5
+    for net in (loop, stacked):
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        loss = ((net(x) - t) ** 2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for m0, m1 in zip(loop.models, stacked.to_models()):
+        torch.testing.assert_close(m0.conv0.weight, m1.conv0.weight, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(m0.readout_weight, m1.readout_weight, rtol=1e-4, atol=1e-6)
+
+
+# Loads the saved files with torch alone: no cortexloop package on the path.
+FRESH_LOADER = r'''
+import json, sys
+import torch
+import torch.nn.functional as F
+assert not any(m == "models" or m.startswith("models.") for m in sys.modules)
+pt, pt2, xs = sys.argv[1], sys.argv[2], sys.argv[3]
+rec = torch.load(pt, weights_only=True)
+assert rec["format"] == "cortexloop.compact/1"
+spec, sd = rec["spec"], rec["state_dict"]
+k = spec["kernel_size"]; pad = k // 2
+
+def bn(x, p):
+    return F.batch_norm(x, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"], sd[p + ".bias"],
+                        False, 0.0, 1e-5)
+
+def rates(x):
+    h = F.relu(bn(F.conv2d(x, sd["conv0.weight"], stride=spec["strides"][0], padding=pad), "bn0"))
+    for i in range(len(spec["filters"]) - 1):
+        h = F.conv2d(h, sd[f"depthwise.{i}.weight"], stride=spec["strides"][i + 1], padding=pad, groups=h.shape[1])
+        h = F.relu(bn(F.conv2d(h, sd[f"pointwise.{i}.weight"]), f"norms.{i}"))
+    drive = (h * sd["readout_weight"]).flatten(1).sum(1) + sd["readout_bias"]
+    return sd["rate_scale"] * F.softplus(drive)
+
+x = torch.load(xs, weights_only=True)
+extra = {"cortexloop.json": ""}
+program = torch.export.load(pt2, extra_files=extra)
+info = json.loads(extra["cortexloop.json"])
+print(json.dumps({"plain": rates(x).tolist(), "exported": program.module()(x).tolist(),
+                  "meta": info["meta"], "n_specs": len(info["specs"])}))
+'''
+
+
+def test_save_and_load_in_a_fresh_process_without_cortexloop(tmp_path):
+    model = CompactNet(SMALL, seed=5)
+    model.set_mean_rate(12.0)
+    with torch.no_grad():
+        model.readout_weight.normal_(0, 0.3)
+        model.bn0.running_mean.uniform_(-0.1, 0.1)
+    model.eval()
+    x = torch.rand(4, 3, 16, 16)
+    expected = model(x).detach()
+    other = CompactNet(SMALL.with_filters([3, 3, 3]), seed=6).eval()  # a differently pruned neighbour
+    pt = save_model(model, tmp_path / "neuron_003.pt", meta={"neuron": 3})
+    pt2 = export_models([model, other], tmp_path / "models.pt2", meta={"neurons": [3, 4]})
+    torch.save(x, tmp_path / "x.pt")
+    script = tmp_path / "load.py"
+    script.write_text(FRESH_LOADER)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-I", str(script), str(pt), str(pt2),
+                          str(tmp_path / "x.pt")], capture_output=True, text=True, cwd=tmp_path, env=env,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["meta"] == {"neurons": [3, 4]} and out["n_specs"] == 2
+    np.testing.assert_allclose(out["plain"], expected.numpy(), rtol=1e-5)
+    exported = np.asarray(out["exported"])
+    assert exported.shape == (4, 2)
+    np.testing.assert_allclose(exported[:, 0], expected.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(exported[:, 1], other(x).detach().numpy(), rtol=1e-5)
+    # Our own loader gives the same model back.
+    again, meta = load_model(pt)
+    torch.testing.assert_close(again(x), expected)
+    assert meta == {"neuron": 3} and count_parameters(again) == count_parameters(model)

@@ -1,0 +1,103 @@
+"""Open Ephys Event Broadcaster format, checked through real pyzmq sockets and a plain json reader."""
+import json
+import struct
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from acquisition.openephys import (OpenEphysFormatError, UnitLayout, WordDecoder, decode_message, encode_spikes,
+                                   encode_ttl, encode_word, spikes_from_messages)
+
+SPIKE_KEYS = {"event_type", "stream", "source_node", "electrode", "num_channels", "sample_rate", "sample_number",
+              "sorted_id"}
+TTL_KEYS = {"event_type", "stream", "source_node", "sample_rate", "channel_name", "sample_number", "line", "state"}
+
+
+def pubsub(endpoint):
+    ctx = zmq.Context.instance()
+    pub = ctx.socket(zmq.PUB)
+    pub.bind(endpoint)
+    sub = ctx.socket(zmq.SUB)
+    sub.connect(pub.getsockopt_string(zmq.LAST_ENDPOINT))
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    # Slow joiner: send probes until the subscriber hears one.
+    for _ in range(200):
+        pub.send_multipart(encode_ttl(0, 7, False))
+        if sub.poll(20):
+            while sub.poll(50):
+                sub.recv_multipart()
+            return pub, sub
+    raise RuntimeError("subscriber never connected")
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1:*", "ipc"])
+def test_spikes_and_ttl_through_real_sockets_read_by_plain_json(endpoint, tmp_path):
+    if endpoint == "ipc":
+        endpoint = f"ipc://{tmp_path}/oe.sock"
+    pub, sub = pubsub(endpoint)
+    try:
+        layout = UnitLayout(units_per_electrode=2)
+        neuron = np.array([0, 3, 1, 2, 3], np.uint16)
+        t = np.array([0.1, 0.10005, 0.2, 0.5, 1.25])
+        for msg in encode_spikes(neuron, t, 30000.0, layout=layout, num_channels=4):
+            pub.send_multipart(msg)
+        for msg in encode_word(0b101, 0, 1.5, n_lines=4):
+            pub.send_multipart(msg)
+        received = []
+        deadline = time.monotonic() + 5
+        while len(received) < 7 and time.monotonic() < deadline:
+            if sub.poll(100):
+                received.append(sub.recv_multipart())
+    finally:
+        pub.close(0)
+        sub.close(0)
+    assert len(received) == 7
+    spikes, ttls = [], []
+    for frames in received:
+        assert len(frames) == 2
+        (kind,) = struct.unpack("<H", frames[0])  # a plain reader: uint16 then JSON
+        body = json.loads(frames[1])
+        (spikes if kind == 1 else ttls).append(body)
+    assert len(spikes) == 5 and len(ttls) == 2
+    for b in spikes:
+        assert SPIKE_KEYS <= set(b) and b["event_type"] == "spike"
+        assert all(f"amp{c}" in b for c in range(1, b["num_channels"] + 1))
+    assert [b["sample_number"] for b in spikes] == [3000, 3002, 6000, 15000, 37500]
+    assert [(b["electrode"], b["sorted_id"]) for b in spikes][:2] == [("Electrode 1", 1), ("Electrode 2", 2)]
+    for b in ttls:
+        assert TTL_KEYS <= set(b) and b["event_type"] == "ttl" and b["state"] is True
+    assert sorted(b["line"] for b in ttls) == [0, 2]
+    # And our own decoders give back what went in.
+    bodies = [decode_message(f) for f in received]
+    n_back, t_back, skipped = spikes_from_messages(bodies, layout)
+    assert skipped == 0 and np.array_equal(n_back, neuron) and np.allclose(t_back, t, atol=1 / 30000)
+    assert WordDecoder(4).feed([b for b in bodies if b["event_type"] == "ttl"]) == [(45000, 0b101)]
+
+
+def test_malformed_messages_are_refused():
+    good = encode_ttl(10, 1, True)
+    assert decode_message(good)["line"] == 1
+    with pytest.raises(OpenEphysFormatError):
+        decode_message([good[0]])
+    with pytest.raises(OpenEphysFormatError):
+        decode_message([b"\x01", good[1]])
+    with pytest.raises(OpenEphysFormatError):
+        decode_message([struct.pack("<H", 1), good[1]])  # type says spike, body is a TTL
+    with pytest.raises(OpenEphysFormatError):
+        decode_message([good[0], b"{not json"])
+    spike = encode_spikes(np.array([0]), np.array([0.5]))[0]
+    body = json.loads(spike[1])
+    del body["amp2"]
+    with pytest.raises(OpenEphysFormatError):
+        decode_message([spike[0], json.dumps(body).encode()])
+
+
+def test_unsorted_and_foreign_units_are_skipped():
+    layout = UnitLayout(units_per_electrode=1)
+    bodies = [decode_message(m) for m in encode_spikes(np.array([0, 1]), np.array([0.1, 0.2]))]
+    bodies.append({**bodies[0], "sorted_id": 0})
+    bodies.append({**bodies[0], "electrode": "Tetrode 3"})
+    n, t, skipped = spikes_from_messages(bodies, layout)
+    assert list(n) == [0, 1] and skipped == 2

@@ -1,0 +1,129 @@
+"""Image selection: the block mix, diverse scored picks, synthesis and MEIs through the chooser, deadlines."""
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from stimulus.mix import MixSchedule
+from stimulus.pools import Pools
+from stimulus.selection import ImageChooser, pick_diverse, rms_distance, thumbnails
+from stimulus.selection_config import SelectionConfig
+
+
+class MembersDisagreeOnBrightLeft:
+    """Two members agree except on images with a bright left half, where member 1 fires more."""
+
+    n_members, n_neurons, version = 2, 3, 5
+
+    def rates(self, images, neurons=None):
+        left = images[:, :, :, : images.shape[-1] // 2].mean(dim=(1, 2, 3))
+        base = 10.0 + 5.0 * images.mean(dim=(1, 2, 3))
+        r0 = torch.stack([base, base, base], 1)
+        r1 = torch.stack([base + 40.0 * left ** 2, base, base], 1)
+        out = torch.stack([r0, r1])
+        return out if neurons is None else out[:, :, list(neurons)]
+
+
+def make_pool(n_base=12, copies=6, seed=0):
+    """Groups of near-duplicates: each base image and copies of it with a little noise."""
+    rng = np.random.default_rng(seed)
+    bases = rng.integers(0, 256, (n_base, 1, 1, 3)) * np.ones((1, 16, 16, 1))
+    bases[:, :, :8] = rng.integers(0, 256, (n_base, 1, 1, 3))  # left half a separate colour
+    imgs = np.repeat(bases, copies, axis=0) + rng.normal(0, 3, (n_base * copies, 16, 16, 3))
+    imgs = np.clip(imgs, 0, 255).astype(np.uint8)
+    return Pools(imgs, ("natural",) * len(imgs), imgs[:10])
+
+
+def test_mix_schedule_meets_shares_within_each_block():
+    mix = MixSchedule({"random": 0.2, "selected": 0.4, "synthesized": 0.2, "repeat": 0.2}, block_trials=10)
+    block = [k for t in range(10) for k in mix.kinds_for(t, 5)]
+    assert {k: block.count(k) for k in set(block)} == {"random": 10, "selected": 20, "synthesized": 10, "repeat": 10}
+    # Every trial already holds the mix within one image.
+    first = MixSchedule({"random": 0.5, "selected": 0.5}, 3).kinds_for(0, 4)
+    assert first.count("random") == 2
+    with pytest.raises(ValueError):
+        SelectionConfig(mix={"bogus": 1.0})
+
+
+def test_without_a_model_it_still_returns_natural_images_and_says_why():
+    pools = make_pool()
+    cfg = SelectionConfig(mix={"selected": 0.5, "synthesized": 0.25, "repeat": 0.25})
+    out = ImageChooser(cfg, pools, seed=1).choose(0, 8, None, None)
+    assert len(out) == 8
+    assert all(c.pixels.shape == (16, 16, 3) and c.pixels.dtype == np.uint8 for c in out)
+    assert sum("no model yet" in c.reason for c in out) == 6
+    assert sum(c.reason.startswith("repeat fixed#") for c in out) == 2
+
+
+def test_selected_images_are_the_discriminating_ones_and_never_near_duplicates():
+    pools = make_pool()
+    cfg = SelectionConfig(mix={"selected": 1.0}, objective="js", min_distance=0.05, candidates=10_000)
+    chooser = ImageChooser(cfg, pools, seed=0)
+    p = MembersDisagreeOnBrightLeft()
+    out = chooser.choose(0, 5, p, None)
+    th = thumbnails(np.stack([c.pixels for c in out]))
+    d = rms_distance(th, th)[~np.eye(5, dtype=bool)]
+    assert d.min() >= 0.05  # five different groups, not five copies of the best one
+    assert all(c.reason.startswith("selected js ") for c in out)
+    # They are the brightest-left groups: the best five of the twelve.
+    left = pools.train[:, :, :8].mean(axis=(1, 2, 3))
+    group_left = np.sort(np.unique(np.round(left, -1)))[::-1]
+    chosen_left = np.sort(np.round([c.pixels[:, :8].mean() for c in out], -1))[::-1]
+    assert chosen_left.min() >= group_left[6]
+    # The next trial of the same block avoids what was just shown.
+    out2 = chooser.choose(1, 3, p, None)
+    d2 = rms_distance(thumbnails(np.stack([c.pixels for c in out2])), th)
+    assert d2.min() >= 0.05
+
+
+def test_pick_diverse_fills_up_when_everything_is_a_duplicate():
+    thumbs = np.zeros((4, 6))
+    picks = pick_diverse(np.array([1.0, 3.0, 2.0, 0.0]), thumbs, 3, 0.1)
+    assert picks == [1, 2, 0]  # one diverse pick, then the best of the rest
+
+
+def test_synthesized_images_beat_their_pool_seeds_and_record_why():
+    pools = make_pool()
+    cfg = SelectionConfig(mix={"synthesized": 1.0}, synthesis_steps=30, synthesis_step_size=0.05)
+    p = MembersDisagreeOnBrightLeft()
+    out = ImageChooser(cfg, pools, seed=0).choose(0, 2, p, None)
+    for c in out:
+        assert c.reason.startswith("synthesized js ") and "neurons[0" in c.reason and "from pool#" in c.reason
+        seed_idx = int(c.reason.split("pool#")[1].split()[0])
+        assert float(c.reason.split()[2]) > 0  # the reason carries the objective's value
+        x = torch.from_numpy(np.stack([c.pixels, pools.train[seed_idx]])).permute(0, 3, 1, 2).float() / 255
+        r = p.rates(x)[:, :, 0]
+        assert (r[1, 0] - r[0, 0]) > (r[1, 1] - r[0, 1])  # members disagree more on the synthesized image
+
+
+def test_meis_repeats_and_reproducibility():
+    pools = make_pool()
+    cfg = SelectionConfig(mix={"mei": 0.5, "repeat": 0.5}, mei_steps=20, repeat_set_size=3)
+    p = MembersDisagreeOnBrightLeft()
+    a = ImageChooser(cfg, pools, seed=3).choose(0, 8, p, None)
+    b = ImageChooser(cfg, pools, seed=3).choose(0, 8, p, None)
+    assert [c.reason for c in a] == [c.reason for c in b]
+    assert all(np.array_equal(x.pixels, y.pixels) for x, y in zip(a, b))
+    meis = [c.reason for c in a if c.reason.startswith("mei ")]
+    assert [r.split()[1] for r in meis] == ["neuron#0", "neuron#1", "neuron#2", "neuron#0"]
+    repeats = [c.reason.split()[1] for c in a if c.reason.startswith("repeat")]
+    assert repeats == ["fixed#0", "fixed#1", "fixed#2", "fixed#0"]
+
+
+def test_a_deadline_in_the_past_falls_back_to_pool_images_at_once():
+    pools = make_pool()
+    cfg = SelectionConfig(mix={"selected": 0.5, "synthesized": 0.5}, synthesis_steps=100_000)
+    t0 = time.perf_counter()
+    out = ImageChooser(cfg, pools).choose(0, 4, MembersDisagreeOnBrightLeft(), t0 - 1.0)
+    assert time.perf_counter() - t0 < 1.0
+    assert len(out) == 4 and all("past deadline" in c.reason for c in out)
+
+
+def test_synthesis_respects_a_near_deadline():
+    pools = make_pool()
+    cfg = SelectionConfig(mix={"synthesized": 1.0}, synthesis_steps=100_000)
+    t0 = time.perf_counter()
+    out = ImageChooser(cfg, pools).choose(0, 2, MembersDisagreeOnBrightLeft(), t0 + 0.5)
+    assert time.perf_counter() - t0 < 0.5 + 0.2
+    assert all(c.reason.startswith("synthesized") for c in out)
