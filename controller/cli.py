@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     nw.add_argument("--out", help="NWB file (default: SESSION/session.nwb)")
     nw.set_defaults(func=cmd_export_nwb)
 
+    sub.add_parser("compress", help="distill the session's ensemble into one compact model per neuron, prune, "
+                                    "save (cortexloop compress SESSION --help)", add_help=False)
+
     cs = sub.add_parser("cortex-sheet", help="draw the virtual cortex's population on one page (PNG)")
     cs.add_argument("rig")
     cs.add_argument("--out", required=True, help="PNG file to write")
@@ -209,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = build_parser()
+    if argv[:1] == ["compress"]:
+        from controller.compress import compress_main
+
+        return compress_main(argv[1:])
     if argv[:1] == ["bench"]:
         args, rest = ap.parse_known_args(argv)
         return cmd_bench(args, rest)

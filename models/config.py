@@ -38,8 +38,13 @@ class ModelConfig(Strict):
     max_stored_responses: int = Field(200000, ge=100, le=10_000_000)
     # "loop": one small network per model, run one after the other (fastest on a CPU);
     # "stacked": all models in one network of grouped convolutions (fastest on a GPU);
-    # "auto": loop on CPU, stacked on CUDA (see docs/models.md and `cortexloop bench training`).
+    # "auto": time a few steps of each at startup and keep the faster (see docs/models.md
+    # and `cortexloop bench training`).
     form: Literal["auto", "stacked", "loop"] = "auto"
+    # Torch CPU threads in the process that trains (0: leave torch's default). Small
+    # convolutions gain nothing from a second thread, and on a loaded 2-core machine a
+    # spinning second OpenMP thread made steps up to 70x slower (measured).
+    cpu_threads: int = Field(1, ge=0, le=256)
     # bf16 autocast for training steps on CUDA (ignored on CPU, where it is slower).
     mixed_precision: bool = True
     # Distillation and pruning (`cortexloop compress`).

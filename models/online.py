@@ -45,9 +45,11 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def prepare_torch_for(device: torch.device) -> None:
+def prepare_torch_for(device: torch.device, cpu_threads: int = 0) -> None:
     """Process-wide settings that the measurements in docs/models.md depend on."""
     if device.type == "cpu":
+        if cpu_threads > 0:
+            torch.set_num_threads(cpu_threads)
         # Tiny activations late in training become denormal floats; flushing them
         # to zero avoided a 2x slowdown on CPU.
         torch.set_flush_denormal(True)
@@ -105,9 +107,9 @@ class CompactOnline:
         self.n_members = cfg.ensemble_size
         self.image_shape = tuple(image_shape)
         self.device = resolve_device(cfg.device)
-        prepare_torch_for(self.device)
+        prepare_torch_for(self.device, cfg.cpu_threads)
         self.spec = CompactSpec.from_config(cfg, self.image_shape)
-        self.form = resolve_form(cfg.form, self.device)
+        self.form = resolve_form(cfg.form, self.device, self.spec, self.n_members * n_neurons, cfg.batch_size)
         models = make_models(self.spec, self.n_members * n_neurons, seed=cfg.seed)
         self.net = build_form(self.form, models).to(self.device)
         if self.device.type == "cuda":
@@ -179,7 +181,8 @@ class CompactOnline:
         if self.steps_done > self._steps_at_snapshot:
             self.version += 1
             self._steps_at_snapshot = self.steps_done
-        frozen = build_form(self.form, self._copy_models())
+        frozen = copy.deepcopy(self.net)  # one copy of the whole form: cheaper than rebuilding it model by model
+        frozen.eval()
         return CompactPredictor(self.version, frozen.to(self.device), self.n_neurons, self.n_members, self.device)
 
     def _copy_models(self):

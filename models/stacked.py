@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.compact import CompactNet, CompactSpec
+from models.compact import CompactNet, CompactSpec, make_models
 
 
 class LoopForm(nn.Module):
@@ -152,8 +152,39 @@ def build_form(form: str, models: Sequence[CompactNet]) -> LoopForm | StackedCom
     raise ValueError(f"unknown form {form!r}")
 
 
-def resolve_form(form: str, device: torch.device) -> str:
-    """'auto' -> 'loop' on CPU, 'stacked' on CUDA (measured: see docs/models.md)."""
+def time_forms(spec: CompactSpec, n_models: int, batch_size: int, device: torch.device, steps: int = 2,
+               forms: Sequence[str] = ("loop", "stacked")) -> dict[str, float]:
+    """Seconds per training step (forward, backward, Adam) of each form, after one warm-up step."""
+    import time
+
+    x = torch.rand(batch_size, spec.in_channels, spec.image_size, spec.image_size, device=device)
+    out = {}
+    for form in forms:
+        net = build_form(form, make_models(spec, n_models)).to(device)
+        opt = torch.optim.Adam(net.parameters(), 1e-4)
+        for i in range(steps + 1):
+            if i == 1:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+            loss = net(x).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        out[form] = (time.perf_counter() - t0) / steps
+    return out
+
+
+def resolve_form(form: str, device: torch.device, spec: CompactSpec | None = None, n_models: int = 1,
+                 batch_size: int = 32) -> str:
+    """'auto' -> whichever form trains faster here, timed on up to 16 models (cost scales with K
+    in both forms, so a slice of the set decides for the whole). Without a spec: stacked on CUDA,
+    loop elsewhere."""
     if form != "auto":
         return form
-    return "stacked" if device.type == "cuda" else "loop"
+    if spec is None:
+        return "stacked" if device.type == "cuda" else "loop"
+    times = time_forms(spec, min(n_models, 16), batch_size, device)
+    return min(times, key=times.get)

@@ -18,12 +18,13 @@ def _cfg(**kw) -> ModelConfig:
 
 
 def _data(n=200, n_neurons=3, seed=0):
-    """Neurons driven by the mean brightness of one image quadrant: learnable in a few dozen steps."""
+    """Neurons driven by the brightness of one image quadrant (quadrants vary independently)."""
     rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (n, *SHAPE), dtype=np.uint8)
-    x = images.astype(np.float32) / 255.0
-    quads = np.stack([x[:, :8, :8].mean((1, 2, 3)), x[:, 8:, 8:].mean((1, 2, 3)), x[:, :8, 8:].mean((1, 2, 3))], 1)
-    rates = 5.0 + 80.0 * np.clip(quads[:, :n_neurons] - 0.45, 0, None) / 0.1
+    levels = rng.random((n, 2, 2))
+    x = np.kron(levels, np.ones((8, 8)))[..., None] + rng.normal(0, 0.1, (n, 16, 16, 3))
+    images = np.clip(np.rint(255 * x), 0, 255).astype(np.uint8)
+    quads = np.stack([levels[:, 0, 0], levels[:, 1, 1], levels[:, 0, 1]], 1)
+    rates = 5.0 + 60.0 * quads[:, :n_neurons]
     counts = rng.poisson(rates * 0.2).astype(np.float32)
     return images, counts, rates
 
@@ -75,12 +76,12 @@ def test_online_training_reduces_loss_and_learns(form):
 
     model.train(1)
     first = held_out_nll()
-    model.train(120)
+    model.train(60)
     later = held_out_nll()
     assert later < first - 0.05
     pred = model.snapshot().rates(x).mean(0).detach().numpy()
     corr = [np.corrcoef(pred[:, i], test_rates[:, i])[0, 1] for i in range(3)]
-    assert min(corr) > 0.5, corr
+    assert min(corr) > 0.8, corr
 
 
 def test_snapshot_is_frozen_while_training_continues():
@@ -126,4 +127,4 @@ def test_device_handling():
         with pytest.raises(RuntimeError, match="no CUDA GPU"):
             make_online_model(_cfg(device="cuda"), 3, SHAPE)
     model = make_online_model(_cfg(device="auto", form="auto"), 3, SHAPE)
-    assert model.form == ("stacked" if model.device.type == "cuda" else "loop")
+    assert model.form in ("stacked", "loop")  # timed at startup

@@ -1,13 +1,20 @@
 """The model worker process: fits per-neuron models online and chooses the next images.
 
-Answers the controller on a ROUTER socket. In realtime it trains continuously,
-one step between socket polls, and answers a plan request at once from its
-latest snapshot. On a virtual clock it trains exactly `train_steps` before
-answering each plan, so runs are reproducible and every arm gets the same compute.
+Answers the controller on a ROUTER socket.
+
+realtime: a training thread steps the model continuously and publishes a frozen
+snapshot every `SNAPSHOT_EVERY_S`; the socket thread answers each request at
+once from the latest snapshot, so a slow training step (or a slow GPU) never
+delays a plan: it only makes the model that chose it a little older.
+max speed (virtual clock): no thread; before answering each plan the worker
+trains exactly `train_steps`, so runs are reproducible and every arm of a
+comparison gets the same compute.
 """
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 import warnings
 
@@ -24,12 +31,54 @@ from stimulus.pools import make_pools
 from stimulus.selection import ImageChooser
 
 
-def _evidence_tracker(rig: RigConfig, n_members: int):
+def _evidence_tracker(n_members: int):
     try:
         from stimulus.hypotheses import EvidenceTracker
     except ImportError:
         return None
     return EvidenceTracker([f"member{i}" for i in range(n_members)])
+
+
+class BackgroundTrainer(threading.Thread):
+    """Owns the model in realtime mode: new responses in through a queue, snapshots out through `latest`."""
+
+    SNAPSHOT_EVERY_S = 1.0  # a snapshot is one copy of the weights (milliseconds), so this is cheap
+
+    def __init__(self, model, window_s: float):
+        super().__init__(name="trainer", daemon=True)
+        self.model = model
+        self.window_s = window_s
+        self.inbox: queue.Queue = queue.Queue()
+        self.latest = model.snapshot()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self._steps_at_snapshot = model.steps_done
+
+    def run(self) -> None:
+        try:
+            last = time.monotonic()
+            while not self.stop.is_set():
+                got = self._take_new_responses(block=self.model.steps_done == 0)
+                before = self.model.steps_done
+                self.model.train(1)
+                if self.model.steps_done == before and not got:
+                    time.sleep(0.01)  # nothing to learn from yet
+                if time.monotonic() - last >= self.SNAPSHOT_EVERY_S and self.model.steps_done != self._steps_at_snapshot:
+                    self._steps_at_snapshot = self.model.steps_done
+                    self.latest = self.model.snapshot()
+                    last = time.monotonic()
+        except BaseException as err:  # a training failure must not kill the worker: plans go on from `latest`
+            self.error = err
+
+    def _take_new_responses(self, block: bool) -> bool:
+        got = False
+        try:
+            while True:
+                images, counts = self.inbox.get(timeout=0.05) if block and not got else self.inbox.get_nowait()
+                self.model.add_responses(images, counts, self.window_s)
+                got = True
+        except queue.Empty:
+            return got
 
 
 class ModelWorkerService:
@@ -50,13 +99,16 @@ class ModelWorkerService:
             np.finfo(np.float32), np.finfo(np.float64)
         img = rig.images
         self.image_shape = (img.size_px, img.size_px, 3 if img.colour else 1)
+        self.window_s = (rig.response.window_end_ms - rig.response.window_start_ms) / 1000
         self.model = make_online_model(rig.model, n_neurons, self.image_shape)
         self.pools = make_pools(rig.images)
         self.chooser = ImageChooser(rig.selection, self.pools, seed=rig.selection.seed)
-        self.evidence = _evidence_tracker(rig, rig.model.ensemble_size)
-        self.window_s = (rig.response.window_end_ms - rig.response.window_start_ms) / 1000
-        self.snapshot = self.model.snapshot()
+        self.evidence = _evidence_tracker(rig.model.ensemble_size)
+        self.trainer = BackgroundTrainer(self.model, self.window_s) if self.realtime else None
+        self._snapshot = self.model.snapshot()
+        self._steps_at_snapshot = self.model.steps_done
         self.have_data = False
+        self.n_responses = 0
         ctx = ctx or zmq.Context.instance()
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 1000)
@@ -65,14 +117,21 @@ class ModelWorkerService:
         self.stopping = False
         self.plans_answered = 0
 
-    def _refresh_snapshot(self) -> None:
-        if self.model.version != self.snapshot.version:
-            self.snapshot = self.model.snapshot()
+    def snapshot(self):
+        """The newest frozen model: the trainer's (realtime) or a fresh one after training (virtual clock)."""
+        if self.trainer is not None:
+            return self.trainer.latest
+        if self.model.steps_done != self._steps_at_snapshot:
+            self._snapshot = self.model.snapshot()
+            self._steps_at_snapshot = self.model.steps_done
+        return self._snapshot
 
     def info(self) -> dict:
-        out = {"version": self.model.version, "plans_answered": self.plans_answered,
-               "responses": int(len(self.model.buffer)) if hasattr(self.model, "buffer") else None,
+        out = {"version": self.snapshot().version, "plans_answered": self.plans_answered,
+               "responses": self.n_responses, "training_steps": int(self.model.steps_done),
                "malformed_dropped": self.receiver.malformed}
+        if self.trainer is not None and self.trainer.error is not None:
+            out["training_error"] = repr(self.trainer.error)
         if self.evidence is not None:
             out["evidence"] = self.evidence.report()
         return out
@@ -81,46 +140,53 @@ class ModelWorkerService:
         if isinstance(msg, m.Shutdown):
             self.stopping = True
         elif isinstance(msg, m.ResponsesUpdate):
+            pixels, counts = np.array(msg.pixels), np.array(msg.counts)
             if self.evidence is not None and self.have_data:
                 with torch.no_grad():
-                    pred = self.snapshot.rates(torch.from_numpy(to_unit_float(msg.pixels)).permute(0, 3, 1, 2))
-                self.evidence.update(pred.numpy(), np.asarray(msg.counts), self.window_s)
-            self.model.add_responses(np.asarray(msg.pixels), np.asarray(msg.counts), self.window_s)
+                    pred = self.snapshot().rates(torch.from_numpy(to_unit_float(pixels)).permute(0, 3, 1, 2))
+                self.evidence.update(pred.numpy(), counts, self.window_s)
+            if self.trainer is not None:
+                self.trainer.inbox.put((pixels, counts))
+            else:
+                self.model.add_responses(pixels, counts, self.window_s)
             self.have_data = True
+            self.n_responses += len(pixels)
         elif isinstance(msg, m.ModelRequest):
             m.send_routed(self.sock, identity, self.answer(msg))
 
     def answer(self, req: m.ModelRequest) -> m.ModelReply:
         if req.op == "plan":
-            if not self.realtime and req.train_steps and self.have_data:
+            if self.trainer is None and req.train_steps and self.have_data:
                 self.model.train(req.train_steps)
-            self._refresh_snapshot()
-            deadline = None if not self.realtime else time.perf_counter() + 0.5 * self.rig.trial_duration_ms / 1000
-            choices = self.chooser.choose(req.trial_id, req.n_images, self.snapshot if self.have_data else None,
-                                          deadline)
+            snap = self.snapshot()
+            deadline = None if not self.realtime else time.perf_counter() + 0.4 * self.rig.trial_duration_ms / 1000
+            choices = self.chooser.choose(req.trial_id, req.n_images, snap if self.have_data else None, deadline)
             pixels = np.stack([c.pixels for c in choices]).astype(np.uint8)
             self.plans_answered += 1
-            return m.ModelReply(request_id=req.request_id, op="plan", model_version=self.snapshot.version,
+            return m.ModelReply(request_id=req.request_id, op="plan", model_version=snap.version,
                                 trial_id=req.trial_id, image_hashes=[image_hash(px) for px in pixels],
                                 reasons=[c.reason for c in choices], pixels=pixels)
         if req.op == "predict":
-            self._refresh_snapshot()
+            snap = self.snapshot()
             with torch.no_grad():
                 x = torch.from_numpy(to_unit_float(req.pixels)).permute(0, 3, 1, 2)
-                rates = torch.cat([self.snapshot.rates(x[i:i + 256]) for i in range(0, len(x), 256)], 1)
-            return m.ModelReply(request_id=req.request_id, op="predict", model_version=self.snapshot.version,
+                rates = torch.cat([snap.rates(x[i:i + 256]) for i in range(0, len(x), 256)], 1)
+            return m.ModelReply(request_id=req.request_id, op="predict", model_version=snap.version,
                                 rates=rates.numpy().astype(np.float32))
-        return m.ModelReply(request_id=req.request_id, op=req.op, model_version=self.model.version, info=self.info())
+        return m.ModelReply(request_id=req.request_id, op=req.op, model_version=self.snapshot().version,
+                            info=self.info())
 
     def run(self) -> int:
+        if self.trainer is not None:
+            self.trainer.start()
         while not self.stopping and parent_alive(self.parent_pid):
-            busy = self.realtime and self.have_data
-            if self.sock.poll(1 if busy else 100):
+            if self.sock.poll(100):
                 while (item := self.receiver.recv()) is not None:
                     self.handle(*item)
-            elif busy:
-                self.model.train(1)
         return 0
 
     def close(self) -> None:
+        if self.trainer is not None:
+            self.trainer.stop.set()
+            self.trainer.join(timeout=30)
         self.sock.close(linger=1000)
