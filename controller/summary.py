@@ -46,8 +46,10 @@ def format_table(summary: dict) -> str:
         ("held-out accuracy, median r", summary["heldout_median_r"]),
     ]
     ev = summary.get("hypothesis_evidence")
-    if ev:
-        rows.append(("hypothesis evidence", ev.get("summary", "")))
+    if ev and ev.get("updates"):
+        rows.append(("hypothesis evidence", f"best {ev['best']} (posterior {ev['posterior'][ev['best']]:.3f}, "
+                                            f"log BF vs next {ev['log_bayes_factor_best_vs_next']:.1f}, "
+                                            f"{ev['presentations']} presentations)"))
     rows.append(("session saved in", summary["session_dir"]))
     width = max(len(k) for k, _ in rows)
     lines = ["", "cortexloop session summary", "-" * (width + 30)]

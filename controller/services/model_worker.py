@@ -26,17 +26,12 @@ from controller import messages as m
 from controller.config import RigConfig
 from controller.links import Receiver, parent_alive
 from models.factory import make_online_model
+from stimulus.hypotheses import EvidenceTracker, build_hypotheses
 from stimulus.images import image_hash, to_unit_float
 from stimulus.pools import make_pools
 from stimulus.selection import ImageChooser
 
 
-def _evidence_tracker(n_members: int):
-    try:
-        from stimulus.hypotheses import EvidenceTracker
-    except ImportError:
-        return None
-    return EvidenceTracker([f"member{i}" for i in range(n_members)])
 
 
 class BackgroundTrainer(threading.Thread):
@@ -103,7 +98,13 @@ class ModelWorkerService:
         self.model = make_online_model(rig.model, n_neurons, self.image_shape)
         self.pools = make_pools(rig.images)
         self.chooser = ImageChooser(rig.selection, self.pools, seed=rig.selection.seed)
-        self.evidence = _evidence_tracker(rig.model.ensemble_size)
+        self.n_neurons = n_neurons
+        # Hypotheses: the rig file's named ones if it has any (then images are chosen to tell *them* apart),
+        # else the ensemble's members. Evidence is the log-likelihood of each new trial's counts under the
+        # predictions made before the trial was seen.
+        specs = rig.selection.hypotheses
+        names = [h.name for h in specs] if specs else [f"member{i}" for i in range(rig.model.ensemble_size)]
+        self.evidence = EvidenceTracker(names)
         self.trainer = BackgroundTrainer(self.model, self.window_s) if self.realtime else None
         self._snapshot = self.model.snapshot()
         self._steps_at_snapshot = self.model.steps_done
@@ -126,14 +127,19 @@ class ModelWorkerService:
             self._steps_at_snapshot = self.model.steps_done
         return self._snapshot
 
+    def hypotheses(self, snap):
+        """What selection discriminates and evidence weighs: the named hypotheses, or the ensemble itself."""
+        if self.rig.selection.hypotheses:
+            return build_hypotheses(self.rig.selection.hypotheses, self.n_neurons, snap)
+        return snap
+
     def info(self) -> dict:
         out = {"version": self.snapshot().version, "plans_answered": self.plans_answered,
                "responses": self.n_responses, "training_steps": int(self.model.steps_done),
                "malformed_dropped": self.receiver.malformed}
         if self.trainer is not None and self.trainer.error is not None:
             out["training_error"] = repr(self.trainer.error)
-        if self.evidence is not None:
-            out["evidence"] = self.evidence.report()
+        out["evidence"] = self.evidence.report()
         return out
 
     def handle(self, identity: bytes, msg) -> None:
@@ -141,9 +147,10 @@ class ModelWorkerService:
             self.stopping = True
         elif isinstance(msg, m.ResponsesUpdate):
             pixels, counts = np.array(msg.pixels), np.array(msg.counts)
-            if self.evidence is not None and self.have_data:
+            if self.have_data or self.rig.selection.hypotheses:
                 with torch.no_grad():
-                    pred = self.snapshot().rates(torch.from_numpy(to_unit_float(pixels)).permute(0, 3, 1, 2))
+                    x = torch.from_numpy(to_unit_float(pixels)).permute(0, 3, 1, 2)
+                    pred = self.hypotheses(self.snapshot()).rates(x)
                 self.evidence.update(pred.numpy(), counts, self.window_s)
             if self.trainer is not None:
                 self.trainer.inbox.put((pixels, counts))
@@ -160,7 +167,12 @@ class ModelWorkerService:
                 self.model.train(req.train_steps)
             snap = self.snapshot()
             deadline = None if not self.realtime else time.perf_counter() + 0.4 * self.rig.trial_duration_ms / 1000
-            choices = self.chooser.choose(req.trial_id, req.n_images, snap if self.have_data else None, deadline)
+            if self.rig.selection.hypotheses:
+                target = self.hypotheses(snap)
+                self.chooser.set_hypothesis_weights(self.evidence.posterior())
+            else:
+                target = snap if self.have_data else None
+            choices = self.chooser.choose(req.trial_id, req.n_images, target, deadline)
             pixels = np.stack([c.pixels for c in choices]).astype(np.uint8)
             self.plans_answered += 1
             return m.ModelReply(request_id=req.request_id, op="plan", model_version=snap.version,
