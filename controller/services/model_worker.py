@@ -166,7 +166,9 @@ class ModelWorkerService:
             if self.trainer is None and req.train_steps and self.have_data:
                 self.model.train(req.train_steps)
             snap = self.snapshot()
-            deadline = None if not self.realtime else time.perf_counter() + 0.4 * self.rig.trial_duration_ms / 1000
+            # The plan is due at the presenter about one trial after this request (queue depth 2); answer in
+            # half of that, so a slow choice costs image quality, not a late plan.
+            deadline = None if not self.realtime else time.perf_counter() + 0.5 * self.rig.trial_duration_ms / 1000
             if self.rig.selection.hypotheses:
                 target = self.hypotheses(snap)
                 self.chooser.set_hypothesis_weights(self.evidence.posterior())
