@@ -150,11 +150,6 @@ def cmd_cortex_sheet(args) -> int:
     return 0
 
 
-def cmd_bench(args, rest: list[str]) -> int:
-    module = importlib.import_module(f"bench.{args.name}")
-    return module.main(rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cortexloop", description="Closed-loop experiment controller for visual neurophysiology.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -216,9 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         from controller.compress import compress_main
 
         return compress_main(argv[1:])
-    if argv[:1] == ["bench"]:
-        args, rest = ap.parse_known_args(argv)
-        return cmd_bench(args, rest)
+    if argv[:1] == ["bench"] and len(argv) > 1 and argv[1] in BENCHES:
+        # Everything after the name belongs to the benchmark (its own --help included).
+        return importlib.import_module(f"bench.{argv[1]}").main(argv[2:])
     args = ap.parse_args(argv)
     return args.func(args)
 

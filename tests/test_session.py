@@ -50,6 +50,9 @@ def test_session_at_max_speed_stores_everything_and_summarises(recorded):
     assert len(summary["heldout_r_per_neuron"]) == 8
     assert summary["clock_alignment"]["drift_ppm"] == pytest.approx(rig.cortex.recording.clock_drift_ppm, abs=1.0)
     assert summary["clock_alignment"]["offset_s"] == pytest.approx(rig.cortex.recording.clock_offset_s, abs=1e-3)
+    # On a virtual clock each recorded event code is exactly its onset's flip time, mapped: the code is sent
+    # from the flip callback with the flip's own time stamp.
+    assert summary["clock_alignment"]["residual_max_ms"] < 1e-6
     assert json.loads((tmp_path / "s" / "summary.json").read_text()) == summary
 
     db = sqlite3.connect(tmp_path / "s" / "session.sqlite")
@@ -68,7 +71,14 @@ def test_session_at_max_speed_stores_everything_and_summarises(recorded):
     aborted = db.execute("SELECT trial_id FROM trials WHERE status='aborted'").fetchall()
     for (tid,) in aborted:
         assert db.execute("SELECT COUNT(*) FROM responses WHERE trial_id=?", (tid,)).fetchone()[0] == 0
-    assert summary["trials_aborted"] == len(aborted)
+    assert summary["trials_aborted"] == len(aborted) > 0
+    # An aborted trial's images are shown again, first in a later plan, and say so.
+    for (tid,) in aborted:
+        hashes = json.loads(db.execute("SELECT image_hashes FROM plans WHERE trial_id=?", (tid,)).fetchone()[0])
+        later = db.execute("SELECT image_hashes, reasons FROM plans WHERE trial_id > ?", (tid,)).fetchall()
+        shown_again = {h: r for hs, rs in later for h, r in zip(json.loads(hs), json.loads(rs))}
+        for h in hashes:
+            assert h in shown_again and shown_again[h].startswith(f"requeued from trial {tid}")
     # Spike counts in the store add up to the spikes received.
     total = sum(len(np.frombuffer(b, np.uint16)) for (b,) in db.execute("SELECT neuron FROM spike_batches"))
     assert total == summary["spikes_received"]
@@ -180,3 +190,20 @@ def test_nwb_export_holds_units_trials_and_presentations(recorded, tmp_path):
         assert len(pres) == summary["trials_done"] * rig.trial.images_per_trial
         assert (pres["stop_time"] > pres["start_time"]).all()
         assert len(f.stimulus_template["images"].images) == pres["image_hash"].nunique()
+
+
+def test_lost_packets_are_counted_and_their_responses_kept_out_of_training(tmp_path):
+    rig = with_overrides(small_rig(n_trials=4), cortex={"recording": {"packet_loss": 0.3}},
+                         fixation={"break_probability": 0.0})
+    summary = run_session(rig, tmp_path / "lossy")
+    assert summary["status"] == "completed"
+    assert summary["batches_lost"] > 0 and summary["spikes_lost"] > 0
+    db = sqlite3.connect(tmp_path / "lossy" / "session.sqlite")
+    # Every spike the simulated recording system made is either received or counted as lost.
+    last_total = db.execute("SELECT total_spikes FROM spike_batches ORDER BY seq DESC LIMIT 1").fetchone()[0]
+    first = db.execute("SELECT seq, total_spikes, neuron FROM spike_batches ORDER BY seq LIMIT 1").fetchone()
+    before_first = first[1] - len(np.frombuffer(first[2], np.uint16))
+    assert summary["spikes_received"] + summary["spikes_lost"] == last_total - before_first
+    # Responses whose window overlaps a gap are stored but marked invalid.
+    assert summary["responses_invalid"] > 0
+    assert summary["responses_valid"] + summary["responses_invalid"] == 4 * rig.trial.images_per_trial
