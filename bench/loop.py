@@ -21,6 +21,7 @@ from acquisition.config import PopulationConfig
 from acquisition.population import Population
 from models.config import ModelConfig
 from models.factory import make_online_model
+from models.metrics import correlation
 from stimulus.config import ImagesConfig
 from stimulus.pools import Pools, make_pools
 from stimulus.selection import ImageChooser
@@ -48,11 +49,7 @@ def predict_mean(predictor, images: np.ndarray, batch: int = 256) -> np.ndarray:
 
 def mean_correlation(pred: np.ndarray, true: np.ndarray) -> float:
     """Mean over neurons of the Pearson correlation across images (a constant prediction scores 0)."""
-    p = pred - pred.mean(0)
-    t = true - true.mean(0)
-    denom = np.sqrt((p ** 2).sum(0) * (t ** 2).sum(0))
-    r = np.where(denom > 0, (p * t).sum(0) / np.where(denom > 0, denom, 1.0), 0.0)
-    return float(r.mean())
+    return float(correlation(pred, true).mean())
 
 
 @dataclass

@@ -18,7 +18,8 @@ from controller.config import RigConfig
 from controller.engine import SessionAbort, SessionEngine
 from controller.protocol import trial_protocol
 from controller.store import SessionStore
-from controller.summary import correlation_per_neuron, format_table, percentile, write_summary
+from controller.summary import format_table, percentile, write_summary
+from models.metrics import correlation
 from stimulus.pools import make_pools
 
 log = logging.getLogger("cortexloop.controller")
@@ -80,9 +81,9 @@ def build_summary(rig: RigConfig, engine: SessionEngine, store: SessionStore, se
         if reply is not None and reply.rates.size:
             truth = Population(rig.cortex.population, rig.images.size_px, rig.images.colour).rates(engine.pools.test)
             pred = reply.rates.mean(0)
-            r = correlation_per_neuron(pred.astype(np.float64), truth[:, :pred.shape[1]])
-            per_neuron = [None if np.isnan(v) else float(v) for v in r]
-            median = float(np.nanmedian(r)) if np.isfinite(r).any() else None
+            r = correlation(pred, truth[:, :pred.shape[1]])
+            per_neuron = [float(v) for v in r]
+            median = float(np.median(r))
     total_plans = engine.plans_on_time + engine.plans_late
     frames = store.frame_timing()
     errors_ms = frames["onset_to_flip_error_s"] * 1000

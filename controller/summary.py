@@ -7,15 +7,6 @@ from pathlib import Path
 import numpy as np
 
 
-def correlation_per_neuron(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Pearson r per column; NaN where either side is constant."""
-    p = pred - pred.mean(0)
-    t = truth - truth.mean(0)
-    den = np.sqrt((p ** 2).sum(0) * (t ** 2).sum(0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (p * t).sum(0) / den, np.nan)
-
-
 def percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
