@@ -46,6 +46,8 @@ class BackgroundTrainer(threading.Thread):
         self.inbox: queue.Queue = queue.Queue()
         self.latest = model.snapshot()
         self.stop = threading.Event()
+        self.may_train = threading.Event()  # cleared while a plan is being chosen: choosing comes first
+        self.may_train.set()
         self.error: BaseException | None = None
         self._steps_at_snapshot = model.steps_done
 
@@ -53,6 +55,8 @@ class BackgroundTrainer(threading.Thread):
         try:
             last = time.monotonic()
             while not self.stop.is_set():
+                if not self.may_train.wait(timeout=0.1):
+                    continue
                 got = self._take_new_responses(block=self.model.steps_done == 0)
                 before = self.model.steps_done
                 self.model.train(1)
@@ -166,15 +170,21 @@ class ModelWorkerService:
             if self.trainer is None and req.train_steps and self.have_data:
                 self.model.train(req.train_steps)
             snap = self.snapshot()
-            # The plan is due at the presenter about one trial after this request (queue depth 2); answer in
-            # half of that, so a slow choice costs image quality, not a late plan.
-            deadline = None if not self.realtime else time.perf_counter() + 0.5 * self.rig.trial_duration_ms / 1000
+            # The plan is due at the presenter about one trial after this request (queue depth 2); answer well
+            # within that, so a slow choice (a loaded CPU) costs image quality, not a late plan.
+            deadline = None if not self.realtime else time.perf_counter() + 0.4 * self.rig.trial_duration_ms / 1000
             if self.rig.selection.hypotheses:
                 target = self.hypotheses(snap)
                 self.chooser.set_hypothesis_weights(self.evidence.posterior())
             else:
                 target = snap if self.have_data else None
-            choices = self.chooser.choose(req.trial_id, req.n_images, target, deadline)
+            if self.trainer is not None:
+                self.trainer.may_train.clear()
+            try:
+                choices = self.chooser.choose(req.trial_id, req.n_images, target, deadline)
+            finally:
+                if self.trainer is not None:
+                    self.trainer.may_train.set()
             pixels = np.stack([c.pixels for c in choices]).astype(np.uint8)
             self.plans_answered += 1
             return m.ModelReply(request_id=req.request_id, op="plan", model_version=snap.version,
