@@ -269,7 +269,13 @@ class SessionEngine:
         if reply is not None and len(reply.image_hashes) >= n - len(chosen):
             self.plans_on_time += 1
             if req.get("trigger_wall") is not None:
-                self.latencies_s.append(req["ready_wall"] - req["trigger_wall"])
+                # From the moment the request could be made (its trial's window complete, or the trial that
+                # freed its place aborted) to the plan being ready.
+                latency = req["ready_wall"] - max(req["trigger_wall"], req["sent_wall"])
+                self.latencies_s.append(latency)
+                if latency > 0.5 * self.trial_s:
+                    self.store.log("slow_plan", f"trial {cmd.trial_id}: plan ready {latency * 1000:.0f} ms after "
+                                                f"the response window it follows")
             k = n - len(chosen)
             chosen += list(zip(reply.image_hashes[:k], reply.pixels[:k], reply.reasons[:k]))
             source, version = "model", reply.model_version
