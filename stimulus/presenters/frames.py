@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stimulus.presenters.base import ShowPlan
+from stimulus.presenters.base import ShowPlan, TrialOutcome
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,10 @@ class FrameSlot:
     onset: bool  # first frame of an image: the onset is stamped at this flip
     fixation_point: bool  # draw the fixation point on this frame
     needs_fixation: bool  # a fixation break on this frame aborts the trial
+
+
+# Between trials, and the frame after a fixation break: fixation point, no image.
+IDLE_SLOT = FrameSlot(-1, False, True, False)
 
 
 def trial_schedule(plan: ShowPlan) -> list[FrameSlot]:
@@ -59,3 +63,10 @@ def count_dropped_frames(flip_times_s: list[float] | np.ndarray, frame_s: float)
 def frames_for(duration_s: float, refresh_hz: float) -> int:
     """Whole frames closest to a duration (a duration is never shown as a fraction of a frame)."""
     return max(0, int(round(duration_s * refresh_hz)))
+
+
+def trial_outcome(trial_id: int, status: str, start_s: float, flips: list[float], n_onsets: int, frame_s: float,
+                  reason: str = "") -> TrialOutcome:
+    """The outcome both presenters report: its end is the last flip, its timing comes from all the flips."""
+    return TrialOutcome(trial_id, status, start_s, flips[-1] if flips else start_s, n_onsets,
+                        count_dropped_frames(flips, frame_s), np.diff(flips).astype(np.float32), reason)

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from stimulus.presenters.base import FixationSource, OnsetCallback, ShowPlan, TrialOutcome
-from stimulus.presenters.frames import FrameSlot, count_dropped_frames, frames_for, trial_schedule
+from stimulus.presenters.frames import IDLE_SLOT, FrameSlot, frames_for, trial_outcome, trial_schedule
 
 
 class HeadlessPresenter:
@@ -88,18 +88,14 @@ class HeadlessPresenter:
                 onsets += 1
             if slot.needs_fixation and not fixation.holding(t):
                 # Take the image off at the next frame, as the window does.
-                self._show(None, FrameSlot(-1, False, True, False))
+                self._show(None, IDLE_SLOT)
                 flips.append(self._flip())
-                return TrialOutcome(plan.trial_id, "aborted", start, flips[-1], onsets,
-                                    count_dropped_frames(flips, self.frame_s),
-                                    np.diff(flips).astype(np.float32), "fixation break")
-        end = flips[-1] if flips else start
-        return TrialOutcome(plan.trial_id, "done", start, end, onsets,
-                            count_dropped_frames(flips, self.frame_s), np.diff(flips).astype(np.float32))
+                return trial_outcome(plan.trial_id, "aborted", start, flips, onsets, self.frame_s, "fixation break")
+        return trial_outcome(plan.trial_id, "done", start, flips, onsets, self.frame_s)
 
     def idle(self, duration_s: float) -> None:
         """Fixation point on a blank screen for the whole frames closest to duration_s."""
-        self._show(None, FrameSlot(-1, False, True, False))
+        self._show(None, IDLE_SLOT)
         n = frames_for(duration_s, self.refresh_hz)
         if self.realtime:
             if self.now() > self._next_boundary:

@@ -41,10 +41,9 @@ import numpy as np
 
 from stimulus.config import DisplayConfig
 from stimulus.presenters.base import FixationSource, OnsetCallback, ShowPlan, TrialOutcome
-from stimulus.presenters.frames import FrameSlot, count_dropped_frames, frames_for, trial_schedule
+from stimulus.presenters.frames import IDLE_SLOT, FrameSlot, frames_for, trial_outcome, trial_schedule
 from stimulus.presenters.geometry import photodiode_rect_px, rect_deg_to_px, size_deg_to_px
 
-_IDLE = FrameSlot(-1, False, True, False)
 
 
 class PsychoPyPresenter:
@@ -110,11 +109,11 @@ class PsychoPyPresenter:
 
     def _measure_flip_interval(self, n: int = 30) -> float:
         for _ in range(5):  # warm up: the first swaps of a new window are irregular
-            self._draw(None, _IDLE)
+            self._draw(None, IDLE_SLOT)
             self.win.flip()
         times = []
         for _ in range(n):
-            self._draw(None, _IDLE)
+            self._draw(None, IDLE_SLOT)
             times.append(self.win.flip())
         return float(np.median(np.diff(times)))
 
@@ -265,14 +264,10 @@ class PsychoPyPresenter:
                 if self._pending_onset is not None:
                     self.last_onset_to_flip_error_s.append(self._pending_onset[1] - t)
             if slot.needs_fixation and not fixation.holding(t):
-                self._draw(None, _IDLE)  # the image goes off at the next refresh
+                self._draw(None, IDLE_SLOT)  # the image goes off at the next refresh
                 flips.append(self._flip())
-                return TrialOutcome(plan.trial_id, "aborted", start, flips[-1], onsets,
-                                    count_dropped_frames(flips, self.frame_s),
-                                    np.diff(flips).astype(np.float32), "fixation break")
-        end = flips[-1] if flips else start
-        return TrialOutcome(plan.trial_id, "done", start, end, onsets,
-                            count_dropped_frames(flips, self.frame_s), np.diff(flips).astype(np.float32))
+                return trial_outcome(plan.trial_id, "aborted", start, flips, onsets, self.frame_s, "fixation break")
+        return trial_outcome(plan.trial_id, "done", start, flips, onsets, self.frame_s)
 
     def idle(self, duration_s: float) -> None:
         """Fixation point on the background for the whole frames closest to duration_s.
@@ -284,5 +279,5 @@ class PsychoPyPresenter:
             raise RuntimeError("PsychoPyPresenter.idle before open()")
         self._restart_pacing_if_behind()
         for _ in range(frames_for(duration_s, self.refresh_hz)):
-            self._draw(None, _IDLE)
+            self._draw(None, IDLE_SLOT)
             self._flip()
