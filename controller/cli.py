@@ -75,11 +75,10 @@ def cmd_serve(args) -> int:
     rig = _load(args.rig)
     if args.speed:
         rig = with_overrides(rig, session={"speed": args.speed})
+    session_dir = Path(args.session_dir) if args.session_dir else new_session_dir(rig)
     if args.endpoints:
         endpoints = json.loads(Path(args.endpoints).read_text())
-        session_dir = Path(args.session_dir) if args.session_dir else new_session_dir(rig)
     else:
-        session_dir = Path(args.session_dir) if args.session_dir else new_session_dir(rig)
         endpoints = prepare_session_dir(rig, session_dir)
     parent = args.parent_pid
     if args.role == "controller":

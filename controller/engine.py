@@ -8,7 +8,6 @@ recorded.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -103,6 +102,7 @@ class SessionEngine:
         self.onsets: dict[int, dict[int, m.OnsetReport]] = {}
         self.acq_onsets: dict[tuple[int, int], float] = {}
         self.model_replies: dict[int, m.ModelReply] = {}
+        self.presented: dict[int, m.TrialPlan] = {}  # sent to the presenter, responses not yet collected
         self.plan_requests: dict[int, dict] = {}
         self.request_id = 0
         self.model_version_seen = -1
@@ -110,10 +110,7 @@ class SessionEngine:
         self.plans_on_time = 0
         self.plans_late = 0
         self.gaps: list[tuple[float, float]] = []
-        self.dropped_frames = 0
-        self.images_shown = 0
         self.last_collected_wall: float | None = None
-        self.outcome: p.Finish | None = None
         self.presenter_info: dict = {}
 
     # -- message handling ------------------------------------------------------
@@ -165,7 +162,6 @@ class SessionEngine:
             self.last_seen["presenter"] = now
             self.store.put_onset(msg)
             self.onsets.setdefault(msg.trial_id, {})[msg.index] = msg
-            self.images_shown += 1
         elif isinstance(msg, m.TrialReport):
             self.last_seen["presenter"] = now
             if msg.status == "started":
@@ -175,7 +171,6 @@ class SessionEngine:
             if msg.status == "gap":
                 self.gaps.append((msg.start_s, msg.end_s))
                 return
-            self.dropped_frames += msg.dropped_frames
             self.trial_reports[msg.trial_id] = msg
             self.trial_ended_wall[msg.trial_id] = now
         elif isinstance(msg, m.Heartbeat):
@@ -205,7 +200,7 @@ class SessionEngine:
             if seen is not None and now - seen > self.DEAD_AFTER_S:
                 raise SessionAbort(f"{role} silent for {now - seen:.1f} s")
 
-    def wait_for(self, cond, timeout_s: float, what: str) -> bool:
+    def wait_for(self, cond, timeout_s: float) -> bool:
         end = time.monotonic() + timeout_s
         while not cond():
             left = end - time.monotonic()
@@ -219,11 +214,11 @@ class SessionEngine:
     def wait_until_ready(self, timeout_s: float = 60.0) -> None:
         """All processes answer before the first plan is sent (the SUB socket is live once a heartbeat came)."""
         rid = self._model_request("status")
-        ok = self.wait_for(lambda: "cortex" in self.last_seen and "presenter" in self.last_seen, timeout_s, "ready")
+        ok = self.wait_for(lambda: "cortex" in self.last_seen and "presenter" in self.last_seen, timeout_s)
         if not ok:
             missing = [r for r in ("cortex", "presenter") if r not in self.last_seen]
             raise SessionAbort(f"no heartbeat from {', '.join(missing)} within {timeout_s:.0f} s")
-        if not self.wait_for(lambda: -rid in self.model_replies, 15.0, "model"):
+        if not self.wait_for(lambda: -rid in self.model_replies, 15.0):
             self.store.log("model", "model worker not answering at start; pool images until it does")
 
     # -- commands ------------------------------------------------------------------
@@ -293,13 +288,17 @@ class SessionEngine:
 
     def present(self, cmd: p.Present) -> None:
         self.store.put_plan(cmd.plan.msg)  # stored before it is used
+        self.presented[cmd.plan.msg.trial_id] = cmd.plan.msg
         m.send(self.plans_out, cmd.plan.msg)
 
     def await_trial(self, cmd: p.AwaitTrial) -> m.TrialReport:
-        ok = self.wait_for(lambda: cmd.trial_id in self.trial_reports, max(60.0, 20 * self.trial_s), "trial")
+        ok = self.wait_for(lambda: cmd.trial_id in self.trial_reports, max(60.0, 20 * self.trial_s))
         if not ok:
             raise SessionAbort(f"trial {cmd.trial_id}: no report from the presenter")
-        return self.trial_reports[cmd.trial_id]
+        report = self.trial_reports[cmd.trial_id]
+        if report.status != "done":
+            self.presented.pop(cmd.trial_id, None)  # no responses will be collected from it
+        return report
 
     def collect(self, cmd: p.CollectResponses) -> dict:
         tid = cmd.trial_id
@@ -307,24 +306,23 @@ class SessionEngine:
         # Every onset's report and its event code as recorded by the acquisition system.
         indices = list(range(report.n_onsets))
         self.wait_for(lambda: len(self.onsets.get(tid, {})) >= report.n_onsets
-                      and all((tid, i) in self.acq_onsets for i in indices), 5.0, "onset events")
+                      and all((tid, i) in self.acq_onsets for i in indices), 5.0)
         onset_acq = np.array([self._acq_time(tid, i) for i in indices])
         starts, ends = onset_acq + self.window[0], onset_acq + self.window[1]
         last_end = float(ends.max()) if len(ends) else -np.inf
-        if not self.wait_for(lambda: self.record.complete(last_end), max(30.0, 5 * self.trial_s), "window"):
+        if not self.wait_for(lambda: self.record.complete(last_end), max(30.0, 5 * self.trial_s)):
             raise SessionAbort(f"trial {tid}: acquisition clock stopped before the response window ended")
         self.last_collected_wall = time.monotonic()
         counts = self.record.counts(starts, ends)
-        plan = self.store.conn.execute("SELECT model_version, source, reasons FROM plans WHERE trial_id = ?",
-                                       (tid,)).fetchone()
-        reasons = json.loads(plan[2])
+        plan = self.presented[tid]
         rows = []
         for i in indices:
             lost = any(a < ends[i] and starts[i] < b for st in self.streams.values() for a, b in st.lost_intervals)
             onset = self.onsets[tid][i]
             rows.append(dict(trial_id=tid, idx=i, image_hash=onset.image_hash, onset_acq_s=float(onset_acq[i]),
                              window_start_s=float(starts[i]), window_end_s=float(ends[i]), counts=counts[i],
-                             valid=not lost, model_version=plan[0], source=plan[1], reason=reasons[i]))
+                             valid=not lost, model_version=plan.model_version, source=plan.source,
+                             reason=plan.reasons[i]))
         self.store.put_responses(rows)
         if len(onset_acq):
             self.record.forget_before(float(onset_acq.min()))
@@ -339,11 +337,12 @@ class SessionEngine:
         return float(fit.to_acquisition(self.onsets[tid][i].flip_s))
 
     def update_model(self, cmd: p.UpdateModel) -> None:
+        plan = self.presented.pop(cmd.responses["trial_id"])
         rows = [r for r in cmd.responses["rows"] if r["valid"]]
         if not rows:
             return
-        pixels = np.stack([self.store.image(r["image_hash"]) for r in rows])
-        msg = m.ResponsesUpdate(trial_id=cmd.responses["trial_id"], image_hashes=[r["image_hash"] for r in rows],
+        pixels = np.stack([plan.pixels[r["idx"]] for r in rows])
+        msg = m.ResponsesUpdate(trial_id=plan.trial_id, image_hashes=[r["image_hash"] for r in rows],
                                 pixels=pixels, counts=np.stack([r["counts"] for r in rows]).astype(np.float32))
         try:
             m.send(self.model, msg, zmq.NOBLOCK)
@@ -360,8 +359,7 @@ class SessionEngine:
                 cmd = protocol.send(result)
                 result = handlers[type(cmd)](cmd)
         except StopIteration as stop:
-            self.outcome = stop.value
-        return self.outcome
+            return stop.value
 
     def clock_fit(self):
         pairs = [(o.flip_s, self.acq_onsets[(t, i)]) for t, d in self.onsets.items() for i, o in d.items()
@@ -376,7 +374,7 @@ class SessionEngine:
             rid = self._model_request("predict", pixels=pixels)
         except zmq.Again:
             return None
-        if self.wait_for(lambda: -rid in self.model_replies, timeout_s, "predict"):
+        if self.wait_for(lambda: -rid in self.model_replies, timeout_s):
             return self.model_replies.pop(-rid)
         return None
 
@@ -385,7 +383,7 @@ class SessionEngine:
             rid = self._model_request("status")
         except zmq.Again:
             return {}
-        if self.wait_for(lambda: -rid in self.model_replies, timeout_s, "status"):
+        if self.wait_for(lambda: -rid in self.model_replies, timeout_s):
             return self.model_replies.pop(-rid).info
         return {}
 

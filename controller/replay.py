@@ -96,8 +96,9 @@ def run_replay(source_dir: Path, out_dir: Path, speed: float | None = None, time
     t = np.array([onsets[k] for k in have])
     counts = record.counts(t + w0, t + w1) if len(have) else np.zeros((0, record.n_neurons), np.float32)
     stored = {k: c for k, c in zip(keys, recorded["counts"])}
+    hash_of = dict(zip(keys, recorded["image_hash"]))
     same = sum(bool(np.array_equal(stored[k], c)) for k, c in zip(have, counts))
-    out.put_responses([dict(trial_id=k[0], idx=k[1], image_hash=recorded["image_hash"][keys.index(k)],
+    out.put_responses([dict(trial_id=k[0], idx=k[1], image_hash=hash_of[k],
                             onset_acq_s=float(ti), window_start_s=float(ti + w0), window_end_s=float(ti + w1),
                             counts=c, valid=True, model_version=-1, source="replay", reason="replayed")
                        for k, ti, c in zip(have, t, counts)])

@@ -106,7 +106,7 @@ def build_summary(rig: RigConfig, engine: SessionEngine, store: SessionStore, se
         "plans_on_time": engine.plans_on_time,
         "plans_late": engine.plans_late,
         "plans_on_time_share": engine.plans_on_time / total_plans if total_plans else None,
-        "dropped_frames": engine.dropped_frames,
+        "dropped_frames": frames["dropped_frames"],
         "frames_shown": int(len(frames["frame_intervals_s"]) + frames["trials"]),
         "onset_to_flip_error_ms_median": float(np.median(errors_ms)) if len(errors_ms) else None,
         "onset_to_flip_error_ms_max": float(np.max(errors_ms)) if len(errors_ms) else None,

@@ -112,7 +112,6 @@ class ModelWorkerService:
         self.trainer = BackgroundTrainer(self.model, self.window_s) if self.realtime else None
         self._snapshot = self.model.snapshot()
         self._steps_at_snapshot = self.model.steps_done
-        self.have_data = False
         self.n_responses = 0
         ctx = ctx or zmq.Context.instance()
         self.sock = ctx.socket(zmq.ROUTER)
@@ -121,6 +120,10 @@ class ModelWorkerService:
         self.receiver = Receiver(self.sock, routed=True)
         self.stopping = False
         self.plans_answered = 0
+
+    @property
+    def has_data(self) -> bool:
+        return self.n_responses > 0
 
     def snapshot(self):
         """The newest frozen model: the trainer's (realtime) or a fresh one after training (virtual clock)."""
@@ -151,7 +154,7 @@ class ModelWorkerService:
             self.stopping = True
         elif isinstance(msg, m.ResponsesUpdate):
             pixels, counts = np.array(msg.pixels), np.array(msg.counts)
-            if self.have_data or self.rig.selection.hypotheses:
+            if self.has_data or self.rig.selection.hypotheses:
                 with torch.no_grad():
                     x = torch.from_numpy(to_unit_float(pixels)).permute(0, 3, 1, 2)
                     pred = self.hypotheses(self.snapshot()).rates(x)
@@ -160,14 +163,13 @@ class ModelWorkerService:
                 self.trainer.inbox.put((pixels, counts))
             else:
                 self.model.add_responses(pixels, counts, self.window_s)
-            self.have_data = True
             self.n_responses += len(pixels)
         elif isinstance(msg, m.ModelRequest):
             m.send_routed(self.sock, identity, self.answer(msg))
 
     def answer(self, req: m.ModelRequest) -> m.ModelReply:
         if req.op == "plan":
-            if self.trainer is None and req.train_steps and self.have_data:
+            if self.trainer is None and req.train_steps and self.has_data:
                 self.model.train(req.train_steps)
             snap = self.snapshot()
             # The plan is due at the presenter about one trial after this request (queue depth 2); answer well
@@ -177,7 +179,7 @@ class ModelWorkerService:
                 target = self.hypotheses(snap)
                 self.chooser.set_hypothesis_weights(self.evidence.posterior())
             else:
-                target = snap if self.have_data else None
+                target = snap if self.has_data else None
             if self.trainer is not None:
                 self.trainer.may_train.clear()
             try:
