@@ -132,21 +132,45 @@ def run_trials(presenter, n_trials: int, images_per_trial: int, frames: tuple[in
         dropped += outcome.dropped_frames
         shown += len(outcome.frame_intervals_s) + 1
         presenter.idle(2 * presenter.frame_s)  # an empty queue between trials, as the presenter process does
-    all_intervals = np.concatenate(intervals)
-    err_ms = np.array(errors) * 1e3
+    result = timing_figures(n_trials, shown, dropped, np.concatenate(intervals), np.array(errors))
+    result["wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def timing_figures(trials: int, frames_shown: int, dropped: int, intervals_s: np.ndarray, errors_s: np.ndarray) -> dict:
+    """The figures both modes report; "_intervals_ms" (not written to JSON) feeds the histogram."""
+    intervals_ms = np.asarray(intervals_s, np.float64) * 1e3
+    err_ms = np.asarray(errors_s, np.float64) * 1e3
     return {
-        "trials": n_trials,
-        "frames_shown": shown,
+        "trials": trials,
+        "frames_shown": frames_shown,
         "dropped_frames": dropped,
-        "dropped_share": dropped / max(1, shown),
-        "frame_interval_ms_median": float(np.median(all_intervals) * 1e3),
-        "frame_interval_ms_p99": float(np.percentile(all_intervals, 99) * 1e3),
-        "frame_interval_ms_max": float(all_intervals.max() * 1e3),
-        "onset_to_flip_error_ms_median": float(np.median(err_ms)),
-        "onset_to_flip_error_ms_max": float(err_ms.max()),
-        "wall_s": time.perf_counter() - t0,
-        "_intervals_ms": (all_intervals * 1e3).tolist(),
+        "dropped_share": dropped / max(1, frames_shown),
+        "frame_interval_ms_median": float(np.median(intervals_ms)),
+        "frame_interval_ms_p99": float(np.percentile(intervals_ms, 99)),
+        "frame_interval_ms_max": float(intervals_ms.max()),
+        "onset_to_flip_error_ms_median": float(np.median(err_ms)) if len(err_ms) else float("nan"),
+        "onset_to_flip_error_ms_max": float(err_ms.max()) if len(err_ms) else float("nan"),
+        "_intervals_ms": intervals_ms.tolist(),
     }
+
+
+def print_timing_table(results: dict[str, dict], pacing: str | None) -> None:
+    head = f"{'condition':<16}{'trials':>7}{'frames':>8}{'dropped':>9}{'drop %':>8}{'median ms':>11}{'p99 ms':>9}" \
+           f"{'max ms':>9}{'onset err med/max ms':>22}"
+    print(head)
+    print("-" * len(head))
+    for name, r in results.items():
+        print(f"{name:<16}{r['trials']:>7}{r['frames_shown']:>8}{r['dropped_frames']:>9}{100 * r['dropped_share']:>8.2f}"
+              f"{r['frame_interval_ms_median']:>11.2f}{r['frame_interval_ms_p99']:>9.2f}{r['frame_interval_ms_max']:>9.2f}"
+              f"{r['onset_to_flip_error_ms_median']:>12.4f}/{r['onset_to_flip_error_ms_max']:.4f}")
+    if pacing == "software":
+        print("No vsync on this display (e.g. Xvfb): frames were paced in software. "
+              "Real timing must be checked on the rig with the photodiode.")
+
+
+def histogram_path(args) -> Path:
+    return args.histogram or (args.json.with_suffix(".png") if args.json else Path("presentation_intervals.png"))
 
 
 def write_histogram(path: Path, results: dict[str, dict], frame_ms: float) -> None:
@@ -191,36 +215,15 @@ def run_session_mode(args) -> int:
     finally:
         store.close()
     hz = rig.display.refresh_hz
-    intervals_ms = timing["frame_intervals_s"].astype(np.float64) * 1e3
-    err_ms = timing["onset_to_flip_error_s"].astype(np.float64) * 1e3
-    shown = summary["frames_shown"]
-    result = {
-        "trials": summary["trials_done"] + summary["trials_aborted"], "frames_shown": shown,
-        "dropped_frames": timing["dropped_frames"], "dropped_share": timing["dropped_frames"] / max(1, shown),
-        "frame_interval_ms_median": float(np.median(intervals_ms)),
-        "frame_interval_ms_p99": float(np.percentile(intervals_ms, 99)),
-        "frame_interval_ms_max": float(intervals_ms.max()),
-        "onset_to_flip_error_ms_median": float(np.median(err_ms)) if len(err_ms) else float("nan"),
-        "onset_to_flip_error_ms_max": float(err_ms.max()) if len(err_ms) else float("nan"),
-        "_intervals_ms": intervals_ms.tolist(),
-    }
+    result = timing_figures(summary["trials_done"] + summary["trials_aborted"], summary["frames_shown"],
+                            timing["dropped_frames"], timing["frame_intervals_s"], timing["onset_to_flip_error_s"])
     presenter = summary.get("presenter", {})
     print(f"Simulated session ({args.rig}), PsychoPy presenter at {hz:g} Hz, pacing "
           f"{presenter.get('frame_pacing')}, model {rig.model.kind} training on {rig.model.device} meanwhile "
           f"(model version at end: {summary.get('model_version')})")
-    head = f"{'trials':>7}{'frames':>8}{'dropped':>9}{'drop %':>8}{'median ms':>11}{'p99 ms':>9}{'max ms':>9}" \
-           f"{'onset err med/max ms':>22}{'plans on time':>15}"
-    print(head)
-    print("-" * len(head))
-    r = result
-    print(f"{r['trials']:>7}{r['frames_shown']:>8}{r['dropped_frames']:>9}{100 * r['dropped_share']:>8.2f}"
-          f"{r['frame_interval_ms_median']:>11.2f}{r['frame_interval_ms_p99']:>9.2f}{r['frame_interval_ms_max']:>9.2f}"
-          f"{r['onset_to_flip_error_ms_median']:>12.4f}/{r['onset_to_flip_error_ms_max']:.4f}"
-          f"{(summary.get('plans_on_time_share') or 0):>15.1%}")
-    if presenter.get("frame_pacing") == "software":
-        print("No vsync on this display (e.g. Xvfb): frames were paced in software. "
-              "Real timing must be checked on the rig with the photodiode.")
-    histogram = args.histogram or (args.json.with_suffix(".png") if args.json else Path("presentation_intervals.png"))
+    print_timing_table({"session": result}, presenter.get("frame_pacing"))
+    print(f"plans ready on time: {(summary.get('plans_on_time_share') or 0):.1%}")
+    histogram = histogram_path(args)
     write_histogram(histogram, {"session": result}, 1e3 / hz)
     print(f"frame-interval histogram: {histogram}")
     print(f"session: {summary['session_dir']}")
@@ -293,23 +296,13 @@ def main(argv: list[str]) -> int:
     print(f"PsychoPy presenter, {hz:g} Hz, pacing {pacing} (flips measured at "
           f"{measured or float('nan'):.0f} Hz), {args.images_per_trial} images/trial, "
           f"on/off {frames[1]}/{frames[2]} frames, images {args.size_px} px")
-    head = f"{'condition':<16}{'frames':>8}{'dropped':>9}{'drop %':>8}{'median ms':>11}{'p99 ms':>9}" \
-           f"{'max ms':>9}{'onset err med/max ms':>22}"
-    print(head)
-    print("-" * len(head))
-    for name, r in results.items():
-        print(f"{name:<16}{r['frames_shown']:>8}{r['dropped_frames']:>9}{100 * r['dropped_share']:>8.2f}"
-              f"{r['frame_interval_ms_median']:>11.2f}{r['frame_interval_ms_p99']:>9.2f}{r['frame_interval_ms_max']:>9.2f}"
-              f"{r['onset_to_flip_error_ms_median']:>12.4f}/{r['onset_to_flip_error_ms_max']:.4f}")
+    print_timing_table(results, pacing)
     if "model training" in results:
         a, b = results["idle CPU"], results["model training"]
         print(f"p99 interval under training / idle: {b['frame_interval_ms_p99'] / a['frame_interval_ms_p99']:.2f}x; "
               f"training steps meanwhile: {b['training_steps']}")
-    if pacing == "software":
-        print("No vsync on this display (e.g. Xvfb): frames were paced in software. "
-              "Real timing must be checked on the rig with the photodiode.")
 
-    histogram = args.histogram or (args.json.with_suffix(".png") if args.json else Path("presentation_intervals.png"))
+    histogram = histogram_path(args)
     write_histogram(histogram, results, 1e3 / hz)
     print(f"frame-interval histogram: {histogram}")
     if args.json:
