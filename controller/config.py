@@ -32,6 +32,48 @@ class SessionConfig(Strict):
     store_dir: str = "sessions"
     seed: int = Field(0, ge=0)
 
+    # What the NWB export says about the session: the metadata DANDI checks. The defaults describe the
+    # simulated rig (no animal, so the subject is marked simulated); a rig with an animal sets every subject_ key.
+    description: str = Field("", max_length=2000)  # "": written from the rig (trials, images, neurons)
+    keywords: list[str] = Field(["closed-loop", "visual cortex", "V4", "stimulus selection", "simulated"],
+                                max_length=32)
+    experimenter: list[str] = Field([], max_length=32)  # each "Last, First" (DANDI's form)
+    institution: str = Field("", max_length=256)
+    lab: str = Field("", max_length=256)
+    subject_id: str = Field("virtual-cortex", min_length=1, max_length=64)  # no slashes
+    # Latin binomial ("Macaca mulatta", "Mus musculus") or an NCBI taxonomy IRI; the simulated rig models macaque V4.
+    subject_species: str = Field("Macaca mulatta", max_length=128)
+    subject_sex: Literal["M", "F", "O", "U"] = "U"  # male, female, other, unknown
+    # ISO 8601 duration ("P7Y", "P30D"), or a range ("P5Y/P7Y"; "P90D/": at least 90 days). "P0D/": not known.
+    subject_age: str = Field("P0D/", max_length=64)
+    subject_description: str = Field("simulated: cortexloop's virtual cortex, a model V4 population; no animal",
+                                     min_length=1, max_length=1000)
+    # The acquisition system's sample rate: spike times are known to 1 / this (NWB Units resolution). The virtual
+    # cortex's spike times are continuous; 30 kHz is the rate its Open Ephys stream quantizes them to.
+    acquisition_sample_rate_hz: float = Field(30_000.0, ge=100.0, le=10_000_000.0)
+
+    @model_validator(mode="after")
+    def _nwb_metadata(self) -> "SessionConfig":
+        import re
+
+        for k in self.keywords:
+            if not 1 <= len(k) <= 64:
+                raise ValueError(f"keywords: each keyword must be 1 to 64 characters (got {k!r})")
+        for name in self.experimenter:
+            if not re.fullmatch(r"[\w\s\-.']{1,64},\s+[\w\s\-.']{1,64}", name):
+                raise ValueError(f"experimenter: {name!r} is not in the form 'Last, First' (what DANDI accepts)")
+        if "/" in self.subject_id or "\\" in self.subject_id:
+            raise ValueError(f"subject_id: {self.subject_id!r} must not contain slashes (DANDI uses it in paths)")
+        if not re.fullmatch(r"[A-Z][a-z]+ [a-z]+( [a-z]+)?|https?://purl\.obolibrary\.org/obo/NCBITaxon_\d+",
+                            self.subject_species):
+            raise ValueError(f"subject_species: {self.subject_species!r} is neither a Latin binomial such as "
+                             "'Macaca mulatta' nor an NCBI taxonomy IRI (http://purl.obolibrary.org/obo/NCBITaxon_N)")
+        duration = r"P(?=\d)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?"
+        if not re.fullmatch(f"{duration}|{duration}/({duration})?", self.subject_age):
+            raise ValueError(f"subject_age: {self.subject_age!r} is not an ISO 8601 duration such as 'P7Y' or "
+                             "'P30D', nor a range such as 'P5Y/P7Y' or 'P90D/'")
+        return self
+
 
 class TrialConfig(Strict):
     fixation_ms: float = Field(300.0, ge=0.0, le=10_000.0)
