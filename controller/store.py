@@ -215,3 +215,43 @@ class SessionStore:
 
     def count(self, table: str, where: str = "") -> int:
         return self.conn.execute(f"SELECT COUNT(*) FROM {table} {where}").fetchone()[0]
+
+    # -- reading for reports and exports (read-only) ------------------------------
+    def onsets(self) -> list[tuple]:
+        """(trial_id, idx, image_hash, flip_s on the presenter clock, frame) of every image shown, in order."""
+        return self.conn.execute("SELECT trial_id, idx, image_hash, flip_s, frame FROM onsets "
+                                 "ORDER BY trial_id, idx").fetchall()
+
+    def plans(self) -> list[dict]:
+        """Every stored plan in trial order: trial_id, source, model_version, image_hashes, reasons, wall_s."""
+        rows = self.conn.execute("SELECT trial_id, source, model_version, image_hashes, reasons, wall_s FROM plans "
+                                 "ORDER BY trial_id").fetchall()
+        return [{"trial_id": r[0], "source": r[1], "model_version": r[2], "image_hashes": json.loads(r[3]),
+                 "reasons": json.loads(r[4]), "wall_s": r[5]} for r in rows]
+
+    def trials(self) -> list[dict]:
+        """Every trial report in trial order (frame intervals and onset errors in seconds)."""
+        rows = self.conn.execute("SELECT trial_id, status, start_s, end_s, n_onsets, dropped_frames, reason, "
+                                 "frame_intervals, onset_errors, wall_s FROM trials ORDER BY trial_id").fetchall()
+        return [{"trial_id": r[0], "status": r[1], "start_s": r[2], "end_s": r[3], "n_onsets": r[4],
+                 "dropped_frames": r[5], "reason": r[6],
+                 "frame_intervals_s": np.frombuffer(r[7], np.float32) if r[7] else np.zeros(0, np.float32),
+                 "onset_to_flip_error_s": np.frombuffer(r[8], np.float32) if r[8] else np.zeros(0, np.float32),
+                 "wall_s": r[9]} for r in rows]
+
+    def response_windows(self) -> list[tuple]:
+        """(trial_id, idx, onset_acq_s, window_start_s, window_end_s) of every response, in presentation order."""
+        return self.conn.execute("SELECT trial_id, idx, onset_acq_s, window_start_s, window_end_s FROM responses "
+                                 "ORDER BY trial_id, idx").fetchall()
+
+    def model_versions(self) -> list[dict]:
+        """Each new model version as the controller first saw it: version, trial_id, info, wall_s."""
+        rows = self.conn.execute("SELECT version, trial_id, info, wall_s FROM model_versions ORDER BY rowid").fetchall()
+        return [{"version": r[0], "trial_id": r[1], "info": json.loads(r[2]), "wall_s": r[3]} for r in rows]
+
+    def log_entries(self, kind: str | None = None) -> list[tuple]:
+        """(wall_s, kind, text) of the session log, oldest first; only one kind if given."""
+        q, args = "SELECT wall_s, kind, text FROM log", ()
+        if kind:
+            q, args = q + " WHERE kind = ?", (kind,)
+        return self.conn.execute(q + " ORDER BY rowid", args).fetchall()
