@@ -5,21 +5,28 @@
       -> (n_layers - 1) x [ depthwise KxK conv, stride s_i ; pointwise 1x1 conv F_{i-1} -> F_i ;
                             batch norm ; ReLU ]
       -> dense spatial readout: one weight per (filter, row, column) of the last map, plus a bias
-      -> rate = rate_scale * softplus(.)   (spikes/s, never negative)
+      -> rate = rate_scale * softplus(.)   (spikes/s, never negative; `readout = "softplus"`)
+         or rate = rate_scale * (.)            (the paper's linear readout; `readout = "linear"`)
 
-`rate_scale` is a fixed buffer set from the neuron's mean rate before training, so
-that a freshly initialised model already predicts about the right rate and the
-optimizer only has to learn the modulation. Every layer may have its own number of
-filters: pruning makes them differ.
+`rate_scale` is a fixed buffer set before training (`set_mean_rate`), so that a
+freshly initialised model already predicts about the right rate and the optimizer
+only has to learn the modulation. Every layer may have its own number of filters:
+pruning makes them differ.
+
+The softplus readout is what the online ensemble uses (its Poisson loss needs a rate
+that is never negative). Cowley et al. distilled into a linear readout trained with
+squared error; `cortexloop compress` offers both (`model.student_readout`).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+READOUTS = ("softplus", "linear")
 
 
 @dataclass(frozen=True)
@@ -31,12 +38,15 @@ class CompactSpec:
     filters: tuple[int, ...] = (8, 8, 8, 8, 8)
     strides: tuple[int, ...] = (1, 2, 2, 1, 1)
     kernel_size: int = 5
+    readout: str = "softplus"
 
     def __post_init__(self) -> None:
         if len(self.filters) != len(self.strides) or not self.filters:
             raise ValueError("filters and strides need one entry per layer")
         if min(self.filters) < 1:
             raise ValueError("every layer needs at least one filter")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
 
     @property
     def n_layers(self) -> int:
@@ -51,8 +61,7 @@ class CompactSpec:
         return s
 
     def with_filters(self, filters: list[int] | tuple[int, ...]) -> "CompactSpec":
-        return CompactSpec(self.in_channels, self.image_size, tuple(int(f) for f in filters), self.strides,
-                           self.kernel_size)
+        return replace(self, filters=tuple(int(f) for f in filters))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -61,8 +70,9 @@ class CompactSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CompactSpec":
+        # Files written before the linear readout existed have no "readout": they used softplus.
         return cls(int(d["in_channels"]), int(d["image_size"]), tuple(d["filters"]), tuple(d["strides"]),
-                   int(d["kernel_size"]))
+                   int(d["kernel_size"]), str(d.get("readout", "softplus")))
 
     @classmethod
     def from_config(cls, cfg, image_shape: tuple[int, int, int]) -> "CompactSpec":
@@ -125,12 +135,29 @@ class CompactNet(nn.Module):
         return (feats * self.readout_weight.to(feats.dtype)).flatten(1).sum(1) + self.readout_bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rate_scale * F.softplus(self.drive(x).float())
+        return output_rate(self.drive(x).float(), self.rate_scale, self.spec.readout)
 
     @torch.no_grad()
-    def set_mean_rate(self, mean_rate_hz: float) -> None:
-        """Scale the output so that a drive of 0 predicts `mean_rate_hz`."""
-        self.rate_scale.fill_(max(float(mean_rate_hz), 0.1) / math.log(2.0))
+    def set_mean_rate(self, mean_rate_hz: float, spread_hz: float | None = None) -> None:
+        """Start the output at the neuron's mean rate.
+
+        softplus: scale so that a drive of 0 predicts `mean_rate_hz`. linear: scale by the
+        spread (standard deviation) of the rates and put the mean in the bias, so the drive
+        starts in units of that spread, as the softplus drive does.
+        """
+        if self.spec.readout == "linear":
+            scale = max(float(spread_hz if spread_hz is not None else mean_rate_hz), 0.1)
+            self.rate_scale.fill_(scale)
+            self.readout_bias.fill_(float(mean_rate_hz) / scale)
+        else:
+            self.rate_scale.fill_(max(float(mean_rate_hz), 0.1) / math.log(2.0))
+
+
+def output_rate(drive: torch.Tensor, rate_scale: torch.Tensor, readout: str) -> torch.Tensor:
+    """Drive -> spikes/s (shared by the single and the stacked models)."""
+    if readout == "linear":
+        return rate_scale * drive
+    return rate_scale * F.softplus(drive)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -146,3 +173,36 @@ def make_models(spec: CompactSpec, n: int, seed: int = 0) -> list[CompactNet]:
     """`n` models of the same architecture; model i is seeded with (seed, i)."""
     return [CompactNet(spec, seed=seed * 100003 + i) for i in range(n)]
 
+
+
+@torch.no_grad()
+def smooth_kernels(net: nn.Module, sigma: float) -> None:
+    """Gaussian smoothing (std `sigma` in taps) of every depthwise kernel and of the readout map, in place.
+
+    As Cowley et al. did during distillation: it keeps kernels and readout maps
+    spatially smooth, which they found costs no accuracy at sigma 0.5 and makes
+    the models easier to read. The first (full) conv is left alone (smoothing it
+    hurt in their hands). Works on a CompactNet and on a stacked network of them
+    (both have `depthwise`, `readout_weight` and `spec`). Edges reflect, as
+    scipy.ndimage.gaussian_filter does by default.
+    """
+    if sigma <= 0:
+        return
+    from scipy.ndimage import gaussian_filter
+
+    def smooth(w: torch.Tensor, shape: tuple[int, ...]) -> None:
+        a = w.detach().float().cpu().numpy().reshape(shape)
+        a = gaussian_filter(a, sigma=[0.0] * (a.ndim - 2) + [sigma, sigma])
+        w.copy_(torch.from_numpy(a).reshape(w.shape).to(w.dtype))
+
+    for dw in net.depthwise:
+        smooth(dw.weight, tuple(dw.weight.shape))
+    m = net.spec.map_size
+    smooth(net.readout_weight, (-1, m, m))
+
+
+def student_spec(cfg, image_shape: tuple[int, int, int]) -> CompactSpec:
+    """The architecture `cortexloop compress` distils into, from a ModelConfig and the image shape (H, W, C)."""
+    spec = CompactSpec.from_config(cfg, image_shape)
+    filters = cfg.student_filters_per_layer or cfg.filters_per_layer
+    return replace(spec, filters=(filters,) * cfg.n_layers, readout=cfg.student_readout)

@@ -47,7 +47,14 @@ class ModelConfig(Strict):
     cpu_threads: int = Field(1, ge=0, le=256)
     # bf16 autocast for training steps on CUDA (ignored on CPU, where it is slower).
     mixed_precision: bool = True
-    # Distillation and pruning (`cortexloop compress`).
+    # Distillation and pruning (`cortexloop compress`). The students (one compact model per
+    # neuron) may differ from the ensemble members: the paper distilled into 100 filters a
+    # layer (0: as filters_per_layer), with a linear readout and Gaussian smoothing (std in
+    # kernel taps) of the depthwise kernels and the readout map every `smooth_every_steps`.
+    student_filters_per_layer: int = Field(0, ge=0, le=512)
+    student_readout: Literal["softplus", "linear"] = "softplus"
+    smooth_sigma: float = Field(0.0, ge=0.0, le=3.0)
+    smooth_every_steps: int = Field(100, ge=1, le=1_000_000)
     distill_steps: int = Field(1500, ge=0, le=1_000_000)
     distill_learning_rate: float = Field(2e-3, gt=0.0, le=1.0)
     retrain_steps: int = Field(800, ge=0, le=1_000_000)

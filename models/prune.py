@@ -1,31 +1,60 @@
-"""Filter pruning of one compact model, with the rule of Cowley et al. 2026.
+"""Filter pruning of compact models, with the rule of Cowley et al. 2026.
 
-From the last layer back:
-- last layer: each filter's contribution to the output drive is
+From the last layer back, one layer at a time:
+
+- last layer L-1: each filter's contribution to the output drive is
   c_f(x) = sum over positions of readout_weight[f] * activation_f(x). Filters are
   ranked by the spread (standard deviation over images) of c_f; the fewest
   top-ranked filters are kept whose model still reaches an r^2 with the teacher of
   at least `keep_r2_frac` of the unpruned model's r^2.
-- every earlier layer: filters ranked by the variance of their output (over images
-  and positions); the fewest top-ranked filters are kept that hold at least
-  `keep_variance_frac` of the layer's total output variance.
+- every earlier layer l: a filter of layer l only reaches the rest of the network
+  through the next layer's depthwise kernel and pointwise weights. Let d_j be the
+  depthwise output of filter j (inside layer l+1) and w_j its pointwise weights to
+  the filters of layer l+1 that are still kept. Filters are ranked by
+  var(d_j) * |w_j|^2 (variance over images at each position, summed over
+  positions); then the fewest top-ranked filters are kept whose pointwise output
+  (before layer l+1's batch norm) keeps at least `keep_variance_frac` of its
+  variance explained: fv = 1 - |Y - Y_kept|^2 / |Y|^2, both centred per output
+  channel (a constant offset is absorbed, see below).
 - never fewer than `min_filters` filters in a layer.
+
+fv for every candidate count comes from one Gram matrix per layer: with D_j the
+centred d_j, Y - Y_kept = sum over removed j of w_j D_j, so |Y - Y_kept|^2 is a sum
+of entries of G = (D D^T) * (W^T W). The activations a layer's rule looks at do not
+change when later layers are pruned (eval-mode batch norm is per channel), so one
+forward pass gives every layer's statistics, for all models at once when they are
+stacked.
 
 A removed filter is replaced by its mean output, folded into what follows (the
 readout bias for the last layer, the next batch norm's running mean otherwise), so
 the pruned model starts close to the original. Retraining (models/distill.py)
 then recovers the rest. Works on models in eval mode (running statistics).
+
+Read from the authors' description and code (cowleygroup/V4_compact_models), not
+copied. Where this differs: the authors find the count by a bisection that assumes
+fv falls as filters are removed, and leave removed filters' means out; here every
+count is evaluated exactly and means are folded in.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.compact import CompactNet, count_parameters
+from models.compact import CompactNet, count_parameters, output_rate
 from models.metrics import r2
+from models.stacked import StackedCompact
+
+
+@dataclass
+class LayerStats:
+    """Statistics of the depthwise outputs d_j inside layer l+1, for the filters j of layer l, per model."""
+
+    gram: torch.Tensor  # (K, F, F) sum over images and positions of centred d_i * d_j
+    mean: torch.Tensor  # (K, F) mean of d_j over images and positions
+    position_variance: torch.Tensor  # (K, F) variance over images at each position, summed over positions
 
 
 @dataclass
@@ -35,28 +64,121 @@ class PruneResult:
     filters_after: list[int]
     params_before: int
     params_after: int
-    r2_before: float  # with the teacher, unpruned
-    r2_after: float  # with the teacher, pruned, before retraining
+    r2_before: float  # with the teacher on the pruning images, unpruned
+    r2_after: float  # with the teacher on the pruning images, pruned, before retraining
+    kept: list[list[int]] = field(default_factory=list)  # indices of the original filters kept, per layer
+    explained: list[float] = field(default_factory=list)  # fv kept in each layer's next layer (layers 0..L-2)
 
 
-@torch.no_grad()
-def layer_activations(model: CompactNet, x: torch.Tensor) -> list[torch.Tensor]:
-    """Post-ReLU output of every layer, (B, F_l, h_l, w_l) each."""
-    acts = []
-    h = F.relu(model.bn0(model.conv0(x)))
-    acts.append(h)
-    for dw, pw, bn in zip(model.depthwise, model.pointwise, model.norms):
-        h = F.relu(bn(pw(dw(h))))
-        acts.append(h)
-    return acts
-
+# ----------------------------------------------------------------------------- statistics
 
 @torch.no_grad()
-def slice_model(model: CompactNet, keep: list[list[int]], mean_acts: list[torch.Tensor] | None = None,
+def network_statistics(net: StackedCompact, images: torch.Tensor, batch: int = 32
+                       ) -> tuple[list[LayerStats], torch.Tensor]:
+    """One pass over `images`: LayerStats for layers 0..L-2, and the last layer's contributions (B, K, F_last)."""
+    spec, K = net.spec, net.n_models
+    f = spec.filters
+    m = spec.map_size
+    n_layers = spec.n_layers
+    sums = [None] * (n_layers - 1)  # per layer: (shift, s1 per channel-position, s2 per position, gram, count)
+    contribs = []
+    readout = net.readout_weight.reshape(K, f[-1], m * m)
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch]
+        h = F.relu(net.bn0(net.conv0(x)))
+        for layer, (dw, pw, bn) in enumerate(zip(net.depthwise, net.pointwise, net.norms)):
+            d = dw(h)
+            _accumulate(sums, layer, d.reshape(len(x), K, f[layer], -1))
+            h = F.relu(bn(pw(d)))
+        contribs.append(torch.einsum("bkfp,kfp->bkf", h.reshape(len(x), K, f[-1], m * m), readout))
+    stats = []
+    for shift, s1, s2, gram, n_img in sums:
+        n = n_img * s1.shape[-1]
+        mean_shifted = s1.sum(-1) / n  # (K, F)
+        centred = gram - n * mean_shifted[:, :, None] * mean_shifted[:, None, :]
+        pos_var = (s2 - s1 ** 2 / n_img).sum(-1)
+        stats.append(LayerStats(centred.float(), (mean_shifted + shift).float(), pos_var.float()))
+    return stats, torch.cat(contribs)
+
+
+def _accumulate(sums: list, layer: int, d: torch.Tensor) -> None:
+    """Add a batch d (B, K, F, P) to the running sums, in float64, shifted by the first batch's means.
+
+    The shift keeps the centred Gram (sum - n * mean^2) free of cancellation when a
+    channel's mean is large against its spread (ReLU outputs are).
+    """
+    if sums[layer] is None:
+        shift = d.mean(dim=(0, 3)).double()
+        k, f, p = d.shape[1:]
+        z = torch.zeros
+        sums[layer] = [shift, z(k, f, p, dtype=torch.float64, device=d.device),
+                       z(k, f, p, dtype=torch.float64, device=d.device),
+                       z(k, f, f, dtype=torch.float64, device=d.device), 0]
+    entry = sums[layer]
+    dc = d - entry[0].to(d.dtype)[None, :, :, None]
+    entry[1] += dc.sum(0).double()
+    entry[2] += (dc * dc).sum(0).double()
+    entry[3] += torch.einsum("bkfp,bkgp->kfg", dc, dc).double()
+    entry[4] += len(d)
+
+
+# ----------------------------------------------------------------------------- the rules
+
+def explained_variance_curve(gram: torch.Tensor, pointwise: torch.Tensor, order: Sequence[int]) -> torch.Tensor:
+    """fv[m] for keeping filters order[:m], m = 0..F: gram (F, F) centred, pointwise (F_out, F) weights."""
+    g = (gram.double() * (pointwise.double().T @ pointwise.double()))
+    idx = torch.as_tensor(list(order))
+    g = g[idx][:, idx]
+    total = float(g.sum())
+    # removed[m] = g[m:, m:].sum(): suffix sums along both axes, read on the diagonal.
+    suffix = g.flip(0, 1).cumsum(0).cumsum(1).flip(0, 1)
+    removed = torch.cat([suffix.diagonal(), torch.zeros(1, dtype=g.dtype)])
+    if total <= 0:
+        return torch.ones(len(order) + 1, dtype=torch.float64)
+    return 1.0 - removed / total
+
+
+def choose_by_explained_variance(stats_gram: torch.Tensor, position_variance: torch.Tensor, pointwise: torch.Tensor,
+                                 keep_frac: float, min_filters: int) -> tuple[list[int], float]:
+    """The authors' rule for one layer of one model: (filters to keep, sorted; fv they keep).
+
+    pointwise (F_out, F): the next layer's pointwise weights to the filters still kept there.
+    """
+    n_f = stats_gram.shape[0]
+    score = position_variance.double() * (pointwise.double() ** 2).sum(0)
+    order = torch.argsort(score, descending=True, stable=True).tolist()
+    fv = explained_variance_curve(stats_gram, pointwise, order)
+    least = min(min_filters, n_f)
+    for m in range(least, n_f + 1):
+        if fv[m] >= keep_frac - 1e-12:
+            return sorted(order[:m]), float(fv[m])
+    return list(range(n_f)), 1.0
+
+
+def choose_last_layer(contrib: torch.Tensor, bias: torch.Tensor, rate_scale: torch.Tensor, teacher: torch.Tensor,
+                      target_r2: float, min_filters: int, readout: str = "softplus") -> list[int]:
+    """contrib (B, F): per-filter contributions to the drive. Returns the filters to keep (sorted)."""
+    n_f = contrib.shape[1]
+    order = torch.argsort(contrib.std(0), descending=True, stable=True).tolist()
+    means = contrib.mean(0)
+    for m in range(min(min_filters, n_f), n_f + 1):
+        kept = order[:m]
+        drive = contrib[:, kept].sum(1) + means[order[m:]].sum() + bias
+        if r2(output_rate(drive, rate_scale, readout), teacher)[0] >= target_r2:
+            return sorted(kept)
+    return list(range(n_f))
+
+
+# ----------------------------------------------------------------------------- slicing
+
+@torch.no_grad()
+def slice_model(model: CompactNet, keep: list[list[int]], depthwise_means: list[torch.Tensor] | None = None,
                 mean_contrib: torch.Tensor | None = None) -> CompactNet:
     """A new model with only filters keep[l] in layer l.
 
-    mean_acts[l] (F_l,) and mean_contrib (F_last,) let removed filters be replaced by their means.
+    depthwise_means[l] (F_l,): mean depthwise output of layer l's filters inside layer l+1, and
+    mean_contrib (F_last,): mean contribution of each last-layer filter, let removed filters be
+    replaced by their means.
     """
     spec = model.spec.with_filters([len(k) for k in keep])
     out = CompactNet(spec).to(model.readout_weight.device)
@@ -69,15 +191,12 @@ def slice_model(model: CompactNet, keep: list[list[int]], mean_acts: list[torch.
         out.depthwise[i - 1].weight.copy_(dw[k_in])
         out.pointwise[i - 1].weight.copy_(pw[k_out][:, k_in])
         _copy_bn(out.norms[i - 1], model.norms[i - 1], k_out)
-        if mean_acts is not None:
-            # The removed inputs' constant mean, through the depthwise kernel (sum of its
-            # taps, borders ignored) and the pointwise weights, shifted the pre-norm value.
-            removed = _removed(keep[i - 1], model.spec.filters[i - 1])
-            if removed:
-                r = torch.as_tensor(removed)
-                through_dw = mean_acts[i - 1][r] * dw[r].sum(dim=(1, 2, 3))
-                shift = pw[k_out][:, r, 0, 0] @ through_dw
-                out.norms[i - 1].running_mean.sub_(shift)
+        removed = _removed(keep[i - 1], model.spec.filters[i - 1])
+        if depthwise_means is not None and removed:
+            # The removed inputs' mean through the pointwise weights shifted the pre-norm value.
+            r = torch.as_tensor(removed)
+            shift = pw[k_out][:, r, 0, 0] @ depthwise_means[i - 1][r].to(pw.dtype)
+            out.norms[i - 1].running_mean.sub_(shift)
     kl = torch.as_tensor(keep[-1])
     out.readout_weight.copy_(model.readout_weight[kl])
     bias = model.readout_bias.clone()
@@ -103,66 +222,67 @@ def _copy_bn(dst, src, idx) -> None:
 
 
 @torch.no_grad()
-def _predict(model: CompactNet, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+def layer_activations(model: CompactNet, x: torch.Tensor) -> list[torch.Tensor]:
+    """Post-ReLU output of every layer, (B, F_l, h_l, w_l) each."""
+    acts = []
+    h = F.relu(model.bn0(model.conv0(x)))
+    acts.append(h)
+    for dw, pw, bn in zip(model.depthwise, model.pointwise, model.norms):
+        h = F.relu(bn(pw(dw(h))))
+        acts.append(h)
+    return acts
 
 
-def choose_last_layer(contrib: torch.Tensor, bias: torch.Tensor, rate_scale: torch.Tensor, teacher: torch.Tensor,
-                      target_r2: float, min_filters: int) -> list[int]:
-    """contrib (B, F): per-filter contributions to the drive. Returns the filters to keep (sorted)."""
-    n_f = contrib.shape[1]
-    order = torch.argsort(contrib.std(0), descending=True).tolist()
-    means = contrib.mean(0)
-    for m in range(min(min_filters, n_f), n_f + 1):
-        kept = order[:m]
-        drive = contrib[:, kept].sum(1) + means[order[m:]].sum() + bias
-        pred = rate_scale * F.softplus(drive)
-        if r2(pred, teacher)[0] >= target_r2:
-            return sorted(kept)
-    return list(range(n_f))
-
-
-def choose_by_variance(acts: torch.Tensor, keep_frac: float, min_filters: int) -> list[int]:
-    """acts (B, F, h, w): keep the fewest highest-variance filters holding keep_frac of the total variance."""
-    var = acts.transpose(0, 1).flatten(1).var(1)
-    n_f = len(var)
-    total = float(var.sum())
-    order = torch.argsort(var, descending=True).tolist()
-    if total <= 0:
-        return sorted(order[:min(min_filters, n_f)])
-    cum = np.cumsum(var[order].cpu().numpy()) / total
-    m = int(np.searchsorted(cum, keep_frac - 1e-9) + 1)
-    return sorted(order[:max(min(min_filters, n_f), min(m, n_f))])
-
+# ----------------------------------------------------------------------------- whole models
 
 @torch.no_grad()
+def prune_models(models: Sequence[CompactNet], images: torch.Tensor, teacher: torch.Tensor,
+                 keep_r2_frac: float = 0.9, keep_variance_frac: float = 0.9, min_filters: int = 3,
+                 batch: int = 32, progress=None) -> list[PruneResult]:
+    """Prune models of one architecture, model k against teacher[:, k] (rates on `images` (B, C, H, W)).
+
+    The statistics come from one pass of all models stacked; the choices are then per model.
+    `progress(k)` is called after each model is pruned.
+    """
+    models = [m.eval() for m in models]
+    net = StackedCompact.from_models(models).eval()
+    stats, contribs = network_statistics(net, images, batch)
+    teacher = teacher.to(contribs.device)
+    results = []
+    for k, model in enumerate(models):
+        res = _prune_one(model, k, stats, contribs[:, k], teacher[:, k], keep_r2_frac, keep_variance_frac,
+                         min_filters)
+        pred = torch.cat([res.model(images[i:i + batch]) for i in range(0, len(images), batch)])
+        res.r2_after = float(r2(pred, teacher[:, k])[0])
+        results.append(res)
+        if progress is not None:
+            progress(k)
+    return results
+
+
 def prune_model(model: CompactNet, images: torch.Tensor, teacher: torch.Tensor, keep_r2_frac: float = 0.9,
                 keep_variance_frac: float = 0.9, min_filters: int = 3) -> PruneResult:
     """Prune one model against its teacher's rates (B,) on `images` (B, C, H, W)."""
-    model = model.eval()
-    before = list(model.spec.filters)
-    params_before = count_parameters(model)
-    r2_before = float(r2(_predict(model, images), teacher)[0])
+    return prune_models([model], images, teacher[:, None], keep_r2_frac, keep_variance_frac, min_filters)[0]
 
-    # Last layer: spread of each filter's contribution to the output.
-    acts = layer_activations(model, images)
-    contrib = (acts[-1] * model.readout_weight).flatten(2).sum(2)  # (B, F_last)
-    keep = [list(range(f)) for f in before]
-    keep[-1] = choose_last_layer(contrib, model.readout_bias, model.rate_scale, teacher,
-                                 keep_r2_frac * r2_before, min_filters)
-    current = slice_model(model, keep, mean_contrib=contrib.mean(0))
 
-    # Earlier layers, from the back: variance of each filter's output.
-    for layer in range(len(before) - 2, -1, -1):
-        acts = layer_activations(current, images)
-        keep_l = choose_by_variance(acts[layer], keep_variance_frac, min_filters)
-        if len(keep_l) == current.spec.filters[layer]:
-            continue
-        keep_all = [list(range(f)) for f in current.spec.filters]
-        keep_all[layer] = keep_l
-        mean_acts = [a.mean(dim=(0, 2, 3)) for a in acts]
-        current = slice_model(current, keep_all, mean_acts=mean_acts)
+def _prune_one(model: CompactNet, k: int, stats: list[LayerStats], contrib: torch.Tensor, teacher: torch.Tensor,
+               keep_r2_frac: float, keep_variance_frac: float, min_filters: int) -> PruneResult:
+    spec = model.spec
+    before = list(spec.filters)
+    drive = contrib.sum(1) + model.readout_bias
+    r2_before = float(r2(output_rate(drive, model.rate_scale, spec.readout), teacher)[0])
 
-    r2_after = float(r2(_predict(current, images), teacher)[0])
-    return PruneResult(current, before, list(current.spec.filters), params_before, count_parameters(current),
-                       r2_before, r2_after)
+    keep: list[list[int]] = [list(range(f)) for f in before]
+    keep[-1] = choose_last_layer(contrib, model.readout_bias, model.rate_scale, teacher, keep_r2_frac * r2_before,
+                                 min_filters, spec.readout)
+    explained = [1.0] * (spec.n_layers - 1)
+    for layer in range(spec.n_layers - 2, -1, -1):
+        pointwise = model.pointwise[layer].weight[torch.as_tensor(keep[layer + 1]), :, 0, 0]
+        s = stats[layer]
+        keep[layer], explained[layer] = choose_by_explained_variance(
+            s.gram[k], s.position_variance[k], pointwise, keep_variance_frac, min_filters)
+
+    pruned = slice_model(model, keep, [s.mean[k] for s in stats], contrib.mean(0))
+    return PruneResult(pruned, before, list(pruned.spec.filters), count_parameters(model), count_parameters(pruned),
+                       r2_before, float("nan"), keep, explained)

@@ -4,32 +4,125 @@ import torch
 
 from models.compact import CompactNet, CompactSpec, count_parameters
 from models.distill import augmented_images, distill, fit_students, teacher_rates
-from models.prune import choose_by_variance, choose_last_layer, layer_activations, prune_model, slice_model
+from models.prune import (choose_last_layer, explained_variance_curve, layer_activations, network_statistics,
+                          prune_model, slice_model)
+from models.stacked import StackedCompact
 
 # As the model worker does (ModelConfig.cpu_threads): one thread is fastest for these small models.
 torch.set_num_threads(1)
 
 
-def test_variance_rule_keeps_fewest_filters_holding_the_fraction():
+def _orthogonal_columns(n: int, k: int, seed: int) -> torch.Tensor:
+    """(n, k) centred columns, mutually orthogonal, each with variance exactly 1 (population)."""
+    z = torch.randn(n, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    q, _ = torch.linalg.qr(z - z.mean(0))
+    return q * n ** 0.5
+
+
+def test_last_layer_rule_keeps_the_fewest_filters_holding_the_r2_fraction():
+    # Orthogonal contributions: keeping set S (the rest replaced by their means) gives a linear
+    # readout r^2 = sum of kept variances / total, exactly. Variances 64, 16, 36, 9, 25 -> 150.
+    stds = torch.tensor([8.0, 4.0, 6.0, 3.0, 5.0], dtype=torch.float64)
+    contrib = _orthogonal_columns(300, 5, 1) * stds + 2.0
+    teacher = contrib.sum(1)
+    one, zero = torch.ones((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+    keep = lambda frac, least: choose_last_layer(contrib, zero, one, teacher, frac, least, "linear")  # noqa: E731
+    # Ranked 0 (64), 2 (36), 4 (25), 1 (16), 3 (9): cumulative r^2 .427, .667, .833, .940, 1.
+    assert keep(0.80, 1) == [0, 2, 4]
+    assert keep(0.90, 1) == [0, 1, 2, 4]
+    assert keep(0.95, 1) == [0, 1, 2, 3, 4]
+    assert keep(0.40, 1) == [0]
+    assert keep(0.40, 3) == [0, 2, 4]  # at least 3 filters
+    assert keep(0.40, 9) == [0, 1, 2, 3, 4]
+    # Through a softplus readout the same ranking holds and an r^2 near 1 needs every filter.
+    soft = torch.nn.functional.softplus(teacher / 10) * 10
+    assert choose_last_layer(contrib / 10, zero, torch.tensor(10.0, dtype=torch.float64), soft, 0.999, 1) == \
+        [0, 1, 2, 3, 4]
+
+
+def _hand_built_network() -> tuple[CompactNet, torch.Tensor]:
+    """Five layer-0 filters feeding four layer-1 filters; every answer of the pruning rule is known.
+
+    Each image is constant over its 4x4 pixels; input channel j is 50 + s_j z_j with the z_j
+    orthogonal, variance 1, and s = 4, 3, 2, 1, 5. conv0 copies channel j to filter j, batch
+    norms pass values through (ReLU sees positive values only), depthwise gains are 1.
+    Pointwise: layer-1 filters 0-2 each sum layer-0 filters 0-3 with weight 1/sqrt(3); layer-1
+    filter 3 reads only layer-0 filter 4. Readout weights 3, 2, 1, 0 for layer-1 filters 0-3.
+    So filter 3 of layer 1 contributes nothing and goes; then layer-0 filter 4, the one with the
+    largest variance of its own, feeds nothing kept and scores 0; the others score s_j^2 * 1:
+    16, 9, 4, 1 of 30.
+    """
+    spec = CompactSpec(5, 4, (5, 4), (1, 1), 1, readout="linear")
+    m = CompactNet(spec)
+    a = 3 ** -0.5
+    with torch.no_grad():
+        m.conv0.weight.copy_(torch.eye(5)[:, :, None, None])
+        for bn in (m.bn0, m.norms[0]):
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0)
+            bn.weight.fill_(1.0)
+            bn.bias.zero_()
+        m.norms[0].bias.fill_(100.0)  # layer-1 values stay positive: ReLU passes them
+        m.depthwise[0].weight.fill_(1.0)
+        pw = torch.zeros(4, 5)
+        pw[:3, :4] = a
+        pw[3, 4] = 1.0
+        m.pointwise[0].weight.copy_(pw[:, :, None, None])
+        m.readout_weight.copy_(torch.tensor([3.0, 2.0, 1.0, 0.0])[:, None, None].expand(4, 4, 4) / 16)
+        m.readout_bias.zero_()
+        m.rate_scale.fill_(1.0)
+    z = _orthogonal_columns(200, 5, 0).float()
+    x = (50.0 + z * torch.tensor([4.0, 3.0, 2.0, 1.0, 5.0]))[:, :, None, None].expand(200, 5, 4, 4)
+    return m.eval(), x.contiguous()
+
+
+def test_authors_rule_on_a_hand_built_network_gives_the_known_answer():
+    m, x = _hand_built_network()
+    teacher = m(x).detach()
+    res = prune_model(m, x, teacher, keep_r2_frac=0.9, keep_variance_frac=0.9, min_filters=3)
+    assert res.kept == [[0, 1, 2], [0, 1, 2]], res.kept  # fv 29/30 >= 0.9; 25/30 would not do
+    assert res.filters_after == [3, 3]
+    assert abs(res.explained[0] - 29 / 30) < 1e-4
+    # The output is linear in layer 1, so its r^2 with the unpruned model is the fv kept, and
+    # the removed filter's mean is folded in: the mean output is unchanged.
+    assert abs(res.r2_before - 1.0) < 1e-6 and abs(res.r2_after - 29 / 30) < 1e-3, res.r2_after
+    torch.testing.assert_close(res.model(x).mean(), teacher.mean(), rtol=1e-4, atol=1e-3)
+    assert res.params_after == count_parameters(res.model) < res.params_before
+    # Other thresholds, other known answers.
+    keeps = lambda frac, least: prune_model(m, x, teacher, 0.9, frac, least).kept[0]  # noqa: E731
+    assert keeps(0.97, 3) == [0, 1, 2, 3]  # 29/30 < 0.97 <= 30/30
+    assert keeps(0.80, 2) == [0, 1]  # 25/30 >= 0.80
+    assert keeps(0.50, 1) == [0]  # 16/30 >= 0.50
+    assert keeps(0.50, 3) == [0, 1, 2]  # never fewer than 3
+
+
+def test_explained_variance_curve_and_statistics_match_a_direct_computation():
+    spec = CompactSpec(3, 12, (6, 5, 4), (1, 2, 1), 3)
+    m = _trained_looking_model(spec, 2)
+    x = torch.rand(40, 3, 12, 12)
+    stats, contrib = network_statistics(StackedCompact.from_models([m]), x, batch=16)
+    acts = layer_activations(m, x)
+    assert contrib.shape == (40, 1, 4)
+    torch.testing.assert_close(contrib[:, 0], (acts[-1] * m.readout_weight).flatten(2).sum(2), rtol=1e-4, atol=1e-4)
     g = torch.Generator().manual_seed(0)
-    stds = torch.tensor([0.1, 3.0, 0.2, 2.0, 1.0, 0.05])  # variances 9, 4, 1, ... of total ~14.05
-    acts = torch.randn(400, 6, 4, 4, generator=g) * stds[None, :, None, None]
-    assert choose_by_variance(acts, 0.9, 1) == [1, 3]  # 13/14.05 = 0.925 >= 0.9
-    assert choose_by_variance(acts, 0.95, 1) == [1, 3, 4]
-    assert choose_by_variance(acts, 0.5, 3) == [1, 3, 4]  # at least 3 filters
-    assert choose_by_variance(acts, 0.5, 10) == list(range(6))
-
-
-def test_last_layer_rule_keeps_r2_fraction():
-    g = torch.Generator().manual_seed(1)
-    spread = torch.tensor([2.0, 0.05, 1.0, 0.02, 0.5])
-    contrib = torch.randn(500, 5, generator=g) * spread
-    teacher = torch.nn.functional.softplus(contrib.sum(1)) * 10
-    # Teacher is the full model, so the unpruned r^2 is 1.
-    assert choose_last_layer(contrib, torch.zeros(()), torch.tensor(10.0), teacher, 0.9, 1) == [0, 2]
-    assert choose_last_layer(contrib, torch.zeros(()), torch.tensor(10.0), teacher, 0.9, 3) == [0, 2, 4]
-    assert choose_last_layer(contrib, torch.zeros(()), torch.tensor(10.0), teacher, 0.9999, 1) == [0, 1, 2, 4] or \
-        choose_last_layer(contrib, torch.zeros(()), torch.tensor(10.0), teacher, 0.9999, 1) == [0, 1, 2, 3, 4]
+    for layer, rows in [(0, [0, 1, 2, 3, 4]), (1, [0, 2, 3])]:
+        d = m.depthwise[layer](acts[layer]).detach().double()
+        n_f = d.shape[1]
+        s = stats[layer]
+        torch.testing.assert_close(s.mean[0].double(), d.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+        pos_var = ((d - d.mean(0)) ** 2).sum(dim=(0, 2, 3))
+        torch.testing.assert_close(s.position_variance[0].double(), pos_var, rtol=1e-4, atol=1e-4)
+        w = m.pointwise[layer].weight[rows, :, 0, 0].detach().double()
+        order = torch.randperm(n_f, generator=g).tolist()
+        curve = explained_variance_curve(s.gram[0], w, order)
+        y = torch.einsum("of,bfhw->bohw", w, d)
+        yc = y - y.mean(dim=(0, 2, 3), keepdim=True)
+        for kept in range(n_f + 1):
+            w_kept = w.clone()
+            w_kept[:, order[kept:]] = 0.0
+            yk = torch.einsum("of,bfhw->bohw", w_kept, d)
+            direct = 1 - ((yk - yk.mean(dim=(0, 2, 3), keepdim=True) - yc) ** 2).sum() / (yc ** 2).sum()
+            assert abs(float(curve[kept]) - float(direct)) < 1e-4, (layer, kept, float(curve[kept]), float(direct))
 
 
 def _trained_looking_model(spec: CompactSpec, seed: int) -> CompactNet:
@@ -54,7 +147,8 @@ def test_slicing_all_filters_is_identity_and_constant_filters_are_folded_exactly
     acts = layer_activations(m, x)
     keep = [[0, 1, 3, 4], list(range(6)), [0, 2, 3]]
     contrib = (acts[-1] * m.readout_weight).flatten(2).sum(2)
-    pruned = slice_model(m, keep, mean_acts=[a.mean(dim=(0, 2, 3)) for a in acts], mean_contrib=contrib.mean(0))
+    dw_means = [dw(a).mean(dim=(0, 2, 3)) for dw, a in zip(m.depthwise, acts)]
+    pruned = slice_model(m, keep, depthwise_means=dw_means, mean_contrib=contrib.mean(0))
     assert pruned.spec.filters == (4, 6, 3)
     torch.testing.assert_close(pruned(x), m(x), rtol=1e-4, atol=1e-4)
 
