@@ -2,7 +2,7 @@
 import numpy as np
 
 from stimulus.config import ImagesConfig
-from stimulus.pools import COLOUR_SOURCES, _source, gaudy, make_pools, split_regions
+from stimulus.pools import COLOUR_SOURCES, HELD_OUT_FRACTION, _source, gaudy, make_pools, source_regions, split_regions
 
 
 def colourful(images: np.ndarray) -> np.ndarray:
@@ -31,18 +31,40 @@ def test_test_set_has_colour_natural_images():
 
 
 def test_held_out_strips_share_no_pixels_with_training_regions():
+    tested = 0
     for name in COLOUR_SOURCES:
         img = _source(name)
         if img is None:
             continue
+        h, w = img.shape[:2]
         train, held = split_regions(img)
-        assert train.size + held.size == img.size
-        assert not np.shares_memory(train, held) or (train.base is img and held.base is img)
-        # The regions tile the image: the strip is what the training region leaves out.
-        if img.shape[1] >= img.shape[0]:
+        # Exact check (not the bounds heuristic of np.may_share_memory): no element of one view is in the other.
+        assert not np.shares_memory(train, held), name
+        # The same split of an image of pixel numbers: every pixel is in exactly one region.
+        pixel_ids = np.arange(h * w).reshape(h, w)
+        ids_train, ids_held = split_regions(pixel_ids)
+        assert np.intersect1d(ids_train, ids_held).size == 0, name
+        assert np.array_equal(np.union1d(ids_train, ids_held), pixel_ids.ravel()), name
+        # The strip is the held-out fraction of the long side, along the whole short side.
+        long_side, short_side = max(h, w), min(h, w)
+        strip = held.shape[1] if w >= h else held.shape[0]
+        assert held.shape[1 if w < h else 0] == short_side, name
+        assert abs(strip - HELD_OUT_FRACTION * long_side) <= 0.5, (name, strip, long_side)
+        # The regions tile the image: the strip is what the training region leaves out, at the long side's end.
+        if w >= h:
             assert np.array_equal(np.concatenate([train, held], 1), img)
         else:
             assert np.array_equal(np.concatenate([train, held], 0), img)
+        tested += 1
+    assert tested >= 3  # scikit-image ships these photographs; a check over none would prove nothing
+
+
+def test_test_patches_come_only_from_held_out_strips_and_test_only_images():
+    train_regions, held_colour, test_grey = source_regions()
+    assert len(held_colour) >= 3 and len(test_grey) >= 3
+    for held in held_colour + test_grey:
+        for train in train_regions:
+            assert not np.shares_memory(held, train)
 
 
 def test_grey_rig_pools_have_one_channel():
@@ -51,9 +73,16 @@ def test_grey_rig_pools_have_one_channel():
 
 
 def test_gaudy_binarizes_each_channel_at_its_mean():
-    x = np.zeros((1, 4, 4, 3), np.uint8)
-    x[0, :2, :, 0] = 200
-    x[0, :, :2, 2] = 50
+    x = np.zeros((2, 4, 4, 3), np.uint8)
+    x[0, :2, :, 0] = 200  # red: top half bright, channel mean 100
+    x[0, :, :2, 2] = 30  # blue: left half at 30, above its channel mean 15 but below the image's mean 38
+    x[1, :, :, 0] = 10  # a dim second image: its own mean decides, not the batch's
+    x[1, 3, 3, 0] = 20
     g = gaudy(x)
-    assert np.array_equal(g[0, :, :, 0] == 255, x[0, :, :, 0] > x[0, :, :, 0].mean())
+    assert g.dtype == np.uint8 and g.shape == x.shape
+    top_half, left_half, corner = (np.zeros((4, 4), np.uint8) for _ in range(3))
+    top_half[:2], left_half[:, :2], corner[3, 3] = 255, 255, 255
+    assert np.array_equal(g[0, :, :, 0], top_half)
+    assert np.array_equal(g[0, :, :, 2], left_half)  # each channel's own mean
     assert np.all(g[0, :, :, 1] == 0)  # a flat channel stays dark
+    assert np.array_equal(g[1, :, :, 0], corner)  # each image's own mean
