@@ -7,24 +7,26 @@ import zmq
 
 from controller import messages as m
 from controller.links import Receiver
+from stimulus.images import image_hash
 
 
 def examples():
     rng = np.random.default_rng(0)
     px = rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8)
+    h = [image_hash(p) for p in px]
     return [
         m.SpikeBatch(stream="s", seq=4, t_start_s=1.0, t_end_s=1.02, total_spikes=10,
                      neuron=np.array([1, 2, 3], np.uint16), time_s=np.array([1.001, 1.01, 1.019])),
         m.EventCode(stream="p", seq=1, code=m.Codes.IMAGE_ONSET, time_s=3.5, clock="presenter", trial_id=2, index=1,
                     image_hash="abc"),
         m.Heartbeat(role="cortex", seq=9, clock_s=12.0, stream="s"),
-        m.ScreenImage(image_hash="abc", pixels=px[0]),
-        m.TrialPlan(trial_id=3, image_hashes=["a", "b", "c"], fixation_frames=18, on_frames=6, off_frames=6,
+        m.ScreenImage(image_hash=h[0], pixels=px[0]),
+        m.TrialPlan(trial_id=3, image_hashes=h, fixation_frames=18, on_frames=6, off_frames=6,
                     iti_frames=18, refresh_hz=60.0, model_version=2, source="model", reasons=["x", "y", "z"], pixels=px),
         m.OnsetReport(trial_id=3, index=0, image_hash="a", flip_s=0.5, frame=30),
         m.TrialReport(trial_id=3, status="done", start_s=0.1, end_s=1.7, dropped_frames=0, n_onsets=3,
                       frame_intervals_s=np.full(5, 1 / 60, np.float32)),
-        m.ResponsesUpdate(trial_id=3, image_hashes=["a"], pixels=px[:1], counts=np.ones((1, 4), np.float32)),
+        m.ResponsesUpdate(trial_id=3, image_hashes=h[:1], pixels=px[:1], counts=np.ones((1, 4), np.float32)),
         m.ModelRequest(request_id=1, op="predict", pixels=px),
         m.ModelReply(request_id=1, op="predict", model_version=5, rates=np.ones((2, 3, 4), np.float32),
                      info={"k": [1, 2]}),
