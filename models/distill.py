@@ -8,6 +8,9 @@ teacher rates, each neuron scaled by its teacher standard deviation so that ever
 neuron counts alike.
 
 The same loop retrains pruned models (students may then have different sizes).
+All students train as one stacked network (one set of grouped convolutions instead
+of a Python loop over models); pruned students of different sizes are padded to
+one size for it.
 """
 from __future__ import annotations
 
@@ -15,9 +18,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from models.compact import CompactNet, CompactSpec, make_models
-from models.stacked import LoopForm, build_form
+from models.compact import CompactNet, CompactSpec, make_models, output_rate, smooth_kernels
+from models.stacked import StackedCompact
 
 
 def augmented_images(pool: np.ndarray, n_copies: int, seed: int = 0, max_shift_px: int | None = None) -> np.ndarray:
@@ -57,19 +61,94 @@ def ensemble_mean(predictor) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: predictor.rates(x).mean(0)
 
 
+class StackedStudents(StackedCompact):
+    """Students stacked into one network (models/stacked.py) that honours the spec's readout (softplus
+    or the paper's linear readout). Models of different sizes are padded to one size first
+    (`pack`): padded filters have zero weights, get zero gradients and stay zero, so the padded
+    network computes exactly what the separate models compute."""
+
+    def forward(self, x: torch.Tensor, index: Sequence[int] | None = None) -> torch.Tensor:
+        h = F.relu(self.bn0(self.conv0(x)))
+        for dw, pw, bn in zip(self.depthwise, self.pointwise, self.norms):
+            h = F.relu(bn(pw(dw(h))))
+        h = h.reshape(h.shape[0], self.k, -1)
+        drive = torch.einsum("bkd,kd->bk", h, self.readout_weight.to(h.dtype)) + self.readout_bias
+        out = output_rate(drive.float(), self.rate_scale, self.spec.readout)
+        return out if index is None else out[:, list(index)]
+
+
+@torch.no_grad()
+def pad_model(model: CompactNet, filters: Sequence[int]) -> CompactNet:
+    """`model` with zero filters appended so that layer l has filters[l] (>= its own count)."""
+    own = model.spec.filters
+    if any(f < g for f, g in zip(filters, own)):
+        raise ValueError(f"cannot pad filters {list(own)} down to {list(filters)}")
+    out = CompactNet(model.spec.with_filters(filters)).to(model.readout_weight.device)
+    for p in out.parameters():
+        p.zero_()
+    for bn in [out.bn0, *out.norms]:
+        bn.weight.fill_(1.0)
+        bn.running_var.fill_(1.0)
+    out.conv0.weight[:own[0]] = model.conv0.weight
+    _copy_bn_into(out.bn0, model.bn0, own[0])
+    for i in range(model.spec.n_layers - 1):
+        out.depthwise[i].weight[:own[i]] = model.depthwise[i].weight
+        out.pointwise[i].weight[:own[i + 1], :own[i]] = model.pointwise[i].weight
+        _copy_bn_into(out.norms[i], model.norms[i], own[i + 1])
+    out.readout_weight[:own[-1]] = model.readout_weight
+    out.readout_bias.copy_(model.readout_bias)
+    out.rate_scale.copy_(model.rate_scale)
+    return out.train(model.training)
+
+
+def _copy_bn_into(dst, src, n: int) -> None:
+    dst.weight[:n] = src.weight
+    dst.bias[:n] = src.bias
+    dst.running_mean[:n] = src.running_mean
+    dst.running_var[:n] = src.running_var
+    dst.num_batches_tracked.copy_(src.num_batches_tracked)
+
+
+def pack(models: Sequence[CompactNet]) -> StackedStudents:
+    """One stacked network holding `models`, padded to the largest filter count of each layer."""
+    widest = [max(f) for f in zip(*(m.spec.filters for m in models))]
+    padded = [m if list(m.spec.filters) == widest else pad_model(m, widest) for m in models]
+    return StackedStudents.from_models(padded)
+
+
+def unpack(net: StackedStudents, filters: Sequence[Sequence[int]]) -> list[CompactNet]:
+    """The separate models back, model k cut to its own filter counts filters[k]."""
+    from models.prune import slice_model
+
+    out = []
+    for m, own in zip(net.to_models(), filters):
+        if list(m.spec.filters) != list(own):
+            m = slice_model(m, [list(range(f)) for f in own]).train(net.training)
+        out.append(m)
+    return out
+
+
 def fit_students(students: Sequence[CompactNet], images: np.ndarray, targets: torch.Tensor, steps: int,
-                 lr: float, batch_size: int, device: torch.device, seed: int = 0, form: str = "loop",
-                 weight_decay: float = 1e-4) -> list[CompactNet]:
-    """Train student n on targets[:, n] (rates) for `steps` steps; returns the trained students (eval mode)."""
+                 lr: float, batch_size: int, device: torch.device, seed: int = 0, weight_decay: float = 1e-4,
+                 smooth_sigma: float = 0.0, smooth_every: int = 100,
+                 progress: Callable[[int], None] | None = None) -> list[CompactNet]:
+    """Train student n on targets[:, n] (rates) for `steps` steps, all students as one stacked network.
+
+    Students may differ in size (pruned ones do): they are padded to one size and cut back
+    afterwards. With `smooth_sigma` > 0 the depthwise kernels and readout maps are smoothed
+    every `smooth_every` steps and at the end (models/compact.py, smooth_kernels).
+    `progress(steps_done)` is called every few steps. Returns the students in eval mode.
+    """
+    sizes = [list(s.spec.filters) for s in students]
     if steps <= 0:
         return [s.eval() for s in students]
-    same = all(s.spec == students[0].spec for s in students)
-    net = build_form(form if same else "loop", list(students)).to(device)
+    net = pack(students).to(device)
     scale = targets.std(0).clamp(min=1e-3).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
     net.train()
-    for _ in range(steps):
+    report_every = max(1, min(25, steps // 20))
+    for step in range(1, steps + 1):
         idx = rng.integers(0, len(images), min(batch_size, len(images)))
         x = to_tensor(images[idx]).to(device)
         t = targets[idx].to(device)
@@ -77,15 +156,21 @@ def fit_students(students: Sequence[CompactNet], images: np.ndarray, targets: to
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if smooth_sigma > 0 and (step % smooth_every == 0 or step == steps):
+            smooth_kernels(net, smooth_sigma)
+        if progress is not None and (step % report_every == 0 or step == steps):
+            progress(step)
     net.eval()
-    return [m.eval() for m in (net.to_models() if not isinstance(net, LoopForm) else net.models)]
+    return [m.eval() for m in unpack(net, sizes)]
 
 
 def distill(images: np.ndarray, targets: torch.Tensor, spec: CompactSpec, steps: int, lr: float,
-            batch_size: int, device: torch.device, seed: int = 0, form: str = "loop") -> list[CompactNet]:
+            batch_size: int, device: torch.device, seed: int = 0, smooth_sigma: float = 0.0,
+            smooth_every: int = 100, progress: Callable[[int], None] | None = None) -> list[CompactNet]:
     """Fresh students, one per column of targets (P, N), fitted to them."""
     students = make_models(spec, targets.shape[1], seed=seed + 7919)
-    for s, mean in zip(students, targets.mean(0).tolist()):
-        s.set_mean_rate(mean)
+    for s, mean, spread in zip(students, targets.mean(0).tolist(), targets.std(0).tolist()):
+        s.set_mean_rate(mean, spread)
     students = [s.to(device) for s in students]
-    return fit_students(students, images, targets, steps, lr, batch_size, device, seed, form)
+    return fit_students(students, images, targets, steps, lr, batch_size, device, seed,
+                        smooth_sigma=smooth_sigma, smooth_every=smooth_every, progress=progress)

@@ -1,14 +1,15 @@
 """Saving compact models in a format that loads without cortexloop.
 
-Two files, both readable with torch alone (see docs/models.md):
+Two files, both readable with torch alone (see README.md, "File format"):
 
 - `<name>.pt`: `torch.save` of a plain dict that `torch.load(path, weights_only=True)`
   reads anywhere torch is installed:
-      {"format": "cortexloop.compact/1",
-       "spec": {"in_channels", "image_size", "filters" [per layer], "strides" [per layer], "kernel_size"},
+      {"format": "cortexloop.compact/2",
+       "spec": {"in_channels", "image_size", "filters" [per layer], "strides" [per layer], "kernel_size",
+                "readout" ("softplus": rate_scale * softplus(drive); "linear": rate_scale * drive)},
        "state_dict": {name: tensor},        # names as in models/compact.py
        "meta": {"neuron": int, "units": "spikes/s", "input": "(B, C, H, W) float in [0, 1]", ...}}
-  The forward pass is short enough to rewrite anywhere; docs/models.md gives it in
+  The forward pass is short enough to rewrite anywhere; README.md gives it in
   plain torch.nn.functional.
 - `models.pt2`: one `torch.export` program holding every model of a session, in
   eval mode: `torch.export.load(path).module()(images)` -> (B, n_models) runs it with
@@ -25,7 +26,9 @@ import torch
 
 from models.compact import CompactNet, CompactSpec
 
-FORMAT = "cortexloop.compact/1"
+FORMAT = "cortexloop.compact/2"
+# Version 1 had no "readout" in the spec (always softplus); it still loads.
+READABLE = ("cortexloop.compact/1", FORMAT)
 
 
 def model_record(model: CompactNet, meta: dict | None = None) -> dict:
@@ -83,8 +86,9 @@ def export_models(models: list[CompactNet], path: str | Path, meta: dict | None 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[CompactNet, dict]:
     """Our own loader (the files do not need it): (model in eval mode, meta)."""
     record = torch.load(Path(path), map_location=device, weights_only=True)
-    if record.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a {FORMAT} file (format={record.get('format')!r})")
+    if record.get("format") not in READABLE:
+        raise ValueError(f"{path}: not a cortexloop compact model file (format={record.get('format')!r}, "
+                         f"expected one of {READABLE})")
     model = CompactNet(CompactSpec.from_dict(record["spec"]))
     model.load_state_dict(record["state_dict"])
     return model.to(device).eval(), record["meta"]

@@ -102,7 +102,7 @@ import torch.nn.functional as F
 assert not any(m == "models" or m.startswith("models.") for m in sys.modules)
 pt, pt2, xs = sys.argv[1], sys.argv[2], sys.argv[3]
 rec = torch.load(pt, weights_only=True)
-assert rec["format"] == "cortexloop.compact/1"
+assert rec["format"] == "cortexloop.compact/2"
 spec, sd = rec["spec"], rec["state_dict"]
 k = spec["kernel_size"]; pad = k // 2
 
@@ -116,7 +116,7 @@ def rates(x):
         h = F.conv2d(h, sd[f"depthwise.{i}.weight"], stride=spec["strides"][i + 1], padding=pad, groups=h.shape[1])
         h = F.relu(bn(F.conv2d(h, sd[f"pointwise.{i}.weight"]), f"norms.{i}"))
     drive = (h * sd["readout_weight"]).flatten(1).sum(1) + sd["readout_bias"]
-    return sd["rate_scale"] * F.softplus(drive)
+    return sd["rate_scale"] * (drive if spec["readout"] == "linear" else F.softplus(drive))
 
 x = torch.load(xs, weights_only=True)
 extra = {"cortexloop.json": ""}
@@ -128,15 +128,15 @@ print(json.dumps({"plain": rates(x).tolist(), "exported": program.module()(x).to
 
 
 def test_save_and_load_in_a_fresh_process_without_cortexloop(tmp_path):
-    model = CompactNet(SMALL, seed=5)
-    model.set_mean_rate(12.0)
+    model = CompactNet(CompactSpec(3, 16, (4, 5, 3), (1, 2, 1), 3, readout="linear"), seed=5)
+    model.set_mean_rate(12.0, 4.0)
     with torch.no_grad():
         model.readout_weight.normal_(0, 0.3)
         model.bn0.running_mean.uniform_(-0.1, 0.1)
     model.eval()
     x = torch.rand(4, 3, 16, 16)
     expected = model(x).detach()
-    other = CompactNet(SMALL.with_filters([3, 3, 3]), seed=6).eval()  # a differently pruned neighbour
+    other = CompactNet(SMALL.with_filters([3, 3, 3]), seed=6).eval()  # a differently pruned softplus neighbour
     pt = save_model(model, tmp_path / "neuron_003.pt", meta={"neuron": 3})
     pt2 = export_models([model, other], tmp_path / "models.pt2", meta={"neurons": [3, 4]})
     torch.save(x, tmp_path / "x.pt")
@@ -158,3 +158,66 @@ def test_save_and_load_in_a_fresh_process_without_cortexloop(tmp_path):
     again, meta = load_model(pt)
     torch.testing.assert_close(again(x), expected)
     assert meta == {"neuron": 3} and count_parameters(again) == count_parameters(model)
+
+
+def test_linear_readout_and_smoothing():
+    spec = CompactSpec(3, 16, (4, 5, 3), (1, 2, 1), 3, readout="linear")
+    m = CompactNet(spec, seed=1)
+    m.set_mean_rate(20.0, 5.0)
+    m.eval()
+    x = torch.rand(6, 3, 16, 16)
+    # Linear readout: rate = rate_scale * drive, which may go below zero; the start is the mean rate.
+    torch.testing.assert_close(m(x), 5.0 * m.drive(x))
+    with torch.no_grad():
+        m.readout_weight.zero_()
+    torch.testing.assert_close(m(x), torch.full((6,), 20.0))
+    with pytest.raises(ValueError, match="readout"):
+        CompactSpec(readout="relu")
+    # Smoothing: a single tap spreads to its neighbours as scipy's Gaussian filter spreads it;
+    # the full first conv is left alone.
+    from scipy.ndimage import gaussian_filter
+
+    with torch.no_grad():
+        m.depthwise[0].weight.zero_()
+        m.depthwise[0].weight[1, 0, 1, 1] = 1.0
+        m.readout_weight[2, 3, 4] = 1.0
+    conv0 = m.conv0.weight.clone()
+    from models.compact import smooth_kernels
+
+    smooth_kernels(m, 0.5)
+    impulse = np.zeros((3, 3))
+    impulse[1, 1] = 1.0
+    np.testing.assert_allclose(m.depthwise[0].weight[1, 0].detach().numpy(), gaussian_filter(impulse, 0.5), rtol=1e-6)
+    dw, ro = m.depthwise[0].weight.detach(), m.readout_weight.detach()
+    assert dw[1, 0, 0, 1] > 0.05 and float(dw[0].abs().sum()) == 0.0
+    assert ro[2, 3, 3] > 0.05 and ro[2, 3, 4] < 0.9
+    assert torch.equal(m.conv0.weight, conv0)
+
+
+def test_students_of_different_sizes_train_as_one_padded_stack():
+    from models.distill import fit_students, pack, unpack
+
+    small = CompactNet(SMALL.with_filters([2, 3, 1]), seed=1)
+    big = CompactNet(SMALL, seed=2)
+    for m in (small, big):
+        m.set_mean_rate(10.0)
+        with torch.no_grad():
+            m.readout_weight.normal_(0, 0.3)
+        m.eval()
+    x = torch.rand(5, 3, 16, 16)
+    net = pack([small, big]).eval()
+    assert net.spec.filters == (4, 5, 3)
+    # Padding changes nothing: the stack computes what the two models compute.
+    torch.testing.assert_close(net(x), torch.stack([small(x), big(x)], 1), rtol=1e-5, atol=1e-5)
+    back = unpack(net, [[2, 3, 1], [4, 5, 3]])
+    assert back[0].spec.filters == (2, 3, 1)
+    torch.testing.assert_close(back[0](x), small(x))
+    # Training the stack keeps the padding at zero: the models cut back out still equal the stack.
+    images = (np.random.default_rng(0).random((64, 16, 16, 3)) * 255).astype(np.uint8)
+    targets = torch.rand(64, 2) * 10
+    trained = fit_students([small, big], images, targets, steps=5, lr=1e-2, batch_size=16,
+                           device=torch.device("cpu"), smooth_sigma=0.5, smooth_every=2)
+    assert [list(m.spec.filters) for m in trained] == [[2, 3, 1], [4, 5, 3]]
+    assert not torch.equal(trained[0].conv0.weight, small.conv0.weight)
+    again = pack(trained).eval()
+    torch.testing.assert_close(again(x), torch.stack([trained[0](x), trained[1](x)], 1), rtol=1e-5, atol=1e-5)
