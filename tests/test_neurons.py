@@ -239,8 +239,16 @@ def test_cnn_units_are_deterministic_selective_and_not_constant():
 
 
 def test_type_shares_give_exact_counts_and_describe_is_complete():
-    assert split_counts(10, {"oriented": 0.5, "dot": 0.25, "cnn": 0.25}) == {"oriented": 5, "dot": 3, "cnn": 2} or \
-        sum(split_counts(10, {"oriented": 0.5, "dot": 0.25, "cnn": 0.25}).values()) == 10
+    # Largest remainder: 5 + 2.5 + 2.5; the spare neuron goes to the tied type listed first in NEURON_TYPES.
+    assert split_counts(10, {"oriented": 0.5, "dot": 0.25, "cnn": 0.25}) == {"oriented": 5, "dot": 3, "cnn": 2}
+    # 3.15 + 2.45 + 1.4: the spare neuron goes to the largest remainder (dot), not the largest share.
+    assert split_counts(7, {"oriented": 0.45, "dot": 0.35, "cnn": 0.2}) == {"oriented": 3, "dot": 3, "cnn": 1}
+    # Shares are relative (need not sum to one), and a zero share gets no entry.
+    assert split_counts(4, {"oriented": 2.0, "colour": 1.0, "dot": 0.0}) == {"oriented": 3, "colour": 1}
+    # The Population builds exactly those groups, in NEURON_TYPES order.
+    mixed = Population(PopulationConfig(n_neurons=10, type_shares={"cnn": 0.25, "oriented": 0.5, "dot": 0.25}, seed=0,
+                                        calibration_images=16), S, True)
+    assert [(g.type_name, g.n) for g in mixed.groups] == [("oriented", 5), ("dot", 3), ("cnn", 2)]
     p = Population(PopulationConfig(n_neurons=13, seed=0, calibration_images=32), S, True)
     d = p.describe()
     assert len(d) == p.n_neurons == 13
