@@ -137,6 +137,19 @@ def cmd_export_nwb(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from controller.report import write_report
+    from controller.store import StoreError
+
+    try:
+        out = write_report(Path(args.session), Path(args.out) if args.out else None)
+    except StoreError as err:
+        print(f"cortexloop: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {out}")
+    return 0
+
+
 def cmd_cortex_sheet(args) -> int:
     from acquisition.population import Population
     from acquisition.sheet import draw_cortex_sheet
@@ -187,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     nw.add_argument("session", help="session directory")
     nw.add_argument("--out", help="NWB file (default: SESSION/session.nwb)")
     nw.set_defaults(func=cmd_export_nwb)
+
+    rep = sub.add_parser("report", help="write a self-contained HTML page of a stored session's figures")
+    rep.add_argument("session", help="session directory")
+    rep.add_argument("--out", help="HTML file (default: SESSION/report.html)")
+    rep.set_defaults(func=cmd_report)
 
     sub.add_parser("compress", help="distill the session's ensemble into one compact model per neuron, prune, "
                                     "save (cortexloop compress SESSION --help)", add_help=False)
