@@ -18,6 +18,8 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/cortexloop run rigs/sim.toml
+	# The report of the session just run: the newest directory in the rig's store_dir (sessions/).
+	$(BIN)/cortexloop report "$$(ls -td sessions/*/ | head -n 1)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
