@@ -1,37 +1,79 @@
 """`cortexloop compress SESSION`: from a recorded session to one small, pruned CNN per neuron.
 
-1. Train the ensemble (the teacher) on the session's responses, as the model worker does.
-2. Distill the ensemble mean into one compact model per neuron, on the pool images,
-   the session's images and augmented copies of both (models/distill.py).
-3. Prune each model filter by filter (models/prune.py), then retrain it on the teacher.
-4. Report per neuron: parameters and filters per layer before/after, r^2 with the
-   teacher, correlation with the ground truth (virtual cortex only) on the held-out
-   test images; write the models (models/save.py) and one PNG per neuron (MEI,
-   best pool images, filters kept per layer).
+Stages (each with a progress bar, all neurons at once):
+
+1. teacher   train the ensemble on the session's responses, as the model worker does.
+2. distil    one student per neuron, all students as one stacked network, on the pool
+             images, the session's images and augmented copies of both (models/distill.py).
+3. prune     the authors' rule, layer by layer from the last (models/prune.py); the
+             statistics come from one pass of the stacked students.
+4. retrain   the pruned students, padded to one stack, on the teacher again.
+5. evaluate  on the held-out natural test set (never shown, never distilled on): r^2 with
+             the teacher and, for a virtual cortex, r with the true rates, before and
+             after pruning.
+6. pages     one PNG per neuron: MEI (bounded by the range of rates the model was trained
+             on), best pool images, kept filters drawn, figures before and after.
+
+Writes `neuron_NNN.pt`, `models.pt2`, `neuron_NNN.png` and `report.json` (the table as
+data, with the compression goals and whether they were met).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from controller.config import RigConfig, load_rig, parse_rig
-from models.compact import CompactSpec, count_parameters
+from models.compact import count_parameters, student_spec
 from models.distill import augmented_images, distill, ensemble_mean, fit_students, teacher_rates, to_tensor
 from models.metrics import correlation, r2
 from models.online import CompactOnline, prepare_torch_for, resolve_device
-from models.prune import prune_model
+from models.prune import prune_models
 from models.save import export_models, save_model
 from stimulus.pools import make_pools
 
+# The paper's claims, checked on every run (report.json "goals").
+GOAL_PARAM_RATIO = 10.0  # median parameters before / after pruning
+GOAL_TEACHER_KEPT = 0.9  # median held-out r^2 with the teacher, pruned / unpruned
+GOAL_TRUTH_GAP = 0.05  # median r with the truth: teacher minus compact, at most
+
+
+class Stages:
+    """A progress bar per stage (rich), and the seconds each stage took."""
+
+    def __init__(self, enabled: bool):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.bar = Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
+        self.seconds: dict[str, float] = {}
+
+    def __enter__(self) -> "Stages":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+    @contextmanager
+    def stage(self, name: str, description: str, total: int):
+        task = self.bar.add_task(description, total=max(total, 1))
+        t0 = time.perf_counter()
+        yield lambda done: self.bar.update(task, completed=done)
+        self.bar.update(task, completed=max(total, 1))
+        self.seconds[name] = round(time.perf_counter() - t0, 2)
+
 
 def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float, rig: RigConfig,
-                         out_dir: str | Path, ensemble_steps: int = 1000, n_augment: int = 1,
-                         mei_steps: int = 100, log=print) -> dict:
+                         out_dir: str | Path, ensemble_steps: int = 300, n_augment: int = 1,
+                         mei_steps: int = 60, log=print, progress: bool = False) -> dict:
     """images uint8 (n, H, W, C), counts (n, N) in the response window. Returns the report (also report.json)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -40,143 +82,316 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
     prepare_torch_for(device, mcfg.cpu_threads)
     n_neurons = counts.shape[1]
     t0 = time.perf_counter()
+    with Stages(progress) as stages:
+        # 1. The teacher: the ensemble, trained on the recorded responses.
+        online = CompactOnline(mcfg, n_neurons, images.shape[1:])
+        online.add_responses(images, counts, window_s)
+        with stages.stage("teacher", f"teacher: {mcfg.ensemble_size}x{n_neurons} models", ensemble_steps) as done:
+            chunk = 10
+            for s in range(0, ensemble_steps, chunk):
+                online.train(min(chunk, ensemble_steps - s))
+                done(min(s + chunk, ensemble_steps))
+        teach = ensemble_mean(online.snapshot())
 
-    log(f"training the ensemble teacher: {mcfg.ensemble_size} members x {n_neurons} neurons, "
-        f"{len(images)} presentations, {ensemble_steps} steps")
-    online = CompactOnline(mcfg, n_neurons, images.shape[1:])
-    online.add_responses(images, counts, window_s)
-    online.train(ensemble_steps)
-    teacher = online.snapshot()
-    teach = ensemble_mean(teacher)
+        pools = make_pools(rig.images)
+        distill_images = augmented_images(np.concatenate([pools.train, images]), n_augment, seed=mcfg.seed)
+        with stages.stage("teacher_rates", f"teacher rates: {len(distill_images)} images", 1):
+            targets = teacher_rates(teach, distill_images, device)
+            t_test = teacher_rates(teach, pools.test, device)
 
-    pools = make_pools(rig.images)
-    distill_images = augmented_images(np.concatenate([pools.train, images]), n_augment, seed=mcfg.seed)
-    targets = teacher_rates(teach, distill_images, device)
-    spec = CompactSpec.from_config(mcfg, images.shape[1:])
-    log(f"distilling into {n_neurons} students on {len(distill_images)} images, {mcfg.distill_steps} steps")
-    students = distill(distill_images, targets, spec, mcfg.distill_steps, mcfg.distill_learning_rate,
-                       mcfg.batch_size * 2, device, seed=mcfg.seed, form=online.form)
+        # 2. Distil: all students in one stacked network.
+        spec = student_spec(mcfg, images.shape[1:])
+        steps = mcfg.distill_steps
+        with stages.stage("distil", f"distil: {n_neurons} students", steps) as done:
+            students = distill(distill_images, targets, spec, steps, mcfg.distill_learning_rate,
+                               mcfg.batch_size * 2, device, seed=mcfg.seed, smooth_sigma=mcfg.smooth_sigma,
+                               smooth_every=mcfg.smooth_every_steps, progress=done)
 
-    # Pruning decisions use pool images (not the test set), scored against the teacher.
-    rng = np.random.default_rng(mcfg.seed)
-    prune_idx = rng.choice(len(distill_images), min(1000, len(distill_images)), replace=False)
-    x_prune = to_tensor(distill_images[prune_idx]).to(device)
-    pruned = []
-    for n, student in enumerate(students):
-        pruned.append(prune_model(student, x_prune, targets[prune_idx, n].to(device), mcfg.prune_keep_r2_frac,
-                                  mcfg.prune_keep_variance_frac, mcfg.prune_min_filters))
-    log(f"retraining {n_neurons} pruned models, {mcfg.retrain_steps} steps")
-    final = fit_students([p.model for p in pruned], distill_images, targets, mcfg.retrain_steps,
-                         mcfg.distill_learning_rate / 2, mcfg.batch_size * 2, device, seed=mcfg.seed + 1)
+        # 3. Prune. Decisions use distillation images (never the test set), against the teacher.
+        rng = np.random.default_rng(mcfg.seed)
+        prune_idx = rng.choice(len(distill_images), min(mcfg.prune_images, len(distill_images)), replace=False)
+        x_prune = to_tensor(distill_images[prune_idx]).to(device)
+        with stages.stage("prune", f"prune: {n_neurons} students", n_neurons) as done:
+            pruned = prune_models(students, x_prune, targets[prune_idx].to(device), mcfg.prune_keep_r2_frac,
+                                  mcfg.prune_keep_variance_frac, mcfg.prune_min_filters,
+                                  progress=lambda k: done(k + 1))
+        del x_prune
 
-    # Held-out test images: never shown, never distilled on.
-    x_test = to_tensor(pools.test).to(device)
-    with torch.no_grad():
-        t_test = teach(x_test).cpu()
-        s_test = torch.stack([s(x_test) for s in students], 1).cpu()
-        f_test = torch.stack([f(x_test) for f in final], 1).cpu()
-    truth = None
-    if rig.cortex.source == "virtual":
-        from acquisition.population import Population
+        # 4. Retrain the pruned students on the teacher.
+        steps = mcfg.retrain_steps
+        with stages.stage("retrain", f"retrain: {n_neurons} pruned students", steps) as done:
+            final = fit_students([p.model for p in pruned], distill_images, targets, steps,
+                                 mcfg.distill_learning_rate / 2, mcfg.batch_size * 2, device, seed=mcfg.seed + 1,
+                                 smooth_sigma=mcfg.smooth_sigma, smooth_every=mcfg.smooth_every_steps,
+                                 progress=done)
 
-        pop = Population(rig.cortex.population, rig.images.size_px, rig.images.colour)
-        truth = pop.rates(pools.test)[:, :n_neurons]
+        # 5. Held-out test images: never shown, never distilled on.
+        with stages.stage("evaluate", "held-out test set", 1):
+            s_test = _rates(students, pools.test, device)
+            p_test = _rates([p.model for p in pruned], pools.test, device)
+            f_test = _rates(final, pools.test, device)
+            population = None
+            truth = None
+            if rig.cortex.source == "virtual":
+                from acquisition.population import Population
 
-    ensemble_params = count_parameters(online.net) // n_neurons
-    rows = []
-    for n in range(n_neurons):
-        row = {"neuron": n, "params_ensemble_per_neuron": ensemble_params,
-               "params_before": pruned[n].params_before, "params_after": count_parameters(final[n]),
-               "filters_before": pruned[n].filters_before, "filters_after": list(final[n].spec.filters),
-               "r2_teacher_distilled": float(r2(s_test[:, n], t_test[:, n])[0]),
-               "r2_teacher_pruned_retrained": float(r2(f_test[:, n], t_test[:, n])[0])}
-        if truth is not None:
-            row["corr_truth_teacher"] = float(correlation(t_test[:, n], truth[:, n])[0])
-            row["corr_truth_compact"] = float(correlation(f_test[:, n], truth[:, n])[0])
-        rows.append(row)
+                population = Population(rig.cortex.population, rig.images.size_px, rig.images.colour)
+                truth = population.rates(pools.test)[:, :n_neurons]
 
-    for n, model in enumerate(final):
-        save_model(model, out_dir / f"neuron_{n:03d}.pt",
-                   meta={"neuron": n, "units": "spikes/s", "input": "(B, C, H, W) float in [0, 1]",
-                         "window_s": float(window_s), **{k: v for k, v in rows[n].items() if k != "neuron"}})
-    export_models(final, out_dir / "models.pt2", meta={"neurons": list(range(n_neurons))})
-    _write_figures(final, pools.train, out_dir, mei_steps, device, mcfg.seed)
+        ensemble_params = count_parameters(online.net) // n_neurons
+        rows = []
+        for n in range(n_neurons):
+            row = {"neuron": n, "params_ensemble_per_neuron": ensemble_params,
+                   "params_before": pruned[n].params_before, "params_after": count_parameters(final[n]),
+                   "filters_before": pruned[n].filters_before, "filters_after": list(final[n].spec.filters),
+                   "filters_kept": pruned[n].kept,
+                   "variance_explained_kept": [round(v, 4) for v in pruned[n].explained],
+                   "r2_teacher_prune_images_before": pruned[n].r2_before,
+                   "r2_teacher_prune_images_pruned": pruned[n].r2_after,
+                   # Held-out natural test set from here on.
+                   "r2_teacher_unpruned": float(r2(s_test[:, n], t_test[:, n])[0]),
+                   "r2_teacher_pruned_not_retrained": float(r2(p_test[:, n], t_test[:, n])[0]),
+                   "r2_teacher_pruned": float(r2(f_test[:, n], t_test[:, n])[0]),
+                   "trained_rate_range_hz": [float(targets[:, n].min()), float(targets[:, n].max())]}
+            if truth is not None:
+                row["r_truth_teacher"] = float(correlation(t_test[:, n], truth[:, n])[0])
+                row["r_truth_unpruned"] = float(correlation(s_test[:, n], truth[:, n])[0])
+                row["r_truth_pruned"] = float(correlation(f_test[:, n], truth[:, n])[0])
+            rows.append(row)
+
+        for n, model in enumerate(final):
+            save_model(model, out_dir / f"neuron_{n:03d}.pt",
+                       meta={"neuron": n, "units": "spikes/s", "input": "(B, C, H, W) float in [0, 1]",
+                             "window_s": float(window_s),
+                             **{k: v for k, v in rows[n].items() if k not in ("neuron", "filters_kept")}})
+        export_models(final, out_dir / "models.pt2", meta={"neurons": list(range(n_neurons))})
+
+        # 6. One page per neuron.
+        with stages.stage("pages", f"pages: MEIs and figures ({mei_steps} steps)", n_neurons) as done:
+            pages = write_pages(final, rows, pools.train, out_dir, mei_steps, device, mcfg.seed, population,
+                                progress=done)
+        for row, page in zip(rows, pages):
+            row.update(page)
+
     report = {"neurons": rows, "n_presentations": int(len(images)), "window_s": float(window_s),
-              "seconds": time.perf_counter() - t0, "form": online.form, "device": str(device)}
+              "n_test_images": int(len(pools.test)), "n_distill_images": int(len(distill_images)),
+              "student_spec": spec.to_dict(), "smooth_sigma": mcfg.smooth_sigma,
+              "steps": {"ensemble": ensemble_steps, "distill": mcfg.distill_steps, "retrain": mcfg.retrain_steps,
+                        "mei": mei_steps},
+              "goals": goals(rows), "seconds": round(time.perf_counter() - t0, 1), "stage_seconds": stages.seconds,
+              "device": str(device), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+              "ensemble_form": online.form}
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
-    log(format_table(rows))
+    log(format_table(rows, report))
     return report
 
 
-def format_table(rows: list[dict]) -> str:
-    has_truth = "corr_truth_compact" in rows[0]
-    head = f"{'neuron':>6} {'params':>15} {'filters per layer':>28} {'r2 teacher':>16}"
-    head += f" {'r truth (ens/compact)':>22}" if has_truth else ""
+def _rates(models, images: np.ndarray, device: torch.device, batch: int = 128) -> torch.Tensor:
+    """(P, N) rates of models on uint8 images, on the CPU."""
+    with torch.no_grad():
+        out = []
+        for i in range(0, len(images), batch):
+            x = to_tensor(images[i:i + batch]).to(device)
+            out.append(torch.stack([m(x) for m in models], 1).float().cpu())
+    return torch.cat(out)
+
+
+def goals(rows: list[dict]) -> dict:
+    """The paper's claims as numbers, each with whether it was met here."""
+    med = lambda k: float(np.median([r[k] for r in rows]))  # noqa: E731
+    ratio = float(np.median([r["params_before"] / r["params_after"] for r in rows]))
+    kept = float(np.median([r["r2_teacher_pruned"] / max(r["r2_teacher_unpruned"], 1e-9) for r in rows]))
+    out = {"median_param_ratio": round(ratio, 2), "param_ratio_goal": GOAL_PARAM_RATIO,
+           "param_ratio_met": ratio >= GOAL_PARAM_RATIO,
+           "median_teacher_r2_kept": round(kept, 3), "teacher_r2_kept_goal": GOAL_TEACHER_KEPT,
+           "teacher_r2_kept_met": kept >= GOAL_TEACHER_KEPT,
+           "median_r2_teacher_unpruned": round(med("r2_teacher_unpruned"), 3),
+           "median_r2_teacher_pruned": round(med("r2_teacher_pruned"), 3),
+           "median_params_before": med("params_before"), "median_params_after": med("params_after")}
+    if "r_truth_pruned" in rows[0]:
+        gap = med("r_truth_teacher") - med("r_truth_pruned")
+        out.update({"median_r_truth_teacher": round(med("r_truth_teacher"), 3),
+                    "median_r_truth_unpruned": round(med("r_truth_unpruned"), 3),
+                    "median_r_truth_pruned": round(med("r_truth_pruned"), 3),
+                    "truth_gap": round(gap, 3), "truth_gap_goal": GOAL_TRUTH_GAP,
+                    "truth_gap_met": gap <= GOAL_TRUTH_GAP})
+    return out
+
+
+def format_table(rows: list[dict], report: dict) -> str:
+    has_truth = "r_truth_pruned" in rows[0]
+    head = (f"{'neuron':>6} {'params before->after':>22} {'filters per layer':>34} "
+            f"{'r2 teacher (held out)':>22}")
+    head += f" {'r truth teacher/unpruned/pruned':>32}" if has_truth else ""
     lines = [head, "-" * len(head)]
     for r in rows:
         filt = f"{'/'.join(map(str, r['filters_before']))} -> {'/'.join(map(str, r['filters_after']))}"
-        line = (f"{r['neuron']:>6} {r['params_before']:>7}->{r['params_after']:<7} {filt:>28} "
-                f"{r['r2_teacher_distilled']:>7.2f}->{r['r2_teacher_pruned_retrained']:<7.2f}")
+        ratio = r["params_before"] / r["params_after"]
+        line = (f"{r['neuron']:>6} {r['params_before']:>8}->{r['params_after']:<7} {ratio:>4.1f}x {filt:>34} "
+                f"{r['r2_teacher_unpruned']:>10.2f}->{r['r2_teacher_pruned']:<10.2f}")
         if has_truth:
-            line += f" {r['corr_truth_teacher']:>10.2f}/{r['corr_truth_compact']:<10.2f}"
+            line += f" {r['r_truth_teacher']:>12.2f}/{r['r_truth_unpruned']:.2f}/{r['r_truth_pruned']:<8.2f}"
         lines.append(line)
-    med = lambda k: float(np.median([r[k] for r in rows]))  # noqa: E731
-    lines.append(f"median parameters {med('params_before'):.0f} -> {med('params_after'):.0f} "
+    g = report["goals"]
+    yes = lambda ok: "met" if ok else "MISSED"  # noqa: E731
+    lines.append(f"median parameters {g['median_params_before']:.0f} -> {g['median_params_after']:.0f} "
                  f"(ensemble {rows[0]['params_ensemble_per_neuron']} per neuron); "
-                 f"median r2 with teacher {med('r2_teacher_pruned_retrained'):.2f}"
-                 + (f"; median r with truth {med('corr_truth_compact'):.2f}" if has_truth else ""))
+                 f"held-out r2 with the teacher {g['median_r2_teacher_unpruned']:.2f} -> "
+                 f"{g['median_r2_teacher_pruned']:.2f}")
+    lines.append(f"goal: {GOAL_PARAM_RATIO:.0f}x fewer parameters: median {g['median_param_ratio']:.1f}x, "
+                 f"{yes(g['param_ratio_met'])}; >= {GOAL_TEACHER_KEPT:.0%} of the unpruned r2 with the teacher: "
+                 f"median {g['median_teacher_r2_kept']:.0%}, {yes(g['teacher_r2_kept_met'])}")
+    if has_truth:
+        lines.append(f"goal: r with the truth within {GOAL_TRUTH_GAP} of the teacher's: teacher "
+                     f"{g['median_r_truth_teacher']:.2f}, compact {g['median_r_truth_pruned']:.2f}, "
+                     f"{yes(g['truth_gap_met'])}")
+    s = report["stage_seconds"]
+    lines.append(f"{report['seconds']:.0f} s on {report['device']} ("
+                 + ", ".join(f"{k} {v:.0f} s" for k, v in s.items()) + ")")
     return "\n".join(lines)
 
 
-class _StackedPredictor:
-    """Pruned models (of different sizes) as a one-member Predictor, for synthesis."""
+# ----------------------------------------------------------------------------- pages
 
-    def __init__(self, models):
-        self.models, self.version, self.n_members, self.n_neurons = models, 0, 1, len(models)
+def bounded_meis(models, cap_hz: list[float], init: np.ndarray, steps: int, seed: int) -> np.ndarray:
+    """One MEI per model, driven towards the top of its trained range and not past it.
 
-    def rates(self, images: torch.Tensor, neurons=None) -> torch.Tensor:
-        sel = range(self.n_neurons) if neurons is None else neurons
-        return torch.stack([self.models[n](images) for n in sel], 1)[None]
+    Gradient ascent (stimulus/synthesis.py) on cap - |rate - cap| from each neuron's best pool
+    image: the best image reaches the cap and no image is rewarded for going beyond the rates
+    the model was trained on, where its predictions are extrapolation.
+    """
+    from stimulus.synthesis import Jitter, from_pixels, synthesize, to_pixels
+
+    caps = torch.tensor(cap_hz, dtype=torch.float32)
+
+    def objective(x: torch.Tensor) -> torch.Tensor:
+        rates = torch.stack([m(x[i:i + 1])[0] for i, m in enumerate(models)])
+        return caps - (rates - caps).abs()
+
+    result = synthesize(objective, from_pixels(init), max_steps=steps, step_size=0.03,
+                        transform=Jitter(1, seed))
+    return to_pixels(result.images)
 
 
-def _write_figures(models, pool: np.ndarray, out_dir: Path, mei_steps: int, device: torch.device, seed: int) -> None:
+def write_pages(models, rows: list[dict], pool: np.ndarray, out_dir: Path, mei_steps: int, device: torch.device,
+                seed: int, population=None, progress=None) -> list[dict]:
+    """neuron_NNN.png per model; returns per neuron what the page shows about its MEI."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from stimulus.synthesis import most_exciting_images
-
+    models = [m.to("cpu").eval() for m in models]
     for m in models:
         for p in m.parameters():
             p.requires_grad_(False)
-    predictor = _StackedPredictor(models)
-    meis = most_exciting_images(predictor, list(range(len(models))), pool.shape[1:], steps=mei_steps, seed=seed)
+    pool_rates = _rates(models, pool, torch.device("cpu"))
+    best = [int(torch.argmax(pool_rates[:, n])) for n in range(len(models))]
+    caps = [r["trained_rate_range_hz"][1] for r in rows]
+    meis = bounded_meis(models, caps, pool[best], mei_steps, seed)
     with torch.no_grad():
-        x = to_tensor(pool)
-        pool_rates = torch.cat([predictor.rates(x[i:i + 512].to(device))[0].cpu() for i in range(0, len(x), 512)])
+        mei_rates = [float(m(to_tensor(meis[n:n + 1]))[0]) for n, m in enumerate(models)]
+    true_mei = population.rates(meis)[np.arange(len(models)), np.arange(len(models))] if population else None
+    true_pool_best = population.rates(pool[best])[np.arange(len(models)), np.arange(len(models))] \
+        if population else None
+    out = []
     for n, m in enumerate(models):
-        top = torch.argsort(pool_rates[:, n], descending=True)[:4].tolist()
-        fig, axes = plt.subplots(1, 6, figsize=(13, 2.4))
-        with torch.no_grad():
-            mei_rate = float(m(to_tensor(meis[n:n + 1]).to(device))[0])
-        _show(axes[0], meis[n], f"MEI {mei_rate:.0f} sp/s")
-        for ax, i in zip(axes[1:5], top):
-            _show(ax, pool[i], f"pool #{i} {pool_rates[i, n]:.0f} sp/s")
-        f = list(m.spec.filters)
-        axes[5].bar(range(len(f)), f, color="0.3")
-        axes[5].set_xticks(range(len(f)))
-        axes[5].set_title(f"filters kept ({count_parameters(m)} params)", fontsize=8)
-        axes[5].set_xlabel("layer", fontsize=8)
-        fig.suptitle(f"neuron {n}", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(out_dir / f"neuron_{n:03d}.png", dpi=80)
-        plt.close(fig)
+        row = rows[n]
+        lo, hi = row["trained_rate_range_hz"]
+        extrapolates = mei_rates[n] > hi * 1.02
+        info = {"mei_predicted_hz": mei_rates[n], "mei_extrapolates": bool(extrapolates)}
+        if true_mei is not None:
+            info["mei_true_hz"] = float(true_mei[n])
+            info["best_pool_true_hz"] = float(true_pool_best[n])
+        out.append(info)
+        _draw_page(plt, m, row, info, meis[n], pool, pool_rates[:, n], out_dir / f"neuron_{n:03d}.png")
+        if progress is not None:
+            progress(n + 1)
+    return out
+
+
+def _draw_page(plt, m, row: dict, info: dict, mei: np.ndarray, pool: np.ndarray, pool_rates: torch.Tensor,
+               path: Path) -> None:
+    lo, hi = row["trained_rate_range_hz"]
+    top = torch.argsort(pool_rates, descending=True)[:4].tolist()
+    fig = plt.figure(figsize=(13, 6.2))
+    grid = fig.add_gridspec(2, 6, height_ratios=[1, 1.05])
+    mei_title = f"MEI: {info['mei_predicted_hz']:.0f} sp/s predicted"
+    if "mei_true_hz" in info:
+        mei_title += f"\n{info['mei_true_hz']:.0f} sp/s true"
+    mei_title += "\n(EXTRAPOLATES past trained range)" if info["mei_extrapolates"] else \
+        f"\n(bounded: trained range {lo:.0f}-{hi:.0f})"
+    _show(fig.add_subplot(grid[0, 0]), mei, mei_title)
+    for j, i in enumerate(top):
+        _show(fig.add_subplot(grid[0, 1 + j]), pool[i], f"pool #{i}: {float(pool_rates[i]):.0f} sp/s")
+    ax = fig.add_subplot(grid[0, 5])
+    ax.axis("off")
+    text = [f"parameters {row['params_before']:,} -> {row['params_after']:,}",
+            f"  ({row['params_before'] / row['params_after']:.1f}x fewer;",
+            f"  ensemble {row['params_ensemble_per_neuron']:,}/neuron)",
+            "held-out r2 with teacher:",
+            f"  {row['r2_teacher_unpruned']:.2f} unpruned -> {row['r2_teacher_pruned']:.2f} pruned"]
+    if "r_truth_pruned" in row:
+        text += ["held-out r with truth:",
+                 f"  teacher {row['r_truth_teacher']:.2f}", f"  unpruned {row['r_truth_unpruned']:.2f}",
+                 f"  pruned {row['r_truth_pruned']:.2f}"]
+    ax.text(0, 1, "\n".join(text), va="top", family="monospace", fontsize=7.5)
+    # Kept filters drawn: the first conv's kernels (colour), the readout maps, counts per layer.
+    sd = {k: v.detach().cpu() for k, v in m.state_dict().items()}
+    conv0 = sd["conv0.weight"]  # (F0, C, k, k)
+    ax = fig.add_subplot(grid[1, 0:2])
+    ax.imshow(_tile(conv0), interpolation="nearest")
+    ax.set_title(f"layer 0: {conv0.shape[0]} kept kernels", fontsize=8)
+    ax.axis("off")
+    ro = sd["readout_weight"]  # (F_last, m, m)
+    ax = fig.add_subplot(grid[1, 2:4])
+    lim = float(ro.abs().max()) or 1.0
+    ax.imshow(_tile(ro[:, None], colour=False), cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    ax.set_title(f"readout maps of the {ro.shape[0]} kept last-layer filters", fontsize=8)
+    ax.axis("off")
+    ax = fig.add_subplot(grid[1, 4:6])
+    layers = np.arange(len(row["filters_before"]))
+    ax.bar(layers - 0.2, row["filters_before"], 0.4, color="0.75", label="distilled")
+    ax.bar(layers + 0.2, row["filters_after"], 0.4, color="0.2", label="pruned")
+    for x, f in zip(layers, row["filters_after"]):
+        ax.text(x + 0.2, f, str(f), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(layers)
+    ax.set_xlabel("layer", fontsize=8)
+    ax.set_ylabel("filters", fontsize=8)
+    ax.legend(fontsize=7, frameon=False)
+    fig.suptitle(f"neuron {row['neuron']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
+def _tile(w: torch.Tensor, colour: bool = True) -> np.ndarray:
+    """Kernels (F, C, k, k) on a grid with a one-pixel gap; colour kernels scaled each to [0, 1]."""
+    f, c, k, _ = w.shape
+    cols = int(np.ceil(np.sqrt(f * 2)))
+    rows = int(np.ceil(f / cols))
+    if colour and c == 3:
+        canvas = np.ones((rows * (k + 1), cols * (k + 1), 3))
+    else:
+        canvas = np.full((rows * (k + 1), cols * (k + 1)), np.nan)
+    for i in range(f):
+        r, q = divmod(i, cols)
+        img = w[i].numpy()
+        if colour and c == 3:
+            img = img.transpose(1, 2, 0)
+            span = np.abs(img).max() or 1.0
+            img = 0.5 + 0.5 * img / span
+        elif c == 3:
+            img = img.mean(0)
+        else:
+            img = img[0]
+        canvas[r * (k + 1):r * (k + 1) + k, q * (k + 1):q * (k + 1) + k] = img
+    return canvas
 
 
 def _show(ax, img: np.ndarray, title: str) -> None:
     ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255)
-    ax.set_title(title, fontsize=8)
+    ax.set_title(title, fontsize=7.5)
     ax.axis("off")
 
 
@@ -200,11 +415,12 @@ def compress_main(argv: list[str]) -> int:
                                  description="distill and prune one compact CNN per neuron from a stored session")
     ap.add_argument("session", help="session directory (holds session.sqlite)")
     ap.add_argument("--out", help="output directory (default SESSION/compact)")
-    ap.add_argument("--rig", help="rig file whose [model] section replaces the stored one (e.g. rigs/gpu.toml)")
-    ap.add_argument("--ensemble-steps", type=int, default=1000, help="teacher training steps")
+    ap.add_argument("--rig", help="rig file whose [model] section replaces the stored one (e.g. rigs/paper.toml)")
+    ap.add_argument("--ensemble-steps", type=int, default=300, help="teacher training steps (default 300)")
     ap.add_argument("--distill-steps", type=int, help="overrides model.distill_steps")
     ap.add_argument("--retrain-steps", type=int, help="overrides model.retrain_steps")
-    ap.add_argument("--mei-steps", type=int, default=100)
+    ap.add_argument("--mei-steps", type=int, default=60, help="gradient steps of each page's MEI (default 60)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     images, counts, window_s, rig = read_session(args.session)
     model = rig.model if args.rig is None else load_rig(args.rig).model
@@ -213,6 +429,6 @@ def compress_main(argv: list[str]) -> int:
     rig = rig.model_copy(update={"model": model.model_copy(update=updates)})
     out = Path(args.out) if args.out else Path(args.session) / "compact"
     compress_from_arrays(images, counts, window_s, rig, out, ensemble_steps=args.ensemble_steps,
-                         mei_steps=args.mei_steps)
-    print(f"models, figures and report.json written to {out}")
+                         mei_steps=args.mei_steps, progress=not args.no_progress)
+    print(f"models, pages and report.json written to {out}")
     return 0

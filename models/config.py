@@ -61,6 +61,8 @@ class ModelConfig(Strict):
     prune_keep_r2_frac: float = Field(0.9, gt=0.0, le=1.0)
     prune_keep_variance_frac: float = Field(0.9, gt=0.0, le=1.0)
     prune_min_filters: int = Field(3, ge=1, le=512)
+    # Distillation images the pruning statistics and choices are computed on (the paper: 5,000).
+    prune_images: int = Field(1000, ge=10, le=100_000)
 
     @field_validator("strides")
     @classmethod
