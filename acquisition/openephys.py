@@ -47,10 +47,10 @@ class UnitLayout:
         """The neuron index of a unit, or None for unsorted spikes and foreign electrode names."""
         if sorted_id < 1 or sorted_id > self.units_per_electrode or not electrode.startswith(self.electrode_prefix):
             return None
-        try:
-            e = int(electrode[len(self.electrode_prefix):])
-        except ValueError:
+        digits = electrode[len(self.electrode_prefix):]
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 9):  # int() would take " 7", "1_0", 5000 digits
             return None
+        e = int(digits)
         return (e - 1) * self.units_per_electrode + (sorted_id - 1) if e >= 1 else None
 
 
@@ -117,19 +117,42 @@ _SPIKE_FIELDS = {"event_type": str, "stream": str, "source_node": int, "electrod
                  "sample_rate": (int, float), "sample_number": int, "sorted_id": int}
 _TTL_FIELDS = {"event_type": str, "stream": str, "source_node": int, "sample_rate": (int, float),
                "channel_name": str, "sample_number": int, "line": int, "state": (bool, int)}
+# Bounds on what a peer may claim (the GUI's own limits are far inside them).
+MAX_BODY_BYTES = 1 << 20  # one event's JSON; a 384-channel spike is ~8 kB
+MAX_CHANNELS = 1024  # channels of one spike electrode (tetrode 4, Neuropixels shank groups well under this)
+MAX_LINES = 256  # TTL lines of one event channel
+MAX_NAME_CHARS = 256  # stream, electrode and channel names
+MAX_SAMPLE_RATE_HZ = 1e7
+_INT_RANGES = {"source_node": (0, 2 ** 31 - 1), "num_channels": (1, MAX_CHANNELS), "sorted_id": (0, 2 ** 31 - 1),
+               "sample_number": (-(2 ** 63), 2 ** 63 - 1), "line": (0, MAX_LINES - 1)}
 
 
 def decode_message(frames: list[bytes]) -> dict:
-    """Check and decode one message; returns its JSON object (with "event_type" "spike" or "ttl")."""
+    """Check and decode one message; returns its JSON object (with "event_type" "spike" or "ttl").
+
+    Raises OpenEphysFormatError, and nothing else, for any list of frames: every field has its type and a
+    bounded value (sample rates finite and positive, sample numbers in int64, line and channel counts in
+    range), so the functions below never fail on what this returns.
+    """
+    if not isinstance(frames, (list, tuple)):
+        raise OpenEphysFormatError(f"frames must be a list, got {type(frames).__name__}")
     if len(frames) != 2:
         raise OpenEphysFormatError(f"expected 2 frames, got {len(frames)}")
-    if len(frames[0]) != 2:
-        raise OpenEphysFormatError(f"type frame must be 2 bytes (uint16), got {len(frames[0])}")
-    kind = int(np.frombuffer(frames[0], _TYPE_DTYPE)[0])
+    raw = [f.buffer if hasattr(f, "buffer") else f for f in frames]  # zmq.Frame or bytes
+    if not all(isinstance(f, (bytes, bytearray, memoryview)) for f in raw):
+        raise OpenEphysFormatError("frames are not bytes")
+    type_frame, body_frame = (bytes(f) for f in raw)
+    if len(type_frame) != 2:
+        raise OpenEphysFormatError(f"type frame must be 2 bytes (uint16), got {len(type_frame)}")
+    if len(body_frame) > MAX_BODY_BYTES:
+        raise OpenEphysFormatError(f"body of {len(body_frame)} bytes, at most {MAX_BODY_BYTES}")
+    kind = int(np.frombuffer(type_frame, _TYPE_DTYPE)[0])
     try:
-        body = json.loads(bytes(frames[1]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise OpenEphysFormatError(f"body is not JSON: {err}") from None
+        body = json.loads(body_frame.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:  # ValueError also covers integers of over 4,300 digits
+        raise OpenEphysFormatError(f"body is not JSON: {str(err)[:120]}") from None
+    except RecursionError:
+        raise OpenEphysFormatError("body is nested too deeply") from None
     if not isinstance(body, dict):
         raise OpenEphysFormatError("body is not a JSON object")
     expected = {SPIKE_TYPE: ("spike", _SPIKE_FIELDS), TTL_TYPE: ("ttl", _TTL_FIELDS)}.get(kind)
@@ -139,29 +162,44 @@ def decode_message(frames: list[bytes]) -> dict:
     for key, typ in fields.items():
         if key not in body:
             raise OpenEphysFormatError(f"{name} message lacks {key!r}")
-        if not isinstance(body[key], typ) or (typ is int and isinstance(body[key], bool)):
-            raise OpenEphysFormatError(f"{name} field {key!r} has the wrong type ({type(body[key]).__name__})")
+        value = body[key]
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            raise OpenEphysFormatError(f"{name} field {key!r} has the wrong type ({type(value).__name__})")
+        if isinstance(value, str) and (len(value) > MAX_NAME_CHARS or not value.isprintable()):
+            raise OpenEphysFormatError(f"{name} field {key!r} is not a printable name of at most "
+                                       f"{MAX_NAME_CHARS} characters")
+        lo_hi = _INT_RANGES.get(key)
+        if lo_hi is not None and not lo_hi[0] <= value <= lo_hi[1]:
+            raise OpenEphysFormatError(f"{name} field {key!r} = {str(value)[:40]} is outside {list(lo_hi)}")
     if body["event_type"] != name:
-        raise OpenEphysFormatError(f"type frame says {name} but event_type is {body['event_type']!r}")
+        raise OpenEphysFormatError(f"type frame says {name} but event_type is {body['event_type'][:40]!r}")
+    rate = body["sample_rate"]
+    if not 1 <= rate <= MAX_SAMPLE_RATE_HZ:  # also refuses NaN and infinity; times stay finite
+        raise OpenEphysFormatError(f"{name} sample_rate {str(rate)[:40]} is not in [1, {MAX_SAMPLE_RATE_HZ:g}] Hz")
     if name == "spike":
         for ch in range(1, body["num_channels"] + 1):
-            if not isinstance(body.get(f"amp{ch}"), (int, float)):
+            amp = body.get(f"amp{ch}")
+            if not isinstance(amp, (int, float)) or isinstance(amp, bool):
                 raise OpenEphysFormatError(f"spike message lacks amp{ch}")
     return body
 
 
 def spikes_from_messages(bodies: list[dict], layout: UnitLayout = UnitLayout()) -> tuple[np.ndarray, np.ndarray, int]:
-    """Decoded spike bodies -> (neuron uint16, time_s float64, n_skipped) (unsorted or unknown units skipped)."""
+    """Bodies from decode_message -> (neuron uint16, time_s float64, n_skipped).
+
+    Unsorted spikes, foreign electrode names and units whose neuron index does not fit uint16 are skipped
+    and counted; this never raises for bodies that decode_message returned.
+    """
     neurons, times, skipped = [], [], 0
     for b in bodies:
         if b.get("event_type") != "spike":
             continue
         n = layout.neuron_of(b["electrode"], b["sorted_id"])
-        if n is None:
+        if n is None or n >= 2 ** 16:
             skipped += 1
             continue
         neurons.append(n)
-        times.append(b["sample_number"] / b["sample_rate"])
+        times.append(b["sample_number"] / float(b["sample_rate"]))
     return np.array(neurons, np.uint16), np.array(times, np.float64), skipped
 
 

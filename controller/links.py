@@ -1,4 +1,4 @@
-"""ZeroMQ endpoints and sockets: resolving "auto" endpoints, and counting-and-dropping receive."""
+"""ZeroMQ endpoints and sockets: resolving "auto" endpoints, size and queue limits, counting-and-dropping receive."""
 from __future__ import annotations
 
 import os
@@ -31,12 +31,68 @@ def resolve_endpoints(endpoints: EndpointsConfig, session_dir: Path) -> dict[str
     return out
 
 
-class Receiver:
-    """Decodes messages from a socket; malformed ones are counted and dropped, never raised."""
+# Queue bounds (ZeroMQ high-water marks, in messages) per socket. A full queue blocks a PUSH or DEALER sender
+# (they send with NOBLOCK and handle zmq.Again) and drops at a PUB; dropped spike batches show up as a
+# sequence gap, counted as lost, never silently. Memory is then bounded by HWM x the largest message.
+SOCKET_HWM = {
+    "acquisition_pub": 10_000,  # ~3 minutes of 20 ms batches, heartbeats and event codes
+    "acquisition_events": 10_000,
+    "presenter_plans": 16,  # at most queue_depth (<= 16) plans wait at the presenter
+    "controller_inbox": 10_000,
+    "model": 1_000,
+    "openephys_pub": 100_000,  # one message per spike
+}
+_HEADER_ALLOWANCE = messages.MAX_HEADER_BYTES  # every message's JSON header frame stays below this
 
-    def __init__(self, sock: zmq.Socket, routed: bool = False):
+
+def socket_limits(name: str, *, image_shape: tuple, images_per_trial: int, n_neurons: int,
+                  predict_images: int, ensemble_size: int) -> tuple[int, int]:
+    """(max_bytes, hwm) for one of ENDPOINT_NAMES, sized from the rig so that no valid message is refused.
+
+    max_bytes bounds every single frame a peer may send (ZeroMQ's MAXMSGSIZE is checked per frame);
+    a message carries at most four frames, so it costs at most 4 x max_bytes before it is refused.
+    """
+    if name not in SOCKET_HWM:
+        raise ValueError(f"unknown socket {name!r}; expected one of {sorted(SOCKET_HWM)}")
+    h, w, c = image_shape
+    image_bytes = h * w * c
+    largest_array = {
+        "acquisition_pub": 8 * 2 ** 23,  # spike times of a batch: 8 M spikes, float64
+        "acquisition_events": image_bytes,  # one ScreenImage
+        "presenter_plans": images_per_trial * image_bytes,  # one TrialPlan's pixels
+        "controller_inbox": 4 * 2 ** 22,  # frame intervals of a trial: 4 M frames (2.3 h at 500 Hz), float32
+        # plan and predict pixels (both sides), rates (members, n, neurons) float32 (controller side)
+        "model": max(max(predict_images, images_per_trial) * image_bytes,
+                     4 * ensemble_size * predict_images * n_neurons),
+        "openephys_pub": 0,  # JSON only (acquisition.openephys.MAX_BODY_BYTES is 1 MiB)
+    }[name]
+    return max(largest_array, _HEADER_ALLOWANCE), SOCKET_HWM[name]
+
+
+def limit_socket(sock: zmq.Socket, max_bytes: int, hwm: int) -> None:
+    """Bound what a socket holds: a peer that sends a frame over max_bytes is disconnected by ZeroMQ before
+    the frame is buffered (the socket itself carries on); at most hwm messages queue each way.
+
+    Call before bind/connect: ZeroMQ applies both to connections made afterwards. MAXMSGSIZE applies to
+    tcp and ipc transports, not inproc.
+    """
+    sock.setsockopt(zmq.MAXMSGSIZE, int(max_bytes))
+    sock.setsockopt(zmq.RCVHWM, int(hwm))
+    sock.setsockopt(zmq.SNDHWM, int(hwm))
+
+
+class Receiver:
+    """Decodes messages from a socket; malformed ones are counted and dropped, never raised.
+
+    context: keyword arguments for messages.check_context (n_neurons, image_shape, roles), so that messages
+    that are valid in themselves but not for this rig or this socket are counted and dropped too.
+    messages.decode raises nothing but MessageError; any other exception out of it is a bug and is not hidden.
+    """
+
+    def __init__(self, sock: zmq.Socket, routed: bool = False, context: dict | None = None):
         self.sock = sock
         self.routed = routed
+        self.context = dict(context or {})
         self.malformed = 0
         self.last_error = ""
 
@@ -51,6 +107,8 @@ class Receiver:
             identity, frames = bytes(frames[0].buffer), frames[1:]
         try:
             msg = messages.decode(frames)
+            if self.context:
+                messages.check_context(msg, **self.context)
         except messages.MessageError as err:
             self.malformed += 1
             self.last_error = str(err)
