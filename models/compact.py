@@ -205,4 +205,5 @@ def student_spec(cfg, image_shape: tuple[int, int, int]) -> CompactSpec:
     """The architecture `cortexloop compress` distils into, from a ModelConfig and the image shape (H, W, C)."""
     spec = CompactSpec.from_config(cfg, image_shape)
     filters = cfg.student_filters_per_layer or cfg.filters_per_layer
-    return replace(spec, filters=(filters,) * cfg.n_layers, readout=cfg.student_readout)
+    strides = tuple(cfg.layer_strides(cfg.student_strides or None))
+    return replace(spec, filters=(filters,) * cfg.n_layers, strides=strides, readout=cfg.student_readout)

@@ -52,6 +52,9 @@ class ModelConfig(Strict):
     # layer (0: as filters_per_layer), with a linear readout and Gaussian smoothing (std in
     # kernel taps) of the depthwise kernels and the readout map every `smooth_every_steps`.
     student_filters_per_layer: int = Field(0, ge=0, le=512)
+    # One stride per student layer (empty: as `strides`), so that a cheap teacher (strided early)
+    # can be distilled into the paper's 1,2,2,1,1 at 112x112.
+    student_strides: list[int] = Field(default_factory=list, max_length=8)
     student_readout: Literal["softplus", "linear"] = "softplus"
     smooth_sigma: float = Field(0.0, ge=0.0, le=3.0)
     smooth_every_steps: int = Field(100, ge=1, le=1_000_000)
@@ -64,12 +67,13 @@ class ModelConfig(Strict):
     # Distillation images the pruning statistics and choices are computed on (the paper: 5,000).
     prune_images: int = Field(1000, ge=10, le=100_000)
 
-    @field_validator("strides")
+    @field_validator("strides", "student_strides")
     @classmethod
     def _strides_bounded(cls, v: list[int]) -> list[int]:
         if any(s < 1 or s > 4 for s in v):
             raise ValueError("each stride must be between 1 and 4")
         return v
 
-    def layer_strides(self) -> list[int]:
-        return [self.strides[i] if i < len(self.strides) else 1 for i in range(self.n_layers)]
+    def layer_strides(self, strides: list[int] | None = None) -> list[int]:
+        strides = self.strides if strides is None else strides
+        return [strides[i] if i < len(strides) else 1 for i in range(self.n_layers)]

@@ -221,3 +221,22 @@ def test_students_of_different_sizes_train_as_one_padded_stack():
     assert not torch.equal(trained[0].conv0.weight, small.conv0.weight)
     again = pack(trained).eval()
     torch.testing.assert_close(again(x), torch.stack([trained[0](x), trained[1](x)], 1), rtol=1e-5, atol=1e-5)
+
+
+def test_student_keys_give_the_paper_architecture_and_are_bounded():
+    from pydantic import ValidationError
+
+    from models.compact import student_spec
+
+    cfg = ModelConfig(kind="compact", filters_per_layer=8, strides=[2, 2, 2, 1, 1], student_filters_per_layer=100,
+                      student_strides=[1, 2, 2, 1, 1], student_readout="linear", smooth_sigma=0.5)
+    spec = student_spec(cfg, (112, 112, 3))
+    assert spec == CompactSpec(3, 112, (100,) * 5, (1, 2, 2, 1, 1), 5, readout="linear")
+    assert spec.map_size == 28
+    # Defaults: the students are the ensemble's architecture.
+    plain = ModelConfig(kind="compact")
+    assert student_spec(plain, (32, 32, 3)) == CompactSpec.from_config(plain, (32, 32, 3))
+    for bad in ({"smooth_sigma": 5.0}, {"student_readout": "relu"}, {"student_strides": [1, 9]},
+                {"student_filters_per_layer": 10_000}, {"prune_images": 1}, {"student_filter": 3}):
+        with pytest.raises(ValidationError):
+            ModelConfig(**bad)
