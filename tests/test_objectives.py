@@ -1,7 +1,10 @@
 """The objectives that score how well an image discriminates hypotheses."""
 import math
 
+import numpy as np
+import pytest
 import torch
+from scipy.stats import entropy, poisson
 
 from stimulus.objectives import (controversial, disagreement, discrimination_score, excitation, poisson_js,
                                  poisson_kl, population_score, symmetric_poisson_kl)
@@ -37,6 +40,17 @@ def test_js_is_larger_where_rates_differ_at_low_noise():
     assert float(poisson_js(torch.full((2, 1, 1), 30.0), 0.2)) < 1e-6
 
 
+def test_js_equals_the_entropy_of_the_mixture_less_the_mean_entropy():
+    # Computed independently from scipy's Poisson pmf: JS = H(sum_m w_m P_m) - sum_m w_m H(P_m).
+    rates, window, w = np.array([3.0, 12.0, 40.0]), 0.25, np.array([0.5, 0.3, 0.2])
+    k = np.arange(200)
+    pmf = poisson.pmf(k[None], rates[:, None] * window)
+    mixture = w @ pmf
+    expected = entropy(mixture) - sum(wm * entropy(pm) for wm, pm in zip(w, pmf))
+    got = float(poisson_js(torch.tensor(rates, dtype=torch.float64).view(3, 1, 1), window, weights=w.tolist()))
+    assert abs(got - expected) < 1e-9, (got, expected)
+
+
 def test_js_with_a_settled_posterior_gives_little_information():
     rates = torch.tensor([5.0, 40.0]).view(2, 1, 1)
     even = float(poisson_js(rates, 0.15))
@@ -67,5 +81,16 @@ def test_excitation_population_weights_and_named_objectives():
     per = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     assert torch.allclose(population_score(per), torch.tensor([3.0, 7.0]))
     assert torch.allclose(population_score(per, [1.0, 0.0]), torch.tensor([1.0, 3.0]))
-    for kind in ("js", "kl", "disagreement"):
-        assert discrimination_score(rates, kind, 0.15).shape == (1, 2)
+    # The rig file's objective names, each with values worked out by hand for members (10, 20) Hz and (2, 4) Hz:
+    # "disagreement" is the variance over the mean rate (25 / 15 and 1 / 3) ...
+    assert torch.allclose(discrimination_score(rates, "disagreement", 0.15), torch.tensor([[25 / 15, 1 / 3]]))
+    # ... "kl" the symmetrised Poisson KL on 150 ms counts: (KL(1.5||3) + KL(3||1.5)) / 2 = (3 - 1.5) ln 2 / 2 ...
+    kl = discrimination_score(rates, "kl", 0.15)
+    assert torch.allclose(kl, torch.tensor([[0.75 * math.log(2), 0.15 * math.log(2)]]), atol=1e-6)
+    # ... and "js" the Jensen-Shannon divergence, with the posterior's weights passed on.
+    assert torch.allclose(discrimination_score(rates, "js", 0.15), poisson_js(rates, 0.15))
+    weighted = discrimination_score(rates, "js", 0.15, weights=[0.9, 0.1])
+    assert torch.allclose(weighted, poisson_js(rates, 0.15, weights=[0.9, 0.1]))
+    assert torch.all(weighted < discrimination_score(rates, "js", 0.15))
+    with pytest.raises(ValueError, match="bogus"):
+        discrimination_score(rates, "bogus", 0.15)
