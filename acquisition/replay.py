@@ -1,15 +1,12 @@
 """Replaying a recorded acquisition stream: spike batches and event codes in their recorded order.
 
-Pure logic: merges the recorded batches and event codes by acquisition time and
-paces them (recorded speed, a multiple of it, or as fast as possible). The
-replay process (controller/services/replay.py) puts them on the same socket a
-live or virtual acquisition system would use.
+Pure logic: merges the recorded batches and event codes by acquisition time, in
+the order a recording system produced them; controller/replay.py feeds them to
+the engine as an acquisition source.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Iterator
 
 
 @dataclass(frozen=True)
@@ -28,17 +25,3 @@ def replay_order(batches: list[tuple], events: list[tuple]) -> list[ReplayItem]:
     items = [ReplayItem(b[3], "spikes", b) for b in batches] + [ReplayItem(e[3], "event", e) for e in events]
     order = {"spikes": 0, "event": 1}
     return sorted(items, key=lambda it: (it.time_s, order[it.kind]))
-
-
-def paced(items: list[ReplayItem], speed: float | None) -> Iterator[ReplayItem]:
-    """Yield items at `speed` times their recorded pace (None: as fast as possible)."""
-    if not items:
-        return
-    t0_rec = items[0].time_s
-    t0_wall = time.monotonic()
-    for it in items:
-        if speed:
-            delay = t0_wall + (it.time_s - t0_rec) / speed - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        yield it

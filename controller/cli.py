@@ -58,17 +58,7 @@ def cmd_run(args) -> int:
 def cmd_serve(args) -> int:
     """Run one process of a session (the launcher uses this; so does a rig spread over machines)."""
     from controller.launch import new_session_dir, prepare_session_dir
-    from controller.session import n_neurons_of
 
-    if args.role == "replay":
-        from controller.services.replay import ReplayService
-
-        service = ReplayService(Path(args.source), json.loads(Path(args.endpoints).read_text()), args.replay_speed,
-                                parent_pid=args.parent_pid)
-        try:
-            return service.run()
-        finally:
-            service.close()
     if not args.rig:
         print("cortexloop: serve needs --rig RIG", file=sys.stderr)
         return 2
@@ -82,9 +72,10 @@ def cmd_serve(args) -> int:
         endpoints = prepare_session_dir(rig, session_dir)
     parent = args.parent_pid
     if args.role == "controller":
-        from controller.session import run_controller
+        from controller.session import rig_truth, run_controller
+        from controller.worlds import process_parts
 
-        summary = run_controller(rig, session_dir, endpoints)
+        summary = run_controller(rig, session_dir, process_parts(rig, endpoints), truth=rig_truth(rig))
         return 0 if summary.get("status") == "completed" else 1
     if args.role == "cortex":
         from controller.services.cortex import VirtualCortexService as Service
@@ -97,7 +88,7 @@ def cmd_serve(args) -> int:
     else:
         from controller.services.model_worker import ModelWorkerService as Service
 
-        service = Service(rig, endpoints, n_neurons_of(rig), parent_pid=parent)
+        service = Service(rig, endpoints, parent_pid=parent)
     try:
         return service.run()
     except KeyboardInterrupt:
@@ -113,7 +104,7 @@ def cmd_replay(args) -> int:
     src = Path(args.session)
     out = Path(args.out) if args.out else src.parent / f"{src.name}-replay-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        summary = run_replay(src, out, None if args.speed == "max" else float(args.speed))
+        summary = run_replay(src, out)
     except StoreError as err:
         print(f"cortexloop: {err}", file=sys.stderr)
         return 2
@@ -180,19 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("serve", help="run one process of a session")
-    s.add_argument("role", choices=["cortex", "presenter", "model", "controller", "replay"])
-    s.add_argument("--source", help="replay: the recorded session directory")
-    s.add_argument("--replay-speed", type=float, help="replay: times the recorded pace (default: as fast as possible)")
-    s.add_argument("--rig", help="rig file (every role but replay)")
+    s.add_argument("role", choices=["cortex", "presenter", "model", "controller"])
+    s.add_argument("--rig", help="rig file")
     s.add_argument("--speed", choices=["realtime", "max"])
     s.add_argument("--session-dir")
     s.add_argument("--endpoints", help="JSON file of resolved endpoints (written by the launcher)")
     s.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     s.set_defaults(func=cmd_serve)
 
-    rp = sub.add_parser("replay", help="play a stored session's spikes and event codes back through the sockets")
+    rp = sub.add_parser("replay", help="run a stored session again through the engine, from its recorded stream")
     rp.add_argument("session", help="session directory")
-    rp.add_argument("--speed", default="max", help="'max' (default) or a multiple of the recorded pace, e.g. 1")
     rp.add_argument("--out", help="directory for the replayed session (default: beside the source)")
     rp.set_defaults(func=cmd_replay)
 

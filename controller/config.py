@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -114,6 +115,35 @@ class EndpointsConfig(Strict):
     openephys_pub: str = "auto"
 
 
+@dataclass(frozen=True)
+class TrialTiming:
+    """A trial's durations in whole frames at the display's refresh: computed once, carried in every plan.
+
+    The milliseconds of [trial] are rounded to frames here and nowhere else; the presenter shows exactly
+    these frames and every duration the controller reasons with (trial length, deadlines) comes from them."""
+
+    fixation_frames: int
+    on_frames: int
+    off_frames: int
+    iti_frames: int
+    images_per_trial: int
+    refresh_hz: float
+
+    @property
+    def trial_frames(self) -> int:
+        return (self.fixation_frames + self.images_per_trial * (self.on_frames + self.off_frames)
+                + self.iti_frames)
+
+    @property
+    def trial_s(self) -> float:
+        return self.trial_frames / self.refresh_hz
+
+    def plan_fields(self) -> dict:
+        """The TrialPlan fields that carry the timing."""
+        return dict(fixation_frames=self.fixation_frames, on_frames=self.on_frames, off_frames=self.off_frames,
+                    iti_frames=self.iti_frames, refresh_hz=self.refresh_hz)
+
+
 class RigConfig(Strict):
     session: SessionConfig = SessionConfig()
     trial: TrialConfig = TrialConfig()
@@ -127,9 +157,16 @@ class RigConfig(Strict):
     endpoints: EndpointsConfig = EndpointsConfig()
 
     @property
+    def timing(self) -> TrialTiming:
+        t, hz = self.trial, self.display.refresh_hz
+        frames = lambda ms: max(0, int(round(ms * hz / 1000)))  # noqa: E731  (whole frames closest to ms)
+        return TrialTiming(frames(t.fixation_ms), max(1, frames(t.on_ms)), frames(t.off_ms), frames(t.iti_ms),
+                           t.images_per_trial, hz)
+
+    @property
     def trial_duration_ms(self) -> float:
-        t = self.trial
-        return t.fixation_ms + t.images_per_trial * (t.on_ms + t.off_ms) + t.iti_ms
+        """The trial as shown: whole frames (see TrialTiming)."""
+        return self.timing.trial_s * 1000
 
 
 class RigFileError(ValueError):

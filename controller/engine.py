@@ -1,10 +1,11 @@
-"""The session engine: runs the trial protocol against the real processes over ZeroMQ.
+"""The session engine: executes the trial protocol's commands against the parts plugged into it.
 
-The engine owns the sockets, the session store and the clocks; the protocol
-(controller/protocol.py) owns the order of things. Every message received is
-written to the store before it is used. The engine never waits for the model
-beyond a plan's deadline: a late plan is replaced by pool images and that is
-recorded.
+One engine runs every world (controller/parts.py): the parts may be in this
+process (tests, benchmarks, replay) or behind sockets (a rig). The protocol
+(controller/protocol.py) decides the order and the rules; the engine dispatches,
+waits for the parts and writes everything to the session store before it is
+used. It never waits for the model beyond a plan's deadline: a late plan is
+replaced by pool images and that is recorded.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from acquisition.binning import SpikeRecord
 from controller import messages as m
 from controller import protocol as p
 from controller.config import RigConfig
-from controller.links import Receiver
+from controller.parts import AcquisitionSource, Clock, Model, Presenter, check_part
 from controller.store import SessionStore
 from stimulus.images import image_hash
 from stimulus.pools import Pools
@@ -33,67 +34,75 @@ class SessionAbort(RuntimeError):
 
 
 @dataclass
-class PlannedTrial:
-    """A plan as the protocol sees it: the message, plus how many requeued images it took."""
+class SessionParts:
+    """The parts a session runs on: which world it is, and nothing else."""
 
-    msg: m.TrialPlan
-    n_requeued: int = 0
+    clock: Clock
+    source: AcquisitionSource
+    presenter: Presenter
+    model: Model
+    mode: str  # "in-process" or "processes": recorded with the session, and in benchmark results
 
-    def requeue_items(self) -> list[tuple[str, np.ndarray, str]]:
-        return [(h, px, f"requeued from trial {self.msg.trial_id}: {r}")
-                for h, px, r in zip(self.msg.image_hashes, self.msg.pixels, self.msg.reasons)]
+    def check(self) -> "SessionParts":
+        check_part(self.clock, Clock, "clock")
+        check_part(self.source, AcquisitionSource, "acquisition source")
+        check_part(self.presenter, Presenter, "presenter")
+        check_part(self.model, Model, "model")
+        return self
+
+    def all(self) -> list:
+        return [self.source, self.presenter, self.model]
 
 
 @dataclass
 class StreamState:
+    """One acquisition stream's bookkeeping: sequence, spikes received and lost, and where."""
+
     last_seq: int | None = None
     last_total: int = 0
+    last_end_s: float | None = None
     received_spikes: int = 0
     lost_spikes: int = 0
     lost_batches: int = 0
+    out_of_order_batches: int = 0
     lost_intervals: list = field(default_factory=list)  # [(t_from, t_to)] acquisition clock
 
 
-class SessionEngine:
-    DEAD_AFTER_S = 10.0  # a recording process silent this long (wall) ends the session
+def spike_batch_problem(msg: m.SpikeBatch, n_neurons: int) -> str | None:
+    """Why a spike batch cannot be binned (None: it can)."""
+    if msg.neuron.ndim != 1 or msg.time_s.ndim != 1 or len(msg.neuron) != len(msg.time_s):
+        return f"{len(msg.neuron)} neuron indices but {len(msg.time_s)} spike times"
+    if len(msg.neuron) and int(msg.neuron.max()) >= n_neurons:
+        return f"spike from neuron {int(msg.neuron.max())}, the stream described {n_neurons}"
+    if not (np.isfinite(msg.t_start_s) and np.isfinite(msg.t_end_s)) or msg.t_end_s < msg.t_start_s:
+        return f"bad time span [{msg.t_start_s}, {msg.t_end_s})"
+    if len(msg.time_s) and not np.isfinite(msg.time_s).all():
+        return "spike times not finite"
+    return None
 
-    def __init__(self, rig: RigConfig, store: SessionStore, endpoints: dict[str, str], pools: Pools,
-                 n_neurons: int, ctx: zmq.Context | None = None):
+
+class SessionEngine:
+    DEAD_AFTER_S = 10.0  # a recording part silent this long (wall) ends the session
+
+    def __init__(self, rig: RigConfig, store: SessionStore, parts: SessionParts, pools: Pools):
         self.rig = rig
         self.store = store
+        self.parts = parts.check()
+        self.clock = parts.clock
         self.pools = pools
-        self.n_neurons = n_neurons
-        self.virtual = rig.session.speed == "max"
-        self.ctx = ctx or zmq.Context.instance()
+        self.pool_hashes = [image_hash(px) for px in pools.train]
         self.rng = np.random.default_rng(rig.session.seed + 101)
-        hz = rig.display.refresh_hz
-        t = rig.trial
-        self.frames = dict(fixation_frames=round(t.fixation_ms * hz / 1000), on_frames=max(1, round(t.on_ms * hz / 1000)),
-                           off_frames=round(t.off_ms * hz / 1000), iti_frames=round(t.iti_ms * hz / 1000))
-        self.trial_s = (self.frames["fixation_frames"] + t.images_per_trial * (self.frames["on_frames"] + self.frames["off_frames"])
-                        + self.frames["iti_frames"]) / hz
+        self.timing = rig.timing
         self.window = (rig.response.window_start_ms / 1000, rig.response.window_end_ms / 1000)
+        self.poller = None
+        waitables = [w for part in parts.all() for w in part.waitables()]
+        if waitables:
+            self.poller = zmq.Poller()
+            for w in waitables:
+                self.poller.register(w, zmq.POLLIN)
 
-        self.acq_sub = self.ctx.socket(zmq.SUB)
-        self.acq_sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.acq_sub.setsockopt(zmq.RCVHWM, 0)
-        self.acq_sub.connect(endpoints["acquisition_pub"])
-        self.inbox = self.ctx.socket(zmq.PULL)
-        self.inbox.bind(endpoints["controller_inbox"])
-        self.plans_out = self.ctx.socket(zmq.PUSH)
-        self.plans_out.connect(endpoints["presenter_plans"])
-        self.events_out = self.ctx.socket(zmq.PUSH)  # to the cortex, for Shutdown only
-        self.events_out.connect(endpoints["acquisition_events"])
-        self.model = self.ctx.socket(zmq.DEALER)
-        self.model.connect(endpoints["model"])
-        for s in (self.plans_out, self.events_out, self.model):
-            s.setsockopt(zmq.LINGER, 1000)
-        self.receivers = {"acq": Receiver(self.acq_sub), "inbox": Receiver(self.inbox), "model": Receiver(self.model)}
-        self.poller = zmq.Poller()
-        for s in (self.acq_sub, self.inbox, self.model):
-            self.poller.register(s, zmq.POLLIN)
-
-        self.record = SpikeRecord(n_neurons)
+        self.n_neurons = 0
+        self.record: SpikeRecord | None = None
         self.streams: dict[str, StreamState] = {}
         self.last_seen: dict[str, float] = {}
         self.trial_reports: dict[int, m.TrialReport] = {}
@@ -109,61 +118,85 @@ class SessionEngine:
         self.latencies_s: list[float] = []
         self.plans_on_time = 0
         self.plans_late = 0
+        self.bad_batches = 0
         self.gaps: list[tuple[float, float]] = []
         self.last_collected_wall: float | None = None
         self.presenter_info: dict = {}
+        self.source_info: dict = {}
+        self.after_update = None  # optional callable(engine, trial_id): benchmarks look at the model here
 
     # -- message handling ------------------------------------------------------
     def pump(self, timeout_ms: float) -> None:
-        """Receive and handle everything waiting (waiting up to timeout_ms for the first)."""
-        events = dict(self.poller.poll(timeout_ms))
-        if self.acq_sub in events:
-            while (msg := self.receivers["acq"].recv()) is not None:
-                self._on_acquisition(msg)
-        if self.inbox in events:
-            while (msg := self.receivers["inbox"].recv()) is not None:
-                self._on_inbox(msg)
-        if self.model in events:
-            while (msg := self.receivers["model"].recv()) is not None:
-                self._on_model(msg)
+        """Take and handle everything the parts have (waiting up to timeout_ms when nothing is there)."""
+        got = self._poll_parts()
+        if not got and timeout_ms > 0 and self.poller is not None:
+            if self.poller.poll(timeout_ms):
+                self._poll_parts()
+
+    def _poll_parts(self) -> int:
+        n = 0
+        for msg in self.parts.source.poll(0):
+            self._on_acquisition(msg)
+            n += 1
+        for msg in self.parts.presenter.poll(0):
+            self._on_presenter(msg)
+            n += 1
+        for msg in self.parts.model.poll(0):
+            self._on_model(msg)
+            n += 1
+        return n
 
     def _on_acquisition(self, msg) -> None:
         now = time.monotonic()
         if isinstance(msg, m.SpikeBatch):
-            self.last_seen["cortex"] = now
-            st = self.streams.setdefault(msg.stream, StreamState())
-            self.store.put_spikes(msg)
-            if st.last_seq is not None and msg.seq != st.last_seq + 1:
-                lost = msg.total_spikes - len(msg.neuron) - st.last_total
-                st.lost_batches += msg.seq - st.last_seq - 1
-                st.lost_spikes += max(lost, 0)
-                st.lost_intervals.append((self.record.clock_s, msg.t_start_s))
-                self.store.log("spikes_lost", f"stream {msg.stream}: batches {st.last_seq + 1}..{msg.seq - 1} "
-                                              f"({lost} spikes) lost")
-            st.last_seq, st.last_total = msg.seq, msg.total_spikes
-            st.received_spikes += len(msg.neuron)
-            try:
-                self.record.add(msg.neuron, msg.time_s, msg.t_end_s)
-            except ValueError as err:
-                self.store.log("bad_spikes", f"stream {msg.stream} seq {msg.seq}: {err}")
+            self.last_seen["acquisition"] = now
+            self._on_spikes(msg)
         elif isinstance(msg, m.EventCode):
-            self.last_seen["cortex"] = now
+            self.last_seen["acquisition"] = now
             self.store.put_event(msg)
             if msg.code == m.Codes.IMAGE_ONSET and msg.clock == "acquisition":
                 self.acq_onsets[(msg.trial_id, msg.index)] = msg.time_s
         elif isinstance(msg, m.Heartbeat):
-            self.last_seen[msg.role] = now
-            if msg.stream:
+            self.last_seen["acquisition"] = now
+            st = self.streams.get(msg.stream)
+            # A stream that sends sequenced batches says how far its clock got with each batch; its heartbeat
+            # could run past a batch lost on the way, so only a stream without batches completes windows by it.
+            if msg.stream and (st is None or st.last_seq is None) and np.isfinite(msg.clock_s):
                 self.record.advance(msg.clock_s)
 
-    def _on_inbox(self, msg) -> None:
+    def _on_spikes(self, msg: m.SpikeBatch) -> None:
+        problem = spike_batch_problem(msg, self.n_neurons)
+        if problem is not None:
+            self.bad_batches += 1
+            self.store.log("bad_spikes", f"stream {msg.stream} seq {msg.seq}: {problem}; dropped")
+            return
+        st = self.streams.setdefault(msg.stream, StreamState())
+        if st.last_seq is not None and msg.seq <= st.last_seq:
+            # A repeated or reordered batch: its interval was already counted (received or lost).
+            st.out_of_order_batches += 1
+            self.store.log("spikes_out_of_order", f"stream {msg.stream}: batch {msg.seq} after {st.last_seq}; "
+                                                  f"not binned")
+            return
+        self.store.put_spikes(msg)
+        if st.last_seq is not None and msg.seq != st.last_seq + 1:
+            lost = msg.total_spikes - len(msg.neuron) - st.last_total
+            st.lost_batches += msg.seq - st.last_seq - 1
+            st.lost_spikes += max(lost, 0)
+            # The lost batches covered the stream's clock from the end of the last batch received.
+            st.lost_intervals.append((st.last_end_s, msg.t_start_s))
+            self.store.log("spikes_lost", f"stream {msg.stream}: batches {st.last_seq + 1}..{msg.seq - 1} "
+                                          f"({lost} spikes, {st.last_end_s:.3f}..{msg.t_start_s:.3f} s) lost")
+        st.last_seq, st.last_total, st.last_end_s = msg.seq, msg.total_spikes, msg.t_end_s
+        st.received_spikes += len(msg.neuron)
+        self.record.add(msg.neuron, msg.time_s, msg.t_end_s)
+
+    def _on_presenter(self, msg) -> None:
         now = time.monotonic()
+        self.last_seen["presenter"] = now
         if isinstance(msg, m.OnsetReport):
-            self.last_seen["presenter"] = now
             self.store.put_onset(msg)
             self.onsets.setdefault(msg.trial_id, {})[msg.index] = msg
         elif isinstance(msg, m.TrialReport):
-            self.last_seen["presenter"] = now
             if msg.status == "started":
                 self.trial_started_wall[msg.trial_id] = now
                 return
@@ -173,10 +206,8 @@ class SessionEngine:
                 return
             self.trial_reports[msg.trial_id] = msg
             self.trial_ended_wall[msg.trial_id] = now
-        elif isinstance(msg, m.Heartbeat):
-            self.last_seen[msg.role] = now
-            if msg.info:
-                self.presenter_info = msg.info
+        elif isinstance(msg, m.Heartbeat) and msg.info:
+            self.presenter_info = msg.info
 
     def _on_model(self, msg) -> None:
         self.last_seen["model"] = time.monotonic()
@@ -195,104 +226,105 @@ class SessionEngine:
 
     def _check_alive(self) -> None:
         now = time.monotonic()
-        for role in ("cortex", "presenter"):
+        for role in ("acquisition", "presenter"):
             seen = self.last_seen.get(role)
             if seen is not None and now - seen > self.DEAD_AFTER_S:
                 raise SessionAbort(f"{role} silent for {now - seen:.1f} s")
 
-    def wait_for(self, cond, timeout_s: float) -> bool:
+    def wait_for(self, cond, timeout_s: float, check_alive: bool = True) -> bool:
         end = time.monotonic() + timeout_s
         while not cond():
             left = end - time.monotonic()
             if left <= 0:
                 return False
             self.pump(min(left, 0.05) * 1000)
-            self._check_alive()
+            if check_alive:
+                self._check_alive()
         return True
 
     # -- start-up ----------------------------------------------------------------
-    def wait_until_ready(self, timeout_s: float = 60.0) -> None:
-        """All processes answer before the first plan is sent (the SUB socket is live once a heartbeat came)."""
+    def start(self, timeout_s: float = 60.0) -> None:
+        """The acquisition side says what it records (the neuron count comes from it); all parts answer."""
+        info = self.parts.source.describe(timeout_s)
+        if not info or "n_neurons" not in info:
+            raise SessionAbort(f"the acquisition source did not describe its stream within {timeout_s:.0f} s")
+        self.source_info = info
+        self.n_neurons = int(info["n_neurons"])
+        self.record = SpikeRecord(self.n_neurons)
+        self.store.set_meta("neurons", str(self.n_neurons))
+        self.store.set_meta("engine_mode", self.parts.mode)
+        self.store.set_meta("clock", self.clock.name)
+        self.last_seen["acquisition"] = time.monotonic()
         rid = self._model_request("status")
-        ok = self.wait_for(lambda: "cortex" in self.last_seen and "presenter" in self.last_seen, timeout_s)
-        if not ok:
-            missing = [r for r in ("cortex", "presenter") if r not in self.last_seen]
-            raise SessionAbort(f"no heartbeat from {', '.join(missing)} within {timeout_s:.0f} s")
-        if not self.wait_for(lambda: -rid in self.model_replies, 15.0):
+        if not self.wait_for(lambda: -rid in self.model_replies, 15.0, check_alive=False):
             self.store.log("model", "model worker not answering at start; pool images until it does")
 
     # -- commands ------------------------------------------------------------------
     def _model_request(self, op: str, **kw) -> int:
         self.request_id += 1
-        m.send(self.model, m.ModelRequest(request_id=self.request_id, op=op, **kw), zmq.NOBLOCK)
+        self.parts.model.request(m.ModelRequest(request_id=self.request_id, op=op, **kw))
         return self.request_id
 
     def request_plan(self, cmd: p.RequestPlan) -> None:
-        steps = self.rig.model.steps_per_trial if self.virtual else 0
+        steps = self.clock.training_budget(self.rig.model.steps_per_trial) or 0
+        sent = time.monotonic()  # before the request: an in-process model answers inside it
         try:
-            rid = self._model_request("plan", trial_id=cmd.trial_id, n_images=self.rig.trial.images_per_trial,
+            rid = self._model_request("plan", trial_id=cmd.trial_id, n_images=self.timing.images_per_trial,
                                       train_steps=steps)
         except zmq.Again:
             rid = -1
-        self.plan_requests[cmd.trial_id] = {"id": rid, "sent_wall": time.monotonic(),
+        self.plan_requests[cmd.trial_id] = {"id": rid, "sent_wall": sent,
                                             "trigger_wall": self.last_collected_wall}
 
-    def _deadline(self, trial_id: int) -> float | None:
-        """Wall time by which the plan for trial_id must be sent; None while it cannot be known yet."""
-        if self.virtual or trial_id == 0:
-            return self.plan_requests[trial_id]["sent_wall"] + self.rig.trial.virtual_plan_timeout_s
+    def _presenter_needs_plan_at(self, trial_id: int) -> float | None:
+        """Wall time by which the presenter needs trial_id's plan; None where trials take no wall time or
+        it cannot be known yet."""
+        if not self.clock.passes_while_waiting or trial_id == 0:
+            return None
         prev = trial_id - 1
         if prev in self.trial_ended_wall:  # the presenter is already idle: it is late now
             return self.trial_ended_wall[prev]
         if prev in self.trial_started_wall:
-            return self.trial_started_wall[prev] + self.trial_s - self.rig.trial.plan_margin_ms / 1000
+            return self.trial_started_wall[prev] + self.timing.trial_s - self.rig.trial.plan_margin_ms / 1000
         return None
 
-    def take_plan(self, cmd: p.TakePlan) -> PlannedTrial:
-        n = self.rig.trial.images_per_trial
+    def take_images(self, cmd: p.TakeImages) -> p.Offer:
+        req = self.plan_requests[cmd.trial_id]
         while True:
             reply = self.model_replies.pop(cmd.trial_id, None)
             if reply is not None:
                 break
-            deadline = self._deadline(cmd.trial_id)
-            if deadline is not None and time.monotonic() >= deadline:
+            deadline = p.plan_deadline(req["sent_wall"], self.rig.trial.virtual_plan_timeout_s,
+                                       self._presenter_needs_plan_at(cmd.trial_id))
+            if time.monotonic() >= deadline:
                 break
             self.pump(5)
             self._check_alive()
-        req = self.plan_requests.get(cmd.trial_id, {})
-        chosen = list(cmd.requeued[:n])
-        if reply is not None and len(reply.image_hashes) >= n - len(chosen):
+        if reply is not None and len(reply.image_hashes) >= cmd.n:
             self.plans_on_time += 1
             if req.get("trigger_wall") is not None:
                 # From the moment the request could be made (its trial's window complete, or the trial that
                 # freed its place aborted) to the plan being ready.
                 latency = req["ready_wall"] - max(req["trigger_wall"], req["sent_wall"])
                 self.latencies_s.append(latency)
-                if latency > 0.5 * self.trial_s:
+                if latency > 0.5 * self.timing.trial_s:
                     self.store.log("slow_plan", f"trial {cmd.trial_id}: plan ready {latency * 1000:.0f} ms after "
                                                 f"the response window it follows")
-            k = n - len(chosen)
-            chosen += list(zip(reply.image_hashes[:k], reply.pixels[:k], reply.reasons[:k]))
-            source, version = "model", reply.model_version
-        else:
-            self.plans_late += 1
-            self.store.log("plan_late", f"trial {cmd.trial_id}: model plan not ready in time; pool images used")
-            idx = self.rng.choice(len(self.pools.train), n - len(chosen), replace=False)
-            chosen += [(image_hash(self.pools.train[i]), self.pools.train[i], f"pool fallback (model late) pool#{i}")
-                       for i in idx]
-            source, version = "pool", -1
-        msg = m.TrialPlan(trial_id=cmd.trial_id, image_hashes=[c[0] for c in chosen], refresh_hz=self.rig.display.refresh_hz,
-                          model_version=version, source=source, reasons=[c[2] for c in chosen],
-                          pixels=np.stack([c[1] for c in chosen]), **self.frames)
-        return PlannedTrial(msg, n_requeued=min(len(cmd.requeued), n))
+            return p.Offer(list(zip(reply.image_hashes, reply.pixels, reply.reasons)), "model", reply.model_version)
+        self.plans_late += 1
+        self.store.log("plan_late", f"trial {cmd.trial_id}: model plan not ready in time; pool images used")
+        return p.pool_offer(self.pools.train, self.pool_hashes, self.rng, cmd.n)
 
     def present(self, cmd: p.Present) -> None:
-        self.store.put_plan(cmd.plan.msg)  # stored before it is used
-        self.presented[cmd.plan.msg.trial_id] = cmd.plan.msg
-        m.send(self.plans_out, cmd.plan.msg)
+        plan = m.TrialPlan(trial_id=cmd.trial_id, image_hashes=[it[0] for it in cmd.items],
+                           model_version=cmd.model_version, source=cmd.source, reasons=[it[2] for it in cmd.items],
+                           pixels=np.stack([it[1] for it in cmd.items]), **self.timing.plan_fields())
+        self.store.put_plan(plan)  # stored before it is used
+        self.presented[cmd.trial_id] = plan
+        self.parts.presenter.submit(plan)
 
     def await_trial(self, cmd: p.AwaitTrial) -> m.TrialReport:
-        ok = self.wait_for(lambda: cmd.trial_id in self.trial_reports, max(60.0, 20 * self.trial_s))
+        ok = self.wait_for(lambda: cmd.trial_id in self.trial_reports, max(60.0, 20 * self.timing.trial_s))
         if not ok:
             raise SessionAbort(f"trial {cmd.trial_id}: no report from the presenter")
         report = self.trial_reports[cmd.trial_id]
@@ -300,58 +332,68 @@ class SessionEngine:
             self.presented.pop(cmd.trial_id, None)  # no responses will be collected from it
         return report
 
-    def collect(self, cmd: p.CollectResponses) -> dict:
+    def collect(self, cmd: p.CollectResponses) -> list[dict]:
         tid = cmd.trial_id
         report = self.trial_reports[tid]
-        # Every onset's report and its event code as recorded by the acquisition system.
         indices = list(range(report.n_onsets))
+        # Every onset's report and its event code as recorded by the acquisition system.
         self.wait_for(lambda: len(self.onsets.get(tid, {})) >= report.n_onsets
                       and all((tid, i) in self.acq_onsets for i in indices), 5.0)
-        onset_acq = np.array([self._acq_time(tid, i) for i in indices])
-        starts, ends = onset_acq + self.window[0], onset_acq + self.window[1]
-        last_end = float(ends.max()) if len(ends) else -np.inf
-        if not self.wait_for(lambda: self.record.complete(last_end), max(30.0, 5 * self.trial_s)):
+        missing = [i for i in indices if i not in self.onsets.get(tid, {})]
+        if missing:
+            raise SessionAbort(f"trial {tid}: the presenter reported {report.n_onsets} onsets but sent no "
+                               f"onset report for image(s) {missing}")
+        flips = [self.onsets[tid][i].flip_s for i in indices]
+        recorded = [self.acq_onsets.get((tid, i)) for i in indices]
+        fit = self.clock_fit() if None in recorded else None
+        onset_acq, known = p.onset_times(recorded, flips, fit)
+        for i in np.flatnonzero(~known):
+            self.store.log("event_missing", f"trial {tid} image {i}: no recorded event code and no clock fit; "
+                                            f"response kept invalid")
+        for i in np.flatnonzero(known & np.array([r is None for r in recorded], bool)):
+            self.store.log("event_missing", f"trial {tid} image {i}: no recorded event code; onset mapped by "
+                                            f"clock fit")
+        starts, ends = p.response_windows(onset_acq, *self.window)
+        last_end = float(np.nanmax(ends)) if known.any() else -np.inf
+        if not self.wait_for(lambda: self.record.complete(last_end), max(30.0, 5 * self.timing.trial_s)):
             raise SessionAbort(f"trial {tid}: acquisition clock stopped before the response window ended")
         self.last_collected_wall = time.monotonic()
-        counts = self.record.counts(starts, ends)
+        counts = self.record.counts(np.nan_to_num(starts), np.nan_to_num(ends))
+        lost = [iv for st in self.streams.values() for iv in st.lost_intervals]
+        valid = p.windows_valid(starts, ends, lost, known)
         plan = self.presented[tid]
         rows = []
         for i in indices:
-            lost = any(a < ends[i] and starts[i] < b for st in self.streams.values() for a, b in st.lost_intervals)
             onset = self.onsets[tid][i]
             rows.append(dict(trial_id=tid, idx=i, image_hash=onset.image_hash, onset_acq_s=float(onset_acq[i]),
                              window_start_s=float(starts[i]), window_end_s=float(ends[i]), counts=counts[i],
-                             valid=not lost, model_version=plan.model_version, source=plan.source,
+                             valid=bool(valid[i]), model_version=plan.model_version, source=plan.source,
                              reason=plan.reasons[i]))
         self.store.put_responses(rows)
-        if len(onset_acq):
-            self.record.forget_before(float(onset_acq.min()))
-        return {"trial_id": tid, "rows": rows}
-
-    def _acq_time(self, tid: int, i: int) -> float:
-        if (tid, i) in self.acq_onsets:
-            return self.acq_onsets[(tid, i)]
-        # The event code was lost: map the flip time through the fitted clock.
-        fit = self.clock_fit()
-        self.store.log("event_missing", f"trial {tid} image {i}: no recorded event code; onset mapped by clock fit")
-        return float(fit.to_acquisition(self.onsets[tid][i].flip_s))
+        if known.any():
+            self.record.forget_before(float(np.nanmin(onset_acq)))
+        return rows
 
     def update_model(self, cmd: p.UpdateModel) -> None:
-        plan = self.presented.pop(cmd.responses["trial_id"])
-        rows = [r for r in cmd.responses["rows"] if r["valid"]]
-        if not rows:
+        if not cmd.rows:
             return
-        pixels = np.stack([plan.pixels[r["idx"]] for r in rows])
-        msg = m.ResponsesUpdate(trial_id=plan.trial_id, image_hashes=[r["image_hash"] for r in rows],
-                                pixels=pixels, counts=np.stack([r["counts"] for r in rows]).astype(np.float32))
-        try:
-            m.send(self.model, msg, zmq.NOBLOCK)
-        except zmq.Again:
-            self.store.log("model", f"trial {msg.trial_id}: model worker not accepting responses")
+        tid = cmd.rows[0]["trial_id"]
+        plan = self.presented.pop(tid)
+        rows = [r for r in cmd.rows if r["valid"]]
+        if rows:
+            msg = m.ResponsesUpdate(trial_id=tid, image_hashes=[r["image_hash"] for r in rows],
+                                    pixels=np.stack([plan.pixels[r["idx"]] for r in rows]),
+                                    counts=np.stack([r["counts"] for r in rows]).astype(np.float32))
+            try:
+                self.parts.model.update(msg)
+            except zmq.Again:
+                self.store.log("model", f"trial {tid}: model worker not accepting responses")
+        if self.after_update is not None:
+            self.after_update(self, tid)
 
     # -- the run -------------------------------------------------------------------
     def run(self, protocol) -> p.Finish:
-        handlers = {p.RequestPlan: self.request_plan, p.TakePlan: self.take_plan, p.Present: self.present,
+        handlers = {p.RequestPlan: self.request_plan, p.TakeImages: self.take_images, p.Present: self.present,
                     p.AwaitTrial: self.await_trial, p.CollectResponses: self.collect, p.UpdateModel: self.update_model}
         result = None
         try:
@@ -370,11 +412,12 @@ class SessionEngine:
         return fit_clock(a[:, 0], a[:, 1])
 
     def predict(self, pixels: np.ndarray, timeout_s: float = 60.0) -> m.ModelReply | None:
+        """The model's rates for pixels; never raises for a dead part (used while the summary is built)."""
         try:
             rid = self._model_request("predict", pixels=pixels)
         except zmq.Again:
             return None
-        if self.wait_for(lambda: -rid in self.model_replies, timeout_s):
+        if self.wait_for(lambda: -rid in self.model_replies, timeout_s, check_alive=False):
             return self.model_replies.pop(-rid)
         return None
 
@@ -383,17 +426,13 @@ class SessionEngine:
             rid = self._model_request("status")
         except zmq.Again:
             return {}
-        if self.wait_for(lambda: -rid in self.model_replies, timeout_s):
+        if self.wait_for(lambda: -rid in self.model_replies, timeout_s, check_alive=False):
             return self.model_replies.pop(-rid).info
         return {}
 
-    def shutdown_peers(self, reason: str) -> None:
-        for sock in (self.plans_out, self.events_out, self.model):
-            try:
-                m.send(sock, m.Shutdown(reason), zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass
-
     def close(self) -> None:
-        for s in (self.acq_sub, self.inbox, self.plans_out, self.events_out, self.model):
-            s.close(linger=500)
+        for part in self.parts.all():
+            try:
+                part.close()
+            except Exception as err:  # closing must reach every part, whatever one of them does
+                log.warning("closing %s: %s", type(part).__name__, err)

@@ -1,11 +1,12 @@
-"""The trial protocol: a generator that yields commands and receives their results.
+"""The trial protocol: a generator that yields commands and receives their results, and the loop's rules.
 
-It says what happens and in which order, and nothing about sockets or clocks,
-so it runs against the session engine on a rig, against the simulated rig, or
-against a test that plays the engine by hand:
+It says what happens, in which order and by which rules, and nothing about
+sockets or clocks, so it runs against the session engine with any world's parts
+plugged in, or against a test that plays the engine by hand:
 
-    plan = yield TakePlan(trial_id, requeued)
-    yield Present(plan)
+    offer = yield TakeImages(trial_id, n)       # the model's images, or the pool's if it was late
+    items = compose_plan(requeue, offer, n)     # requeued images first
+    yield Present(trial_id, items, offer)
     report = yield AwaitTrial(trial_id)
 
 Pipelining: `queue_depth` plans are at the presenter while one trial runs; the
@@ -15,11 +16,20 @@ the model works while the rig shows trials.
 Aborted trials (fixation broke) are recorded, and their images go first into the
 next plan taken. `n_trials` counts completed trials; at most `max_attempts`
 trials are started, so a subject that keeps breaking fixation ends the session.
+
+The rules the engine applies while it dispatches are the small named functions
+below (plan deadline, pool fallback, requeue, response validity, onset times),
+each testable without any part.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+
+import numpy as np
+
+# An image in a plan: (content hash, pixels (H, W, C) uint8, why it was chosen).
+Item = tuple
 
 
 @dataclass
@@ -28,19 +38,28 @@ class RequestPlan:
 
 
 @dataclass
-class TakePlan:
-    """Returns the plan for trial_id: the model's if it is ready in time, else pool images.
+class Offer:
+    """Images for a trial: the model's (source "model") or, when its plan was late, the pool's ("pool")."""
 
-    `requeued` images go first; the plan says how many it used (plan.n_requeued).
-    """
+    items: list
+    source: str
+    model_version: int
+
+
+@dataclass
+class TakeImages:
+    """Returns an Offer of n images for trial_id: the model's if ready in time, else pool images."""
 
     trial_id: int
-    requeued: list = field(default_factory=list)
+    n: int
 
 
 @dataclass
 class Present:
-    plan: object
+    trial_id: int
+    items: list
+    source: str
+    model_version: int
 
 
 @dataclass
@@ -52,14 +71,14 @@ class AwaitTrial:
 
 @dataclass
 class CollectResponses:
-    """Returns the trial's responses once the acquisition clock has passed its last window."""
+    """Returns the trial's response rows once the acquisition clock has passed its last window."""
 
     trial_id: int
 
 
 @dataclass
 class UpdateModel:
-    responses: object
+    rows: list
 
 
 @dataclass
@@ -68,10 +87,64 @@ class Finish:
     aborted: int
 
 
-def trial_protocol(n_trials: int, queue_depth: int, max_attempts: int | None = None):
+# -- rules ---------------------------------------------------------------------------------
+
+def compose_plan(requeue: list, offer: Offer, n: int) -> tuple[list, int]:
+    """A trial's n images: requeued ones first, then the offer's. Returns (items, how many requeued used)."""
+    used = requeue[:n]
+    return list(used) + list(offer.items[:n - len(used)]), len(used)
+
+
+def requeued(trial_id: int, items: list) -> list:
+    """An aborted trial's images, to be shown again, each saying so."""
+    return [(h, px, f"requeued from trial {trial_id}: {why}") for h, px, why in items]
+
+
+def pool_offer(pool_images: np.ndarray, hashes: list, rng: np.random.Generator, n: int) -> Offer:
+    """The fallback when the model's plan is late: n distinct pool images at random."""
+    idx = rng.choice(len(pool_images), n, replace=False)
+    return Offer([(hashes[i], pool_images[i], f"pool fallback (model late) pool#{i}") for i in idx], "pool", -1)
+
+
+def plan_deadline(request_sent_s: float, stall_timeout_s: float, presenter_needs_it_at: float | None) -> float:
+    """When a plan is late: when the presenter needs it (known only where trials take wall time), and in
+    any case after `stall_timeout_s`, so a dead model worker never stalls the session."""
+    stall = request_sent_s + stall_timeout_s
+    return stall if presenter_needs_it_at is None else min(stall, presenter_needs_it_at)
+
+
+def response_windows(onsets_s: np.ndarray, window_start_s: float, window_end_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each onset's response window [onset + start, onset + end) on the acquisition clock."""
+    onsets_s = np.asarray(onsets_s, np.float64)
+    return onsets_s + window_start_s, onsets_s + window_end_s
+
+
+def windows_valid(starts: np.ndarray, ends: np.ndarray, lost_intervals: list, onset_known: np.ndarray) -> np.ndarray:
+    """A response is valid (trained on) when its onset time is known and no lost spikes overlap its window."""
+    valid = np.asarray(onset_known, bool).copy()
+    for a, b in lost_intervals:
+        valid &= ~((starts < b) & (a < ends))
+    return valid
+
+
+def onset_times(recorded: list, flips: list, fit) -> tuple[np.ndarray, np.ndarray]:
+    """Each onset on the acquisition clock: the event code the acquisition system recorded, else the flip
+    time mapped through the clock fit, else unknown (NaN). Returns (times, known)."""
+    times = np.full(len(recorded), np.nan)
+    for i, (t_rec, flip) in enumerate(zip(recorded, flips)):
+        if t_rec is not None:
+            times[i] = t_rec
+        elif fit is not None:
+            times[i] = float(fit.to_acquisition(flip))
+    return times, ~np.isnan(times)
+
+
+# -- the protocol -----------------------------------------------------------------------------
+
+def trial_protocol(n_trials: int, queue_depth: int, images_per_trial: int, max_attempts: int | None = None):
     max_attempts = max_attempts if max_attempts is not None else 2 * n_trials
     requested: deque[int] = deque()
-    in_flight: deque[tuple[int, object]] = deque()
+    in_flight: deque[tuple[int, list]] = deque()
     requeue: list = []
     next_id = 0
     completed = aborted = 0
@@ -87,19 +160,20 @@ def trial_protocol(n_trials: int, queue_depth: int, max_attempts: int | None = N
     while completed < n_trials and (in_flight or requested):
         while requested and len(in_flight) < queue_depth:
             trial_id = requested.popleft()
-            plan = yield TakePlan(trial_id, list(requeue))
-            del requeue[:plan.n_requeued]
-            yield Present(plan)
-            in_flight.append((trial_id, plan))
-        trial_id, plan = in_flight.popleft()
+            offer = yield TakeImages(trial_id, images_per_trial - min(len(requeue), images_per_trial))
+            items, used = compose_plan(requeue, offer, images_per_trial)
+            del requeue[:used]
+            yield Present(trial_id, items, offer.source, offer.model_version)
+            in_flight.append((trial_id, items))
+        trial_id, items = in_flight.popleft()
         report = yield AwaitTrial(trial_id)
         if report.status == "done":
-            responses = yield CollectResponses(trial_id)
-            yield UpdateModel(responses)
+            rows = yield CollectResponses(trial_id)
+            yield UpdateModel(rows)
             completed += 1
         else:
             aborted += 1
-            requeue.extend(plan.requeue_items())
+            requeue.extend(requeued(trial_id, items))
         while may_start() and len(requested) + len(in_flight) < queue_depth:
             yield RequestPlan(next_id)
             requested.append(next_id)

@@ -1,8 +1,12 @@
-"""The controller process: opens the store, runs the trial protocol, writes the summary.
+"""A session: the engine over a world's parts, from the store's creation to the summary.
 
 Ending is always the same path, whether the session finished, was interrupted
-(Ctrl-C / SIGTERM) or lost a process: tell the peers to stop, compute the
-summary from what was recorded, close the store.
+(Ctrl-C / SIGTERM) or lost a part: compute the summary from what was recorded
+(nothing in it can abort again), close the parts, close the store.
+
+`run_controller` is the controller process of `cortexloop run`; `run_in_process`
+runs the same engine and protocol with every part in this process (benchmarks,
+tests, replay).
 """
 from __future__ import annotations
 
@@ -12,10 +16,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from acquisition.population import Population, population_size
+from acquisition.population import Population
 from controller.config import RigConfig
-from controller.engine import SessionAbort, SessionEngine
+from controller.engine import SessionAbort, SessionEngine, SessionParts
 from controller.protocol import trial_protocol
 from controller.store import SessionStore
 from controller.summary import format_table, percentile, write_summary
@@ -33,21 +38,26 @@ def _raise_interrupt(signum, frame):
     raise Interrupted(signal.Signals(signum).name)
 
 
-def n_neurons_of(rig: RigConfig) -> int:
-    return population_size(rig.cortex.population, rig.images.size_px, rig.images.colour)
+def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store: SessionStore | None = None,
+                   truth=None, after_update=None, quiet: bool = False, max_attempts: int | None = None) -> dict:
+    """Run one session over `parts`; returns the summary (also written to SESSION/summary.json).
 
-
-def run_controller(rig: RigConfig, session_dir: Path, endpoints: dict[str, str], store: SessionStore | None = None) -> dict:
+    truth: a function images -> true rates, for held-out accuracy (`rig_truth(rig)` for the rig file's
+    virtual cortex; None where no truth is known, as on a live rig). after_update(engine, trial_id): called after each trial's responses went to
+    the model (benchmarks measure the model there)."""
     session_dir = Path(session_dir)
     store = store or SessionStore.create(session_dir, rig.model_dump_json())
     pools = make_pools(rig.images)
-    engine = SessionEngine(rig, store, endpoints, pools, n_neurons_of(rig))
     status = "completed"
     previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     t0 = time.monotonic()
+    engine = None
     try:
-        engine.wait_until_ready()
-        engine.run(trial_protocol(rig.session.n_trials, rig.trial.queue_depth))
+        engine = SessionEngine(rig, store, parts, pools)
+        engine.after_update = after_update
+        engine.start()
+        engine.run(trial_protocol(rig.session.n_trials, rig.trial.queue_depth, rig.trial.images_per_trial,
+                                  max_attempts))
     except Interrupted as why:
         status = f"interrupted ({why})"
         store.log("session", status)
@@ -58,70 +68,109 @@ def run_controller(rig: RigConfig, session_dir: Path, endpoints: dict[str, str],
         for s, h in previous.items():
             signal.signal(s, h)
     try:
-        summary = build_summary(rig, engine, store, session_dir, status, time.monotonic() - t0)
+        summary = build_summary(rig, engine, store, session_dir, status, time.monotonic() - t0, truth)
     finally:
-        engine.shutdown_peers(status)
-        engine.close()
+        if engine is not None:
+            engine.close()
         store.set_meta("status", status)
         store.close()
     write_summary(session_dir, summary)
-    print(format_table(summary), flush=True)
+    if not quiet:
+        print(format_table(summary), flush=True)
     return summary
 
 
-def build_summary(rig: RigConfig, engine: SessionEngine, store: SessionStore, session_dir: Path, status: str,
-                  duration_s: float) -> dict:
+def run_in_process(rig: RigConfig, session_dir: Path, population=None, hypotheses=None, truth=None,
+                   after_update=None, quiet: bool = True) -> tuple[dict, SessionParts]:
+    """The simulated rig with every part in this process; returns the summary and the parts (whose model a
+    benchmark may look at). Torch's thread count is restored afterwards."""
+    from controller.worlds import in_process_parts
+
+    threads = torch.get_num_threads()
+    try:
+        parts = in_process_parts(rig, population=population, hypotheses=hypotheses)
+        if truth is None:
+            truth = population.rates if population is not None else rig_truth(rig)
+        summary = run_controller(rig, session_dir, parts, truth=truth, after_update=after_update, quiet=quiet)
+    finally:
+        torch.set_num_threads(threads)
+    return summary, parts
+
+
+def rig_truth(rig: RigConfig):
+    """The true rates of the rig file's virtual cortex (None for any other source)."""
+    if rig.cortex.source != "virtual":
+        return None
+    return Population(rig.cortex.population, rig.images.size_px, rig.images.colour).rates
+
+
+def heldout_accuracy(engine: SessionEngine, truth) -> tuple[list[float] | None, float | None]:
+    """Correlation of the model's mean prediction with the truth on the held-out test images, per neuron."""
+    reply = engine.predict(engine.pools.test)
+    if reply is None or not reply.rates.size:
+        return None, None
+    pred = reply.rates.mean(0)
+    r = correlation(pred, truth(engine.pools.test)[:, :pred.shape[1]])
+    return [float(v) for v in r], float(np.median(r))
+
+
+def build_summary(rig: RigConfig, engine: SessionEngine | None, store: SessionStore, session_dir: Path, status: str,
+                  duration_s: float, truth=None) -> dict:
+    """The figures of a session, from the store and the engine's counters. Never raises for a dead part."""
     done = store.count("trials", "WHERE status = 'done'")
     aborted = store.count("trials", "WHERE status = 'aborted'")
-    fit = engine.clock_fit()
-    model_info = engine.model_status() if engine.last_seen.get("model") else {}
-    per_neuron, median = None, None
-    if rig.cortex.source == "virtual" and engine.last_seen.get("model"):
-        reply = engine.predict(engine.pools.test)
-        if reply is not None and reply.rates.size:
-            truth = Population(rig.cortex.population, rig.images.size_px, rig.images.colour).rates(engine.pools.test)
-            pred = reply.rates.mean(0)
-            r = correlation(pred, truth[:, :pred.shape[1]])
-            per_neuron = [float(v) for v in r]
-            median = float(np.median(r))
-    total_plans = engine.plans_on_time + engine.plans_late
     frames = store.frame_timing()
     errors_ms = frames["onset_to_flip_error_s"] * 1000
-    lat = [x * 1000 for x in engine.latencies_s]
-    return {
+    out = {
         "status": status,
         "speed": rig.session.speed,
+        "engine_mode": None if engine is None else engine.parts.mode,
         "duration_s": duration_s,
         "trials_done": done,
         "trials_aborted": aborted,
         "images_shown": store.count("onsets"),
-        "neurons": engine.n_neurons,
-        "spikes_received": sum(s.received_spikes for s in engine.streams.values()),
-        "spikes_lost": sum(s.lost_spikes for s in engine.streams.values()),
-        "batches_lost": sum(s.lost_batches for s in engine.streams.values()),
         "responses_valid": store.count("responses", "WHERE valid = 1"),
         "responses_invalid": store.count("responses", "WHERE valid = 0"),
+        "dropped_frames": frames["dropped_frames"],
+        "frames_shown": int(len(frames["frame_intervals_s"]) + frames["trials"]),
+        "onset_to_flip_error_ms_median": float(np.median(errors_ms)) if len(errors_ms) else None,
+        "onset_to_flip_error_ms_max": float(np.max(errors_ms)) if len(errors_ms) else None,
+        "model_kind": rig.model.kind,
+        "session_dir": str(Path(session_dir).resolve()),
+    }
+    if engine is None:
+        return out
+    fit = engine.clock_fit()
+    model_info = engine.model_status() if engine.last_seen.get("model") else {}
+    per_neuron, median = None, None
+    if truth is not None and engine.last_seen.get("model") and engine.n_neurons:
+        per_neuron, median = heldout_accuracy(engine, truth)
+    total_plans = engine.plans_on_time + engine.plans_late
+    lat = [x * 1000 for x in engine.latencies_s]
+    streams = engine.streams.values()
+    out.update({
+        "neurons": engine.n_neurons,
+        "spikes_received": sum(s.received_spikes for s in streams),
+        "spikes_lost": sum(s.lost_spikes for s in streams),
+        "batches_lost": sum(s.lost_batches for s in streams),
+        "batches_out_of_order": sum(s.out_of_order_batches for s in streams),
+        "batches_malformed": engine.bad_batches,
         "loop_latency_p50_ms": percentile(lat, 50),
         "loop_latency_p99_ms": percentile(lat, 99),
         "plans_on_time": engine.plans_on_time,
         "plans_late": engine.plans_late,
         "plans_on_time_share": engine.plans_on_time / total_plans if total_plans else None,
-        "dropped_frames": frames["dropped_frames"],
-        "frames_shown": int(len(frames["frame_intervals_s"]) + frames["trials"]),
-        "onset_to_flip_error_ms_median": float(np.median(errors_ms)) if len(errors_ms) else None,
-        "onset_to_flip_error_ms_max": float(np.max(errors_ms)) if len(errors_ms) else None,
         "presenter": engine.presenter_info,
         "presenter_gaps": len(engine.gaps),
         "presenter_gap_s": float(sum(b - a for a, b in engine.gaps)),
-        "malformed_messages_dropped": sum(r.malformed for r in engine.receivers.values()),
+        "malformed_messages_dropped": sum(part.malformed() for part in engine.parts.all()),
         "clock_alignment": None if fit is None else {
             "offset_s": fit.offset_s, "drift_ppm": fit.drift_ppm, "residual_rms_ms": fit.residual_rms_s * 1000,
             "residual_max_ms": fit.residual_max_s * 1000, "pairs": fit.n_pairs},
-        "model_kind": rig.model.kind,
         "model_version": model_info.get("version"),
         "model": model_info,
         "heldout_median_r": median,
         "heldout_r_per_neuron": per_neuron,
         "hypothesis_evidence": model_info.get("evidence"),
-        "session_dir": str(Path(session_dir).resolve()),
-    }
+    })
+    return out

@@ -20,28 +20,28 @@ def format_table(summary: dict) -> str:
         return str(v)
 
     rows = [
-        ("trials done", summary["trials_done"]),
-        ("trials aborted", summary["trials_aborted"]),
-        ("images shown", summary["images_shown"]),
-        ("neurons", summary["neurons"]),
-        ("spikes received", summary["spikes_received"]),
-        ("spikes lost", summary["spikes_lost"]),
-        ("loop latency p50 (ms)", summary["loop_latency_p50_ms"]),
-        ("loop latency p99 (ms)", summary["loop_latency_p99_ms"]),
-        ("plans ready on time", f"{summary['plans_on_time_share']:.1%}" if summary["plans_on_time_share"] is not None else None),
-        ("dropped frames", summary["dropped_frames"]),
-        ("presenter gaps (queue empty)", summary["presenter_gaps"]),
-        ("clock drift (ppm) / residual (ms)", summary["clock_alignment"] and
+        ("trials done", summary.get("trials_done")),
+        ("trials aborted", summary.get("trials_aborted")),
+        ("images shown", summary.get("images_shown")),
+        ("neurons", summary.get("neurons")),
+        ("spikes received", summary.get("spikes_received")),
+        ("spikes lost", summary.get("spikes_lost")),
+        ("loop latency p50 (ms)", summary.get("loop_latency_p50_ms")),
+        ("loop latency p99 (ms)", summary.get("loop_latency_p99_ms")),
+        ("plans ready on time", f"{summary['plans_on_time_share']:.1%}" if summary.get("plans_on_time_share") is not None else None),
+        ("dropped frames", summary.get("dropped_frames")),
+        ("presenter gaps (queue empty)", summary.get("presenter_gaps")),
+        ("clock drift (ppm) / residual (ms)", summary.get("clock_alignment") and
          f"{summary['clock_alignment']['drift_ppm']:.1f} / {summary['clock_alignment']['residual_rms_ms']:.3f}"),
-        ("model version at end", summary["model_version"]),
-        ("held-out accuracy, median r", summary["heldout_median_r"]),
+        ("model version at end", summary.get("model_version")),
+        ("held-out accuracy, median r", summary.get("heldout_median_r")),
     ]
     ev = summary.get("hypothesis_evidence")
     if ev and ev.get("updates"):
         rows.append(("hypothesis evidence", f"best {ev['best']} (posterior {ev['posterior'][ev['best']]:.3f}, "
                                             f"log BF vs next {ev['log_bayes_factor_best_vs_next']:.1f}, "
                                             f"{ev['presentations']} presentations)"))
-    rows.append(("session saved in", summary["session_dir"]))
+    rows.append(("session saved in", summary.get("session_dir")))
     width = max(len(k) for k, _ in rows)
     lines = ["", "cortexloop session summary", "-" * (width + 30)]
     lines += [f"{k:<{width}}  {fmt(v)}" for k, v in rows]

@@ -1,7 +1,7 @@
 """Choosing the next images.
 
 Interface used by the model worker:
-    ImageChooser(cfg: SelectionConfig, pools: Pools, seed)
+    ImageChooser(cfg: SelectionConfig, pools: Pools, seed, window_s)
     .choose(trial_id, n_images, predictor | None, deadline_s | None) -> list[Choice]
 deadline_s is a time.perf_counter() value by which the answer is due (None: no deadline; then
 only the step budgets in the config count, so runs on a virtual clock are reproducible).
@@ -72,13 +72,15 @@ def pick_diverse(scores: np.ndarray, thumbs: np.ndarray, k: int, min_distance: f
 
 
 class ImageChooser:
-    def __init__(self, cfg: SelectionConfig, pools: Pools, seed: int = 0):
+    def __init__(self, cfg: SelectionConfig, pools: Pools, seed: int = 0, window_s: float = 0.15):
+        """window_s: length of the response window the counts are taken in (the rig file's [response],
+        passed by the model worker; the count divergences assume it)."""
         self.cfg = cfg
         self.pools = pools
         self.rng = np.random.default_rng([seed, cfg.seed])
         self.schedule = MixSchedule(cfg.shares(), cfg.block_trials)
         self.image_shape = tuple(pools.train.shape[1:])
-        self.window_s = cfg.window_ms / 1000.0
+        self.window_s = float(window_s)
         self.thumbs = thumbnails(pools.train)
         kinds = np.asarray(pools.train_kind)
         self.natural = np.flatnonzero(kinds == "natural") if (kinds == "natural").any() else np.arange(len(kinds))

@@ -54,8 +54,6 @@ class SelectionConfig(Strict):
     # What "discriminates hypotheses" means: "js" (Poisson Jensen-Shannon, the information one
     # presentation gives), "kl" (symmetrised Poisson KL), "disagreement" (variance across members).
     objective: Literal["js", "kl", "disagreement"] = "js"
-    # Response window the count divergences assume (match [response] in the rig file).
-    window_ms: float = Field(150.0, gt=0.0, le=10_000.0)
     # Pool images scored per choice (drawn afresh each time; the whole pool if larger than it).
     candidates: int = Field(512, ge=1, le=1_000_000)
     score_batch: int = Field(256, ge=1, le=65_536)

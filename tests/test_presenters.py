@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from controller.clocks import VirtualClock, WallClock
 from stimulus.config import DisplayConfig, FixationConfig
 from stimulus.fixation import (AlwaysFixating, EyeTrackerFixation, GazeSample, SimulatedFixation,
                                SimulatedGazeTracker, make_fixation)
@@ -41,9 +42,9 @@ class BreakAtPoll:
 @pytest.fixture(params=["headless-virtual", "headless-realtime", "psychopy"])
 def presenter(request, small_display):
     if request.param == "headless-virtual":
-        p = HeadlessPresenter(small_display.refresh_hz, realtime=False)
+        p = HeadlessPresenter(small_display.refresh_hz, VirtualClock())
     elif request.param == "headless-realtime":
-        p = HeadlessPresenter(small_display.refresh_hz, realtime=True)
+        p = HeadlessPresenter(small_display.refresh_hz, WallClock())
     else:
         request.getfixturevalue("psychopy_display")
         from stimulus.presenters.psychopy_window import PsychoPyPresenter
@@ -140,7 +141,7 @@ def test_idle_takes_about_its_duration_and_returns(presenter):
 
 
 def test_headless_screen_follows_the_schedule():
-    p = HeadlessPresenter(60.0, realtime=False)
+    p = HeadlessPresenter(60.0, VirtualClock())
     p.open()
     plan = make_plan()
     seen = []
@@ -153,7 +154,7 @@ def test_headless_screen_follows_the_schedule():
 
 
 def test_headless_virtual_clock_is_exact():
-    p = HeadlessPresenter(50.0, realtime=False)
+    p = HeadlessPresenter(50.0, VirtualClock())
     p.open()
     outcome, onsets = _run(p, make_plan(), AlwaysFixating())
     assert outcome.dropped_frames == 0
@@ -239,7 +240,7 @@ def test_eye_tracker_fixation_window_blinks_and_stale_samples():
 
 
 def test_simulated_gaze_breaks_trials_through_the_presenter():
-    p = HeadlessPresenter(100.0, realtime=False)
+    p = HeadlessPresenter(100.0, VirtualClock())
     p.open()
     steady = EyeTrackerFixation(SimulatedGazeTracker(p.now, jitter_deg=0.2, seed=1), (0.0, 0.0), 1.5)
     assert all(_run(p, make_plan(trial_id=t), steady)[0].status == "done" for t in range(5))
@@ -278,20 +279,20 @@ def test_simulated_fixation_break_rate():
 # ---------------------------------------------------------------- factory
 def test_factory_choices(monkeypatch):
     d = DisplayConfig(presenter="headless")
-    assert isinstance(make_presenter(d, realtime=True), HeadlessPresenter)
-    assert make_presenter(d, realtime=False).realtime is False
+    assert isinstance(make_presenter(d, WallClock()), HeadlessPresenter)
+    assert make_presenter(d, VirtualClock()).pacing == "virtual clock"
     with pytest.raises(ValueError, match="realtime"):
-        make_presenter(DisplayConfig(presenter="psychopy"), realtime=False)
+        make_presenter(DisplayConfig(presenter="psychopy"), VirtualClock())
     auto = DisplayConfig(presenter="auto")
-    assert choose_presenter_kind(auto, realtime=False) == ("headless", "virtual clock (speed max)")
+    assert choose_presenter_kind(auto, VirtualClock()) == ("headless", "virtual clock (speed max)")
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    assert choose_presenter_kind(auto, realtime=True) == ("headless", "no $DISPLAY")
+    assert choose_presenter_kind(auto, WallClock()) == ("headless", "no $DISPLAY")
 
 
 def test_factory_auto_opens_psychopy_where_a_window_can_open(psychopy_display):
     from stimulus.presenters.psychopy_window import PsychoPyPresenter
 
-    kind, why = choose_presenter_kind(DisplayConfig(presenter="auto"), realtime=True)
+    kind, why = choose_presenter_kind(DisplayConfig(presenter="auto"), WallClock())
     assert (kind, why) == ("psychopy", "a test window opened")
-    assert isinstance(make_presenter(DisplayConfig(presenter="auto"), realtime=True), PsychoPyPresenter)
+    assert isinstance(make_presenter(DisplayConfig(presenter="auto"), WallClock()), PsychoPyPresenter)

@@ -1,19 +1,10 @@
-"""The trial protocol, run with no hardware: a test plays the engine by answering each command."""
+"""The trial protocol and its rules, run with no hardware: a test plays the engine by answering each command."""
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from controller import protocol as p
-
-
-@dataclass
-class FakePlan:
-    trial_id: int
-    items: list
-    n_requeued: int
-
-    def requeue_items(self):
-        return list(self.items)
 
 
 @dataclass
@@ -24,21 +15,19 @@ class Report:
 
 def run(n_trials, depth, aborts=(), max_attempts=None, images=2):
     """Drive the protocol; returns the command log and the final result."""
-    gen = p.trial_protocol(n_trials, depth, max_attempts)
+    gen = p.trial_protocol(n_trials, depth, images, max_attempts)
     log, result = [], None
     try:
         while True:
             cmd = gen.send(result)
             log.append(cmd)
             result = None
-            if isinstance(cmd, p.TakePlan):
-                used = cmd.requeued[:images]
-                items = used + [f"t{cmd.trial_id}i{k}" for k in range(images - len(used))]
-                result = FakePlan(cmd.trial_id, items, len(used))
+            if isinstance(cmd, p.TakeImages):
+                result = p.Offer([(f"t{cmd.trial_id}i{k}", None, "model") for k in range(cmd.n)], "model", 0)
             elif isinstance(cmd, p.AwaitTrial):
                 result = Report(cmd.trial_id, "aborted" if cmd.trial_id in aborts else "done")
             elif isinstance(cmd, p.CollectResponses):
-                result = {"trial_id": cmd.trial_id}
+                result = [{"trial_id": cmd.trial_id}]
     except StopIteration as stop:
         return log, stop.value
 
@@ -76,12 +65,16 @@ def test_aborted_trial_is_not_collected_and_its_images_go_first_into_the_next_pl
     assert fin == p.Finish(completed=4, aborted=1)
     collected = [c.trial_id for c in log if isinstance(c, p.CollectResponses)]
     assert 1 not in collected and len(collected) == 4
-    take_after_abort = [c for c in log if isinstance(c, p.TakePlan) and c.requeued]
-    assert take_after_abort, "the aborted trial's images were not requeued"
-    assert take_after_abort[0].requeued == ["t1i0", "t1i1"]
-    # Once used, requeued images are not offered again.
-    later = [c for c in log if isinstance(c, p.TakePlan) and c.trial_id > take_after_abort[0].trial_id]
-    assert all(not c.requeued for c in later)
+    presents = [c for c in log if isinstance(c, p.Present)]
+    requeued = [c for c in presents if any(it[2].startswith("requeued") for it in c.items)]
+    assert len(requeued) == 1, "the aborted trial's images were not shown again exactly once"
+    first = requeued[0]
+    assert first.trial_id > 1
+    assert [(h, why) for h, _, why in first.items] == [("t1i0", "requeued from trial 1: model"),
+                                                       ("t1i1", "requeued from trial 1: model")]
+    # The model was asked for no images that trial (both slots were requeued ones).
+    take = [c for c in log if isinstance(c, p.TakeImages) and c.trial_id == first.trial_id]
+    assert take[0].n == 0
 
 
 def test_max_attempts_ends_a_session_that_keeps_aborting():
@@ -93,7 +86,53 @@ def test_max_attempts_ends_a_session_that_keeps_aborting():
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_every_presented_trial_is_awaited_exactly_once(depth):
     log, fin = run(7, depth=depth, aborts={2, 5})
-    presented = [c.plan.trial_id for c in log if isinstance(c, p.Present)]
+    presented = [c.trial_id for c in log if isinstance(c, p.Present)]
     awaited = [c.trial_id for c in log if isinstance(c, p.AwaitTrial)]
     assert presented == awaited
     assert fin.completed == 7
+
+
+# ---------------------------------------------------------------- rules
+def test_compose_plan_puts_requeued_images_first_and_fills_from_the_offer():
+    offer = p.Offer([("m0", None, "a"), ("m1", None, "b"), ("m2", None, "c")], "model", 4)
+    items, used = p.compose_plan([("r0", None, "x")], offer, 3)
+    assert [i[0] for i in items] == ["r0", "m0", "m1"] and used == 1
+    items, used = p.compose_plan([("r0", None, "x"), ("r1", None, "y"), ("r2", None, "z"), ("r3", None, "w")], offer, 3)
+    assert [i[0] for i in items] == ["r0", "r1", "r2"] and used == 3
+
+
+def test_pool_offer_draws_distinct_pool_images_and_says_why():
+    pool = np.arange(20 * 2 * 2 * 3, dtype=np.uint8).reshape(20, 2, 2, 3)
+    hashes = [f"h{i}" for i in range(20)]
+    offer = p.pool_offer(pool, hashes, np.random.default_rng(0), 5)
+    assert offer.source == "pool" and offer.model_version == -1
+    idx = [int(why.split("#")[1]) for _, _, why in offer.items]
+    assert len(set(idx)) == 5
+    for (h, px, why), i in zip(offer.items, idx):
+        assert h == hashes[i] and np.array_equal(px, pool[i]) and why.startswith("pool fallback")
+
+
+def test_plan_deadline_is_the_earlier_of_presenter_need_and_stall_timeout():
+    assert p.plan_deadline(100.0, 30.0, None) == 130.0  # virtual clock: only a dead model is late
+    assert p.plan_deadline(100.0, 30.0, 101.2) == 101.2
+    assert p.plan_deadline(100.0, 30.0, 500.0) == 130.0
+
+
+def test_a_window_overlapping_lost_spikes_or_without_an_onset_time_is_invalid():
+    starts, ends = p.response_windows(np.array([1.0, 2.0, 3.0, 4.0]), 0.05, 0.2)
+    valid = p.windows_valid(starts, ends, [(2.19, 2.5)], np.array([True, True, True, False]))
+    assert valid.tolist() == [True, False, True, False]
+    # An interval that only touches a window's end does not spoil it (windows are half-open).
+    assert p.windows_valid(starts, ends, [(1.2, 1.5)], np.ones(4, bool)).tolist() == [True] * 4
+
+
+class Fit:
+    def to_acquisition(self, t):
+        return 10.0 + t
+
+
+def test_onset_times_prefer_the_recorded_code_then_the_clock_fit_then_unknown():
+    times, known = p.onset_times([5.0, None, None], [1.0, 2.0, 3.0], Fit())
+    assert times.tolist() == [5.0, 12.0, 13.0] and known.all()
+    times, known = p.onset_times([5.0, None], [1.0, 2.0], None)  # no fit yet: unknown, not a crash
+    assert times[0] == 5.0 and np.isnan(times[1]) and known.tolist() == [True, False]

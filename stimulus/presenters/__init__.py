@@ -2,11 +2,11 @@
 
 make_presenter() picks one from the rig's display section:
 
-- "headless": always the headless presenter (realtime paces it by the wall
-  clock; otherwise it counts frames on a virtual clock).
-- "psychopy": always a PsychoPy window. A window runs in real time only, so
-  asking for it with a virtual clock (`--speed max`) is an error.
-- "auto": PsychoPy when the session runs in real time and a window can really
+- "headless": always the headless presenter (paced by the clock it is handed:
+  the wall clock, or a virtual clock that counts frames).
+- "psychopy": always a PsychoPy window. A window shows frames only while time
+  passes, so asking for it with a virtual clock (`--speed max`) is an error.
+- "auto": PsychoPy when the clock is the wall clock and a window can really
   be opened here, headless otherwise. "Can be opened" is tested by opening and
   closing a hidden pyglet window in a child process with a time limit, so a
   broken display (no $DISPLAY, a dead X server, a 16-bit Xvfb on which pyglet
@@ -39,28 +39,31 @@ def display_available(timeout_s: float = 15.0) -> tuple[bool, str]:
     return True, "a test window opened"
 
 
-def choose_presenter_kind(display: DisplayConfig, realtime: bool) -> tuple[str, str]:
+def choose_presenter_kind(display: DisplayConfig, clock) -> tuple[str, str]:
     """("psychopy" or "headless", the reason), as make_presenter would decide."""
     if display.presenter == "headless":
         return "headless", "display.presenter is headless"
     if display.presenter == "psychopy":
-        if not realtime:
+        if not clock.passes_while_waiting:
             raise ValueError('display.presenter "psychopy" needs session.speed "realtime": '
                              "a window cannot run on a virtual clock (use presenter \"headless\" or \"auto\")")
         return "psychopy", "display.presenter is psychopy"
-    if not realtime:
+    if not clock.passes_while_waiting:
         return "headless", "virtual clock (speed max)"
     ok, why = display_available()
     return ("psychopy" if ok else "headless"), why
 
 
-def make_presenter(display: DisplayConfig, realtime: bool, grab_onset_frames: bool = False) -> Presenter:
-    """A presenter for the rig's display section (not opened yet: call open() in the presenter process)."""
-    kind, _ = choose_presenter_kind(display, realtime)
+def make_presenter(display: DisplayConfig, clock, grab_onset_frames: bool = False) -> Presenter:
+    """A presenter for the rig's display section (not opened yet: call open() in the presenter process).
+
+    clock: controller.clocks.WallClock or VirtualClock (anything with now, sleep_until, name and
+    passes_while_waiting)."""
+    kind, _ = choose_presenter_kind(display, clock)
     if kind == "psychopy":
         from stimulus.presenters.psychopy_window import PsychoPyPresenter
         return PsychoPyPresenter(display, grab_onset_frames=grab_onset_frames)
-    return HeadlessPresenter(display.refresh_hz, realtime=realtime)
+    return HeadlessPresenter(display.refresh_hz, clock)
 
 
 __all__ = ["HeadlessPresenter", "Presenter", "choose_presenter_kind", "display_available", "make_presenter"]

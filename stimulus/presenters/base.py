@@ -3,8 +3,8 @@
 A presenter shows one trial at a time and calls back at each image onset, at the
 flip, so the caller can send the onset report and the event code immediately.
 Durations are whole frames. The presenter's clock is `now()`: wall-clock seconds
-for a real window, virtual seconds (frames / refresh) for the headless presenter
-at `--speed max`.
+for a real window; for the headless presenter, whatever clock it was handed (on a
+virtual clock, frames / refresh).
 """
 from __future__ import annotations
 
@@ -51,8 +51,15 @@ class FixationSource(Protocol):
 
 class Presenter(Protocol):
     refresh_hz: float
+    pacing: str  # how frames are paced: "vsync", "software", "wall clock", "virtual clock"
+    measured_refresh_hz: float | None  # what the display really does, once open (None: not measured)
+    last_onset_to_flip_error_s: list[float]  # per onset of the last trial: stamp in the callback vs the flip
 
     def open(self) -> None: ...
+
+    def prepare(self, plan: ShowPlan) -> None:
+        """Get the plan's images ready (e.g. textures on the GPU) before its trial starts."""
+        ...
 
     def now(self) -> float: ...
 

@@ -1,9 +1,9 @@
 """A presenter with no window: same interface, schedule and frame accounting as the PsychoPy one.
 
-realtime=True: frames are paced by the wall clock (time.perf_counter), as a
-screen at refresh_hz would pace them, so a simulated rig runs at the speed of a
-real one; a late frame skips whole refreshes and is counted as dropped.
-realtime=False: frames are counted on a virtual clock and nothing sleeps
+Frames are paced by the clock it is handed: on a wall clock they come as a
+screen at refresh_hz would show them, so a simulated rig runs at the speed of a
+real one, and a late frame skips whole refreshes and is counted as dropped; on a
+virtual clock each frame moves time on by one refresh and nothing sleeps
 (`--speed max`).
 
 What would be on screen is kept (`screen`, `photodiode_white`,
@@ -12,8 +12,6 @@ window's pixels.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from stimulus.presenters.base import FixationSource, OnsetCallback, ShowPlan, TrialOutcome
@@ -21,13 +19,16 @@ from stimulus.presenters.frames import IDLE_SLOT, FrameSlot, frames_for, trial_o
 
 
 class HeadlessPresenter:
-    def __init__(self, refresh_hz: float, realtime: bool = True):
+    measured_refresh_hz = None
+
+    def __init__(self, refresh_hz: float, clock):
+        """clock: now() -> seconds and sleep_until(t) (controller.clocks.WallClock or VirtualClock)."""
         self.refresh_hz = float(refresh_hz)
         self.frame_s = 1.0 / self.refresh_hz
-        self.realtime = realtime
-        self._virtual_s = 0.0
+        self.clock = clock
+        self.pacing = f"{clock.name} clock"
         self._frame = 0
-        self._t0 = time.perf_counter()
+        self._t0 = clock.now()
         self._next_boundary = 0.0
         self.screen: np.ndarray | None = None  # image "on screen", None for none
         self.fixation_point_on = False
@@ -37,30 +38,31 @@ class HeadlessPresenter:
         self.last_onset_to_flip_error_s: list[float] = []
 
     def open(self) -> None:
-        self._t0 = time.perf_counter()
+        self._t0 = self.clock.now()
         self._next_boundary = self.now() + self.frame_s
 
     def now(self) -> float:
-        if self.realtime:
-            return time.perf_counter() - self._t0
-        return self._virtual_s
+        return self.clock.now() - self._t0
+
+    def prepare(self, plan: ShowPlan) -> None:
+        pass  # nothing to upload
 
     def _flip(self) -> float:
         """Wait for the next frame boundary; return its time."""
         self._frame += 1
-        if self.realtime:
-            target = self._next_boundary
-            delay = target - self.now()
-            if delay > 0:
-                time.sleep(delay)
-            now = self.now()
-            # A frame more than half a refresh late counts as shown at a later
-            # refresh, as with vsync; the next frame goes one refresh after that.
-            missed = int(round(max(0.0, now - target) / self.frame_s))
-            self._next_boundary = target + self.frame_s * (1 + missed)
-            return now
-        self._virtual_s += self.frame_s
-        return self._virtual_s
+        target = self._next_boundary
+        self.clock.sleep_until(self._t0 + target)
+        now = self.now()
+        # A frame more than half a refresh late counts as shown at a later
+        # refresh, as with vsync; the next frame goes one refresh after that.
+        missed = int(round(max(0.0, now - target) / self.frame_s))
+        self._next_boundary = target + self.frame_s * (1 + missed)
+        return now
+
+    def _restart_if_behind(self) -> None:
+        # After an idle wait the next boundary may be in the past: start on a fresh one.
+        if self.now() > self._next_boundary:
+            self._next_boundary = self.now() + self.frame_s
 
     def _show(self, plan: ShowPlan | None, slot: FrameSlot | None) -> None:
         self.screen = None if slot is None or slot.image < 0 else plan.pixels[slot.image]
@@ -68,9 +70,7 @@ class HeadlessPresenter:
 
     def run_trial(self, plan: ShowPlan, on_onset: OnsetCallback, fixation: FixationSource) -> TrialOutcome:
         schedule = trial_schedule(plan)
-        if self.realtime and self.now() > self._next_boundary:
-            # After an idle wait the next boundary is in the past: start on a fresh one.
-            self._next_boundary = self.now() + self.frame_s
+        self._restart_if_behind()
         start = self.now()
         fixation.start_trial(plan.trial_id, start, len(schedule) * self.frame_s)
         flips: list[float] = []
@@ -96,15 +96,9 @@ class HeadlessPresenter:
     def idle(self, duration_s: float) -> None:
         """Fixation point on a blank screen for the whole frames closest to duration_s."""
         self._show(None, IDLE_SLOT)
-        n = frames_for(duration_s, self.refresh_hz)
-        if self.realtime:
-            if self.now() > self._next_boundary:
-                self._next_boundary = self.now() + self.frame_s
-            for _ in range(n):
-                self._flip()
-        else:
-            self._frame += n
-            self._virtual_s += n * self.frame_s
+        self._restart_if_behind()
+        for _ in range(frames_for(duration_s, self.refresh_hz)):
+            self._flip()
 
     def close(self) -> None:
         self.screen = None

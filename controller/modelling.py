@@ -1,0 +1,251 @@
+"""The model part: fits per-neuron models online from the responses and chooses the next images.
+
+`ModelWorker` is the Model part in process; the model worker process
+(controller/services/model_worker.py) wraps the same object behind a ROUTER
+socket. Requests (plan, predict, status) are answered at once into `poll()`.
+
+How much the model trains between plans is the clock's answer
+(`clock.training_budget`): on a virtual clock a fixed number of steps before
+each plan, so runs are reproducible and every arm of a comparison gets the same
+compute; on the wall clock a training thread steps the model continuously and
+publishes a frozen snapshot every SNAPSHOT_EVERY_S, and plans are chosen from
+the latest snapshot within a share of a trial, so a slow step (or a slow GPU)
+never delays a plan: it only makes the model that chose it a little older.
+
+The model is built when the first responses arrive: their width is the neuron
+count, which comes from the acquisition side and nowhere else.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from controller import messages as m
+from models.factory import make_online_model
+from stimulus.hypotheses import EvidenceTracker, build_hypotheses
+from stimulus.images import image_hash, to_unit_float
+from stimulus.pools import make_pools
+from stimulus.selection import ImageChooser
+
+# A plan is due at the presenter about one trial after it is requested (queue depth 2); on the wall
+# clock it is chosen within this share of a trial, so a loaded CPU costs image quality, not a late plan.
+CHOOSE_WITHIN_TRIALS = 0.4
+
+
+def prepare_model_process() -> None:
+    """Process-wide torch settings of a model worker, the same in process and in its own process.
+
+    One core is left to the rig's other processes (the model must never slow the presentation), and
+    denormal floats are flushed (a 2x slowdown on CPU otherwise)."""
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    with warnings.catch_warnings():  # numpy notices flushed denormals; that is the point
+        warnings.simplefilter("ignore")
+        torch.set_flush_denormal(True)
+        np.finfo(np.float32), np.finfo(np.float64)
+
+
+class BackgroundTrainer(threading.Thread):
+    """Owns the model on the wall clock: new responses in through a queue, snapshots out through `latest`."""
+
+    SNAPSHOT_EVERY_S = 1.0  # a snapshot is one copy of the weights (milliseconds), so this is cheap
+
+    def __init__(self, model, window_s: float):
+        super().__init__(name="trainer", daemon=True)
+        self.model = model
+        self.window_s = window_s
+        self.inbox: queue.Queue = queue.Queue()
+        self.latest = model.snapshot()
+        self.stop = threading.Event()
+        self.may_train = threading.Event()  # cleared while a plan is being chosen: choosing comes first
+        self.may_train.set()
+        self.error: BaseException | None = None
+        self._steps_at_snapshot = model.steps_done
+
+    def run(self) -> None:
+        try:
+            last = time.monotonic()
+            while not self.stop.is_set():
+                if not self.may_train.wait(timeout=0.1):
+                    continue
+                got = self._take_new_responses(block=self.model.steps_done == 0)
+                before = self.model.steps_done
+                self.model.train(1)
+                if self.model.steps_done == before and not got:
+                    time.sleep(0.01)  # nothing to learn from yet
+                if time.monotonic() - last >= self.SNAPSHOT_EVERY_S and self.model.steps_done != self._steps_at_snapshot:
+                    self._steps_at_snapshot = self.model.steps_done
+                    self.latest = self.model.snapshot()
+                    last = time.monotonic()
+        except BaseException as err:  # a training failure must not kill the worker: plans go on from `latest`
+            self.error = err
+
+    def _take_new_responses(self, block: bool) -> bool:
+        got = False
+        try:
+            while True:
+                images, counts = self.inbox.get(timeout=0.05) if block and not got else self.inbox.get_nowait()
+                self.model.add_responses(images, counts, self.window_s)
+                got = True
+        except queue.Empty:
+            return got
+
+
+class ModelWorker:
+    def __init__(self, rig, clock, hypotheses=None):
+        """hypotheses: a ready HypothesisSet to discriminate (a benchmark's); else the rig file's, else the
+        ensemble's members."""
+        self.rig = rig
+        self.clock = clock
+        torch.manual_seed(rig.model.seed)
+        img = rig.images
+        self.image_shape = (img.size_px, img.size_px, 3 if img.colour else 1)
+        self.window_s = (rig.response.window_end_ms - rig.response.window_start_ms) / 1000
+        self.pools = make_pools(rig.images)
+        self.chooser = ImageChooser(rig.selection, self.pools, seed=rig.selection.seed, window_s=self.window_s)
+        self.fixed_hypotheses = hypotheses
+        self.budget = clock.training_budget(rig.model.steps_per_trial)
+        self.model = None
+        self.trainer: BackgroundTrainer | None = None
+        self.n_neurons: int | None = None
+        self.evidence: EvidenceTracker | None = None
+        self.evidence_history: list[np.ndarray] = []  # posterior after each presentation
+        self._snapshot = None
+        self._steps_at_snapshot = 0
+        self.n_responses = 0
+        self.plans_answered = 0
+        self.outbox: list = []
+        self.stopped = False
+
+    # -- Model part --------------------------------------------------------------------
+    def request(self, req: m.ModelRequest) -> None:
+        self.outbox.append(self.answer(req))
+
+    def update(self, upd: m.ResponsesUpdate) -> None:
+        self.learn(np.array(upd.pixels), np.array(upd.counts))
+
+    def poll(self, timeout_s: float = 0.0) -> list:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def waitables(self) -> list:
+        return []
+
+    def malformed(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        if self.trainer is not None:
+            self.trainer.stop.set()
+            self.trainer.join(timeout=30)
+        self.stopped = True
+
+    # -- what it does --------------------------------------------------------------------
+    def _start(self, n_neurons: int) -> None:
+        self.n_neurons = n_neurons
+        self.model = make_online_model(self.rig.model, n_neurons, self.image_shape)
+        self._snapshot = self.model.snapshot()
+        self._steps_at_snapshot = self.model.steps_done
+        if self.budget is None:  # the clock says: train in the background, answer from snapshots
+            self.trainer = BackgroundTrainer(self.model, self.window_s)
+            self.trainer.start()
+
+    def _names(self) -> list[str]:
+        if self.fixed_hypotheses is not None:
+            return list(self.fixed_hypotheses.names)
+        specs = self.rig.selection.hypotheses
+        return [h.name for h in specs] if specs else [f"member{i}" for i in range(self.rig.model.ensemble_size)]
+
+    def snapshot(self):
+        """The newest frozen model (None before any responses)."""
+        if self.model is None:
+            return None
+        if self.trainer is not None:
+            return self.trainer.latest
+        if self.model.steps_done != self._steps_at_snapshot:
+            self._snapshot = self.model.snapshot()
+            self._steps_at_snapshot = self.model.steps_done
+        return self._snapshot
+
+    @property
+    def version(self) -> int:
+        snap = self.snapshot()
+        return -1 if snap is None else snap.version
+
+    def hypotheses(self, snap):
+        """What selection discriminates and evidence weighs: given ones, the rig file's, or the ensemble."""
+        if self.fixed_hypotheses is not None:
+            return self.fixed_hypotheses
+        if self.rig.selection.hypotheses:
+            n = self.n_neurons if self.n_neurons is not None else 0
+            return build_hypotheses(self.rig.selection.hypotheses, n, snap)
+        return snap
+
+    def learn(self, pixels: np.ndarray, counts: np.ndarray) -> None:
+        if self.model is None:
+            self._start(counts.shape[1])
+        if self.evidence is None:
+            self.evidence = EvidenceTracker(self._names())
+        target = self.hypotheses(self.snapshot()) if (self.n_responses or self.fixed_hypotheses is not None
+                                                       or self.rig.selection.hypotheses) else None
+        if target is not None:
+            with torch.no_grad():
+                pred = target.rates(torch.from_numpy(to_unit_float(pixels)).permute(0, 3, 1, 2)).numpy()
+            for i in range(len(pixels)):  # presentation by presentation: the posterior after each is kept
+                self.evidence_history.append(self.evidence.update(pred[:, i:i + 1], counts[i:i + 1], self.window_s))
+        if self.trainer is not None:
+            self.trainer.inbox.put((pixels, counts))
+        else:
+            self.model.add_responses(pixels, counts, self.window_s)
+        self.n_responses += len(pixels)
+
+    def info(self) -> dict:
+        out = {"version": self.version, "plans_answered": self.plans_answered, "responses": self.n_responses,
+               "training_steps": int(self.model.steps_done) if self.model is not None else 0}
+        if self.trainer is not None and self.trainer.error is not None:
+            out["training_error"] = repr(self.trainer.error)
+        out["evidence"] = self.evidence.report() if self.evidence is not None else None
+        return out
+
+    def answer(self, req: m.ModelRequest) -> m.ModelReply:
+        if req.op == "plan":
+            return self.plan(req)
+        if req.op == "predict":
+            snap = self.snapshot()
+            if snap is None:
+                return m.ModelReply(request_id=req.request_id, op="predict", model_version=-1)
+            with torch.no_grad():
+                x = torch.from_numpy(to_unit_float(req.pixels)).permute(0, 3, 1, 2)
+                rates = torch.cat([snap.rates(x[i:i + 256]) for i in range(0, len(x), 256)], 1)
+            return m.ModelReply(request_id=req.request_id, op="predict", model_version=snap.version,
+                                rates=rates.numpy().astype(np.float32))
+        return m.ModelReply(request_id=req.request_id, op=req.op, model_version=self.version, info=self.info())
+
+    def plan(self, req: m.ModelRequest) -> m.ModelReply:
+        if self.trainer is None and self.model is not None and req.train_steps:
+            self.model.train(req.train_steps)
+        snap = self.snapshot()
+        deadline = self.clock.deadline_in(CHOOSE_WITHIN_TRIALS * self.rig.trial_duration_ms / 1000)
+        if self.fixed_hypotheses is not None or self.rig.selection.hypotheses:
+            target = self.hypotheses(snap)
+            if self.evidence is not None:
+                self.chooser.set_hypothesis_weights(self.evidence.posterior())
+        else:
+            target = snap if self.n_responses else None
+        if self.trainer is not None:
+            self.trainer.may_train.clear()
+        try:
+            choices = self.chooser.choose(req.trial_id, req.n_images, target, deadline)
+        finally:
+            if self.trainer is not None:
+                self.trainer.may_train.set()
+        pixels = np.stack([c.pixels for c in choices]).astype(np.uint8)
+        self.plans_answered += 1
+        return m.ModelReply(request_id=req.request_id, op="plan", model_version=-1 if snap is None else snap.version,
+                            trial_id=req.trial_id, image_hashes=[image_hash(px) for px in pixels],
+                            reasons=[c.reason for c in choices], pixels=pixels)

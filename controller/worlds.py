@@ -1,0 +1,46 @@
+"""Worlds: which parts a session is plugged into. The engine and the protocol are the same in all of them.
+
+- `process_parts`: the controller's side of a rig whose parts run in their own
+  processes (perhaps on other machines) and talk over ZeroMQ: `cortexloop run`.
+- `in_process_parts`: the simulated rig with every part in this process, on the
+  rig's clock (a virtual one for benchmarks and tests): the same VirtualCortex,
+  PresenterRunner and ModelWorker the processes wrap, without the sockets.
+- controller/replay.py: a stored session's stream, presenter reports and plans.
+
+To bring in a new world (an acquisition system, a presenter, a model), write the
+one part that differs so that it has the methods of its Protocol in
+controller/parts.py, and plug it in beside the others in a SessionParts.
+"""
+from __future__ import annotations
+
+from controller.clocks import make_clock
+from controller.config import RigConfig
+from controller.engine import SessionParts
+from controller.modelling import ModelWorker, prepare_model_process
+from controller.parts import EventOutput, check_part
+from controller.presenting import PresenterRunner
+from controller.virtual_cortex import CortexEventOutput, VirtualCortex
+from controller.zmq_parts import ZmqAcquisitionSource, ZmqModel, ZmqPresenter
+from stimulus.fixation import make_fixation
+from stimulus.presenters import make_presenter
+
+
+def process_parts(rig: RigConfig, endpoints: dict[str, str]) -> SessionParts:
+    return SessionParts(clock=make_clock(rig.session.speed), source=ZmqAcquisitionSource(endpoints),
+                        presenter=ZmqPresenter(endpoints), model=ZmqModel(endpoints), mode="processes")
+
+
+def in_process_parts(rig: RigConfig, population=None, hypotheses=None, screen=None) -> SessionParts:
+    """The simulated rig in one process. population: a ground truth other than the rig file's (anything
+    with n_neurons, baseline_hz and rates(images)); hypotheses: a HypothesisSet for the model part to
+    discriminate; screen: a presenter screen other than the rig's (each part gets its own clock, as each
+    process would)."""
+    cortex = VirtualCortex(rig, make_clock(rig.session.speed), population)
+    events = check_part(CortexEventOutput(cortex), EventOutput, "event output")
+    clock = make_clock(rig.session.speed)
+    screen = screen if screen is not None else make_presenter(rig.display, clock)
+    presenter = PresenterRunner(screen, make_fixation(rig.fixation, rig.display), events, clock)
+    prepare_model_process()  # the same torch settings as the model process: the same numbers come out
+    model = ModelWorker(rig, make_clock(rig.session.speed), hypotheses=hypotheses)
+    return SessionParts(clock=make_clock(rig.session.speed), source=cortex, presenter=presenter, model=model,
+                        mode="in-process")

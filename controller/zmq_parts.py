@@ -1,0 +1,165 @@
+"""The parts as the controller sees them when they run in other processes: the same messages, over ZeroMQ.
+
+Each wraps one or two sockets and returns decoded messages from `poll`; malformed
+ones are counted and dropped (controller/links.py). The processes at the other
+end (controller/services/) wrap the in-process parts: VirtualCortex,
+PresenterRunner, ModelWorker. `ZmqEventOutput` is the presenter process's way
+of telling the simulated recording system what it showed.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import zmq
+
+from controller import messages as m
+from controller.links import Receiver
+
+
+def _drain(receiver: Receiver, sock: zmq.Socket, timeout_s: float, limit: int = 10_000) -> list:
+    """Everything waiting on sock (waiting up to timeout_s for the first), at most `limit` messages."""
+    out: list = []
+    if timeout_s > 0 and not sock.poll(timeout_s * 1000):
+        return out
+    while len(out) < limit:
+        msg = receiver.recv()
+        if msg is None:
+            break
+        out.append(msg)
+    return out
+
+
+class ZmqAcquisitionSource:
+    """Subscribes to an acquisition stream (the virtual cortex process, a replay process)."""
+
+    def __init__(self, endpoints: dict[str, str], ctx: zmq.Context | None = None):
+        ctx = ctx or zmq.Context.instance()
+        self.sub = ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.setsockopt(zmq.RCVHWM, 0)
+        self.sub.connect(endpoints["acquisition_pub"])
+        self.control = ctx.socket(zmq.PUSH)  # to the simulated recording system, for Shutdown only
+        self.control.setsockopt(zmq.LINGER, 1000)
+        self.control.connect(endpoints["acquisition_events"])
+        self.receiver = Receiver(self.sub)
+        self.pending: list = []
+        self.info: dict = {}
+
+    def describe(self, timeout_s: float = 60.0) -> dict:
+        """Waits for the stream's first heartbeat, which carries its description (the SUB socket is live then)."""
+        end = time.monotonic() + timeout_s
+        while not self.info and time.monotonic() < end:
+            for msg in _drain(self.receiver, self.sub, 0.1):
+                self.pending.append(msg)
+                if isinstance(msg, m.Heartbeat) and msg.info.get("n_neurons") is not None:
+                    self.info = dict(msg.info)
+        return self.info
+
+    def poll(self, timeout_s: float = 0.0) -> list:
+        out, self.pending = self.pending, []
+        return out + _drain(self.receiver, self.sub, 0 if out else timeout_s)
+
+    def waitables(self) -> list:
+        return [self.sub]
+
+    def malformed(self) -> int:
+        return self.receiver.malformed
+
+    def close(self) -> None:
+        try:
+            m.send(self.control, m.Shutdown("session over"), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        self.sub.close(linger=0)
+        self.control.close(linger=500)
+
+
+class ZmqPresenter:
+    """Plans out to the presenter process; onsets, trial reports and heartbeats back on the inbox."""
+
+    def __init__(self, endpoints: dict[str, str], ctx: zmq.Context | None = None):
+        ctx = ctx or zmq.Context.instance()
+        self.inbox = ctx.socket(zmq.PULL)
+        self.inbox.bind(endpoints["controller_inbox"])
+        self.plans_out = ctx.socket(zmq.PUSH)
+        self.plans_out.setsockopt(zmq.LINGER, 1000)
+        self.plans_out.connect(endpoints["presenter_plans"])
+        self.receiver = Receiver(self.inbox)
+
+    def submit(self, plan: m.TrialPlan) -> None:
+        m.send(self.plans_out, plan)
+
+    def poll(self, timeout_s: float = 0.0) -> list:
+        return _drain(self.receiver, self.inbox, timeout_s)
+
+    def waitables(self) -> list:
+        return [self.inbox]
+
+    def malformed(self) -> int:
+        return self.receiver.malformed
+
+    def close(self) -> None:
+        try:
+            m.send(self.plans_out, m.Shutdown("session over"), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        self.inbox.close(linger=0)
+        self.plans_out.close(linger=500)
+
+
+class ZmqModel:
+    """Requests and responses to the model worker process (DEALER); replies come back on the same socket.
+
+    Sending never blocks: a worker that is gone or full raises zmq.Again, and the engine goes on without it."""
+
+    def __init__(self, endpoints: dict[str, str], ctx: zmq.Context | None = None):
+        ctx = ctx or zmq.Context.instance()
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 1000)
+        self.sock.connect(endpoints["model"])
+        self.receiver = Receiver(self.sock)
+
+    def request(self, req: m.ModelRequest) -> None:
+        m.send(self.sock, req, zmq.NOBLOCK)
+
+    def update(self, upd: m.ResponsesUpdate) -> None:
+        m.send(self.sock, upd, zmq.NOBLOCK)
+
+    def poll(self, timeout_s: float = 0.0) -> list:
+        return _drain(self.receiver, self.sock, timeout_s)
+
+    def waitables(self) -> list:
+        return [self.sock]
+
+    def malformed(self) -> int:
+        return self.receiver.malformed
+
+    def close(self) -> None:
+        try:
+            m.send(self.sock, m.Shutdown("session over"), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        self.sock.close(linger=500)
+
+
+class ZmqEventOutput:
+    """The simulated rig's event output: each code (and each new image's pixels) to the cortex process."""
+
+    def __init__(self, endpoint: str, ctx: zmq.Context | None = None):
+        ctx = ctx or zmq.Context.instance()
+        self.sock = ctx.socket(zmq.PUSH)
+        self.sock.setsockopt(zmq.LINGER, 2000)
+        self.sock.connect(endpoint)
+        self.seq = 0
+
+    def write(self, code: int, time_s: float, trial_id: int, index: int, image_hash: str) -> None:
+        self.seq += 1
+        m.send(self.sock, m.EventCode(stream="presenter", seq=self.seq, code=code, time_s=time_s, clock="presenter",
+                                      trial_id=trial_id, index=index, image_hash=image_hash))
+
+    def show(self, image_hash: str, pixels: np.ndarray) -> None:
+        m.send(self.sock, m.ScreenImage(image_hash=image_hash, pixels=pixels))
+
+    def close(self) -> None:
+        self.sock.close(linger=2000)

@@ -1,0 +1,139 @@
+"""One engine over injected parts: in process and across processes alike, its rules, and its bugs fixed."""
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from controller import messages as m
+from controller.engine import SessionEngine, SessionParts
+from controller.launch import run_session
+from controller.parts import PartError
+from controller.session import run_controller, run_in_process
+from controller.store import SessionStore
+from controller.worlds import in_process_parts
+from stimulus.pools import make_pools
+from tests.test_session import small_rig
+
+
+def _stored(path):
+    db = sqlite3.connect(path / "session.sqlite")
+    responses = db.execute("SELECT trial_id, idx, image_hash, counts, valid, model_version, source, reason "
+                           "FROM responses ORDER BY trial_id, idx").fetchall()
+    plans = db.execute("SELECT trial_id, image_hashes, reasons, model_version, source FROM plans "
+                       "ORDER BY trial_id").fetchall()
+    versions = db.execute("SELECT version FROM model_versions ORDER BY version").fetchall()
+    return responses, plans, versions
+
+
+def test_the_same_session_in_process_and_across_processes_records_the_same(tmp_path):
+    # "stacked" rather than "auto": auto times both forms on this machine and could pick either.
+    rig = small_rig(n_trials=5)
+    from controller.config import with_overrides
+    rig = with_overrides(rig, model={"form": "stacked", "steps_per_trial": 5})
+    inproc, _ = run_in_process(rig, tmp_path / "inproc")
+    procs = run_session(rig, tmp_path / "procs")
+    assert inproc["engine_mode"] == "in-process" and procs["engine_mode"] == "processes"
+    assert inproc["status"] == procs["status"] == "completed"
+    a, b = _stored(tmp_path / "inproc"), _stored(tmp_path / "procs")
+    assert len(a[0]) == 5 * rig.trial.images_per_trial
+    assert a[0] == b[0]  # responses: counts, validity, model version, reason
+    assert a[1] == b[1]  # plans, requeues included (this rig breaks fixation)
+    assert a[2] == b[2]  # model versions
+    assert inproc["trials_aborted"] == procs["trials_aborted"] > 0
+    assert inproc["spikes_received"] == procs["spikes_received"]
+
+
+@pytest.fixture
+def engine(tmp_path):
+    rig = small_rig()
+    parts = in_process_parts(rig)
+    store = SessionStore.create(tmp_path / "e", rig.model_dump_json())
+    eng = SessionEngine(rig, store, parts, make_pools(rig.images))
+    eng.start()
+    yield eng
+    eng.close()
+    store.close()
+
+
+def batch(seq, t0, t1, total, n=3, neuron=None):
+    neuron = np.zeros(n, np.uint16) if neuron is None else neuron
+    return m.SpikeBatch(stream="s", seq=seq, t_start_s=t0, t_end_s=t1, total_spikes=total, neuron=neuron,
+                        time_s=np.linspace(t0, t1, len(neuron), endpoint=False))
+
+
+def test_a_lost_packet_marks_the_interval_it_covered_even_after_a_heartbeat(engine):
+    engine._on_acquisition(batch(1, 0.0, 1.0, 3))
+    engine._on_acquisition(m.Heartbeat(role="cortex", seq=1, clock_s=3.0, stream="s"))  # runs past the loss
+    engine._on_acquisition(batch(3, 2.0, 3.0, 9))
+    st = engine.streams["s"]
+    assert st.lost_intervals == [(1.0, 2.0)]
+    assert st.lost_batches == 1 and st.lost_spikes == 3
+    # The heartbeat of a batch stream does not complete windows over a batch it may have overtaken.
+    before = engine.record.clock_s
+    engine._on_acquisition(m.Heartbeat(role="cortex", seq=2, clock_s=1000.0, stream="s"))
+    assert engine.record.clock_s == before < 1000.0
+
+
+def test_a_sequence_number_going_backwards_is_counted_not_subtracted(engine):
+    engine._on_acquisition(batch(5, 0.0, 1.0, 3))
+    engine._on_acquisition(batch(6, 1.0, 2.0, 6))
+    engine._on_acquisition(batch(2, 2.0, 3.0, 9))
+    engine._on_acquisition(batch(6, 1.0, 2.0, 6))  # a repeat
+    st = engine.streams["s"]
+    assert st.lost_batches == 0 and st.out_of_order_batches == 2
+    assert st.received_spikes == 6
+    assert engine.store.count("spike_batches") == 2
+
+
+def test_a_spike_batch_whose_lengths_disagree_is_dropped_and_counted(engine):
+    bad = m.SpikeBatch(stream="s", seq=1, t_start_s=0.0, t_end_s=1.0, total_spikes=3,
+                       neuron=np.zeros(3, np.uint16), time_s=np.zeros(2))
+    engine._on_acquisition(bad)
+    engine._on_acquisition(batch(1, 0.0, 1.0, 3, neuron=np.array([0, 99, 1], np.uint16)))  # no neuron 99
+    assert engine.bad_batches == 2 and engine.store.count("spike_batches") == 0
+    engine._on_acquisition(batch(1, 0.0, 1.0, 3))
+    assert engine.streams["s"].received_spikes == 3
+    assert engine.record.counts(np.array([0.0]), np.array([1.0]))[0, 0] == 3
+
+
+class SilentSource:
+    """Describes its stream, then never sends anything."""
+
+    def describe(self, timeout_s):
+        return {"n_neurons": 8}
+
+    def poll(self, timeout_s):
+        return []
+
+    def waitables(self):
+        return []
+
+    def malformed(self):
+        return 0
+
+    def close(self):
+        pass
+
+
+def test_a_silent_acquisition_source_ends_the_session_with_a_summary(tmp_path, monkeypatch):
+    monkeypatch.setattr(SessionEngine, "DEAD_AFTER_S", 1.0)
+    rig = small_rig(n_trials=3)
+    parts = in_process_parts(rig)
+    parts.source = SilentSource()
+    summary = run_controller(rig, tmp_path / "silent", parts, quiet=True)
+    assert summary["status"].startswith("aborted: acquisition silent")
+    written = json.loads((tmp_path / "silent" / "summary.json").read_text())
+    assert written["status"] == summary["status"] and written["spikes_received"] == 0
+
+
+def test_a_part_without_a_method_of_its_role_is_refused_by_name():
+    rig = small_rig()
+    parts = in_process_parts(rig)
+
+    class NoPoll:
+        def submit(self, plan):
+            pass
+
+    with pytest.raises(PartError, match=r"presenter: NoPoll is not a Presenter: it has no close, malformed, poll"):
+        SessionParts(parts.clock, parts.source, NoPoll(), parts.model, "in-process").check()
