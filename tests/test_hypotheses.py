@@ -55,8 +55,16 @@ def test_rig_file_hypotheses_build_a_predictor(lab_module):
     ])
     hs = build_hypotheses(cfg.hypotheses, n_neurons=2)
     assert hs.names == ["dot", "edge"] and hs.n_members == 2
-    r = hs.rates(torch.rand(3, 3, 16, 16), neurons=[0])
-    assert r.shape == (2, 3, 1)
+    dot = torch.full((3, 16, 16), 0.2)
+    dot[:, 6:10, 6:10] = 1.0  # centre 1.0, image mean 0.25; left and right halves equal
+    edge = torch.zeros(3, 16, 16)
+    edge[:, :, :8] = 1.0  # left 1, right 0; centre and image mean both 0.5
+    r = hs.rates(torch.stack([dot, edge]), neurons=[0])
+    # (hypothesis, image, neuron), each hypothesis's own function in the rig file's order.
+    assert torch.allclose(r, torch.tensor([[[50.0], [5.0]], [[5.0], [65.0]]]))
+    assert torch.allclose(hs.rates(torch.stack([dot, edge]), neurons=[1]), torch.full((2, 2, 1), 8.0))
+    with pytest.raises(ValueError, match="appears twice"):
+        build_hypotheses([cfg.hypotheses[0], cfg.hypotheses[0]], n_neurons=2)
     with pytest.raises(ValueError):
         HypothesisSpec(name="x", source="import", path="missing_colon")
 
