@@ -114,3 +114,174 @@ def test_receiver_counts_and_drops_malformed_over_a_real_socket():
         a.close(0)
         b.close(0)
         ctx.term()
+
+
+# -- every cause of a crash found by fuzzing, each now a MessageError -------------------------------------------
+def _spike_header(**arrays):
+    frames = spike_frames()
+    h = _header(frames)
+    h["arrays"] = [arrays.get("neuron", h["arrays"][0]), arrays.get("time_s", h["arrays"][1])]
+    return frames, h
+
+
+@pytest.mark.parametrize("neuron_desc, buffer, message", [
+    (["neuron", "<u2", [2 ** 64]], b"", "bad shape"),  # was OverflowError
+    (["neuron", "<u2", [2 ** 32, 2 ** 32]], b"", "bad shape"),  # int64 size product wrapped to 0 bytes
+    (["neuron", "<u2", [1] * 65], b"\0\0", "bad shape"),  # numpy's 64-dimension limit (ValueError)
+    (["neuron", "<u2", [True]], b"\0\0", "bad shape"),  # was TypeError
+    (["neuron", ",u2", [1]], b"\0\0", "dtype"),  # numpy's dtype parser raised SyntaxError
+    (["neuron", "(2)u1", [1]], b"\0\0", "dtype"),  # an equal dtype spelled differently is refused too
+    (["neuron", "<u2", []], b"\0\0", "bad shape"),  # a 0-d neuron array made len() fail downstream
+])
+def test_array_descriptions_that_crashed_the_decoder(neuron_desc, buffer, message):
+    frames, h = _spike_header(neuron=neuron_desc, time_s=["time_s", "<f8", [len(buffer) // 2]])
+    with pytest.raises(m.MessageError, match=message):
+        m.decode([frames[0], json.dumps(h).encode(), buffer, b"\0" * 8 * (len(buffer) // 2)])
+
+
+def test_deeply_nested_header_is_a_message_error():
+    deep = b'{"v":1,"fields":{"role":"x","seq":1,"clock_s":1.0,"info":' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    with pytest.raises(m.MessageError, match="nested too deeply"):  # was RecursionError
+        m.decode([b"Heartbeat", deep])
+    nested = {"a": 1}
+    for _ in range(m.MAX_JSON_DEPTH + 1):
+        nested = {"a": nested}
+    with pytest.raises(m.MessageError, match="nested deeper"):  # parses, but is refused before it reaches the store
+        m.decode(_frames(m.Heartbeat(role="presenter", seq=1, clock_s=1.0, info=nested)))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("seq", 2 ** 63, "64 bits"),  # SQLite's INTEGER overflowed in the store
+    ("t_end_s", 10 ** 400, "does not fit a float"),  # an integer too large for a float (OverflowError)
+    ("t_start_s", float("nan"), "not finite"),  # NaN in a NOT NULL REAL column: IntegrityError in the store
+    ("t_end_s", float("inf"), "not finite"),
+    ("seq", True, "expected int"),
+    ("stream", "\ud800", "surrogate"),  # a lone surrogate cannot be stored as UTF-8
+    ("t_start_s", 5.0, "before t_start_s"),
+    ("total_spikes", 2, r"not an integer in \[3,"),  # fewer in total than in this batch
+])
+def test_field_values_that_would_crash_a_receiver(field, value, message):
+    frames = spike_frames()
+    h = _header(frames)
+    h["fields"][field] = value
+    with pytest.raises(m.MessageError, match=message):
+        m.decode([frames[0], json.dumps(h).encode(), *frames[2:]])
+
+
+def test_integer_beyond_the_json_digit_limit_is_a_message_error():
+    frames = spike_frames()
+    text = frames[1].decode().replace('"seq":4', '"seq":' + "9" * 4400)  # Python refuses over 4,300 digits
+    with pytest.raises(m.MessageError, match="not JSON"):
+        m.decode([frames[0], text.encode(), *frames[2:]])
+
+
+def _replace(msg, **changes):
+    """Encode a message with some fields changed, bypassing the dataclass."""
+    frames = _frames(msg)
+    h = _header(frames)
+    h["fields"].update(changes)
+    return [frames[0], json.dumps(h).encode(), *frames[2:]]
+
+
+def by_type(name):
+    return next(x for x in examples() if type(x).__name__ == name)
+
+
+@pytest.mark.parametrize("frames, message", [
+    # the presenter built an 8 GB frame list from this
+    (lambda: _replace(by_type("TrialPlan"), fixation_frames=10 ** 9), "fixation_frames"),
+    (lambda: _replace(by_type("TrialPlan"), on_frames=0), "on_frames"),
+    (lambda: _replace(by_type("TrialPlan"), refresh_hz=0.0), "refresh_hz"),
+    # hashes and pixels disagree: the presenter died on the count, or cached the wrong pixels under a hash
+    (lambda: _replace(by_type("TrialPlan"), image_hashes=["a", "b", "c"]), "not the hash of its pixels"),
+    (lambda: _replace(by_type("TrialPlan"), image_hashes=by_type("TrialPlan").image_hashes[:2],
+                      reasons=["x", "y"]), "lengths disagree"),
+    (lambda: _replace(by_type("TrialPlan"), reasons=["x"]), "lengths disagree"),
+    (lambda: _replace(by_type("ScreenImage"), image_hash="white"), "not the hash of its pixels"),
+    (lambda: _replace(by_type("ResponsesUpdate"), image_hashes=[]), "lengths disagree"),
+    # a plan for a million images killed the model worker
+    (lambda: _replace(by_type("ModelRequest"), op="plan", n_images=10 ** 6), "n_images"),
+    (lambda: _replace(by_type("ModelRequest"), op="train"), "op"),
+    (lambda: _replace(by_type("ModelRequest"), train_steps=10 ** 12), "train_steps"),
+    # a heartbeat at clock inf marked every response window complete
+    (lambda: _replace(by_type("Heartbeat"), clock_s=float("inf")), "not finite"),
+    (lambda: _replace(by_type("Heartbeat"), clock_s=1e300), "finite time"),
+    (lambda: _replace(by_type("Heartbeat"), role=""), "role"),
+    (lambda: _replace(by_type("EventCode"), clock="mine"), "clock"),
+    (lambda: _replace(by_type("EventCode"), code=-1), "code"),
+    (lambda: _replace(by_type("TrialReport"), status="exploded"), "status"),
+    (lambda: _replace(by_type("TrialReport"), end_s=0.0), "before start_s"),
+    (lambda: _replace(by_type("TrialReport"), dropped_frames=-1), "dropped_frames"),
+    (lambda: _replace(by_type("OnsetReport"), index=10 ** 6), "index"),
+])
+def test_messages_that_decoded_but_killed_a_process_are_refused(frames, message):
+    with pytest.raises(m.MessageError, match=message):
+        m.decode(frames())
+
+
+def _with_array(msg, name, array):
+    """Encode msg with one array replaced (any dtype-compatible shape), bypassing validation."""
+    setattr(msg, name, array)
+    return _frames(msg)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: _with_array(by_type("SpikeBatch"), "time_s", np.array([1.0, 2.0])), "lengths disagree"),
+    (lambda: _with_array(by_type("SpikeBatch"), "time_s", np.array([1.0, np.nan, 2.0])), "NaN"),
+    (lambda: _with_array(by_type("TrialReport"), "frame_intervals_s", np.array([np.inf], np.float32)), "NaN"),
+    (lambda: _with_array(by_type("ResponsesUpdate"), "counts", np.full((1, 4), np.nan, np.float32)), "NaN"),
+    (lambda: _with_array(by_type("ResponsesUpdate"), "counts", -np.ones((1, 4), np.float32)), "negative"),
+    (lambda: _with_array(by_type("ResponsesUpdate"), "counts", np.ones((2, 4), np.float32)), "lengths disagree"),
+    (lambda: _with_array(by_type("ResponsesUpdate"), "counts", np.ones(4, np.float32)), "rank 1"),
+    (lambda: _with_array(by_type("ModelRequest"), "pixels", np.zeros((2, 8, 8), np.uint8)), "bad shape"),
+    (lambda: _with_array(by_type("ModelRequest"), "pixels", np.zeros((2, 8, 8, 2), np.uint8)), "image shape"),
+    (lambda: _with_array(by_type("ScreenImage"), "pixels", np.zeros(0, np.uint8)), "no image"),
+    (lambda: _with_array(by_type("ModelReply"), "rates", np.zeros((2, 3), np.float32)), "bad shape"),
+])
+def test_arrays_of_the_wrong_shape_or_values_are_refused(make, message):
+    with pytest.raises(m.MessageError, match=message):
+        m.decode(make())
+
+
+def test_context_checks_need_the_rig():
+    batch = m.SpikeBatch(stream="s", seq=0, t_start_s=0.0, t_end_s=1.0, total_spikes=1,
+                         neuron=np.array([7], np.uint16), time_s=np.array([0.5]))
+    m.check_context(batch, n_neurons=8)
+    with pytest.raises(m.MessageError, match="index 7 for a rig of 7 neurons"):
+        m.check_context(batch, n_neurons=7)
+    update = by_type("ResponsesUpdate")  # counts (1, 4), images 8x8x3
+    m.check_context(update, n_neurons=4, image_shape=(8, 8, 3))
+    with pytest.raises(m.MessageError, match=r"expected \(n, 5\)"):
+        m.check_context(update, n_neurons=5)
+    request = by_type("ModelRequest")  # a predict request of 8x8x3 images
+    with pytest.raises(m.MessageError, match=r"the rig's are \(32, 32, 3\)"):
+        m.check_context(request, image_shape=(32, 32, 3))
+    with pytest.raises(m.MessageError, match="expected"):
+        m.check_context(by_type("ModelReply"), n_neurons=3)  # rates (2, 3, 4)
+    # A heartbeat claiming to be the cortex on the presenter's socket would hide a dead cortex.
+    with pytest.raises(m.MessageError, match="not expected here"):
+        m.check_context(by_type("Heartbeat"), roles=("presenter",))
+    m.check_context(by_type("Heartbeat"), roles=("cortex",))
+
+
+def test_receiver_applies_context_checks_and_survives_anything_decode_refuses():
+    ctx = zmq.Context()
+    a, b = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
+    port = b.bind_to_random_port("tcp://127.0.0.1")
+    a.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        recv = Receiver(b, context={"roles": ("presenter",), "n_neurons": 4})
+        a.send_multipart(_frames(m.Heartbeat(role="cortex", seq=1, clock_s=1.0)))  # wrong role for this socket
+        a.send_multipart([b"Heartbeat", b'{"v":1,"fields":' + b"[" * 50_000])  # deep nesting
+        a.send_multipart(_replace(by_type("TrialPlan"), fixation_frames=10 ** 9))
+        m.send(a, m.Heartbeat(role="presenter", seq=2, clock_s=2.0))
+        got = None
+        while got is None:
+            assert b.poll(5000)
+            got = recv.recv()
+        assert recv.malformed == 3 and got.seq == 2
+        assert "fixation_frames" in recv.last_error
+    finally:
+        a.close(0)
+        b.close(0)
+        ctx.term()

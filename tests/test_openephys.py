@@ -101,3 +101,37 @@ def test_unsorted_and_foreign_units_are_skipped():
     bodies.append({**bodies[0], "electrode": "Tetrode 3"})
     n, t, skipped = spikes_from_messages(bodies, layout)
     assert list(n) == [0, 1] and skipped == 2
+
+
+# -- each input that made the decoder raise something else, now its format error or a skipped unit ----------------
+def _spike_body(**changes):
+    kind, body = encode_spikes(np.array([0]), np.array([0.5]), num_channels=2)[0]
+    return [kind, json.dumps({**json.loads(body), **changes}).encode()]
+
+
+@pytest.mark.parametrize("frames, message", [
+    ([struct.pack("<H", 1), b"[" * 100_000 + b"]" * 100_000], "nested too deeply"),  # was RecursionError
+    ([struct.pack("<H", 0), b'{"sample_number": ' + b"9" * 4400 + b"}"], "not JSON"),  # was a plain ValueError
+    (_spike_body(sample_rate=0), "sample_rate"),  # was ZeroDivisionError in spikes_from_messages
+    (_spike_body(sample_rate=float("nan")), "sample_rate"),
+    (_spike_body(sample_rate=1e-300), "sample_rate"),  # times would be infinite
+    (_spike_body(sample_number=10 ** 400), "sample_number"),  # was OverflowError (int / float)
+    (_spike_body(num_channels=10 ** 18), "num_channels"),  # a loop over 10^18 channels
+    (_spike_body(stream="x" * 10_000), "stream"),
+    ([struct.pack("<H", 1), b" " * (2 << 20)], "body of"),
+    ([struct.pack("<H", 0), 5], "not bytes"),
+    ("frames", "must be a list"),
+])
+def test_inputs_that_crashed_the_decoder_are_format_errors(frames, message):
+    with pytest.raises(OpenEphysFormatError, match=message):
+        decode_message(frames)
+
+
+def test_electrodes_beyond_uint16_and_odd_numbers_are_skipped_not_raised():
+    layout = UnitLayout(units_per_electrode=1)
+    names = ["Electrode 70000", "Electrode 65537", "Electrode 1_0", "Electrode  7", "Electrode " + "9" * 200,
+             "Electrode ²", "Electrode 65536", "Electrode 3"]
+    bodies = [decode_message(_spike_body(electrode=n)) for n in names]
+    neuron, t, skipped = spikes_from_messages(bodies, layout)  # was OverflowError converting to uint16
+    assert list(neuron) == [65535, 2] and skipped == len(names) - 2
+    assert np.allclose(t, 0.5)
