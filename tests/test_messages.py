@@ -285,3 +285,85 @@ def test_receiver_applies_context_checks_and_survives_anything_decode_refuses():
         a.close(0)
         b.close(0)
         ctx.term()
+
+
+# -- socket limits -----------------------------------------------------------------------------------------------
+def test_a_frame_over_the_size_limit_disconnects_its_sender_and_the_receiver_carries_on():
+    from zmq.utils.monitor import recv_monitor_message
+
+    from controller.links import limit_socket
+    ctx = zmq.Context()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    limit_socket(pull, max_bytes=4096, hwm=100)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    monitor = pull.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    push.connect(f"tcp://127.0.0.1:{port}")
+    recv = Receiver(pull)
+    try:
+        push.send_multipart([b"Heartbeat", b"x" * 10_000_000])  # junk: ZeroMQ refuses it before buffering it
+        assert monitor.poll(5000), "the oversized sender was not disconnected"
+        assert recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED
+        # Frames each under the limit pass (ZeroMQ's limit is per frame), and the sender, reconnected, is heard.
+        got = None
+        for _ in range(100):
+            try:
+                m.send(push, m.Heartbeat(role="presenter", seq=1, clock_s=1.0, info={"pad": "y" * 3000}), zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+            if pull.poll(100) and (got := recv.recv()) is not None:
+                break
+        assert got is not None and got.info["pad"] == "y" * 3000
+        assert recv.malformed == 0  # the oversized message never reached the decoder
+    finally:
+        for s in (pull, push, monitor):
+            s.close(0)
+        ctx.term()
+
+
+def test_high_water_marks_bound_the_queue():
+    from controller.links import limit_socket
+    ctx = zmq.Context()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    for s in (pull, push):
+        limit_socket(s, max_bytes=1 << 20, hwm=5)
+    pull.bind("inproc://hwm")
+    push.connect("inproc://hwm")
+    try:
+        queued = 0
+        while True:
+            try:
+                m.send(push, m.Shutdown("x"), zmq.NOBLOCK)
+                queued += 1
+            except zmq.Again:
+                break
+            assert queued < 1000, "no high-water mark"
+        assert queued == 10  # 5 at the sender, 5 at the receiver; then the sender is told to wait
+    finally:
+        pull.close(0)
+        push.close(0)
+        ctx.term()
+
+
+def test_socket_limits_admit_the_largest_valid_message_of_each_socket():
+    from controller.links import ENDPOINT_NAMES, socket_limits
+    shape, per_trial, neurons, held_out, members = (64, 64, 3), 20, 50, 300, 4
+    limits = {name: socket_limits(name, image_shape=shape, images_per_trial=per_trial, n_neurons=neurons,
+                                  predict_images=held_out, ensemble_size=members) for name in ENDPOINT_NAMES}
+    px = np.random.default_rng(0).integers(0, 255, (held_out, *shape), dtype=np.uint8)
+    hashes = [image_hash(p) for p in px[:per_trial]]
+    largest = {
+        "presenter_plans": m.TrialPlan(trial_id=1, image_hashes=hashes, fixation_frames=1, on_frames=1, off_frames=1,
+                                       iti_frames=1, refresh_hz=60.0, model_version=1, source="model",
+                                       reasons=["r" * 200] * per_trial, pixels=px[:per_trial]),
+        "acquisition_events": m.ScreenImage(image_hash=hashes[0], pixels=px[0]),
+        "model": m.ModelRequest(request_id=1, op="predict", pixels=px),
+    }
+    rates = m.ModelReply(request_id=1, op="predict", model_version=1,
+                         rates=np.zeros((members, held_out, neurons), np.float32))
+    for name, msg in [*largest.items(), ("model", rates)]:
+        max_bytes, hwm = limits[name]
+        assert max(memoryview(f).nbytes for f in m.encode(msg)) <= max_bytes, name
+        assert hwm >= 16
+    with pytest.raises(ValueError, match="unknown socket"):
+        socket_limits("nowhere", image_shape=shape, images_per_trial=1, n_neurons=1, predict_images=1,
+                      ensemble_size=1)
