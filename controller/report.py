@@ -534,25 +534,15 @@ def compression_table(s: Session) -> str:
     if s.compact is None:
         return _missing("Compression", "run `cortexloop compress SESSION`, then report again (it reads "
                                        "compact/report.json)", verdict="not run on this session")
+    from controller.compress import format_table
+
     rows = s.compact.get("neurons", [])
-    if not rows:
-        return _missing("Compression", "compact/report.json lists no neurons")
-    truth = "corr_truth_compact" in rows[0]
-    head = ("<tr><th>neuron</th><th>parameters</th><th>filters per layer</th><th>r² with teacher</th>"
-            + ("<th>r with truth (ensemble / compact)</th>" if truth else "") + "</tr>")
-    body = ""
-    for r in rows:
-        body += (f"<tr><td>{r['neuron']}</td><td>{r['params_before']} → {r['params_after']}</td>"
-                 f"<td>{'/'.join(map(str, r['filters_before']))} → {'/'.join(map(str, r['filters_after']))}</td>"
-                 f"<td>{r['r2_teacher_distilled']:.2f} → {r['r2_teacher_pruned_retrained']:.2f}</td>"
-                 + (f"<td>{r['corr_truth_teacher']:.2f} / {r['corr_truth_compact']:.2f}</td>" if truth else "")
-                 + "</tr>")
-    med = lambda k: float(np.median([r[k] for r in rows]))  # noqa: E731
-    note = (f"<p class='note'>Median parameters {med('params_before'):.0f} → {med('params_after'):.0f} "
-            f"(ensemble {rows[0]['params_ensemble_per_neuron']} per neuron); {s.compact.get('n_presentations')} "
-            f"presentations; {s.compact.get('seconds', 0):.0f} s on {html.escape(str(s.compact.get('device')))}."
-            "</p>")
-    return f"<table>{head}{body}</table>{note}"
+    try:
+        text = format_table(rows, s.compact)
+    except (KeyError, IndexError, TypeError, ZeroDivisionError) as err:  # written by another cortexloop version
+        text = json.dumps(s.compact, indent=1, default=str) + f"\n(table not formatted: {err!r})"
+    return (f"<p class='note'>From <code>{html.escape(str(s.compact_dir))}/report.json</code> "
+            f"({len(rows)} neurons).</p><pre>{html.escape(text)}</pre>")
 
 
 def overview(s: Session) -> str:

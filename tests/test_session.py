@@ -174,24 +174,6 @@ def test_max_speed_runs_are_reproducible(recorded, tmp_path):
     assert counts(path) == counts(tmp_path / "again")
 
 
-def test_nwb_export_holds_units_trials_and_presentations(recorded, tmp_path):
-    from pynwb import NWBHDF5IO
-
-    from controller.cli import main
-
-    rig, path, summary = recorded
-    assert main(["export-nwb", str(path), "--out", str(tmp_path / "s.nwb")]) == 0
-    with NWBHDF5IO(str(tmp_path / "s.nwb"), "r") as io:
-        f = io.read()
-        assert len(f.units) == summary["neurons"]
-        assert sum(len(f.units["spike_times"][i]) for i in range(len(f.units))) == summary["spikes_received"]
-        assert len(f.trials) == summary["trials_done"] + summary["trials_aborted"]
-        pres = f.intervals["presentations"].to_dataframe()
-        assert len(pres) == summary["trials_done"] * rig.trial.images_per_trial
-        assert (pres["stop_time"] > pres["start_time"]).all()
-        assert len(f.stimulus_template["images"].images) == pres["image_hash"].nunique()
-
-
 def test_lost_packets_are_counted_and_their_responses_kept_out_of_training(tmp_path):
     rig = with_overrides(small_rig(n_trials=4), cortex={"recording": {"packet_loss": 0.3}},
                          fixation={"break_probability": 0.0})
