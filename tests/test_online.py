@@ -5,7 +5,9 @@ import torch
 
 from models.config import ModelConfig
 from models.factory import make_online_model
+from models import stacked
 from models.online import CompactOnline, CompactPredictor, resolve_device
+from models.stacked import LoopForm, StackedCompact
 
 SHAPE = (16, 16, 3)
 
@@ -126,5 +128,21 @@ def test_device_handling():
             resolve_device("cuda")
         with pytest.raises(RuntimeError, match="no CUDA GPU"):
             make_online_model(_cfg(device="cuda"), 3, SHAPE)
+
+def test_form_is_the_one_asked_for_or_the_faster_one_timed_at_startup(monkeypatch):
+    for form, net_class in (("loop", LoopForm), ("stacked", StackedCompact)):
+        model = make_online_model(_cfg(form=form), 3, SHAPE)
+        assert model.form == form and isinstance(model.net, net_class)
+    # "auto" times both forms here (the real timing, recorded on its way back) and keeps the faster.
+    real_time_forms, timings = stacked.time_forms, []
+
+    def recorded_time_forms(*args, **kwargs):
+        timings.append(real_time_forms(*args, **kwargs))
+        return timings[-1]
+
+    monkeypatch.setattr(stacked, "time_forms", recorded_time_forms)
     model = make_online_model(_cfg(device="auto", form="auto"), 3, SHAPE)
-    assert model.form in ("stacked", "loop")  # timed at startup
+    assert len(timings) == 1 and set(timings[0]) == {"loop", "stacked"}
+    assert all(0 < t < 10 for t in timings[0].values()), timings
+    assert model.form == min(timings[0], key=timings[0].get), timings
+    assert isinstance(model.net, StackedCompact if model.form == "stacked" else LoopForm)
