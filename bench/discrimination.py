@@ -6,15 +6,19 @@ Two hand-written hypotheses about one V4-like neuron at a known receptive field:
   pair "dot":         an oriented complex cell, or a centre-surround "dot detector".
 Both predict similar rates on average natural images (each is calibrated so the
 median natural image drives it half way), so natural images discriminate them
-only weakly. One is true: the virtual neuron's counts come from it
-(gamma-Poisson, Fano factor 1.2). Each trial shows 5 images; the evidence
-tracker (stimulus.hypotheses.EvidenceTracker) updates the posterior.
+only weakly. One is true: the virtual cortex's one neuron fires by it (spikes
+from the simulated recording system, binned by the engine in the rig's response
+window, Fano factor 1.2). Each repeat and arm is a session of the product's
+engine, in process, on the virtual clock (bench/sessions.py): each trial shows 5
+images, and the model worker's evidence tracker updates the posterior after each
+presentation; the session ends when a hypothesis reaches the threshold.
 
 Arms, same seeds and trial cap:
   random       random natural pool images
   selected     pool images with the largest Poisson Jensen-Shannon divergence (ImageChooser, mix selected)
   synthesized  images synthesized from the best pool images to maximise it (ImageChooser, mix synthesized)
-The headline is the median over repeats of trials-to-99% and the ratio random / designed.
+The headline is the median over repeats of trials-to-99% and the ratio random / designed, and how often
+the wrong hypothesis got there first.
 
     python -m bench.discrimination [--repeats 8] [--pair orientation dot] [--delta-deg 10 5] [--json out.json]
 """
@@ -27,14 +31,12 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from bench.loop import draw_counts
+from bench.sessions import bench_rig, model_worker, store_dir
+from controller.session import run_in_process
 from stimulus.config import ImagesConfig
-from stimulus.hypotheses import EvidenceTracker, HypothesisSet
+from stimulus.hypotheses import HypothesisSet
 from stimulus.pools import make_pools
-from stimulus.selection import ImageChooser
-from stimulus.selection_config import SelectionConfig
 from stimulus.synthesis import from_pixels
 
 
@@ -121,27 +123,58 @@ def make_pair(pair: str, size: int, natural: np.ndarray, rng: np.random.Generato
     return {names[0]: first.calibrate(natural), names[1]: second.calibrate(natural)}
 
 
-def trials_to_posterior(hyps: HypothesisSet, true_index: int, chooser: ImageChooser, n_images: int, window_s: float,
-                        fano: float, threshold: float, max_trials: int, rng: np.random.Generator) -> dict:
-    """Runs trials until the true hypothesis' posterior reaches `threshold`.
+class TrueNeuron:
+    """The virtual cortex's one neuron, whose rates are one of the hypotheses (what VirtualCortex needs of a
+    population: n_neurons, baseline_hz and rates of uint8 images)."""
 
-    The evidence is added image by image, so the count of presentations needed is exact too (the
-    posterior after a whole trial is the same either way). A run that never gets there counts as
-    max_trials + 1 trials."""
-    tracker = EvidenceTracker(hyps.names, fano_factor=fano)
-    shown = 0
-    for trial in range(max_trials):
-        chooser.set_hypothesis_weights(tracker.posterior())
-        choices = chooser.choose(trial, n_images, hyps, None)
+    def __init__(self, unit: SaturatingUnit):
+        self.unit = unit
+        self.n_neurons = 1
+        self.baseline_hz = np.array([unit.base_hz])
+
+    def rates(self, images: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            pred = hyps.rates(from_pixels(np.stack([c.pixels for c in choices]))).double().numpy()  # (M, n, 1)
-        counts = draw_counts(pred[true_index], window_s, fano, rng)
-        for i in range(len(choices)):
-            post = tracker.update(pred[:, i:i + 1], counts[i:i + 1], window_s)
-            shown += 1
-            if post[true_index] >= threshold:
-                return {"trials": trial + 1, "presentations": shown, "posterior": float(post[true_index])}
-    return {"trials": max_trials + 1, "presentations": shown + 1, "posterior": float(tracker.posterior()[true_index])}
+            return self.unit(from_pixels(images)).double().numpy()
+
+
+def first_reaching(history: list[np.ndarray], threshold: float) -> tuple[int | None, int | None]:
+    """(presentation count, hypothesis) at which a posterior first reaches threshold; (None, None) if never."""
+    for k, post in enumerate(history):
+        best = int(np.argmax(post))
+        if post[best] >= threshold:
+            return k + 1, best
+    return None, None
+
+
+def run_case(args, fns: dict, true_index: int, arm: str, seed: int, root) -> dict:
+    """One session of the product's engine, in process, until a hypothesis reaches the threshold posterior."""
+    rig = bench_rig(args.rig, session={"n_trials": args.max_trials, "seed": seed},
+                    trial={"images_per_trial": args.images_per_trial},
+                    images={"size_px": args.size_px, "pool_size": args.pool_size, "test_size": 20, "seed": args.seed},
+                    cortex={"spiking": {"fano_factor": args.fano_factor}},
+                    model={"kind": "baseline", "steps_per_trial": 0, "seed": seed},
+                    selection={"mix": ARMS[arm], "objective": "js", "candidates": args.candidates,
+                               "synthesis_steps": args.synthesis_steps, "synthesis_step_size": 0.05, "seed": seed,
+                               "hypotheses": []})
+    hyps = HypothesisSet(fns, n_neurons=1)
+    truth = TrueNeuron(list(fns.values())[true_index])
+
+    def reached(engine, trial_id):
+        history = model_worker(engine).evidence_history
+        return "a hypothesis reached the threshold" if first_reaching(history, args.threshold)[0] else None
+
+    t0 = time.perf_counter()
+    summary, parts = run_in_process(rig, root / f"{arm}-seed{seed}", population=truth, hypotheses=hyps,
+                                    after_update=reached)
+    history = parts.model.evidence_history
+    shown, winner = first_reaching(history, args.threshold)
+    if shown is None:
+        shown, trials = len(history) + 1, args.max_trials + 1
+    else:
+        trials = (shown - 1) // args.images_per_trial + 1
+    return {"trials": trials, "presentations": shown, "wrong": winner is not None and winner != true_index,
+            "posterior_true": float(history[-1][true_index]) if history else 0.5,
+            "seconds": time.perf_counter() - t0, "engine_mode": summary["engine_mode"]}
 
 
 ARMS = {
@@ -155,7 +188,7 @@ def run(args) -> dict:
     images = ImagesConfig(size_px=args.size_px, pool_size=args.pool_size, test_size=20, seed=args.seed)
     pools = make_pools(images)
     natural = pools.train[np.asarray(pools.train_kind) == "natural"]
-    window_s = args.window_ms / 1000.0
+    root = store_dir(args.store)
     results = {}
     cases = [(f"orientation{d:g}deg", "orientation", d) for d in args.delta_deg if "orientation" in args.pair]
     cases += [("dot", "dot", 0.0)] if "dot" in args.pair else []
@@ -171,17 +204,10 @@ def run(args) -> dict:
             corr.append(float(np.corrcoef(r[0], r[1])[0, 1]))
             true_index = rep % 2  # each hypothesis is the true one in half the repeats
             for arm in args.arms:
-                sel = SelectionConfig(mix=ARMS[arm], objective="js", window_ms=args.window_ms,
-                                      candidates=args.candidates, synthesis_steps=args.synthesis_steps,
-                                      synthesis_step_size=0.05)
-                chooser = ImageChooser(sel, pools, seed=args.seed * 1000 + rep)
-                count_rng = np.random.default_rng([args.seed, rep, 99])
-                t0 = time.perf_counter()
-                res = trials_to_posterior(hyps, true_index, chooser, args.images_per_trial, window_s,
-                                          args.fano_factor, args.threshold, args.max_trials, count_rng)
-                per_arm[arm].append({**res, "seconds": time.perf_counter() - t0})
+                per_arm[arm].append(run_case(args, fns, true_index, arm, args.seed * 1000 + rep, root / label))
         summary = {arm: {"median_trials": float(np.median([x["trials"] for x in runs])),
                          "median_presentations": float(np.median([x["presentations"] for x in runs])),
+                         "wrong": sum(x["wrong"] for x in runs),
                          "runs": runs,
                          "capped": sum(x["trials"] > args.max_trials for x in runs)}
                    for arm, runs in per_arm.items()}
@@ -195,9 +221,9 @@ def run(args) -> dict:
 
 
 def print_table(results: dict, args) -> None:
-    print(f"Trials ({args.images_per_trial} images each) and presentations until the true hypothesis reaches "
+    print(f"Trials ({args.images_per_trial} images each) and presentations until a hypothesis reaches "
           f"{args.threshold:.0%} posterior; medians of {args.repeats} repeats (cap {args.max_trials} trials)")
-    print(f"{'pair':18s} {'arm':12s} {'trials':>6s} {'min':>4s} {'max':>4s} {'capped':>6s} {'ratio':>6s} "
+    print(f"{'pair':18s} {'arm':12s} {'trials':>6s} {'min':>4s} {'max':>4s} {'capped':>6s} {'wrong':>5s} {'ratio':>6s} "
           f"{'images':>7s} {'ratio':>6s} {'s/run':>6s}")
     for pair, res in results.items():
         for arm, s in res["arms"].items():
@@ -205,11 +231,12 @@ def print_table(results: dict, args) -> None:
             ratio = s.get("ratio_random_over_this")
             pratio = s.get("presentation_ratio_random_over_this")
             secs = np.mean([x["seconds"] for x in s["runs"]])
-            print(f"{pair:18s} {arm:12s} {s['median_trials']:6.1f} {min(t):4d} {max(t):4d} {s['capped']:6d} "
+            print(f"{pair:18s} {arm:12s} {s['median_trials']:6.1f} {min(t):4d} {max(t):4d} {s['capped']:6d} {s['wrong']:5d} "
                   f"{'' if ratio is None else f'{ratio:.1f}x':>6s} {s['median_presentations']:7.1f} "
                   f"{'' if pratio is None else f'{pratio:.1f}x':>6s} {secs:6.2f}")
         print(f"{pair:18s} (correlation of the two hypotheses on natural images: {res['natural_image_correlation']:.2f})")
-    print("ratio = random's median / this arm's median (trials, then presentations)")
+    print("ratio = random's median / this arm's median (trials, then presentations); wrong = runs in which the "
+          "false hypothesis reached the threshold first")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,13 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-trials", type=int, default=400)
     ap.add_argument("--threshold", type=float, default=0.99)
     ap.add_argument("--images-per-trial", type=int, default=5)
-    ap.add_argument("--window-ms", type=float, default=150.0)
     ap.add_argument("--fano-factor", type=float, default=1.2)
     ap.add_argument("--candidates", type=int, default=512)
     ap.add_argument("--synthesis-steps", type=int, default=20)
     ap.add_argument("--pool-size", type=int, default=2000)
     ap.add_argument("--size-px", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rig", help="rig file the sessions start from (default rigs/sim.toml)")
+    ap.add_argument("--store", help="directory for the sessions (default: a temporary one)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -238,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total {time.perf_counter() - t0:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "discrimination", "args": vars(args), "results": results}, f, indent=1)
+            json.dump({"benchmark": "discrimination", "engine_mode": "in-process", "args": vars(args),
+                       "results": results}, f, indent=1)
     return 0
 
 

@@ -1,14 +1,17 @@
 """Benchmark: do the model's most exciting images (MEIs) drive the real neurons harder than natural images?
 
-The online model is fitted on the virtual cortex's responses to random natural
-pool images (same counts model as bench/loop.py), then
-stimulus.synthesis.most_exciting_images synthesizes one image per neuron.
+The online model is fitted by a session of the product's engine, in process, on
+the virtual clock (bench/sessions.py): random natural pool images, the virtual
+cortex's spikes binned in the rig's response window, the model worker training
+`--steps-per-trial` steps between trials and `--train-steps` more at the end.
+Then stimulus.synthesis.most_exciting_images synthesizes one image per neuron
+from that model.
 Per neuron, the ground-truth rate to its MEI is compared with
   - the best natural pool image by ground truth (the strictest reference), and
   - the pool image the model itself ranks best for that neuron (what the model could pick without synthesis).
 Reported: the fraction of neurons where the MEI wins, and the median ratios.
 
-    python -m bench.mei [--presentations 1500] [--steps 200] [--model baseline|compact] [--json out.json]
+    cortexloop bench mei [--presentations 1500] [--steps 200] [--model baseline|compact] [--json out.json]
 """
 from __future__ import annotations
 
@@ -19,11 +22,8 @@ import time
 import numpy as np
 import torch
 
-from acquisition.config import PopulationConfig
-from bench.loop import LoopSetup, VirtualExperiment, draw_counts, predict_mean
-from models.config import ModelConfig
-from models.factory import make_online_model
-from stimulus.config import ImagesConfig
+from bench.sessions import bench_rig, mean_correlation, predict_mean, store_dir
+from controller.session import run_in_process
 from stimulus.synthesis import most_exciting_images
 
 
@@ -39,35 +39,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ensemble-size", type=int, default=4)
     ap.add_argument("--pool-size", type=int, default=2000)
     ap.add_argument("--size-px", type=int, default=32)
+    ap.add_argument("--steps-per-trial", type=int, default=20, help="training steps between trials")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rig", help="rig file the session starts from (default rigs/sim.toml)")
+    ap.add_argument("--store", help="directory for the session (default: a temporary one)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
-    setup = LoopSetup(images=ImagesConfig(size_px=args.size_px, pool_size=args.pool_size, test_size=200, seed=args.seed),
-                      population=PopulationConfig(n_neurons=args.neurons, seed=args.seed),
-                      model=ModelConfig(kind=args.model, ensemble_size=args.ensemble_size, seed=args.seed),
-                      seed=args.seed)
-    exp = VirtualExperiment(setup)
-    pop, pools = exp.population, exp.pools
-    natural = np.flatnonzero(np.asarray(pools.train_kind) == "natural")
-    rng = np.random.default_rng([args.seed, 3])
-
-    model = make_online_model(setup.model, pop.n_neurons, exp.image_shape)
-    shown = rng.choice(natural, min(args.presentations, len(natural)), replace=len(natural) < args.presentations)
-    counts = draw_counts(pop.rates(pools.train[shown]), setup.window_s, setup.fano_factor, rng)
-    model.add_responses(pools.train[shown], counts, setup.window_s)
-    model.train(args.train_steps)
-    predictor = model.snapshot()
-    accuracy = exp.test_accuracy(predictor)
+    images_per_trial = 5
+    rig = bench_rig(args.rig, session={"n_trials": -(-args.presentations // images_per_trial), "seed": args.seed},
+                    trial={"images_per_trial": images_per_trial},
+                    images={"size_px": args.size_px, "pool_size": args.pool_size, "test_size": 200, "seed": args.seed},
+                    cortex={"population": {"n_neurons": args.neurons, "seed": args.seed}},
+                    model={"kind": args.model, "ensemble_size": args.ensemble_size,
+                           "steps_per_trial": args.steps_per_trial, "seed": args.seed},
+                    selection={"mix": {"random": 1.0}, "seed": args.seed, "hypotheses": []})
+    summary, parts = run_in_process(rig, store_dir(args.store) / "fit")
+    worker, pop = parts.model, parts.source.population
+    worker.model.train(args.train_steps)
+    predictor = worker.snapshot()
+    pools = worker.pools
+    accuracy = mean_correlation(predict_mean(predictor, pools.test), pop.rates(pools.test))
     t_fit = time.perf_counter() - t0
+    natural = np.flatnonzero(np.asarray(pools.train_kind) == "natural")
+    image_shape = tuple(pools.train.shape[1:])
+    shown = summary["images_shown"]
 
     neurons = list(range(pop.n_neurons))
     pool_pred = predict_mean(predictor, pools.train[natural])  # (P, N)
     model_pick = natural[pool_pred.argmax(0)]  # per neuron
     init = pools.train[model_pick] if args.start == "pool" else None
     t1 = time.perf_counter()
-    meis = most_exciting_images(predictor, neurons, exp.image_shape, steps=args.steps, seed=args.seed, init=init)
+    meis = most_exciting_images(predictor, neurons, image_shape, steps=args.steps, seed=args.seed, init=init)
     t_mei = time.perf_counter() - t1
 
     diag = np.arange(pop.n_neurons)
@@ -76,12 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     best_natural = true_pool.max(0)
     model_pick_true = true_pool[pool_pred.argmax(0), diag]
     wins = true_mei > best_natural
-    print(f"MEIs from the {args.model} model fitted on {len(shown)} random natural images "
+    print(f"MEIs from the {args.model} model fitted by the engine ({summary['engine_mode']}) on {shown} random "
+          f"natural images "
           f"(held-out accuracy {accuracy:.3f}); {args.steps} steps from {args.start}")
     print(f"{'neuron':>6s} {'MEI Hz':>8s} {'best natural Hz':>16s} {'model pick Hz':>14s} {'MEI wins':>8s}")
     for n in neurons:
         print(f"{n:6d} {true_mei[n]:8.1f} {best_natural[n]:16.1f} {model_pick_true[n]:14.1f} {'yes' if wins[n] else 'no':>8s}")
-    summary = {
+    result = {
+        "engine_mode": summary["engine_mode"],
+        "training_steps": (summary.get("model") or {}).get("training_steps"),
         "fraction_mei_beats_best_natural": float(wins.mean()),
         "fraction_mei_beats_model_pick": float((true_mei > model_pick_true).mean()),
         "median_ratio_mei_over_best_natural": float(np.median(true_mei / best_natural)),
@@ -91,12 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_meis": t_mei,
     }
     print(f"MEI beats the best natural image for {wins.mean():.0%} of neurons "
-          f"(beats the model's own pool pick for {summary['fraction_mei_beats_model_pick']:.0%}); "
-          f"median MEI / best natural {summary['median_ratio_mei_over_best_natural']:.2f}; "
+          f"(beats the model's own pool pick for {result['fraction_mei_beats_model_pick']:.0%}); "
+          f"median MEI / best natural {result['median_ratio_mei_over_best_natural']:.2f}; "
           f"fit {t_fit:.0f} s, MEIs {t_mei:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "mei", "args": vars(args), "summary": summary,
+            json.dump({"benchmark": "mei", "engine_mode": summary["engine_mode"], "args": vars(args), "summary": result,
                        "per_neuron": {"mei_hz": true_mei.tolist(), "best_natural_hz": best_natural.tolist(),
                                       "model_pick_hz": model_pick_true.tolist()}}, f, indent=1)
     return 0

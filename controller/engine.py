@@ -123,7 +123,10 @@ class SessionEngine:
         self.last_collected_wall: float | None = None
         self.presenter_info: dict = {}
         self.source_info: dict = {}
-        self.after_update = None  # optional callable(engine, trial_id): benchmarks look at the model here
+        # Optional callable(engine, trial_id) -> None or a reason to end the session early (a benchmark that
+        # reached its target); called after each completed trial's responses went to the model.
+        self.after_update = None
+        self.ended_early: str | None = None
 
     # -- message handling ------------------------------------------------------
     def pump(self, timeout_ms: float) -> None:
@@ -389,7 +392,7 @@ class SessionEngine:
             except zmq.Again:
                 self.store.log("model", f"trial {tid}: model worker not accepting responses")
         if self.after_update is not None:
-            self.after_update(self, tid)
+            self.ended_early = self.after_update(self, tid) or None
 
     # -- the run -------------------------------------------------------------------
     def run(self, protocol) -> p.Finish:
@@ -397,11 +400,15 @@ class SessionEngine:
                     p.AwaitTrial: self.await_trial, p.CollectResponses: self.collect, p.UpdateModel: self.update_model}
         result = None
         try:
-            while True:
+            while self.ended_early is None:
                 cmd = protocol.send(result)
                 result = handlers[type(cmd)](cmd)
         except StopIteration as stop:
             return stop.value
+        protocol.close()
+        self.store.log("session", f"ended early: {self.ended_early}")
+        return p.Finish(self.store.count("trials", "WHERE status = 'done'"),
+                        self.store.count("trials", "WHERE status = 'aborted'"))
 
     def clock_fit(self):
         pairs = [(o.flip_s, self.acq_onsets[(t, i)]) for t, d in self.onsets.items() for i, o in d.items()

@@ -58,6 +58,8 @@ def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store
         engine.start()
         engine.run(trial_protocol(rig.session.n_trials, rig.trial.queue_depth, rig.trial.images_per_trial,
                                   max_attempts))
+        if engine.ended_early:
+            status = f"completed (ended early: {engine.ended_early})"
     except Interrupted as why:
         status = f"interrupted ({why})"
         store.log("session", status)
