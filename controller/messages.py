@@ -74,31 +74,41 @@ def _where(msg: Any, name: str) -> str:
     return f"{type(msg).__name__}.{name}"
 
 
+def _short(value: Any) -> str:
+    """A value for an error message, cut short (repr of an int over 4,300 digits raises)."""
+    try:
+        return repr(value)[:60]
+    except ValueError:
+        return f"a {type(value).__name__} too long to show"
+
+
 def _int_in(msg: Any, name: str, lo: int, hi: int) -> None:
     value = getattr(msg, name)
     if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and lo <= value <= hi):
-        raise MessageError(f"{_where(msg, name)}: {value!r:.60} is not an integer in [{lo}, {hi}]")
+        raise MessageError(f"{_where(msg, name)}: {_short(value)} is not an integer in [{lo}, {hi}]")
 
 
 def _time(msg: Any, name: str) -> None:
     value = getattr(msg, name)
-    if not (isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-            and math.isfinite(value) and abs(value) <= MAX_ABS_TIME_S):
-        raise MessageError(f"{_where(msg, name)}: {value!r:.60} is not a finite time within ±{MAX_ABS_TIME_S:g} s")
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+    if ok and isinstance(value, int):
+        ok = abs(value) <= MAX_ABS_TIME_S  # compared exactly: float() of a huge int would overflow
+    if not (ok and math.isfinite(value) and abs(value) <= MAX_ABS_TIME_S):
+        raise MessageError(f"{_where(msg, name)}: {_short(value)} is not a finite time within ±{MAX_ABS_TIME_S:g} s")
 
 
 def _name(msg: Any, name: str, allow_empty: bool = True) -> None:
     value = getattr(msg, name)
     if not isinstance(value, str) or not (0 if allow_empty else 1) <= len(value) <= MAX_NAME_CHARS \
             or not value.isprintable():
-        raise MessageError(f"{_where(msg, name)}: {value!r:.60} is not a printable name of "
+        raise MessageError(f"{_where(msg, name)}: {_short(value)} is not a printable name of "
                            f"{0 if allow_empty else 1}..{MAX_NAME_CHARS} characters")
 
 
 def _one_of(msg: Any, name: str, allowed: tuple) -> None:
     value = getattr(msg, name)
     if value not in allowed:
-        raise MessageError(f"{_where(msg, name)}: {value!r:.60} is not one of {list(allowed)}")
+        raise MessageError(f"{_where(msg, name)}: {_short(value)} is not one of {list(allowed)}")
 
 
 def _text(msg: Any, name: str) -> None:
@@ -284,7 +294,7 @@ class TrialPlan:
             _int_in(self, name, 0, MAX_FRAMES)
         _int_in(self, "on_frames", 1, MAX_FRAMES)
         if not (isinstance(self.refresh_hz, (int, float)) and 1.0 <= self.refresh_hz <= MAX_REFRESH_HZ):
-            raise MessageError(f"TrialPlan.refresh_hz: {self.refresh_hz!r:.60} is not in [1, {MAX_REFRESH_HZ:g}] Hz")
+            raise MessageError(f"TrialPlan.refresh_hz: {_short(self.refresh_hz)} is not in [1, {MAX_REFRESH_HZ:g}] Hz")
         _int_in(self, "model_version", -1, INT64_MAX)
         _name(self, "source", allow_empty=False)
         pixels = _images(self, "pixels", MAX_PLAN_IMAGES)
