@@ -97,7 +97,9 @@ def test_realtime_chunks_and_one_call_per_trial_agree():
     m.add_onset(0.05, rates)
     a_n, a_t = m.advance(0.1)
     b_n, b_t = m.advance(0.2)
-    assert a_t.max(initial=0) < 0.1 and b_t.min(initial=0.1) >= 0.1 and b_n.dtype == np.uint16
+    assert len(a_t) > 0 and len(b_t) > 0  # both windows hold spikes, so the bounds below test something
+    assert 0 <= a_t.min() and a_t.max() < 0.1 and 0.1 <= b_t.min() and b_t.max() < 0.2
+    assert b_n.dtype == np.uint16 and len(a_n) == len(a_t) and len(b_n) == len(b_t) and b_n.max() < n
 
 
 def test_lost_units_fall_silent_and_drift_changes_gain():

@@ -1,4 +1,5 @@
 """Gradient-based synthesis: raises its objective, stays presentable, honours step budgets and deadlines."""
+import math
 import time
 
 import numpy as np
@@ -88,4 +89,24 @@ def test_gaussian_blur_keeps_the_mean_and_smooths():
     y = gaussian_blur(x, 1.0)
     assert abs(float(x.mean() - y.mean())) < 0.02
     assert float(y.std()) < float(x.std())
-    assert to_pixels(y).dtype == np.uint8
+    assert gaussian_blur(x, 0.0) is x  # sigma 0: no blur
+    # A point spreads into a separable Gaussian of that sigma: total kept, exp(-d^2 / 2) falloff, cut at 2.5 sigma.
+    point = torch.zeros(1, 3, 16, 16)
+    point[:, :, 8, 8] = 1.0
+    spread = gaussian_blur(point, 1.0)[0]
+    assert torch.allclose(spread.sum(dim=(1, 2)), torch.ones(3))
+    centre = spread[:, 8, 8]
+    assert torch.allclose(spread[:, 8, 9] / centre, torch.full((3,), math.exp(-0.5)))
+    assert torch.allclose(spread[:, 7, 8] / centre, torch.full((3,), math.exp(-0.5)))
+    assert torch.allclose(spread[:, 9, 9] / centre, torch.full((3,), math.exp(-1.0)))
+    assert torch.all(spread[:, 8, 12] == 0) and torch.all(spread[:, 4, 8] == 0)
+
+
+def test_to_pixels_rounds_clips_and_puts_channels_last():
+    x = torch.zeros(1, 3, 2, 2)
+    x[0, :, 0, 0] = torch.tensor([0.0, 0.5, 1.0])
+    x[0, :, 1, 1] = torch.tensor([-0.2, 1.3, 0.25])
+    px = to_pixels(x)
+    assert px.dtype == np.uint8 and px.shape == (1, 2, 2, 3)
+    assert px[0, 0, 0].tolist() == [0, 128, 255] and px[0, 1, 1].tolist() == [0, 255, 64]
+    assert px[0, 0, 1].tolist() == [0, 0, 0]
