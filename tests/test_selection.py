@@ -54,6 +54,8 @@ def test_without_a_model_it_still_returns_natural_images_and_says_why():
     assert all(c.pixels.shape == (16, 16, 3) and c.pixels.dtype == np.uint8 for c in out)
     assert sum("no model yet" in c.reason for c in out) == 6
     assert sum(c.reason.startswith("repeat fixed#") for c in out) == 2
+    for c in out:  # each is the pool image its reason names, unaltered
+        assert np.array_equal(c.pixels, pools.train[int(c.reason.split("pool#")[1].split()[0])]), c.reason
 
 
 def test_selected_images_are_the_discriminating_ones_and_never_near_duplicates():
