@@ -173,12 +173,29 @@ def predictions(s: Session, pixels: np.ndarray) -> tuple[np.ndarray | None, str]
             with torch.no_grad():
                 rates = np.stack([load_model(f)[0](x).numpy().reshape(-1) for f in files], 1)
             return rates, "the compact models from `cortexloop compress` (trained on these responses)"
-    if s.rig is not None and s.rig.cortex.source == "virtual" and len(pixels):
+    cortex, images = _cortex_and_images(s)
+    if cortex is not None and cortex.source == "virtual" and len(pixels):
         from acquisition.population import Population
 
-        pop = Population(s.rig.cortex.population, s.rig.images.size_px, s.rig.images.colour)
+        pop = Population(cortex.population, images.size_px, images.colour)
         return pop.rates(pixels)[:, :n_neurons], "the virtual cortex's true rates (the simulated rig's ground truth)"
     return None, ""
+
+
+def _cortex_and_images(s: Session):
+    """The rig's [cortex] and [images] sections, even where another section of an older rig no longer validates."""
+    if s.rig is not None:
+        return s.rig.cortex, s.rig.images
+    from pydantic import ValidationError
+
+    from acquisition.config import CortexConfig
+    from stimulus.config import ImagesConfig
+
+    try:
+        return (CortexConfig.model_validate(s.rig_dict.get("cortex", {})),
+                ImagesConfig.model_validate(s.rig_dict.get("images", {})))
+    except ValidationError:
+        return None, None
 
 
 def clock_residuals(s: Session) -> tuple[np.ndarray, np.ndarray, object] | None:
@@ -260,8 +277,9 @@ def fig_accuracy(s: Session) -> str:
     ax.set_xticks(x)
     ax.set_xlabel("neuron")
     ax.set_ylabel("correlation")
-    ax.set_ylim(min(-0.2, ax.get_ylim()[0]), 1.05)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_ylim(min(-0.2, ax.get_ylim()[0]), 1.3)
+    ax.set_yticks([t for t in ax.get_yticks() if t <= 1.0])
+    ax.legend(loc="upper left", ncol=2, fontsize=8, frameon=False)
     ax.set_title("End of session: held-out accuracy per neuron, and the noise ceiling", fontsize=10)
     fig.tight_layout()
     parts.append(_img(_png(fig), "held-out accuracy per neuron with the noise ceiling"))
@@ -418,14 +436,18 @@ def fig_neuron_images(s: Session) -> str:
 
 def fig_evidence(s: Session) -> str:
     plt = _plt()
-    ev = (s.summary or {}).get("hypothesis_evidence")
+    reported = [v["info"]["evidence"] for v in s.model_versions if v["info"].get("evidence")]
+    ev = (s.summary or {}).get("hypothesis_evidence") or (reported[-1] if reported else None)
     parts = [_missing("Hypothesis evidence after each trial",
                       "the model worker reports evidence at the start and the end of the session only "
                       "(shown below)")]
-    if not ev or not ev.get("hypotheses"):
-        return "".join(parts) + _missing("Hypothesis evidence", "summary.json has none")
+    if not ev or not ev.get("hypotheses") or not ev.get("presentations"):
+        parts.append(_missing("Hypothesis evidence", "neither summary.json nor the model versions hold any "
+                                                     "weighed on responses (the model worker did not answer at "
+                                                     "the end)"))
+        return "".join(parts) + _model_versions(s)
     names = ev["hypotheses"]
-    start = next((v["info"]["evidence"] for v in s.model_versions if v["info"].get("evidence")), None)
+    start = reported[0] if reported else None
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 3.0))
     ll = np.array([ev["log_likelihood"][h] for h in names])
     x = np.arange(len(names))
@@ -444,16 +466,21 @@ def fig_evidence(s: Session) -> str:
                  f"{ev['log_bayes_factor_best_vs_next']:.1f}", fontsize=10)
     fig.tight_layout()
     parts.append(_img(_png(fig), "hypothesis evidence"))
-    if s.model_versions:
-        fig, ax = plt.subplots(figsize=(12, 2.2))
-        ax.step([v["trial_id"] for v in s.model_versions], [v["version"] for v in s.model_versions], where="post",
-                color="#4C72B0")
-        ax.set_xlabel("trial")
-        ax.set_ylabel("model version")
-        ax.set_title("Model versions as the controller first saw them", fontsize=10)
-        fig.tight_layout()
-        parts.append(_img(_png(fig), "model version over trials"))
-    return "".join(parts)
+    return "".join(parts) + _model_versions(s)
+
+
+def _model_versions(s: Session) -> str:
+    if not s.model_versions:
+        return _missing("Model versions", "the controller recorded none")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(12, 2.2))
+    ax.step([v["trial_id"] for v in s.model_versions], [v["version"] for v in s.model_versions], where="post",
+            color="#4C72B0")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("model version")
+    ax.set_title("Model versions as the controller first saw them", fontsize=10)
+    fig.tight_layout()
+    return _img(_png(fig), "model version over trials")
 
 
 def fig_timing(s: Session) -> str:
@@ -583,6 +610,36 @@ pre { background: #f6f6f6; padding: 8px; font-size: 12px; overflow-x: auto; }
 """
 
 
+def rig_toml(rig: dict) -> str:
+    """The stored (JSON) rig written back as a rig file: a table per section, nested sections as sub-tables."""
+    def value(v) -> str:
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(v)  # strings, numbers and booleans are written alike in TOML
+
+    lines: list[str] = []
+
+    def table(name: str, d: dict) -> None:
+        scalars = {k: v for k, v in d.items() if not isinstance(v, dict)}
+        if scalars or not d:
+            lines.append(f"[{name}]")
+            for k, v in scalars.items():
+                lines.append(f"# {k}: not set" if v is None else f"{k} = {value(v)}")
+            lines.append("")
+        for k, v in d.items():
+            if isinstance(v, dict):
+                table(f"{name}.{k}", v)
+
+    for section, d in rig.items():
+        if isinstance(d, dict):
+            table(section, d)
+        else:
+            lines.insert(0, f"{section} = {value(d)}")
+    return "\n".join(lines).strip() + "\n"
+
+
 def render(s: Session) -> str:
     name = s.rig_dict.get("session", {}).get("name", s.path.name)
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.created_wall_s)) if s.created_wall_s else "?"
@@ -596,9 +653,9 @@ def render(s: Session) -> str:
     for key, title, make in SECTIONS:
         body.append(f"<section id='{key}'><h2>{html.escape(title)}</h2>{make(s)}</section>")
     rig_note = f"<div class='missing'>{html.escape(s.rig_problem)}</div>" if s.rig_problem else ""
-    body.append(f"<section id='rig'><h2>Rig file</h2><p class='note'>The resolved rig every process used "
-                f"(stored in the session).</p>{rig_note}<pre>{html.escape(json.dumps(s.rig_dict, indent=2))}"
-                "</pre></section>")
+    body.append(f"<section id='rig'><h2>Rig file</h2><p class='note'>The resolved rig every process used, "
+                f"defaults included (stored in the session), as TOML.</p>{rig_note}"
+                f"<pre>{html.escape(rig_toml(s.rig_dict))}</pre></section>")
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>cortexloop report: {html.escape(s.path.name)}</title><style>{STYLE}</style></head>"
             f"<body>{''.join(body)}</body></html>\n")

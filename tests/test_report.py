@@ -10,13 +10,14 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from controller.config import load_rig, with_overrides
+from controller.config import load_rig, parse_rig, with_overrides
 from controller.launch import run_session
 from controller.nwb import image_kind
 from controller.report import repeat_noise_ceiling
@@ -99,8 +100,9 @@ def test_report_has_every_section_and_every_image_decodes(session, report):
     assert sorted(missing) == ["Held-out accuracy after each trial", "Hypothesis evidence after each trial",
                                "Loop latency of each plan"]
     assert "Compression: not run on this session." in text
-    # The rig file, as stored.
-    assert html.escape(json.dumps(rig.model_dump(mode="json"), indent=2)) in text
+    # The rig file, as stored, written as TOML that reads back as the same rig.
+    rig_text = re.search(r"<section id='rig'>.*?<pre>(.*?)</pre>", text, re.S).group(1)
+    assert parse_rig(tomllib.loads(html.unescape(rig_text))) == rig
 
 
 def test_images_are_grouped_by_the_recorded_reason(session, report):
