@@ -73,7 +73,7 @@ def test_most_exciting_images_compute_only_their_neurons_and_drive_them():
     neurons = [0, 2]
     meis = most_exciting_images(p, neurons, SHAPE, steps=50, seed=0)
     assert meis.shape == (2, 16, 16, 3) and meis.dtype == np.uint8
-    assert all(asked == neurons for asked in p.asked)
+    assert p.asked and all(asked == neurons for asked in p.asked)
     x = torch.from_numpy(meis).permute(0, 3, 1, 2).float() / 255.0
     r = p.rates(x).mean(0).detach()  # (2 images, 4 neurons)
     grey = p.rates(torch.full((1, 3, 16, 16), 0.5)).mean(0).detach()[0]
