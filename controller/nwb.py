@@ -59,13 +59,13 @@ def first_shown(onsets: list[tuple], plans: list[dict]) -> dict[str, dict]:
     return out
 
 
-def _session_description(rig, n_trials: int, n_images: int, n_neurons: int) -> str:
+def _session_description(rig, model_kind: str, n_trials: int, n_images: int, n_neurons: int) -> str:
     if rig.session.description:
         return rig.session.description
     return (f"cortexloop closed-loop session '{rig.session.name}': {n_trials} trials of "
             f"{rig.trial.images_per_trial} images ({rig.trial.on_ms:.0f} ms on, {rig.trial.off_ms:.0f} ms off), "
             f"{n_images} distinct images, {n_neurons} units; images chosen between trials by per-neuron models "
-            f"({rig.model.kind}) updated on the responses.")
+            f"({model_kind}) updated on the responses.")
 
 
 def export_nwb(session_dir: Path, out_path: Path) -> dict:
@@ -79,7 +79,11 @@ def export_nwb(session_dir: Path, out_path: Path) -> dict:
 
     store = SessionStore.open(session_dir)
     try:
-        rig = parse_rig(json.loads(store.rig_json()), f"{session_dir} (stored rig)")
+        rig_dict = json.loads(store.rig_json())
+        # Only the sections the export reads are validated (the others take their defaults), so a session stored
+        # by a cortexloop whose other sections have changed since still exports.
+        rig = parse_rig({k: rig_dict[k] for k in ("session", "trial", "cortex") if k in rig_dict},
+                        f"{session_dir} (stored rig)")
         created = float(store.meta("created_wall_s") or 0.0)
         batches = store.spike_batches()
         events = store.event_codes(clock="acquisition")
@@ -100,7 +104,8 @@ def export_nwb(session_dir: Path, out_path: Path) -> dict:
     n_neurons = max(int(rig.cortex.population.n_neurons), int(neuron.max()) + 1 if len(neuron) else 0)
     n_trials_recorded = sum(1 for e in events if e[2] in (m.Codes.TRIAL_END, m.Codes.TRIAL_ABORT))
     nwb = NWBFile(
-        session_description=_session_description(rig, n_trials_recorded, len(shown), n_neurons),
+        session_description=_session_description(rig, str(rig_dict.get("model", {}).get("kind", "?")),
+                                                 n_trials_recorded, len(shown), n_neurons),
         identifier=Path(session_dir).resolve().name,
         session_id=Path(session_dir).resolve().name,
         session_start_time=datetime.fromtimestamp(created, tz=timezone.utc),
