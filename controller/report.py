@@ -60,6 +60,7 @@ class Session:
     trials: list
     model_versions: list
     events_acq: list
+    log_counts: Counter  # entries of the session log, by kind
     images: dict = field(default_factory=dict)  # hash -> pixels of every image shown
     compact: dict | None = None
     compact_dir: Path | None = None
@@ -93,7 +94,8 @@ def load_session(session_dir: str | Path) -> Session:
                     created_wall_s=float(store.meta("created_wall_s") or 0.0), status=store.meta("status"),
                     responses=store.responses(valid_only=False), onsets=store.onsets(), plans=store.plans(),
                     trials=store.trials(), model_versions=store.model_versions(),
-                    events_acq=store.event_codes(clock="acquisition"))
+                    events_acq=store.event_codes(clock="acquisition"),
+                    log_counts=Counter(kind for _, kind, _ in store.log_entries()))
         s.images = {h: store.image(h) for h in dict.fromkeys(o[2] for o in s.onsets)}
         for h, px in zip(s.responses["image_hash"], s.responses["pixels"]):
             s.images.setdefault(h, px)
@@ -486,26 +488,16 @@ def _model_versions(s: Session) -> str:
 def fig_timing(s: Session) -> str:
     plt = _plt()
     summ = s.summary or {}
-    lat = summ.get("loop_latencies_ms")  # per-plan latencies, where a session records them
     intervals = np.concatenate([t["frame_intervals_s"] for t in s.trials]) if s.trials else np.zeros(0)
     errors = np.concatenate([t["onset_to_flip_error_s"] for t in s.trials]) if s.trials else np.zeros(0)
-    parts = []
-    if not lat:
-        p50, p99 = summ.get("loop_latency_p50_ms"), summ.get("loop_latency_p99_ms")
-        parts.append(_missing("Loop latency of each plan",
-                              "the session keeps the p50 and p99 only"
-                              + (f": p50 {p50:.0f} ms, p99 {p99:.0f} ms" if p50 is not None and p99 is not None
-                                 else "")
-                              + f"; plans ready on time {_share(summ.get('plans_on_time_share'))}."))
-    n_plots = (1 if lat else 0) + 2
-    fig, axes = plt.subplots(1, n_plots, figsize=(12, 3.0), squeeze=False)
-    axes = list(axes[0])
-    if lat:
-        ax = axes.pop(0)
-        ax.hist(lat, bins=40, color="#4C72B0")
-        ax.set_xlabel("loop latency (ms)")
-        ax.set_title(f"Loop latency: p50 {np.percentile(lat, 50):.0f} ms, p99 {np.percentile(lat, 99):.0f} ms",
-                     fontsize=10)
+    p50, p99 = summ.get("loop_latency_p50_ms"), summ.get("loop_latency_p99_ms")
+    parts = [_missing("Loop latency of each plan",
+                      "the session keeps the p50 and p99 only"
+                      + (f": p50 {p50:.0f} ms, p99 {p99:.0f} ms" if p50 is not None and p99 is not None else "")
+                      + f"; plans ready on time {_share(summ.get('plans_on_time_share'))}; the log holds "
+                      f"{s.log_counts['slow_plan']} slow plans (ready more than half a trial after their window) "
+                      f"and {s.log_counts['plan_late']} late ones (pool images shown instead).")]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.0))
     ax = axes[0]
     if len(intervals):
         refresh = s.rig.display.refresh_hz if s.rig is not None else None
