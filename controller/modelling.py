@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from controller import messages as m
+from controller.parts import InProcessPart
 from models.factory import make_online_model
 from stimulus.hypotheses import EvidenceTracker, build_hypotheses
 from stimulus.images import image_hash, to_unit_float
@@ -96,7 +97,7 @@ class BackgroundTrainer(threading.Thread):
             return got
 
 
-class ModelWorker:
+class ModelWorker(InProcessPart):
     def __init__(self, rig, clock, hypotheses=None):
         """hypotheses: a ready HypothesisSet to discriminate (a benchmark's); else the rig file's, else the
         ensemble's members."""
@@ -132,12 +133,6 @@ class ModelWorker:
     def poll(self, timeout_s: float = 0.0) -> list:
         out, self.outbox = self.outbox, []
         return out
-
-    def waitables(self) -> list:
-        return []
-
-    def malformed(self) -> int:
-        return 0
 
     def close(self) -> None:
         if self.trainer is not None:

@@ -109,6 +109,20 @@ class Model(Protocol):
     def close(self) -> None: ...
 
 
+class InProcessPart:
+    """What every in-process part shares: nothing to wait on (it makes progress when it is polled), no socket
+    that could bring malformed messages, nothing to release unless it says otherwise."""
+
+    def waitables(self) -> list:
+        return []
+
+    def malformed(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
 class PartError(TypeError):
     """A part that does not do what its role needs; says which part and which method is missing."""
 

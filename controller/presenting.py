@@ -20,6 +20,7 @@ from collections import deque
 import numpy as np
 
 from controller import messages as m
+from controller.parts import InProcessPart
 from stimulus.presenters.base import ShowPlan
 
 
@@ -28,7 +29,7 @@ def show_plan(plan: m.TrialPlan) -> ShowPlan:
                     plan.on_frames, plan.off_frames, plan.iti_frames)
 
 
-class PresenterRunner:
+class PresenterRunner(InProcessPart):
     IDLE_S = 0.005  # how long the idle frame is shown before the queue is looked at again
     HEARTBEAT_S = 0.5  # wall clock: says the presenter is alive (between trials)
 
@@ -71,12 +72,6 @@ class PresenterRunner:
                 self.gap_start = self.screen.now()
             self.screen.idle(min(timeout_s, self.IDLE_S) if timeout_s > 0 else self.IDLE_S)
         return out
-
-    def waitables(self) -> list:
-        return []
-
-    def malformed(self) -> int:
-        return 0
 
     def close(self) -> None:
         if self.opened:

@@ -24,6 +24,7 @@ import numpy as np
 
 from acquisition.replay import replay_order
 from controller import messages as m
+from controller.parts import InProcessPart
 from controller.clocks import VirtualClock
 from controller.config import parse_rig, with_overrides
 from controller.engine import SessionParts
@@ -42,7 +43,7 @@ def recorded_neuron_count(store: SessionStore) -> int:
     return 0 if row is None else len(np.frombuffer(row[0], np.float32))
 
 
-class StoredStream:
+class StoredStream(InProcessPart):
     def __init__(self, store: SessionStore):
         self.n_neurons = recorded_neuron_count(store)
         self.items = replay_order(store.spike_batches(), store.event_codes(clock="acquisition"))
@@ -65,17 +66,8 @@ class StoredStream:
         self.next += len(out)
         return out
 
-    def waitables(self) -> list:
-        return []
 
-    def malformed(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
-
-
-class StoredPresenter:
+class StoredPresenter(InProcessPart):
     def __init__(self, store: SessionStore):
         self.trials = {t["trial_id"]: t for t in store.trials()}
         self.onsets: dict[int, list] = {}
@@ -99,17 +91,8 @@ class StoredPresenter:
             dropped_frames=t["dropped_frames"], reason=t["reason"] or "", frame_intervals_s=t["frame_intervals_s"],
             onset_to_flip_error_s=t["onset_to_flip_error_s"])]
 
-    def waitables(self) -> list:
-        return []
 
-    def malformed(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
-
-
-class StoredPlans:
+class StoredPlans(InProcessPart):
     def __init__(self, store: SessionStore):
         self.plans = {p["trial_id"]: p for p in store.plans()}
         self.store = store
@@ -132,15 +115,6 @@ class StoredPlans:
     def poll(self, timeout_s: float = 0.0) -> list:
         out, self.outbox = self.outbox, []
         return out
-
-    def waitables(self) -> list:
-        return []
-
-    def malformed(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
 
 
 def run_replay(source_dir: Path, out_dir: Path) -> dict:

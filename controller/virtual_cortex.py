@@ -24,11 +24,12 @@ from acquisition.population import Population
 from acquisition.recording import RecordingClock, SpikeBatcher
 from acquisition.spiking import SpikingModel
 from controller import messages as m
+from controller.parts import InProcessPart
 
 STREAM = "virtual-cortex"
 
 
-class VirtualCortex:
+class VirtualCortex(InProcessPart):
     def __init__(self, rig, clock, population: Population | None = None, openephys_out=None):
         cc = rig.cortex
         self.clock = clock
@@ -65,15 +66,6 @@ class VirtualCortex:
             self.outbox.append(self.heartbeat())
         out, self.outbox = self.outbox, []
         return out
-
-    def waitables(self) -> list:
-        return []
-
-    def malformed(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
 
     # -- what the recording system sees -------------------------------------------
     def advance_to(self, t_s: float) -> None:
