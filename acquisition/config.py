@@ -139,4 +139,6 @@ class CortexConfig(Strict):
     population: PopulationConfig = PopulationConfig()
     spiking: SpikingConfig = SpikingConfig()
     recording: RecordingConfig = RecordingConfig()
-    source: Literal["virtual", "native", "openephys", "replay"] = "virtual"
+    # Where spikes and event codes come from. Only the virtual cortex is built in so far; a recording
+    # system plugs in as an AcquisitionSource part (README, "Adding a world").
+    source: Literal["virtual"] = "virtual"
