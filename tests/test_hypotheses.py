@@ -120,15 +120,3 @@ def test_tempering_by_fano_factor_and_prior():
     # Poisson log-likelihood is normalised: probabilities over counts sum to one.
     k = np.arange(60)
     assert np.isclose(np.exp(poisson_log_likelihood(np.full(60, 50.0), k, 0.2)).sum(), 1.0)
-
-
-def test_discrimination_benchmark_runs_end_to_end_and_designed_images_win(tmp_path):
-    import json
-
-    from bench.discrimination import main
-
-    out = tmp_path / "disc.json"
-    assert main(["--pair", "orientation", "--delta-deg", "5", "--repeats", "2", "--arms", "random", "selected",
-                 "--max-trials", "60", "--pool-size", "120", "--size-px", "16", "--json", str(out)]) == 0
-    arms = json.loads(out.read_text())["results"]["orientation5deg"]["arms"]
-    assert arms["selected"]["median_presentations"] < arms["random"]["median_presentations"]

@@ -129,17 +129,3 @@ def test_synthesis_respects_a_near_deadline():
     out = ImageChooser(cfg, pools).choose(0, 2, MembersDisagreeOnBrightLeft(), t0 + 0.5)
     assert time.perf_counter() - t0 < 0.5 + 0.5  # slack for a loaded machine
     assert all(c.reason.startswith("synthesized") for c in out)
-
-
-def test_efficiency_benchmark_runs_both_arms_on_the_same_budget(tmp_path):
-    import json
-
-    from bench.efficiency import main
-
-    out = tmp_path / "eff.json"
-    assert main(["--trials", "6", "--warmup-trials", "2", "--eval-every", "3", "--neurons", "3", "--pool-size", "80",
-                 "--size-px", "16", "--candidates", "40", "--json", str(out)]) == 0
-    res = json.loads(out.read_text())
-    for arm in ("random", "closed_loop"):
-        assert res["arms"][arm]["trials"] == [3, 6]
-    assert res["arms"]["closed_loop"]["images_by_kind"] == {"random": 10, "selected": 20}
