@@ -48,7 +48,7 @@ class UnitLayout:
         if sorted_id < 1 or sorted_id > self.units_per_electrode or not electrode.startswith(self.electrode_prefix):
             return None
         digits = electrode[len(self.electrode_prefix):]
-        if not (digits.isascii() and digits.isdigit() and len(digits) <= 9):  # int() would take " 7", "1_0", 5000 digits
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 9):  # int() takes " 7", "1_0", 5000 digits
             return None
         e = int(digits)
         return (e - 1) * self.units_per_electrode + (sorted_id - 1) if e >= 1 else None

@@ -67,8 +67,8 @@ def test_whatever_passes_validation_stores_without_error(store, msg):
         store.conn.execute("DELETE FROM spike_batches WHERE stream = ? AND seq = ?", (decoded.stream, decoded.seq))
     put(store, decoded)
     if isinstance(decoded, m.SpikeBatch):
-        row = store.conn.execute("SELECT t_start_s, total_spikes, time_s FROM spike_batches WHERE stream = ? AND seq = ?",
-                                 (decoded.stream, decoded.seq)).fetchone()
+        row = store.conn.execute("SELECT t_start_s, total_spikes, time_s FROM spike_batches "
+                                 "WHERE stream = ? AND seq = ?", (decoded.stream, decoded.seq)).fetchone()
         assert row[0] == decoded.t_start_s and row[1] == decoded.total_spikes
         assert np.array_equal(np.frombuffer(row[2], np.float64), decoded.time_s)
     elif isinstance(decoded, m.TrialPlan):
