@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -27,8 +28,11 @@ from controller.links import Receiver
 from stimulus.images import image_hash
 from tests.test_messages import examples
 
-# No example database: nothing is written into the checkout. Sized so the file runs in well under 30 s on 2 cores.
-FUZZ = settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+# No example database: nothing is written into the checkout. Sized so the file runs in well under 30 s on 2 cores;
+# CORTEXLOOP_FUZZ_SCALE=50 runs a fifty times longer campaign.
+SCALE = float(os.environ.get("CORTEXLOOP_FUZZ_SCALE", "1"))
+FUZZ = settings(max_examples=int(100 * SCALE), deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 # -- arbitrary JSON, with the values that broke the decoders before -------------------------------------------
 _nasty_ints = st.sampled_from([2 ** 63 - 1, 2 ** 63, -(2 ** 63), -(2 ** 63) - 1, 2 ** 64, 2 ** 31, 10 ** 30, -1, 0,
@@ -226,10 +230,21 @@ def assert_same(a, b) -> None:
             assert got == value
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=int(300 * SCALE))
 @given(msg=valid_messages())
 def test_valid_messages_always_decode_unchanged(msg):
     assert_same(msg, m.decode(_frames(msg)))
+
+
+@FUZZ
+@given(msg=valid_messages(), n_neurons=st.none() | st.integers(0, 70_000),
+       image_shape=st.none() | st.tuples(st.integers(1, 8), st.integers(1, 8), st.sampled_from([1, 3, 4])),
+       roles=st.none() | st.lists(names, max_size=3).map(tuple))
+def test_context_checks_raise_only_message_error(msg, n_neurons, image_shape, roles):
+    try:
+        m.check_context(m.decode(_frames(msg)), n_neurons=n_neurons, image_shape=image_shape, roles=roles)
+    except m.MessageError:
+        pass
 
 
 # -- the Open Ephys decoder ----------------------------------------------------------------------------------
@@ -294,7 +309,7 @@ def socket_pairs():
 SENTINEL = m.Shutdown(reason="end of example")
 
 
-@settings(FUZZ, max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(FUZZ, max_examples=int(60 * SCALE), suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(batch=st.lists(st.sampled_from(sorted(m.MESSAGE_TYPES)).flatmap(mutated_frames) | random_frames
                       | valid_messages().map(_frames), min_size=1, max_size=8),
        kind=st.sampled_from(["push", "dealer"]))

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 
 from controller import messages as m
 from controller.store import DB_NAME, SessionStore
-from tests.test_fuzz import FUZZ, valid_messages
+from tests.test_fuzz import FUZZ, SCALE, valid_messages
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,7 @@ def store():
     shutil.rmtree(d)
 
 
-@settings(FUZZ, max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(FUZZ, max_examples=int(200 * SCALE), suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(msg=valid_messages())
 def test_whatever_passes_validation_stores_without_error(store, msg):
     decoded = m.decode([bytes(f) for f in m.encode(msg)])
