@@ -110,6 +110,9 @@ class SessionEngine:
         self.trial_ended_wall: dict[int, float] = {}
         self.onsets: dict[int, dict[int, m.OnsetReport]] = {}
         self.acq_onsets: dict[tuple[int, int], float] = {}
+        # Onset codes recorded without a trial label are paired with the flips in order; the tolerance is less
+        # than half the shortest spacing of two onsets, so a lost code is noticed, never shifted onto the next.
+        self.labeller = p.OnsetLabeller(0.4 * (self.timing.on_frames + self.timing.off_frames) / self.timing.refresh_hz)
         self.model_replies: dict[int, m.ModelReply] = {}
         self.presented: dict[int, m.TrialPlan] = {}  # sent to the presenter, responses not yet collected
         self.plan_requests: dict[int, dict] = {}
@@ -158,13 +161,20 @@ class SessionEngine:
             self.last_seen["acquisition"] = now
             self.store.put_event(msg)
             if msg.code == m.Codes.IMAGE_ONSET and msg.clock == "acquisition":
-                self.acq_onsets[(msg.trial_id, msg.index)] = msg.time_s
+                if msg.trial_id >= 0:
+                    self.acq_onsets[(msg.trial_id, msg.index)] = msg.time_s
+                else:
+                    self.labeller.add_code(msg.time_s)
+                    self.acq_onsets.update(self.labeller.pair())
         elif isinstance(msg, m.Heartbeat):
             self.last_seen["acquisition"] = now
+            # A heartbeat says how far the stream's clock got, so a quiet stream still completes windows; but one
+            # that names a later batch than any received ran past a batch lost on the way, whose spikes would be
+            # missing from the windows it completed: the gap is recorded when the next batch arrives.
             st = self.streams.get(msg.stream)
-            # A stream that sends sequenced batches says how far its clock got with each batch; its heartbeat
-            # could run past a batch lost on the way, so only a stream without batches completes windows by it.
-            if msg.stream and (st is None or st.last_seq is None) and np.isfinite(msg.clock_s):
+            sent = msg.info.get("batch_seq")
+            behind = isinstance(sent, int) and sent > (st.last_seq if st is not None and st.last_seq is not None else 0)
+            if msg.stream and not behind and np.isfinite(msg.clock_s):
                 self.record.advance(msg.clock_s)
 
     def _on_spikes(self, msg: m.SpikeBatch) -> None:
@@ -199,6 +209,8 @@ class SessionEngine:
         if isinstance(msg, m.OnsetReport):
             self.store.put_onset(msg)
             self.onsets.setdefault(msg.trial_id, {})[msg.index] = msg
+            self.labeller.add_flip((msg.trial_id, msg.index), msg.flip_s)
+            self.acq_onsets.update(self.labeller.pair())
         elif isinstance(msg, m.TrialReport):
             if msg.status == "started":
                 self.trial_started_wall[msg.trial_id] = now
@@ -341,7 +353,8 @@ class SessionEngine:
         indices = list(range(report.n_onsets))
         # Every onset's report and its event code as recorded by the acquisition system.
         self.wait_for(lambda: len(self.onsets.get(tid, {})) >= report.n_onsets
-                      and all((tid, i) in self.acq_onsets for i in indices), 5.0)
+                      and all((tid, i) in self.acq_onsets or (tid, i) in self.labeller.unmatched for i in indices),
+                      5.0)
         missing = [i for i in indices if i not in self.onsets.get(tid, {})]
         if missing:
             raise SessionAbort(f"trial {tid}: the presenter reported {report.n_onsets} onsets but sent no "

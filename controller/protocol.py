@@ -139,6 +139,54 @@ def onset_times(recorded: list, flips: list, fit) -> tuple[np.ndarray, np.ndarra
     return times, ~np.isnan(times)
 
 
+class OnsetLabeller:
+    """Pairs onset codes recorded without labels (plain code words read from TTL lines carry no trial number)
+    with the presenter's onsets, in order.
+
+    Each next code must follow the last paired one by the interval between their flips, within `tolerance_s`
+    (less than half the shortest spacing of two onsets): a code that comes too early is an extra one and is
+    skipped; one that comes too late means the flip's own code was lost, and that flip stays unlabelled (its
+    onset is then mapped by the clock fit). So a lost code never shifts the labels of the codes after it.
+    The first code is paired with the first onset."""
+
+    def __init__(self, tolerance_s: float):
+        self.tolerance_s = tolerance_s
+        self.flips: list[tuple] = []  # (key, flip_s) in flip order
+        self.codes: list[float] = []
+        self.i = self.j = 0
+        self.anchor: tuple[float, float] | None = None  # (flip_s, code_s) of the last pair
+        self.unmatched: set = set()  # flips whose code was lost
+        self.extra_codes = 0
+
+    def add_flip(self, key, flip_s: float) -> None:
+        self.flips.append((key, flip_s))
+
+    def add_code(self, t_s: float) -> None:
+        self.codes.append(t_s)
+
+    def pair(self) -> dict:
+        """New labels {key: code time} from what has come in so far."""
+        out = {}
+        while self.i < len(self.flips) and self.j < len(self.codes):
+            key, flip = self.flips[self.i]
+            code = self.codes[self.j]
+            if self.anchor is not None:
+                off = code - (self.anchor[1] + flip - self.anchor[0])
+                if off < -self.tolerance_s:
+                    self.j += 1
+                    self.extra_codes += 1
+                    continue
+                if off > self.tolerance_s:
+                    self.unmatched.add(key)
+                    self.i += 1
+                    continue
+            out[key] = code
+            self.anchor = (flip, code)
+            self.i += 1
+            self.j += 1
+        return out
+
+
 # -- the protocol -----------------------------------------------------------------------------
 
 def trial_protocol(n_trials: int, queue_depth: int, images_per_trial: int, max_attempts: int | None = None):

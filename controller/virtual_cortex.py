@@ -104,8 +104,9 @@ class VirtualCortex(InProcessPart):
 
     def heartbeat(self) -> m.Heartbeat:
         self.hb_seq += 1
+        # batch_seq: the last batch made (sent or lost), so a receiver knows whether it has them all.
         return m.Heartbeat(role="cortex", seq=self.hb_seq, clock_s=self.now_s, stream=STREAM,
-                           info=self.describe())
+                           info={**self.describe(), "batch_seq": self.batcher.seq})
 
 
 class CortexEventOutput:

@@ -64,15 +64,37 @@ def batch(seq, t0, t1, total, n=3, neuron=None):
 
 def test_a_lost_packet_marks_the_interval_it_covered_even_after_a_heartbeat(engine):
     engine._on_acquisition(batch(1, 0.0, 1.0, 3))
-    engine._on_acquisition(m.Heartbeat(role="cortex", seq=1, clock_s=3.0, stream="s"))  # runs past the loss
+    # The heartbeat runs past the lost batch 2 (it says batch 2 was made): it completes no window.
+    before = engine.record.clock_s
+    engine._on_acquisition(m.Heartbeat(role="cortex", seq=1, clock_s=30.0, stream="s", info={"batch_seq": 2}))
+    assert engine.record.clock_s == before < 30.0
     engine._on_acquisition(batch(3, 2.0, 3.0, 9))
     st = engine.streams["s"]
     assert st.lost_intervals == [(1.0, 2.0)]
     assert st.lost_batches == 1 and st.lost_spikes == 3
-    # The heartbeat of a batch stream does not complete windows over a batch it may have overtaken.
-    before = engine.record.clock_s
-    engine._on_acquisition(m.Heartbeat(role="cortex", seq=2, clock_s=1000.0, stream="s"))
-    assert engine.record.clock_s == before < 1000.0
+    # Once every batch it names has arrived, a heartbeat moves the stream's clock on (a quiet stream completes).
+    engine._on_acquisition(m.Heartbeat(role="cortex", seq=2, clock_s=40.0, stream="s", info={"batch_seq": 3}))
+    assert engine.record.clock_s == 40.0
+
+
+def test_onset_codes_without_labels_are_paired_in_order_and_a_lost_one_shifts_nothing():
+    from controller.protocol import OnsetLabeller
+
+    lab = OnsetLabeller(tolerance_s=0.08)
+    flips = [((0, i), 1.0 + 0.2 * i) for i in range(5)] + [((1, i), 3.0 + 0.2 * i) for i in range(3)]
+    for key, t in flips:
+        lab.add_flip(key, t)
+    offset = 12.5
+    codes = [t + offset + 0.001 * k for k, (key, t) in enumerate(flips) if key != (0, 2)]  # the third code is lost
+    codes.insert(5, codes[4] + 0.05)  # and an extra one comes between two onsets
+    labels = {}
+    for c in codes:
+        lab.add_code(c)
+        labels.update(lab.pair())
+    assert (0, 2) not in labels and lab.unmatched == {(0, 2)} and lab.extra_codes == 1
+    for key, t in flips:
+        if key != (0, 2):
+            assert labels[key] == pytest.approx(t + offset, abs=0.01)
 
 
 def test_a_sequence_number_going_backwards_is_counted_not_subtracted(engine):
