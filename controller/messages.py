@@ -653,3 +653,6 @@ class Codes:
     IMAGE_ONSET = 20
     TRIAL_END = 30
     TRIAL_ABORT = 31
+    # Not a word the presenter sends: the acquisition system's record of the photodiode's edge (the onset as
+    # the screen really showed it), reported by sources that have a photodiode line.
+    PHOTODIODE = 40
