@@ -112,6 +112,11 @@ class SessionEngine:
         self.acq_onsets: dict[tuple[int, int], float] = {}
         # Onset codes recorded without a trial label are paired with the flips in order; the tolerance is less
         # than half the shortest spacing of two onsets, so a lost code is noticed, never shifted onto the next.
+        # Photodiode edges on the acquisition clock (sorted); where a source reports them, they are the onsets.
+        self.photodiode_edges: list[float] = []
+        self.photodiode_max_lag_s = min(0.1, 0.5 * (self.timing.on_frames + self.timing.off_frames) / self.timing.refresh_hz)
+        self.photodiode_latencies_s: list[float] = []
+        self.onsets_without_photodiode = 0
         self.labeller = p.OnsetLabeller(0.4 * (self.timing.on_frames + self.timing.off_frames) / self.timing.refresh_hz)
         self.model_replies: dict[int, m.ModelReply] = {}
         self.presented: dict[int, m.TrialPlan] = {}  # sent to the presenter, responses not yet collected
@@ -160,7 +165,9 @@ class SessionEngine:
         elif isinstance(msg, m.EventCode):
             self.last_seen["acquisition"] = now
             self.store.put_event(msg)
-            if msg.code == m.Codes.IMAGE_ONSET and msg.clock == "acquisition":
+            if msg.code == m.Codes.PHOTODIODE and msg.clock == "acquisition":
+                self.photodiode_edges.append(msg.time_s)  # a stream's events come in time order
+            elif msg.code == m.Codes.IMAGE_ONSET and msg.clock == "acquisition":
                 if msg.trial_id >= 0:
                     self.acq_onsets[(msg.trial_id, msg.index)] = msg.time_s
                 else:
@@ -369,6 +376,8 @@ class SessionEngine:
         for i in np.flatnonzero(known & np.array([r is None for r in recorded], bool)):
             self.store.log("event_missing", f"trial {tid} image {i}: no recorded event code; onset mapped by "
                                             f"clock fit")
+        if self.uses_photodiode:
+            onset_acq = self._photodiode_onsets(tid, onset_acq, known)
         starts, ends = p.response_windows(onset_acq, *self.window)
         last_end = float(np.nanmax(ends)) if known.any() else -np.inf
         if not self.wait_for(lambda: self.record.complete(last_end), max(30.0, 5 * self.timing.trial_s)):
@@ -389,6 +398,24 @@ class SessionEngine:
         if known.any():
             self.record.forget_before(float(np.nanmin(onset_acq)))
         return rows
+
+    @property
+    def uses_photodiode(self) -> bool:
+        return bool(self.source_info.get("photodiode")) or bool(self.photodiode_edges)
+
+    def _photodiode_onsets(self, tid: int, code_times: np.ndarray, known: np.ndarray) -> np.ndarray:
+        """Onsets moved to the photodiode edge that follows each code (once the stream has passed the latest
+        time an edge could come); an onset with no edge keeps its code time and is counted."""
+        latest = float(np.nanmax(code_times)) + self.photodiode_max_lag_s if known.any() else -np.inf
+        self.wait_for(lambda: self.record.complete(latest), max(30.0, 5 * self.timing.trial_s))
+        times, found = p.photodiode_onsets(code_times, np.asarray(self.photodiode_edges), self.photodiode_max_lag_s)
+        self.photodiode_latencies_s += (times[found] - code_times[found]).tolist()
+        missing = int((known & ~found).sum())
+        if missing:
+            self.onsets_without_photodiode += missing
+            self.store.log("photodiode_missing", f"trial {tid}: {missing} onset(s) without a photodiode edge within "
+                                                 f"{self.photodiode_max_lag_s * 1000:.0f} ms; code time used")
+        return times
 
     def update_model(self, cmd: p.UpdateModel) -> None:
         if not cmd.rows:

@@ -139,6 +139,20 @@ def onset_times(recorded: list, flips: list, fit) -> tuple[np.ndarray, np.ndarra
     return times, ~np.isnan(times)
 
 
+def photodiode_onsets(code_times: np.ndarray, edges: np.ndarray, max_lag_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """The onsets as the screen showed them: for each onset code, the first photodiode edge within max_lag_s
+    after it (edges sorted). Returns (times, found); an onset without an edge keeps its code time."""
+    code_times = np.asarray(code_times, np.float64)
+    times, found = code_times.copy(), np.zeros(len(code_times), bool)
+    if len(edges):
+        k = np.searchsorted(edges, code_times, "left")
+        ok = k < len(edges)
+        cand = np.where(ok, edges[np.minimum(k, len(edges) - 1)], np.inf)
+        found = ok & (cand - code_times <= max_lag_s) & ~np.isnan(code_times)
+        times[found] = cand[found]
+    return times, found
+
+
 class OnsetLabeller:
     """Pairs onset codes recorded without labels (plain code words read from TTL lines carry no trial number)
     with the presenter's onsets, in order.

@@ -166,6 +166,12 @@ def build_summary(rig: RigConfig, engine: SessionEngine | None, store: SessionSt
         "presenter_gaps": len(engine.gaps),
         "presenter_gap_s": float(sum(b - a for a, b in engine.gaps)),
         "malformed_messages_dropped": sum(part.malformed() for part in engine.parts.all()),
+        "photodiode": None if not engine.uses_photodiode else {
+            "edges": len(engine.photodiode_edges),
+            "onsets_with_edge": len(engine.photodiode_latencies_s),
+            "onsets_without_edge": engine.onsets_without_photodiode,
+            "latency_ms_median": percentile([x * 1000 for x in engine.photodiode_latencies_s], 50),
+            "latency_ms_p99": percentile([x * 1000 for x in engine.photodiode_latencies_s], 99)},
         "clock_alignment": None if fit is None else {
             "offset_s": fit.offset_s, "drift_ppm": fit.drift_ppm, "residual_rms_ms": fit.residual_rms_s * 1000,
             "residual_max_ms": fit.residual_max_s * 1000, "pairs": fit.n_pairs},

@@ -33,6 +33,10 @@ def format_table(summary: dict) -> str:
         ("presenter gaps (queue empty)", summary.get("presenter_gaps")),
         ("clock drift (ppm) / residual (ms)", summary.get("clock_alignment") and
          f"{summary['clock_alignment']['drift_ppm']:.1f} / {summary['clock_alignment']['residual_rms_ms']:.3f}"),
+        ("photodiode - flip (ms) median / p99", summary.get("photodiode") and
+         f"{summary['photodiode']['latency_ms_median'] or float('nan'):.2f} / "
+         f"{summary['photodiode']['latency_ms_p99'] or float('nan'):.2f} "
+         f"({summary['photodiode']['onsets_without_edge']} onsets without an edge)"),
         ("model version at end", summary.get("model_version")),
         ("held-out accuracy, median r", summary.get("heldout_median_r")),
     ]

@@ -159,3 +159,36 @@ def test_a_part_without_a_method_of_its_role_is_refused_by_name():
 
     with pytest.raises(PartError, match=r"presenter: NoPoll is not a Presenter: it has no close, malformed, poll"):
         SessionParts(parts.clock, parts.source, NoPoll(), parts.model, "in-process").check()
+
+
+def test_photodiode_edges_become_the_onsets_and_their_latency_is_reported(tmp_path):
+    from controller.virtual_cortex import VirtualCortex
+
+    lag = 0.012
+
+    class CortexWithPhotodiode(VirtualCortex):
+        """Records a photodiode edge `lag` after each onset code; one onset's edge never comes."""
+
+        def on_event(self, ev):
+            super().on_event(ev)
+            if ev.code == m.Codes.IMAGE_ONSET and not (ev.trial_id == 1 and ev.index == 2):
+                code_t = self.outbox[-1].time_s
+                self.outbox.append(m.EventCode(stream="virtual-cortex", seq=0, code=m.Codes.PHOTODIODE,
+                                               time_s=code_t + lag, clock="acquisition"))
+
+    rig = small_rig(n_trials=3)
+    from controller.config import with_overrides
+    rig = with_overrides(rig, fixation={"break_probability": 0.0})
+    parts = in_process_parts(rig)
+    parts.source = CortexWithPhotodiode(rig, parts.source.clock)
+    parts.presenter.events.cortex = parts.source
+    summary = run_controller(rig, tmp_path / "pd", parts, quiet=True)
+    pd = summary["photodiode"]
+    assert pd["onsets_with_edge"] == 3 * rig.trial.images_per_trial - 1 and pd["onsets_without_edge"] == 1
+    assert pd["latency_ms_median"] == pytest.approx(lag * 1000, abs=1e-6)
+    db = sqlite3.connect(tmp_path / "pd" / "session.sqlite")
+    codes = dict(((t, i), x) for t, i, x in db.execute(
+        "SELECT trial_id, idx, time_s FROM event_codes WHERE clock='acquisition' AND code=20"))
+    for t, i, onset in db.execute("SELECT trial_id, idx, onset_acq_s FROM responses"):
+        expected = codes[(t, i)] + (0.0 if (t, i) == (1, 2) else lag)
+        assert onset == pytest.approx(expected, abs=1e-9)

@@ -136,3 +136,11 @@ def test_onset_times_prefer_the_recorded_code_then_the_clock_fit_then_unknown():
     assert times.tolist() == [5.0, 12.0, 13.0] and known.all()
     times, known = p.onset_times([5.0, None], [1.0, 2.0], None)  # no fit yet: unknown, not a crash
     assert times[0] == 5.0 and np.isnan(times[1]) and known.tolist() == [True, False]
+
+
+def test_photodiode_onsets_take_the_first_edge_after_each_code_within_the_lag():
+    codes = np.array([1.0, 2.0, 3.0, np.nan])
+    edges = np.array([0.5, 1.012, 1.02, 2.3, 3.004])
+    times, found = p.photodiode_onsets(codes, edges, 0.05)
+    assert found.tolist() == [True, False, True, False]  # 2.3 is too late for the code at 2.0
+    assert times[0] == 1.012 and times[1] == 2.0 and times[2] == 3.004 and np.isnan(times[3])
