@@ -86,3 +86,40 @@ def test_gaudy_binarizes_each_channel_at_its_mean():
     assert np.array_equal(g[0, :, :, 2], left_half)  # each channel's own mean
     assert np.all(g[0, :, :, 1] == 0)  # a flat channel stays dark
     assert np.array_equal(g[1, :, :, 0], corner)  # each image's own mean
+
+
+# ---- the default source is unchanged: the scikit-image photographs give the same pools, image for image ----
+
+def pools_digest(p) -> str:
+    """One digest over every pool image's hash (stimulus.images.image_hash, the key every process and the session
+    store use), in pool order, and the train kinds."""
+    import hashlib
+
+    from stimulus.images import image_hash
+
+    h = hashlib.sha256()
+    for images in (p.train, p.test):
+        for im in images:
+            h.update(image_hash(im).encode())
+    h.update(repr(p.train_kind).encode())
+    return h.hexdigest()[:16]
+
+
+# Recorded from the pools as they were before the rig file could name other image sources (scikit-image 0.26,
+# torch 2.13 CPU). If one changes, every stored session's image hashes stop matching a rebuilt pool.
+PHOTO_POOL_DIGESTS = [
+    (dict(size_px=32, colour=True, pool_size=2000, test_size=200, gaudy_share=0.2, seed=1), "4974468916ba423c"),
+    (dict(size_px=24, colour=True, pool_size=120, test_size=40, gaudy_share=0.25, seed=3), "bd9a5eac728ebc5e"),
+    (dict(size_px=16, colour=False, pool_size=20, test_size=10, gaudy_share=0.2, seed=0), "9f1145ac63ad72b3"),
+]
+
+
+def test_default_photo_pools_are_unchanged():
+    from pathlib import Path
+
+    from controller.config import load_rig
+
+    sim = load_rig(Path(__file__).resolve().parent.parent / "rigs" / "sim.toml").images
+    assert sim.model_dump(include=set(PHOTO_POOL_DIGESTS[0][0])) == PHOTO_POOL_DIGESTS[0][0]  # the default rig
+    for keys, digest in PHOTO_POOL_DIGESTS:
+        assert pools_digest(make_pools(ImagesConfig(**keys))) == digest, keys
