@@ -309,7 +309,8 @@ def socket_pairs():
 SENTINEL = m.Shutdown(reason="end of example")
 
 
-@settings(FUZZ, max_examples=int(60 * SCALE), suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(FUZZ, max_examples=int(60 * SCALE),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(batch=st.lists(st.sampled_from(sorted(m.MESSAGE_TYPES)).flatmap(mutated_frames) | random_frames
                       | valid_messages().map(_frames), min_size=1, max_size=8),
        kind=st.sampled_from(["push", "dealer"]))

@@ -59,7 +59,8 @@ def store():
     shutil.rmtree(d)
 
 
-@settings(FUZZ, max_examples=int(200 * SCALE), suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(FUZZ, max_examples=int(200 * SCALE),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(msg=valid_messages())
 def test_whatever_passes_validation_stores_without_error(store, msg):
     decoded = m.decode([bytes(f) for f in m.encode(msg)])
