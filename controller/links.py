@@ -57,10 +57,10 @@ def socket_limits(name: str, *, image_shape: tuple, images_per_trial: int, n_neu
     h, w, c = image_shape
     image_bytes = h * w * c
     largest_array = {
-        "acquisition_pub": 8 * 2 ** 23,  # spike times of a batch: 8 M spikes, float64
+        "acquisition_pub": 8 * messages.MAX_SPIKES_PER_BATCH,  # spike times of a batch, float64
         "acquisition_events": image_bytes,  # one ScreenImage
         "presenter_plans": images_per_trial * image_bytes,  # one TrialPlan's pixels
-        "controller_inbox": 4 * 2 ** 22,  # frame intervals of a trial: 4 M frames (2.3 h at 500 Hz), float32
+        "controller_inbox": 4 * messages.MAX_TRIAL_FRAMES,  # frame intervals of a trial, float32
         # plan and predict pixels (both sides), rates (members, n, neurons) float32 (controller side)
         "model": max(max(predict_images, images_per_trial) * image_bytes,
                      4 * ensemble_size * predict_images * n_neurons),
