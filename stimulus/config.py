@@ -1,9 +1,10 @@
 """Rig-file sections owned by stimulus: images, display, fixation, selection."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # A colour channel in PsychoPy's rgb space.
 Rgb = Annotated[float, Field(ge=-1.0, le=1.0)]
@@ -14,12 +15,73 @@ class Strict(BaseModel):
 
 
 class ImagesConfig(Strict):
+    """The image pools (stimulus/pools.py): where the images come from and how many.
+
+    source = "photos" (the default) cuts patches from the photographs that ship
+    with scikit-image. "folder" and "npy" use a lab's own stimulus set, one pool
+    image per file (or per array entry): the held-out test set is chosen by file,
+    every image is resized to size_px once and cached. Paths are relative to the
+    directory cortexloop starts in and are stored absolute, so every process
+    (and the session's rig.json) names the same files. Whether they exist is
+    checked when the pools are built, not when the rig file is read: a stored
+    session's rig must stay readable on a machine without its images.
+    """
+
     size_px: int = Field(32, ge=8, le=512)
     colour: bool = True
     pool_size: int = Field(2000, ge=10, le=1_000_000)
     test_size: int = Field(200, ge=10, le=100_000)
     gaudy_share: float = Field(0.2, ge=0.0, le=1.0)
     seed: int = Field(0, ge=0)
+    source: Literal["photos", "folder", "npy"] = "photos"
+    # "folder": a folder of PNG, JPEG, TIFF, BMP, GIF or WebP files (not its subfolders);
+    # "npy": a .npy array (N, H, W) or (N, H, W, 1 | 3 | 4), uint8 or float in [0, 1].
+    path: str = ""
+    # "folder": the held-out test files, by name or glob pattern ("test_*.png"); never used for training.
+    test_files: tuple[Annotated[str, Field(min_length=1, max_length=1000)], ...] = Field((), max_length=10_000)
+    # "npy": a second array holding the held-out test images.
+    test_path: str = ""
+    # When neither test_files nor test_path names the test set: this share of the files (or array entries),
+    # chosen by seed, is held out. Unset: 0.2.
+    test_share: float | None = Field(None, gt=0.0, lt=1.0)
+    # How an image becomes size_px x size_px: "crop" its centred square (the short side), "stretch" the whole
+    # image (the aspect ratio is not kept). Both resize with antialiasing.
+    fit: Literal["crop", "stretch"] = "crop"
+    # Where resized images are cached, keyed by the files' content and the resize settings.
+    # "": $XDG_CACHE_HOME/cortexloop/images, i.e. ~/.cache/cortexloop/images.
+    cache_dir: str = ""
+
+    @field_validator("test_files", mode="before")
+    @classmethod
+    def _one_pattern_is_a_list(cls, v):
+        return (v,) if isinstance(v, str) else v
+
+    @field_validator("path", "test_path", "cache_dir")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        return str(Path(v).expanduser().absolute()) if v else v
+
+    @model_validator(mode="after")
+    def _source_keys(self) -> "ImagesConfig":
+        own = {"path": self.path, "test_files": self.test_files, "test_path": self.test_path,
+               "test_share": self.test_share}
+        if self.source == "photos":
+            given = [k for k, v in own.items() if v]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only for source = 'folder' or 'npy' (source is 'photos', "
+                                 "the scikit-image photographs)")
+            return self
+        if not self.path:
+            raise ValueError(f"path: source = {self.source!r} needs a path "
+                             f"({'a folder of image files' if self.source == 'folder' else 'a .npy file'})")
+        if self.source == "folder" and self.test_path:
+            raise ValueError("test_path: only for source = 'npy'; a folder names its test images with test_files")
+        if self.source == "npy" and self.test_files:
+            raise ValueError("test_files: only for source = 'folder'; an array's test images go in test_path")
+        if self.test_share is not None and (self.test_files or self.test_path):
+            raise ValueError("test_share: the test set is already named by "
+                             f"{'test_files' if self.test_files else 'test_path'}; give one or the other")
+        return self
 
 
 class DisplayConfig(Strict):
