@@ -133,12 +133,131 @@ class RecordingConfig(Strict):
     batch_ms: float = Field(20.0, ge=1.0, le=1000.0)
     packet_loss: float = Field(0.0, ge=0.0, le=0.5)
     heartbeat_ms: float = Field(100.0, ge=10.0, le=10000.0)
+    # The screen shows a flip this long after it (display lag: a monitor's input lag and scan-out), plus a
+    # uniform jitter in [0, photodiode_jitter_ms). The neurons see the image then, and the photodiode (when
+    # [cortex.ttl] photodiode_line is set) reports it then. 0 by default: the simulated rig keeps the flip
+    # as the onset the neurons see, so sessions on older rig files record what they recorded.
+    photodiode_lag_ms: float = Field(0.0, ge=0.0, le=1000.0)
+    photodiode_jitter_ms: float = Field(0.0, ge=0.0, le=1000.0)
+    # A fault, for tests of how a session ends: the recording system stops publishing (spikes, codes,
+    # heartbeats, on every socket) once it has recorded this long (seconds of its clock); None: never.
+    stop_after_s: float | None = Field(None, gt=0.0, le=1e6)
+
+
+class TtlConfig(Strict):
+    """The recording system's digital inputs: how event code words arrive on TTL lines (acquisition/ttl.py).
+
+    Must match the stimulus machine's event output, line for line: the same n_lines, scheme, strobe_line
+    and pulse_ms."""
+
+    # Lines carrying code words (strobe included), 0..n_lines-1; code bit k on the k-th data line.
+    # The presenter's codes go up to 31, so at least 5 data lines.
+    n_lines: int = Field(8, ge=5, le=32)
+    # "return_to_zero": each word, then all lines to zero after pulse_ms. "strobe": data lines, and the
+    # strobe line rising with them; the word is read at the strobe's rising edge.
+    scheme: Literal["return_to_zero", "strobe"] = "return_to_zero"
+    strobe_line: int | None = Field(None, ge=0, le=31)
+    # How long a word holds the lines (and the zero word after it): codes closer than 2 x pulse_ms are delayed.
+    pulse_ms: float = Field(5.0, ge=0.05, le=100.0)
+    # The photodiode's digital line (each edge is an onset as the screen showed it); None: no photodiode.
+    # Not one of the code lines; Open Ephys numbers lines 0..255.
+    photodiode_line: int | None = Field(None, ge=0, le=255)
+
+    @model_validator(mode="after")
+    def _lines(self) -> "TtlConfig":
+        if self.scheme == "strobe":
+            if self.strobe_line is None:
+                raise ValueError("scheme 'strobe' needs strobe_line (the line the word is read on)")
+            if self.strobe_line >= self.n_lines:
+                raise ValueError(f"strobe_line = {self.strobe_line} is not one of the {self.n_lines} code lines "
+                                 f"(0..{self.n_lines - 1})")
+            if self.n_lines < 6:
+                raise ValueError("scheme 'strobe' needs n_lines >= 6: a strobe and 5 data lines (codes up to 31)")
+        elif self.strobe_line is not None:
+            raise ValueError("strobe_line is only used with scheme 'strobe' (return_to_zero has no strobe)")
+        if self.photodiode_line is not None and self.photodiode_line < self.n_lines:
+            raise ValueError(f"photodiode_line = {self.photodiode_line} is one of the code lines "
+                             f"(0..{self.n_lines - 1}); wire the photodiode to its own line")
+        return self
+
+    def lines(self):
+        from acquisition.ttl import Lines
+
+        return Lines(self.n_lines, self.scheme, self.strobe_line, self.photodiode_line)
+
+
+class OpenEphysConfig(Strict):
+    """Where the Open Ephys GUI's Event Broadcaster publishes, and which sorted units are the session's neurons."""
+
+    # ZeroMQ endpoint of the Event Broadcaster (its default port is 5557), e.g. "tcp://192.168.1.20:5557".
+    # "auto": the simulated rig's openephys_pub endpoint (the virtual cortex publishes there).
+    endpoint: str = Field("auto", min_length=1, max_length=500)
+    # The session's neurons, in order: neuron k is units[k] = [electrode, sorted_id]. The electrode is the
+    # name the GUI gives it ("Electrode 3", "Tetrode 2") or a number k for "Electrode k". Spikes of other
+    # units, and unsorted spikes (sorted_id 0), are skipped and counted.
+    units: list[tuple[str | int, int]] = Field(default_factory=list, max_length=65535)
+    # Only events of this Open Ephys stream ("" any): TTLs of another stream count on another clock.
+    stream: str = Field("", max_length=256)
+    # The stream's clock is known up to the latest sample received less this margin (events of one sample
+    # may arrive over several messages, spikes detected after a TTL of a later sample); in real time it is
+    # estimated forward by the wall clock from the latest sample, less the margin.
+    clock_margin_ms: float = Field(100.0, ge=0.0, le=10_000.0)
+    # In real time, a stream with nothing for this long is taken as stopped: the source stops its
+    # heartbeats, and the session ends (after the controller's own silence limit) with a summary.
+    stale_after_s: float = Field(2.0, gt=0.0, le=3600.0)
+    # The stream comes from cortexloop's virtual cortex (the simulated rig): `cortexloop run` starts the
+    # cortex process to publish it, the ground truth scores held-out accuracy, and the controller tells the
+    # cortex process when the session is over. False on a live rig.
+    virtual_cortex: bool = False
+
+    @model_validator(mode="after")
+    def _units(self) -> "OpenEphysConfig":
+        seen = set()
+        for k, (electrode, sorted_id) in enumerate(self.units):
+            if sorted_id < 1:
+                raise ValueError(f"units[{k}] = {[electrode, sorted_id]}: sorted_id must be >= 1 "
+                                 "(0 is unsorted spikes, never a neuron)")
+            if isinstance(electrode, str) and not (0 < len(electrode) <= 256 and electrode.isprintable()):
+                raise ValueError(f"units[{k}]: electrode name must be 1 to 256 printable characters")
+            if isinstance(electrode, int) and electrode < 0:
+                raise ValueError(f"units[{k}]: electrode number must be >= 0")
+            key = (self.electrode_name(electrode), sorted_id)
+            if key in seen:
+                raise ValueError(f"units[{k}] = {[electrode, sorted_id]} appears twice")
+            seen.add(key)
+        return self
+
+    @staticmethod
+    def electrode_name(electrode: str | int) -> str:
+        return electrode if isinstance(electrode, str) else f"Electrode {electrode}"
+
+    def unit_map(self) -> dict[tuple[str, int], int]:
+        """(electrode name, sorted_id) -> neuron index."""
+        return {(self.electrode_name(e), u): k for k, (e, u) in enumerate(self.units)}
 
 
 class CortexConfig(Strict):
     population: PopulationConfig = PopulationConfig()
     spiking: SpikingConfig = SpikingConfig()
     recording: RecordingConfig = RecordingConfig()
-    # Where spikes and event codes come from. Only the virtual cortex is built in so far; a recording
-    # system plugs in as an AcquisitionSource part (README, "Adding a world").
-    source: Literal["virtual"] = "virtual"
+    ttl: TtlConfig = TtlConfig()
+    # Where spikes and event codes come from: "virtual", the virtual cortex's native stream; "openephys",
+    # an Open Ephys GUI's Event Broadcaster ([cortex.openephys]). Another recording system plugs in as an
+    # AcquisitionSource part (README, "Adding a world").
+    source: Literal["virtual", "openephys"] = "virtual"
+    openephys: OpenEphysConfig | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> "CortexConfig":
+        if self.source == "openephys":
+            if self.openephys is None:
+                raise ValueError('source = "openephys" needs a [cortex.openephys] section (endpoint, units)')
+            if not self.openephys.units:
+                raise ValueError("[cortex.openephys] units is empty: list the sorted units that are the session's "
+                                 "neurons, e.g. units = [[1, 1], [1, 2], [2, 1]]")
+        return self
+
+    @property
+    def has_virtual_cortex(self) -> bool:
+        """Whether this rig's recording system is cortexloop's virtual cortex (its process runs, its truth is known)."""
+        return self.source == "virtual" or (self.openephys is not None and self.openephys.virtual_cortex)
