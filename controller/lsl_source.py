@@ -1,0 +1,412 @@
+"""Spikes and event codes from Lab Streaming Layer (LSL): the bridge most acquisition systems already speak.
+
+Public API:
+
+    LslAcquisitionSource(spike_stream, code_stream, n_neurons, margin_ms=200.0, stale_after_s=5.0,
+                         heartbeat_ms=100.0)
+        an AcquisitionSource (controller/parts.py): describe(timeout_s), poll(timeout_s), waitables(),
+        malformed(), close(); counters unknown_units, malformed_units, malformed_codes.
+    LslSpikeOutlet(name), LslCodeOutlet(name)
+        publish such streams (a simulated recording system, a test): push(units, times_s) / push(code, time_s).
+    use_lsl_config(directory, resolve_scope="machine") -> Path
+        writes lsl_api.cfg into `directory` and points LSLAPICFG at it (only when called).
+    LslStreamError
+        a stream that is missing or has the wrong shape; describe() raises it as the engine's SessionAbort (from
+        LslStreamError), so the session ends cleanly with the reason in its summary.
+
+The streams, found by name only (LSL's "name" field), with short timeouts:
+
+- spike stream: ONE channel, the unit index (int32 preferred; a float channel must hold whole numbers), one
+  sample per spike, and the sample's LSL timestamp is the spike time (push_sample(unit, timestamp=t) with t on
+  the sender's pylsl.local_clock()). Unit u is neuron u; units >= n_neurons are counted (`unknown_units`) and
+  skipped, never mapped to another neuron. Nominal rate: irregular.
+- code stream: ONE channel, the event code word (int32, or a string holding a whole number, as many marker
+  streams are), stamped with the time the code was seen (the flip, for LslEventOutput in
+  stimulus/event_outputs.py; the TTL edge, for a recording system that reads TTL lines).
+
+Either stream with another channel count, or a string spike stream, is refused with LslStreamError naming it.
+
+Clocks: the acquisition clock is the spike stream's own clock: spike times are used as stamped. Code times are
+moved onto it with LSL's time correction of each inlet (inlet.time_correction(): what to add to a remote stamp to
+get this machine's local_clock()): t_spike_clock = t_code + correction(code) - correction(spike).
+
+Heartbeats: LSL has none, so this source makes them. While the spike stream delivers, each poll adds at most one
+Heartbeat(role="acquisition", stream=<spike stream>) every heartbeat_ms, whose clock_s is how far the spike
+stream's clock has surely got, less margin_ms. A spike stamped t that arrived at this machine's monotonic time a
+says the stream's clock read at least t then, so now it reads at least t + (now - a) (the best such bound over
+the last seconds of spikes is taken). It needs no assumption about the sender's clock base. The margin must cover
+the longest spike latency (detection, sorting, LSL transport): a spike still in flight was stamped later than
+(bound - longest latency), so it cannot fall in a window the heartbeat completed. So quiet streams still complete
+response windows. When no spike has arrived for stale_after_s, heartbeats stop: the engine then ends the session
+cleanly as "acquisition silent".
+
+Discovery: liblsl reads its configuration (lsl_api.cfg) once per process, at its first stream or resolve.
+use_lsl_config(directory) writes one that keeps discovery on this machine and off IPv6 (tests, or every process
+on one computer); for a rig spread over machines pass resolve_scope="link" or "site". Without the call nothing
+is changed: liblsl's own search (LSLAPICFG, ./lsl_api.cfg, ~/lsl_api/lsl_api.cfg, /etc/lsl_api/) applies.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from controller import messages as m
+from stimulus.event_outputs import import_pylsl
+
+ROLE = "acquisition"
+CHUNK = 65_536  # samples taken from an inlet in one pull; a poll takes several when more are waiting
+MAX_PULLS = 64  # per inlet per poll: a flood is taken over several polls, never all at once
+CORRECTION_EVERY_S = 1.0  # liblsl updates its estimate in the background; reading it more often gains nothing
+CLOCK_BOUND_WINDOW_S = 10.0  # spikes this recent bound the stream's clock (older ones would let drift in)
+# pylsl's channel formats that carry numbers, and the numpy type a pull fills (cf_string = 3 is refused).
+LSL_DTYPES = {1: np.float32, 2: np.float64, 4: np.int32, 5: np.int16, 6: np.int8, 7: np.int64}
+MAX_NEURONS = 65_536  # SpikeBatch.neuron is uint16
+
+
+class LslStreamError(RuntimeError):
+    """An LSL stream that cannot be used: not found, or not the shape this source reads.
+
+    describe() raises it as the engine's SessionAbort (the session ends with the reason in its summary); it is
+    imported there, when the engine is running, so that importing this module does not load the engine."""
+
+
+def use_lsl_config(directory: str | os.PathLike, resolve_scope: str = "machine") -> Path:
+    """Write lsl_api.cfg into directory (IPv6 off, discovery limited to resolve_scope) and set LSLAPICFG to it.
+
+    Call it before the process makes or resolves its first LSL stream: liblsl reads the file once."""
+    if resolve_scope not in ("machine", "link", "site", "organization", "global"):
+        raise ValueError(f"resolve_scope {resolve_scope!r}: liblsl knows machine, link, site, organization, global")
+    path = Path(directory) / "lsl_api.cfg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("; written by cortexloop (controller/lsl_source.py: use_lsl_config)\n"
+                    "[ports]\nIPv6 = disable\n\n"
+                    f"[multicast]\nResolveScope = {resolve_scope}\n\n"
+                    "[log]\nlevel = -2\n")  # errors only: liblsl's info lines would fill every process's stderr
+    os.environ["LSLAPICFG"] = str(path)
+    return path
+
+
+class LslAcquisitionSource:
+    def __init__(self, spike_stream: str, code_stream: str, n_neurons: int, margin_ms: float = 200.0,
+                 stale_after_s: float = 5.0, heartbeat_ms: float = 100.0):
+        if not spike_stream or not code_stream:
+            raise ValueError("LSL source: spike_stream and code_stream must be named")
+        if spike_stream == code_stream:
+            raise ValueError(f"LSL source: spike and code streams are both named {spike_stream!r}")
+        if not 1 <= n_neurons <= MAX_NEURONS:
+            raise ValueError(f"LSL source: n_neurons = {n_neurons}, must be 1..{MAX_NEURONS}")
+        if not (0 <= margin_ms <= 10_000 and 0 < stale_after_s <= 3600 and 0 < heartbeat_ms <= 10_000):
+            raise ValueError("LSL source: margin_ms 0..10000, stale_after_s 0..3600 and heartbeat_ms 0..10000")
+        self.pylsl = import_pylsl()
+        self.spike_stream = spike_stream
+        self.code_stream = code_stream
+        self.n_neurons = int(n_neurons)
+        self.margin_s = margin_ms / 1000
+        self.stale_after_s = float(stale_after_s)
+        self.heartbeat_s = heartbeat_ms / 1000
+        self.spike_inlet = None
+        self.code_inlet = None
+        self.info: dict = {}
+        self.spike_correction_s = 0.0
+        self.code_correction_s = 0.0
+        self.corrected_at = -float("inf")
+        self.batch_seq = 0
+        self.total_spikes = 0
+        self.code_seq = 0
+        self.hb_seq = 0
+        self.last_end_s: float | None = None  # end of the last batch (spike clock)
+        self.last_spike_s = -float("inf")
+        # (monotonic arrival, latest spike time - arrival) per pull: each a lower bound of stream clock - monotonic.
+        self.clock_bounds: deque[tuple[float, float]] = deque()
+        self.last_arrival = -float("inf")  # monotonic: when a spike last came (or the streams were opened)
+        self.last_heartbeat = -float("inf")
+        self.last_heartbeat_clock = -float("inf")
+        self.unknown_units = 0
+        self.malformed_units = 0
+        self.malformed_codes = 0
+        self.spike_buf: np.ndarray | None = None
+
+    # -- AcquisitionSource ------------------------------------------------------------------------
+    def describe(self, timeout_s: float = 10.0) -> dict:
+        """Resolve both streams by name, open them and take LSL's first clock correction of each."""
+        if self.info:
+            return self.info
+        try:
+            return self._open(timeout_s)
+        except LslStreamError as e:
+            from controller.engine import SessionAbort
+
+            self.close()
+            raise SessionAbort(str(e)) from e
+
+    def _open(self, timeout_s: float) -> dict:
+        end = time.monotonic() + timeout_s
+        spike_info = self._resolve(self.spike_stream, end)
+        self._check_shape(spike_info, "spike", numeric_only=True)
+        code_info = self._resolve(self.code_stream, end)
+        self._check_shape(code_info, "code", numeric_only=False)
+        pl = self.pylsl
+        # A generous buffer: a controller busy for a few seconds must not lose spikes (x100 samples: irregular).
+        self.spike_inlet = pl.StreamInlet(spike_info, max_buflen=360, recover=True)
+        self.code_inlet = pl.StreamInlet(code_info, max_buflen=360, recover=True)
+        corrections = self._first_corrections(max(end - time.monotonic(), 0.5))
+        self.spike_correction_s, self.code_correction_s = corrections
+        self.corrected_at = time.monotonic()
+        for inlet, name in ((self.spike_inlet, self.spike_stream), (self.code_inlet, self.code_stream)):
+            try:
+                inlet.open_stream(max(end - time.monotonic(), 0.5))
+            except pl.TimeoutError as e:
+                raise LslStreamError(f"LSL stream {name!r} was found but did not open within {timeout_s:g} s") from e
+        self.spike_buf = np.empty((CHUNK, 1), dtype=LSL_DTYPES[spike_info.channel_format()])
+        self.last_arrival = time.monotonic()  # the stale clock starts when the streams are open
+        self.info = {"n_neurons": self.n_neurons, "kind": "lsl", "streams": [self.spike_stream, self.code_stream],
+                     "spike_stream": _stream_facts(spike_info), "code_stream": _stream_facts(code_info),
+                     "clock": f"{self.spike_stream} (LSL)", "margin_ms": self.margin_s * 1000,
+                     "stale_after_s": self.stale_after_s}
+        return self.info
+
+    def poll(self, timeout_s: float = 0.0) -> list:
+        if self.spike_inlet is None:
+            return []
+        now = time.monotonic()
+        if now - self.corrected_at >= CORRECTION_EVERY_S:
+            self._refresh_corrections(now)
+        out: list = []
+        batch = self._pull_spikes(timeout_s)
+        if batch is not None:
+            out.append(batch)
+        out.extend(self._pull_codes())
+        hb = self._heartbeat(time.monotonic())
+        if hb is not None:
+            out.append(hb)
+        return out
+
+    def waitables(self) -> list:
+        return []  # liblsl has no socket to hand to a poller: the engine polls this source every pump
+
+    def malformed(self) -> int:
+        return self.malformed_units + self.malformed_codes
+
+    def close(self) -> None:
+        for inlet in (self.spike_inlet, self.code_inlet):
+            if inlet is not None:
+                inlet.close_stream()
+        self.spike_inlet = self.code_inlet = None
+
+    # -- what it does -----------------------------------------------------------------------------
+    def counters(self) -> dict:
+        """For the session summary: what was skipped and why."""
+        return {"spikes": self.total_spikes, "batches": self.batch_seq, "codes": self.code_seq,
+                "unknown_units": self.unknown_units, "malformed_units": self.malformed_units,
+                "malformed_codes": self.malformed_codes}
+
+    def _resolve(self, name: str, end: float):
+        left = end - time.monotonic()
+        found = self.pylsl.resolve_byprop("name", name, 1, max(left, 0.2))
+        if not found:
+            raise LslStreamError(f"LSL stream {name!r} not found (resolved by name within the describe timeout; "
+                                 f"is the recording system streaming, and LSLAPICFG's ResolveScope wide enough?)")
+        if len(found) > 1:
+            hosts = sorted({f.hostname() for f in found})
+            raise LslStreamError(f"LSL stream {name!r}: {len(found)} streams have this name (hosts {hosts}); "
+                                 f"give each recording a unique stream name")
+        return found[0]
+
+    def _check_shape(self, info, what: str, numeric_only: bool) -> None:
+        name, n = info.name(), info.channel_count()
+        if n != 1:
+            raise LslStreamError(f"LSL {what} stream {name!r} has {n} channels; this source reads exactly 1 "
+                                 f"(the {'unit index' if what == 'spike' else 'code word'})")
+        if numeric_only and info.channel_format() not in LSL_DTYPES:
+            raise LslStreamError(f"LSL spike stream {name!r} carries strings; unit indices must be numbers "
+                                 f"(int32 preferred)")
+
+    def _first_corrections(self, timeout_s: float) -> tuple[float, float]:
+        """Both inlets' first correction, measured at once (liblsl takes about 0.6 s per stream for the first)."""
+        result: dict[str, float | BaseException] = {}
+
+        def take(key: str, inlet) -> None:
+            try:
+                result[key] = inlet.time_correction(timeout_s)
+            except Exception as e:  # TimeoutError, LostError: reported below with the stream's name
+                result[key] = e
+
+        threads = [threading.Thread(target=take, args=(k, i), daemon=True)
+                   for k, i in (("spike", self.spike_inlet), ("code", self.code_inlet))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout_s + 1.0)
+        values = []
+        for key, name in (("spike", self.spike_stream), ("code", self.code_stream)):
+            v = result.get(key)
+            if not isinstance(v, float):
+                raise LslStreamError(f"LSL stream {name!r}: no clock correction within {timeout_s:.1f} s ({v!r})")
+            values.append(v)
+        return values[0], values[1]
+
+    def _refresh_corrections(self, now: float) -> None:
+        self.corrected_at = now
+        try:  # instantaneous after the first: liblsl refreshes the estimate in the background
+            self.spike_correction_s = self.spike_inlet.time_correction(0.0)
+            self.code_correction_s = self.code_inlet.time_correction(0.0)
+        except (self.pylsl.TimeoutError, self.pylsl.LostError):
+            pass  # keep the last estimate; a stream that is gone stops delivering and goes stale
+
+    def _pull(self, inlet, timeout_s: float, dest=None, max_samples: int = CHUNK):
+        try:
+            return inlet.pull_chunk(timeout=timeout_s, max_samples=max_samples, dest_obj=dest)
+        except self.pylsl.LostError:
+            return None, []
+
+    def _pull_spikes(self, timeout_s: float) -> m.SpikeBatch | None:
+        units: list[np.ndarray] = []
+        times: list[np.ndarray] = []
+        waited = False
+        for _ in range(MAX_PULLS):
+            _, ts = self._pull(self.spike_inlet, 0.0, self.spike_buf)
+            if not len(ts) and not units and timeout_s > 0 and not waited:
+                waited = True  # nothing there: wait up to timeout_s for one spike, then take what followed it
+                _, ts = self._pull(self.spike_inlet, timeout_s, self.spike_buf, 1)
+                if len(ts):
+                    units.append(self.spike_buf[:1, 0].copy())
+                    times.append(np.asarray(ts, np.float64))
+                    continue
+            n = len(ts)
+            if n == 0:
+                break
+            units.append(self.spike_buf[:n, 0].copy())
+            times.append(np.asarray(ts, np.float64))
+            if n < CHUNK:
+                break
+        if not units:
+            return None
+        arrival = time.monotonic()
+        self.last_arrival = arrival
+        u = np.concatenate(units)
+        t = np.concatenate(times)
+        self.last_spike_s = max(self.last_spike_s, float(t.max()))
+        self.clock_bounds.append((arrival, float(t.max()) - arrival))
+        while self.clock_bounds and arrival - self.clock_bounds[0][0] > CLOCK_BOUND_WINDOW_S:
+            self.clock_bounds.popleft()
+        whole = np.isfinite(u) & (u == np.floor(u)) & (u >= 0) if u.dtype.kind == "f" else u >= 0
+        self.malformed_units += int((~whole).sum())
+        known = whole & (u < self.n_neurons)
+        self.unknown_units += int((whole & ~known).sum())
+        u, t = u[known].astype(np.uint16), t[known]
+        self.total_spikes += len(u)
+        # A batch covers its spikes: from the end of the last batch (or its first spike) to just after its last.
+        start = float(t.min()) if len(t) else self.last_spike_s
+        if self.last_end_s is not None:
+            start = min(start, self.last_end_s)
+        end = max(float(np.nextafter(t.max(), np.inf)) if len(t) else start, start)
+        self.last_end_s = max(end, self.last_end_s if self.last_end_s is not None else end)
+        self.batch_seq += 1
+        return m.SpikeBatch(stream=self.spike_stream, seq=self.batch_seq, t_start_s=start, t_end_s=end,
+                            total_spikes=self.total_spikes, neuron=u, time_s=t)
+
+    def _pull_codes(self) -> list[m.EventCode]:
+        out: list[m.EventCode] = []
+        shift = self.code_correction_s - self.spike_correction_s
+        for _ in range(MAX_PULLS):
+            samples, ts = self._pull(self.code_inlet, 0.0)
+            for sample, stamp in zip(samples or [], ts):
+                code = _code_word(sample[0])
+                if code is None:
+                    self.malformed_codes += 1
+                    continue
+                self.code_seq += 1
+                out.append(m.EventCode(stream=self.code_stream, seq=self.code_seq, code=code,
+                                       time_s=float(stamp) + shift, clock="acquisition"))
+            if len(ts) < CHUNK:
+                break
+        return out
+
+    def _heartbeat(self, now: float) -> m.Heartbeat | None:
+        if now - self.last_arrival > self.stale_after_s or now - self.last_heartbeat < self.heartbeat_s:
+            return None
+        if not self.clock_bounds:
+            return None  # no spike yet: nothing says where the stream's clock is
+        self.last_heartbeat = now
+        surely = now + max(b for _, b in self.clock_bounds)
+        clock = max(surely - self.margin_s, self.last_heartbeat_clock)
+        self.last_heartbeat_clock = clock
+        self.hb_seq += 1
+        # batch_seq: the last batch made, so the engine knows whether it has them all (they are in this poll).
+        return m.Heartbeat(role=ROLE, seq=self.hb_seq, clock_s=clock, stream=self.spike_stream,
+                           info={"batch_seq": self.batch_seq})
+
+
+def _code_word(value) -> int | None:
+    """A code word from one marker sample (a number, or a string holding a whole number); None if it is not one."""
+    if isinstance(value, (bytes, str)):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not np.isfinite(f) or f != int(f) or not 0 <= f <= m.MAX_EVENT_CODE:
+        return None
+    return int(f)
+
+
+def _stream_facts(info) -> dict:
+    return {"name": info.name(), "type": info.type(), "source_id": info.source_id(), "hostname": info.hostname(),
+            "channel_format": int(info.channel_format())}
+
+
+class LslSpikeOutlet:
+    """Publishes a spike stream in the format LslAcquisitionSource reads: one int32 channel (the unit), one
+    sample per spike, stamped with the spike time (on this machine's pylsl.local_clock())."""
+
+    def __init__(self, name: str, n_units: int | None = None):
+        pl = import_pylsl()
+        info = pl.StreamInfo(name, "Spikes", 1, pl.IRREGULAR_RATE, pl.cf_int32, name)
+        desc = info.desc()
+        desc.append_child_value("format", "channel 0: unit index; sample timestamp: spike time")
+        if n_units is not None:
+            desc.append_child_value("n_units", str(int(n_units)))
+        self.outlet = pl.StreamOutlet(info)
+        self.name = name
+
+    def push(self, units: Iterable[int], times_s: Iterable[float]) -> None:
+        u = np.ascontiguousarray(np.asarray(units, np.int32).reshape(-1, 1))
+        t = [float(x) for x in times_s]
+        if len(t) != len(u):
+            raise ValueError(f"LSL spike stream {self.name!r}: {len(u)} units but {len(t)} times")
+        if len(u):
+            self.outlet.push_chunk(u, t)
+
+    def wait_for_consumers(self, timeout_s: float) -> bool:
+        return self.outlet.wait_for_consumers(timeout_s)
+
+    def close(self) -> None:
+        self.outlet = None
+
+
+class LslCodeOutlet:
+    """Publishes a code stream: one int32 channel, irregular rate, type "Markers" (as LslEventOutput does)."""
+
+    def __init__(self, name: str):
+        pl = import_pylsl()
+        info = pl.StreamInfo(name, "Markers", 1, pl.IRREGULAR_RATE, pl.cf_int32, name)
+        self.outlet = pl.StreamOutlet(info)
+        self.name = name
+
+    def push(self, code: int, time_s: float) -> None:
+        self.outlet.push_sample([int(code)], float(time_s))
+
+    def wait_for_consumers(self, timeout_s: float) -> bool:
+        return self.outlet.wait_for_consumers(timeout_s)
+
+    def close(self) -> None:
+        self.outlet = None
