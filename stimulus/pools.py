@@ -353,15 +353,22 @@ def load_npy(path: Path) -> np.ndarray:
     """The array of a .npy file, memory-mapped, checked: (N, H, W) or (N, H, W, 1 | 3 | 4), uint8 or float in
     [0, 1]."""
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as err:
+        raise ImageSourceError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if magic.startswith(b"PK"):  # a zip: what numpy.savez writes
+        raise ImageSourceError(f"{path}: an .npz archive, not one array; save the images with numpy.save")
+    if magic != b"\x93NUMPY":
+        raise ImageSourceError(f"{path}: not a .npy array (it does not start as numpy.save's files do)")
+    try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as err:
-        why = ("it holds Python objects (a pickle); save a numeric array" if "pickle" in str(err)
-               else f"not a .npy array ({err})")
+        why = ("it holds Python objects (a pickle); save a numeric array"
+               if "pickle" in str(err) or "Python objects" in str(err) else f"not a .npy array ({err})")
         raise ImageSourceError(f"{path}: {why}") from None
     except Exception as err:
         raise ImageSourceError(f"{path}: cannot be read as a .npy array ({type(err).__name__}: {err})") from None
-    if not isinstance(arr, np.ndarray):  # np.load returns an archive for .npz files
-        raise ImageSourceError(f"{path}: an .npz archive, not one array; save the images with numpy.save")
     shape_ok = arr.ndim == 3 or (arr.ndim == 4 and arr.shape[-1] in (1, 3, 4))
     if not shape_ok:
         hint = (" (channels first? numpy.moveaxis(a, 1, -1) puts them last)"
