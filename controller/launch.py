@@ -1,7 +1,8 @@
 """Starting and supervising a session's processes on one machine.
 
-`cortexloop run RIG` starts the virtual cortex, the model worker, the presenter
-and the controller as separate OS processes (each `cortexloop serve ROLE`), which
+`cortexloop run RIG` starts the virtual cortex (where it is the recording system:
+`cortex.source = "virtual"`, or an Open Ephys stream it publishes), the model
+worker, the presenter and the controller as separate OS processes (each `cortexloop serve ROLE`), which
 talk only over ZeroMQ. The launcher watches them:
 
 - the controller finishing ends the session; the others are told to stop and,
@@ -62,6 +63,12 @@ def _spawn(role: str, session_dir: Path, env: dict) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def session_roles(rig: RigConfig) -> tuple[str, ...]:
+    """The processes this rig's session needs on this machine: the virtual cortex only where it is the
+    recording system (a live rig's spikes come from its own acquisition PC)."""
+    return tuple(r for r in ROLES if r != "cortex" or rig.cortex.has_virtual_cortex)
+
+
 def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | None = None) -> dict:
     session_dir = Path(session_dir) if session_dir else new_session_dir(rig)
     prepare_session_dir(rig, session_dir)
@@ -77,14 +84,14 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        for role in ROLES:
+        for role in session_roles(rig):
             procs[role] = _spawn(role, session_dir, env)
         controller = procs["controller"]
         told_controller = False
         model_reported = False
         while controller.poll() is None:
             time.sleep(0.1)
-            dead = [r for r in ("cortex", "presenter") if procs[r].poll() is not None]
+            dead = [r for r in ("cortex", "presenter") if r in procs and procs[r].poll() is not None]
             if (dead or interrupted) and not told_controller:
                 controller.send_signal(signal.SIGTERM)
                 told_controller = True

@@ -100,10 +100,30 @@ def run_in_process(rig: RigConfig, session_dir: Path, population=None, hypothese
 
 
 def rig_truth(rig: RigConfig):
-    """The true rates of the rig file's virtual cortex (None for any other source)."""
-    if rig.cortex.source != "virtual":
+    """The true rates of the rig file's virtual cortex, in the session's neuron order; None where the recording
+    system is not the virtual cortex (a live rig), or where a unit of the Open Ephys unit map is not one of its
+    neurons. The virtual cortex publishes neuron n as ("Electrode n+1", sorted_id 1) (acquisition/openephys.py)."""
+    if not rig.cortex.has_virtual_cortex:
         return None
-    return Population(rig.cortex.population, rig.images.size_px, rig.images.colour).rates
+    rates = Population(rig.cortex.population, rig.images.size_px, rig.images.colour).rates
+    if rig.cortex.source == "virtual":
+        return rates
+    from acquisition.openephys import UnitLayout
+
+    layout = UnitLayout()
+    order = [layout.neuron_of(rig.cortex.openephys.electrode_name(e), u) for e, u in rig.cortex.openephys.units]
+    if any(n is None for n in order):
+        return None
+    order = np.array(order)
+
+    def truth(images):
+        r = rates(images)
+        out = np.full((r.shape[0], len(order)), np.nan)  # a unit beyond the population has no truth
+        there = order < r.shape[1]
+        out[:, there] = r[:, order[there]]
+        return out
+
+    return truth
 
 
 def heldout_accuracy(engine: SessionEngine, truth) -> tuple[list[float] | None, float | None]:

@@ -11,6 +11,16 @@ Time comes from the injected clock: an event code is stamped with `clock.stamp`
 flip time on a virtual clock) and mapped through the recording clock's offset and
 drift. `poll` also brings the stream up to the clock's present, so on the wall
 clock spikes flow while nothing happens, and on a virtual clock they do not.
+
+Like a real recording system it has samples (`session.acquisition_sample_rate_hz`):
+every spike and every recorded code falls on the sample grid, so its native
+stream and its Open Ephys stream carry exactly the same times. Codes reach it
+as TTL words under the rig's scheme (`[cortex.ttl]`, acquisition/ttl.py): a
+code is recorded at the sample its word is raised, which is later than asked
+when the code comes before the previous word and its zero have held the lines.
+The screen shows each flip `photodiode_lag_ms` (+ jitter) later; the neurons
+see the image then, and a photodiode line (when the rig has one) toggles then,
+recorded as a PHOTODIODE code.
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ from acquisition import openephys
 from acquisition.population import Population
 from acquisition.recording import RecordingClock, SpikeBatcher
 from acquisition.spiking import SpikingModel
+from acquisition.ttl import Transition, TtlEncoder, pulse_samples
 from controller import messages as m
 from controller.parts import InProcessPart
 
@@ -36,7 +47,9 @@ class VirtualCortex(InProcessPart):
         torch.set_num_threads(1)  # per-onset work is small; more threads only contend with the presenter
         self.population = population or Population(cc.population, rig.images.size_px, rig.images.colour)
         self.recording_clock = RecordingClock(cc.recording.clock_offset_s, cc.recording.clock_drift_ppm)
+        self.sample_rate = float(rig.session.acquisition_sample_rate_hz)
         self.now_s = self._acq(clock.now())
+        self.start_s = self.now_s
         self.spiking = SpikingModel(cc.spiking, self.population.baseline_hz, cc.population.seed + 1,
                                     start_s=self.now_s)
         self.batcher = SpikeBatcher(cc.recording, cc.population.seed)
@@ -44,18 +57,38 @@ class VirtualCortex(InProcessPart):
         self.outbox: list = []
         self.event_seq = 0
         self.hb_seq = 0
-        self.last_code = 0
         self.heartbeat_s = cc.recording.heartbeat_ms / 1000
         self.last_heartbeat = -np.inf
+        # The digital inputs: code words under the rig's scheme, the photodiode on its own line. Transitions
+        # wait in `pending` (sample order) until the stream's clock reaches them, so the Open Ephys stream is
+        # in time order, spikes and TTL events alike.
+        self.ttl = TtlEncoder(cc.ttl.lines(), pulse_samples(cc.ttl.pulse_ms, self.sample_rate))
+        self.photodiode_line = cc.ttl.photodiode_line
+        self.photodiode_high = False
+        self.last_photodiode_sample = -1
+        self.display_lag_s = cc.recording.photodiode_lag_ms / 1000
+        self.display_jitter_s = cc.recording.photodiode_jitter_ms / 1000
+        self.display_rng = np.random.default_rng(cc.population.seed + 15_485_863)
+        self.pending: list[Transition] = []
+        self.codes_not_on_lines = 0  # codes the lines cannot carry (recorded natively at the flip only)
+        self.stop_after_s = cc.recording.stop_after_s
         # Frames for an Open Ephys Event Broadcaster socket, when one is wanted (a callable taking frames).
         self.openephys_out = openephys_out
 
     def _acq(self, presenter_s: float) -> float:
         return float(self.recording_clock.to_acquisition(presenter_s))
 
+    def on_grid(self, t_s):
+        """Times as the recording system has them: on its sample grid."""
+        return np.rint(np.asarray(t_s, np.float64) * self.sample_rate) / self.sample_rate
+
+    def sample_of(self, t_s: float) -> int:
+        return int(np.rint(t_s * self.sample_rate))
+
     # -- AcquisitionSource -------------------------------------------------------
     def describe(self, timeout_s: float = 0.0) -> dict:
-        return {"n_neurons": self.population.n_neurons, "streams": [STREAM], "kind": "virtual cortex"}
+        return {"n_neurons": self.population.n_neurons, "streams": [STREAM], "kind": "virtual cortex",
+                "sample_rate_hz": self.sample_rate}
 
     def poll(self, timeout_s: float = 0.0) -> list:
         """What the stream has produced, brought up to the clock's present, with a heartbeat when one is due
@@ -69,19 +102,52 @@ class VirtualCortex(InProcessPart):
 
     # -- what the recording system sees -------------------------------------------
     def advance_to(self, t_s: float) -> None:
-        """Generate and batch the spikes in [now, t_s)."""
+        """Generate and batch the spikes in [now, t_s), with the TTL transitions the clock reaches on the way."""
         if t_s <= self.now_s:
             return
         neuron, times = self.spiking.advance(t_s)
+        times = self.on_grid(times)
         batch = self.batcher.batch(self.now_s, t_s, neuron, times)
         self.now_s = t_s
+        due = self._due_ttl(int(np.floor(t_s * self.sample_rate)))
         if batch is not None:
             self.outbox.append(m.SpikeBatch(stream=STREAM, seq=batch.seq, t_start_s=batch.t_start_s,
                                             t_end_s=batch.t_end_s, total_spikes=batch.total_spikes,
                                             neuron=batch.neuron, time_s=batch.time_s))
-            if self.openephys_out is not None:
-                for frames in openephys.encode_spikes(batch.neuron, batch.time_s, stream=STREAM):
-                    self.openephys_out(frames)
+        if self.openephys_out is None:
+            return
+        # The Open Ephys stream in time order: each TTL transition before the spikes of later samples.
+        spikes = [] if batch is None else openephys.encode_spikes(batch.neuron, batch.time_s, self.sample_rate,
+                                                                  stream=STREAM)
+        spike_samples = [] if batch is None else np.rint(batch.time_s * self.sample_rate).astype(np.int64).tolist()
+        k = 0
+        for frames, sample in zip(spikes, spike_samples):
+            while k < len(due) and due[k].sample <= sample:
+                self._send_ttl(due[k])
+                k += 1
+            self.openephys_out(frames)
+        for tr in due[k:]:
+            self._send_ttl(tr)
+
+    def _due_ttl(self, up_to_sample: int) -> list[Transition]:
+        """The TTL transitions the stream's clock has reached (sample <= up_to_sample), taken from `pending`;
+        a photodiode edge among them is recorded as a PHOTODIODE code."""
+        k = 0
+        while k < len(self.pending) and self.pending[k].sample <= up_to_sample:
+            k += 1
+        due, self.pending = self.pending[:k], self.pending[k:]
+        for tr in due:
+            if tr.line == self.photodiode_line:
+                self.event_seq += 1
+                self.outbox.append(m.EventCode(stream=STREAM, seq=self.event_seq, code=m.Codes.PHOTODIODE,
+                                               time_s=tr.sample / self.sample_rate, clock="acquisition"))
+        return due
+
+    def _send_ttl(self, tr: Transition) -> None:
+        self.openephys_out(openephys.encode_ttl(tr.sample, tr.line, tr.state, self.sample_rate, stream=STREAM))
+
+    def _schedule(self, transitions) -> None:
+        self.pending = sorted(self.pending + list(transitions), key=lambda tr: tr.sample)
 
     def show(self, image_hash: str, pixels: np.ndarray) -> None:
         self.images[image_hash] = np.array(pixels)
@@ -89,24 +155,44 @@ class VirtualCortex(InProcessPart):
     def on_event(self, ev: m.EventCode) -> None:
         t = max(self._acq(self.clock.stamp(ev.time_s)), self.now_s)  # the acquisition clock never runs backwards
         self.advance_to(t)
+        flip = self.sample_of(t)
+        try:
+            raised, transitions = self.ttl.write(ev.code, flip)  # later than the flip if the lines were busy
+            self._schedule(transitions)
+        except ValueError:  # a code wider than the lines: a TTL input would not see it either
+            raised = flip
+            self.codes_not_on_lines += 1
         if ev.code == m.Codes.IMAGE_ONSET:
+            # The screen shows the image a display lag after the flip: the neurons see it, and the photodiode
+            # reports it, then.
+            shown = flip + int(np.rint((self.display_lag_s + self.display_rng.uniform(0.0, self.display_jitter_s))
+                                       * self.sample_rate))
+            if self.photodiode_line is not None:
+                shown = max(shown, self.last_photodiode_sample + 1)  # one edge per onset, in order
+                self.photodiode_high = not self.photodiode_high
+                self.last_photodiode_sample = shown
+                self._schedule([Transition(shown, self.photodiode_line, self.photodiode_high)])
             pixels = self.images.get(ev.image_hash)
             if pixels is not None:
-                self.spiking.add_onset(t, self.population.rates(pixels[None])[0])
-        if self.openephys_out is not None:  # the code word on parallel TTL lines, as a digital input would see it
-            for frames in openephys.encode_word(ev.code, self.last_code, t, stream=STREAM):
-                self.openephys_out(frames)
-            self.last_code = ev.code
+                self.spiking.add_onset(max(shown / self.sample_rate, self.now_s),
+                                       self.population.rates(pixels[None])[0])
+        for tr in self._due_ttl(int(np.floor(self.now_s * self.sample_rate))):  # a word raised at once
+            if self.openephys_out is not None:
+                self._send_ttl(tr)
         self.event_seq += 1
-        self.outbox.append(m.EventCode(stream=STREAM, seq=self.event_seq, code=ev.code, time_s=t,
-                                       clock="acquisition", trial_id=ev.trial_id, index=ev.index,
-                                       image_hash=ev.image_hash))
+        self.outbox.append(m.EventCode(stream=STREAM, seq=self.event_seq, code=ev.code,
+                                       time_s=raised / self.sample_rate, clock="acquisition", trial_id=ev.trial_id,
+                                       index=ev.index, image_hash=ev.image_hash))
 
     def heartbeat(self) -> m.Heartbeat:
         self.hb_seq += 1
         # batch_seq: the last batch made (sent or lost), so a receiver knows whether it has them all.
         return m.Heartbeat(role="cortex", seq=self.hb_seq, clock_s=self.now_s, stream=STREAM,
                            info={**self.describe(), "batch_seq": self.batcher.seq})
+
+    def stopped(self) -> bool:
+        """The simulated fault `recording.stop_after_s`: the recording system has stopped publishing."""
+        return self.stop_after_s is not None and self.now_s - self.start_s >= self.stop_after_s
 
 
 class CortexEventOutput:

@@ -2,6 +2,8 @@
 
 - `process_parts`: the controller's side of a rig whose parts run in their own
   processes (perhaps on other machines) and talk over ZeroMQ: `cortexloop run`.
+  Its acquisition part is the one `cortex.source` names (`acquisition_part`):
+  the virtual cortex's native stream, or an Open Ephys Event Broadcaster.
 - `in_process_parts`: the simulated rig with every part in this process, on the
   rig's clock (a virtual one for benchmarks and tests): the same VirtualCortex,
   PresenterRunner and ModelWorker the processes wrap, without the sockets.
@@ -25,8 +27,35 @@ from stimulus.fixation import make_fixation
 from stimulus.presenters import make_presenter
 
 
+def acquisition_part(rig: RigConfig, endpoints: dict[str, str]):
+    """The acquisition source the rig file names (`cortex.source`), connected to its stream.
+
+    "virtual": the virtual cortex process's native stream (acquisition_pub). "openephys": an Open Ephys GUI's
+    Event Broadcaster at [cortex.openephys] endpoint ("auto": the simulated rig's openephys_pub, where the virtual
+    cortex process publishes it)."""
+    cortex = rig.cortex
+    if cortex.source == "virtual":
+        if "acquisition_pub" not in endpoints:
+            raise ValueError('cortex.source = "virtual" reads the native stream, but endpoints.acquisition_pub is '
+                             '"off"')
+        return ZmqAcquisitionSource(endpoints)
+    if cortex.source == "openephys":
+        from controller.openephys_source import OpenEphysSource
+
+        oe = cortex.openephys
+        endpoint = endpoints.get("openephys_pub") if oe.endpoint == "auto" else oe.endpoint
+        if not endpoint:
+            raise ValueError('cortex.openephys.endpoint = "auto" means the simulated rig\'s openephys_pub, but '
+                             'endpoints.openephys_pub is "off"')
+        # Only the simulated recording system is told when the session is over; a live one keeps recording.
+        control = endpoints.get("acquisition_events") if oe.virtual_cortex else None
+        return OpenEphysSource(oe, cortex.ttl, endpoint, rig.session.acquisition_sample_rate_hz,
+                               make_clock(rig.session.speed), control_endpoint=control)
+    raise ValueError(f"cortex.source {cortex.source!r}: no acquisition part for it")
+
+
 def process_parts(rig: RigConfig, endpoints: dict[str, str]) -> SessionParts:
-    return SessionParts(clock=make_clock(rig.session.speed), source=ZmqAcquisitionSource(endpoints),
+    return SessionParts(clock=make_clock(rig.session.speed), source=acquisition_part(rig, endpoints),
                         presenter=ZmqPresenter(endpoints), model=ZmqModel(endpoints), mode="processes")
 
 

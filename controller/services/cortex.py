@@ -5,6 +5,18 @@ to the cortex; what it produces (spike batches, recorded event codes, heartbeats
 carrying its description) goes out on a PUB socket. Every `batch_ms` the stream is
 brought up to the clock's present: on the wall clock that is a batch of spikes,
 on a virtual clock nothing (time moves only with the event codes).
+
+Two outputs, each switched off by its endpoint = "off":
+
+- `acquisition_pub`: the native stream (SpikeBatch, EventCode, Heartbeat);
+  off, nothing at all goes out on it, heartbeats included (a rig with
+  `source = "openephys"` reads only the Open Ephys socket, as it would read a
+  real one);
+- `openephys_pub`: the same spikes and codes in the Open Ephys GUI Event
+  Broadcaster's format (spikes, TTL lines), what a live rig's acquisition PC sends.
+
+The fault `recording.stop_after_s` stops both (the process keeps running and
+draining its input), as a recording system that stops streaming would.
 """
 from __future__ import annotations
 
@@ -26,10 +38,12 @@ class VirtualCortexService:
         self.rig = rig
         self.parent_pid = parent_pid
         ctx = ctx or zmq.Context.instance()
-        self.pub = ctx.socket(zmq.PUB)
-        self.pub.setsockopt(zmq.SNDHWM, 0)
-        self.pub.setsockopt(zmq.LINGER, 1000)
-        self.pub.bind(endpoints["acquisition_pub"])
+        self.pub = None
+        if endpoints.get("acquisition_pub"):
+            self.pub = ctx.socket(zmq.PUB)
+            self.pub.setsockopt(zmq.SNDHWM, 0)
+            self.pub.setsockopt(zmq.LINGER, 1000)
+            self.pub.bind(endpoints["acquisition_pub"])
         self.events_in = ctx.socket(zmq.PULL)
         self.events_in.bind(endpoints["acquisition_events"])
         self.receiver = Receiver(self.events_in)
@@ -39,12 +53,21 @@ class VirtualCortexService:
             self.oe_pub.setsockopt(zmq.SNDHWM, 0)
             self.oe_pub.setsockopt(zmq.LINGER, 0)
             self.oe_pub.bind(endpoints["openephys_pub"])
+        if self.pub is None and self.oe_pub is None:
+            raise ValueError("the virtual cortex has no output: endpoints acquisition_pub and openephys_pub are "
+                             "both \"off\"")
         self.cortex = VirtualCortex(rig, make_clock(rig.session.speed), population,
-                                    openephys_out=None if self.oe_pub is None else self.oe_pub.send_multipart)
+                                    openephys_out=self._send_openephys if self.oe_pub is not None else None)
+
+    def _send_openephys(self, frames) -> None:
+        if not self.cortex.stopped():
+            self.oe_pub.send_multipart(frames)
 
     def publish(self) -> None:
-        for msg in self.cortex.poll(0):
-            m.send(self.pub, msg)
+        msgs = self.cortex.poll(0)
+        if self.pub is not None and not self.cortex.stopped():
+            for msg in msgs:
+                m.send(self.pub, msg)
 
     def run(self) -> int:
         batch_s = self.rig.cortex.recording.batch_ms / 1000
@@ -53,7 +76,8 @@ class VirtualCortexService:
             if self.events_in.poll(max(0.0, next_batch - time.monotonic()) * 1000):
                 while (msg := self.receiver.recv()) is not None:
                     if isinstance(msg, m.Shutdown):
-                        m.send(self.pub, self.cortex.heartbeat())
+                        if self.pub is not None and not self.cortex.stopped():
+                            m.send(self.pub, self.cortex.heartbeat())
                         return 0
                     if isinstance(msg, m.ScreenImage):
                         self.cortex.show(msg.image_hash, msg.pixels)
@@ -67,7 +91,8 @@ class VirtualCortexService:
         return 0
 
     def close(self) -> None:
-        self.pub.close(linger=1000)
+        if self.pub is not None:
+            self.pub.close(linger=1000)
         if self.oe_pub is not None:
             self.oe_pub.close(linger=0)
         self.events_in.close(linger=0)

@@ -1,0 +1,291 @@
+"""Spikes and event codes from the Open Ephys GUI's Event Broadcaster: an AcquisitionSource (controller/parts.py).
+
+The Event Broadcaster (JSON format) publishes every spike and every TTL
+transition as one message on a ZeroMQ PUB socket (acquisition/openephys.py has
+the format). This part subscribes to it and gives the engine what every
+acquisition source gives, on the recording system's own clock
+(time = sample_number / sample_rate):
+
+- SpikeBatch: the spikes of the sorted units the rig file names (`units`:
+  neuron k is units[k] = (electrode, sorted_id)), one batch per poll with its own
+  consecutive `seq` and cumulative `total_spikes`. Unsorted spikes (sorted_id 0),
+  units not in the map, and events of another stream or sample rate are skipped
+  and counted (`counters()`), never mapped to a neuron.
+- EventCode (clock "acquisition", trial_id -1, index -1): the code words rebuilt
+  from the TTL lines under the rig's scheme (acquisition/ttl.py), so repeated codes
+  survive; the engine pairs onset codes with the flips in order. Edges on the
+  photodiode line become EventCode(PHOTODIODE). TTLs on other lines are counted.
+- Heartbeat (role "acquisition"): how far the stream's clock has surely got. A
+  message with sample time t that arrived when this part's clock read a says the
+  stream's clock read at least t then, so now at least t + (now - a); the best
+  such bound over the last seconds, less `clock_margin_ms`, is the heartbeat's
+  clock. The margin covers how much later than a later-sample event an event may
+  arrive (spike detection, a word's lines arriving as several messages); a spike
+  that arrives behind a clock already announced is counted (`late_spikes`). So a
+  quiet stream still completes response windows.
+
+Time between messages is measured on the injected clock, like every part's: on
+a wall clock the bound moves forward with it, and a stream with nothing for
+`stale_after_s` is taken as stopped: heartbeats stop, and the engine ends the
+session cleanly ("acquisition silent"). On a virtual clock (the simulated rig
+at `--speed max`) time moves only with the stream, so its clock is the latest
+sample received less the margin, and silence means nothing happened.
+
+The Event Broadcaster has no sequence numbers, so a message lost on the way
+cannot be noticed here; ZeroMQ drops none between a live PUB and this SUB
+(both queues unbounded) unless the connection itself breaks.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+
+import numpy as np
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from acquisition import openephys
+from acquisition.config import OpenEphysConfig, TtlConfig
+from acquisition.ttl import TtlDecoder
+from controller import messages as m
+
+log = logging.getLogger("cortexloop.openephys")
+
+STREAM = "openephys"
+ROLE = "acquisition"
+MAX_MESSAGES_PER_POLL = 50_000  # a flood is taken over several polls; each poll's batch stays bounded
+HEARTBEAT_S = 0.1  # at most this long between heartbeats while the stream is live (wall)
+CLOCK_BOUND_WINDOW_S = 10.0  # arrivals this recent bound the stream's clock (older ones would let drift in)
+SETTLE_S = 0.05  # after the connection, for the subscription to reach the publisher
+
+
+class OpenEphysSource:
+    def __init__(self, cfg: OpenEphysConfig, ttl: TtlConfig, endpoint: str, sample_rate_hz: float, clock,
+                 ctx: zmq.Context | None = None, control_endpoint: str | None = None):
+        """endpoint: the Event Broadcaster's; sample_rate_hz: the rate its events must carry; clock: this part's
+        own clock (controller/clocks.py); control_endpoint: the simulated recording system's event input, told
+        when the session is over (None on a live rig)."""
+        ctx = ctx or zmq.Context.instance()
+        self.cfg = cfg
+        self.endpoint = endpoint
+        self.sample_rate = float(sample_rate_hz)
+        self.clock = clock
+        self.units = cfg.unit_map()
+        self.n_neurons = len(cfg.units)
+        if not 0 < self.n_neurons <= 65_536:
+            raise ValueError(f"[cortex.openephys] units: {self.n_neurons} units; 1 to 65536 (neuron indices are uint16)")
+        self.margin_s = cfg.clock_margin_ms / 1000
+        self.decoder = TtlDecoder(ttl.lines())
+        self.sub = ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.setsockopt(zmq.RCVHWM, 0)  # nothing dropped here: a spike lost could not be noticed
+        self.sub.setsockopt(zmq.MAXMSGSIZE, openephys.MAX_BODY_BYTES + 1024)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.monitor = self.sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self.sub.connect(endpoint)
+        self.control = None
+        if control_endpoint:
+            self.control = ctx.socket(zmq.PUSH)
+            self.control.setsockopt(zmq.LINGER, 500)
+            self.control.connect(control_endpoint)
+        self.info: dict = {}
+        # The stream's clock.
+        self.latest_sample: int | None = None
+        self.bounds: deque = deque()  # (arrival on self.clock, latest sample time - arrival), one per poll
+        self.last_message_at: float | None = None  # self.clock
+        self.announced_s = -np.inf  # the clock the last heartbeat or batch gave the engine
+        self.last_heartbeat_wall = -np.inf
+        self.hb_seq = 0
+        # What went out.
+        self.batch_seq = 0
+        self.total_spikes = 0
+        self.last_end_s: float | None = None
+        self.code_seq = 0
+        # What was skipped, and why.
+        self.malformed_messages = 0
+        self.last_error = ""
+        self.counts = {"spikes": 0, "unsorted_spikes": 0, "unknown_unit_spikes": 0, "late_spikes": 0,
+                       "foreign_events": 0, "ttl_events": 0, "words": 0, "photodiode_edges": 0}
+        self.unknown_units: dict[tuple[str, int], int] = {}
+
+    # -- AcquisitionSource -------------------------------------------------------
+    def describe(self, timeout_s: float = 60.0) -> dict:
+        """The stream's description once this part is connected to the Event Broadcaster ({} if it does not
+        answer within timeout_s): the neurons are the rig file's units."""
+        if not self.info and self._wait_connected(timeout_s):
+            self.info = {"n_neurons": self.n_neurons, "sample_rate_hz": self.sample_rate, "kind": "open ephys",
+                         "streams": [STREAM], "endpoint": self.endpoint}
+            self.last_message_at = self.clock.now()  # staleness counts from the connection
+        return self.info
+
+    def poll(self, timeout_s: float = 0.0) -> list:
+        frames_list = self._drain(timeout_s)
+        now = self.clock.now()
+        neurons: list[int] = []
+        samples: list[int] = []
+        codes: list[m.EventCode] = []
+        latest = self.latest_sample
+        for frames in frames_list:
+            try:
+                body = openephys.decode_message(frames)
+            except openephys.OpenEphysFormatError as err:
+                self.malformed_messages += 1
+                if self.malformed_messages == 1 or self.malformed_messages % 1000 == 0:
+                    log.warning("open ephys: malformed message dropped (%d so far): %s", self.malformed_messages, err)
+                self.last_error = str(err)
+                continue
+            if body["sample_rate"] != self.sample_rate or (self.cfg.stream and body["stream"] != self.cfg.stream):
+                self.counts["foreign_events"] += 1  # another stream's samples count on another clock
+                continue
+            sample = body["sample_number"]
+            if latest is None or sample > latest:
+                latest = sample
+            if body["event_type"] == "spike":
+                self._on_spike(body, sample, neurons, samples)
+            else:
+                self.counts["ttl_events"] += 1
+                codes.extend(self._code(d) for d in self.decoder.feed(sample, body["line"], body["state"]))
+        if frames_list:
+            self.last_message_at = now
+        self.latest_sample = latest
+        if latest is not None and frames_list:
+            bound = latest / self.sample_rate - now
+            while self.bounds and self.bounds[-1][1] <= bound:  # never the best again: newer and no better
+                self.bounds.pop()
+            self.bounds.append((now, bound))
+        clock_s = self._clock_bound(now)
+        if self.decoder.open_sample is not None and clock_s is not None \
+                and self.decoder.open_sample / self.sample_rate <= clock_s:
+            codes.extend(self._code(d) for d in self.decoder.flush())  # no more lines of that sample will come
+        out: list = []
+        if neurons:
+            out.append(self._batch(neurons, samples))
+        out.extend(codes)
+        hb = self._heartbeat(now, clock_s)
+        if hb is not None:
+            out.append(hb)
+        return out
+
+    def waitables(self) -> list:
+        return [self.sub]
+
+    def malformed(self) -> int:
+        return self.malformed_messages
+
+    def counters(self) -> dict:
+        """What arrived and what was skipped, for the session summary."""
+        return {**self.counts, "malformed_messages": self.malformed_messages,
+                "unknown_line_events": self.decoder.unknown_line_events,
+                "unknown_lines": sorted(self.decoder.unknown_lines)[:32],
+                "unknown_units": [[e, u, n] for (e, u), n in sorted(self.unknown_units.items())[:32]]}
+
+    def close(self) -> None:
+        if self.control is not None:
+            try:
+                m.send(self.control, m.Shutdown("session over"), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+            self.control.close(linger=500)
+        self._close_monitor()
+        self.sub.close(linger=0)
+
+    # -- inside ------------------------------------------------------------------
+    def _wait_connected(self, timeout_s: float) -> bool:
+        """Whether the Event Broadcaster has accepted this subscriber (ZeroMQ's handshake), within timeout_s."""
+        if self.monitor is None:
+            return True
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if self.monitor.poll(min(100.0, max(1.0, (end - time.monotonic()) * 1000))):
+                event = recv_monitor_message(self.monitor)
+                if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self._close_monitor()
+                    time.sleep(SETTLE_S)  # the subscription travels to the publisher after the handshake
+                    return True
+        return False
+
+    def _close_monitor(self) -> None:
+        if self.monitor is not None:
+            self.sub.disable_monitor()
+            self.monitor.close(linger=0)
+            self.monitor = None
+
+    def _drain(self, timeout_s: float) -> list:
+        out: list = []
+        if timeout_s > 0 and not self.sub.poll(timeout_s * 1000):
+            return out
+        recv = self.sub.recv_multipart
+        try:
+            while len(out) < MAX_MESSAGES_PER_POLL:
+                out.append(recv(zmq.NOBLOCK))
+        except zmq.Again:
+            pass
+        return out
+
+    def _on_spike(self, body: dict, sample: int, neurons: list, samples: list) -> None:
+        key = (body["electrode"], body["sorted_id"])
+        neuron = self.units.get(key)
+        if neuron is None:
+            if key[1] == 0:
+                self.counts["unsorted_spikes"] += 1
+            else:
+                self.counts["unknown_unit_spikes"] += 1
+                if key in self.unknown_units or len(self.unknown_units) < 1024:
+                    self.unknown_units[key] = self.unknown_units.get(key, 0) + 1
+            return
+        neurons.append(neuron)
+        samples.append(sample)
+
+    def _code(self, decoded) -> m.EventCode:
+        self.code_seq += 1
+        if decoded.kind == "photodiode":
+            self.counts["photodiode_edges"] += 1
+            code = m.Codes.PHOTODIODE
+        else:
+            self.counts["words"] += 1
+            code = decoded.value
+        return m.EventCode(stream=STREAM, seq=self.code_seq, code=code, time_s=decoded.sample / self.sample_rate,
+                           clock="acquisition")
+
+    def _batch(self, neurons: list, samples: list) -> m.SpikeBatch:
+        times = np.asarray(samples, np.float64) / self.sample_rate
+        late = int(np.count_nonzero(times < self.announced_s))
+        if late:
+            self.counts["late_spikes"] += late
+            log.warning("open ephys: %d spike(s) arrived after the stream's clock had passed them "
+                        "(clock_margin_ms %.0f is less than the stream's delivery jitter)", late,
+                        self.cfg.clock_margin_ms)
+        self.batch_seq += 1
+        self.total_spikes += len(neurons)
+        self.counts["spikes"] += len(neurons)
+        # Known up to the latest sample less the margin; the batch holds the spikes received since the last one.
+        end = self.latest_sample / self.sample_rate - self.margin_s
+        start = self.last_end_s if self.last_end_s is not None else min(end, float(times.min()))
+        end = max(end, start)
+        self.last_end_s = end
+        self.announced_s = max(self.announced_s, end)
+        return m.SpikeBatch(stream=STREAM, seq=self.batch_seq, t_start_s=start, t_end_s=end,
+                            total_spikes=self.total_spikes, neuron=np.asarray(neurons, np.uint16), time_s=times)
+
+    def _clock_bound(self, now: float) -> float | None:
+        """How far the stream's clock has surely got (less the margin); None before any message."""
+        while len(self.bounds) > 1 and now - self.bounds[0][0] > CLOCK_BOUND_WINDOW_S:
+            self.bounds.popleft()
+        if not self.bounds:
+            return None
+        return now + self.bounds[0][1] - self.margin_s  # the best bound first (a monotonic queue)
+
+    def _heartbeat(self, now: float, clock_s: float | None) -> m.Heartbeat | None:
+        if self.last_message_at is None or now - self.last_message_at >= self.cfg.stale_after_s:
+            return None  # not connected, or the stream stopped: the engine notices the silence
+        wall = time.monotonic()
+        advanced = clock_s is not None and clock_s > self.announced_s
+        if not advanced and wall - self.last_heartbeat_wall < HEARTBEAT_S:
+            return None
+        self.last_heartbeat_wall = wall
+        self.hb_seq += 1
+        if clock_s is None:  # connected, nothing received yet: alive, but no clock to give
+            return m.Heartbeat(role=ROLE, seq=self.hb_seq, clock_s=0.0, info=dict(self.info))
+        self.announced_s = max(self.announced_s, clock_s)
+        return m.Heartbeat(role=ROLE, seq=self.hb_seq, clock_s=self.announced_s, stream=STREAM, info=dict(self.info))
