@@ -67,6 +67,9 @@ CLOCK_BOUND_WINDOW_S = 10.0  # spikes this recent bound the stream's clock (olde
 # pylsl's channel formats that carry numbers, and the numpy type a pull fills (cf_string = 3 is refused).
 LSL_DTYPES = {1: np.float32, 2: np.float64, 4: np.int32, 5: np.int16, 6: np.int8, 7: np.int64}
 MAX_NEURONS = 65_536  # SpikeBatch.neuron is uint16
+# LSL drops the oldest samples, silently, when a buffer is full; for an irregular-rate stream a buffer is given in
+# hundreds of samples. A million spikes: 100 s of a 384-channel probe at 10,000 spikes/s, 8 MB of pointers.
+BUFFER_SAMPLES = 1_000_000
 
 
 class LslStreamError(RuntimeError):
@@ -152,9 +155,8 @@ class LslAcquisitionSource:
         code_info = self._resolve(self.code_stream, end)
         self._check_shape(code_info, "code", numeric_only=False)
         pl = self.pylsl
-        # A generous buffer: a controller busy for a few seconds must not lose spikes (x100 samples: irregular).
-        self.spike_inlet = pl.StreamInlet(spike_info, max_buflen=360, recover=True)
-        self.code_inlet = pl.StreamInlet(code_info, max_buflen=360, recover=True)
+        self.spike_inlet = pl.StreamInlet(spike_info, max_buflen=BUFFER_SAMPLES // 100, recover=True)
+        self.code_inlet = pl.StreamInlet(code_info, max_buflen=BUFFER_SAMPLES // 100, recover=True)
         corrections = self._first_corrections(max(end - time.monotonic(), 0.5))
         self.spike_correction_s, self.code_correction_s = corrections
         self.corrected_at = time.monotonic()
@@ -375,7 +377,7 @@ class LslSpikeOutlet:
         desc.append_child_value("format", "channel 0: unit index; sample timestamp: spike time")
         if n_units is not None:
             desc.append_child_value("n_units", str(int(n_units)))
-        self.outlet = pl.StreamOutlet(info)
+        self.outlet = pl.StreamOutlet(info, max_buffered=BUFFER_SAMPLES // 100)
         self.name = name
 
     def push(self, units: Iterable[int], times_s: Iterable[float]) -> None:

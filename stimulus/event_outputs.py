@@ -56,6 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # A serial TTL box and a parallel port's data register both take one byte: eight lines.
 BYTE_LINES = 8
 LSL_MAX_CODE = 2 ** 31 - 1  # one int32 channel
+WRITE_TIMEOUT_S = 0.005  # the longest a serial write may wait for the device
 
 
 class EventOutputConfig(BaseModel):
@@ -304,7 +305,9 @@ class SerialEventOutput(_TtlEventOutput):
             except ImportError as e:
                 raise RuntimeError(f"serial port {url}: pyserial is not installed ({e})") from e
             try:
-                port = serial.serial_for_url(url, baudrate=baud)
+                # A byte goes to the OS buffer at once; a stuck device (flow control) raises after
+                # WRITE_TIMEOUT_S instead of holding the flip callback, and the next write() reports it.
+                port = serial.serial_for_url(url, baudrate=baud, write_timeout=WRITE_TIMEOUT_S)
             except (serial.SerialException, ValueError) as e:
                 raise RuntimeError(f"serial port {url}: could not be opened ({e})") from e
         self.port = port

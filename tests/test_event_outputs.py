@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -164,6 +165,16 @@ def test_a_port_that_fails_is_reported_at_the_next_write():
         out.write(20, 0.0, 1, 1, "")
 
 
+def test_a_parallel_port_that_is_not_there_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    if "psychopy" not in sys.modules:
+        monkeypatch.setenv("HOME", str(tmp_path))  # PsychoPy writes its preferences under $HOME at import
+    cfg = EventOutputConfig(kind="parallel", parallel_address="/dev/parport7")
+    with pytest.raises(RuntimeError, match="parallel port /dev/parport7: could not be opened"):
+        make_event_output(cfg, codes=[10, 20])
+
+
 # -- serial TTL box (pyserial loop://) ---------------------------------------------------------------------------
 def test_serial_repeated_codes_survive_each_byte_followed_by_zero():
     out = make_event_output(EventOutputConfig(kind="serial", serial_url="loop://", pulse_ms=1.0),
@@ -283,3 +294,32 @@ def test_lsl_markers_read_back_by_a_real_inlet_with_the_flip_time(lsl_on_this_ma
     assert [s[0] for s in samples] == [10, 20, 20, 30]
     for got, want in zip(stamps, sent):
         assert abs(got - want) < 0.002, (got, want)
+
+
+# -- what the recording system reads back ---------------------------------------------------------------------
+@pytest.mark.parametrize("scheme,strobe_line", [("return_to_zero", None), ("strobe", 7), ("strobe", 0)])
+def test_the_recording_systems_decoder_reads_back_every_word(scheme, strobe_line):
+    """The lines this output drives, read by the decoder the acquisition side uses (acquisition/ttl.py), one
+    port write per sample (so a strobe rises a sample after its data lines: the harder case)."""
+    from acquisition.ttl import Lines, Transition, decode_transitions
+
+    port = RecordingPort()
+    out = ParallelEventOutput("fake", pulse_ms=0.5, n_lines=8, scheme=scheme, strobe_line=strobe_line, port=port)
+    rng = np.random.default_rng(3)
+    codes = [int(c) for c in rng.choice([10, 20, 30, 31], size=30, p=[0.1, 0.6, 0.15, 0.15])]
+    codes[5:9] = [20, 20, 20, 20]  # repeats, in a burst closer than the spacing
+    for k, c in enumerate(codes):
+        out.write(c, 0.0, k, 0, "")
+        if k % 3 == 0:
+            time.sleep(0.002)
+    wait_idle(out)
+    out.close()
+    transitions, state = [], 0
+    for sample, (_, value) in enumerate(port.writes):
+        for line in range(8):
+            if (value ^ state) >> line & 1:
+                transitions.append(Transition(sample, line, bool(value >> line & 1)))
+        state = value
+    decoded, unknown = decode_transitions(Lines(8, scheme, strobe_line), transitions)
+    assert [d.value for d in decoded if d.kind == "word"] == codes
+    assert unknown == 0
