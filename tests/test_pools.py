@@ -480,3 +480,15 @@ def test_npy_errors_name_the_file_and_why(tmp_path):
         build(np.zeros((30, 8, 8), np.uint8), test_path=str(tmp_path / "nope.npy"))
     with pytest.raises(ImageSourceError, match=r"test_share: 0.01 of 30 image\(s\) holds out 0"):
         build(np.zeros((30, 8, 8), np.uint8), test_share=0.01)
+
+
+def test_shipped_example_rig_builds_its_pools_from_the_example_folder(tmp_path, monkeypatch):
+    from controller.config import load_rig
+
+    monkeypatch.chdir(REPO)  # the rig's path is relative to where cortexloop starts
+    images = load_rig(REPO / "rigs" / "own_images.toml").images
+    p = make_pools(images.model_copy(update={"cache_dir": str(tmp_path)}))
+    files = sorted(f.name for f in (REPO / "docs" / "example_images").iterdir() if f.suffix in (".png", ".jpg"))
+    assert p.train.shape == (12, 32, 32, 3) and p.test.shape == (10, 32, 32, 3)
+    assert set(p.test_origin) == {f for f in files if f.startswith("test_")}
+    assert set(p.train_origin) <= {f for f in files if not f.startswith("test_")}
