@@ -11,7 +11,7 @@ Public API (the presenter's `EventOutput` part, controller/parts.py):
     LslEventOutput(stream_name, presenter_now=None)
 
 Each has write(code, time_s, trial_id, index, image_hash), show(image_hash, pixels) (nothing: hardware does
-not see the screen) and close(). The TTL outputs also have stats() -> {"words": .., "delayed_words": ..,
+not see the screen) and close(). Each also has stats() -> {"words": .., "delayed_words": .., "queued": ..,
 "max_delay_ms": ..} for the session summary.
 
 Config keys (EventOutputConfig): kind ("zmq" | "parallel" | "serial" | "lsl"; "zmq", the simulated rig, is built
@@ -163,12 +163,17 @@ class TtlWords:
                 raise RuntimeError(f"{self.name}: the lines could not be set: {self.error!r}") from self.error
             if self._closed:
                 raise RuntimeError(f"{self.name}: write after close")
-            self._service(now)
-            if not self._queue and self._clear_at is None and now >= self._free_at:
-                self._raise(code, now, now)
-            else:
-                self._queue.append((code, now))
-            self._cond.notify()
+            try:
+                self._service(now)
+                if not self._queue and self._clear_at is None and now >= self._free_at:
+                    self._raise(code, now, now)
+                else:
+                    self._queue.append((code, now))
+            except Exception as e:  # the port failed in this thread: say which port, and stop using it
+                self.error = e
+                raise RuntimeError(f"{self.name}: the lines could not be set: {e!r}") from e
+            finally:
+                self._cond.notify()
 
     def stats(self) -> dict:
         with self._cond:

@@ -163,6 +163,11 @@ def test_a_port_that_fails_is_reported_at_the_next_write():
     time.sleep(0.05)
     with pytest.raises(RuntimeError, match="parallel port /dev/parport9.*port unplugged"):
         out.write(20, 0.0, 1, 1, "")
+    port = RecordingPort(fail_after=1)  # the zero at open goes out; the first word fails, in the caller
+    out = ParallelEventOutput("/dev/parport8", pulse_ms=1.0, port=port)
+    for _ in range(2):  # and stays failed
+        with pytest.raises(RuntimeError, match="parallel port /dev/parport8.*port unplugged"):
+            out.write(20, 0.0, 1, 0, "")
 
 
 def test_a_parallel_port_that_is_not_there_is_a_clear_error(tmp_path, monkeypatch):
