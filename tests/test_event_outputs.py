@@ -113,7 +113,8 @@ def test_parallel_pulse_width_over_many_words():
     assert statistics.median(highs) < 0.002 + 0.005, highs
     # A word is delayed only when the thread returned the one before it to zero late (the machine was busy).
     assert stats["delayed_words"] < 40, stats
-    print(f"\npulse 2 ms, 40 words: {stats['delayed_words']} delayed (max {stats['max_delay_ms']} ms), high median {statistics.median(highs) * 1e3:.3f} ms, "
+    print(f"\npulse 2 ms, 40 words: {stats['delayed_words']} delayed (max {stats['max_delay_ms']} ms), "
+          f"high median {statistics.median(highs) * 1e3:.3f} ms, "
           f"max {max(highs) * 1e3:.3f} ms; write median {statistics.median(write_times) * 1e6:.1f} us, "
           f"max {max(write_times) * 1e6:.1f} us")
 

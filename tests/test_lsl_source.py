@@ -65,7 +65,8 @@ def test_spikes_and_codes_come_out_as_messages_on_one_clock(rig):
     spikes.push(units, times)
     codes.push(m.Codes.IMAGE_ONSET, t0 - 0.020)
     codes.push(m.Codes.IMAGE_ONSET, t0 - 0.010)  # the same code again: a separate word
-    got = poll_until(src, lambda g: sum(len(b.neuron) for b in of(g, m.SpikeBatch)) >= 5 and len(of(g, m.EventCode)) >= 2)
+    got = poll_until(src, lambda g: sum(len(b.neuron) for b in of(g, m.SpikeBatch)) >= 5
+                     and len(of(g, m.EventCode)) >= 2)
     for msg in got:
         msg.validate()
     batches = of(got, m.SpikeBatch)
@@ -179,7 +180,8 @@ def test_a_string_spike_stream_and_a_missing_stream_are_refused():
     spike_name, code_name = names()
     strings = pylsl.StreamOutlet(pylsl.StreamInfo(spike_name, "Spikes", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string))
     with pytest.raises(RuntimeError, match=f"'{spike_name}' carries strings"):
-        LslAcquisitionSource(spike_name, code_name, n_neurons=4).describe(3.0)  # refused before the code stream is looked for
+        # refused before the code stream is looked for
+        LslAcquisitionSource(spike_name, code_name, n_neurons=4).describe(3.0)
     with pytest.raises(RuntimeError, match=f"LSL stream '{spike_name}-none' not found"):
         LslAcquisitionSource(spike_name + "-none", code_name, n_neurons=4).describe(0.3)
     del strings
