@@ -1,0 +1,70 @@
+"""Sessions that read the Open Ephys Event Broadcaster stream (the virtual cortex publishing only that), end to end."""
+import json
+import sqlite3
+import time
+
+import pytest
+
+from controller import messages as m
+from controller.config import with_overrides
+from controller.launch import run_session, session_roles
+from tests.test_session import small_rig
+
+N_NEURONS = 8
+
+
+def openephys_rig(rig, **openephys):
+    """The same rig, its recording system heard only through the Open Ephys format: neuron k is the virtual
+    cortex's unit ("Electrode k+1", 1)."""
+    return with_overrides(rig, cortex={"source": "openephys", "openephys": {
+        "units": [[k + 1, 1] for k in range(N_NEURONS)], "virtual_cortex": True, **openephys}},
+        endpoints={"acquisition_pub": "off"})
+
+
+def responses(path):
+    db = sqlite3.connect(path / "session.sqlite")
+    return db.execute("SELECT trial_id, idx, image_hash, onset_acq_s, window_start_s, window_end_s, counts, valid, "
+                      "model_version, source, reason FROM responses ORDER BY trial_id, idx").fetchall()
+
+
+def test_open_ephys_session_records_the_same_responses_as_the_native_stream(tmp_path):
+    rig = with_overrides(small_rig(n_trials=4), model={"form": "stacked", "steps_per_trial": 5},
+                         fixation={"break_probability": 0.3})
+    native = run_session(rig, tmp_path / "native")
+    oe_rig = openephys_rig(rig)
+    assert session_roles(oe_rig) == ("cortex", "model", "presenter", "controller")
+    oe = run_session(oe_rig, tmp_path / "openephys")
+    assert native["status"] == oe["status"] == "completed"
+    assert oe["neurons"] == N_NEURONS and oe["spikes_received"] == native["spikes_received"] > 0
+    assert oe["trials_aborted"] == native["trials_aborted"] > 0  # aborted trials' codes are on the lines too
+    a, b = responses(tmp_path / "native"), responses(tmp_path / "openephys")
+    assert len(a) == native["trials_done"] * rig.trial.images_per_trial > 0
+    # Same spikes at the same sample times, onsets rebuilt from the TTL words and paired with the flips in
+    # order: every response, window and count is the same.
+    assert a == b
+    # The truth of the virtual cortex behind the Open Ephys stream still scores the model.
+    assert oe["heldout_r_per_neuron"] == native["heldout_r_per_neuron"] and len(oe["heldout_r_per_neuron"]) == 8
+    db = sqlite3.connect(tmp_path / "openephys" / "session.sqlite")
+    codes = db.execute("SELECT code, trial_id FROM event_codes WHERE clock = 'acquisition'").fetchall()
+    n_onsets = db.execute("SELECT COUNT(*) FROM onsets").fetchone()[0]
+    assert sum(c == m.Codes.IMAGE_ONSET for c, _ in codes) == n_onsets == oe["images_shown"]
+    assert {t for _, t in codes} == {-1}  # TTL words carry no trial numbers
+    assert oe["malformed_messages_dropped"] == 0
+
+
+def test_a_stream_that_stops_ends_the_session_cleanly_with_a_summary(tmp_path):
+    # Real time: on a virtual clock time moves only with the stream, so silence there is not a stopped stream.
+    rig = small_rig(n_trials=200, speed="realtime")
+    rig = with_overrides(rig, cortex={"recording": {**rig.cortex.recording.model_dump(), "stop_after_s": 8.0}},
+                         model={"kind": "baseline"})
+    rig = openephys_rig(rig, stale_after_s=0.5)
+    t0 = time.monotonic()
+    summary = run_session(rig, tmp_path / "stops")
+    took = time.monotonic() - t0
+    assert summary["status"].startswith("aborted: acquisition silent")
+    assert 1 <= summary["trials_done"] < 200
+    assert json.loads((tmp_path / "stops" / "summary.json").read_text()) == summary
+    db = sqlite3.connect(tmp_path / "stops" / "session.sqlite")
+    assert db.execute("SELECT value FROM meta WHERE key='status'").fetchone()[0] == summary["status"]
+    # Stopped after 8 s of recording; the end comes once the silence outlasts the controller's limit (10 s).
+    assert took < 90
