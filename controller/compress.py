@@ -72,7 +72,7 @@ class Stages:
 
 
 def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float, rig: RigConfig,
-                         out_dir: str | Path, ensemble_steps: int = 300, n_augment: int = 1,
+                         out_dir: str | Path, ensemble_steps: int = 100, n_augment: int = 1,
                          mei_steps: int = 60, log=print, progress: bool = False) -> dict:
     """images uint8 (n, H, W, C), counts (n, N) in the response window. Returns the report (also report.json)."""
     out_dir = Path(out_dir)
@@ -104,7 +104,7 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
         steps = mcfg.distill_steps
         with stages.stage("distil", f"distil: {n_neurons} students", steps) as done:
             students = distill(distill_images, targets, spec, steps, mcfg.distill_learning_rate,
-                               mcfg.batch_size * 2, device, seed=mcfg.seed, smooth_sigma=mcfg.smooth_sigma,
+                               mcfg.distill_batch_size, device, seed=mcfg.seed, smooth_sigma=mcfg.smooth_sigma,
                                smooth_every=mcfg.smooth_every_steps, progress=done)
 
         # 3. Prune. Decisions use distillation images (never the test set), against the teacher.
@@ -121,7 +121,7 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
         steps = mcfg.retrain_steps
         with stages.stage("retrain", f"retrain: {n_neurons} pruned students", steps) as done:
             final = fit_students([p.model for p in pruned], distill_images, targets, steps,
-                                 mcfg.distill_learning_rate / 2, mcfg.batch_size * 2, device, seed=mcfg.seed + 1,
+                                 mcfg.distill_learning_rate / 2, mcfg.distill_batch_size, device, seed=mcfg.seed + 1,
                                  smooth_sigma=mcfg.smooth_sigma, smooth_every=mcfg.smooth_every_steps,
                                  progress=done)
 
@@ -397,16 +397,30 @@ def _show(ax, img: np.ndarray, title: str) -> None:
     ax.axis("off")
 
 
-def read_session(session_dir: str | Path) -> tuple[np.ndarray, np.ndarray, float, RigConfig]:
-    """(images uint8, counts, window_s, rig) of the valid responses of a stored session."""
+def read_session(session_dir: str | Path, rig_file: str | None = None, log=print
+                 ) -> tuple[np.ndarray, np.ndarray, float, RigConfig]:
+    """(images uint8, counts, window_s, rig) of the valid responses of a stored session.
+
+    The rig is the one stored with the session; if it no longer validates (the rig format
+    changed since it was recorded), `rig_file` is used in its place, or the error says to give one.
+    """
+    from controller.config import RigFileError
     from controller.store import SessionStore
 
     store = SessionStore.open(Path(session_dir))
     try:
-        rig = parse_rig(json.loads(store.rig_json()), f"{session_dir} (stored rig)")
+        stored = json.loads(store.rig_json())
         resp = store.responses(valid_only=True)
     finally:
         store.close()
+    try:
+        rig = parse_rig(stored, f"{session_dir} (stored rig)")
+    except RigFileError as e:
+        if rig_file is None:
+            raise SystemExit(f"{e}\nThe session's stored rig does not validate with this version of cortexloop; "
+                             f"give the rig file it was recorded with: --rig FILE") from None
+        log(f"the stored rig does not validate with this version ({str(e).splitlines()[0]}); using {rig_file}")
+        rig = load_rig(rig_file)
     if len(resp["counts"]) == 0:
         raise SystemExit(f"{session_dir}: no valid responses stored; nothing to compress")
     return resp["pixels"], resp["counts"], resp["window_s"], rig
@@ -417,14 +431,15 @@ def compress_main(argv: list[str]) -> int:
                                  description="distill and prune one compact CNN per neuron from a stored session")
     ap.add_argument("session", help="session directory (holds session.sqlite)")
     ap.add_argument("--out", help="output directory (default SESSION/compact)")
-    ap.add_argument("--rig", help="rig file whose [model] section replaces the stored one (e.g. rigs/paper.toml)")
-    ap.add_argument("--ensemble-steps", type=int, default=300, help="teacher training steps (default 300)")
+    ap.add_argument("--rig", help="rig file whose [model] section replaces the stored one (e.g. rigs/paper.toml); "
+                                  "used whole where the stored rig no longer validates")
+    ap.add_argument("--ensemble-steps", type=int, default=100, help="teacher training steps (default 100)")
     ap.add_argument("--distill-steps", type=int, help="overrides model.distill_steps")
     ap.add_argument("--retrain-steps", type=int, help="overrides model.retrain_steps")
     ap.add_argument("--mei-steps", type=int, default=60, help="gradient steps of each page's MEI (default 60)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
-    images, counts, window_s, rig = read_session(args.session)
+    images, counts, window_s, rig = read_session(args.session, args.rig)
     model = rig.model if args.rig is None else load_rig(args.rig).model
     updates = {k: v for k, v in {"distill_steps": args.distill_steps, "retrain_steps": args.retrain_steps}.items()
                if v is not None}

@@ -58,9 +58,12 @@ class ModelConfig(Strict):
     student_readout: Literal["softplus", "linear"] = "softplus"
     smooth_sigma: float = Field(0.0, ge=0.0, le=3.0)
     smooth_every_steps: int = Field(100, ge=1, le=1_000_000)
-    distill_steps: int = Field(1500, ge=0, le=1_000_000)
+    # Defaults sized so that compress on the default session takes about 5 minutes on 2 cores
+    # (README, "cortexloop compress"); the paper distilled for far longer on GPUs.
+    distill_steps: int = Field(300, ge=0, le=1_000_000)
     distill_learning_rate: float = Field(2e-3, gt=0.0, le=1.0)
-    retrain_steps: int = Field(800, ge=0, le=1_000_000)
+    distill_batch_size: int = Field(64, ge=1, le=4096)
+    retrain_steps: int = Field(200, ge=0, le=1_000_000)
     prune_keep_r2_frac: float = Field(0.9, gt=0.0, le=1.0)
     prune_keep_variance_frac: float = Field(0.9, gt=0.0, le=1.0)
     prune_min_filters: int = Field(3, ge=1, le=512)
