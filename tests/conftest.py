@@ -23,6 +23,15 @@ def _no_display_reason() -> str | None:
     return "no display: $DISPLAY is not set (is pytest-xvfb installed and not disabled with --no-xvfb?)"
 
 
+@pytest.fixture(autouse=True)
+def _denormals_restored():
+    """A model built in this process flushes denormal floats (models/online.py, for speed): process-wide state
+    that would leak into later tests (hypothesis refuses to generate floats under it)."""
+    yield
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_flush_denormal(False)
+
+
 @pytest.fixture(scope="session")
 def psychopy_display():
     """Skip without a display; otherwise import psychopy.visual with $HOME in a temp dir.

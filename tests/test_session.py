@@ -100,7 +100,6 @@ def test_realtime_session_runs_on_the_wall_clock(tmp_path):
     assert summary["status"] == "completed" and summary["trials_done"] == 3
     # On the wall clock the model trains in the background while trials run, and plans come from its snapshots.
     assert summary["model"]["training_steps"] > 0 and "training_error" not in summary["model"]
-    assert summary["model_version"] >= 1
     # Three trials of 1.6 s cannot take less than 4.8 s on a wall clock.
     assert time.monotonic() - t0 > 3 * rig.trial_duration_ms / 1000
     # In real time the simulated recording system stamps each event code when it arrives, so the residual is
