@@ -130,6 +130,9 @@ def test_heartbeats_move_the_clock_while_the_stream_is_quiet_then_stop_when_it_i
     assert not of(src.poll(0.0) + src.poll(0.05), m.Heartbeat), "stale: heartbeats stop"
     spikes.push([2], [pylsl.local_clock()])
     assert of(poll_until(src, lambda g: of(g, m.Heartbeat)), m.SpikeBatch), "spikes again: heartbeats again"
+    spikes.close()  # the recording system goes away: polls go on, quietly, until the stream is stale
+    codes.close()
+    assert not of(src.poll(0.05) + src.poll(0.05), m.SpikeBatch)
 
 
 def test_malformed_samples_are_counted_never_mapped():
