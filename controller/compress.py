@@ -253,14 +253,14 @@ def format_table(rows: list[dict], report: dict) -> str:
 
 # ----------------------------------------------------------------------------- pages
 
-def bounded_meis(models, cap_hz: list[float], init: np.ndarray, steps: int, seed: int) -> np.ndarray:
+def bounded_meis(models, cap_hz: list[float], init: np.ndarray, steps: int) -> np.ndarray:
     """One MEI per model, driven towards the top of its trained range and not past it.
 
     Gradient ascent (stimulus/synthesis.py) on cap - |rate - cap| from each neuron's best pool
     image: the best image reaches the cap and no image is rewarded for going beyond the rates
     the model was trained on, where its predictions are extrapolation.
     """
-    from stimulus.synthesis import Jitter, from_pixels, synthesize, to_pixels
+    from stimulus.synthesis import from_pixels, synthesize, to_pixels
 
     caps = torch.tensor(cap_hz, dtype=torch.float32)
 
@@ -268,8 +268,9 @@ def bounded_meis(models, cap_hz: list[float], init: np.ndarray, steps: int, seed
         rates = torch.stack([m(x[i:i + 1])[0] for i, m in enumerate(models)])
         return caps - (rates - caps).abs()
 
-    result = synthesize(objective, from_pixels(init), max_steps=steps, step_size=0.03,
-                        transform=Jitter(1, seed))
+    # No jitter: the image scored must be the image returned, or the best-kept image can sit
+    # above the bound while a shifted copy of it scored below.
+    result = synthesize(objective, from_pixels(init), max_steps=steps, step_size=0.03)
     return to_pixels(result.images)
 
 
@@ -288,7 +289,13 @@ def write_pages(models, rows: list[dict], pool: np.ndarray, out_dir: Path, mei_s
     pool_rates = _rates(models, pool, torch.device("cpu"))
     best = [int(torch.argmax(pool_rates[:, n])) for n in range(len(models))]
     caps = [r["trained_rate_range_hz"][1] for r in rows]
-    meis = bounded_meis(models, caps, pool[best], mei_steps, seed)
+    # Each MEI starts from the pool image the model rates highest within its trained range
+    # (a model may rate some pool images above it), so the ascent starts inside the range.
+    starts = []
+    for n, cap in enumerate(caps):
+        inside = torch.where(pool_rates[:, n] <= cap, pool_rates[:, n], torch.tensor(-float("inf")))
+        starts.append(int(torch.argmax(inside)) if torch.isfinite(inside.max()) else int(torch.argmin(pool_rates[:, n])))
+    meis = bounded_meis(models, caps, pool[starts], mei_steps)
     with torch.no_grad():
         mei_rates = [float(m(to_tensor(meis[n:n + 1]))[0]) for n, m in enumerate(models)]
     true_mei = population.rates(meis)[np.arange(len(models)), np.arange(len(models))] if population else None
