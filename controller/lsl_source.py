@@ -96,6 +96,11 @@ def use_lsl_config(directory: str | os.PathLike, resolve_scope: str = "machine")
 
 
 class LslAcquisitionSource:
+    """The AcquisitionSource of a recording system that publishes on LSL (the formats in the module notes).
+
+    A live source: its heartbeats move with the wall clock (time.monotonic()), so it belongs with WallClock,
+    never with the virtual clock of `--speed max`. counters() gives what was read and skipped, for the summary."""
+
     def __init__(self, spike_stream: str, code_stream: str, n_neurons: int, margin_ms: float = 200.0,
                  stale_after_s: float = 5.0, heartbeat_ms: float = 100.0):
         if not spike_stream or not code_stream:
