@@ -205,10 +205,11 @@ def own_pools(cfg: ImagesConfig) -> Pools:
     n_natural = cfg.pool_size - n_gaudy
     n_train = len(train.names)
     if max(n_natural, n_gaudy) > n_train:
+        fix = f"set pool_size to at most {_largest_pool(n_train, cfg.gaudy_share)} or add training images"
         raise ImageSourceError(
             f"{where}: images.pool_size: {n_train} training images, but pool_size {cfg.pool_size} with gaudy_share "
             f"{cfg.gaudy_share} asks for {n_natural} natural and {n_gaudy} gaudy images (each from a different "
-            f"training image); set pool_size to at most {_largest_pool(n_train, cfg.gaudy_share)}")
+            f"training image); {fix}")
     if cfg.test_size > len(test.names):
         raise ImageSourceError(
             f"{where}: images.test_size: {len(test.names)} test images ({_test_rule(cfg)}), but test_size asks "
@@ -242,15 +243,14 @@ def own_image_sets(cfg: ImagesConfig) -> tuple[ImageSet, ImageSet]:
     """(training images, held-out test images), split by file, each resized and cached."""
     if cfg.source == "folder":
         files = folder_files(Path(cfg.path))
+        is_test = _test_mask_by_name(cfg, tuple(f.name for f in files))  # before decoding: a wrong name fails fast
         everything = cached_image_set(cfg, files, kind="folder")
-        is_test = _test_mask_by_name(cfg, everything.names)
     elif cfg.source == "npy":
         everything = cached_image_set(cfg, [_existing_file(Path(cfg.path), "path")], kind="npy")
         if cfg.test_path:
             test = cached_image_set(cfg, [_existing_file(Path(cfg.test_path), "test_path")], kind="npy")
-            train, test = everything, test
-            _refuse_shared_images(train, test)
-            return train, test
+            _refuse_shared_images(everything, test)
+            return everything, test
         is_test = _test_mask_by_share(cfg, len(everything.names), cfg.path)
     else:
         raise ValueError(f"images.source {cfg.source!r} is not an own image set")

@@ -403,7 +403,7 @@ def test_rig_file_error_names_the_key(tmp_path):
     assert load_rig(rig).images.path.endswith("no/such/folder")  # checked when the pools are built, not here
 
 
-def test_folder_errors_name_the_file_and_why(tmp_path):
+def test_folder_errors_name_the_file_and_why(tmp_path, monkeypatch):
     lab = tmp_path / "lab"
     with pytest.raises(ImageSourceError, match=f"{lab}: images.path: no such folder"):
         make_pools(own(tmp_path))
@@ -421,8 +421,10 @@ def test_folder_errors_name_the_file_and_why(tmp_path):
     with pytest.raises(ImageSourceError, match=r"img_05.png: cannot be read as an image \("):
         make_pools(own(tmp_path, test_files=["test_*"]))
     write_lab_folder(lab, n_train=12, n_test=10)
+    decoded = count_decodes(monkeypatch)
     with pytest.raises(ImageSourceError, match=r"test_files: 'tset_\*' is not an image file in the folder"):
         make_pools(own(tmp_path, test_files=["test_*", "tset_*"]))
+    assert decoded == []  # a misspelt test file is found before the folder is decoded
     with pytest.raises(ImageSourceError, match="test_files: 'missing.png' is not an image file"):
         make_pools(own(tmp_path, test_files=["missing.png"]))
     with pytest.raises(ImageSourceError, match="every image file is a test file"):
