@@ -197,7 +197,9 @@ class SessionEngine:
             self.store.log("spikes_out_of_order", f"stream {msg.stream}: batch {msg.seq} after {st.last_seq}; "
                                                   f"not binned")
             return
-        self.store.put_spikes(msg)
+        if not self.store.put_spikes(msg):  # the store had it already: a repeat, not binned twice
+            st.out_of_order_batches += 1
+            return
         if st.last_seq is not None and msg.seq != st.last_seq + 1:
             lost = msg.total_spikes - len(msg.neuron) - st.last_total
             st.lost_batches += msg.seq - st.last_seq - 1

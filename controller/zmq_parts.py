@@ -14,7 +14,29 @@ import numpy as np
 import zmq
 
 from controller import messages as m
-from controller.links import Receiver
+from controller.links import Receiver, limit_socket, socket_limits
+
+# Sizes no valid message exceeds, for sockets made before the rig's neuron count is known (it comes from the
+# acquisition source once the session starts): the rig file allows at most this many neurons.
+MAX_NEURONS = 4096
+
+
+def limit_for(sock: zmq.Socket, name: str, rig=None) -> zmq.Socket:
+    """Bound the socket's message size and queues for its endpoint (controller.links.socket_limits), from the
+    rig where it is given, else from generous defaults; before bind/connect."""
+    img = (rig.images.size_px, rig.images.size_px, 3 if rig.images.colour else 1) if rig is not None else (512, 512, 3)
+    limit_socket(sock, *socket_limits(
+        name, image_shape=img, images_per_trial=rig.trial.images_per_trial if rig is not None else 100,
+        n_neurons=MAX_NEURONS, predict_images=rig.images.test_size if rig is not None else 10_000,
+        ensemble_size=rig.model.ensemble_size if rig is not None else 32))
+    return sock
+
+
+def image_context(rig) -> dict | None:
+    """What a receiver checks of images beyond their own validity: that they have the rig's shape."""
+    if rig is None:
+        return None
+    return {"image_shape": (rig.images.size_px, rig.images.size_px, 3 if rig.images.colour else 1)}
 
 
 def _drain(receiver: Receiver, sock: zmq.Socket, timeout_s: float, limit: int = 10_000) -> list:
@@ -33,16 +55,15 @@ def _drain(receiver: Receiver, sock: zmq.Socket, timeout_s: float, limit: int = 
 class ZmqAcquisitionSource:
     """Subscribes to an acquisition stream (the virtual cortex process, a replay process)."""
 
-    def __init__(self, endpoints: dict[str, str], ctx: zmq.Context | None = None):
+    def __init__(self, endpoints: dict[str, str], ctx: zmq.Context | None = None, rig=None):
         ctx = ctx or zmq.Context.instance()
-        self.sub = ctx.socket(zmq.SUB)
+        self.sub = limit_for(ctx.socket(zmq.SUB), "acquisition_pub", rig)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sub.setsockopt(zmq.RCVHWM, 0)
         self.sub.connect(endpoints["acquisition_pub"])
         self.control = ctx.socket(zmq.PUSH)  # to the simulated recording system, for Shutdown only
         self.control.setsockopt(zmq.LINGER, 1000)
         self.control.connect(endpoints["acquisition_events"])
-        self.receiver = Receiver(self.sub)
+        self.receiver = Receiver(self.sub, context={"roles": ("cortex",)})
         self.pending: list = []
         self.info: dict = {}
 
@@ -78,14 +99,15 @@ class ZmqAcquisitionSource:
 class ZmqPresenter:
     """Plans out to the presenter process; onsets, trial reports and heartbeats back on the inbox."""
 
-    def __init__(self, endpoints: dict[str, str], ctx: zmq.Context | None = None):
+    def __init__(self, endpoints: dict[str, str], ctx: zmq.Context | None = None, rig=None):
         ctx = ctx or zmq.Context.instance()
-        self.inbox = ctx.socket(zmq.PULL)
+        self.inbox = limit_for(ctx.socket(zmq.PULL), "controller_inbox", rig)
         self.inbox.bind(endpoints["controller_inbox"])
-        self.plans_out = ctx.socket(zmq.PUSH)
+        self.plans_out = limit_for(ctx.socket(zmq.PUSH), "presenter_plans", rig)
         self.plans_out.setsockopt(zmq.LINGER, 1000)
         self.plans_out.connect(endpoints["presenter_plans"])
-        self.receiver = Receiver(self.inbox)
+        # Only the presenter speaks on this socket: a heartbeat claiming another role is dropped, not believed.
+        self.receiver = Receiver(self.inbox, context={"roles": ("presenter",)})
 
     def submit(self, plan: m.TrialPlan) -> None:
         m.send(self.plans_out, plan)
@@ -113,12 +135,12 @@ class ZmqModel:
 
     Sending never blocks: a worker that is gone or full raises zmq.Again, and the engine goes on without it."""
 
-    def __init__(self, endpoints: dict[str, str], ctx: zmq.Context | None = None):
+    def __init__(self, endpoints: dict[str, str], ctx: zmq.Context | None = None, rig=None):
         ctx = ctx or zmq.Context.instance()
-        self.sock = ctx.socket(zmq.DEALER)
+        self.sock = limit_for(ctx.socket(zmq.DEALER), "model", rig)
         self.sock.setsockopt(zmq.LINGER, 1000)
         self.sock.connect(endpoints["model"])
-        self.receiver = Receiver(self.sock)
+        self.receiver = Receiver(self.sock, context=image_context(rig))
 
     def request(self, req: m.ModelRequest) -> None:
         m.send(self.sock, req, zmq.NOBLOCK)
@@ -146,9 +168,9 @@ class ZmqModel:
 class ZmqEventOutput:
     """The simulated rig's event output: each code (and each new image's pixels) to the cortex process."""
 
-    def __init__(self, endpoint: str, ctx: zmq.Context | None = None):
+    def __init__(self, endpoint: str, ctx: zmq.Context | None = None, rig=None):
         ctx = ctx or zmq.Context.instance()
-        self.sock = ctx.socket(zmq.PUSH)
+        self.sock = limit_for(ctx.socket(zmq.PUSH), "acquisition_events", rig)
         self.sock.setsockopt(zmq.LINGER, 2000)
         self.sock.connect(endpoint)
         self.seq = 0

@@ -53,9 +53,9 @@ def test_session_at_max_speed_stores_everything_and_summarises(recorded):
     assert len(summary["heldout_r_per_neuron"]) == 8
     assert summary["clock_alignment"]["drift_ppm"] == pytest.approx(rig.cortex.recording.clock_drift_ppm, abs=1.0)
     assert summary["clock_alignment"]["offset_s"] == pytest.approx(rig.cortex.recording.clock_offset_s, abs=1e-3)
-    # On a virtual clock each recorded event code is exactly its onset's flip time, mapped: the code is sent
-    # from the flip callback with the flip's own time stamp.
-    assert summary["clock_alignment"]["residual_max_ms"] < 1e-6
+    # On a virtual clock each recorded event code is its onset's flip time, mapped (the code is sent from the
+    # flip callback with the flip's own time stamp) and rounded to the recording system's sample clock.
+    assert summary["clock_alignment"]["residual_max_ms"] <= 1000 / rig.session.acquisition_sample_rate_hz
     assert json.loads((tmp_path / "s" / "summary.json").read_text()) == summary
 
     db = sqlite3.connect(tmp_path / "s" / "session.sqlite")

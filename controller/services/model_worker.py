@@ -15,6 +15,7 @@ from controller.clocks import make_clock
 from controller.config import RigConfig
 from controller.links import Receiver, parent_alive
 from controller.modelling import ModelWorker, prepare_model_process
+from controller.zmq_parts import image_context, limit_for
 
 
 class ModelWorkerService:
@@ -26,10 +27,10 @@ class ModelWorkerService:
             os.nice(5)  # yield to the rig's own processes: a slow model only makes plans late
         self.worker = ModelWorker(rig, make_clock(rig.session.speed))
         ctx = ctx or zmq.Context.instance()
-        self.sock = ctx.socket(zmq.ROUTER)
+        self.sock = limit_for(ctx.socket(zmq.ROUTER), "model", rig)
         self.sock.setsockopt(zmq.LINGER, 1000)
         self.sock.bind(endpoints["model"])
-        self.receiver = Receiver(self.sock, routed=True)
+        self.receiver = Receiver(self.sock, routed=True, context=image_context(rig))
         self.stopping = False
 
     def handle(self, identity: bytes, msg) -> None:

@@ -14,7 +14,7 @@ from controller.clocks import make_clock
 from controller.config import RigConfig
 from controller.links import Receiver, parent_alive
 from controller.presenting import PresenterRunner
-from controller.zmq_parts import ZmqEventOutput
+from controller.zmq_parts import ZmqEventOutput, image_context, limit_for
 from stimulus.fixation import make_fixation
 from stimulus.presenters import make_presenter
 
@@ -27,13 +27,13 @@ class PresenterService:
         clock = make_clock(rig.session.speed)
         screen = presenter if presenter is not None else make_presenter(rig.display, clock)
         ctx = ctx or zmq.Context.instance()
-        self.plans_in = ctx.socket(zmq.PULL)
+        self.plans_in = limit_for(ctx.socket(zmq.PULL), "presenter_plans", rig)
         self.plans_in.bind(endpoints["presenter_plans"])
-        self.receiver = Receiver(self.plans_in)
-        self.to_controller = ctx.socket(zmq.PUSH)
+        self.receiver = Receiver(self.plans_in, context=image_context(rig))
+        self.to_controller = limit_for(ctx.socket(zmq.PUSH), "controller_inbox", rig)
         self.to_controller.setsockopt(zmq.LINGER, 2000)
         self.to_controller.connect(endpoints["controller_inbox"])
-        self.events = ZmqEventOutput(endpoints["acquisition_events"], ctx)
+        self.events = ZmqEventOutput(endpoints["acquisition_events"], ctx, rig=rig)
         self.runner = PresenterRunner(screen, make_fixation(rig.fixation, rig.display), self.events, clock)
         self.stopping = False
 
