@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from acquisition.config import CortexConfig
 from models.config import ModelConfig
 from stimulus.config import DisplayConfig, FixationConfig, ImagesConfig
+from stimulus.event_outputs import EventOutputConfig
 from stimulus.selection_config import SelectionConfig
 
 
@@ -155,6 +156,19 @@ class RigConfig(Strict):
     model: ModelConfig = ModelConfig()
     selection: SelectionConfig = SelectionConfig()
     endpoints: EndpointsConfig = EndpointsConfig()
+    # How event codes leave the stimulus machine ("zmq": to the virtual cortex; or TTL lines, LSL markers).
+    event_output: EventOutputConfig = EventOutputConfig()
+
+    @model_validator(mode="after")
+    def _one_wiring(self) -> "RigConfig":
+        """TTL lines are one cable: the stimulus machine's output and the recording system's inputs must agree."""
+        out, ttl = self.event_output, self.cortex.ttl
+        if out.kind in ("parallel", "serial"):
+            for key in ("n_lines", "scheme", "strobe_line", "pulse_ms"):
+                if getattr(out, key) != getattr(ttl, key):
+                    raise ValueError(f"event_output.{key} = {getattr(out, key)!r} but cortex.ttl.{key} = "
+                                     f"{getattr(ttl, key)!r}: both ends of the TTL lines must agree")
+        return self
 
     @property
     def timing(self) -> TrialTiming:

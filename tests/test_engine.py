@@ -192,3 +192,34 @@ def test_photodiode_edges_become_the_onsets_and_their_latency_is_reported(tmp_pa
     for t, i, onset in db.execute("SELECT trial_id, idx, onset_acq_s FROM responses"):
         expected = codes[(t, i)] + (0.0 if (t, i) == (1, 2) else lag)
         assert onset == pytest.approx(expected, abs=1e-9)
+
+
+def test_the_rig_files_serial_event_output_writes_every_code_of_a_trial_followed_by_zero():
+    import time
+
+    from controller.clocks import VirtualClock
+    from controller.config import with_overrides
+    from controller.presenting import PresenterRunner
+    from controller.services.presenter import make_rig_event_output
+    from stimulus.fixation import AlwaysFixating
+    from stimulus.presenters import HeadlessPresenter
+
+    rig = with_overrides(small_rig(), event_output={"kind": "serial", "serial_url": "loop://"})
+    screen = HeadlessPresenter(60.0, VirtualClock())
+    out = make_rig_event_output(rig, {}, screen, None)
+    runner = PresenterRunner(screen, AlwaysFixating(), out, screen.clock)
+    pools = make_pools(rig.images)
+    from stimulus.images import image_hash
+    px = pools.train[:3]
+    runner.submit(m.TrialPlan(trial_id=4, image_hashes=[image_hash(p) for p in px], model_version=0, source="model",
+                              reasons=["a", "b", "c"], pixels=px, **rig.timing.plan_fields()))
+    reports = runner.poll(0)
+    assert [r.status for r in reports if isinstance(r, m.TrialReport)] == ["started", "done"]
+    deadline = time.monotonic() + 2.0
+    while out.stats()["queued"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(3 * rig.event_output.pulse_ms / 1000)
+    got = list(out.port.read(out.port.in_waiting))
+    out.close()
+    # The line at rest, then start, three onsets (the same code three times: each survives) and the end.
+    assert got == [0, 10, 0, 20, 0, 20, 0, 20, 0, 30, 0]

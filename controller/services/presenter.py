@@ -15,8 +15,17 @@ from controller.config import RigConfig
 from controller.links import Receiver, parent_alive
 from controller.presenting import PresenterRunner
 from controller.zmq_parts import ZmqEventOutput, image_context, limit_for
+from stimulus.event_outputs import make_event_output
 from stimulus.fixation import make_fixation
 from stimulus.presenters import make_presenter
+
+
+def make_rig_event_output(rig: RigConfig, endpoints: dict[str, str], screen, ctx: zmq.Context):
+    """The rig file's event output: to the virtual cortex process ("zmq"), or TTL lines / LSL markers."""
+    if rig.event_output.kind == "zmq":
+        return ZmqEventOutput(endpoints["acquisition_events"], ctx, rig=rig)
+    codes = [m.Codes.TRIAL_START, m.Codes.IMAGE_ONSET, m.Codes.TRIAL_END, m.Codes.TRIAL_ABORT]
+    return make_event_output(rig.event_output, codes=codes, presenter_now=screen.now)
 
 
 class PresenterService:
@@ -33,7 +42,7 @@ class PresenterService:
         self.to_controller = limit_for(ctx.socket(zmq.PUSH), "controller_inbox", rig)
         self.to_controller.setsockopt(zmq.LINGER, 2000)
         self.to_controller.connect(endpoints["controller_inbox"])
-        self.events = ZmqEventOutput(endpoints["acquisition_events"], ctx, rig=rig)
+        self.events = make_rig_event_output(rig, endpoints, screen, ctx)
         self.runner = PresenterRunner(screen, make_fixation(rig.fixation, rig.display), self.events, clock)
         self.stopping = False
 
