@@ -19,6 +19,7 @@ speaks this format) does the sending and receiving.
 from __future__ import annotations
 
 import json
+import json.scanner
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,38 +128,118 @@ _INT_RANGES = {"source_node": (0, 2 ** 31 - 1), "num_channels": (1, MAX_CHANNELS
                "sample_number": (-(2 ** 63), 2 ** 63 - 1), "line": (0, MAX_LINES - 1)}
 
 
+_AMP_KEYS = tuple(f"amp{ch}" for ch in range(1, MAX_CHANNELS + 1))
+_SCAN_JSON = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner json.loads uses, without its wrapping
+_INT32_MAX = 2 ** 31 - 1
+_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+
+
 def decode_message(frames: list[bytes]) -> dict:
     """Check and decode one message; returns its JSON object (with "event_type" "spike" or "ttl").
 
     Raises OpenEphysFormatError, and nothing else, for any list of frames: every field has its type and a
     bounded value (sample rates finite and positive, sample numbers in int64, line and channel counts in
     range), so the functions below never fail on what this returns.
+
+    A spike source may send tens of thousands of these a second, so a well-formed message takes a short path
+    (straight-line checks, _spike_ok and _ttl_ok, that accept only what the full check accepts); anything else
+    goes through the full check (_check_fields), which names the problem.
     """
-    if not isinstance(frames, (list, tuple)):
+    if type(frames) is list or type(frames) is tuple:
+        if len(frames) == 2 and type(frames[0]) is bytes and type(frames[1]) is bytes:
+            type_frame, body_frame = frames  # what recv_multipart() gives: no copies, no checks to make
+        else:
+            type_frame, body_frame = _frames(frames)
+    else:
         raise OpenEphysFormatError(f"frames must be a list, got {type(frames).__name__}")
+    if len(type_frame) != 2:
+        raise OpenEphysFormatError(f"type frame must be 2 bytes (uint16), got {len(type_frame)}")
+    if len(body_frame) > MAX_BODY_BYTES:
+        raise OpenEphysFormatError(f"body of {len(body_frame)} bytes, at most {MAX_BODY_BYTES}")
+    kind = int.from_bytes(type_frame, "little")  # _TYPE_DTYPE: uint16, little-endian
+    body = _parse_json(body_frame)
+    if not isinstance(body, dict):
+        raise OpenEphysFormatError("body is not a JSON object")
+    if kind == SPIKE_TYPE:
+        if not _spike_ok(body):
+            _check_fields("spike", _SPIKE_FIELDS, body)
+    elif kind == TTL_TYPE:
+        if not _ttl_ok(body):
+            _check_fields("ttl", _TTL_FIELDS, body)
+    else:
+        raise OpenEphysFormatError(f"unknown message type {kind}")
+    return body
+
+
+def _frames(frames) -> tuple[bytes, bytes]:
     if len(frames) != 2:
         raise OpenEphysFormatError(f"expected 2 frames, got {len(frames)}")
     raw = [f.buffer if hasattr(f, "buffer") else f for f in frames]  # zmq.Frame or bytes
     if not all(isinstance(f, (bytes, bytearray, memoryview)) for f in raw):
         raise OpenEphysFormatError("frames are not bytes")
-    type_frame, body_frame = (bytes(f) for f in raw)
-    if len(type_frame) != 2:
-        raise OpenEphysFormatError(f"type frame must be 2 bytes (uint16), got {len(type_frame)}")
-    if len(body_frame) > MAX_BODY_BYTES:
-        raise OpenEphysFormatError(f"body of {len(body_frame)} bytes, at most {MAX_BODY_BYTES}")
-    kind = int(np.frombuffer(type_frame, _TYPE_DTYPE)[0])
+    return bytes(raw[0]), bytes(raw[1])
+
+
+def _parse_json(body_frame: bytes):
     try:
-        body = json.loads(body_frame.decode("utf-8"))
+        text = body_frame.decode("utf-8")
+        if text[:1] == "{":
+            try:
+                obj, end = _SCAN_JSON(text, 0)
+                if end == len(text):
+                    return obj
+            except (StopIteration, ValueError):
+                pass  # json.loads below says what is wrong
+        return json.loads(text)
     except (UnicodeDecodeError, ValueError) as err:  # ValueError also covers integers of over 4,300 digits
         raise OpenEphysFormatError(f"body is not JSON: {str(err)[:120]}") from None
     except RecursionError:
         raise OpenEphysFormatError("body is nested too deeply") from None
-    if not isinstance(body, dict):
-        raise OpenEphysFormatError("body is not a JSON object")
-    expected = {SPIKE_TYPE: ("spike", _SPIKE_FIELDS), TTL_TYPE: ("ttl", _TTL_FIELDS)}.get(kind)
-    if expected is None:
-        raise OpenEphysFormatError(f"unknown message type {kind}")
-    name, fields = expected
+
+
+def _name_ok(v) -> bool:
+    return type(v) is str and len(v) <= MAX_NAME_CHARS and v.isprintable()
+
+
+def _spike_ok(b: dict) -> bool:
+    """A well-formed spike message (only what _check_fields accepts; False sends it there for the reason)."""
+    try:
+        nc, rate, sample = b["num_channels"], b["sample_rate"], b["sample_number"]
+        stream, electrode = b["stream"], b["electrode"]
+        if not (b["event_type"] == "spike" and type(stream) is str and type(electrode) is str
+                and len(stream) <= MAX_NAME_CHARS and len(electrode) <= MAX_NAME_CHARS
+                and stream.isprintable() and electrode.isprintable()
+                and type(b["source_node"]) is int and 0 <= b["source_node"] <= _INT32_MAX
+                and type(b["sorted_id"]) is int and 0 <= b["sorted_id"] <= _INT32_MAX
+                and type(nc) is int and 1 <= nc <= MAX_CHANNELS
+                and (type(rate) is float or type(rate) is int) and 1 <= rate <= MAX_SAMPLE_RATE_HZ
+                and type(sample) is int and _INT64[0] <= sample <= _INT64[1]):
+            return False
+        for key in _AMP_KEYS[:nc]:
+            amp = b[key]
+            if type(amp) is not float and type(amp) is not int:
+                return False
+    except KeyError:
+        return False
+    return True
+
+
+def _ttl_ok(b: dict) -> bool:
+    """A well-formed TTL message (only what _check_fields accepts)."""
+    try:
+        rate, sample, line, state = b["sample_rate"], b["sample_number"], b["line"], b["state"]
+        return (b["event_type"] == "ttl" and _name_ok(b["stream"]) and _name_ok(b["channel_name"])
+                and type(b["source_node"]) is int and 0 <= b["source_node"] <= _INT32_MAX
+                and (type(rate) is float or type(rate) is int) and 1 <= rate <= MAX_SAMPLE_RATE_HZ
+                and type(sample) is int and _INT64[0] <= sample <= _INT64[1]
+                and type(line) is int and 0 <= line < MAX_LINES
+                and (type(state) is bool or type(state) is int))
+    except KeyError:
+        return False
+
+
+def _check_fields(name: str, fields: dict, body: dict) -> None:
+    """The full check of a message's fields: raises OpenEphysFormatError naming the first problem."""
     for key, typ in fields.items():
         if key not in body:
             raise OpenEphysFormatError(f"{name} message lacks {key!r}")
@@ -181,7 +262,6 @@ def decode_message(frames: list[bytes]) -> dict:
             amp = body.get(f"amp{ch}")
             if not isinstance(amp, (int, float)) or isinstance(amp, bool):
                 raise OpenEphysFormatError(f"spike message lacks amp{ch}")
-    return body
 
 
 def spikes_from_messages(bodies: list[dict], layout: UnitLayout = UnitLayout()) -> tuple[np.ndarray, np.ndarray, int]:

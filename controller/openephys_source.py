@@ -126,23 +126,28 @@ class OpenEphysSource:
         samples: list[int] = []
         codes: list[m.EventCode] = []
         latest = self.latest_sample
+        # The loop runs once per spike: names bound here, the common case first.
+        decode, units, rate, only_stream = openephys.decode_message, self.units, self.sample_rate, self.cfg.stream
+        add_neuron, add_sample = neurons.append, samples.append
         for frames in frames_list:
             try:
-                body = openephys.decode_message(frames)
+                body = decode(frames)
             except openephys.OpenEphysFormatError as err:
-                self.malformed_messages += 1
-                if self.malformed_messages == 1 or self.malformed_messages % 1000 == 0:
-                    log.warning("open ephys: malformed message dropped (%d so far): %s", self.malformed_messages, err)
-                self.last_error = str(err)
+                self._malformed(err)
                 continue
-            if body["sample_rate"] != self.sample_rate or (self.cfg.stream and body["stream"] != self.cfg.stream):
+            if body["sample_rate"] != rate or (only_stream and body["stream"] != only_stream):
                 self.counts["foreign_events"] += 1  # another stream's samples count on another clock
                 continue
             sample = body["sample_number"]
             if latest is None or sample > latest:
                 latest = sample
             if body["event_type"] == "spike":
-                self._on_spike(body, sample, neurons, samples)
+                neuron = units.get((body["electrode"], body["sorted_id"]))
+                if neuron is None:
+                    self._skipped_spike(body)
+                else:
+                    add_neuron(neuron)
+                    add_sample(sample)
             else:
                 self.counts["ttl_events"] += 1
                 codes.extend(self._code(d) for d in self.decoder.feed(sample, body["line"], body["state"]))
@@ -223,19 +228,20 @@ class OpenEphysSource:
             pass
         return out
 
-    def _on_spike(self, body: dict, sample: int, neurons: list, samples: list) -> None:
+    def _malformed(self, err: Exception) -> None:
+        self.malformed_messages += 1
+        if self.malformed_messages == 1 or self.malformed_messages % 1000 == 0:
+            log.warning("open ephys: malformed message dropped (%d so far): %s", self.malformed_messages, err)
+        self.last_error = str(err)
+
+    def _skipped_spike(self, body: dict) -> None:
         key = (body["electrode"], body["sorted_id"])
-        neuron = self.units.get(key)
-        if neuron is None:
-            if key[1] == 0:
-                self.counts["unsorted_spikes"] += 1
-            else:
-                self.counts["unknown_unit_spikes"] += 1
-                if key in self.unknown_units or len(self.unknown_units) < 1024:
-                    self.unknown_units[key] = self.unknown_units.get(key, 0) + 1
+        if key[1] == 0:
+            self.counts["unsorted_spikes"] += 1
             return
-        neurons.append(neuron)
-        samples.append(sample)
+        self.counts["unknown_unit_spikes"] += 1
+        if key in self.unknown_units or len(self.unknown_units) < 1024:
+            self.unknown_units[key] = self.unknown_units.get(key, 0) + 1
 
     def _code(self, decoded) -> m.EventCode:
         self.code_seq += 1

@@ -151,3 +151,17 @@ def test_an_endpoint_nobody_publishes_on_is_not_described():
         assert time.monotonic() - t0 < 2
     finally:
         src.close()
+
+
+def test_bench_ingest_loses_nothing_through_each_source(tmp_path):
+    from bench.ingest import main
+
+    out = tmp_path / "ingest.json"
+    main(["--sources", "native", "openephys", "--native-spikes", "30000", "--openephys-spikes", "30000",
+          "--units", "64", "--json", str(out)])
+    rows = {r["source"]: r for r in json.loads(out.read_text())["sources"]}
+    for name, n in (("native", 30000), ("openephys", 30000)):
+        r = rows[name]
+        assert r["spikes_sent"] == r["received"] == n and r["spikes_lost"] == 0
+        assert r["codes_sent"] > 0 and r["codes_lost"] == 0
+        assert r["spikes_per_cpu_s"] > 0 and r["windows"] > 0  # binned, trial by trial
