@@ -11,7 +11,7 @@ from pathlib import Path
 
 from controller.config import RigFileError, load_rig, with_overrides
 
-BENCHES = ("training", "presentation", "efficiency", "discrimination", "mei")
+BENCHES = ("training", "presentation", "efficiency", "discrimination", "mei", "ingest")
 
 
 def _load(path: str):
