@@ -68,3 +68,24 @@ def test_a_stream_that_stops_ends_the_session_cleanly_with_a_summary(tmp_path):
     assert db.execute("SELECT value FROM meta WHERE key='status'").fetchone()[0] == summary["status"]
     # Stopped after 8 s of recording; the end comes once the silence outlasts the controller's limit (10 s).
     assert took < 90
+
+
+def test_the_example_live_rig_reads_open_ephys_and_starts_no_virtual_cortex():
+    from controller.config import load_rig
+    from controller.openephys_source import OpenEphysSource
+    from controller.session import rig_truth
+    from controller.worlds import acquisition_part
+    from tests.test_session import ROOT
+
+    rig = load_rig(ROOT / "rigs" / "openephys.toml")
+    assert rig.cortex.source == "openephys" and not rig.cortex.has_virtual_cortex
+    assert session_roles(rig) == ("model", "presenter", "controller")
+    assert rig_truth(rig) is None  # no ground truth on a live rig
+    units = rig.cortex.openephys.unit_map()
+    assert units[("Tetrode 3", 2)] == 4 and units[("Electrode 5", 1)] == 6 and len(units) == 8
+    src = acquisition_part(rig, {"openephys_pub": "ipc:///nonexistent"})  # connects to the rig file's endpoint
+    try:
+        assert isinstance(src, OpenEphysSource) and src.endpoint == "tcp://192.168.1.20:5557"
+        assert src.control is None  # a live recording system is never told to stop
+    finally:
+        src.close()
