@@ -115,7 +115,8 @@ class OpenEphysSource:
         answer within timeout_s): the neurons are the rig file's units."""
         if not self.info and self._wait_connected(timeout_s):
             self.info = {"n_neurons": self.n_neurons, "sample_rate_hz": self.sample_rate, "kind": "open ephys",
-                         "streams": [STREAM], "endpoint": self.endpoint}
+                         "streams": [STREAM], "endpoint": self.endpoint,
+                         "photodiode": self.decoder.lines.photodiode_line is not None}
             self.last_message_at = self.clock.now()  # staleness counts from the connection
         return self.info
 

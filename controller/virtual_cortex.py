@@ -88,7 +88,7 @@ class VirtualCortex(InProcessPart):
     # -- AcquisitionSource -------------------------------------------------------
     def describe(self, timeout_s: float = 0.0) -> dict:
         return {"n_neurons": self.population.n_neurons, "streams": [STREAM], "kind": "virtual cortex",
-                "sample_rate_hz": self.sample_rate}
+                "sample_rate_hz": self.sample_rate, "photodiode": self.photodiode_line is not None}
 
     def poll(self, timeout_s: float = 0.0) -> list:
         """What the stream has produced, brought up to the clock's present, with a heartbeat when one is due

@@ -28,8 +28,13 @@ def responses(path):
 
 
 def test_open_ephys_session_records_the_same_responses_as_the_native_stream(tmp_path):
+    # A photodiode on line 8 and a display lag of 8-10 ms: the neurons see each image then, and both sessions
+    # take the photodiode edges as the onsets.
     rig = with_overrides(small_rig(n_trials=4), model={"form": "stacked", "steps_per_trial": 5},
-                         fixation={"break_probability": 0.3})
+                         fixation={"break_probability": 0.3},
+                         cortex={"ttl": {"photodiode_line": 8},
+                                 "recording": {**small_rig().cortex.recording.model_dump(),
+                                               "photodiode_lag_ms": 8.0, "photodiode_jitter_ms": 2.0}})
     native = run_session(rig, tmp_path / "native")
     oe_rig = openephys_rig(rig)
     assert session_roles(oe_rig) == ("cortex", "model", "presenter", "controller")
@@ -50,6 +55,13 @@ def test_open_ephys_session_records_the_same_responses_as_the_native_stream(tmp_
     assert sum(c == m.Codes.IMAGE_ONSET for c, _ in codes) == n_onsets == oe["images_shown"]
     assert {t for _, t in codes} == {-1}  # TTL words carry no trial numbers
     assert oe["malformed_messages_dropped"] == 0
+    # Every onset has its photodiode edge, 8-10 ms after its code, on both streams alike.
+    assert sum(c == m.Codes.PHOTODIODE for c, _ in codes) == n_onsets
+    for s in (native, oe):
+        pd = s["photodiode"]
+        assert pd["onsets_without_edge"] == 0 and pd["onsets_with_edge"] == len(a)
+        assert 8.0 <= pd["latency_ms_median"] <= pd["latency_ms_p99"] < 10.0
+    assert native["photodiode"] == oe["photodiode"]
 
 
 def test_a_stream_that_stops_ends_the_session_cleanly_with_a_summary(tmp_path):
