@@ -75,7 +75,11 @@ def cmd_serve(args) -> int:
         from controller.session import rig_truth, run_controller
         from controller.worlds import process_parts
 
-        summary = run_controller(rig, session_dir, process_parts(rig, endpoints), truth=rig_truth(rig))
+        from controller.status import StatusBoard
+
+        truth = rig_truth(rig)
+        summary = run_controller(rig, session_dir, process_parts(rig, endpoints), truth=truth,
+                                 board=StatusBoard(rig.session.n_trials, truth))
         return 0 if summary.get("status") == "completed" else 1
     if args.role == "cortex":
         from controller.services.cortex import VirtualCortexService as Service

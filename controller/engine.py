@@ -127,6 +127,8 @@ class SessionEngine:
         self.plans_on_time = 0
         self.plans_late = 0
         self.bad_batches = 0
+        self.dropped_frames = 0
+        self.status = None  # optional controller.status.StatusBoard, redrawn from the message loop
         self.gaps: list[tuple[float, float]] = []
         self.last_collected_wall: float | None = None
         self.presenter_info: dict = {}
@@ -143,6 +145,8 @@ class SessionEngine:
         if not got and timeout_ms > 0 and self.poller is not None:
             if self.poller.poll(timeout_ms):
                 self._poll_parts()
+        if self.status is not None:
+            self.status.tick(self)
 
     def _poll_parts(self) -> int:
         n = 0
@@ -230,6 +234,7 @@ class SessionEngine:
                 return
             self.trial_reports[msg.trial_id] = msg
             self.trial_ended_wall[msg.trial_id] = now
+            self.dropped_frames += msg.dropped_frames
         elif isinstance(msg, m.Heartbeat) and msg.info:
             self.presenter_info = msg.info
 

@@ -39,12 +39,14 @@ def _raise_interrupt(signum, frame):
 
 
 def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store: SessionStore | None = None,
-                   truth=None, after_update=None, quiet: bool = False, max_attempts: int | None = None) -> dict:
+                   truth=None, after_update=None, quiet: bool = False, max_attempts: int | None = None,
+                   board=None) -> dict:
     """Run one session over `parts`; returns the summary (also written to SESSION/summary.json).
 
     truth: a function images -> true rates, for held-out accuracy (`rig_truth(rig)` for the rig file's
-    virtual cortex; None where no truth is known, as on a live rig). after_update(engine, trial_id): called after each trial's responses went to
-    the model (benchmarks measure the model there)."""
+    virtual cortex; None where no truth is known, as on a live rig). after_update(engine, trial_id): called
+    after each trial's responses went to the model (benchmarks measure the model there). board: a
+    controller.status.StatusBoard kept up to date while the session runs."""
     session_dir = Path(session_dir)
     store = store or SessionStore.create(session_dir, rig.model_dump_json())
     pools = make_pools(rig.images)
@@ -55,6 +57,7 @@ def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store
     try:
         engine = SessionEngine(rig, store, parts, pools)
         engine.after_update = after_update
+        engine.status = board
         engine.start()
         engine.run(trial_protocol(rig.session.n_trials, rig.trial.queue_depth, rig.trial.images_per_trial,
                                   max_attempts))
@@ -69,6 +72,9 @@ def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+    if engine is not None and engine.status is not None:
+        engine.status.close()
+        engine.status = None
     try:
         summary = build_summary(rig, engine, store, session_dir, status, time.monotonic() - t0, truth)
     finally:
