@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from bench.sessions import bench_rig, model_worker, store_dir
+from controller.progress import progress_bar
 from controller.session import run_in_process
 from stimulus.config import ImagesConfig
 from stimulus.hypotheses import HypothesisSet
@@ -184,6 +185,13 @@ ARMS = {
 }
 
 
+def track(items, description: str, total: int):
+    with progress_bar(description, total) as advance:
+        for item in items:
+            yield item
+            advance()
+
+
 def run(args) -> dict:
     images = ImagesConfig(size_px=args.size_px, pool_size=args.pool_size, test_size=20, seed=args.seed)
     pools = make_pools(images)
@@ -195,7 +203,7 @@ def run(args) -> dict:
     for label, pair, delta in cases:
         per_arm = {arm: [] for arm in args.arms}
         corr = []
-        for rep in range(args.repeats):
+        for rep in track(range(args.repeats), f"discrimination: {label}", args.repeats):
             rng = np.random.default_rng([args.seed, rep])
             fns = make_pair(pair, args.size_px, natural, rng, delta)
             hyps = HypothesisSet(fns, n_neurons=1)

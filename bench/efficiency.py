@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from bench.sessions import bench_rig, interval95, mean_correlation, model_worker, predict_mean, store_dir
+from controller.progress import progress_bar
 from controller.session import run_in_process
 
 
@@ -55,6 +56,7 @@ def run_arm(args, name: str, mix: dict, seed: int, root) -> dict:
 
     def evaluate(engine, trial_id):
         completed[0] += 1  # called once per completed trial, after its responses went to the model
+        advance()
         done = completed[0]
         if done % args.eval_every and done != args.trials:
             return None
@@ -67,7 +69,8 @@ def run_arm(args, name: str, mix: dict, seed: int, root) -> dict:
         return None
 
     t0 = time.perf_counter()
-    summary, parts = run_in_process(rig, root / f"{name}-seed{seed}", after_update=evaluate)
+    with progress_bar(f"efficiency: {name}, seed {seed}", args.trials) as advance:
+        summary, parts = run_in_process(rig, root / f"{name}-seed{seed}", after_update=evaluate)
     reasons: dict[str, int] = {}
     for kind in (r.split()[0] for r in summary_reasons(root / f"{name}-seed{seed}")):
         reasons[kind] = reasons.get(kind, 0) + 1

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from bench.sessions import bench_rig, mean_correlation, predict_mean, store_dir
+from controller.progress import progress_bar
 from controller.session import run_in_process
 from stimulus.synthesis import most_exciting_images
 
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                     model={"kind": args.model, "ensemble_size": args.ensemble_size,
                            "steps_per_trial": args.steps_per_trial, "seed": args.seed},
                     selection={"mix": {"random": 1.0}, "seed": args.seed, "hypotheses": []})
-    summary, parts = run_in_process(rig, store_dir(args.store) / "fit")
+    with progress_bar("mei: fitting the model through the engine", rig.session.n_trials) as advance:
+        summary, parts = run_in_process(rig, store_dir(args.store) / "fit", after_update=lambda e, t: advance())
     worker, pop = parts.model, parts.source.population
     worker.model.train(args.train_steps)
     predictor = worker.snapshot()

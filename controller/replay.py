@@ -28,6 +28,7 @@ from controller.parts import InProcessPart
 from controller.clocks import VirtualClock
 from controller.config import parse_rig, with_overrides
 from controller.engine import SessionParts
+from controller.progress import progress_bar
 from controller.session import run_controller
 from controller.store import SessionStore
 
@@ -130,8 +131,9 @@ def run_replay(source_dir: Path, out_dir: Path) -> dict:
                              model=StoredPlans(src), mode="in-process")
         out = SessionStore.create(out_dir, rig.model_dump_json())
         out.set_meta("replay_of", str(source_dir.resolve()))
-        summary = run_controller(rig, out_dir, parts, store=out, truth=None, quiet=True,
-                                 max_attempts=max(n_started, 1))
+        with progress_bar(f"replay: {source_dir.name}", n_done) as advance:
+            summary = run_controller(rig, out_dir, parts, store=out, truth=None, quiet=True,
+                                     max_attempts=max(n_started, 1), after_update=lambda e, t: advance())
     finally:
         src.close()
     again = SessionStore.open(out_dir)
