@@ -37,6 +37,21 @@ def _apply_flags(rig, args):
 
 def cmd_check(args) -> int:
     rig = _load(args.rig)
+    if args.live:
+        from controller.live_check import check_live
+
+        if args.endpoints:
+            endpoints = json.loads(Path(args.endpoints).read_text())
+        else:
+            unresolved = [k for k, v in rig.endpoints.model_dump().items() if v == "auto"]
+            needed = {"acquisition_pub", "acquisition_events"} if rig.cortex.source == "virtual" else set()
+            if needed & set(unresolved):
+                print(f"cortexloop: {args.rig}: endpoints {sorted(needed & set(unresolved))} are \"auto\" (sockets in "
+                      f"a session directory): give --endpoints SESSION/endpoints.json, or tcp endpoints in the rig "
+                      f"file", file=sys.stderr)
+                return 2
+            endpoints = {k: v for k, v in rig.endpoints.model_dump().items() if v not in ("auto", "off")}
+        return 0 if check_live(rig, endpoints, seconds=args.seconds) else 1
     print(json.dumps(rig.model_dump(), indent=2))
     print(f"\n{args.rig}: OK (trial {rig.trial_duration_ms:.0f} ms, {rig.cortex.population.n_neurons} neurons, "
           f"{rig.images.size_px} px images, model {rig.model.kind} on {rig.model.device})", file=sys.stderr)
@@ -161,8 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cortexloop", description="Closed-loop experiment controller for visual neurophysiology.")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("check", help="validate a rig file and print the resolved config")
+    c = sub.add_parser("check", help="validate a rig file and print the resolved config; --live: check the rig's "
+                                     "acquisition stream, event output and display")
     c.add_argument("rig")
+    c.add_argument("--live", action="store_true", help="wait for the acquisition stream, print each unit's rate, "
+                                                       "write a test code, measure the display's refresh")
+    c.add_argument("--endpoints", help="--live: JSON file of endpoints (e.g. a session's endpoints.json)")
+    c.add_argument("--seconds", type=float, default=3.0, help="--live: how long to count spikes")
     c.set_defaults(func=cmd_check)
 
     r = sub.add_parser("run", help="run a session: cortex, model worker, presenter and controller processes")
