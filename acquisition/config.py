@@ -196,7 +196,9 @@ class OpenEphysConfig(Strict):
     # name the GUI gives it ("Electrode 3", "Tetrode 2") or a number k for "Electrode k". Spikes of other
     # units, and unsorted spikes (sorted_id 0), are skipped and counted.
     units: list[tuple[str | int, int]] = Field(default_factory=list, max_length=65535)
-    # Only events of this Open Ephys stream ("" any): TTLs of another stream count on another clock.
+    # The Open Ephys stream whose samples are the session's clock; spikes and code lines must both be on it
+    # (e.g. the acquisition board's digital inputs). "": the first stream heard. Other streams' events count
+    # samples on another clock: they are skipped and counted.
     stream: str = Field("", max_length=256)
     # The stream's clock is known up to the latest sample received less this margin (events of one sample
     # may arrive over several messages, spikes detected after a TTL of a later sample); in real time it is

@@ -9,8 +9,9 @@ acquisition source gives, on the recording system's own clock
 - SpikeBatch: the spikes of the sorted units the rig file names (`units`:
   neuron k is units[k] = (electrode, sorted_id)), one batch per poll with its own
   consecutive `seq` and cumulative `total_spikes`. Unsorted spikes (sorted_id 0),
-  units not in the map, and events of another stream or sample rate are skipped
-  and counted (`counters()`), never mapped to a neuron.
+  units not in the map, and events of another stream or sample rate (another
+  clock: the rig file's `stream`, else the first stream heard) are skipped and
+  counted (`counters()`), never mapped to a neuron or put on this clock.
 - EventCode (clock "acquisition", trial_id -1, index -1): the code words rebuilt
   from the TTL lines under the rig's scheme (acquisition/ttl.py), so repeated codes
   survive; the engine pairs onset codes with the flips in order. Edges on the
@@ -72,6 +73,9 @@ class OpenEphysSource:
         self.sample_rate = float(sample_rate_hz)
         self.clock = clock
         self.units = cfg.unit_map()
+        # All events must count samples on one clock: one Open Ephys stream. The rig file may name it; if not,
+        # the first stream heard is it, and events of any other are skipped and counted (never put on this clock).
+        self.stream_name: str | None = cfg.stream or None
         self.n_neurons = len(cfg.units)
         if not 0 < self.n_neurons <= 65_536:
             raise ValueError(f"[cortex.openephys] units: {self.n_neurons} units; 1 to 65536 (neuron indices are uint16)")
@@ -128,7 +132,7 @@ class OpenEphysSource:
         codes: list[m.EventCode] = []
         latest = self.latest_sample
         # The loop runs once per spike: names bound here, the common case first.
-        decode, units, rate, only_stream = openephys.decode_message, self.units, self.sample_rate, self.cfg.stream
+        decode, units, rate, only_stream = openephys.decode_message, self.units, self.sample_rate, self.stream_name
         add_neuron, add_sample = neurons.append, samples.append
         for frames in frames_list:
             try:
@@ -136,9 +140,12 @@ class OpenEphysSource:
             except openephys.OpenEphysFormatError as err:
                 self._malformed(err)
                 continue
-            if body["sample_rate"] != rate or (only_stream and body["stream"] != only_stream):
-                self.counts["foreign_events"] += 1  # another stream's samples count on another clock
-                continue
+            if body["sample_rate"] != rate or body["stream"] != only_stream:
+                if only_stream is None and body["sample_rate"] == rate:
+                    only_stream = self.stream_name = body["stream"]  # the first stream heard is the clock
+                else:
+                    self._foreign(body)  # another stream's samples count on another clock
+                    continue
             sample = body["sample_number"]
             if latest is None or sample > latest:
                 latest = sample
@@ -181,7 +188,7 @@ class OpenEphysSource:
 
     def counters(self) -> dict:
         """What arrived and what was skipped, for the session summary."""
-        return {**self.counts, "malformed_messages": self.malformed_messages,
+        return {**self.counts, "stream": self.stream_name, "malformed_messages": self.malformed_messages,
                 "unknown_line_events": self.decoder.unknown_line_events,
                 "unknown_lines": sorted(self.decoder.unknown_lines)[:32],
                 "unknown_units": [[e, u, n] for (e, u), n in sorted(self.unknown_units.items())[:32]]}
@@ -234,6 +241,13 @@ class OpenEphysSource:
         if self.malformed_messages == 1 or self.malformed_messages % 1000 == 0:
             log.warning("open ephys: malformed message dropped (%d so far): %s", self.malformed_messages, err)
         self.last_error = str(err)
+
+    def _foreign(self, body: dict) -> None:
+        self.counts["foreign_events"] += 1
+        if self.counts["foreign_events"] == 1:
+            log.warning("open ephys: events of stream %r at %s Hz skipped: this session's clock is stream %r at "
+                        "%s Hz ([cortex.openephys] stream, session.acquisition_sample_rate_hz)", body["stream"],
+                        body["sample_rate"], self.stream_name, self.sample_rate)
 
     def _skipped_spike(self, body: dict) -> None:
         key = (body["electrode"], body["sorted_id"])

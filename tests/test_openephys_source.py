@@ -98,8 +98,21 @@ def test_malformed_and_foreign_messages_are_counted_never_raised(pub):
     finally:
         src.close()
     assert src.malformed() == 4
-    assert src.counters()["foreign_events"] == 2
+    assert src.counters()["foreign_events"] == 2 and src.counters()["stream"] == "probeA"
     assert np.concatenate([b.neuron for b in of(msgs, m.SpikeBatch)]).tolist() == [0]
+
+
+def test_without_a_stream_named_the_first_stream_heard_is_the_clock(pub):
+    src = source(pub)
+    try:
+        pub.send_multipart(spike("Electrode 3", 1, 3000, stream="probeA"))
+        pub.send_multipart(encode_ttl(3000, 2, True, RATE, stream="NI-DAQ"))  # another device's clock
+        pub.send_multipart(spike("Electrode 3", 1, 3300, stream="probeA"))
+        msgs = take(src, lambda g: sum(len(b.neuron) for b in of(g, m.SpikeBatch)) >= 2)
+    finally:
+        src.close()
+    assert src.counters()["stream"] == "probeA" and src.counters()["foreign_events"] == 1
+    assert src.counters()["ttl_events"] == 0 and not of(msgs, m.EventCode)
 
 
 def test_code_words_and_photodiode_edges_become_event_codes(pub):
