@@ -135,3 +135,41 @@ def test_electrodes_beyond_uint16_and_odd_numbers_are_skipped_not_raised():
     neuron, t, skipped = spikes_from_messages(bodies, layout)  # was OverflowError converting to uint16
     assert list(neuron) == [65535, 2] and skipped == len(names) - 2
     assert np.allclose(t, 0.5)
+
+
+# -- the short path for well-formed messages accepts exactly what the full check accepts ----------------------------
+_ODD_VALUES = [None, True, False, 0, 1, -1, 7, 2 ** 31, 2 ** 63, -(2 ** 63) - 1, 1.5, 30000.0, float("nan"),
+               float("inf"), 1e-300, "", "x", "spike", "ttl", "x" * 300, "a\x00b", [], {}, [1]]
+
+
+def _mutations(frames):
+    kind, body = frames[0], json.loads(frames[1])
+    yield body
+    for key in list(body):
+        yield {k: v for k, v in body.items() if k != key}
+        for value in _ODD_VALUES:
+            yield {**body, key: value}
+
+
+@pytest.mark.parametrize("frames", [encode_spikes(np.array([3]), np.array([0.5]), num_channels=3)[0],
+                                    encode_ttl(15000, 4, True)], ids=["spike", "ttl"])
+def test_short_path_accepts_only_what_the_full_check_accepts(frames):
+    from acquisition.openephys import _SPIKE_FIELDS, _TTL_FIELDS, _check_fields
+
+    name, fields = ("spike", _SPIKE_FIELDS) if frames[0] == struct.pack("<H", 1) else ("ttl", _TTL_FIELDS)
+    n_ok = n_refused = 0
+    for body in _mutations(frames):
+        raw = json.dumps(body, allow_nan=True).encode()
+        try:
+            _check_fields(name, fields, json.loads(raw))
+            full_ok = True
+        except OpenEphysFormatError:
+            full_ok = False
+        try:
+            decode_message([frames[0], raw])
+            ok = True
+        except OpenEphysFormatError:
+            ok = False
+        assert ok == full_ok, (name, body)
+        n_ok, n_refused = n_ok + ok, n_refused + (not ok)
+    assert n_ok > 10 and n_refused > 50  # both sides of the line were tried
