@@ -119,25 +119,29 @@ def export_nwb(session_dir: Path, out_path: Path) -> dict:
                         description=s.subject_description),
         source_script="cortexloop export-nwb", source_script_file_name="controller/nwb.py")
 
-    nwb.units = Units(name="units", resolution=1.0 / s.acquisition_sample_rate_hz,
-                      description=f"one unit per recorded neuron (stream neuron index = unit id); spike times on the "
-                                  f"acquisition clock, resolution 1/{s.acquisition_sample_rate_hz:g} s")
     times = np.concatenate([b[6] for b in batches]) if batches else np.zeros(0)
-    for n in range(n_neurons):
-        nwb.add_unit(spike_times=np.sort(times[neuron == n]) - t0)
+    if len(times):  # a session that recorded no spike has no units table (an empty one trips the checkers)
+        nwb.units = Units(name="units", resolution=1.0 / s.acquisition_sample_rate_hz,
+                          description=f"one unit per recorded neuron (stream neuron index = unit id); spike times "
+                                      f"on the acquisition clock, resolution 1/{s.acquisition_sample_rate_hz:g} s")
+        for n in range(n_neurons):
+            nwb.add_unit(spike_times=np.sort(times[neuron == n]) - t0)
 
-    nwb.add_trial_column("trial_id", "cortexloop trial id")
-    nwb.add_trial_column("status", "done or aborted (fixation break)")
     opened: dict[int, float] = {}
-    n_trials = 0
+    trials = []
     for ev in events:
         code, t, tid = ev[2], ev[3], ev[5]
         if code == m.Codes.TRIAL_START:
             opened[tid] = t
         elif code in (m.Codes.TRIAL_END, m.Codes.TRIAL_ABORT) and tid in opened:
-            nwb.add_trial(start_time=opened.pop(tid) - t0, stop_time=t - t0, trial_id=tid,
-                          status="done" if code == m.Codes.TRIAL_END else "aborted")
-            n_trials += 1
+            trials.append({"start_time": opened.pop(tid) - t0, "stop_time": t - t0, "trial_id": tid,
+                           "status": "done" if code == m.Codes.TRIAL_END else "aborted"})
+    if trials:  # an empty table with columns cannot be written
+        nwb.add_trial_column("trial_id", "cortexloop trial id")
+        nwb.add_trial_column("status", "done or aborted (fixation break)")
+        for row in trials:
+            nwb.add_trial(**row)
+    n_trials = len(trials)
 
     order = list(shown)  # first shown first
     index = {h: i for i, h in enumerate(order)}
@@ -228,7 +232,7 @@ def export_nwb(session_dir: Path, out_path: Path) -> dict:
     out_path = Path(out_path)
     with NWBHDF5IO(str(out_path), "w") as io:
         io.write(nwb)
-    return {"nwb": str(out_path), "units": n_neurons, "spikes": int(len(times)), "trials": n_trials,
+    return {"nwb": str(out_path), "units": n_neurons if len(times) else 0, "spikes": int(len(times)), "trials": n_trials,
             "presentations": len(resp_rows), "images": len(templates), "onsets": len(onset_pairs),
             "event_codes": len(events),
             "clock_drift_ppm": None if fit is None else fit.drift_ppm}

@@ -497,6 +497,8 @@ def fig_timing(s: Session) -> str:
                       + f"; plans ready on time {_share(summ.get('plans_on_time_share'))}; the log holds "
                       f"{s.log_counts['slow_plan']} slow plans (ready more than half a trial after their window) "
                       f"and {s.log_counts['plan_late']} late ones (pool images shown instead).")]
+    if not len(intervals) and not len(errors):
+        return "".join(parts) + _missing("Frame timing", "no trial reports stored")
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.0))
     ax = axes[0]
     if len(intervals):

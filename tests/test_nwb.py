@@ -123,3 +123,16 @@ def test_nwb_holds_units_trials_presentations_and_described_images(session, expo
         assert (rate - 1) * 1e6 == pytest.approx(rig.cortex.recording.clock_drift_ppm, abs=1.0)
         assert np.abs(align["residual"]).max() * 1000 == pytest.approx(summary["clock_alignment"]["residual_max_ms"],
                                                                         abs=1e-6)
+
+
+def test_a_session_that_recorded_nothing_exports_and_passes(tmp_path):
+    """Killed before its first spike batch: an NWB file with the metadata and nothing else, still acceptable."""
+    from controller.config import load_rig
+    from controller.nwb import export_nwb
+    from tests.test_report import ROOT
+
+    SessionStore.create(tmp_path / "empty", load_rig(ROOT / "rigs" / "sim.toml").model_dump_json()).close()
+    result = export_nwb(tmp_path / "empty", tmp_path / "e.nwb")
+    assert (result["units"], result["trials"], result["presentations"], result["images"]) == (0, 0, 0, 0)
+    levels = Counter(msg.importance.name for msg in _inspect(tmp_path / "e.nwb"))
+    assert set(levels) == {"BEST_PRACTICE_SUGGESTION"}

@@ -191,3 +191,14 @@ def test_chromium_shows_the_report_without_errors_and_decodes_every_image(report
     assert len(result["sizes"]) == report.read_text().count("<img ") == 9
     for complete, width, height in result["sizes"]:
         assert complete and width > 100 and height > 100
+
+
+def test_a_session_that_recorded_nothing_gets_a_report_saying_so(tmp_path):
+    from controller.report import write_report
+
+    SessionStore.create(tmp_path / "empty", load_rig(ROOT / "rigs" / "sim.toml").model_dump_json()).close()
+    text = write_report(tmp_path / "empty").read_text()
+    assert "<img " not in text
+    missing = re.findall(r"<b>([^<]+): not recorded in this session\.</b>", text)
+    assert {"Summary", "Images shown", "Predicted against observed responses", "Clock alignment"} <= set(missing)
+    assert "running or killed (no status stored)" in text
