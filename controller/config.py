@@ -50,8 +50,8 @@ class SessionConfig(Strict):
     subject_age: str = Field("P0D/", max_length=64)
     subject_description: str = Field("simulated: cortexloop's virtual cortex, a model V4 population; no animal",
                                      min_length=1, max_length=1000)
-    # The acquisition system's sample rate: spike times are known to 1 / this (NWB Units resolution). The virtual
-    # cortex's spike times are continuous; 30 kHz is the rate its Open Ephys stream quantizes them to.
+    # The acquisition system's sample rate: spike and code times fall on its grid, so they are known to 1 / this
+    # (NWB Units resolution). The virtual cortex records on this grid; an Open Ephys stream must carry this rate.
     acquisition_sample_rate_hz: float = Field(30_000.0, ge=100.0, le=10_000_000.0)
 
     @model_validator(mode="after")
