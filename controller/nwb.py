@@ -232,7 +232,7 @@ def export_nwb(session_dir: Path, out_path: Path) -> dict:
     out_path = Path(out_path)
     with NWBHDF5IO(str(out_path), "w") as io:
         io.write(nwb)
-    return {"nwb": str(out_path), "units": n_neurons if len(times) else 0, "spikes": int(len(times)), "trials": n_trials,
-            "presentations": len(resp_rows), "images": len(templates), "onsets": len(onset_pairs),
-            "event_codes": len(events),
+    return {"nwb": str(out_path), "units": n_neurons if len(times) else 0, "spikes": int(len(times)),
+            "trials": n_trials, "presentations": len(resp_rows), "images": len(templates),
+            "onsets": len(onset_pairs), "event_codes": len(events),
             "clock_drift_ppm": None if fit is None else fit.drift_ppm}
