@@ -38,7 +38,7 @@ def acquisition_part(rig: RigConfig, endpoints: dict[str, str]):
         if "acquisition_pub" not in endpoints:
             raise ValueError('cortex.source = "virtual" reads the native stream, but endpoints.acquisition_pub is '
                              '"off"')
-        return ZmqAcquisitionSource(endpoints)
+        return ZmqAcquisitionSource(endpoints, rig=rig)
     if cortex.source == "openephys":
         from controller.openephys_source import OpenEphysSource
 
@@ -56,7 +56,8 @@ def acquisition_part(rig: RigConfig, endpoints: dict[str, str]):
 
 def process_parts(rig: RigConfig, endpoints: dict[str, str]) -> SessionParts:
     return SessionParts(clock=make_clock(rig.session.speed), source=acquisition_part(rig, endpoints),
-                        presenter=ZmqPresenter(endpoints), model=ZmqModel(endpoints), mode="processes")
+                        presenter=ZmqPresenter(endpoints, rig=rig), model=ZmqModel(endpoints, rig=rig),
+                        mode="processes")
 
 
 def in_process_parts(rig: RigConfig, population=None, hypotheses=None, screen=None) -> SessionParts:
