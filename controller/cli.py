@@ -61,6 +61,21 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     from controller.launch import SessionFailed, run_session
 
+    if args.resume:
+        session_dir = Path(args.resume)
+        if not (session_dir / "session.sqlite").exists():
+            print(f"cortexloop: {session_dir}: no session to resume (no session.sqlite)", file=sys.stderr)
+            return 2
+        rig = _load(str(session_dir / "rig.json"))
+        try:
+            summary = run_session(rig, session_dir, resume=True)
+        except SessionFailed as err:
+            print(f"cortexloop: {err}", file=sys.stderr)
+            return 1
+        return 0 if summary.get("status") == "completed" else 1
+    if not args.rig:
+        print("cortexloop: run needs a rig file (or --resume SESSION)", file=sys.stderr)
+        return 2
     rig = _apply_flags(_load(args.rig), args)
     try:
         summary = run_session(rig, Path(args.session_dir) if args.session_dir else None)
@@ -94,20 +109,20 @@ def cmd_serve(args) -> int:
 
         truth = rig_truth(rig)
         summary = run_controller(rig, session_dir, process_parts(rig, endpoints), truth=truth,
-                                 board=StatusBoard(rig.session.n_trials, truth))
+                                 board=StatusBoard(rig.session.n_trials, truth), resume=args.resume)
         return 0 if summary.get("status") == "completed" else 1
     if args.role == "cortex":
         from controller.services.cortex import VirtualCortexService as Service
 
-        service = Service(rig, endpoints, parent_pid=parent)
+        service = Service(rig, endpoints, parent_pid=parent, epoch=args.epoch, clock_start_s=args.clock_start)
     elif args.role == "presenter":
         from controller.services.presenter import PresenterService as Service
 
-        service = Service(rig, endpoints, parent_pid=parent)
+        service = Service(rig, endpoints, parent_pid=parent, clock_start_s=args.clock_start)
     else:
         from controller.services.model_worker import ModelWorkerService as Service
 
-        service = Service(rig, endpoints, parent_pid=parent)
+        service = Service(rig, endpoints, parent_pid=parent, session_dir=session_dir)
     try:
         return service.run()
     except KeyboardInterrupt:
@@ -186,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
 
     r = sub.add_parser("run", help="run a session: cortex, model worker, presenter and controller processes")
-    r.add_argument("rig")
+    r.add_argument("rig", nargs="?")
+    r.add_argument("--resume", metavar="SESSION", help="go on with a stopped session (its own rig file is used)")
     r.add_argument("--speed", choices=["realtime", "max"], help="override session.speed")
     r.add_argument("--trials", type=int, help="override session.n_trials")
     r.add_argument("--store", help="override session.store_dir")
@@ -201,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--session-dir")
     s.add_argument("--endpoints", help="JSON file of resolved endpoints (written by the launcher)")
     s.add_argument("--parent-pid", type=int, help="exit when this process is gone")
+    s.add_argument("--resume", action="store_true", help="controller: go on with the session in --session-dir")
+    s.add_argument("--epoch", type=int, default=0, help="cortex: how many times the session was resumed")
+    s.add_argument("--clock-start", type=float, default=0.0, help="virtual clock: where time starts (a resumed session)")
     s.set_defaults(func=cmd_serve)
 
     rp = sub.add_parser("replay", help="run a stored session again through the engine, from its recorded stream")

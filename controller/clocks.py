@@ -75,10 +75,11 @@ class VirtualClock:
         return None
 
 
-def make_clock(speed: str):
-    """The clock for a rig file's session.speed: "realtime" -> WallClock, "max" -> VirtualClock."""
+def make_clock(speed: str, start_s: float = 0.0):
+    """The clock for a rig file's session.speed: "realtime" -> WallClock, "max" -> VirtualClock from start_s (a
+    resumed session's virtual time goes on after the part already recorded; wall time goes on by itself)."""
     if speed == "realtime":
         return WallClock()
     if speed == "max":
-        return VirtualClock()
+        return VirtualClock(start_s)
     raise ValueError(f"session.speed {speed!r}: expected 'realtime' or 'max'")

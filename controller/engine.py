@@ -288,6 +288,21 @@ class SessionEngine:
         if not self.wait_for(lambda: -rid in self.model_replies, 15.0, check_alive=False):
             self.store.log("model", "model worker not answering at start; pool images until it does")
 
+    def relearn_stored_responses(self, chunk: int = 100) -> int:
+        """A resumed session: every valid response the store holds goes back to the model (its weights come
+        from its own checkpoint; its data from here). Returns how many."""
+        stored = self.store.responses(valid_only=True)
+        n = len(stored["image_hash"])
+        for s in range(0, n, chunk):
+            msg = m.ResponsesUpdate(trial_id=int(stored["trial_id"][s]), image_hashes=stored["image_hash"][s:s + chunk],
+                                    pixels=stored["pixels"][s:s + chunk], counts=stored["counts"][s:s + chunk])
+            try:
+                self.parts.model.update(msg)
+            except zmq.Again:
+                self.store.log("model", "model worker not accepting the stored responses on resume")
+                break
+        return n
+
     # -- commands ------------------------------------------------------------------
     def _model_request(self, op: str, **kw) -> int:
         self.request_id += 1

@@ -54,11 +54,11 @@ def prepare_session_dir(rig: RigConfig, session_dir: Path) -> dict[str, str]:
     return endpoints
 
 
-def _spawn(role: str, session_dir: Path, env: dict) -> subprocess.Popen:
+def _spawn(role: str, session_dir: Path, env: dict, extra: list[str] = ()) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "controller.cli", "serve", role, "--rig", str(session_dir / "rig.json"),
            "--session-dir", str(session_dir), "--endpoints", str(session_dir / "endpoints.json"),
-           "--parent-pid", str(os.getpid())]
-    out = None if role == "controller" else open(session_dir / "logs" / f"{role}.log", "w")
+           "--parent-pid", str(os.getpid()), *extra]
+    out = None if role == "controller" else open(session_dir / "logs" / f"{role}.log", "a")
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, env=env,
                             start_new_session=True)
 
@@ -69,8 +69,30 @@ def session_roles(rig: RigConfig) -> tuple[str, ...]:
     return tuple(r for r in ROLES if r != "cortex" or rig.cortex.has_virtual_cortex)
 
 
-def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | None = None) -> dict:
+def resume_args(session_dir: Path) -> dict[str, list[str]]:
+    """What each process of a resumed session is told: the controller to go on from the store, the cortex that
+    its stream is a new one, and the virtual clocks to start after the time already recorded."""
+    from controller.store import SessionStore
+
+    store = SessionStore.open(session_dir)
+    try:
+        epoch = int(store.meta("resumed") or 0) + 1
+        row = store.conn.execute("SELECT MAX(end_s) FROM trials").fetchone()
+        start = float(row[0] or 0.0) + 1.0
+    finally:
+        store.close()
+    clock = ["--clock-start", repr(start)]
+    return {"controller": ["--resume"], "cortex": ["--epoch", str(epoch), *clock], "presenter": clock}
+
+
+def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | None = None,
+                resume: bool = False) -> dict:
+    """Run a session's processes until the controller ends. resume: go on with the stopped session in
+    session_dir (controller/resume.py); its summary.json is written anew at the end."""
     session_dir = Path(session_dir) if session_dir else new_session_dir(rig)
+    extra = resume_args(session_dir) if resume else {}
+    if resume:
+        (session_dir / "summary.json").unlink(missing_ok=True)
     prepare_session_dir(rig, session_dir)
     env = {**os.environ, **(env or {})}
     # The children import the packages from where this one did (works without installing too).
@@ -85,7 +107,7 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for role in session_roles(rig):
-            procs[role] = _spawn(role, session_dir, env)
+            procs[role] = _spawn(role, session_dir, env, extra.get(role, []))
         controller = procs["controller"]
         told_controller = False
         model_reported = False
@@ -110,7 +132,17 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
                   f"({session_dir / 'logs' / (role + '.log')}):\n{_tail(session_dir / 'logs' / (role + '.log'))}",
                   file=sys.stderr, flush=True)
     if not summary_path.exists():
-        raise SessionFailed(f"session ended before it had a summary; see the logs in {session_dir / 'logs'}")
+        # The controller died before it could write one (killed, crashed): the summary comes from the store alone.
+        code = procs["controller"].returncode if "controller" in procs else None
+        how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        status = f"controller stopped ({how}); resume with: cortexloop run --resume {session_dir}"
+        if not (session_dir / "session.sqlite").exists():
+            raise SessionFailed(f"session ended before it had a store; see the logs in {session_dir / 'logs'}")
+        from controller.session import summary_from_store
+
+        summary = summary_from_store(rig, session_dir, status)
+        print(f"cortexloop: {status}", file=sys.stderr, flush=True)
+        return summary
     return json.loads(summary_path.read_text())
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import queue
+from pathlib import Path
 import threading
 import time
 import warnings
@@ -56,8 +57,9 @@ class BackgroundTrainer(threading.Thread):
 
     SNAPSHOT_EVERY_S = 1.0  # a snapshot is one copy of the weights (milliseconds), so this is cheap
 
-    def __init__(self, model, window_s: float):
+    def __init__(self, model, window_s: float, on_snapshot=None):
         super().__init__(name="trainer", daemon=True)
+        self.on_snapshot = on_snapshot  # called with each new snapshot's version, in this thread
         self.model = model
         self.window_s = window_s
         self.inbox: queue.Queue = queue.Queue()
@@ -83,6 +85,8 @@ class BackgroundTrainer(threading.Thread):
                     self._steps_at_snapshot = self.model.steps_done
                     self.latest = self.model.snapshot()
                     last = time.monotonic()
+                    if self.on_snapshot is not None:
+                        self.on_snapshot(self.latest.version)
         except BaseException as err:  # a training failure must not kill the worker: plans go on from `latest`
             self.error = err
 
@@ -98,9 +102,13 @@ class BackgroundTrainer(threading.Thread):
 
 
 class ModelWorker(InProcessPart):
-    def __init__(self, rig, clock, hypotheses=None):
+    CHECKPOINT_EVERY_VERSIONS = 5
+
+    def __init__(self, rig, clock, hypotheses=None, checkpoint_dir=None):
         """hypotheses: a ready HypothesisSet to discriminate (a benchmark's); else the rig file's, else the
-        ensemble's members."""
+        ensemble's members. checkpoint_dir: where the weights are saved every CHECKPOINT_EVERY_VERSIONS model
+        versions (`model.pt`, replaced atomically) and read back when the model is built again (a resumed
+        session: the responses come back from the session store, the weights from here)."""
         self.rig = rig
         self.clock = clock
         torch.manual_seed(rig.model.seed)
@@ -122,6 +130,9 @@ class ModelWorker(InProcessPart):
         self.plans_answered = 0
         self.outbox: list = []
         self.stopped = False
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.checkpointed_version = -1
+        self.resumed_from: int | None = None  # the checkpoint's model version, if the weights came from one
 
     # -- Model part --------------------------------------------------------------------
     def request(self, req: m.ModelRequest) -> None:
@@ -144,11 +155,40 @@ class ModelWorker(InProcessPart):
     def _start(self, n_neurons: int) -> None:
         self.n_neurons = n_neurons
         self.model = make_online_model(self.rig.model, n_neurons, self.image_shape)
+        self._load_checkpoint()
         self._snapshot = self.model.snapshot()
         self._steps_at_snapshot = self.model.steps_done
         if self.budget is None:  # the clock says: train in the background, answer from snapshots
-            self.trainer = BackgroundTrainer(self.model, self.window_s)
+            self.trainer = BackgroundTrainer(self.model, self.window_s, on_snapshot=self.save_checkpoint)
             self.trainer.start()
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return None if self.checkpoint_dir is None else self.checkpoint_dir / "model.pt"
+
+    def _load_checkpoint(self) -> None:
+        path = self.checkpoint_path
+        if path is None or not path.exists():
+            return
+        state = torch.load(path, weights_only=True)
+        if state.get("n_neurons") != self.n_neurons or state.get("kind") != self.rig.model.kind:
+            return  # another session's model: start afresh rather than load the wrong shapes
+        self.model.load_weights_state(state["model"])
+        self.resumed_from = self.model.version
+        self.checkpointed_version = self.model.version
+
+    def save_checkpoint(self, version: int) -> None:
+        """The model's weights, every few versions. Called by whoever owns the model at that moment (the plan on
+        a virtual clock, the training thread between its steps on the wall clock), so the weights are whole."""
+        path = self.checkpoint_path
+        if path is None or version - self.checkpointed_version < self.CHECKPOINT_EVERY_VERSIONS:
+            return
+        state = {"kind": self.rig.model.kind, "n_neurons": self.n_neurons, "model": self.model.weights_state()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        self.checkpointed_version = version
 
     def _names(self) -> list[str]:
         if self.fixed_hypotheses is not None:
@@ -204,6 +244,8 @@ class ModelWorker(InProcessPart):
                "training_steps": int(self.model.steps_done) if self.model is not None else 0}
         if self.trainer is not None and self.trainer.error is not None:
             out["training_error"] = repr(self.trainer.error)
+        if self.resumed_from is not None:
+            out["resumed_from_version"] = self.resumed_from
         out["evidence"] = self.evidence.report() if self.evidence is not None else None
         return out
 
@@ -241,6 +283,8 @@ class ModelWorker(InProcessPart):
                 self.trainer.may_train.set()
         pixels = np.stack([c.pixels for c in choices]).astype(np.uint8)
         self.plans_answered += 1
+        if self.trainer is None and snap is not None:
+            self.save_checkpoint(snap.version)
         return m.ModelReply(request_id=req.request_id, op="plan", model_version=-1 if snap is None else snap.version,
                             trial_id=req.trial_id, image_hashes=[image_hash(px) for px in pixels],
                             reasons=[c.reason for c in choices], pixels=pixels)

@@ -203,13 +203,25 @@ class OnsetLabeller:
 
 # -- the protocol -----------------------------------------------------------------------------
 
-def trial_protocol(n_trials: int, queue_depth: int, images_per_trial: int, max_attempts: int | None = None):
+@dataclass
+class ResumePoint:
+    """Where a stopped session stands: the next trial id, trials done and aborted so far, images to show again."""
+
+    next_id: int = 0
+    completed: int = 0
+    aborted: int = 0
+    requeue: list = field(default_factory=list)
+
+
+def trial_protocol(n_trials: int, queue_depth: int, images_per_trial: int, max_attempts: int | None = None,
+                   resume: ResumePoint | None = None):
     max_attempts = max_attempts if max_attempts is not None else 2 * n_trials
+    resume = resume or ResumePoint()
     requested: deque[int] = deque()
     in_flight: deque[tuple[int, list]] = deque()
-    requeue: list = []
-    next_id = 0
-    completed = aborted = 0
+    requeue: list = list(resume.requeue)
+    next_id = resume.next_id
+    completed, aborted = resume.completed, resume.aborted
 
     def may_start() -> bool:
         return next_id < max_attempts and completed + len(in_flight) + len(requested) < n_trials

@@ -40,15 +40,16 @@ def _raise_interrupt(signum, frame):
 
 def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store: SessionStore | None = None,
                    truth=None, after_update=None, quiet: bool = False, max_attempts: int | None = None,
-                   board=None) -> dict:
+                   board=None, resume: bool = False) -> dict:
     """Run one session over `parts`; returns the summary (also written to SESSION/summary.json).
 
     truth: a function images -> true rates, for held-out accuracy (`rig_truth(rig)` for the rig file's
     virtual cortex; None where no truth is known, as on a live rig). after_update(engine, trial_id): called
     after each trial's responses went to the model (benchmarks measure the model there). board: a
-    controller.status.StatusBoard kept up to date while the session runs."""
+    controller.status.StatusBoard kept up to date while the session runs. resume: go on with the session the
+    store holds (controller/resume.py) instead of starting one."""
     session_dir = Path(session_dir)
-    store = store or SessionStore.create(session_dir, rig.model_dump_json())
+    store = store or (SessionStore.open(session_dir) if resume else SessionStore.create(session_dir, rig.model_dump_json()))
     pools = make_pools(rig.images)
     status = "completed"
     previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -58,9 +59,19 @@ def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store
         engine = SessionEngine(rig, store, parts, pools)
         engine.after_update = after_update
         engine.status = board
+        point = None
+        if resume:
+            from controller.resume import resume_point
+
+            point = resume_point(store, rig)
+            store.set_meta("resumed", str(int(store.meta("resumed") or 0) + 1))
+            store.log("session", f"resumed at trial {point.next_id}: {point.completed} done, {point.aborted} "
+                                 f"aborted, {len(point.requeue)} images to show again")
         engine.start()
+        if resume:
+            engine.relearn_stored_responses()
         engine.run(trial_protocol(rig.session.n_trials, rig.trial.queue_depth, rig.trial.images_per_trial,
-                                  max_attempts))
+                                  max_attempts, resume=point))
         if engine.ended_early:
             status = f"completed (ended early: {engine.ended_early})"
     except Interrupted as why:
@@ -85,6 +96,19 @@ def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store
     write_summary(session_dir, summary)
     if not quiet:
         print(format_table(summary), flush=True)
+    return summary
+
+
+def summary_from_store(rig: RigConfig, session_dir: Path, status: str) -> dict:
+    """The summary of a session whose controller could not write one, from what the store holds; the store's
+    status says what happened."""
+    store = SessionStore.open(session_dir)
+    try:
+        store.set_meta("status", status)
+        summary = build_summary(rig, None, store, session_dir, status, float("nan"))
+    finally:
+        store.close()
+    write_summary(session_dir, summary)
     return summary
 
 
@@ -153,6 +177,7 @@ def build_summary(rig: RigConfig, engine: SessionEngine | None, store: SessionSt
         "status": status,
         "speed": rig.session.speed,
         "engine_mode": None if engine is None else engine.parts.mode,
+        "resumed": int(store.meta("resumed") or 0),
         "duration_s": duration_s,
         "trials_done": done,
         "trials_aborted": aborted,
@@ -166,7 +191,10 @@ def build_summary(rig: RigConfig, engine: SessionEngine | None, store: SessionSt
         "model_kind": rig.model.kind,
         "session_dir": str(Path(session_dir).resolve()),
     }
-    if engine is None:
+    if engine is None:  # from the store alone
+        row = store.conn.execute("SELECT SUM(LENGTH(neuron)) / 2 FROM spike_batches").fetchone()
+        out.update({"neurons": int(store.meta("neurons") or 0), "spikes_received": int(row[0] or 0),
+                    "plans": store.count("plans")})
         return out
     fit = engine.clock_fit()
     model_info = engine.model_status() if engine.last_seen.get("model") else {}

@@ -41,7 +41,9 @@ STREAM = "virtual-cortex"
 
 
 class VirtualCortex(InProcessPart):
-    def __init__(self, rig, clock, population: Population | None = None, openephys_out=None):
+    def __init__(self, rig, clock, population: Population | None = None, openephys_out=None, epoch: int = 0):
+        # A recording resumed after the controller stopped is a new stream (its batches are numbered afresh).
+        self.stream = STREAM if epoch == 0 else f"{STREAM}-{epoch}"
         cc = rig.cortex
         self.clock = clock
         torch.set_num_threads(1)  # per-onset work is small; more threads only contend with the presenter
@@ -87,7 +89,7 @@ class VirtualCortex(InProcessPart):
 
     # -- AcquisitionSource -------------------------------------------------------
     def describe(self, timeout_s: float = 0.0) -> dict:
-        return {"n_neurons": self.population.n_neurons, "streams": [STREAM], "kind": "virtual cortex",
+        return {"n_neurons": self.population.n_neurons, "streams": [self.stream], "kind": "virtual cortex",
                 "sample_rate_hz": self.sample_rate, "photodiode": self.photodiode_line is not None}
 
     def poll(self, timeout_s: float = 0.0) -> list:
@@ -111,14 +113,14 @@ class VirtualCortex(InProcessPart):
         self.now_s = t_s
         due = self._due_ttl(int(np.floor(t_s * self.sample_rate)))
         if batch is not None:
-            self.outbox.append(m.SpikeBatch(stream=STREAM, seq=batch.seq, t_start_s=batch.t_start_s,
+            self.outbox.append(m.SpikeBatch(stream=self.stream, seq=batch.seq, t_start_s=batch.t_start_s,
                                             t_end_s=batch.t_end_s, total_spikes=batch.total_spikes,
                                             neuron=batch.neuron, time_s=batch.time_s))
         if self.openephys_out is None:
             return
         # The Open Ephys stream in time order: each TTL transition before the spikes of later samples.
         spikes = [] if batch is None else openephys.encode_spikes(batch.neuron, batch.time_s, self.sample_rate,
-                                                                  stream=STREAM)
+                                                                  stream=self.stream)
         spike_samples = [] if batch is None else np.rint(batch.time_s * self.sample_rate).astype(np.int64).tolist()
         k = 0
         for frames, sample in zip(spikes, spike_samples):
@@ -139,12 +141,12 @@ class VirtualCortex(InProcessPart):
         for tr in due:
             if tr.line == self.photodiode_line:
                 self.event_seq += 1
-                self.outbox.append(m.EventCode(stream=STREAM, seq=self.event_seq, code=m.Codes.PHOTODIODE,
+                self.outbox.append(m.EventCode(stream=self.stream, seq=self.event_seq, code=m.Codes.PHOTODIODE,
                                                time_s=tr.sample / self.sample_rate, clock="acquisition"))
         return due
 
     def _send_ttl(self, tr: Transition) -> None:
-        self.openephys_out(openephys.encode_ttl(tr.sample, tr.line, tr.state, self.sample_rate, stream=STREAM))
+        self.openephys_out(openephys.encode_ttl(tr.sample, tr.line, tr.state, self.sample_rate, stream=self.stream))
 
     def _schedule(self, transitions) -> None:
         self.pending = sorted(self.pending + list(transitions), key=lambda tr: tr.sample)
@@ -180,14 +182,14 @@ class VirtualCortex(InProcessPart):
             if self.openephys_out is not None:
                 self._send_ttl(tr)
         self.event_seq += 1
-        self.outbox.append(m.EventCode(stream=STREAM, seq=self.event_seq, code=ev.code,
+        self.outbox.append(m.EventCode(stream=self.stream, seq=self.event_seq, code=ev.code,
                                        time_s=raised / self.sample_rate, clock="acquisition", trial_id=ev.trial_id,
                                        index=ev.index, image_hash=ev.image_hash))
 
     def heartbeat(self) -> m.Heartbeat:
         self.hb_seq += 1
         # batch_seq: the last batch made (sent or lost), so a receiver knows whether it has them all.
-        return m.Heartbeat(role="cortex", seq=self.hb_seq, clock_s=self.now_s, stream=STREAM,
+        return m.Heartbeat(role="cortex", seq=self.hb_seq, clock_s=self.now_s, stream=self.stream,
                            info={**self.describe(), "batch_seq": self.batcher.seq})
 
     def stopped(self) -> bool:

@@ -88,3 +88,11 @@ class RidgeBaseline:
 
     def snapshot(self) -> RidgePredictor:
         return RidgePredictor(self.version, self.weights.clone())
+
+    def weights_state(self) -> dict:
+        """What a checkpoint keeps (tensors and numbers only: torch.load(weights_only=True) reads it)."""
+        return {"weights": self.weights.clone(), "version": self.version, "steps_done": self.steps_done}
+
+    def load_weights_state(self, state: dict) -> None:
+        self.weights = state["weights"].clone()
+        self.version, self.steps_done = int(state["version"]), int(state["steps_done"])

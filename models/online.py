@@ -185,6 +185,20 @@ class CompactOnline:
         frozen.eval()
         return CompactPredictor(self.version, frozen.to(self.device), self.n_neurons, self.n_members, self.device)
 
+    def weights_state(self) -> dict:
+        """What a checkpoint keeps: the weights, the optimizer's moments and the counters (tensors and numbers
+        only: torch.load(weights_only=True) reads it). The responses are not in it: they are in the session store."""
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "version": self.version,
+                "steps_done": self.steps_done, "scaled": self._scaled, "form": self.form}
+
+    def load_weights_state(self, state: dict) -> None:
+        if state["form"] != self.form:
+            raise ValueError(f"checkpoint of the {state['form']} form, this model is {self.form}")
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.version, self.steps_done = int(state["version"]), int(state["steps_done"])
+        self._steps_at_snapshot, self._scaled = self.steps_done, bool(state["scaled"])
+
     def _copy_models(self):
         if isinstance(self.net, StackedCompact):
             return self.net.to_models()

@@ -34,7 +34,8 @@ from controller.virtual_cortex import VirtualCortex
 
 class VirtualCortexService:
     def __init__(self, rig: RigConfig, endpoints: dict[str, str], ctx: zmq.Context | None = None,
-                 parent_pid: int | None = None, population: Population | None = None):
+                 parent_pid: int | None = None, population: Population | None = None, epoch: int = 0,
+                 clock_start_s: float = 0.0):
         self.rig = rig
         self.parent_pid = parent_pid
         ctx = ctx or zmq.Context.instance()
@@ -56,7 +57,7 @@ class VirtualCortexService:
         if self.pub is None and self.oe_pub is None:
             raise ValueError("the virtual cortex has no output: endpoints acquisition_pub and openephys_pub are "
                              "both \"off\"")
-        self.cortex = VirtualCortex(rig, make_clock(rig.session.speed), population,
+        self.cortex = VirtualCortex(rig, make_clock(rig.session.speed, clock_start_s), population, epoch=epoch,
                                     openephys_out=self._send_openephys if self.oe_pub is not None else None)
 
     def _send_openephys(self, frames) -> None:

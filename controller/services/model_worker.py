@@ -7,6 +7,7 @@ budgeted on each clock.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import zmq
 
@@ -20,12 +21,13 @@ from controller.zmq_parts import image_context, limit_for
 
 class ModelWorkerService:
     def __init__(self, rig: RigConfig, endpoints: dict[str, str], ctx: zmq.Context | None = None,
-                 parent_pid: int | None = None):
+                 parent_pid: int | None = None, session_dir=None):
         self.parent_pid = parent_pid
         prepare_model_process()
         if hasattr(os, "nice"):
             os.nice(5)  # yield to the rig's own processes: a slow model only makes plans late
-        self.worker = ModelWorker(rig, make_clock(rig.session.speed))
+        checkpoints = None if session_dir is None else Path(session_dir) / "checkpoints"
+        self.worker = ModelWorker(rig, make_clock(rig.session.speed), checkpoint_dir=checkpoints)
         ctx = ctx or zmq.Context.instance()
         self.sock = limit_for(ctx.socket(zmq.ROUTER), "model", rig)
         self.sock.setsockopt(zmq.LINGER, 1000)

@@ -30,10 +30,10 @@ def make_rig_event_output(rig: RigConfig, endpoints: dict[str, str], screen, ctx
 
 class PresenterService:
     def __init__(self, rig: RigConfig, endpoints: dict[str, str], presenter=None, ctx: zmq.Context | None = None,
-                 parent_pid: int | None = None):
+                 parent_pid: int | None = None, clock_start_s: float = 0.0):
         self.rig = rig
         self.parent_pid = parent_pid
-        clock = make_clock(rig.session.speed)
+        clock = make_clock(rig.session.speed, clock_start_s)
         screen = presenter if presenter is not None else make_presenter(rig.display, clock)
         ctx = ctx or zmq.Context.instance()
         self.plans_in = limit_for(ctx.socket(zmq.PULL), "presenter_plans", rig)

@@ -1,0 +1,106 @@
+"""Resuming a session whose controller stopped (killed, crashed, the machine went down): from the store alone.
+
+Everything the controller acted on was written to the store first, so where it
+stood can be read back:
+
+- a plan whose trial never reported was interrupted: it is recorded as aborted
+  ("interrupted") and its images are shown again first, as after a fixation break;
+- a trial that reported "done" but whose responses were not stored yet is binned
+  now from the stored spikes and event codes, by the same rules as in a session
+  (protocol.onset_times, response_windows, windows_valid; a window the stored
+  stream had not passed is kept invalid: its late spikes were never recorded);
+- trial ids, trials done and aborted continue from the store.
+
+Nothing stored is changed or stored twice; the model gets back every stored
+valid response (the engine sends them before the first new plan), and its
+weights from the newest checkpoint in the session directory.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from acquisition.alignment import fit_clock
+from acquisition.binning import SpikeRecord
+from controller import messages as m
+from controller import protocol as p
+from controller.config import RigConfig
+from controller.store import SessionStore
+
+INTERRUPTED = "interrupted: the controller stopped during this trial"
+
+
+def resume_point(store: SessionStore, rig: RigConfig) -> p.ResumePoint:
+    trials = {t["trial_id"]: t for t in store.trials()}
+    plans = store.plans()
+    onsets_by_trial: dict[int, int] = {}
+    for tid, *_ in store.onsets():
+        onsets_by_trial[tid] = onsets_by_trial.get(tid, 0) + 1
+    requeue: list = []
+    for plan in plans:
+        tid = plan["trial_id"]
+        if tid in trials:
+            continue
+        store.put_trial(m.TrialReport(trial_id=tid, status="aborted", start_s=0.0, end_s=0.0, dropped_frames=0,
+                                      n_onsets=onsets_by_trial.get(tid, 0), reason=INTERRUPTED))
+        items = [(h, store.image(h), why) for h, why in zip(plan["image_hashes"], plan["reasons"])]
+        requeue.extend(p.requeued(tid, items))
+        store.log("resume", f"trial {tid} was interrupted: recorded as aborted, its images shown again")
+    responded = {r[0] for r in store.response_windows()}
+    unbinned = [tid for tid, t in sorted(trials.items()) if t["status"] == "done" and tid not in responded]
+    if unbinned:
+        rebin_trials(store, rig, unbinned)
+    next_id = max([pl["trial_id"] for pl in plans] + [-1]) + 1
+    return p.ResumePoint(next_id=next_id, completed=store.count("trials", "WHERE status = 'done'"),
+                         aborted=store.count("trials", "WHERE status = 'aborted'"), requeue=requeue)
+
+
+def rebin_trials(store: SessionStore, rig: RigConfig, trial_ids: list[int]) -> list[dict]:
+    """Responses of trials that ended before the controller stopped, from what the store holds."""
+    n_neurons = int(store.meta("neurons") or 0)
+    record = SpikeRecord(n_neurons)
+    lost: list[tuple[float, float]] = []
+    last: dict[str, tuple[int, float]] = {}
+    for stream, seq, t0, t1, total, neuron, times in store.spike_batches():  # in stream, seq order
+        if stream in last and seq != last[stream][0] + 1:
+            lost.append((last[stream][1], t0))
+        last[stream] = (seq, t1)
+        record.add(neuron, times, t1)
+    codes = store.event_codes(clock="acquisition")
+    labelled = {(tid, idx): t for _, _, code, t, _, tid, idx, _ in codes if code == m.Codes.IMAGE_ONSET and tid >= 0}
+    onsets = store.onsets()
+    if not labelled:  # plain code words: paired with the flips in order, as the engine does
+        timing = rig.timing
+        labeller = p.OnsetLabeller(0.4 * (timing.on_frames + timing.off_frames) / timing.refresh_hz)
+        for tid, idx, _, flip, _ in onsets:
+            labeller.add_flip((tid, idx), flip)
+        for _, _, code, t, *_ in codes:
+            if code == m.Codes.IMAGE_ONSET:
+                labeller.add_code(t)
+        labelled = labeller.pair()
+    pairs = np.array([(flip, labelled[(tid, idx)]) for tid, idx, _, flip, _ in onsets if (tid, idx) in labelled])
+    fit = fit_clock(pairs[:, 0], pairs[:, 1]) if len(pairs) >= 2 else None
+    edges = np.array(sorted(t for _, _, code, t, *_ in codes if code == m.Codes.PHOTODIODE))
+    plans = {pl["trial_id"]: pl for pl in store.plans()}
+    w0, w1 = rig.response.window_start_ms / 1000, rig.response.window_end_ms / 1000
+    rows = []
+    for tid in trial_ids:
+        mine = [o for o in onsets if o[0] == tid]
+        times, known = p.onset_times([labelled.get((tid, o[1])) for o in mine], [o[3] for o in mine], fit)
+        if len(edges):
+            timing = rig.timing
+            max_lag = min(0.1, 0.5 * (timing.on_frames + timing.off_frames) / timing.refresh_hz)
+            times, _ = p.photodiode_onsets(times, edges, max_lag)
+        starts, ends = p.response_windows(times, w0, w1)
+        complete = np.array([record.complete(e) for e in ends], bool)
+        valid = p.windows_valid(starts, ends, lost, known & complete)
+        counts = record.counts(np.nan_to_num(starts), np.nan_to_num(ends))
+        plan = plans[tid]
+        for k, o in enumerate(mine):
+            rows.append(dict(trial_id=tid, idx=o[1], image_hash=o[2], onset_acq_s=float(np.nan_to_num(times[k])),
+                             window_start_s=float(np.nan_to_num(starts[k])), window_end_s=float(np.nan_to_num(ends[k])),
+                             counts=counts[k], valid=bool(valid[k]), model_version=plan["model_version"],
+                             source=plan["source"], reason=plan["reasons"][o[1]]))
+        store.log("resume", f"trial {tid} ended before the controller stopped: {len(mine)} responses binned from "
+                            f"the store ({int((~complete).sum())} windows the stream had not passed, kept invalid)")
+    store.put_responses(rows)
+    return rows
