@@ -186,6 +186,22 @@ class TtlConfig(Strict):
         return Lines(self.n_lines, self.scheme, self.strobe_line, self.photodiode_line)
 
 
+class LslConfig(Strict):
+    """Lab Streaming Layer streams of a recording system (controller/lsl_source.py): spikes and event codes."""
+
+    # The spike stream (one channel: the unit number, 0..n_neurons-1; each sample's timestamp is the spike time)
+    # and the marker stream of code words (one channel), both resolved by name.
+    spike_stream: str = Field("cortexloop-spikes", min_length=1, max_length=200)
+    code_stream: str = Field("cortexloop-codes", min_length=1, max_length=200)
+    n_neurons: int = Field(..., ge=1, le=65535)
+    # The stream's clock is the latest spike time, estimated forward by the wall clock, less this margin.
+    clock_margin_ms: float = Field(200.0, ge=0.0, le=10_000.0)
+    # With nothing for this long the stream is taken as stopped (no heartbeats: the session ends cleanly).
+    stale_after_s: float = Field(5.0, gt=0.0, le=3600.0)
+    # The streams come from cortexloop's virtual cortex (the simulated rig): `cortexloop run` starts it.
+    virtual_cortex: bool = False
+
+
 class OpenEphysConfig(Strict):
     """Where the Open Ephys GUI's Event Broadcaster publishes, and which sorted units are the session's neurons."""
 
@@ -246,11 +262,14 @@ class CortexConfig(Strict):
     # Where spikes and event codes come from: "virtual", the virtual cortex's native stream; "openephys",
     # an Open Ephys GUI's Event Broadcaster ([cortex.openephys]). Another recording system plugs in as an
     # AcquisitionSource part (README, "Adding a world").
-    source: Literal["virtual", "openephys"] = "virtual"
+    source: Literal["virtual", "openephys", "lsl"] = "virtual"
     openephys: OpenEphysConfig | None = None
+    lsl: LslConfig | None = None
 
     @model_validator(mode="after")
     def _source(self) -> "CortexConfig":
+        if self.source == "lsl" and self.lsl is None:
+            raise ValueError('source = "lsl" needs a [cortex.lsl] section (spike_stream, code_stream, n_neurons)')
         if self.source == "openephys":
             if self.openephys is None:
                 raise ValueError('source = "openephys" needs a [cortex.openephys] section (endpoint, units)')
@@ -262,4 +281,5 @@ class CortexConfig(Strict):
     @property
     def has_virtual_cortex(self) -> bool:
         """Whether this rig's recording system is cortexloop's virtual cortex (its process runs, its truth is known)."""
-        return self.source == "virtual" or (self.openephys is not None and self.openephys.virtual_cortex)
+        return (self.source == "virtual" or (self.source == "openephys" and self.openephys.virtual_cortex)
+                or (self.source == "lsl" and self.lsl.virtual_cortex))

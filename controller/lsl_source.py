@@ -28,7 +28,8 @@ Either stream with another channel count, or a string spike stream, is refused w
 
 Clocks: the acquisition clock is the spike stream's own clock: spike times are used as stamped. Code times are
 moved onto it with LSL's time correction of each inlet (inlet.time_correction(): what to add to a remote stamp to
-get this machine's local_clock()): t_spike_clock = t_code + correction(code) - correction(spike).
+get this machine's local_clock()): t_spike_clock = t_code + correction(code) - correction(spike). Streams of one
+host share its clock and are not moved (the measured corrections are only noise there).
 
 Heartbeats: LSL has none, so this source makes them. While the spike stream delivers, each poll adds at most one
 Heartbeat(role="acquisition", stream=<spike stream>) every heartbeat_ms, whose clock_s is how far the spike
@@ -123,6 +124,7 @@ class LslAcquisitionSource:
         self.info: dict = {}
         self.spike_correction_s = 0.0
         self.code_correction_s = 0.0
+        self.same_host = False
         self.corrected_at = -float("inf")
         self.batch_seq = 0
         self.total_spikes = 0
@@ -162,8 +164,12 @@ class LslAcquisitionSource:
         pl = self.pylsl
         self.spike_inlet = pl.StreamInlet(spike_info, max_buflen=BUFFER_SAMPLES // 100, recover=True)
         self.code_inlet = pl.StreamInlet(code_info, max_buflen=BUFFER_SAMPLES // 100, recover=True)
-        corrections = self._first_corrections(max(end - time.monotonic(), 0.5))
-        self.spike_correction_s, self.code_correction_s = corrections
+        # Two streams of one machine are stamped by one clock: the code stamps need no moving, and LSL's
+        # measured corrections (tens of microseconds of noise each) would only shift them.
+        self.same_host = bool(spike_info.hostname()) and spike_info.hostname() == code_info.hostname()
+        if not self.same_host:
+            corrections = self._first_corrections(max(end - time.monotonic(), 0.5))
+            self.spike_correction_s, self.code_correction_s = corrections
         self.corrected_at = time.monotonic()
         for inlet, name in ((self.spike_inlet, self.spike_stream), (self.code_inlet, self.code_stream)):
             try:
@@ -175,6 +181,7 @@ class LslAcquisitionSource:
         self.info = {"n_neurons": self.n_neurons, "kind": "lsl", "streams": [self.spike_stream, self.code_stream],
                      "spike_stream": _stream_facts(spike_info), "code_stream": _stream_facts(code_info),
                      "clock": f"{self.spike_stream} (LSL)", "margin_ms": self.margin_s * 1000,
+                     "same_host": self.same_host,
                      "stale_after_s": self.stale_after_s}
         return self.info
 
@@ -260,6 +267,8 @@ class LslAcquisitionSource:
 
     def _refresh_corrections(self, now: float) -> None:
         self.corrected_at = now
+        if self.same_host:
+            return
         try:  # instantaneous after the first: liblsl refreshes the estimate in the background
             self.spike_correction_s = self.spike_inlet.time_correction(0.0)
             self.code_correction_s = self.code_inlet.time_correction(0.0)

@@ -136,7 +136,7 @@ def rig_truth(rig: RigConfig):
     if not rig.cortex.has_virtual_cortex:
         return None
     rates = Population(rig.cortex.population, rig.images.size_px, rig.images.colour).rates
-    if rig.cortex.source == "virtual":
+    if rig.cortex.source in ("virtual", "lsl"):  # over LSL the virtual cortex sends neuron n as unit n
         return rates
     from acquisition.openephys import UnitLayout
 

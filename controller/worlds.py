@@ -51,6 +51,12 @@ def acquisition_part(rig: RigConfig, endpoints: dict[str, str]):
         control = endpoints.get("acquisition_events") if oe.virtual_cortex else None
         return OpenEphysSource(oe, cortex.ttl, endpoint, rig.session.acquisition_sample_rate_hz,
                                make_clock(rig.session.speed), control_endpoint=control)
+    if cortex.source == "lsl":
+        from controller.lsl_source import LslAcquisitionSource
+
+        lsl = cortex.lsl
+        return LslAcquisitionSource(lsl.spike_stream, lsl.code_stream, lsl.n_neurons, margin_ms=lsl.clock_margin_ms,
+                                    stale_after_s=lsl.stale_after_s)
     raise ValueError(f"cortex.source {cortex.source!r}: no acquisition part for it")
 
 

@@ -48,15 +48,21 @@ class VirtualCortexService:
         self.events_in = ctx.socket(zmq.PULL)
         self.events_in.bind(endpoints["acquisition_events"])
         self.receiver = Receiver(self.events_in)
+        self.lsl_out = None
+        if rig.cortex.source == "lsl" and rig.cortex.lsl.virtual_cortex:
+            from controller.lsl_source import LslCodeOutlet, LslSpikeOutlet
+
+            self.lsl_out = (LslSpikeOutlet(rig.cortex.lsl.spike_stream, n_units=rig.cortex.lsl.n_neurons),
+                            LslCodeOutlet(rig.cortex.lsl.code_stream))
         self.oe_pub = None
         if endpoints.get("openephys_pub"):
             self.oe_pub = ctx.socket(zmq.PUB)
             self.oe_pub.setsockopt(zmq.SNDHWM, 0)
             self.oe_pub.setsockopt(zmq.LINGER, 0)
             self.oe_pub.bind(endpoints["openephys_pub"])
-        if self.pub is None and self.oe_pub is None:
+        if self.pub is None and self.oe_pub is None and self.lsl_out is None:
             raise ValueError("the virtual cortex has no output: endpoints acquisition_pub and openephys_pub are "
-                             "both \"off\"")
+                             "both \"off\" and it publishes no LSL streams")
         self.cortex = VirtualCortex(rig, make_clock(rig.session.speed, clock_start_s), population, epoch=epoch,
                                     openephys_out=self._send_openephys if self.oe_pub is not None else None)
 
@@ -66,9 +72,18 @@ class VirtualCortexService:
 
     def publish(self) -> None:
         msgs = self.cortex.poll(0)
-        if self.pub is not None and not self.cortex.stopped():
+        if self.cortex.stopped():
+            return
+        if self.pub is not None:
             for msg in msgs:
                 m.send(self.pub, msg)
+        if self.lsl_out is not None:  # the same spikes and codes as LSL streams, as a recording system would send
+            spikes, codes = self.lsl_out
+            for msg in msgs:
+                if isinstance(msg, m.SpikeBatch) and len(msg.neuron):
+                    spikes.push(msg.neuron, msg.time_s)
+                elif isinstance(msg, m.EventCode) and msg.code != m.Codes.PHOTODIODE:
+                    codes.push(msg.code, msg.time_s)
 
     def run(self) -> int:
         batch_s = self.rig.cortex.recording.batch_ms / 1000
