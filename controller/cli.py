@@ -53,7 +53,11 @@ def cmd_check(args) -> int:
             endpoints = {k: v for k, v in rig.endpoints.model_dump().items() if v not in ("auto", "off")}
         return 0 if check_live(rig, endpoints, seconds=args.seconds) else 1
     print(json.dumps(rig.model_dump(), indent=2))
-    print(f"\n{args.rig}: OK (trial {rig.trial_duration_ms:.0f} ms, {rig.cortex.population.n_neurons} neurons, "
+    c = rig.cortex
+    neurons = {"virtual": f"{c.population.n_neurons} virtual neurons",
+               "openephys": f"{len(c.openephys.units) if c.openephys else 0} Open Ephys units",
+               "lsl": f"{c.lsl.n_neurons if c.lsl else 0} LSL units"}[c.source]
+    print(f"\n{args.rig}: OK (trial {rig.trial_duration_ms:.0f} ms, {neurons}, "
           f"{rig.images.size_px} px images, model {rig.model.kind} on {rig.model.device})", file=sys.stderr)
     return 0
 
