@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from acquisition.alignment import fit_clock
+from controller.labels import onset_code_times, trial_spans
 from controller import messages as m
 from controller.config import parse_rig
 from controller.store import SessionStore
@@ -82,14 +83,16 @@ def export_nwb(session_dir: Path, out_path: Path) -> dict:
         rig_dict = json.loads(store.rig_json())
         # Only the sections the export reads are validated (the others take their defaults), so a session stored
         # by a cortexloop whose other sections have changed since still exports.
-        rig = parse_rig({k: rig_dict[k] for k in ("session", "trial", "cortex") if k in rig_dict},
+        rig = parse_rig({k: rig_dict[k] for k in ("session", "trial", "cortex", "display") if k in rig_dict},
                         f"{session_dir} (stored rig)")
         created = float(store.meta("created_wall_s") or 0.0)
+        recorded_neurons = store.meta("neurons")  # the acquisition source's own count
         batches = store.spike_batches()
         events = store.event_codes(clock="acquisition")
         responses = store.responses(valid_only=False)
         resp_rows = store.response_windows()
         onsets = store.onsets()
+        stored_trials = store.trials()
         shown = first_shown(onsets, store.plans())
         for h in responses["image_hash"]:  # every response has an onset; kept in case the onset row was lost
             shown.setdefault(h, {"trial_id": -1, "index": -1, "reason": "not recorded"})
@@ -101,7 +104,8 @@ def export_nwb(session_dir: Path, out_path: Path) -> dict:
     s = rig.session
 
     neuron = np.concatenate([b[5] for b in batches]) if batches else np.zeros(0, np.uint16)
-    n_neurons = max(int(rig.cortex.population.n_neurons), int(neuron.max()) + 1 if len(neuron) else 0)
+    n_neurons = max(int(recorded_neurons) if recorded_neurons is not None else int(rig.cortex.population.n_neurons),
+                    int(neuron.max()) + 1 if len(neuron) else 0)
     n_trials_recorded = sum(1 for e in events if e[2] in (m.Codes.TRIAL_END, m.Codes.TRIAL_ABORT))
     nwb = NWBFile(
         session_description=_session_description(rig, str(rig_dict.get("model", {}).get("kind", "?")),
@@ -127,15 +131,8 @@ def export_nwb(session_dir: Path, out_path: Path) -> dict:
         for n in range(n_neurons):
             nwb.add_unit(spike_times=np.sort(times[neuron == n]) - t0)
 
-    opened: dict[int, float] = {}
-    trials = []
-    for ev in events:
-        code, t, tid = ev[2], ev[3], ev[5]
-        if code == m.Codes.TRIAL_START:
-            opened[tid] = t
-        elif code in (m.Codes.TRIAL_END, m.Codes.TRIAL_ABORT) and tid in opened:
-            trials.append({"start_time": opened.pop(tid) - t0, "stop_time": t - t0, "trial_id": tid,
-                           "status": "done" if code == m.Codes.TRIAL_END else "aborted"})
+    trials = [{"start_time": sp["start"] - t0, "stop_time": sp["stop"] - t0, "trial_id": sp["trial_id"],
+               "status": sp["status"]} for sp in trial_spans(events, [t["trial_id"] for t in stored_trials])]
     if trials:  # an empty table with columns cannot be written
         nwb.add_trial_column("trial_id", "cortexloop trial id")
         nwb.add_trial_column("status", "done or aborted (fixation break)")
@@ -161,7 +158,7 @@ def export_nwb(session_dir: Path, out_path: Path) -> dict:
         nwb.add_stimulus_template(images)
 
     # Onsets: every image shown (aborted trials too), on the acquisition clock through the recorded event code.
-    acq_onset = {(e[5], e[6]): e[3] for e in events if e[2] == m.Codes.IMAGE_ONSET}
+    acq_onset = onset_code_times(events, onsets, rig.timing)
     onset_pairs = [(o, acq_onset[(o[0], o[1])]) for o in onsets if (o[0], o[1]) in acq_onset]
     if images is not None and onset_pairs:
         nwb.add_stimulus(IndexSeries(

@@ -57,6 +57,11 @@ class AcquisitionSource(Protocol):
 
     def malformed(self) -> int: ...
 
+    def counters(self) -> dict:
+        """What the source received and what it skipped and why (unknown units, foreign events ...), for the
+        summary."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -118,6 +123,9 @@ class InProcessPart:
 
     def malformed(self) -> int:
         return 0
+
+    def counters(self) -> dict:
+        return {}
 
     def close(self) -> None:
         pass

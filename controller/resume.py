@@ -24,6 +24,7 @@ from acquisition.binning import SpikeRecord
 from controller import messages as m
 from controller import protocol as p
 from controller.config import RigConfig
+from controller.labels import onset_code_times
 from controller.store import SessionStore
 
 INTERRUPTED = "interrupted: the controller stopped during this trial"
@@ -66,17 +67,8 @@ def rebin_trials(store: SessionStore, rig: RigConfig, trial_ids: list[int]) -> l
         last[stream] = (seq, t1)
         record.add(neuron, times, t1)
     codes = store.event_codes(clock="acquisition")
-    labelled = {(tid, idx): t for _, _, code, t, _, tid, idx, _ in codes if code == m.Codes.IMAGE_ONSET and tid >= 0}
     onsets = store.onsets()
-    if not labelled:  # plain code words: paired with the flips in order, as the engine does
-        timing = rig.timing
-        labeller = p.OnsetLabeller(0.4 * (timing.on_frames + timing.off_frames) / timing.refresh_hz)
-        for tid, idx, _, flip, _ in onsets:
-            labeller.add_flip((tid, idx), flip)
-        for _, _, code, t, *_ in codes:
-            if code == m.Codes.IMAGE_ONSET:
-                labeller.add_code(t)
-        labelled = labeller.pair()
+    labelled = onset_code_times(codes, onsets, rig.timing)
     pairs = np.array([(flip, labelled[(tid, idx)]) for tid, idx, _, flip, _ in onsets if (tid, idx) in labelled])
     fit = fit_clock(pairs[:, 0], pairs[:, 1]) if len(pairs) >= 2 else None
     edges = np.array(sorted(t for _, _, code, t, *_ in codes if code == m.Codes.PHOTODIODE))

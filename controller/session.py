@@ -220,6 +220,7 @@ def build_summary(rig: RigConfig, engine: SessionEngine | None, store: SessionSt
         "presenter_gaps": len(engine.gaps),
         "presenter_gap_s": float(sum(b - a for a, b in engine.gaps)),
         "malformed_messages_dropped": sum(part.malformed() for part in engine.parts.all()),
+        "acquisition": {**engine.source_info, **engine.parts.source.counters()},
         "photodiode": None if not engine.uses_photodiode else {
             "edges": len(engine.photodiode_edges),
             "onsets_with_edge": len(engine.photodiode_latencies_s),

@@ -87,6 +87,9 @@ class ZmqAcquisitionSource:
     def malformed(self) -> int:
         return self.receiver.malformed
 
+    def counters(self) -> dict:
+        return {"malformed_messages": self.receiver.malformed, "last_malformed": self.receiver.last_error}
+
     def close(self) -> None:
         try:
             m.send(self.control, m.Shutdown("session over"), zmq.NOBLOCK)

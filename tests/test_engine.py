@@ -134,6 +134,9 @@ class SilentSource:
     def malformed(self):
         return 0
 
+    def counters(self):
+        return {}
+
     def close(self):
         pass
 

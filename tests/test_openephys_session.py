@@ -101,3 +101,29 @@ def test_the_example_live_rig_reads_open_ephys_and_starts_no_virtual_cortex():
         assert src.control is None  # a live recording system is never told to stop
     finally:
         src.close()
+
+
+def test_an_open_ephys_session_exports_its_trials_and_onsets_to_nwb(tmp_path):
+    """TTL words carry no trial numbers: the export pairs them with the stored trials and onsets, in order."""
+    from pynwb import NWBHDF5IO
+
+    from controller.nwb import export_nwb
+
+    rig = openephys_rig(with_overrides(small_rig(n_trials=3), model={"kind": "baseline"},
+                                       fixation={"break_probability": 0.3}))
+    summary = run_session(rig, tmp_path / "oe")
+    result = export_nwb(tmp_path / "oe", tmp_path / "oe.nwb")
+    with NWBHDF5IO(str(tmp_path / "oe.nwb"), "r") as io:
+        f = io.read()
+        assert len(f.units) == N_NEURONS
+        # On a virtual clock the session's very last code (the last trial's end) has no later sample behind it
+        # and is never rebuilt from the lines (README, "Rehearsing with the simulated rig"): every other trial is.
+        assert len(f.trials) == summary["trials_done"] + summary["trials_aborted"] - 1
+        assert sorted(f.trials["trial_id"][:]) == list(range(len(f.trials)))
+        onsets = f.stimulus["image_onsets"]
+        # Every onset code the recording system delivered is paired with its flip (the session ends once its
+        # last trial is binned, so codes of trials shown after it may never have been delivered).
+        db = sqlite3.connect(tmp_path / "oe" / "session.sqlite")
+        recorded = db.execute("SELECT COUNT(*) FROM event_codes WHERE clock='acquisition' AND code=20").fetchone()[0]
+        assert len(onsets.timestamps) == recorded >= summary["trials_done"] * rig.trial.images_per_trial
+    assert result["units"] == N_NEURONS
