@@ -9,6 +9,7 @@ replaced by pool images and that is recorded.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -351,6 +352,7 @@ class SessionEngine:
                 # freed its place aborted) to the plan being ready.
                 latency = req["ready_wall"] - max(req["trigger_wall"], req["sent_wall"])
                 self.latencies_s.append(latency)
+                self.store.log("plan_latency", json.dumps({"trial_id": cmd.trial_id, "ms": round(latency * 1000, 3)}))
                 if latency > 0.5 * self.timing.trial_s:
                     self.store.log("slow_plan", f"trial {cmd.trial_id}: plan ready {latency * 1000:.0f} ms after "
                                                 f"the response window it follows")

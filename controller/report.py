@@ -61,6 +61,7 @@ class Session:
     model_versions: list
     events_acq: list
     log_counts: Counter  # entries of the session log, by kind
+    log_json: dict = field(default_factory=dict)  # kind -> [parsed entries] for "heldout", "evidence", "plan_latency"
     images: dict = field(default_factory=dict)  # hash -> pixels of every image shown
     compact: dict | None = None
     compact_dir: Path | None = None
@@ -96,6 +97,8 @@ def load_session(session_dir: str | Path) -> Session:
                     trials=store.trials(), model_versions=store.model_versions(),
                     events_acq=store.event_codes(clock="acquisition"),
                     log_counts=Counter(kind for _, kind, _ in store.log_entries()))
+        for kind in ("heldout", "evidence", "plan_latency"):
+            s.log_json[kind] = [json.loads(text) for _, _, text in store.log_entries(kind)]
         s.images = {h: store.image(h) for h in dict.fromkeys(o[2] for o in s.onsets)}
         for h, px in zip(s.responses["image_hash"], s.responses["pixels"]):
             s.images.setdefault(h, px)
@@ -254,9 +257,21 @@ def _mosaic(images: list[np.ndarray], gap: int = 2, slots: int | None = None) ->
 
 def fig_accuracy(s: Session) -> str:
     plt = _plt()
-    parts = [_missing("Held-out accuracy after each trial",
-                      "The session computes held-out accuracy once, at its end (below); the model is not "
-                      "snapshotted per trial, so the curve cannot be rebuilt from the store.")]
+    curve = s.log_json.get("heldout") or []
+    if curve:
+        fig, ax = plt.subplots(figsize=(12, 2.8))
+        ax.plot([c["trials_done"] for c in curve], [c["median_r"] for c in curve], "o-", color="#4C72B0",
+                label="median held-out r (model vs true rate)")
+        ax.set_xlabel("trials done")
+        ax.set_ylabel("median r")
+        ax.set_title("Held-out accuracy during the session, as the live status measured it", fontsize=10)
+        ax.legend(fontsize=8, frameon=False)
+        fig.tight_layout()
+        parts = [_img(_png(fig), "held-out accuracy over trials")]
+    else:
+        parts = [_missing("Held-out accuracy after each trial",
+                          "the live status measures it every 10 trials in `cortexloop run`; this session has no "
+                          "such measurement (a session run in process, or shorter than 10 trials)")]
     per = (s.summary or {}).get("heldout_r_per_neuron")
     resp = s.responses
     valid = resp["valid"]
@@ -440,9 +455,22 @@ def fig_evidence(s: Session) -> str:
     plt = _plt()
     reported = [v["info"]["evidence"] for v in s.model_versions if v["info"].get("evidence")]
     ev = (s.summary or {}).get("hypothesis_evidence") or (reported[-1] if reported else None)
-    parts = [_missing("Hypothesis evidence after each trial",
-                      "the model worker reports evidence at the start and the end of the session only "
-                      "(shown below)")]
+    over = s.log_json.get("evidence") or []
+    if over:
+        names_over = list(over[-1]["posterior"])
+        fig, ax = plt.subplots(figsize=(12, 2.8))
+        for h in names_over:
+            ax.plot([e["trials_done"] for e in over], [e["posterior"].get(h, np.nan) for e in over], label=h)
+        ax.set_xlabel("trials done")
+        ax.set_ylabel("posterior")
+        ax.set_ylim(0, 1)
+        ax.set_title("Hypothesis posterior during the session, as the live status heard it", fontsize=10)
+        ax.legend(fontsize=8, frameon=False, ncol=min(6, len(names_over)))
+        fig.tight_layout()
+        parts = [_img(_png(fig), "hypothesis posterior over trials")]
+    else:
+        parts = [_missing("Hypothesis evidence after each trial",
+                          "the live status of `cortexloop run` keeps it every 2 s; this session has none")]
     if not ev or not ev.get("hypotheses") or not ev.get("presentations"):
         parts.append(_missing("Hypothesis evidence", "neither summary.json nor the model versions hold any "
                                                      "weighed on responses (the model worker did not answer at "
@@ -491,12 +519,20 @@ def fig_timing(s: Session) -> str:
     intervals = np.concatenate([t["frame_intervals_s"] for t in s.trials]) if s.trials else np.zeros(0)
     errors = np.concatenate([t["onset_to_flip_error_s"] for t in s.trials]) if s.trials else np.zeros(0)
     p50, p99 = summ.get("loop_latency_p50_ms"), summ.get("loop_latency_p99_ms")
-    parts = [_missing("Loop latency of each plan",
-                      "the session keeps the p50 and p99 only"
-                      + (f": p50 {p50:.0f} ms, p99 {p99:.0f} ms" if p50 is not None and p99 is not None else "")
-                      + f"; plans ready on time {_share(summ.get('plans_on_time_share'))}; the log holds "
-                      f"{s.log_counts['slow_plan']} slow plans (ready more than half a trial after their window) "
-                      f"and {s.log_counts['plan_late']} late ones (pool images shown instead).")]
+    lat = np.array([x["ms"] for x in s.log_json.get("plan_latency") or []])
+    note = (f"plans ready on time {_share(summ.get('plans_on_time_share'))}; {s.log_counts['slow_plan']} slow plans "
+            f"(ready more than half a trial after their window) and {s.log_counts['plan_late']} late ones (pool "
+            f"images shown instead)")
+    if len(lat):
+        fig, ax = plt.subplots(figsize=(12, 2.6))
+        ax.hist(lat, bins=50, color="#4C72B0")
+        ax.set_xlabel("loop latency (ms): a trial's responses complete to the next plan ready")
+        ax.set_title(f"Loop latency of {len(lat)} plans: p50 {np.percentile(lat, 50):.0f} ms, p99 "
+                     f"{np.percentile(lat, 99):.0f} ms; {note}", fontsize=9)
+        fig.tight_layout()
+        parts = [_img(_png(fig), "loop latency of each plan")]
+    else:
+        parts = [_missing("Loop latency of each plan", "none stored (a session from before it was kept); " + note)]
     if not len(intervals) and not len(errors):
         return "".join(parts) + _missing("Frame timing", "no trial reports stored")
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.0))

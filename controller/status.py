@@ -10,9 +10,12 @@ images shown are no longer the model's choice.
 Held-out accuracy so far is asked of the model every `accuracy_every_trials`
 completed trials (one predict request on the held-out images, answered between
 trials like any other request) where the true rates are known (the simulated rig).
+What the board learns is also kept in the session log (kinds "heldout" and
+"evidence"), so the report can draw it over trials.
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -66,11 +69,20 @@ class StatusBoard:
             self.model_info = engine.model_replies.pop(-self.pending_status).info
             self.steps_at.append((completed, int(self.model_info.get("training_steps", 0))))
             self.pending_status = None
+            ev = self.model_info.get("evidence")
+            if ev and ev.get("presentations") and ev.get("posterior"):  # kept: the report draws it over trials
+                engine.store.log("evidence", json.dumps({"trials_done": completed, "presentations": ev["presentations"],
+                                                         "posterior": ev["posterior"],
+                                                         "version": self.model_info.get("version")}))
         if self.pending_predict is not None and -self.pending_predict in engine.model_replies:
             reply = engine.model_replies.pop(-self.pending_predict)
             if reply.rates.size:
                 pred = reply.rates.mean(0)
-                self.accuracy = float(np.median(correlation(pred, self.truth(engine.pools.test)[:, :pred.shape[1]])))
+                r = correlation(pred, self.truth(engine.pools.test)[:, :pred.shape[1]])
+                self.accuracy = float(np.median(r))
+                engine.store.log("heldout", json.dumps({"trials_done": self.accuracy_trials, "median_r": self.accuracy,
+                                                        "per_neuron": [round(float(v), 4) for v in r],
+                                                        "version": int(reply.model_version)}))
             self.pending_predict = None
 
     def steps_per_trial(self) -> float | None:
