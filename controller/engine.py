@@ -252,7 +252,9 @@ class SessionEngine:
             self.model_replies[-msg.request_id] = msg  # predictions and status, keyed by request
         if msg.model_version != self.model_version_seen:
             self.model_version_seen = msg.model_version
-            self.store.put_model_version(msg.model_version, msg.trial_id, msg.info)
+            # A plan's reply names its trial; a status or predict reply is placed at the latest trial reported.
+            trial = msg.trial_id if msg.trial_id >= 0 else max(self.trial_reports, default=-1)
+            self.store.put_model_version(msg.model_version, trial, msg.info)
 
     def _check_alive(self) -> None:
         now = time.monotonic()
