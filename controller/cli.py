@@ -112,8 +112,15 @@ def cmd_serve(args) -> int:
         from controller.status import StatusBoard
 
         truth = rig_truth(rig)
-        summary = run_controller(rig, session_dir, process_parts(rig, endpoints), truth=truth,
-                                 board=StatusBoard(rig.session.n_trials, truth), resume=args.resume)
+        from controller.links import parent_alive
+
+        with open(session_dir / "logs" / "controller.log", "a") as log_file:
+            summary = run_controller(rig, session_dir, process_parts(rig, endpoints), truth=truth,
+                                     board=StatusBoard(rig.session.n_trials, truth, log_file=log_file),
+                                     resume=args.resume, launcher_alive=lambda: parent_alive(parent))
+            from controller.summary import format_table
+
+            print(format_table(summary), file=log_file, flush=True)
         return 0 if summary.get("status") == "completed" else 1
     if args.role == "cortex":
         from controller.services.cortex import VirtualCortexService as Service

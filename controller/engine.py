@@ -138,6 +138,8 @@ class SessionEngine:
         # reached its target); called after each completed trial's responses went to the model.
         self.after_update = None
         self.ended_early: str | None = None
+        self.launcher_alive = None  # optional callable: False once the process that started this one is gone
+        self._launcher_checked = 0.0
 
     # -- message handling ------------------------------------------------------
     def pump(self, timeout_ms: float) -> None:
@@ -258,10 +260,17 @@ class SessionEngine:
 
     def _check_alive(self) -> None:
         now = time.monotonic()
-        for role in ("acquisition", "presenter"):
+        # The presenter reports between trials only (a trial's frames come first), so its limit allows for
+        # a whole trial; the acquisition stream speaks all the time.
+        limits = {"acquisition": self.DEAD_AFTER_S, "presenter": max(self.DEAD_AFTER_S, 2 * self.timing.trial_s + 5)}
+        for role, limit in limits.items():
             seen = self.last_seen.get(role)
-            if seen is not None and now - seen > self.DEAD_AFTER_S:
+            if seen is not None and now - seen > limit:
                 raise SessionAbort(f"{role} silent for {now - seen:.1f} s")
+        if self.launcher_alive is not None and now - self._launcher_checked > 1.0:
+            self._launcher_checked = now
+            if not self.launcher_alive():
+                raise SessionAbort("the launcher is gone")
 
     def wait_for(self, cond, timeout_s: float, check_alive: bool = True) -> bool:
         end = time.monotonic() + timeout_s

@@ -93,6 +93,7 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
     extra = resume_args(session_dir) if resume else {}
     if resume:
         (session_dir / "summary.json").unlink(missing_ok=True)
+        (session_dir / STOP_REASON).unlink(missing_ok=True)
     prepare_session_dir(rig, session_dir)
     env = {**os.environ, **(env or {})}
     # The children import the packages from where this one did (works without installing too).
@@ -115,8 +116,20 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
             time.sleep(0.1)
             dead = [r for r in ("cortex", "presenter") if r in procs and procs[r].poll() is not None]
             if (dead or interrupted) and not told_controller:
+                # The controller ends the session cleanly on SIGTERM; the reason file says why, so its status
+                # names the process that died rather than "interrupted".
+                why = (f"the {dead[0]} process died (exit code {procs[dead[0]].returncode})" if dead
+                       else f"interrupted ({signal.Signals(interrupted[0]).name})")
+                (session_dir / STOP_REASON).write_text(why)
                 controller.send_signal(signal.SIGTERM)
                 told_controller = True
+            if len(interrupted) >= 2:  # a second Ctrl-C: stop now, whatever is running
+                print("cortexloop: second interrupt: stopping every process now (the store keeps what was "
+                      "committed; cortexloop run --resume goes on from it)", file=sys.stderr, flush=True)
+                for proc in procs.values():
+                    if proc.poll() is None:
+                        proc.kill()
+                break
             if procs["model"].poll() not in (None, 0) and not model_reported:
                 print(f"cortexloop: model worker exited ({procs['model'].returncode}); "
                       "continuing with pool images", file=sys.stderr, flush=True)
@@ -144,6 +157,9 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
         print(f"cortexloop: {status}", file=sys.stderr, flush=True)
         return summary
     return json.loads(summary_path.read_text())
+
+
+STOP_REASON = "stop_reason"  # written by the launcher before it asks the controller to stop: why
 
 
 class SessionFailed(RuntimeError):

@@ -26,6 +26,7 @@ def resolve_endpoints(endpoints: EndpointsConfig, session_dir: Path) -> dict[str
             continue
         if value == "auto":
             sock_dir.mkdir(parents=True, exist_ok=True)
+            sock_dir.chmod(0o700)  # ipc sockets follow the umask: only this user may connect
             value = f"ipc://{sock_dir}/{name}"
         out[name] = value
     return out

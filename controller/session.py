@@ -40,7 +40,7 @@ def _raise_interrupt(signum, frame):
 
 def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store: SessionStore | None = None,
                    truth=None, after_update=None, quiet: bool = False, max_attempts: int | None = None,
-                   board=None, resume: bool = False) -> dict:
+                   board=None, resume: bool = False, launcher_alive=None) -> dict:
     """Run one session over `parts`; returns the summary (also written to SESSION/summary.json).
 
     truth: a function images -> true rates, for held-out accuracy (`rig_truth(rig)` for the rig file's
@@ -59,6 +59,7 @@ def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store
         engine = SessionEngine(rig, store, parts, pools)
         engine.after_update = after_update
         engine.status = board
+        engine.launcher_alive = launcher_alive
         point = None
         if resume:
             from controller.resume import resume_point
@@ -75,7 +76,9 @@ def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store
         if engine.ended_early:
             status = f"completed (ended early: {engine.ended_early})"
     except Interrupted as why:
-        status = f"interrupted ({why})"
+        reason = session_dir / "stop_reason"  # the launcher's word on why it stopped the session
+        told = reason.read_text().strip() if reason.exists() else ""
+        status = f"aborted: {told}" if told.startswith("the ") else f"interrupted ({why})"
         store.log("session", status)
     except SessionAbort as why:
         status = f"aborted: {why}"
@@ -156,9 +159,9 @@ def rig_truth(rig: RigConfig):
     return truth
 
 
-def heldout_accuracy(engine: SessionEngine, truth) -> tuple[list[float] | None, float | None]:
+def heldout_accuracy(engine: SessionEngine, truth, timeout_s: float = 60.0) -> tuple[list[float] | None, float | None]:
     """Correlation of the model's mean prediction with the truth on the held-out test images, per neuron."""
-    reply = engine.predict(engine.pools.test)
+    reply = engine.predict(engine.pools.test, timeout_s)
     if reply is None or not reply.rates.size:
         return None, None
     pred = reply.rates.mean(0)
@@ -197,10 +200,12 @@ def build_summary(rig: RigConfig, engine: SessionEngine | None, store: SessionSt
                     "plans": store.count("plans")})
         return out
     fit = engine.clock_fit()
-    model_info = engine.model_status() if engine.last_seen.get("model") else {}
+    # A session that ended badly may have lost its model worker too: the summary waits only briefly for it.
+    wait_s = 60.0 if status.startswith("completed") else 5.0
+    model_info = engine.model_status(min(wait_s, 10.0)) if engine.last_seen.get("model") else {}
     per_neuron, median = None, None
     if truth is not None and engine.last_seen.get("model") and engine.n_neurons:
-        per_neuron, median = heldout_accuracy(engine, truth)
+        per_neuron, median = heldout_accuracy(engine, truth, wait_s if model_info else 1.0)
     total_plans = engine.plans_on_time + engine.plans_late
     lat = [x * 1000 for x in engine.latencies_s]
     streams = engine.streams.values()

@@ -26,7 +26,9 @@ from models.metrics import correlation
 
 class StatusBoard:
     def __init__(self, n_trials: int, truth=None, stream=None, every_s: float = 0.25, plain_every_s: float = 5.0,
-                 accuracy_every_trials: int = 10, status_every_s: float = 2.0):
+                 accuracy_every_trials: int = 10, status_every_s: float = 2.0, log_file=None):
+        """log_file: also write the plain lines and warnings here (the session's logs/controller.log)."""
+        self.log_file = log_file
         self.n_trials = n_trials
         self.truth = truth
         self.stream = stream or sys.stdout
@@ -134,15 +136,21 @@ class StatusBoard:
                 table.add_row(k, str(v))
             self.live.update(table)
             self.live.refresh()
-        elif now - self.last_plain >= self.plain_every_s:
+        if now - self.last_plain >= self.plain_every_s:
             self.last_plain = now
-            self._line("status: " + "; ".join(f"{k} {v}" for k, v in fig.items()))
+            line = "status: " + "; ".join(f"{k} {v}" for k, v in fig.items())
+            if self.live is None:
+                self._line(line)
+            elif self.log_file is not None:
+                print(f"{time.strftime('%H:%M:%S')} {line}", file=self.log_file, flush=True)
 
     def _line(self, text: str) -> None:
         if self.live is not None:
             self.live.console.print(text)
         else:
             print(text, file=self.stream, flush=True)
+        if self.log_file is not None:
+            print(f"{time.strftime('%H:%M:%S')} {text}", file=self.log_file, flush=True)
 
     def close(self) -> None:
         if self.live is not None:

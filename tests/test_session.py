@@ -136,7 +136,10 @@ def test_a_dying_cortex_ends_the_session_cleanly_without_orphans(tmp_path):
     assert launcher.returncode == 1
     assert "cortexloop session summary" in out
     summary = json.loads((tmp_path / "k" / "summary.json").read_text())
-    assert summary["status"].startswith("interrupted") or summary["status"].startswith("aborted")
+    # The status names what happened, not just that the controller was told to stop.
+    assert summary["status"] == "aborted: the cortex process died (exit code -9)"
+    # The controller's own output is in the session's logs too: its status lines and the summary.
+    assert "cortexloop session summary" in (tmp_path / "k" / "logs" / "controller.log").read_text()
     assert summary["trials_done"] >= 1
     for pid in children:
         assert not Path(f"/proc/{pid}").exists() or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
@@ -195,3 +198,33 @@ def test_lost_packets_are_counted_and_their_responses_kept_out_of_training(tmp_p
     # Responses whose window overlaps a gap are stored but marked invalid.
     assert summary["responses_invalid"] > 0
     assert summary["responses_valid"] + summary["responses_invalid"] == 4 * rig.trial.images_per_trial
+
+
+def test_the_controller_ends_the_session_itself_when_its_launcher_is_killed(tmp_path):
+    rig = with_overrides(load_rig(ROOT / "rigs" / "sim.toml"), session={"n_trials": 10000, "speed": "realtime"},
+                         display={"presenter": "headless"}, images={"pool_size": 300, "test_size": 40},
+                         model={"kind": "baseline"})
+    (tmp_path / "rig.json").write_text(rig.model_dump_json())
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    launcher = subprocess.Popen([sys.executable, "-m", "controller.cli", "run", str(tmp_path / "rig.json"),
+                                 "--session-dir", str(tmp_path / "k")], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    db = tmp_path / "k" / "session.sqlite"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if db.exists() and sqlite3.connect(db).execute("SELECT COUNT(*) FROM trials").fetchone()[0] >= 1:
+            break
+        time.sleep(0.5)
+    children = _children_of(launcher.pid)
+    launcher.kill()  # no clean stop: the launcher is simply gone
+    launcher.wait()
+    summary_path = tmp_path / "k" / "summary.json"
+    deadline = time.monotonic() + 60
+    while not summary_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert json.loads(summary_path.read_text())["status"] == "aborted: the launcher is gone"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+        time.sleep(0.5)
+    for pid in children:  # nothing orphaned: every process noticed its launcher was gone
+        assert not Path(f"/proc/{pid}").exists() or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
