@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import zmq
@@ -22,7 +23,7 @@ from acquisition.binning import SpikeRecord
 from controller import messages as m
 from controller import protocol as p
 from controller.config import RigConfig
-from controller.parts import AcquisitionSource, Clock, Model, Presenter, check_part
+from controller.parts import MODEL_RESTART_REQUEST, AcquisitionSource, Clock, Model, Presenter, check_part
 from controller.store import SessionStore
 from stimulus.images import image_hash
 from stimulus.pools import Pools
@@ -84,6 +85,7 @@ def spike_batch_problem(msg: m.SpikeBatch, n_neurons: int) -> str | None:
 
 class SessionEngine:
     DEAD_AFTER_S = 10.0  # a recording part silent this long (wall) ends the session
+    RESTART_MODEL_AFTER_LATE = 3  # plans in a row not answered in time: the model worker is hung, replace it
 
     def __init__(self, rig: RigConfig, store: SessionStore, parts: SessionParts, pools: Pools):
         self.rig = rig
@@ -139,6 +141,10 @@ class SessionEngine:
         self.after_update = None
         self.ended_early: str | None = None
         self.launcher_alive = None  # optional callable: False once the process that started this one is gone
+        self.responses_sent = 0
+        self.last_refeed_request = 0
+        self.late_in_a_row = 0
+        self.model_restarts_asked = 0
         self._launcher_checked = 0.0
 
     # -- message handling ------------------------------------------------------
@@ -252,6 +258,14 @@ class SessionEngine:
                 self.model_replies[msg.trial_id] = msg
         else:
             self.model_replies[-msg.request_id] = msg  # predictions and status, keyed by request
+        if (msg.model_version == -1 and self.responses_sent and msg.request_id > self.last_refeed_request
+                and msg.op in ("plan", "status")):
+            # A model with no responses after some were sent: the worker was restarted (it died, or hung and was
+            # replaced). Its weights come from its checkpoint; its data from the store, once.
+            self.last_refeed_request = self.request_id
+            n = self.relearn_stored_responses()
+            self.store.log("model", f"model worker answered with no model after {self.responses_sent} responses: "
+                                    f"restarted; the {n} stored valid responses sent to it again")
         if msg.model_version != self.model_version_seen:
             self.model_version_seen = msg.model_version
             # A plan's reply names its trial; a status or predict reply is placed at the latest trial reported.
@@ -299,6 +313,14 @@ class SessionEngine:
         rid = self._model_request("status")
         if not self.wait_for(lambda: -rid in self.model_replies, 15.0, check_alive=False):
             self.store.log("model", "model worker not answering at start; pool images until it does")
+
+    def ask_model_restart(self) -> None:
+        """Ask whoever started the model worker to replace it (the launcher watches for this file); the
+        rig carries on with pool images meanwhile."""
+        self.model_restarts_asked += 1
+        (Path(self.store.path).parent / MODEL_RESTART_REQUEST).write_text(
+            f"{self.late_in_a_row} plans in a row not ready in time")
+        self.store.log("model", f"{self.late_in_a_row} plans in a row not ready in time: model worker restart asked")
 
     def relearn_stored_responses(self, chunk: int = 100) -> int:
         """A resumed session: every valid response the store holds goes back to the model (its weights come
@@ -367,8 +389,12 @@ class SessionEngine:
                 if latency > 0.5 * self.timing.trial_s:
                     self.store.log("slow_plan", f"trial {cmd.trial_id}: plan ready {latency * 1000:.0f} ms after "
                                                 f"the response window it follows")
+            self.late_in_a_row = 0
             return p.Offer(list(zip(reply.image_hashes, reply.pixels, reply.reasons)), "model", reply.model_version)
         self.plans_late += 1
+        self.late_in_a_row += 1
+        if self.late_in_a_row == self.RESTART_MODEL_AFTER_LATE:
+            self.ask_model_restart()
         self.store.log("plan_late", f"trial {cmd.trial_id}: model plan not ready in time; pool images used")
         return p.pool_offer(self.pools.train, self.pool_hashes, self.rng, cmd.n)
 
@@ -464,6 +490,7 @@ class SessionEngine:
                                     counts=np.stack([r["counts"] for r in rows]).astype(np.float32))
             try:
                 self.parts.model.update(msg)
+                self.responses_sent += len(rows)
             except zmq.Again:
                 self.store.log("model", f"trial {tid}: model worker not accepting responses")
         if self.after_update is not None:

@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from controller.config import RigConfig
+from controller.parts import MODEL_RESTART_REQUEST
 from controller.links import resolve_endpoints
 
 ROLES = ("cortex", "model", "presenter", "controller")
@@ -111,7 +112,7 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
             procs[role] = _spawn(role, session_dir, env, extra.get(role, []))
         controller = procs["controller"]
         told_controller = False
-        model_reported = False
+        model_restarts = 0
         while controller.poll() is None:
             time.sleep(0.1)
             dead = [r for r in ("cortex", "presenter") if r in procs and procs[r].poll() is not None]
@@ -130,10 +131,18 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
                     if proc.poll() is None:
                         proc.kill()
                 break
-            if procs["model"].poll() not in (None, 0) and not model_reported:
-                print(f"cortexloop: model worker exited ({procs['model'].returncode}); "
-                      "continuing with pool images", file=sys.stderr, flush=True)
-                model_reported = True
+            restart = session_dir / MODEL_RESTART_REQUEST
+            if restart.exists() and model_restarts < MAX_MODEL_RESTARTS:  # the controller says it is hung
+                why = restart.read_text().strip()
+                restart.unlink()
+                procs["model"].kill()
+                procs["model"].wait()
+                print(f"cortexloop: model worker not answering ({why}); replaced", file=sys.stderr, flush=True)
+            if procs["model"].poll() is not None and model_restarts < MAX_MODEL_RESTARTS:
+                model_restarts += 1
+                print(f"cortexloop: model worker exited ({procs['model'].returncode}); started again from its "
+                      f"last checkpoint (pool images meanwhile)", file=sys.stderr, flush=True)
+                procs["model"] = _spawn("model", session_dir, env)
     finally:
         _stop_all(procs)
         for s, h in previous.items():
@@ -159,6 +168,7 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
     return json.loads(summary_path.read_text())
 
 
+MAX_MODEL_RESTARTS = 5  # a worker that keeps dying is left dead: the session goes on with pool images
 STOP_REASON = "stop_reason"  # written by the launcher before it asks the controller to stop: why
 
 

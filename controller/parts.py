@@ -131,6 +131,10 @@ class InProcessPart:
         pass
 
 
+# A file in the session directory by which the controller asks the launcher to replace a hung model worker.
+MODEL_RESTART_REQUEST = "restart_model"
+
+
 class PartError(TypeError):
     """A part that does not do what its role needs; says which part and which method is missing."""
 

@@ -228,3 +228,74 @@ def test_the_controller_ends_the_session_itself_when_its_launcher_is_killed(tmp_
         time.sleep(0.5)
     for pid in children:  # nothing orphaned: every process noticed its launcher was gone
         assert not Path(f"/proc/{pid}").exists() or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
+
+
+def test_a_killed_model_worker_is_started_again_and_gets_the_stored_responses_back(tmp_path):
+    rig = with_overrides(load_rig(ROOT / "rigs" / "sim.toml"), session={"n_trials": 24, "speed": "realtime"},
+                         display={"presenter": "headless"}, images={"pool_size": 300, "test_size": 40},
+                         model={"kind": "baseline"}, fixation={"break_probability": 0.0},
+                         cortex={"population": {"n_neurons": 8, "seed": 3}})
+    (tmp_path / "rig.json").write_text(rig.model_dump_json())
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    launcher = subprocess.Popen([sys.executable, "-m", "controller.cli", "run", str(tmp_path / "rig.json"),
+                                 "--session-dir", str(tmp_path / "k")], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    db = tmp_path / "k" / "session.sqlite"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if db.exists() and sqlite3.connect(db).execute(
+                    "SELECT COUNT(*) FROM trials WHERE status='done'").fetchone()[0] >= 6:
+                break
+            time.sleep(0.3)
+        model = [c for c in _children_of(launcher.pid)
+                 if "serve model" in open(f"/proc/{c}/cmdline").read().replace("\0", " ")]
+        os.kill(model[0], signal.SIGKILL)
+        out, _ = launcher.communicate(timeout=180)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, out[-3000:]
+    assert "model worker exited (-9); started again" in out
+    summary = json.loads((tmp_path / "k" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["trials_done"] == 24
+    con = sqlite3.connect(db)
+    notes = [t for (t,) in con.execute("SELECT text FROM log WHERE kind='model'")]
+    assert any("restarted; the" in t and "stored valid responses sent to it again" in t for t in notes), notes
+    # After the restart the plans are the model's again, chosen by a model that has the session's data.
+    last = con.execute("SELECT source, model_version FROM plans ORDER BY trial_id DESC LIMIT 3").fetchall()
+    assert all(src == "model" and version >= 1 for src, version in last), last
+
+
+def test_a_hung_model_worker_is_replaced_while_the_rig_goes_on_with_pool_images(tmp_path):
+    rig = with_overrides(load_rig(ROOT / "rigs" / "sim.toml"), session={"n_trials": 20, "speed": "realtime"},
+                         display={"presenter": "headless"}, images={"pool_size": 300, "test_size": 40},
+                         model={"kind": "baseline"}, fixation={"break_probability": 0.0},
+                         cortex={"population": {"n_neurons": 8, "seed": 3}})
+    (tmp_path / "rig.json").write_text(rig.model_dump_json())
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    launcher = subprocess.Popen([sys.executable, "-m", "controller.cli", "run", str(tmp_path / "rig.json"),
+                                 "--session-dir", str(tmp_path / "k")], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    db = tmp_path / "k" / "session.sqlite"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if db.exists() and sqlite3.connect(db).execute(
+                    "SELECT COUNT(*) FROM trials WHERE status='done'").fetchone()[0] >= 4:
+                break
+            time.sleep(0.3)
+        model = [c for c in _children_of(launcher.pid)
+                 if "serve model" in open(f"/proc/{c}/cmdline").read().replace("\0", " ")]
+        os.kill(model[0], signal.SIGSTOP)  # alive, but answers nothing
+        out, _ = launcher.communicate(timeout=180)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, out[-3000:]
+    assert "model worker not answering (3 plans in a row not ready in time); replaced" in out
+    summary = json.loads((tmp_path / "k" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["trials_done"] == 20 and summary["plans_late"] >= 3
+    con = sqlite3.connect(db)
+    sources = [s for (s,) in con.execute("SELECT source FROM plans ORDER BY trial_id")]
+    assert "pool" in sources and sources[-1] == "model"  # pool images while it hung, the model's again after
