@@ -2,7 +2,8 @@
 
 Stages (each with a progress bar, all neurons at once):
 
-1. teacher   train the ensemble on the session's responses, as the model worker does.
+1. teacher   train the ensemble on the session's responses, as the model worker does,
+             starting from the model worker's checkpoint of the session where there is one.
 2. distil    one student per neuron, all students as one stacked network, on the pool
              images, the session's images and augmented copies of both (models/distill.py).
 3. prune     the authors' rule, layer by layer from the last (models/prune.py); the
@@ -73,8 +74,13 @@ class Stages:
 
 def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float, rig: RigConfig,
                          out_dir: str | Path, ensemble_steps: int = 100, n_augment: int = 1,
-                         mei_steps: int = 60, log=print, progress: bool = False) -> dict:
-    """images uint8 (n, H, W, C), counts (n, N) in the response window. Returns the report (also report.json)."""
+                         mei_steps: int = 60, log=print, progress: bool = False,
+                         teacher_checkpoint: str | Path | None = None) -> dict:
+    """images uint8 (n, H, W, C), counts (n, N) in the response window. Returns the report (also report.json).
+
+    teacher_checkpoint: the model worker's checkpoint (SESSION/checkpoints/model.pt); the teacher
+    then starts from the session's weights and trains `ensemble_steps` more.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     mcfg = rig.model.model_copy(update={"kind": "compact"})
@@ -83,8 +89,9 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
     n_neurons = counts.shape[1]
     t0 = time.perf_counter()
     with Stages(progress) as stages:
-        # 1. The teacher: the ensemble, trained on the recorded responses.
-        online = CompactOnline(mcfg, n_neurons, images.shape[1:])
+        # 1. The teacher: the ensemble, trained on the recorded responses; from the session's own
+        # weights where the model worker left a checkpoint that fits, so those steps are not redone.
+        online, teacher_from = _teacher(mcfg, n_neurons, images.shape[1:], teacher_checkpoint, log)
         online.add_responses(images, counts, window_s)
         with stages.stage("teacher", f"teacher: {mcfg.ensemble_size}x{n_neurons} models", ensemble_steps) as done:
             chunk = 10
@@ -180,10 +187,26 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
                         "mei": mei_steps},
               "goals": goals(rows), "seconds": round(time.perf_counter() - t0, 1), "stage_seconds": stages.seconds,
               "device": str(device), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
-              "ensemble_form": online.form}
+              "ensemble_form": online.form, "teacher_from": teacher_from}
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     log(format_table(rows, report))
     return report
+
+
+def _teacher(mcfg, n_neurons: int, image_shape, checkpoint: str | Path | None, log) -> tuple[CompactOnline, str]:
+    """The ensemble to train as the teacher, and where its weights came from."""
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+        weights = state.get("model", {})
+        if state.get("kind") == "compact" and state.get("n_neurons") == n_neurons and "form" in weights:
+            online = CompactOnline(mcfg.model_copy(update={"form": weights["form"]}), n_neurons, image_shape)
+            try:
+                online.load_weights_state(weights)
+                return online, f"session checkpoint (model version {online.version}, {online.steps_done} steps)"
+            except (RuntimeError, KeyError, ValueError) as err:  # another architecture: e.g. --rig changed it
+                log(f"the session's checkpoint does not fit this model ({str(err).splitlines()[0]}); "
+                    "training the teacher from scratch")
+    return CompactOnline(mcfg, n_neurons, image_shape), "trained from scratch"
 
 
 def _rates(models, images: np.ndarray, device: torch.device, batch: int = 128) -> torch.Tensor:
@@ -245,6 +268,8 @@ def format_table(rows: list[dict], report: dict) -> str:
         lines.append(f"goal: r with the truth within {GOAL_TRUTH_GAP} of the teacher's: teacher "
                      f"{g['median_r_truth_teacher']:.2f}, compact {g['median_r_truth_pruned']:.2f}, "
                      f"{yes(g['truth_gap_met'])}")
+    if "teacher_from" in report:
+        lines.append(f"teacher: {report['teacher_from']}, {report['steps']['ensemble']} steps here")
     s = report["stage_seconds"]
     lines.append(f"{report['seconds']:.0f} s on {report['device']} ("
                  + ", ".join(f"{k} {v:.0f} s" for k, v in s.items()) + ")")
@@ -440,7 +465,8 @@ def compress_main(argv: list[str]) -> int:
     ap.add_argument("--out", help="output directory (default SESSION/compact)")
     ap.add_argument("--rig", help="rig file whose [model] section replaces the stored one (e.g. rigs/paper.toml); "
                                   "used whole where the stored rig no longer validates")
-    ap.add_argument("--ensemble-steps", type=int, default=100, help="teacher training steps (default 100)")
+    ap.add_argument("--ensemble-steps", type=int, default=100,
+                    help="teacher training steps (default 100), on top of the session's checkpoint where it has one")
     ap.add_argument("--distill-steps", type=int, help="overrides model.distill_steps")
     ap.add_argument("--retrain-steps", type=int, help="overrides model.retrain_steps")
     ap.add_argument("--mei-steps", type=int, default=60, help="gradient steps of each page's MEI (default 60)")
@@ -453,6 +479,7 @@ def compress_main(argv: list[str]) -> int:
     rig = rig.model_copy(update={"model": model.model_copy(update=updates)})
     out = Path(args.out) if args.out else Path(args.session) / "compact"
     compress_from_arrays(images, counts, window_s, rig, out, ensemble_steps=args.ensemble_steps,
-                         mei_steps=args.mei_steps, progress=not args.no_progress)
+                         mei_steps=args.mei_steps, progress=not args.no_progress,
+                         teacher_checkpoint=Path(args.session) / "checkpoints" / "model.pt")
     print(f"models, pages and report.json written to {out}")
     return 0

@@ -244,3 +244,29 @@ def test_compress_from_arrays_end_to_end(tmp_path):
     # learned it from the teacher.
     assert np.median([r["r_truth_teacher"] for r in rows]) > 0.2
     assert np.median([r["r2_teacher_unpruned"] for r in rows]) > 0.3
+
+
+def test_teacher_starts_from_the_sessions_checkpoint_when_it_fits(tmp_path):
+    from controller.compress import _teacher
+    from models.config import ModelConfig
+    from models.online import CompactOnline
+
+    cfg = ModelConfig(kind="compact", filters_per_layer=3, n_layers=2, strides=[2, 2], kernel_size=3,
+                      ensemble_size=2, form="loop", min_responses_to_train=4)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
+    counts = rng.poisson(3.0, (20, 2)).astype(np.float32)
+    worker = CompactOnline(cfg, 2, (8, 8, 3))
+    worker.add_responses(images, counts, 0.15)
+    worker.train(5)
+    path = tmp_path / "model.pt"
+    torch.save({"kind": "compact", "n_neurons": 2, "model": worker.weights_state()}, path)
+    x = torch.rand(4, 3, 8, 8)
+    lines = []
+    online, source = _teacher(cfg.model_copy(update={"form": "auto"}), 2, (8, 8, 3), path, lines.append)
+    assert "checkpoint" in source and online.steps_done == 5
+    torch.testing.assert_close(online.snapshot().rates(x), worker.snapshot().rates(x))
+    # Another architecture (e.g. a --rig with other sizes) or another population: trained from scratch.
+    other, source = _teacher(cfg.model_copy(update={"filters_per_layer": 4}), 2, (8, 8, 3), path, lines.append)
+    assert source == "trained from scratch" and other.steps_done == 0 and "does not fit" in lines[-1]
+    assert _teacher(cfg, 3, (8, 8, 3), path, lines.append)[1] == "trained from scratch"
