@@ -446,7 +446,7 @@ def read_session(session_dir: str | Path, rig_file: str | None = None, log=print
     finally:
         store.close()
     try:
-        rig = parse_rig(stored, f"{session_dir} (stored rig)")
+        rig = parse_rig(stored, f"{session_dir} (stored rig)", stored=True)
     except RigFileError as e:
         if rig_file is None:
             raise SystemExit(f"{e}\nThe session's stored rig does not validate with this version of cortexloop; "

@@ -200,7 +200,21 @@ def _format_validation(path: str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_rig(data: dict, source: str = "<rig>") -> RigConfig:
+# Keys that rig files once had and no longer do: a session stored before keeps them in its rig, and must still open.
+RETIRED_KEYS = {
+    ("selection", "window_ms"): "the response window is [response] window_start_ms / window_end_ms, read by every part",
+}
+
+
+def parse_rig(data: dict, source: str = "<rig>", stored: bool = False) -> RigConfig:
+    """A RigConfig from parsed TOML/JSON. stored: a rig read back from a session (a retired key is dropped, not
+    refused: the session was recorded when it was part of the format)."""
+    data = dict(data)
+    for (section, key), why in RETIRED_KEYS.items():
+        if isinstance(data.get(section), dict) and key in data[section]:
+            if not stored:
+                raise RigFileError(f"{source}: 1 problem(s) in rig file\n  {section}.{key}: no longer a key: {why}")
+            data[section] = {k: v for k, v in data[section].items() if k != key}
     try:
         return RigConfig.model_validate(data)
     except ValidationError as err:

@@ -84,7 +84,7 @@ def export_nwb(session_dir: Path, out_path: Path) -> dict:
         # Only the sections the export reads are validated (the others take their defaults), so a session stored
         # by a cortexloop whose other sections have changed since still exports.
         rig = parse_rig({k: rig_dict[k] for k in ("session", "trial", "cortex", "display") if k in rig_dict},
-                        f"{session_dir} (stored rig)")
+                        f"{session_dir} (stored rig)", stored=True)
         created = float(store.meta("created_wall_s") or 0.0)
         recorded_neurons = store.meta("neurons")  # the acquisition source's own count
         batches = store.spike_batches()

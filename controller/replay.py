@@ -122,7 +122,7 @@ def run_replay(source_dir: Path, out_dir: Path) -> dict:
     source_dir, out_dir = Path(source_dir), Path(out_dir)
     src = SessionStore.open(source_dir)
     try:
-        rig = parse_rig(json.loads(src.rig_json()), str(source_dir / "session.sqlite"))
+        rig = parse_rig(json.loads(src.rig_json()), str(source_dir / "session.sqlite"), stored=True)
         recorded = src.responses(valid_only=False)
         n_done = src.count("trials", "WHERE status = 'done'")
         n_started = src.count("trials")

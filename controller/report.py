@@ -88,7 +88,7 @@ def load_session(session_dir: str | Path) -> Session:
     try:
         rig_dict = json.loads(store.rig_json())
         try:
-            rig, problem = parse_rig(rig_dict, f"{session_dir} (stored rig)"), None
+            rig, problem = parse_rig(rig_dict, f"{session_dir} (stored rig)", stored=True), None
         except RigFileError as err:
             rig, problem = None, str(err)
         s = Session(path=session_dir, rig_dict=rig_dict, rig=rig, rig_problem=problem, summary=None,

@@ -88,3 +88,12 @@ def test_check_command_prints_config_or_error(tmp_path, capsys):
         main(["check", str(bad)])
     assert code.value.code == 2
     assert "model.kind" in capsys.readouterr().err
+
+
+def test_a_retired_key_is_refused_in_a_rig_file_but_a_stored_session_with_it_still_opens():
+    from controller.config import RigFileError, parse_rig
+
+    old = {"selection": {"window_ms": 150.0, "objective": "js"}}
+    with pytest.raises(RigFileError, match=r"selection.window_ms: no longer a key: the response window is \[response\]"):
+        parse_rig(old, "my.toml")
+    assert parse_rig(old, "session.sqlite", stored=True).selection.objective == "js"
