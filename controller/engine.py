@@ -113,14 +113,13 @@ class SessionEngine:
         self.trial_ended_wall: dict[int, float] = {}
         self.onsets: dict[int, dict[int, m.OnsetReport]] = {}
         self.acq_onsets: dict[tuple[int, int], float] = {}
-        # Onset codes recorded without a trial label are paired with the flips in order; the tolerance is less
-        # than half the shortest spacing of two onsets, so a lost code is noticed, never shifted onto the next.
         # Photodiode edges on the acquisition clock (sorted); where a source reports them, they are the onsets.
         self.photodiode_edges: list[float] = []
-        self.photodiode_max_lag_s = min(0.1, 0.5 * (self.timing.on_frames + self.timing.off_frames) / self.timing.refresh_hz)
+        self.photodiode_max_lag_s = p.photodiode_max_lag_s(self.timing)
         self.photodiode_latencies_s: list[float] = []
         self.onsets_without_photodiode = 0
-        self.labeller = p.OnsetLabeller(0.4 * (self.timing.on_frames + self.timing.off_frames) / self.timing.refresh_hz)
+        # Onset codes recorded without a trial label are paired with the flips in order (protocol.OnsetLabeller).
+        self.labeller = p.OnsetLabeller(p.label_tolerance_s(self.timing))
         self.model_replies: dict[int, m.ModelReply] = {}
         self.presented: dict[int, m.TrialPlan] = {}  # sent to the presenter, responses not yet collected
         self.plan_requests: dict[int, dict] = {}

@@ -20,7 +20,7 @@ def onset_code_times(events: list[tuple], onsets: list[tuple], timing) -> dict[t
     labelled = {(tid, idx): t for _, _, code, t, _, tid, idx, _ in events if code == m.Codes.IMAGE_ONSET and tid >= 0}
     plain = [t for _, _, code, t, _, tid, *_ in events if code == m.Codes.IMAGE_ONSET and tid < 0]
     if plain:
-        labeller = p.OnsetLabeller(0.4 * (timing.on_frames + timing.off_frames) / timing.refresh_hz)
+        labeller = p.OnsetLabeller(p.label_tolerance_s(timing))
         for tid, idx, _, flip, _ in onsets:
             if (tid, idx) not in labelled:
                 labeller.add_flip((tid, idx), flip)

@@ -139,6 +139,23 @@ def onset_times(recorded: list, flips: list, fit) -> tuple[np.ndarray, np.ndarra
     return times, ~np.isnan(times)
 
 
+def onset_spacing_s(timing) -> float:
+    """The shortest time between two image onsets (one image's on and off frames)."""
+    return (timing.on_frames + timing.off_frames) / timing.refresh_hz
+
+
+def photodiode_max_lag_s(timing) -> float:
+    """How long after its code a photodiode edge still belongs to that onset: half the onset spacing, at most
+    100 ms (no display lags more)."""
+    return min(0.1, 0.5 * onset_spacing_s(timing))
+
+
+def label_tolerance_s(timing) -> float:
+    """How far a recorded onset code may sit from where its flip says (OnsetLabeller): under half the onset
+    spacing, so a lost code is noticed, never shifted onto the next onset."""
+    return 0.4 * onset_spacing_s(timing)
+
+
 def photodiode_onsets(code_times: np.ndarray, edges: np.ndarray, max_lag_s: float) -> tuple[np.ndarray, np.ndarray]:
     """The onsets as the screen showed them: for each onset code, the first photodiode edge within max_lag_s
     after it (edges sorted). Returns (times, found); an onset without an edge keeps its code time."""

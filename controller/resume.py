@@ -79,9 +79,7 @@ def rebin_trials(store: SessionStore, rig: RigConfig, trial_ids: list[int]) -> l
         mine = [o for o in onsets if o[0] == tid]
         times, known = p.onset_times([labelled.get((tid, o[1])) for o in mine], [o[3] for o in mine], fit)
         if len(edges):
-            timing = rig.timing
-            max_lag = min(0.1, 0.5 * (timing.on_frames + timing.off_frames) / timing.refresh_hz)
-            times, _ = p.photodiode_onsets(times, edges, max_lag)
+            times, _ = p.photodiode_onsets(times, edges, p.photodiode_max_lag_s(rig.timing))
         starts, ends = p.response_windows(times, w0, w1)
         complete = np.array([record.complete(e) for e in ends], bool)
         valid = p.windows_valid(starts, ends, lost, known & complete)
