@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         from controller.config import load_rig
 
         rig = load_rig(args.rig)
-        mcfg, shape = rig.model, (rig.images.size_px, rig.images.size_px, 3 if rig.images.colour else 1)
+        mcfg, shape = rig.model, rig.images.shape
     else:
         mcfg, shape = ModelConfig(kind="compact"), (32, 32, 3)
     prepare_torch_for(device, mcfg.cpu_threads)

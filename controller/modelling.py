@@ -112,8 +112,7 @@ class ModelWorker(InProcessPart):
         self.rig = rig
         self.clock = clock
         torch.manual_seed(rig.model.seed)
-        img = rig.images
-        self.image_shape = (img.size_px, img.size_px, 3 if img.colour else 1)
+        self.image_shape = rig.images.shape
         self.window_s = (rig.response.window_end_ms - rig.response.window_start_ms) / 1000
         self.pools = make_pools(rig.images)
         self.chooser = ImageChooser(rig.selection, self.pools, seed=rig.selection.seed, window_s=self.window_s)

@@ -24,7 +24,7 @@ MAX_NEURONS = 4096
 def limit_for(sock: zmq.Socket, name: str, rig=None) -> zmq.Socket:
     """Bound the socket's message size and queues for its endpoint (controller.links.socket_limits), from the
     rig where it is given, else from generous defaults; before bind/connect."""
-    img = (rig.images.size_px, rig.images.size_px, 3 if rig.images.colour else 1) if rig is not None else (512, 512, 3)
+    img = rig.images.shape if rig is not None else (512, 512, 3)
     limit_socket(sock, *socket_limits(
         name, image_shape=img, images_per_trial=rig.trial.images_per_trial if rig is not None else 100,
         n_neurons=MAX_NEURONS, predict_images=rig.images.test_size if rig is not None else 10_000,
@@ -36,7 +36,7 @@ def image_context(rig) -> dict | None:
     """What a receiver checks of images beyond their own validity: that they have the rig's shape."""
     if rig is None:
         return None
-    return {"image_shape": (rig.images.size_px, rig.images.size_px, 3 if rig.images.colour else 1)}
+    return {"image_shape": rig.images.shape}
 
 
 def _drain(receiver: Receiver, sock: zmq.Socket, timeout_s: float, limit: int = 10_000) -> list:

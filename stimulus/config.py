@@ -83,6 +83,11 @@ class ImagesConfig(Strict):
                              f"{'test_files' if self.test_files else 'test_path'}; give one or the other")
         return self
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of every pool image."""
+        return (self.size_px, self.size_px, 3 if self.colour else 1)
+
 
 class DisplayConfig(Strict):
     """The stimulus screen and what is drawn on it (see docs/presentation.md).

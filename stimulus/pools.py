@@ -489,7 +489,7 @@ def _read_cache(entry: Path, cfg: ImagesConfig) -> ImageSet | None:
     except Exception as err:  # a damaged entry is rebuilt, not trusted
         warnings.warn(f"{entry}: damaged image cache entry ({type(err).__name__}); decoding the images again")
         return None
-    shape = (len(names), cfg.size_px, cfg.size_px, 3 if cfg.colour else 1)
+    shape = (len(names), *cfg.shape)
     if images.shape != shape or images.dtype != np.uint8:
         warnings.warn(f"{entry}: image cache entry has shape {images.shape}, expected {shape}; decoding again")
         return None
