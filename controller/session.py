@@ -159,13 +159,18 @@ def rig_truth(rig: RigConfig):
     return truth
 
 
+def heldout_r(rates: np.ndarray, true_rates: np.ndarray) -> np.ndarray:
+    """Per neuron: correlation of the members' mean prediction (members, n, N) with the true rates (n, >= N)."""
+    pred = rates.mean(0)
+    return correlation(pred, true_rates[:, :pred.shape[1]])
+
+
 def heldout_accuracy(engine: SessionEngine, truth, timeout_s: float = 60.0) -> tuple[list[float] | None, float | None]:
     """Correlation of the model's mean prediction with the truth on the held-out test images, per neuron."""
     reply = engine.predict(engine.pools.test, timeout_s)
     if reply is None or not reply.rates.size:
         return None, None
-    pred = reply.rates.mean(0)
-    r = correlation(pred, truth(engine.pools.test)[:, :pred.shape[1]])
+    r = heldout_r(reply.rates, truth(engine.pools.test))
     return [float(v) for v in r], float(np.median(r))
 
 

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from models.metrics import correlation
+from controller.session import heldout_r
 
 
 class StatusBoard:
@@ -31,6 +31,7 @@ class StatusBoard:
         self.log_file = log_file
         self.n_trials = n_trials
         self.truth = truth
+        self.true_test: np.ndarray | None = None
         self.stream = stream or sys.stdout
         self.every_s = every_s
         self.plain_every_s = plain_every_s
@@ -79,8 +80,9 @@ class StatusBoard:
         if self.pending_predict is not None and -self.pending_predict in engine.model_replies:
             reply = engine.model_replies.pop(-self.pending_predict)
             if reply.rates.size:
-                pred = reply.rates.mean(0)
-                r = correlation(pred, self.truth(engine.pools.test)[:, :pred.shape[1]])
+                if self.true_test is None:  # the truth of the held-out images never changes: computed once
+                    self.true_test = self.truth(engine.pools.test)
+                r = heldout_r(reply.rates, self.true_test)
                 self.accuracy = float(np.median(r))
                 engine.store.log("heldout", json.dumps({"trials_done": self.accuracy_trials, "median_r": self.accuracy,
                                                         "per_neuron": [round(float(v), 4) for v in r],
