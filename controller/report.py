@@ -532,7 +532,9 @@ def fig_timing(s: Session) -> str:
         fig.tight_layout()
         parts = [_img(_png(fig), "loop latency of each plan")]
     else:
-        parts = [_missing("Loop latency of each plan", "none stored (a session from before it was kept); " + note)]
+        parts = [_missing("Loop latency of each plan", "none stored (a session from before it was kept): p50 and p99 only"
+                          + (f", {p50:.0f} ms and {p99:.0f} ms" if p50 is not None and p99 is not None else "")
+                          + "; " + note)]
     if not len(intervals) and not len(errors):
         return "".join(parts) + _missing("Frame timing", "no trial reports stored")
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.0))

@@ -11,7 +11,7 @@ from tests.test_session import ROOT, small_rig
 
 def test_live_check_sees_the_stream_the_units_and_the_test_code(tmp_path):
     rig = with_overrides(small_rig(speed="realtime"), display={"presenter": "headless"})
-    endpoints = prepare_session_dir(rig, tmp_path / "s")
+    prepare_session_dir(rig, tmp_path / "s")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cortex = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "cortex", "--rig",
                                str(tmp_path / "s" / "rig.json"), "--endpoints", str(tmp_path / "s" / "endpoints.json"),

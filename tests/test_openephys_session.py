@@ -3,8 +3,6 @@ import json
 import sqlite3
 import time
 
-import pytest
-
 from controller import messages as m
 from controller.config import with_overrides
 from controller.launch import run_session, session_roles
