@@ -8,7 +8,7 @@ import pytest
 from controller import messages as m
 from controller.engine import SessionEngine, SessionParts
 from controller.launch import run_session
-from controller.parts import PartError
+from controller.parts import InProcessPart, PartError
 from controller.session import run_controller, run_in_process
 from controller.store import SessionStore
 from controller.worlds import in_process_parts
@@ -119,7 +119,7 @@ def test_a_spike_batch_whose_lengths_disagree_is_dropped_and_counted(engine):
     assert engine.record.counts(np.array([0.0]), np.array([1.0]))[0, 0] == 3
 
 
-class SilentSource:
+class SilentSource(InProcessPart):
     """Describes its stream, then never sends anything."""
 
     def describe(self, timeout_s):
@@ -127,18 +127,6 @@ class SilentSource:
 
     def poll(self, timeout_s):
         return []
-
-    def waitables(self):
-        return []
-
-    def malformed(self):
-        return 0
-
-    def counters(self):
-        return {}
-
-    def close(self):
-        pass
 
 
 def test_a_silent_acquisition_source_ends_the_session_with_a_summary(tmp_path, monkeypatch):

@@ -5,47 +5,27 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import numpy as np
 
 from controller.config import with_overrides
-from tests.test_session import ROOT, small_rig
-
-
-def _controller_pid(launcher_pid: int) -> int | None:
-    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(launcher_pid)], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        if "serve controller" in line:
-            return int(line.split()[0])
-    return None
+from tests.test_session import ROOT, child_pid, small_rig, start_launcher, wait_for_trials
 
 
 def test_a_killed_controller_resumes_and_nothing_committed_is_lost_or_repeated(tmp_path):
     rig = with_overrides(small_rig(n_trials=14, speed="realtime"), model={"kind": "baseline"},
                          trial={"iti_ms": 100, "fixation_ms": 100})
-    (tmp_path / "rig.json").write_text(rig.model_dump_json())
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     session = tmp_path / "s"
-    launcher = subprocess.Popen([sys.executable, "-m", "controller.cli", "run", str(tmp_path / "rig.json"),
-                                 "--session-dir", str(session)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+    launcher = start_launcher(rig, tmp_path, session="s")
     db_path = session / "session.sqlite"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # a few trials in, and one being shown now
-            if db_path.exists():
-                db = sqlite3.connect(db_path)
-                n_done = db.execute("SELECT COUNT(*) FROM trials WHERE status='done'").fetchone()[0]
-                db.close()
-                if n_done >= 4:
-                    break
-            time.sleep(0.2)
-        os.kill(_controller_pid(launcher.pid), signal.SIGKILL)
+        wait_for_trials(db_path, 4, "WHERE status='done'")  # a few trials in, and one being shown now
+        os.kill(child_pid(launcher.pid, "controller"), signal.SIGKILL)
         out, _ = launcher.communicate(timeout=60)
     finally:
         if launcher.poll() is None:
             launcher.kill()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     killed = json.loads((session / "summary.json").read_text())
     assert "controller stopped (signal SIGKILL)" in killed["status"], out
     db = sqlite3.connect(db_path)

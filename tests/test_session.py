@@ -30,6 +30,38 @@ def _children_of(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
+def start_launcher(rig, tmp_path: Path, session: str = "k", output=subprocess.PIPE) -> subprocess.Popen:
+    """`cortexloop run` in its own process, as a person would start it, on `rig` (written to tmp_path/rig.json)."""
+    (tmp_path / "rig.json").write_text(rig.model_dump_json())
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "controller.cli", "run", str(tmp_path / "rig.json"),
+                             "--session-dir", str(tmp_path / session)], env=env, stdout=output,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_trials(db: Path, n: int, where: str = "", timeout_s: float = 120.0) -> None:
+    """Until the store holds n trials (matching `where`), or fail."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if db.exists():
+            con = sqlite3.connect(db)
+            try:
+                if con.execute(f"SELECT COUNT(*) FROM trials {where}").fetchone()[0] >= n:
+                    return
+            finally:
+                con.close()
+        time.sleep(0.3)
+    pytest.fail(f"the session never had {n} trials {where}")
+
+
+def child_pid(launcher_pid: int, role: str) -> int:
+    """The pid of the launcher's `serve ROLE` process."""
+    for c in _children_of(launcher_pid):
+        if f"serve {role}" in open(f"/proc/{c}/cmdline").read().replace("\0", " "):
+            return c
+    raise AssertionError(f"no {role} process under the launcher")
+
+
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     """One short session at max speed, shared by the tests that read it."""
@@ -111,24 +143,12 @@ def test_a_dying_cortex_ends_the_session_cleanly_without_orphans(tmp_path):
     rig = load_rig(ROOT / "rigs" / "sim.toml")
     rig = with_overrides(rig, session={"n_trials": 10000, "speed": "realtime"}, display={"presenter": "headless"},
                          images={"pool_size": 300, "test_size": 40})
-    (tmp_path / "rig.json").write_text(rig.model_dump_json())
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    launcher = subprocess.Popen([sys.executable, "-m", "controller.cli", "run", str(tmp_path / "rig.json"),
-                                 "--session-dir", str(tmp_path / "k")], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+    launcher = start_launcher(rig, tmp_path)
     try:
-        db = tmp_path / "k" / "session.sqlite"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if db.exists() and sqlite3.connect(db).execute("SELECT COUNT(*) FROM trials").fetchone()[0] >= 1:
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("session never got going")
+        wait_for_trials(tmp_path / "k" / "session.sqlite", 1)
         children = _children_of(launcher.pid)
         assert len(children) == 4
-        cortex_pid = [c for c in children if "serve cortex" in open(f"/proc/{c}/cmdline").read().replace("\0", " ")]
-        os.kill(cortex_pid[0], signal.SIGKILL)
+        os.kill(child_pid(launcher.pid, "cortex"), signal.SIGKILL)
         out, _ = launcher.communicate(timeout=60)
     finally:
         if launcher.poll() is None:
@@ -204,17 +224,8 @@ def test_the_controller_ends_the_session_itself_when_its_launcher_is_killed(tmp_
     rig = with_overrides(load_rig(ROOT / "rigs" / "sim.toml"), session={"n_trials": 10000, "speed": "realtime"},
                          display={"presenter": "headless"}, images={"pool_size": 300, "test_size": 40},
                          model={"kind": "baseline"})
-    (tmp_path / "rig.json").write_text(rig.model_dump_json())
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    launcher = subprocess.Popen([sys.executable, "-m", "controller.cli", "run", str(tmp_path / "rig.json"),
-                                 "--session-dir", str(tmp_path / "k")], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-    db = tmp_path / "k" / "session.sqlite"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if db.exists() and sqlite3.connect(db).execute("SELECT COUNT(*) FROM trials").fetchone()[0] >= 1:
-            break
-        time.sleep(0.5)
+    launcher = start_launcher(rig, tmp_path, output=subprocess.DEVNULL)
+    wait_for_trials(tmp_path / "k" / "session.sqlite", 1)
     children = _children_of(launcher.pid)
     launcher.kill()  # no clean stop: the launcher is simply gone
     launcher.wait()
@@ -230,27 +241,21 @@ def test_the_controller_ends_the_session_itself_when_its_launcher_is_killed(tmp_
         assert not Path(f"/proc/{pid}").exists() or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
 
 
+def model_fault_rig(n_trials: int):
+    """A short real-time session, no fixation breaks, a quick model: what a model worker's fault is tried on."""
+    return with_overrides(load_rig(ROOT / "rigs" / "sim.toml"), session={"n_trials": n_trials, "speed": "realtime"},
+                          display={"presenter": "headless"}, images={"pool_size": 300, "test_size": 40},
+                          model={"kind": "baseline"}, fixation={"break_probability": 0.0},
+                          cortex={"population": {"n_neurons": 8, "seed": 3}})
+
+
 def test_a_killed_model_worker_is_started_again_and_gets_the_stored_responses_back(tmp_path):
-    rig = with_overrides(load_rig(ROOT / "rigs" / "sim.toml"), session={"n_trials": 24, "speed": "realtime"},
-                         display={"presenter": "headless"}, images={"pool_size": 300, "test_size": 40},
-                         model={"kind": "baseline"}, fixation={"break_probability": 0.0},
-                         cortex={"population": {"n_neurons": 8, "seed": 3}})
-    (tmp_path / "rig.json").write_text(rig.model_dump_json())
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    launcher = subprocess.Popen([sys.executable, "-m", "controller.cli", "run", str(tmp_path / "rig.json"),
-                                 "--session-dir", str(tmp_path / "k")], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+    rig = model_fault_rig(24)
+    launcher = start_launcher(rig, tmp_path)
     db = tmp_path / "k" / "session.sqlite"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if db.exists() and sqlite3.connect(db).execute(
-                    "SELECT COUNT(*) FROM trials WHERE status='done'").fetchone()[0] >= 6:
-                break
-            time.sleep(0.3)
-        model = [c for c in _children_of(launcher.pid)
-                 if "serve model" in open(f"/proc/{c}/cmdline").read().replace("\0", " ")]
-        os.kill(model[0], signal.SIGKILL)
+        wait_for_trials(db, 6, "WHERE status='done'")
+        os.kill(child_pid(launcher.pid, "model"), signal.SIGKILL)
         out, _ = launcher.communicate(timeout=180)
     finally:
         if launcher.poll() is None:
@@ -268,26 +273,12 @@ def test_a_killed_model_worker_is_started_again_and_gets_the_stored_responses_ba
 
 
 def test_a_hung_model_worker_is_replaced_while_the_rig_goes_on_with_pool_images(tmp_path):
-    rig = with_overrides(load_rig(ROOT / "rigs" / "sim.toml"), session={"n_trials": 20, "speed": "realtime"},
-                         display={"presenter": "headless"}, images={"pool_size": 300, "test_size": 40},
-                         model={"kind": "baseline"}, fixation={"break_probability": 0.0},
-                         cortex={"population": {"n_neurons": 8, "seed": 3}})
-    (tmp_path / "rig.json").write_text(rig.model_dump_json())
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    launcher = subprocess.Popen([sys.executable, "-m", "controller.cli", "run", str(tmp_path / "rig.json"),
-                                 "--session-dir", str(tmp_path / "k")], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+    rig = model_fault_rig(20)
+    launcher = start_launcher(rig, tmp_path)
     db = tmp_path / "k" / "session.sqlite"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if db.exists() and sqlite3.connect(db).execute(
-                    "SELECT COUNT(*) FROM trials WHERE status='done'").fetchone()[0] >= 4:
-                break
-            time.sleep(0.3)
-        model = [c for c in _children_of(launcher.pid)
-                 if "serve model" in open(f"/proc/{c}/cmdline").read().replace("\0", " ")]
-        os.kill(model[0], signal.SIGSTOP)  # alive, but answers nothing
+        wait_for_trials(db, 4, "WHERE status='done'")
+        os.kill(child_pid(launcher.pid, "model"), signal.SIGSTOP)  # alive, but answers nothing
         out, _ = launcher.communicate(timeout=180)
     finally:
         if launcher.poll() is None:

@@ -7,13 +7,14 @@ import sys
 import time
 
 from controller.config import with_overrides
+from controller.parts import InProcessPart
 from controller.session import run_controller
 from controller.status import StatusBoard
 from controller.worlds import in_process_parts
 from tests.test_session import ROOT, small_rig
 
 
-class SilentModel:
+class SilentModel(InProcessPart):
     """A model worker that never answers: every plan is late."""
 
     def request(self, req):
@@ -24,15 +25,6 @@ class SilentModel:
 
     def poll(self, timeout_s):
         return []
-
-    def waitables(self):
-        return []
-
-    def malformed(self):
-        return 0
-
-    def close(self):
-        pass
 
 
 def test_plain_status_lines_and_a_warning_when_plans_fall_back(tmp_path):
