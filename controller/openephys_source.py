@@ -50,6 +50,7 @@ from acquisition import openephys
 from acquisition.config import OpenEphysConfig, TtlConfig
 from acquisition.ttl import TtlDecoder
 from controller import messages as m
+from controller.zmq_parts import tell_session_over
 
 log = logging.getLogger("cortexloop.openephys")
 
@@ -195,10 +196,7 @@ class OpenEphysSource:
 
     def close(self) -> None:
         if self.control is not None:
-            try:
-                m.send(self.control, m.Shutdown("session over"), zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass
+            tell_session_over(self.control)
             self.control.close(linger=500)
         self._close_monitor()
         self.sub.close(linger=0)

@@ -39,6 +39,14 @@ def image_context(rig) -> dict | None:
     return {"image_shape": rig.images.shape}
 
 
+def tell_session_over(sock: zmq.Socket) -> None:
+    """Tell the process at the other end that the session is over; a peer that is gone or full is not waited for."""
+    try:
+        m.send(sock, m.Shutdown("session over"), zmq.NOBLOCK)
+    except zmq.ZMQError:
+        pass
+
+
 def _drain(receiver: Receiver, sock: zmq.Socket, timeout_s: float, limit: int = 10_000) -> list:
     """Everything waiting on sock (waiting up to timeout_s for the first), at most `limit` messages."""
     out: list = []
@@ -91,10 +99,7 @@ class ZmqAcquisitionSource:
         return {"malformed_messages": self.receiver.malformed, "last_malformed": self.receiver.last_error}
 
     def close(self) -> None:
-        try:
-            m.send(self.control, m.Shutdown("session over"), zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
+        tell_session_over(self.control)
         self.sub.close(linger=0)
         self.control.close(linger=500)
 
@@ -125,10 +130,7 @@ class ZmqPresenter:
         return self.receiver.malformed
 
     def close(self) -> None:
-        try:
-            m.send(self.plans_out, m.Shutdown("session over"), zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
+        tell_session_over(self.plans_out)
         self.inbox.close(linger=0)
         self.plans_out.close(linger=500)
 
@@ -161,10 +163,7 @@ class ZmqModel:
         return self.receiver.malformed
 
     def close(self) -> None:
-        try:
-            m.send(self.sock, m.Shutdown("session over"), zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
+        tell_session_over(self.sock)
         self.sock.close(linger=500)
 
 
