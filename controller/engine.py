@@ -93,7 +93,6 @@ class SessionEngine:
         self.parts = parts.check()
         self.clock = parts.clock
         self.pools = pools
-        self.pool_hashes = [image_hash(px) for px in pools.train]
         self.rng = np.random.default_rng(rig.session.seed + 101)
         self.timing = rig.timing
         self.window = (rig.response.window_start_ms / 1000, rig.response.window_end_ms / 1000)
@@ -395,7 +394,7 @@ class SessionEngine:
         if self.late_in_a_row == self.RESTART_MODEL_AFTER_LATE:
             self.ask_model_restart()
         self.store.log("plan_late", f"trial {cmd.trial_id}: model plan not ready in time; pool images used")
-        return p.pool_offer(self.pools.train, self.pool_hashes, self.rng, cmd.n)
+        return p.pool_offer(self.pools.train, image_hash, self.rng, cmd.n)
 
     def present(self, cmd: p.Present) -> None:
         plan = m.TrialPlan(trial_id=cmd.trial_id, image_hashes=[it[0] for it in cmd.items],

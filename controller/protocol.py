@@ -100,10 +100,12 @@ def requeued(trial_id: int, items: list) -> list:
     return [(h, px, f"requeued from trial {trial_id}: {why}") for h, px, why in items]
 
 
-def pool_offer(pool_images: np.ndarray, hashes: list, rng: np.random.Generator, n: int) -> Offer:
-    """The fallback when the model's plan is late: n distinct pool images at random."""
+def pool_offer(pool_images: np.ndarray, hash_of, rng: np.random.Generator, n: int) -> Offer:
+    """The fallback when the model's plan is late: n distinct pool images at random, each keyed by
+    hash_of(pixels) (only the chosen ones are hashed)."""
     idx = rng.choice(len(pool_images), n, replace=False)
-    return Offer([(hashes[i], pool_images[i], f"pool fallback (model late) pool#{i}") for i in idx], "pool", -1)
+    return Offer([(hash_of(pool_images[i]), pool_images[i], f"pool fallback (model late) pool#{i}") for i in idx],
+                 "pool", -1)
 
 
 def plan_deadline(request_sent_s: float, stall_timeout_s: float, presenter_needs_it_at: float | None) -> float:

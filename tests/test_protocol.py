@@ -104,7 +104,7 @@ def test_compose_plan_puts_requeued_images_first_and_fills_from_the_offer():
 def test_pool_offer_draws_distinct_pool_images_and_says_why():
     pool = np.arange(20 * 2 * 2 * 3, dtype=np.uint8).reshape(20, 2, 2, 3)
     hashes = [f"h{i}" for i in range(20)]
-    offer = p.pool_offer(pool, hashes, np.random.default_rng(0), 5)
+    offer = p.pool_offer(pool, lambda px: hashes[int(px.flat[0]) // 12], np.random.default_rng(0), 5)
     assert offer.source == "pool" and offer.model_version == -1
     idx = [int(why.split("#")[1]) for _, _, why in offer.items]
     assert len(set(idx)) == 5
