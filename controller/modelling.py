@@ -104,17 +104,18 @@ class BackgroundTrainer(threading.Thread):
 class ModelWorker(InProcessPart):
     CHECKPOINT_EVERY_VERSIONS = 5
 
-    def __init__(self, rig, clock, hypotheses=None, checkpoint_dir=None):
+    def __init__(self, rig, clock, hypotheses=None, checkpoint_dir=None, pools=None):
         """hypotheses: a ready HypothesisSet to discriminate (a benchmark's); else the rig file's, else the
         ensemble's members. checkpoint_dir: where the weights are saved every CHECKPOINT_EVERY_VERSIONS model
         versions (`model.pt`, replaced atomically) and read back when the model is built again (a resumed
-        session: the responses come back from the session store, the weights from here)."""
+        session: the responses come back from the session store, the weights from here). pools: the rig's
+        pools where they are built already (in one process)."""
         self.rig = rig
         self.clock = clock
         torch.manual_seed(rig.model.seed)
         self.image_shape = rig.images.shape
         self.window_s = (rig.response.window_end_ms - rig.response.window_start_ms) / 1000
-        self.pools = make_pools(rig.images)
+        self.pools = pools if pools is not None else make_pools(rig.images)  # in process: the session's own
         self.chooser = ImageChooser(rig.selection, self.pools, seed=rig.selection.seed, window_s=self.window_s)
         self.fixed_hypotheses = hypotheses
         self.budget = clock.training_budget(rig.model.steps_per_trial)

@@ -40,17 +40,17 @@ def _raise_interrupt(signum, frame):
 
 def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store: SessionStore | None = None,
                    truth=None, after_update=None, quiet: bool = False, max_attempts: int | None = None,
-                   board=None, resume: bool = False, launcher_alive=None) -> dict:
+                   board=None, resume: bool = False, launcher_alive=None, pools=None) -> dict:
     """Run one session over `parts`; returns the summary (also written to SESSION/summary.json).
 
     truth: a function images -> true rates, for held-out accuracy (`rig_truth(rig)` for the rig file's
     virtual cortex; None where no truth is known, as on a live rig). after_update(engine, trial_id): called
     after each trial's responses went to the model (benchmarks measure the model there). board: a
     controller.status.StatusBoard kept up to date while the session runs. resume: go on with the session the
-    store holds (controller/resume.py) instead of starting one."""
+    store holds (controller/resume.py) instead of starting one. pools: the rig's pools if built already."""
     session_dir = Path(session_dir)
     store = store or (SessionStore.open(session_dir) if resume else SessionStore.create(session_dir, rig.model_dump_json()))
-    pools = make_pools(rig.images)
+    pools = pools if pools is not None else make_pools(rig.images)
     status = "completed"
     previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     t0 = time.monotonic()
@@ -123,10 +123,12 @@ def run_in_process(rig: RigConfig, session_dir: Path, population=None, hypothese
 
     threads = torch.get_num_threads()
     try:
-        parts = in_process_parts(rig, population=population, hypotheses=hypotheses)
+        pools = make_pools(rig.images)  # one build serves the engine and the model part
+        parts = in_process_parts(rig, population=population, hypotheses=hypotheses, pools=pools)
         if truth is None:
             truth = population.rates if population is not None else rig_truth(rig)
-        summary = run_controller(rig, session_dir, parts, truth=truth, after_update=after_update, quiet=quiet)
+        summary = run_controller(rig, session_dir, parts, truth=truth, after_update=after_update, quiet=quiet,
+                                 pools=pools)
     finally:
         torch.set_num_threads(threads)
     return summary, parts

@@ -66,7 +66,7 @@ def process_parts(rig: RigConfig, endpoints: dict[str, str]) -> SessionParts:
                         mode="processes")
 
 
-def in_process_parts(rig: RigConfig, population=None, hypotheses=None, screen=None) -> SessionParts:
+def in_process_parts(rig: RigConfig, population=None, hypotheses=None, screen=None, pools=None) -> SessionParts:
     """The simulated rig in one process. population: a ground truth other than the rig file's (anything
     with n_neurons, baseline_hz and rates(images)); hypotheses: a HypothesisSet for the model part to
     discriminate; screen: a presenter screen other than the rig's (each part gets its own clock, as each
@@ -77,6 +77,6 @@ def in_process_parts(rig: RigConfig, population=None, hypotheses=None, screen=No
     screen = screen if screen is not None else make_presenter(rig.display, clock)
     presenter = PresenterRunner(screen, make_fixation(rig.fixation, rig.display), events, clock)
     prepare_model_process()  # the same torch settings as the model process: the same numbers come out
-    model = ModelWorker(rig, make_clock(rig.session.speed), hypotheses=hypotheses)
+    model = ModelWorker(rig, make_clock(rig.session.speed), hypotheses=hypotheses, pools=pools)
     return SessionParts(clock=make_clock(rig.session.speed), source=cortex, presenter=presenter, model=model,
                         mode="in-process")
