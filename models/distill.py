@@ -146,13 +146,22 @@ def fit_students(students: Sequence[CompactNet], images: np.ndarray, targets: to
     scale = targets.std(0).clamp(min=1e-3).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
+    # On CUDA the forward pass runs in bf16 with channels-last tensors, as the online trainer's steps do
+    # (models/online.py); the loss and the optimizer stay in float32. The CPU path is unchanged.
+    cuda = device.type == "cuda"
+    if cuda:
+        net = net.to(memory_format=torch.channels_last)
     net.train()
     report_every = max(1, min(25, steps // 20))
     for step in range(1, steps + 1):
         idx = rng.integers(0, len(images), min(batch_size, len(images)))
         x = to_tensor(images[idx]).to(device)
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
         t = targets[idx].to(device)
-        loss = (((net(x) - t) / scale) ** 2).mean(0).sum()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            pred = net(x)
+        loss = (((pred.float() - t) / scale) ** 2).mean(0).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
