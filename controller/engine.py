@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +86,10 @@ def spike_batch_problem(msg: m.SpikeBatch, n_neurons: int) -> str | None:
 
 class SessionEngine:
     DEAD_AFTER_S = 10.0  # a recording part silent this long (wall) ends the session
+    # Wall time one pump() spends handling messages (each part polled once, then its share of this). A message
+    # under way is finished, so a pump returns within this plus one message's handling plus each socket's
+    # poll (at most zmq_parts.POLL_LIMIT messages decoded).
+    PUMP_BUDGET_S = 0.05
     RESTART_MODEL_AFTER_LATE = 3  # plans in a row not answered in time: the model worker is hung, replace it
 
     def __init__(self, rig: RigConfig, store: SessionStore, parts: SessionParts, pools: Pools):
@@ -97,6 +102,9 @@ class SessionEngine:
         self.timing = rig.timing
         self.window = (rig.response.window_start_ms / 1000, rig.response.window_end_ms / 1000)
         self.poller = None
+        # Messages a part's poll returned that a pump had no time left to handle, in the order they came.
+        self._inputs = [(parts.source, self._on_acquisition, deque()), (parts.presenter, self._on_presenter, deque()),
+                        (parts.model, self._on_model, deque())]
         waitables = [w for part in parts.all() for w in part.waitables()]
         if waitables:
             self.poller = zmq.Poller()
@@ -147,7 +155,9 @@ class SessionEngine:
 
     # -- message handling ------------------------------------------------------
     def pump(self, timeout_ms: float) -> None:
-        """Take and handle everything the parts have (waiting up to timeout_ms when nothing is there)."""
+        """Handle what the parts have (waiting up to timeout_ms when nothing is there), for at most
+        PUMP_BUDGET_S of handling: a flood on one socket cannot keep the loop from its liveness checks, its
+        plans, or the other sockets (what is left waits in order for the next pump)."""
         got = self._poll_parts()
         if not got and timeout_ms > 0 and self.poller is not None:
             if self.poller.poll(timeout_ms):
@@ -156,16 +166,23 @@ class SessionEngine:
             self.status.tick(self)
 
     def _poll_parts(self) -> int:
+        """Each part is polled at most once a pump (an in-process presenter shows a trial when polled, so
+        polling it more often would change what a session does); what a poll returned is handled in the
+        parts' order, each part within its share of what is left of the budget: remaining / parts to go, so
+        each gets at least 1/3 of PUMP_BUDGET_S and time one part leaves unused goes to the parts after it.
+        Returns how many messages were handled."""
+        start = time.monotonic()
         n = 0
-        for msg in self.parts.source.poll(0):
-            self._on_acquisition(msg)
-            n += 1
-        for msg in self.parts.presenter.poll(0):
-            self._on_presenter(msg)
-            n += 1
-        for msg in self.parts.model.poll(0):
-            self._on_model(msg)
-            n += 1
+        for k, (part, handle, backlog) in enumerate(self._inputs):
+            if not backlog:
+                backlog.extend(part.poll(0))
+            share_end = time.monotonic() + max(0.0, start + self.PUMP_BUDGET_S - time.monotonic()) / (
+                len(self._inputs) - k)
+            while backlog:
+                handle(backlog.popleft())
+                n += 1
+                if time.monotonic() >= share_end:
+                    break
         return n
 
     def _on_acquisition(self, msg) -> None:

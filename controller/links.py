@@ -103,6 +103,23 @@ class Receiver:
             frames = self.sock.recv_multipart(flags=flags, copy=False)
         except zmq.Again:
             return None
+        return self._decode(frames)
+
+    def recv_many(self, limit: int) -> list:
+        """Up to `limit` messages that are waiting, without blocking. A malformed one is counted and passed
+        over (it counts toward the limit: decoding it was work), so junk cannot hide the valid ones behind it."""
+        out = []
+        for _ in range(limit):
+            try:
+                frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            msg = self._decode(frames)
+            if msg is not None:
+                out.append(msg)
+        return out
+
+    def _decode(self, frames):
         identity = None
         if self.routed:
             identity, frames = bytes(frames[0].buffer), frames[1:]

@@ -19,6 +19,9 @@ from controller.links import Receiver, limit_socket, socket_limits
 # Sizes no valid message exceeds, for sockets made before the rig's neuron count is known (it comes from the
 # acquisition source once the session starts): the rig file allows at most this many neurons.
 MAX_NEURONS = 4096
+# Messages one poll takes from a socket: decoding and validating them is work done before the engine's pump
+# budget is looked at, so it is bounded here; what is left stays queued in ZeroMQ (up to the socket's HWM).
+POLL_LIMIT = 256
 
 
 def limit_for(sock: zmq.Socket, name: str, rig=None) -> zmq.Socket:
@@ -47,17 +50,11 @@ def tell_session_over(sock: zmq.Socket) -> None:
         pass
 
 
-def _drain(receiver: Receiver, sock: zmq.Socket, timeout_s: float, limit: int = 10_000) -> list:
-    """Everything waiting on sock (waiting up to timeout_s for the first), at most `limit` messages."""
-    out: list = []
+def _drain(receiver: Receiver, sock: zmq.Socket, timeout_s: float, limit: int = POLL_LIMIT) -> list:
+    """What is waiting on sock (waiting up to timeout_s for the first), at most `limit` messages."""
     if timeout_s > 0 and not sock.poll(timeout_s * 1000):
-        return out
-    while len(out) < limit:
-        msg = receiver.recv()
-        if msg is None:
-            break
-        out.append(msg)
-    return out
+        return []
+    return receiver.recv_many(limit)
 
 
 class ZmqAcquisitionSource:
