@@ -5,6 +5,8 @@
     transform  what the model sees each step: small random shifts (`Jitter`), so the
                result does not rely on one exact pixel alignment
     stopper    when to stop: a step budget and a perf_counter deadline (`Stopper`)
+    project    where images may go: `NaturalRange` keeps each image's mean level and RMS
+               contrast within the natural pool's range (applied to the start and after every step)
 
 The loop follows Cowley et al.: gradient ascent in pixel space, the gradient
 smoothed and normalised by its RMS (so one step size suits any model and any
@@ -12,7 +14,12 @@ rate scale), the image kept in range by clamping and smoothed lightly so it
 stays presentable (no single-pixel checkerboards). Every image keeps the best
 version seen, which is what comes back when the deadline arrives.
 
-`most_exciting_images` (MEIs) is the entry point other parts of cortexloop use.
+`most_exciting_images` (MEIs) is the entry point other parts of cortexloop use. An
+MEI meant to work on the neuron, not only on the model (Cowley et al. tested theirs
+on the neurons), starts from the model's best pool image for the neuron, stays within
+the natural range of contrast and mean level, and maximises the members' mean rate
+minus a multiple of their spread: the models were fitted on natural images and their
+predictions far off that manifold, where members disagree, are extrapolation.
 """
 from __future__ import annotations
 
@@ -119,15 +126,79 @@ class Stopper:
         return False
 
 
+def image_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, H, W) -> (mean level (B,), RMS contrast (B,)), both over all pixels and channels.
+
+    Over the channels too, so a colour contrast (a gaudy image's binarized channels) counts as contrast.
+    """
+    flat = x.flatten(1)
+    mean = flat.mean(1)
+    return mean, (flat - mean[:, None]).pow(2).mean(1).sqrt()
+
+
+class NaturalRange:
+    """Keeps images' mean level and RMS contrast within given bounds: a projection applied after each step.
+
+    `NaturalRange.of(images, (1, 99))` takes the bounds from percentiles of a natural image set (the pool's
+    natural images). The projection rescales each image's deviations from its mean to the nearest contrast
+    inside the bounds and shifts its mean to the nearest level inside them, then clamps to [0, 1]; clamping
+    lowers contrast and moves the mean, so it repeats a few times (each pass shrinks the error).
+    """
+
+    PASSES = 6
+
+    def __init__(self, mean_range: tuple[float, float], rms_range: tuple[float, float]):
+        if not (0.0 <= mean_range[0] <= mean_range[1] <= 1.0 and 0.0 <= rms_range[0] <= rms_range[1] <= 0.5):
+            raise ValueError(f"bad natural range: mean {mean_range}, RMS contrast {rms_range}")
+        self.mean_range = (float(mean_range[0]), float(mean_range[1]))
+        self.rms_range = (float(rms_range[0]), float(rms_range[1]))
+
+    @classmethod
+    def of(cls, images: np.ndarray | torch.Tensor, percentiles: tuple[float, float] = (1.0, 99.0)) -> "NaturalRange":
+        """Bounds from percentiles of `images` (uint8 (n, H, W, C) or float (n, C, H, W) in [0, 1])."""
+        x = from_pixels(images) if isinstance(images, np.ndarray) else images
+        if len(x) == 0:
+            raise ValueError("a natural range needs at least one image")
+        mean, rms = (v.double().numpy() for v in image_stats(x))
+        lo, hi = percentiles
+        return cls((float(np.percentile(mean, lo)), float(np.percentile(mean, hi))),
+                   (float(np.percentile(rms, lo)), float(np.percentile(rms, hi))))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.PASSES):
+            mean, rms = image_stats(x)
+            new_mean = mean.clamp(*self.mean_range)
+            new_rms = rms.clamp(*self.rms_range)
+            # A flat image has no deviations to scale: its contrast can only come from the next step's gradient.
+            scale = torch.where(rms > 1e-6, new_rms / rms.clamp_min(1e-6), torch.ones_like(rms))
+            x = (new_mean.view(-1, 1, 1, 1) + (x - mean.view(-1, 1, 1, 1)) * scale.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
+        return x
+
+    def contains(self, x: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
+        """(B,) bool: within the bounds, give or take `tol`."""
+        mean, rms = image_stats(x)
+        return ((mean >= self.mean_range[0] - tol) & (mean <= self.mean_range[1] + tol)
+                & (rms >= self.rms_range[0] - tol) & (rms <= self.rms_range[1] + tol))
+
+    def describe(self) -> dict:
+        return {"mean_level": list(self.mean_range), "rms_contrast": list(self.rms_range)}
+
+
 # ----------------------------------------------------------------------------- the loop
 
 def synthesize(objective: ImageObjective, init: torch.Tensor, max_steps: int = 100, deadline_s: float | None = None,
                step_size: float = 0.05, grad_sigma_px: float = 1.0, image_sigma_px: float = 0.3,
-               transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> SynthesisResult:
-    """Gradient ascent on `objective` from `init`; returns the best version of each image."""
+               transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               project: Callable[[torch.Tensor], torch.Tensor] | None = None) -> SynthesisResult:
+    """Gradient ascent on `objective` from `init`; returns the best version of each image.
+
+    `project` (e.g. a NaturalRange) maps images back into the allowed set: applied to the start and after
+    every step, so every image scored, and so the one returned, lies in it.
+    """
     stop = Stopper(max_steps, deadline_s)
     transform = transform or (lambda t: t)
-    x = init.detach().clone().clamp(0.0, 1.0)
+    project = project or (lambda t: t.clamp(0.0, 1.0))
+    x = project(init.detach().clone().clamp(0.0, 1.0))
     best = x.clone()
     best_score = torch.full((len(x),), -math.inf)
     step = 0
@@ -141,7 +212,7 @@ def synthesize(objective: ImageObjective, init: torch.Tensor, max_steps: int = 1
             best_score = torch.where(better, score.detach(), best_score)
             grad = gaussian_blur(grad, grad_sigma_px)
             rms = grad.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12).view(-1, 1, 1, 1)
-            x = gaussian_blur(x + step_size * grad / rms, image_sigma_px).clamp(0.0, 1.0)
+            x = project(gaussian_blur(x + step_size * grad / rms, image_sigma_px).clamp(0.0, 1.0))
         step += 1
     # The last update has not been scored yet: score it once (cheap, no gradient) when time allows.
     if step > 0 and (deadline_s is None or time.perf_counter() + stop._slowest / 2 < deadline_s):
@@ -158,26 +229,30 @@ def synthesize(objective: ImageObjective, init: torch.Tensor, max_steps: int = 1
 
 # ----------------------------------------------------------------------------- MEIs
 
-def mei_objective(predictor, neurons: Sequence[int]) -> ImageObjective:
-    """Image i maximises the members' mean rate of neuron neurons[i]; computes only those neurons."""
+def mei_objective(predictor, neurons: Sequence[int], spread_penalty: float = 0.0) -> ImageObjective:
+    """Image i maximises the members' mean rate of neuron neurons[i], minus `spread_penalty` times the members'
+    standard deviation; computes only those neurons."""
     neurons = list(neurons)
     diag = torch.arange(len(neurons))
 
     def objective(images: torch.Tensor) -> torch.Tensor:
-        mean_rate = excitation(predictor.rates(images, neurons=neurons))  # (B, n)
-        return mean_rate[diag, diag]
+        score = excitation(predictor.rates(images, neurons=neurons), spread_penalty)  # (B, n)
+        return score[diag, diag]
 
     return objective
 
 
 def most_exciting_images(predictor, neurons: Sequence[int], image_shape: tuple[int, int, int], steps: int = 200,
                          seed: int = 0, deadline_s: float | None = None, init: np.ndarray | None = None,
-                         chunk: int = 16, step_size: float = 0.05, jitter_px: int = 1) -> np.ndarray:
+                         chunk: int = 16, step_size: float = 0.05, jitter_px: int = 1, spread_penalty: float = 0.0,
+                         project: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
     """One MEI per neuron: uint8 (len(neurons), H, W, C).
 
     Starts from smooth noise (or from `init`, uint8 (len(neurons), H, W, C), e.g. each neuron's best
-    pool image). Neurons go through in chunks so only the chunk's neurons are computed; when a deadline
-    is given, the time left is shared evenly among the chunks still to run.
+    pool image: `best_pool_images`). Maximises the members' mean rate minus `spread_penalty` standard
+    deviations across members; `project` (a NaturalRange) bounds contrast and mean level. Neurons go
+    through in chunks so only the chunk's neurons are computed; when a deadline is given, the time left
+    is shared evenly among the chunks still to run.
     """
     neurons = list(neurons)
     h, w, c = image_shape
@@ -189,8 +264,20 @@ def most_exciting_images(predictor, neurons: Sequence[int], image_shape: tuple[i
         if deadline_s is not None:
             now = time.perf_counter()
             chunk_deadline = now + max(0.0, deadline_s - now) / (len(chunks) - ci)
-        result = synthesize(mei_objective(predictor, [neurons[r] for r in rows]), starts[rows], max_steps=steps,
-                            deadline_s=chunk_deadline, step_size=step_size,
-                            transform=Jitter(jitter_px, seed + ci))
+        result = synthesize(mei_objective(predictor, [neurons[r] for r in rows], spread_penalty), starts[rows],
+                            max_steps=steps, deadline_s=chunk_deadline, step_size=step_size,
+                            transform=Jitter(jitter_px, seed + ci), project=project)
         out[rows] = to_pixels(result.images)
     return out
+
+
+def best_pool_images(predictor, neurons: Sequence[int], pool: np.ndarray, spread_penalty: float = 0.0,
+                     batch: int = 256) -> np.ndarray:
+    """For each neuron, the row of `pool` (uint8 (P, H, W, C)) that scores highest on its MEI objective
+    (members' mean minus `spread_penalty` spreads): where its MEI starts. Computes only those neurons."""
+    neurons = list(neurons)
+    scores = []
+    with torch.no_grad():
+        for s in range(0, len(pool), batch):
+            scores.append(excitation(predictor.rates(from_pixels(pool[s:s + batch]), neurons=neurons), spread_penalty))
+    return torch.cat(scores).argmax(0).numpy()

@@ -3,10 +3,11 @@ import math
 import time
 
 import numpy as np
+import pytest
 import torch
 
-from stimulus.synthesis import (Jitter, Stopper, gaussian_blur, most_exciting_images, noise_images, synthesize,
-                                to_pixels)
+from stimulus.synthesis import (Jitter, NaturalRange, Stopper, best_pool_images, from_pixels, gaussian_blur,
+                                image_stats, most_exciting_images, noise_images, synthesize, to_pixels)
 
 SHAPE = (16, 16, 3)
 
@@ -110,3 +111,60 @@ def test_to_pixels_rounds_clips_and_puts_channels_last():
     assert px.dtype == np.uint8 and px.shape == (1, 2, 2, 3)
     assert px[0, 0, 0].tolist() == [0, 128, 255] and px[0, 1, 1].tolist() == [0, 255, 64]
     assert px[0, 0, 1].tolist() == [0, 0, 0]
+
+
+def natural_like(n=200, seed=0):
+    """Smooth, moderate-contrast images (uint8): the 'natural' set a range is taken from."""
+    x = noise_images(n, SHAPE, seed=seed, amplitude=0.1, smooth_sigma_px=2.0)
+    x = x * torch.linspace(0.6, 1.4, n).view(n, 1, 1, 1) + torch.linspace(-0.15, 0.15, n).view(n, 1, 1, 1)
+    return to_pixels(x.clamp(0, 1))
+
+
+def test_natural_range_is_the_pools_percentiles_and_the_projection_lands_inside_it():
+    nat = natural_like()
+    rng = NaturalRange.of(nat, (5.0, 95.0))
+    mean, rms = (v.numpy() for v in image_stats(from_pixels(nat)))
+    assert np.isclose(rng.mean_range[0], np.percentile(mean, 5)) and np.isclose(rng.rms_range[1], np.percentile(rms, 95))
+    wild = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(3))  # uniform noise: RMS ~0.29
+    wild[0] = 0.97  # flat and bright
+    wild[1] = (wild[1] > 0.5).float()  # binary: the most contrast there is
+    assert not rng.contains(wild).any()
+    inside = rng(wild)
+    assert rng.contains(inside[1:], tol=1e-3).all()
+    # A flat image has no pattern to scale up: only its level is moved into range.
+    level, contrast = image_stats(inside[:1])
+    assert rng.mean_range[0] <= float(level) <= rng.mean_range[1] and float(contrast) < 1e-6
+    assert float(inside.min()) >= 0.0 and float(inside.max()) <= 1.0
+    # An image already inside is left alone.
+    ok = from_pixels(nat[100:101])
+    assert torch.allclose(rng(ok), ok, atol=1e-6)
+    with pytest.raises(ValueError, match="natural range"):
+        NaturalRange((0.6, 0.4), (0.1, 0.2))
+
+
+def test_an_mei_under_the_natural_bound_keeps_natural_contrast_and_without_it_does_not():
+    # The tiny neurons are linear in contrast: unbounded ascent drives the image to full contrast.
+    p = TinyPredictor(n_neurons=4)
+    nat = natural_like()
+    rng = NaturalRange.of(nat, (1.0, 99.0))
+    start = nat[best_pool_images(p, [0, 1, 3], nat)]
+    free = most_exciting_images(p, [0, 1, 3], SHAPE, steps=40, init=start)
+    bounded = most_exciting_images(p, [0, 1, 3], SHAPE, steps=40, init=start, project=rng)
+    assert not rng.contains(from_pixels(free), tol=2 / 255).all()
+    assert rng.contains(from_pixels(bounded), tol=2 / 255).all()  # uint8 rounding: within 2/255
+    # Still an MEI: it beats the best natural image it started from, on the model.
+    diag = torch.arange(3)
+    r_start = p.rates(from_pixels(start), neurons=[0, 1, 3]).mean(0)[diag, diag]
+    r_mei = p.rates(from_pixels(bounded), neurons=[0, 1, 3]).mean(0)[diag, diag]
+    assert torch.all(r_mei > r_start + 1.0)
+
+
+def test_best_pool_images_is_each_neurons_top_image_and_the_spread_penalty_moves_it():
+    p = TinyPredictor(n_neurons=4, n_members=3, seed=1)
+    nat = natural_like(60, seed=4)
+    x = from_pixels(nat)
+    r = p.rates(x).detach()
+    picks = best_pool_images(p, [2, 0], nat)
+    assert picks.tolist() == [int(r.mean(0)[:, 2].argmax()), int(r.mean(0)[:, 0].argmax())]
+    lcb = r.mean(0) - 50.0 * r.std(0, unbiased=False)
+    assert best_pool_images(p, [2], nat, spread_penalty=50.0).tolist() == [int(lcb[:, 2].argmax())]
