@@ -289,9 +289,11 @@ class SessionEngine:
 
     def _check_alive(self) -> None:
         now = time.monotonic()
-        # The presenter reports between trials only (a trial's frames come first), so its limit allows for
-        # a whole trial; the acquisition stream speaks all the time.
-        limits = {"acquisition": self.DEAD_AFTER_S, "presenter": max(self.DEAD_AFTER_S, 2 * self.timing.trial_s + 5)}
+        # The presenter heartbeats between trials and, during a trial, right after its flips (rate-limited,
+        # presenting.py); the inter-trial interval's frames have no such moment, so its limit allows for that
+        # interval. The acquisition stream speaks all the time.
+        limits = {"acquisition": self.DEAD_AFTER_S,
+                  "presenter": self.DEAD_AFTER_S + self.timing.iti_frames / self.timing.refresh_hz}
         for role, limit in limits.items():
             seen = self.last_seen.get(role)
             if seen is not None and now - seen > limit:

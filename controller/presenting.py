@@ -31,11 +31,15 @@ def show_plan(plan: m.TrialPlan) -> ShowPlan:
 
 class PresenterRunner(InProcessPart):
     IDLE_S = 0.005  # how long the idle frame is shown before the queue is looked at again
-    HEARTBEAT_S = 0.5  # wall clock: says the presenter is alive (between trials)
+    HEARTBEAT_S = 0.5  # wall clock: says the presenter is alive (between trials, and between a trial's flips)
 
-    def __init__(self, screen, fixation, events, clock):
+    def __init__(self, screen, fixation, events, clock, live_out=None):
+        """live_out: callable(message) that sends a message at once without blocking (the presenter process's
+        socket to the controller). Given, heartbeats go out during a trial too, between flips; in one process
+        there is no one to tell while the trial runs, and none are sent then."""
         self.screen = screen
         self.fixation = fixation
+        self.live_out = live_out
         self.events = events
         self.clock = clock
         self.queue: deque[m.TrialPlan] = deque()
@@ -79,9 +83,19 @@ class PresenterRunner(InProcessPart):
             self.opened = False
 
     # -- what it does ---------------------------------------------------------------
-    def heartbeat(self) -> m.Heartbeat:
+    def heartbeat(self, info: bool = True) -> m.Heartbeat:
         self.hb_seq += 1
-        return m.Heartbeat(role="presenter", seq=self.hb_seq, clock_s=self.screen.now(), info=self.describe())
+        return m.Heartbeat(role="presenter", seq=self.hb_seq, clock_s=self.screen.now(),
+                           info=self.describe() if info else {})
+
+    def _beat_between_flips(self) -> None:
+        """During a trial: a heartbeat at most every HEARTBEAT_S. Called right after a flip, where the next
+        frame is furthest away; it costs one clock read, and twice a second a small message sent without
+        waiting (no display description: nothing that could take long)."""
+        now = time.monotonic()
+        if now - self.last_heartbeat >= self.HEARTBEAT_S:
+            self.last_heartbeat = now
+            self.live_out(self.heartbeat(info=False))
 
     def describe(self) -> dict:
         """What the controller records about the display: which screen, and how frames are paced."""
@@ -103,7 +117,8 @@ class PresenterRunner(InProcessPart):
             self.events.write(m.Codes.IMAGE_ONSET, flip_s, plan.trial_id, index, h)
             out.append(m.OnsetReport(trial_id=plan.trial_id, index=index, image_hash=h, flip_s=flip_s, frame=frame))
 
-        result = self.screen.run_trial(show_plan(plan), on_onset, self.fixation)
+        fixation = self.fixation if self.live_out is None else _BeatAfterFlips(self.fixation, self._beat_between_flips)
+        result = self.screen.run_trial(show_plan(plan), on_onset, fixation)
         self.events.write(m.Codes.TRIAL_END if result.status == "done" else m.Codes.TRIAL_ABORT, result.end_s,
                           plan.trial_id, -1, "")
         out.append(m.TrialReport(trial_id=plan.trial_id, status=result.status, start_s=result.start_s,
@@ -118,3 +133,25 @@ class PresenterRunner(InProcessPart):
         start, self.gap_start = self.gap_start, None
         return m.TrialReport(trial_id=-1, status="gap", start_s=start, end_s=self.screen.now(),
                              dropped_frames=0, n_onsets=0, reason="plan queue empty")
+
+
+class _BeatAfterFlips:
+    """The fixation source as the screen sees it during a trial: the screen asks it, right after each flip of
+    the frames that need fixation (fixation, image, blank between images), whether fixation holds; that moment
+    is used to send the presenter's heartbeat too. Frames of the inter-trial interval ask nothing, so the
+    controller's silence limit for the presenter allows for that interval (engine._check_alive)."""
+
+    def __init__(self, inner, beat):
+        self.inner = inner
+        self.beat = beat
+
+    def start_trial(self, trial_id: int, start_s: float, duration_s: float) -> None:
+        self.inner.start_trial(trial_id, start_s, duration_s)
+
+    def holding(self, now_s: float) -> bool:
+        held = self.inner.holding(now_s)
+        self.beat()
+        return held
+
+    def __getattr__(self, name):  # anything else a fixation source has (a tracker's state) is the inner one's
+        return getattr(self.inner, name)

@@ -43,8 +43,17 @@ class PresenterService:
         self.to_controller.setsockopt(zmq.LINGER, 2000)
         self.to_controller.connect(endpoints["controller_inbox"])
         self.events = make_rig_event_output(rig, endpoints, screen, ctx)
-        self.runner = PresenterRunner(screen, make_fixation(rig.fixation, rig.display), self.events, clock)
+        self.runner = PresenterRunner(screen, make_fixation(rig.fixation, rig.display), self.events, clock,
+                                      live_out=self._send_now)
         self.stopping = False
+
+    def _send_now(self, msg) -> None:
+        """A message sent during a trial (a heartbeat): never waited for; a full queue drops it (the frame
+        comes first, and the next heartbeat is half a second away)."""
+        try:
+            m.send(self.to_controller, msg, zmq.NOBLOCK)
+        except zmq.Again:
+            pass
 
     def _take_plans(self, timeout_ms: float = 0) -> None:
         if timeout_ms and not self.plans_in.poll(timeout_ms):
