@@ -10,7 +10,7 @@ from pathlib import Path
 
 from controller.config import RigFileError, load_rig, with_overrides
 
-BENCHES = ("training", "presentation", "efficiency", "discrimination", "mei", "ingest")
+BENCHES = ("training", "presentation", "efficiency", "discrimination", "mei", "ingest", "faults")
 
 
 def _load(path: str):

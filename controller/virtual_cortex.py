@@ -50,8 +50,18 @@ class VirtualCortex(InProcessPart):
         self.population = population or Population(cc.population, rig.images.size_px, rig.images.colour)
         self.recording_clock = RecordingClock(cc.recording.clock_offset_s, cc.recording.clock_drift_ppm)
         self.sample_rate = float(rig.session.acquisition_sample_rate_hz)
+        self.jump_from_s = None  # the simulated fault recording.clock_jump_s: set once start_s is known
+        self.jumped = False
+        self.ledger = rig.cortex.recording.ledger
         self.now_s = self._acq(clock.now())
         self.start_s = self.now_s
+        self.jump_s = cc.recording.clock_jump_s
+        if cc.recording.clock_jump_after_s is not None and self.jump_s:
+            self.jump_from_s = self.start_s + cc.recording.clock_jump_after_s
+        # The simulated fault recording.reorder: a batch held back, sent after the next one.
+        self.reorder = cc.recording.reorder
+        self.reorder_rng = np.random.default_rng(cc.population.seed + 104_729)  # the loss draws stay as they were
+        self.held: m.SpikeBatch | None = None
         self.spiking = SpikingModel(cc.spiking, self.population.baseline_hz, cc.population.seed + 1,
                                     start_s=self.now_s)
         self.batcher = SpikeBatcher(cc.recording, cc.population.seed)
@@ -78,7 +88,17 @@ class VirtualCortex(InProcessPart):
         self.openephys_out = openephys_out
 
     def _acq(self, presenter_s: float) -> float:
-        return float(self.recording_clock.to_acquisition(presenter_s))
+        t = float(self.recording_clock.to_acquisition(presenter_s))
+        if self.jump_from_s is not None and t >= self.jump_from_s:
+            if self.ledger and not self.jumped:
+                print(f"ledger {self.stream} clock_jump {self.jump_s!r} at {self.jump_from_s!r}", flush=True)
+            self.jumped = True
+            t += self.jump_s
+        return t
+
+    def _ledger(self, seq: int, n_spikes: int, fate: str) -> None:
+        # One line per batch, flushed: what the stream carried survives this process being killed.
+        print(f"ledger {self.stream} {seq} {n_spikes} {fate}", flush=True)
 
     def on_grid(self, t_s):
         """Times as the recording system has them: on its sample grid."""
@@ -112,10 +132,22 @@ class VirtualCortex(InProcessPart):
         batch = self.batcher.batch(self.now_s, t_s, neuron, times)
         self.now_s = t_s
         due = self._due_ttl(int(np.floor(t_s * self.sample_rate)))
-        if batch is not None:
-            self.outbox.append(m.SpikeBatch(stream=self.stream, seq=batch.seq, t_start_s=batch.t_start_s,
-                                            t_end_s=batch.t_end_s, total_spikes=batch.total_spikes,
-                                            neuron=batch.neuron, time_s=batch.time_s))
+        if batch is None:
+            if self.ledger:
+                self._ledger(self.batcher.seq, len(neuron), "dropped")
+        else:
+            msg = m.SpikeBatch(stream=self.stream, seq=batch.seq, t_start_s=batch.t_start_s,
+                               t_end_s=batch.t_end_s, total_spikes=batch.total_spikes,
+                               neuron=batch.neuron, time_s=batch.time_s)
+            if self.held is not None:  # the batch held back goes after this one
+                self.outbox += [msg, self.held]
+                self.held = None
+            elif self.reorder > 0 and self.reorder_rng.random() < self.reorder:
+                self.held = msg
+            else:
+                self.outbox.append(msg)
+            if self.ledger:
+                self._ledger(batch.seq, len(batch.neuron), "delayed" if self.held is msg else "sent")
         if self.openephys_out is None:
             return
         # The Open Ephys stream in time order: each TTL transition before the spikes of later samples.

@@ -1,0 +1,536 @@
+"""cortexloop bench faults: each fault injected into a real multi-process session of the simulated rig.
+
+    cortexloop bench faults [--json out.json] [--faults NAME ...] [--trials N] [--store DIR] [--keep]
+
+Every row is one `cortexloop run` (launcher, controller, virtual cortex, model
+worker and headless presenter as their own processes over ZeroMQ ipc sockets)
+on rigs/sim.toml made small (8 neurons, a 300-image pool, the baseline model,
+100 ms fixation and inter-trial interval), at the speed the fault needs. The
+fault is injected from outside, as it would happen on a rig: a signal to one
+process, junk or a flood of messages from a process of its own connected to a
+socket, or a rig key of the virtual cortex's recording section (packet loss,
+reordering, a clock jump: acquisition/config.py RecordingConfig).
+
+Figures per row:
+
+- trials before / after: trials done when the fault was injected, and done
+  after it (a resumed session's included); `throughout` where the fault is a
+  rig key acting all session long;
+- spikes: the virtual cortex's own ledger (`recording.ledger`: one line per
+  spike batch it made, with its fate: sent, dropped on purpose, delayed on
+  purpose) against the store's spike_batches, per stream, over the batches the
+  store's range covers (from its first stored batch to its last). `injected`
+  is what the fault dropped on purpose; `lost` is every other spike the
+  cortex sent in that range that the store does not hold (must be 0);
+  `unrecorded` is what the cortex made after the last stored batch (no
+  controller listening: after the session ended, or while it was stopped);
+- committed kept: every row of plans, onsets, trials, event codes, spike
+  batches and responses the store held when the fault was injected is still
+  there, unchanged, at the end;
+- recovered: per fault, as the legend printed with the table says;
+- status: what the session's summary.json said (the resumed one's, where it
+  was resumed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RIG = ROOT / "rigs" / "sim.toml"
+SESSION_TIMEOUT_S = 240.0  # one run of a fault's session (a loaded 2-core machine takes ~30-60 s)
+COMMITTED_TABLES = ("plans", "onsets", "trials", "event_codes", "spike_batches", "responses")
+
+
+# -- the faults ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    what: str
+    speed: str  # "realtime" or "max"
+    recovered_means: str
+    inject: str = ""  # how: "kill:ROLE", "stop:ROLE", "socket:ENDPOINT", "" (a rig key acting from the start)
+    recording: dict = field(default_factory=dict)  # keys of [cortex.recording] for this fault
+    after_trials: int = 3  # done trials before the fault is injected
+    ends_session: bool = False  # the session must end (cleanly); then `--resume` finishes it
+    resume: bool = False  # the launcher ends; `cortexloop run --resume` continues the session
+
+
+CONTINUES = "completed with all its trials, no spike lost outside the injected loss, nothing committed changed"
+ENDS = ("ended cleanly (summary.json, status naming the cause), nothing committed changed, no spike lost; "
+        "then `--resume` completed all its trials")
+
+FAULTS = (
+    Fault("controller-sigkill", "controller SIGKILL mid-session, then cortexloop run --resume", "realtime",
+          "the launcher wrote summary.json from the store (status: controller stopped (signal SIGKILL)); "
+          "`--resume` completed all its trials, no spike lost, nothing committed changed",
+          inject="kill:controller", resume=True),
+    Fault("model-killed", "model worker SIGKILL", "realtime", CONTINUES + "; the worker was started again",
+          inject="kill:model"),
+    Fault("model-hung", "model worker SIGSTOP (alive, answers nothing)", "realtime",
+          CONTINUES + "; the worker was replaced", inject="stop:model"),
+    Fault("presenter-killed", "presenter SIGKILL", "realtime", ENDS, inject="kill:presenter", ends_session=True,
+          resume=True),
+    Fault("packets-dropped", "20% of spike batches dropped by the recording system", "max",
+          CONTINUES + "; every dropped batch counted by the engine", recording={"packet_loss": 0.2}),
+    Fault("packets-reordered", "10% of spike batches sent after the next one", "max", CONTINUES,
+          recording={"reorder": 0.1}),
+    Fault("junk+flood controller_inbox", "junk frames, then a flood of valid messages, into the controller's inbox",
+          "realtime", CONTINUES, inject="socket:controller_inbox", after_trials=2),
+    Fault("junk+flood presenter_plans", "junk frames, then a flood of valid messages, into the presenter's plans",
+          "realtime", CONTINUES, inject="socket:presenter_plans", after_trials=2),
+    Fault("junk+flood acquisition_events", "junk frames, then a flood of valid messages, into the cortex's input",
+          "realtime", CONTINUES, inject="socket:acquisition_events", after_trials=2),
+    Fault("junk+flood model", "junk frames, then a flood of status requests, into the model worker", "realtime",
+          CONTINUES, inject="socket:model", after_trials=2),
+    Fault("junk acquisition_pub", "raw bytes (no ZeroMQ handshake) at the cortex's PUB socket", "realtime",
+          CONTINUES, inject="socket:acquisition_pub", after_trials=2),
+    Fault("clock-jump", "the acquisition clock jumps 2 s forward mid-session", "max",
+          CONTINUES + "; every response valid", recording={"clock_jump_s": 2.0, "clock_jump_after_s": 8.0}),
+    Fault("cortex-silent", "virtual cortex SIGSTOP (no spikes, codes or heartbeats)", "realtime", ENDS,
+          inject="stop:cortex", after_trials=2, ends_session=True, resume=True),
+)
+BY_NAME = {f.name: f for f in FAULTS}
+
+
+def fault_rig(fault: Fault, n_trials: int, rig_path: Path = DEFAULT_RIG):
+    """rigs/sim.toml made small and fast, with the ledger on and the fault's recording keys."""
+    from controller.config import load_rig, with_overrides
+
+    rig = load_rig(rig_path)
+    recording = {**rig.cortex.recording.model_dump(), "ledger": True, **fault.recording}
+    cortex = {"population": {**rig.cortex.population.model_dump(), "n_neurons": 8, "seed": 3},
+              "recording": recording}
+    return with_overrides(rig, session={"n_trials": n_trials, "speed": fault.speed},
+                          display={"presenter": "headless"}, images={"pool_size": 300, "test_size": 40},
+                          model={"kind": "baseline"}, fixation={"source": "simulated", "break_probability": 0.0},
+                          trial={"fixation_ms": 100, "iti_ms": 100}, cortex=cortex)
+
+
+# -- processes ---------------------------------------------------------------------------------------------------
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"]
+                                                     if os.environ.get("PYTHONPATH") else "")}
+
+
+def start_launcher(args: list[str], out_path: Path) -> subprocess.Popen:
+    """`cortexloop run ...` as a person would start it; its output to out_path."""
+    out = open(out_path, "a")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "controller.cli", "run", *args], env=_env(), stdout=out,
+                                stderr=subprocess.STDOUT)
+    finally:
+        out.close()  # the child holds its own copy
+
+
+def children(pid: int) -> dict[str, int]:
+    """The launcher's `serve ROLE` processes: {role: pid}."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            if ppid != pid:
+                continue
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if b"serve" in cmd:
+            out[cmd[cmd.index(b"serve") + 1].decode()] = int(d.name)
+    return out
+
+
+def done_trials(db: Path) -> int:
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        return con.execute("SELECT COUNT(*) FROM trials WHERE status='done'").fetchone()[0]
+    except sqlite3.OperationalError:  # the schema is not written yet
+        return 0
+    finally:
+        con.close()
+
+
+def wait_for_done(db: Path, n: int, launcher: subprocess.Popen, timeout_s: float) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end and launcher.poll() is None:
+        if done_trials(db) >= n:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def finish(launcher: subprocess.Popen, timeout_s: float) -> int | None:
+    """The launcher's exit code; on timeout, it and its children are killed (None)."""
+    try:
+        return launcher.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        for pid in children(launcher.pid).values():
+            _signal(pid, signal.SIGKILL)
+        launcher.kill()
+        launcher.wait()
+        return None
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+# -- junk and floods, from a process of their own ------------------------------------------------------------
+def _junk_frames(rng: np.random.Generator) -> list[bytes]:
+    return [rng.bytes(int(rng.integers(0, 600))) for _ in range(int(rng.integers(1, 4)))]
+
+
+def attack(endpoint_name: str, endpoint: str, n_junk: int, n_flood: int, out: mp.Queue) -> None:
+    """Connect to a bound endpoint as its peers do, send junk frames, then a flood of valid messages; report
+    what was sent. acquisition_pub is a PUB (nothing is read from its peers): raw bytes without a handshake."""
+    import zmq
+
+    from controller import messages as m
+
+    rng = np.random.default_rng(11)
+    ctx = zmq.Context()
+    sent = {"junk": 0, "flood": 0, "refused": 0}
+    try:
+        if endpoint_name == "acquisition_pub":
+            sock = ctx.socket(zmq.STREAM)
+            sock.connect(endpoint)
+            ident = sock.getsockopt(zmq.IDENTITY)
+            for _ in range(n_junk):
+                try:
+                    sock.send_multipart([ident, rng.bytes(int(rng.integers(1, 600)))], zmq.NOBLOCK)
+                    sent["junk"] += 1
+                except zmq.ZMQError:
+                    sent["refused"] += 1
+                    sock.close(linger=0)  # the PUB hung up on the garbage: connect again
+                    sock = ctx.socket(zmq.STREAM)
+                    sock.connect(endpoint)
+                    ident = sock.getsockopt(zmq.IDENTITY)
+                    time.sleep(0.01)
+        else:
+            kind = zmq.DEALER if endpoint_name == "model" else zmq.PUSH
+            sock = ctx.socket(kind)
+            sock.setsockopt(zmq.SNDHWM, 1000)
+            sock.setsockopt(zmq.SNDTIMEO, 100)
+            sock.connect(endpoint)
+            time.sleep(0.2)
+            role = {"controller_inbox": "presenter", "presenter_plans": "controller",
+                    "acquisition_events": "presenter"}.get(endpoint_name, "controller")
+            for _ in range(n_junk):
+                try:
+                    sock.send_multipart(_junk_frames(rng))
+                    sent["junk"] += 1
+                except zmq.Again:
+                    sent["refused"] += 1
+            for i in range(n_flood):
+                # Valid messages a peer of that socket may send, that ask for nothing harmful: heartbeats, and
+                # status requests to the model worker (each answered, to this socket).
+                msg = (m.ModelRequest(request_id=10 ** 9 + i, op="status") if endpoint_name == "model"
+                       else m.Heartbeat(role=role, seq=i + 1, clock_s=0.0))
+                try:
+                    m.send(sock, msg)
+                    sent["flood"] += 1
+                except zmq.Again:
+                    sent["refused"] += 1
+            if endpoint_name == "model":  # read the answers, as a peer would (the worker sends them anyway)
+                end = time.monotonic() + 2.0
+                while time.monotonic() < end and sock.poll(200):
+                    sock.recv_multipart()
+        sock.close(linger=1000)
+    finally:
+        ctx.term()
+        out.put(sent)
+
+
+def run_attack(endpoint_name: str, session_dir: Path, n_junk: int, n_flood: int) -> dict:
+    endpoints = json.loads((session_dir / "endpoints.json").read_text())
+    q = mp.get_context("spawn").Queue()
+    proc = mp.get_context("spawn").Process(target=attack, args=(endpoint_name, endpoints[endpoint_name], n_junk,
+                                                                n_flood, q))
+    t0 = time.monotonic()
+    proc.start()
+    proc.join(60)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        return {"error": "the attacking process did not finish in 60 s"}
+    sent = q.get(timeout=5) if not q.empty() else {}
+    return {**sent, "seconds": round(time.monotonic() - t0, 2)}
+
+
+# -- what the store holds against what the cortex made ----------------------------------------------------------
+def read_ledger(log: Path) -> tuple[dict[str, dict[int, tuple[int, str]]], list[tuple[str, float, float]]]:
+    """The cortex's ledger lines: {stream: {seq: (spikes, fate)}} and the clock jumps (stream, jump_s, at_s)."""
+    streams: dict[str, dict[int, tuple[int, str]]] = {}
+    jumps = []
+    if not log.exists():
+        return streams, jumps
+    for line in log.read_text(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) == 6 and parts[0] == "ledger" and parts[2] == "clock_jump":
+            jumps.append((parts[1], float(parts[3]), float(parts[5])))
+        elif len(parts) == 5 and parts[0] == "ledger":
+            streams.setdefault(parts[1], {})[int(parts[2])] = (int(parts[3]), parts[4])
+    return streams, jumps
+
+
+def spike_accounting(session_dir: Path) -> dict:
+    """Per stream and in all: spikes received, dropped on purpose (injected), lost otherwise, made before the
+    first or after the last stored batch; batches stored whose spike count differs from the ledger's, and stored
+    batches the ledger does not know (both must be 0: else the figures cannot be trusted)."""
+    ledger, _ = read_ledger(Path(session_dir) / "logs" / "cortex.log")
+    con = sqlite3.connect(Path(session_dir) / "session.sqlite")
+    try:
+        stored: dict[str, dict[int, int]] = {}
+        for stream, seq, neuron in con.execute("SELECT stream, seq, neuron FROM spike_batches"):
+            stored.setdefault(stream, {})[seq] = len(neuron) // 2  # uint16 indices
+    finally:
+        con.close()
+    keys = ("received", "injected", "injected_batches", "lost", "lost_batches", "before_first_stored", "unrecorded_after_last_stored",
+            "count_mismatches", "stored_not_in_ledger")
+    total = dict.fromkeys(keys, 0)
+    per_stream = {}
+    for stream in sorted(set(ledger) | set(stored)):
+        made, have = ledger.get(stream, {}), stored.get(stream, {})
+        row = dict.fromkeys(keys, 0)
+        row["stored_not_in_ledger"] = len(set(have) - set(made))
+        lo, hi = (min(have), max(have)) if have else (np.inf, -np.inf)
+        for seq, (n, fate) in made.items():
+            if fate == "dropped":
+                if lo <= seq <= hi:
+                    row["injected"] += n
+                    row["injected_batches"] += 1
+                if seq in have:  # the recording never sent it: the store cannot hold it
+                    row["count_mismatches"] += 1
+            elif seq in have:
+                row["received"] += have[seq]
+                row["count_mismatches"] += int(have[seq] != n)
+            elif seq < lo:
+                row["before_first_stored"] += n
+            elif seq > hi:
+                row["unrecorded_after_last_stored"] += n
+            else:
+                row["lost"] += n
+                row["lost_batches"] += 1
+        per_stream[stream] = row
+        for k in keys:
+            total[k] += row[k]
+    return {**total, "streams": per_stream}
+
+
+def snapshot(db: Path) -> dict[str, list]:
+    """Every committed row of the tables a session must never lose (read in one transaction)."""
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        con.execute("BEGIN")
+        return {t: con.execute(f"SELECT * FROM {t}").fetchall() for t in COMMITTED_TABLES}
+    finally:
+        con.close()
+
+
+def committed_kept(before: dict[str, list], db: Path) -> tuple[bool, str]:
+    after = snapshot(db)
+    missing = {t: len(set(rows) - set(after[t])) for t, rows in before.items()}
+    bad = {t: n for t, n in missing.items() if n}
+    return not bad, ", ".join(f"{n} {t} rows changed or gone" for t, n in bad.items())
+
+
+def trials_done_before(session_dir: Path, jump_at_s: float) -> int:
+    """Trials whose recorded end code came before the acquisition clock jumped (its own clock, pre-jump)."""
+    from controller import messages as m
+
+    con = sqlite3.connect(Path(session_dir) / "session.sqlite")
+    try:
+        ends = {t for (t,) in con.execute("SELECT trial_id FROM event_codes WHERE clock='acquisition' AND code=? "
+                                          "AND time_s < ?", (int(m.Codes.TRIAL_END), jump_at_s))}
+        done = {t for (t,) in con.execute("SELECT trial_id FROM trials WHERE status='done'")}
+    finally:
+        con.close()
+    return len(ends & done)
+
+
+# -- one fault ---------------------------------------------------------------------------------------------------
+def run_fault(fault: Fault, workdir: Path, n_trials: int, n_junk: int = 2000, n_flood: int = 20000) -> dict:
+    rig = fault_rig(fault, n_trials)
+    session_dir = workdir / fault.name.replace(" ", "-").replace("+", "-")
+    rig_file = workdir / f"{session_dir.name}.rig.json"
+    rig_file.write_text(rig.model_dump_json())
+    out_path = workdir / f"{session_dir.name}.out"
+    db = session_dir / "session.sqlite"
+    t0 = time.monotonic()
+    row: dict = {"fault": fault.name, "what": fault.what, "speed": fault.speed, "n_trials": n_trials,
+                 "recovered_means": fault.recovered_means, "session_dir": str(session_dir)}
+    launcher = start_launcher([str(rig_file), "--session-dir", str(session_dir)], out_path)
+    before = None
+    trials_before = None
+    if fault.inject:
+        if not wait_for_done(db, fault.after_trials, launcher, SESSION_TIMEOUT_S):
+            finish(launcher, 1.0)
+            return {**row, "recovered": False, "error": f"the session did not reach {fault.after_trials} trials "
+                                                        f"before the fault; see {out_path}"}
+        how, target = fault.inject.split(":")
+        before = snapshot(db)
+        trials_before = done_trials(db)
+        if how in ("kill", "stop"):
+            pid = children(launcher.pid).get(target)
+            if pid is None:
+                finish(launcher, 1.0)
+                return {**row, "recovered": False, "error": f"no {target} process to {how}"}
+            _signal(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+            row["injected"] = f"{'SIGKILL' if how == 'kill' else 'SIGSTOP'} to the {target} process"
+        else:
+            row["attack"] = run_attack(target, session_dir, n_junk, n_flood)
+            row["injected"] = f"junk and flood on {target}"
+    code = finish(launcher, SESSION_TIMEOUT_S)
+    row["exit_code"] = code
+    output = out_path.read_text(errors="replace")
+    if code is None:
+        return {**row, "recovered": False, "error": f"the session did not end in {SESSION_TIMEOUT_S:.0f} s"}
+    first = json.loads((session_dir / "summary.json").read_text()) if (session_dir / "summary.json").exists() else {}
+    row["first_status"] = first.get("status", "no summary.json")
+    row["first_summary_written"] = bool(first)
+    if fault.resume:
+        launcher = start_launcher(["--resume", str(session_dir)], out_path)
+        row["resume_exit_code"] = finish(launcher, SESSION_TIMEOUT_S)
+        output = out_path.read_text(errors="replace")
+    row["wall_s"] = round(time.monotonic() - t0, 1)
+    summary = json.loads((session_dir / "summary.json").read_text()) if (session_dir / "summary.json").exists() else {}
+    spikes = spike_accounting(session_dir)
+    done = done_trials(db)
+    kept, why = committed_kept(before, db) if before is not None else (True, "")
+    if trials_before is None:
+        _, jumps = read_ledger(session_dir / "logs" / "cortex.log")
+        trials_before = trials_done_before(session_dir, jumps[0][2]) if jumps else None
+    row.update({
+        "status": summary.get("status", "no summary.json"),
+        "trials_done": done,
+        "trials_before": trials_before,
+        "trials_after": done - (trials_before or 0),
+        "trials_aborted": summary.get("trials_aborted"),
+        "spikes": spikes,
+        "engine_spikes_lost": summary.get("spikes_lost"),
+        "engine_batches_lost": summary.get("batches_lost"),
+        "batches_out_of_order": summary.get("batches_out_of_order"),
+        "responses_valid": summary.get("responses_valid"),
+        "responses_invalid": summary.get("responses_invalid"),
+        "malformed_messages_dropped": summary.get("malformed_messages_dropped"),
+        "plans_late": summary.get("plans_late"),
+        "clock_residual_max_ms": (summary.get("clock_alignment") or {}).get("residual_max_ms"),
+        "committed_kept": kept,
+        "committed_problem": why,
+        "launcher_said": [ln for ln in output.splitlines() if ln.startswith("cortexloop:")][-6:],
+    })
+    row["recovered"] = judge(fault, row, n_trials)
+    return row
+
+
+def judge(fault: Fault, row: dict, n_trials: int) -> bool:
+    """The row's recovered: the fault's own rule (Fault.recovered_means), from the figures."""
+    s = row["spikes"]
+    clean = (s["lost"] == 0 and s["count_mismatches"] == 0 and s["stored_not_in_ledger"] == 0
+             and row["committed_kept"])
+    finished = row["status"] == "completed" and row["trials_done"] == n_trials
+    if fault.name == "controller-sigkill":
+        return (clean and finished and row["first_summary_written"]
+                and "controller stopped (signal SIGKILL)" in row["first_status"])
+    if fault.ends_session:
+        cause = {"presenter-killed": "the presenter process died", "cortex-silent": "acquisition silent"}[fault.name]
+        return clean and finished and row["first_summary_written"] and cause in row["first_status"]
+    if fault.name == "packets-dropped":
+        return clean and finished and row["engine_spikes_lost"] == s["injected"] and s["injected"] > 0
+    if fault.name == "clock-jump":
+        return clean and finished and row["responses_invalid"] == 0 and row["trials_before"] is not None
+    return clean and finished
+
+
+# -- the table ---------------------------------------------------------------------------------------------------
+def format_table(rows: list[dict]) -> str:
+    head = ("fault", "trials before", "after", "spikes injected", "lost", "unrecorded", "kept", "recovered",
+            "wall s", "status")
+    lines = []
+    for r in rows:
+        s = r.get("spikes") or {}
+        tb = r.get("trials_before")
+        lines.append((r["fault"], "throughout" if tb is None and "error" not in r else str(tb),
+                      str(r.get("trials_after", "-")), str(s.get("injected", "-")), str(s.get("lost", "-")),
+                      str(s.get("unrecorded_after_last_stored", "-")),
+                      {True: "yes", False: "NO"}.get(r.get("committed_kept"), "-"),
+                      "yes" if r.get("recovered") else "NO", str(r.get("wall_s", "-")),
+                      (f"{r['first_status']}  ->  resumed: {r['status']}" if "first_status" in r
+                       and r["first_status"] != r.get("status") else r.get("status", r.get("error", "")))))
+    widths = [max(len(h), *(len(ln[i]) for ln in lines)) for i, h in enumerate(head[:-1])]
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)) + "  " + cells[-1]  # noqa: E731
+    out = [fmt(head), fmt(tuple("-" * w for w in widths) + ("-" * 6,))]
+    out += [fmt(ln) for ln in lines]
+    out.append("")
+    out.append("recovered means, per fault:")
+    out += [f"  {r['fault']}: {r['recovered_means']}" for r in rows]
+    out.append("spikes: from the virtual cortex's ledger against the store, over the store's range of each stream; "
+               "injected = dropped on purpose; lost = sent and not stored (must be 0); unrecorded = made after the "
+               "last stored batch (no controller listening). kept: every row committed before the fault is still "
+               "there, unchanged.")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="cortexloop bench faults", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", help="write the figures to this file")
+    ap.add_argument("--faults", nargs="+", choices=[f.name for f in FAULTS], metavar="FAULT",
+                    help=f"which faults (default all): {', '.join(f.name for f in FAULTS)}")
+    ap.add_argument("--trials", type=int, default=8, help="trials per session (default 8)")
+    ap.add_argument("--store", help="directory for the sessions (default: a temporary one, removed unless --keep)")
+    ap.add_argument("--keep", action="store_true", help="keep the sessions")
+    args = ap.parse_args(argv)
+    if args.trials < 5:
+        ap.error("--trials must be at least 5 (faults are injected after 2-3 trials, some after 8 s)")
+    faults = [BY_NAME[n] for n in args.faults] if args.faults else list(FAULTS)
+    if args.store:
+        workdir = Path(args.store)
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="cortexloop-faults-"))
+    rows = []
+    t0 = time.monotonic()
+    try:
+        for fault in faults:
+            print(f"{fault.name}: {fault.what} ...", file=sys.stderr, flush=True)
+            rows.append(run_fault(fault, workdir, args.trials))
+            r = rows[-1]
+            print(f"  {'recovered' if r.get('recovered') else 'NOT recovered'}: {r.get('status', r.get('error'))} "
+                  f"({r.get('wall_s', '-')} s)", file=sys.stderr, flush=True)
+    finally:
+        if not args.store and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        elif args.keep:
+            print(f"sessions kept in {workdir}", file=sys.stderr)
+    print(format_table(rows))
+    print(f"({len(rows)} sessions in {time.monotonic() - t0:.0f} s; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"benchmark": "faults", "cpu_count": os.cpu_count(),
+                                               "load_average": list(os.getloadavg()), "faults": rows}, indent=2,
+                                              default=str))
+    return 0 if all(r.get("recovered") for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
