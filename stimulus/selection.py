@@ -13,9 +13,23 @@ Kinds that need a model fall back to random natural images until a predictor
 exists, and say so. Every Choice carries why it was chosen (kind and score);
 the caller records the model version beside it.
 
-Scored pool images are picked greedily, best first, skipping any image closer
-than `min_distance` to one already chosen in this block (8x8 thumbnails), so one
-trial never spends its slots on near-copies of the same crop.
+Candidates for "selected" (and the seeds of "synthesized") are drawn from the
+pool images `candidates_from` names: "natural", "gaudy" or "both". With the
+objective "epig" they are scored by how much their responses would tell about
+the responses to a fixed reference set of natural pool images (never the
+held-out test set); see stimulus/objectives.py.
+
+Scored pool images are picked greedily, best first, skipping any image too close
+to one already chosen in this block, so one trial never spends its slots on
+near-copies of the same image. "Close" is measured where it matters, in the
+model's feature space (`diversity = "model"`: the predictor's `features(images)
+-> (B, D)` where it has one, else the members' mean predicted rates), or on 8x8
+thumbnails (`diversity = "thumbnails"`).
+
+Synthesized images and MEIs stay within the natural pool's range of mean level
+and RMS contrast (`contrast_bound`); MEIs start from the model's best natural
+pool image for the neuron and maximise the members' mean minus
+`mei_spread_penalty` times their spread.
 """
 from __future__ import annotations
 
@@ -30,7 +44,8 @@ from stimulus.mix import MixSchedule
 from stimulus.objectives import discrimination_score, population_score
 from stimulus.pools import Pools
 from stimulus.selection_config import SelectionConfig
-from stimulus.synthesis import Jitter, from_pixels, most_exciting_images, noise_images, synthesize, to_pixels
+from stimulus.synthesis import (Jitter, NaturalRange, best_pool_images, from_pixels, most_exciting_images,
+                                noise_images, synthesize, to_pixels)
 
 
 @dataclass
@@ -71,6 +86,46 @@ def pick_diverse(scores: np.ndarray, thumbs: np.ndarray, k: int, min_distance: f
     return picks + rest[: k - len(picks)]
 
 
+def standardized(features: np.ndarray) -> np.ndarray:
+    """(n, D) -> (n, D): each dimension centred and scaled to unit variance over the n rows, divided by sqrt(2),
+    so the RMS distance (rms_distance) between two unrelated rows is about 1 whatever the features' units.
+    Dimensions that do not vary are left at zero."""
+    f = np.asarray(features, np.float64)
+    mean, sd = f.mean(0), f.std(0)
+    # "Does not vary": relative to the dimension's size, so float32 rounding (a rate of 20.000001 Hz) is not
+    # blown up into a unit of distance.
+    varies = sd > 1e-5 * np.maximum(1.0, np.abs(mean))
+    return np.where(varies, (f - mean) / np.where(varies, sd, 1.0), 0.0) / np.sqrt(2.0)
+
+
+def model_features(predictor, images: torch.Tensor) -> torch.Tensor:
+    """What diversity is measured on: the predictor's own `features(images) -> (B, D)` where it has one (a
+    shared core's representation), else the members' mean predicted rates (B, N)."""
+    feats = getattr(predictor, "features", None)
+    if callable(feats):
+        out = feats(images)
+        if out.ndim != 2 or out.shape[0] != images.shape[0]:
+            raise ValueError(f"predictor.features returned shape {tuple(out.shape)}, expected ({images.shape[0]}, D)")
+        return out
+    return predictor.rates(images).mean(0)
+
+
+def pool_indices(kinds, candidates_from: str) -> np.ndarray:
+    """Indices of the pool images `candidates_from` ("natural", "gaudy", "both") allows; a clear error if none."""
+    kinds = np.asarray(kinds)
+    if candidates_from == "both":
+        idx = np.arange(len(kinds))
+    elif candidates_from in ("natural", "gaudy"):
+        idx = np.flatnonzero(kinds == candidates_from)
+    else:
+        raise ValueError(f"selection.candidates_from = {candidates_from!r}: expected 'natural', 'gaudy' or 'both'")
+    if len(idx) == 0:
+        have = sorted(set(kinds.tolist()))
+        raise ValueError(f"selection.candidates_from = {candidates_from!r}, but the training pool has no such images "
+                         f"(it holds {have or 'none'}; gaudy images come from images.gaudy_share)")
+    return idx
+
+
 class ImageChooser:
     def __init__(self, cfg: SelectionConfig, pools: Pools, seed: int = 0, window_s: float = 0.15):
         """window_s: length of the response window the counts are taken in (the rig file's [response],
@@ -84,6 +139,16 @@ class ImageChooser:
         self.thumbs = thumbnails(pools.train)
         kinds = np.asarray(pools.train_kind)
         self.natural = np.flatnonzero(kinds == "natural") if (kinds == "natural").any() else np.arange(len(kinds))
+        self.candidate_pool = pool_indices(kinds, cfg.candidates_from)
+        # The images whose responses "epig" asks to predict better: natural pool images, fixed for the session
+        # (their own seed stream). The held-out test set is never looked at, so accuracy measured on it stays
+        # honest.
+        ref_rng = np.random.default_rng([seed, cfg.seed, 2])
+        self.reference = np.sort(ref_rng.choice(self.natural, min(cfg.reference_size, len(self.natural)),
+                                                replace=False))
+        self._reference_rates: tuple | None = None  # (predictor version, id, rates (M, R, N)) of the last predictor
+        self.natural_range = (NaturalRange.of(pools.train[self.natural], cfg.contrast_percentiles)
+                              if cfg.contrast_bound == "natural" else None)
         # The repeat set is fixed for the whole session (its own seed stream, so mixes do not change it).
         set_rng = np.random.default_rng([seed, cfg.seed, 1])
         self.repeat_set = set_rng.choice(self.natural, min(cfg.repeat_set_size, len(self.natural)), replace=False)
@@ -92,6 +157,7 @@ class ImageChooser:
         self._block = None
         self._shown_idx: set[int] = set()
         self._shown_thumbs: list[np.ndarray] = []
+        self._shown_pixels: list[np.ndarray] = []  # this block's images: model-space diversity embeds them afresh
         # Current posterior over the predictor's members, for the "js" objective (None: equal weights).
         self.hypothesis_weights: np.ndarray | None = None
 
@@ -104,7 +170,7 @@ class ImageChooser:
     def choose(self, trial_id: int, n_images: int, predictor=None, deadline_s: float | None = None) -> list[Choice]:
         block = self.schedule.block_of(trial_id)
         if block != self._block:
-            self._block, self._shown_idx, self._shown_thumbs = block, set(), []
+            self._block, self._shown_idx, self._shown_thumbs, self._shown_pixels = block, set(), [], []
         kinds = self.schedule.kinds_for(trial_id, n_images)
         if predictor is None:
             kinds = [k if k in ("random", "repeat") else "random-nomodel" for k in kinds]
@@ -116,6 +182,7 @@ class ImageChooser:
                 made[kind] = self._make(kind, want[kind], predictor, deadline_s)
         out = [made[k].pop(0) for k in kinds]
         self._shown_thumbs.extend(thumbnails(np.stack([c.pixels for c in out])))
+        self._shown_pixels.extend(c.pixels for c in out)
         return out
 
     # ------------------------------------------------------------------ kinds
@@ -153,41 +220,76 @@ class ImageChooser:
         self._shown_idx.update(idx)
         return idx
 
+    def _reference_hz(self, predictor) -> torch.Tensor:
+        """The members' rates (M, R, N) for the reference images, computed once per predictor version."""
+        key = (getattr(predictor, "version", None), id(predictor))
+        if self._reference_rates is None or self._reference_rates[:2] != key:
+            with torch.no_grad():
+                parts = [predictor.rates(from_pixels(self.pools.train[self.reference[s:s + self.cfg.score_batch]]))
+                         for s in range(0, len(self.reference), self.cfg.score_batch)]
+            self._reference_rates = (*key, torch.cat(parts, 1).detach())
+        return self._reference_rates[2]
+
     def _objective(self, predictor, neurons=None):
+        """(score, rates -> per-neuron score): the rig's objective on rates of the given neurons (all if None)."""
         weights = self.hypothesis_weights
         if weights is not None and len(weights) != predictor.n_members:
             weights = None
-        kind, window = self.cfg.objective, self.window_s
+        kind, window, fano = self.cfg.objective, self.window_s, self.cfg.fano_factor
+        reference = None
+        if kind == "epig":
+            reference = self._reference_hz(predictor)
+            if neurons is not None:
+                reference = reference[:, :, list(neurons)]
 
-        def per_neuron(images: torch.Tensor) -> torch.Tensor:
-            return discrimination_score(predictor.rates(images, neurons=neurons), kind, window, weights)
+        def score(rates: torch.Tensor) -> torch.Tensor:
+            return discrimination_score(rates, kind, window, weights, reference, fano)
 
-        return per_neuron
+        return score
 
     def _score_pool(self, n_needed: int, predictor, deadline_s: float | None):
-        """Scores a fresh random draw of candidates; returns (pool indices, scores, per-neuron scores)."""
-        pool_n = len(self.pools.train)
-        avail = np.setdiff1d(np.arange(pool_n), np.fromiter(self._shown_idx, int, len(self._shown_idx)))
+        """Scores a fresh random draw of candidates from `candidates_from`; returns (pool indices, scores,
+        per-neuron scores, model features or None)."""
+        shown = np.fromiter(self._shown_idx, int, len(self._shown_idx))
+        avail = np.setdiff1d(self.candidate_pool, shown)
         if len(avail) < n_needed:
-            avail = np.arange(pool_n)
+            avail = self.candidate_pool
         m = min(self.cfg.candidates, len(avail))
         cand = self.rng.choice(avail, m, replace=False)
-        per_neuron = self._objective(predictor)
-        parts = []
+        score = self._objective(predictor)
+        want_features = self.cfg.diversity == "model"
+        parts, feats = [], []
         with torch.no_grad():
             for s in range(0, m, self.cfg.score_batch):
                 if parts and deadline_s is not None and time.perf_counter() >= deadline_s:
                     break  # score what there was time for
                 batch = from_pixels(self.pools.train[cand[s:s + self.cfg.score_batch]])
-                parts.append(per_neuron(batch).double().numpy())
+                rates = predictor.rates(batch)
+                parts.append(score(rates).double().numpy())
+                if want_features:
+                    # Without a features method the mean rates are the features: no second forward pass.
+                    f = model_features(predictor, batch) if callable(getattr(predictor, "features", None)) \
+                        else rates.mean(0)
+                    feats.append(f.double().numpy())
         pn = np.concatenate(parts)
         cand = cand[: len(pn)]
-        return cand, pn.sum(1), pn
+        return cand, pn.sum(1), pn, (np.concatenate(feats) if feats else None)
 
     def _ranked_diverse(self, n: int, predictor, deadline_s: float | None):
-        cand, score, pn = self._score_pool(n, predictor, deadline_s)
-        avoid = np.stack(self._shown_thumbs) if self._shown_thumbs else None
-        rows = pick_diverse(score, self.thumbs[cand], n, self.cfg.min_distance, avoid)
+        cand, score, pn, feats = self._score_pool(n, predictor, deadline_s)
+        if feats is None:
+            avoid = np.stack(self._shown_thumbs) if self._shown_thumbs else None
+            rows = pick_diverse(score, self.thumbs[cand], n, self.cfg.min_distance, avoid)
+        else:
+            n_shown = len(self._shown_pixels)
+            if n_shown:
+                with torch.no_grad():
+                    shown = model_features(predictor, from_pixels(np.stack(self._shown_pixels))).double().numpy()
+                feats = np.concatenate([feats, shown])
+            # Standardised over candidates and this block's images together, so both sit in the same units.
+            z = standardized(feats)
+            avoid = z[len(cand):] if n_shown else None
+            rows = pick_diverse(score, z[:len(cand)], n, self.cfg.feature_min_distance, avoid)
         return cand[rows], score[rows], pn[rows]
 
     def _selected(self, n: int, predictor, deadline_s: float | None) -> list[Choice]:
@@ -206,14 +308,15 @@ class ImageChooser:
         else:
             seed = int(self.rng.integers(2 ** 31))
             init, origin = noise_images(n, self.image_shape, seed), ["from noise"] * n
-        per_neuron = self._objective(predictor, neurons)
+        score = self._objective(predictor, neurons)
         syn_deadline = None
         if deadline_s is not None:
             now = time.perf_counter()
             syn_deadline = now + cfg.deadline_share * max(0.0, deadline_s - now)
-        result = synthesize(lambda x: population_score(per_neuron(x)), init, max_steps=cfg.synthesis_steps,
-                            deadline_s=syn_deadline, step_size=cfg.synthesis_step_size,
-                            transform=Jitter(cfg.synthesis_jitter_px, int(self.rng.integers(2 ** 31))))
+        result = synthesize(lambda x: population_score(score(predictor.rates(x, neurons=neurons))), init,
+                            max_steps=cfg.synthesis_steps, deadline_s=syn_deadline, step_size=cfg.synthesis_step_size,
+                            transform=Jitter(cfg.synthesis_jitter_px, int(self.rng.integers(2 ** 31))),
+                            project=self.natural_range)
         pixels = to_pixels(result.images)
         out = []
         for b in range(n):
@@ -224,14 +327,26 @@ class ImageChooser:
         return out
 
     def _meis(self, n: int, predictor, deadline_s: float | None) -> list[Choice]:
+        cfg = self.cfg
         neurons = [(self._mei_cursor + k) % predictor.n_neurons for k in range(n)]
         self._mei_cursor += n
+        seed = int(self.rng.integers(2 ** 31))
+        init, origin = None, ["from noise"] * n
+        if cfg.mei_start == "pool":
+            # The model's best of a fresh draw of natural images, for these neurons only (cheap: only they are
+            # computed): the ascent then starts on the natural manifold, where the model was fitted.
+            cand = self.rng.choice(self.natural, min(cfg.candidates, len(self.natural)), replace=False)
+            start = cand[best_pool_images(predictor, neurons, self.pools.train[cand], cfg.mei_spread_penalty,
+                                          cfg.score_batch)]
+            init, origin = self.pools.train[start], [f"from pool#{i}" for i in start]
         mei_deadline = None
         if deadline_s is not None:
             now = time.perf_counter()
-            mei_deadline = now + self.cfg.deadline_share * max(0.0, deadline_s - now)
-        pixels = most_exciting_images(predictor, neurons, self.image_shape, steps=self.cfg.mei_steps,
-                                      seed=int(self.rng.integers(2 ** 31)), deadline_s=mei_deadline)
-        with torch.no_grad():
+            mei_deadline = now + cfg.deadline_share * max(0.0, deadline_s - now)
+        pixels = most_exciting_images(predictor, neurons, self.image_shape, steps=cfg.mei_steps, seed=seed,
+                                      deadline_s=mei_deadline, init=init, spread_penalty=cfg.mei_spread_penalty,
+                                      project=self.natural_range)
+        with torch.no_grad():  # the members' mean rate (not the penalised score): what the report checks against
             r = predictor.rates(from_pixels(pixels), neurons=neurons).mean(0).numpy()
-        return [Choice(pixels[b], f"mei neuron#{j} predicted {r[b, b]:.1f}Hz") for b, j in enumerate(neurons)]
+        return [Choice(pixels[b], f"mei neuron#{j} predicted {r[b, b]:.1f}Hz {origin[b]}")
+                for b, j in enumerate(neurons)]

@@ -4,10 +4,11 @@ import time
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from stimulus.mix import MixSchedule
 from stimulus.pools import Pools
-from stimulus.selection import ImageChooser, pick_diverse, rms_distance, thumbnails
+from stimulus.selection import ImageChooser, pick_diverse, pool_indices, rms_distance, standardized, thumbnails
 from stimulus.selection_config import SelectionConfig
 
 
@@ -129,3 +130,156 @@ def test_synthesis_respects_a_near_deadline():
     out = ImageChooser(cfg, pools).choose(0, 2, MembersDisagreeOnBrightLeft(), t0 + 0.5)
     assert time.perf_counter() - t0 < 0.5 + 0.5  # slack for a loaded machine
     assert all(c.reason.startswith("synthesized") for c in out)
+
+
+# ----------------------------------------------------------------------------- candidates, EPIG, diversity
+
+def natural_and_gaudy_pool(n=40, seed=0):
+    """Smooth natural-like images (varying left-half brightness) and their gaudy versions (Cowley et al.)."""
+    from stimulus.pools import gaudy
+
+    rng = np.random.default_rng(seed)
+    level = rng.uniform(60, 200, (n, 1, 1, 1))
+    left = rng.uniform(-40, 40, (n, 1, 1, 1))
+    nat = level + rng.normal(0, 12, (n, 16, 16, 3))
+    nat[:, :, :8] += left
+    nat = np.clip(nat, 0, 255).astype(np.uint8)
+    imgs = np.concatenate([nat, gaudy(nat)])
+    return Pools(imgs, ("natural",) * n + ("gaudy",) * n, nat[:5])
+
+
+class MembersDisagreeMostOnGaudy:
+    """Four members. On every image their disagreement follows the left half's brightness (so it carries over
+    to natural images); on high-contrast (gaudy) images they also disagree, far more, in a pattern no natural
+    image shares. Disagreement prefers the gaudy images; information about natural images does not."""
+
+    n_members, n_neurons, version = 4, 2, 1
+
+    def rates(self, images, neurons=None):
+        left = images[:, :, :, :8].mean(dim=(1, 2, 3)) - images.mean(dim=(1, 2, 3))
+        contrast = images.flatten(1).std(1)
+        wild = torch.relu(contrast - 0.3) * 400.0  # zero on natural images (RMS ~0.05-0.2), large on gaudy
+        a = torch.tensor([1.0, -1.0, 1.0, -1.0]).view(4, 1)
+        b = torch.tensor([1.0, 1.0, -1.0, -1.0]).view(4, 1)
+        r0 = 20.0 + 60.0 * a * left + b * wild
+        out = torch.stack([r0, 20.0 + 0.0 * r0], -1)  # (4, B, 2); the second neuron is silent on everything
+        return out if neurons is None else out[:, :, list(neurons)]
+
+
+def test_candidates_from_restricts_the_pool_and_an_empty_choice_is_refused():
+    pools = natural_and_gaudy_pool()
+    p = MembersDisagreeMostOnGaudy()
+    for source, allowed in (("natural", range(0, 40)), ("gaudy", range(40, 80))):
+        cfg = SelectionConfig(mix={"selected": 1.0}, objective="disagreement", candidates_from=source,
+                              candidates=30, diversity="thumbnails", min_distance=0.0)
+        chooser = ImageChooser(cfg, pools, seed=0)
+        for t in range(3):
+            for c in chooser.choose(t, 5, p, None):
+                assert int(c.reason.split("pool#")[1].split()[0]) in allowed, (source, c.reason)
+    both = ImageChooser(SelectionConfig(candidates_from="both"), pools)
+    assert len(both.candidate_pool) == 80
+    only_natural = Pools(pools.train[:40], ("natural",) * 40, pools.test)
+    with pytest.raises(ValueError, match=r"candidates_from = 'gaudy'.*no such images.*gaudy_share"):
+        ImageChooser(SelectionConfig(candidates_from="gaudy"), only_natural)
+    with pytest.raises(ValueError, match="candidates_from"):
+        pool_indices(("natural",), "photos")
+
+
+def test_bad_selection_values_are_refused_naming_the_key():
+    for key, value in (("objective", "infomax"), ("candidates_from", "photos"), ("diversity", "pixels"),
+                       ("contrast_bound", "loose"), ("mei_spread_penalty", -1.0), ("fano_factor", 0.0),
+                       ("contrast_percentiles", (99.0, 1.0))):
+        with pytest.raises(ValidationError, match=key):
+            SelectionConfig(**{key: value})
+
+
+def test_a_rig_file_with_a_bad_candidates_from_names_the_key(tmp_path):
+    from controller.config import RigFileError, load_rig
+
+    path = tmp_path / "rig.toml"
+    path.write_text('[selection]\nobjective = "epig"\ncandidates_from = "photos"\n')
+    with pytest.raises(RigFileError, match="selection.candidates_from"):
+        load_rig(path)
+
+
+def test_epig_picks_natural_images_where_disagreement_picks_gaudy_ones():
+    pools = natural_and_gaudy_pool()
+    p = MembersDisagreeMostOnGaudy()
+    picked = {}
+    for objective in ("disagreement", "epig"):
+        cfg = SelectionConfig(mix={"selected": 1.0}, objective=objective, candidates_from="both", candidates=80,
+                              reference_size=20)
+        out = ImageChooser(cfg, pools, seed=0).choose(0, 5, p, None)
+        picked[objective] = [pools.train_kind[int(c.reason.split("pool#")[1].split()[0])] for c in out]
+        assert all(c.reason.startswith(f"selected {objective} ") for c in out)
+    assert picked["disagreement"].count("gaudy") == 5
+    assert picked["epig"].count("natural") == 5
+
+
+def test_epig_reference_set_is_natural_pool_images_and_never_the_test_set():
+    pools = natural_and_gaudy_pool()
+    chooser = ImageChooser(SelectionConfig(objective="epig", reference_size=15), pools, seed=2)
+    assert len(chooser.reference) == 15 and all(pools.train_kind[i] == "natural" for i in chooser.reference)
+    # Indices into the training pool: the held-out test set (pools.test) is a separate array never indexed.
+    assert chooser.reference.max() < 40 and len(set(chooser.reference.tolist())) == 15
+    again = ImageChooser(SelectionConfig(objective="epig", reference_size=15), pools, seed=2)
+    assert np.array_equal(chooser.reference, again.reference)  # fixed for the session (seeded)
+
+
+def test_synthesized_images_under_epig_gain_information_and_stay_in_the_natural_range():
+    pools = natural_and_gaudy_pool()
+    p = MembersDisagreeMostOnGaudy()
+    cfg = SelectionConfig(mix={"synthesized": 1.0}, objective="epig", candidates_from="natural", synthesis_steps=30,
+                          synthesis_step_size=0.05, reference_size=20)
+    chooser = ImageChooser(cfg, pools, seed=0)
+    out = chooser.choose(0, 2, p, None)
+    for c in out:
+        assert c.reason.startswith("synthesized epig ") and "from pool#" in c.reason
+        seed_idx = int(c.reason.split("pool#")[1].split()[0])
+        score = chooser._objective(p)
+        x = torch.from_numpy(np.stack([c.pixels, pools.train[seed_idx]])).permute(0, 3, 1, 2).float() / 255
+        s = score(p.rates(x)).sum(1)
+        assert s[0] > s[1]  # more information than the pool image it started from
+        assert chooser.natural_range.contains(x[:1], tol=2 / 255).all()
+
+
+class FeaturesSayGroups(MembersDisagreeOnBrightLeft):
+    """The same members, with a features method that sees only the left half's colour, coarsely: images the
+    thumbnails call different can be the same to the model."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def features(self, images):
+        self.calls += 1
+        return torch.floor(images[:, :, :, :8].mean(dim=(2, 3)) * 2.0)
+
+
+def test_model_space_diversity_uses_the_predictors_features_when_it_has_them():
+    pools = make_pool()
+    p = FeaturesSayGroups()
+    cfg = SelectionConfig(mix={"selected": 1.0}, objective="js", diversity="model", feature_min_distance=0.05,
+                          candidates=10_000)
+    out = ImageChooser(cfg, pools, seed=0).choose(0, 4, p, None)
+    assert p.calls > 0
+    f = p.features(torch.from_numpy(np.stack([c.pixels for c in out])).permute(0, 3, 1, 2).float() / 255).numpy()
+    distinct_in_pool = len(np.unique(p.features(torch.from_numpy(pools.train).permute(0, 3, 1, 2).float() / 255)
+                                      .numpy(), axis=0))
+    assert len(np.unique(f, axis=0)) == min(4, distinct_in_pool)  # no two picks the same to the model
+    # standardized: unrelated rows about 1 apart, identical rows 0.
+    z = standardized(np.random.default_rng(0).normal(size=(400, 30)) * 7.0 + 3.0)
+    d = rms_distance(z, z)[~np.eye(400, dtype=bool)]
+    assert 0.9 < np.median(d) < 1.1
+
+
+def test_meis_start_from_the_models_best_natural_image_and_keep_natural_contrast():
+    pools = natural_and_gaudy_pool()
+    p = MembersDisagreeOnBrightLeft()
+    cfg = SelectionConfig(mix={"mei": 1.0}, mei_steps=20, candidates=80, mei_spread_penalty=1.0)
+    chooser = ImageChooser(cfg, pools, seed=0)
+    out = chooser.choose(0, 2, p, None)
+    for c in out:
+        start = int(c.reason.split("from pool#")[1].split()[0])
+        assert pools.train_kind[start] == "natural"
+        assert chooser.natural_range.contains(torch.from_numpy(c.pixels[None]).permute(0, 3, 1, 2).float() / 255,
+                                              tol=2 / 255).all()
