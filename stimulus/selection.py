@@ -140,6 +140,7 @@ class ImageChooser:
         kinds = np.asarray(pools.train_kind)
         self.natural = np.flatnonzero(kinds == "natural") if (kinds == "natural").any() else np.arange(len(kinds))
         self.candidate_pool = pool_indices(kinds, cfg.candidates_from)
+        self.random_pool = self.natural if cfg.random_from == "natural" else pool_indices(kinds, cfg.random_from)
         # The images whose responses "epig" asks to predict better: natural pool images, fixed for the session
         # (their own seed stream). The held-out test set is never looked at, so accuracy measured on it stays
         # honest.
@@ -213,9 +214,9 @@ class ImageChooser:
         return out
 
     def _random(self, n: int) -> list[int]:
-        free = np.setdiff1d(self.natural, np.fromiter(self._shown_idx, int, len(self._shown_idx)))
+        free = np.setdiff1d(self.random_pool, np.fromiter(self._shown_idx, int, len(self._shown_idx)))
         if len(free) < n:
-            free = self.natural
+            free = self.random_pool
         idx = [int(i) for i in self.rng.choice(free, n, replace=False)]
         self._shown_idx.update(idx)
         return idx
