@@ -1,27 +1,64 @@
 """Benchmark: how many trials the closed loop needs to reach the accuracy random selection reaches.
 
 Each arm is a session of the product's engine, in process, on the virtual clock
-(bench/sessions.py): same virtual cortex, pools, trial budget and training steps
-per trial, paired seeds; the arms differ only in the selection mix: random
-natural pool images, or the closed loop (pool images the ensemble members
-disagree on most, kept diverse). Until the model has data, both show random
-natural images. Accuracy: mean over neurons of the correlation between the
-model's prediction and the ground-truth rate on the held-out test images,
-measured after every `--eval-every` completed trials.
+(bench/sessions.py): same virtual cortex, pools, held-out test set, trial budget,
+model and training steps per trial for a given seed in every arm (paired seeds).
+Arms differ in two rig keys only: which images a block shows (random pool images,
+or the closed loop's choices) and which part of the pool they come from
+(selection.candidates_from: natural images, gaudy ones, or both):
 
-    cortexloop bench efficiency [--trials 150] [--seeds 0 1 2] [--model baseline|compact] [--json out.json]
+    random-natural        random natural pool images
+    random-gaudy          random gaudy pool images (Cowley & Pillow 2020's strong simple baseline)
+    random-mixed          random images from the whole pool (natural and gaudy)
+    closed-loop-natural   the closed loop choosing among natural images       (compared with random-natural)
+    closed-loop-mixed     the closed loop choosing among the whole pool       (compared with random-mixed)
+
+so each closed-loop arm sees the same candidate distribution as the random arm it
+is compared with. Until the model has data the closed loop shows random images
+from its candidates. Accuracy: mean over neurons of the correlation between the
+model's mean prediction and the ground-truth rate on the held-out test images,
+after every `--eval-every` completed trials.
+
+Figures per arm, with 95% bootstrap intervals over seeds: the area under the
+held-out learning curve (the curve's mean height over the trials), the final
+accuracy, and the trials needed to reach the best random arm's final accuracy
+(per seed; a run that never reaches it within the budget counts as needing more
+trials than it had: its ratio is infinite, medians and their intervals stay
+defined). The goal: a closed-loop arm reaches it with <= 50% of the random
+arm's trials (median paired ratio) and the ratio's interval excludes 100%.
+
+    cortexloop bench efficiency [--trials 100] [--n-seeds 10] [--workers N] [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
+import os
+import shutil
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 
-from bench.sessions import bench_rig, interval95, mean_correlation, model_worker, predict_mean, store_dir
-from controller.progress import progress_bar
-from controller.session import run_in_process
+from bench.sessions import bench_rig, mean_correlation, model_worker, predict_mean, store_dir
+from bench.stats import (area_under_curve, bootstrap_ci, median_with_inf, paired_ratios, trials_to_reach)
+
+# arm -> (what a block shows, where its images come from)
+ARMS = {
+    "random-natural": ("random", "natural"),
+    "random-gaudy": ("random", "gaudy"),
+    "random-mixed": ("random", "both"),
+    "closed-loop-natural": ("closed", "natural"),
+    "closed-loop-mixed": ("closed", "both"),
+}
+# Each closed-loop arm against the random arm with the same candidate distribution.
+MATCHED = {"closed-loop-natural": "random-natural", "closed-loop-mixed": "random-mixed"}
+GOAL_RATIO = 0.5
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -29,30 +66,66 @@ def parse_mix(text: str) -> dict[str, float]:
     out = {}
     for part in text.split(","):
         kind, _, share = part.partition("=")
-        out[kind.strip()] = float(share) if share else 1.0
+        try:
+            out[kind.strip()] = float(share) if share else 1.0
+        except ValueError:
+            raise SystemExit(f"--mix {text!r}: share {share!r} of {kind.strip()!r} is not a number") from None
     return out
 
 
-def trials_to_reach(trials: list[int], values: list[float], target: float) -> int | None:
-    """First evaluated trial count at which `values` reaches `target` (None: never)."""
-    for t, v in zip(trials, values):
-        if v >= target:
-            return t
-    return None
+def has_candidates_key() -> bool:
+    """Whether this build's [selection] says which pool images random and chosen images come from
+    (selection.random_from and selection.candidates_from)."""
+    from stimulus.selection_config import SelectionConfig
+
+    return {"candidates_from", "random_from"} <= set(SelectionConfig.model_fields)
 
 
-def run_arm(args, name: str, mix: dict, seed: int, root) -> dict:
-    rig = bench_rig(args.rig, session={"n_trials": args.trials, "seed": seed},
-                    images={"size_px": args.size_px, "pool_size": args.pool_size, "test_size": args.test_size,
-                            "seed": seed},
-                    cortex={"population": {"n_neurons": args.neurons, "seed": seed}},
-                    model={"kind": args.model, "ensemble_size": args.ensemble_size,
-                           "steps_per_trial": args.steps_per_trial, "seed": seed},
-                    selection={"mix": mix, "objective": args.objective, "candidates": args.candidates,
-                               "seed": seed, "hypotheses": []})
+def arm_selection(arm: str, args) -> dict:
+    """The [selection] keys of an arm. Random images and the closed loop's candidates come from the same part of
+    the pool in every arm (the closed loop's first images, before its model exists, are random ones from there
+    too). Without the two keys in the build, random images are natural ones and the closed loop scores the
+    whole pool: only the arms that match that are possible."""
+    kind, source = ARMS[arm]
+    mix = {"random": 1.0} if kind == "random" else parse_mix(args.mix)
+    sel = {"mix": mix, "candidates": args.candidates, "hypotheses": []}
+    if args.objective:
+        sel["objective"] = args.objective
+    if has_candidates_key():
+        sel["candidates_from"] = source
+        sel["random_from"] = source
+    elif (kind, source) not in (("random", "natural"), ("closed", "both")):
+        raise SystemExit(f"arm {arm}: this build has no selection.candidates_from / random_from, so random images "
+                         f"are natural ones and the closed loop scores the whole pool; run --arms random-natural "
+                         f"closed-loop-mixed, or a build with the keys")
+    return sel
+
+
+def arm_rig(args, arm: str, seed: int):
+    model = {"steps_per_trial": args.steps_per_trial, "seed": seed}
+    for key, value in (("kind", args.model), ("device", args.device), ("ensemble_size", args.ensemble_size)):
+        if value is not None:  # unset: the rig file's
+            model[key] = value
+    images = {"pool_size": args.pool_size, "test_size": args.test_size, "seed": seed}
+    if args.size_px is not None:
+        images["size_px"] = args.size_px
+    if args.gaudy_share is not None:
+        images["gaudy_share"] = args.gaudy_share
+    return bench_rig(args.rig, session={"n_trials": args.trials, "seed": seed}, images=images,
+                     cortex={"population": {"n_neurons": args.neurons, "seed": seed}},
+                     model=model, selection={**arm_selection(arm, args), "seed": seed})
+
+
+def run_arm(args, arm: str, seed: int, root: Path) -> dict:
+    """One arm at one seed: a session of the engine, its held-out accuracy measured every eval_every trials."""
+    from controller.progress import progress_bar
+    from controller.session import run_in_process
+
+    rig = arm_rig(args, arm, seed)
     curve = {"trials": [], "accuracy": []}
     truth = {}
     completed = [0]
+    eval_s = [0.0]
 
     def evaluate(engine, trial_id):
         completed[0] += 1  # called once per completed trial, after its responses went to the model
@@ -60,26 +133,32 @@ def run_arm(args, name: str, mix: dict, seed: int, root) -> dict:
         done = completed[0]
         if done % args.eval_every and done != args.trials:
             return None
+        t0 = time.perf_counter()
         if "test" not in truth:
             truth["test"] = engine.parts.source.population.rates(engine.pools.test)
         snap = model_worker(engine).snapshot()
         acc = 0.0 if snap is None else mean_correlation(predict_mean(snap, engine.pools.test), truth["test"])
         curve["trials"].append(done)
         curve["accuracy"].append(acc)
+        eval_s[0] += time.perf_counter() - t0
         return None
 
+    session_dir = root / f"{arm}-seed{seed}"
     t0 = time.perf_counter()
-    with progress_bar(f"efficiency: {name}, seed {seed}", args.trials) as advance:
-        summary, parts = run_in_process(rig, root / f"{name}-seed{seed}", after_update=evaluate)
-    reasons: dict[str, int] = {}
-    for kind in (r.split()[0] for r in summary_reasons(root / f"{name}-seed{seed}")):
-        reasons[kind] = reasons.get(kind, 0) + 1
-    return {**curve, "seconds": time.perf_counter() - t0, "images_by_kind": reasons,
+    with progress_bar(f"efficiency: {arm}, seed {seed}", args.trials, enabled=args.progress) as advance:
+        summary, parts = run_in_process(rig, session_dir, after_update=evaluate)
+    kinds: dict[str, int] = {}
+    for reason in stored_reasons(session_dir):
+        kinds[reason.split()[0]] = kinds.get(reason.split()[0], 0) + 1
+    model = summary.get("model") or {}
+    return {**curve, "arm": arm, "seed": seed, "seconds": time.perf_counter() - t0, "evaluation_seconds": eval_s[0],
+            "images_by_kind": kinds, "gaudy_images": count_gaudy(session_dir, rig),
             "engine_mode": summary["engine_mode"], "status": summary["status"],
-            "training_steps": (summary.get("model") or {}).get("training_steps")}
+            "training_steps": model.get("training_steps"), "model_kind": rig.model.kind,
+            "objective": rig.selection.objective, "device": rig.model.device}
 
 
-def summary_reasons(session_dir) -> list[str]:
+def stored_reasons(session_dir) -> list[str]:
     from controller.store import SessionStore
 
     store = SessionStore.open(session_dir)
@@ -89,62 +168,263 @@ def summary_reasons(session_dir) -> list[str]:
         store.close()
 
 
+def count_gaudy(session_dir, rig) -> int:
+    """How many of the shown images were gaudy pool images (checks that an arm drew from what it says)."""
+    from controller.store import SessionStore
+    from stimulus.pools import make_pools
+
+    pools = make_pools(rig.images)
+    gaudy_idx = {i for i, k in enumerate(pools.train_kind) if k == "gaudy"}
+    store = SessionStore.open(session_dir)
+    try:
+        reasons = store.responses(valid_only=False)["reason"]
+    finally:
+        store.close()
+    n = 0
+    for r in reasons:
+        if "pool#" in r:
+            idx = int(r.split("pool#")[1].split()[0])
+            n += idx in gaudy_idx
+    return n
+
+
+def job_key(args, arm: str, seed: int) -> str:
+    """What a stored arm result depends on: reused by a later run only when all of it is the same."""
+    keys = ("rig", "trials", "eval_every", "model", "device", "steps_per_trial", "ensemble_size", "neurons",
+            "objective", "mix", "candidates", "pool_size", "test_size", "size_px", "gaudy_share")
+    text = json.dumps({**{k: getattr(args, k) for k in keys}, "arm": arm, "seed": seed,
+                       "selection": arm_selection(arm, args)}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_job(args, arm: str, seed: int, root: Path) -> dict:
+    """One arm at one seed, or its stored result where an earlier run with the same settings left one."""
+    import torch
+
+    torch.set_num_threads(1)  # each worker process trains on one core; --workers spreads arms over cores
+    key = job_key(args, arm, seed)
+    done = root / f"{arm}-seed{seed}.json"
+    if done.exists():
+        stored = json.loads(done.read_text())
+        if stored.get("key") == key:
+            return {**stored, "reused": True}
+    session_dir = root / f"{arm}-seed{seed}"
+    if session_dir.exists():  # an earlier run was cut short here, or ran with other settings
+        shutil.rmtree(session_dir)
+    result = {**run_arm(args, arm, seed, root), "key": key}
+    done.write_text(json.dumps(result))
+    return result
+
+
+def run_all(args, arms: list[str], seeds: list[int], root: Path) -> dict[str, list[dict]]:
+    jobs = [(arm, seed) for seed in seeds for arm in arms]  # seed by seed: a cut-short run has whole pairs
+    results: dict[tuple[str, int], dict] = {}
+    if args.workers <= 1:
+        for arm, seed in jobs:
+            results[arm, seed] = run_job(args, arm, seed, root)
+            report_job(results[arm, seed], len(results), len(jobs))
+    else:
+        # spawn: torch and the session's threads do not survive fork well
+        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(run_job, args, arm, seed, root): (arm, seed) for arm, seed in jobs}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                report_job(results[futures[fut]], len(results), len(jobs))
+    return {arm: [results[arm, s] for s in seeds] for arm in arms}
+
+
+def report_job(res: dict, n_done: int, n_jobs: int) -> None:
+    print(f"[{n_done}/{n_jobs}] {res['arm']} seed {res['seed']}: final {res['accuracy'][-1]:.3f}, "
+          f"{res['seconds']:.0f} s{' (stored result)' if res.get('reused') else ''}", file=sys.stderr, flush=True)
+
+
+def finite_or_none(x: float):
+    return None if x is None or (isinstance(x, float) and (math.isnan(x) or math.isinf(x))) else x
+
+
+def summarise(runs: dict[str, list[dict]], seeds: list[int], budget: int) -> dict:
+    """Per arm and per comparison, the figures with 95% bootstrap intervals over seeds."""
+    arms = list(runs)
+    trials = runs[arms[0]][0]["trials"]
+    for arm in arms:
+        for r in runs[arm]:
+            if r["trials"] != trials:
+                raise ValueError(f"{arm} seed {r['seed']}: evaluated at {r['trials']}, not {trials} like the others")
+    random_arms = [a for a in arms if ARMS[a][0] == "random"]
+    finals = {a: np.array([r["accuracy"][-1] for r in runs[a]]) for a in arms}
+    best_random = max(random_arms, key=lambda a: finals[a].mean()) if random_arms else None
+    target = finals[best_random] if best_random else None  # per seed
+    out = {"trials": trials, "best_random_arm": best_random, "arms": {}, "comparisons": {}}
+    for arm in arms:
+        acc = np.array([r["accuracy"] for r in runs[arm]])  # (seeds, evals)
+        auc = np.array([area_under_curve(trials, a) for a in acc])
+        band = [bootstrap_ci(acc[:, j]) for j in range(acc.shape[1])]
+        s = {"mean_curve": acc.mean(0).tolist(), "curve_ci95": [list(b) for b in band],
+             "auc": auc.tolist(), "auc_mean": float(auc.mean()), "auc_ci95": list(bootstrap_ci(auc)),
+             "final": finals[arm].tolist(), "final_mean": float(finals[arm].mean()),
+             "final_ci95": list(bootstrap_ci(finals[arm])),
+             "seconds_mean": float(np.mean([r["seconds"] for r in runs[arm]])),
+             "training_steps": [r["training_steps"] for r in runs[arm]],
+             "images_by_kind": runs[arm][0]["images_by_kind"],
+             "gaudy_images_mean": float(np.mean([r["gaudy_images"] for r in runs[arm]]))}
+        if target is not None:
+            need = [trials_to_reach(trials, a, t) for a, t in zip(acc, target)]
+            steps = [np.inf if n is None else n for n in need]
+            s.update({"trials_to_target": need, "reached": sum(n is not None for n in need),
+                      "trials_to_target_median": finite_or_none(median_with_inf(steps)),
+                      "trials_to_target_median_ci95": [finite_or_none(x) for x in bootstrap_ci(steps, np.median)]})
+        out["arms"][arm] = s
+    for closed, rnd in MATCHED.items():
+        if closed not in runs:
+            continue
+        c = {}
+        if rnd in runs:
+            d_auc = np.array(out["arms"][closed]["auc"]) - np.array(out["arms"][rnd]["auc"])
+            d_fin = finals[closed] - finals[rnd]
+            c[f"vs {rnd}"] = {"auc_difference": d_auc.tolist(), "auc_difference_mean": float(d_auc.mean()),
+                              "auc_difference_ci95": list(bootstrap_ci(d_auc)),
+                              "final_difference_mean": float(d_fin.mean()),
+                              "final_difference_ci95": list(bootstrap_ci(d_fin))}
+        if best_random:
+            ratios = paired_ratios(out["arms"][closed]["trials_to_target"], out["arms"][best_random]["trials_to_target"])
+            defined = [x for x in ratios if not math.isnan(x)]
+            med = median_with_inf(defined) if defined else float("nan")
+            lo, hi = bootstrap_ci(defined, np.median) if defined else (float("nan"), float("nan"))
+            c[f"trial ratio vs {best_random}"] = {
+                "per_seed": [finite_or_none(x) if not math.isinf(x) else "never" for x in ratios],
+                "never_reached": sum(math.isinf(x) for x in ratios),
+                "median": finite_or_none(med), "median_ci95": [finite_or_none(lo), finite_or_none(hi)],
+                "median_is_never": math.isinf(med), "ci_high_is_never": math.isinf(hi),
+                "goal": f"median <= {GOAL_RATIO:.0%} of the random arm's trials, 95% interval below 100%",
+                "goal_met": bool(defined) and med <= GOAL_RATIO and hi < 1.0}
+        out["comparisons"][closed] = c
+    return out
+
+
+def print_table(summ: dict, args, seeds) -> None:
+    trials = summ["trials"]
+    arms = list(summ["arms"])
+    print(f"Held-out accuracy (mean correlation of the model's prediction with the true rates on {args.test_size} "
+          f"held-out images, {args.neurons} neurons), {len(seeds)} paired seeds, {args.trials} trials, model "
+          f"{summ.get('model_kind')}, {args.steps_per_trial} training steps/trial, objective {summ.get('objective')}")
+    print(f"{'trials':>7s} " + " ".join(f"{a:>20s}" for a in arms))
+    for j, t in enumerate(trials):
+        print(f"{t:7d} " + " ".join(f"{summ['arms'][a]['mean_curve'][j]:20.3f}" for a in arms))
+    print()
+    best = summ["best_random_arm"]
+    print(f"{'arm':22s} {'area under curve':>22s} {'final accuracy':>22s} {'trials to ' + str(best) + ' final':>34s}")
+    for a in arms:
+        s = summ["arms"][a]
+        lo, hi = s["auc_ci95"]
+        flo, fhi = s["final_ci95"]
+        med = s.get("trials_to_target_median")
+        tlo, thi = s.get("trials_to_target_median_ci95", [None, None])
+        ttt = (f"{'never' if med is None else f'{med:.0f}'} [{'never' if tlo is None else f'{tlo:.0f}'}, "
+               f"{'never' if thi is None else f'{thi:.0f}'}] ({s.get('reached')}/{len(seeds)} reached)")
+        print(f"{a:22s} {s['auc_mean']:8.3f} [{lo:.3f}, {hi:.3f}] {s['final_mean']:8.3f} [{flo:.3f}, {fhi:.3f}] {ttt:>34s}")
+    for closed, comps in summ["comparisons"].items():
+        for name, c in comps.items():
+            if "median" in c:
+                m, (lo, hi) = c["median"], c["median_ci95"]
+                fmt = lambda x: "never" if x is None else f"{x:.0%}"  # noqa: E731
+                print(f"{closed} {name}: median {fmt(m)} of the trials [95% {fmt(lo)}, {fmt(hi)}], "
+                      f"{c['never_reached']} of {len(c['per_seed'])} seeds never reached it; goal "
+                      f"{'met' if c['goal_met'] else 'NOT met'} ({c['goal']})")
+            else:
+                lo, hi = c["auc_difference_ci95"]
+                print(f"{closed} {name}: area difference {c['auc_difference_mean']:+.3f} [95% {lo:+.3f}, {hi:+.3f}]")
+
+
+def plot_curves(summ: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"random-natural": "#4C72B0", "random-gaudy": "#DD8452", "random-mixed": "#8172B3",
+               "closed-loop-natural": "#55A868", "closed-loop-mixed": "#C44E52"}
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    t = summ["trials"]
+    for arm, s in summ["arms"].items():
+        lo = [b[0] for b in s["curve_ci95"]]
+        hi = [b[1] for b in s["curve_ci95"]]
+        style = "-" if arm.startswith("closed") else "--"
+        ax.plot(t, s["mean_curve"], style, color=colours.get(arm), label=f"{arm} (area {s['auc_mean']:.3f})")
+        ax.fill_between(t, lo, hi, color=colours.get(arm), alpha=0.18, lw=0)
+    ax.set_xlabel("trials")
+    ax.set_ylabel("held-out accuracy (mean r with true rate)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cortexloop bench efficiency", description=__doc__.split("\n")[0])
     ap.add_argument("--rig", help="rig file the arms start from (default rigs/sim.toml)")
-    ap.add_argument("--trials", type=int, default=150)
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--eval-every", type=int, default=10)
-    ap.add_argument("--model", choices=["baseline", "compact"], default="baseline")
-    ap.add_argument("--steps-per-trial", type=int, default=20, help="training steps between trials (both arms)")
-    ap.add_argument("--ensemble-size", type=int, default=4)
+    ap.add_argument("--model", help="model.kind (default: the rig file's, the product's online model)")
+    ap.add_argument("--device", help="model.device (cpu, cuda, auto; default: the rig file's)")
+    ap.add_argument("--steps-per-trial", type=int, default=20, help="training steps between trials (every arm)")
+    ap.add_argument("--ensemble-size", type=int, help="default: the rig file's")
     ap.add_argument("--neurons", type=int, default=20)
-    # Disagreement (variance across bootstrap members) is the score for learning a model's parameters;
-    # "js" is for telling fixed hypotheses apart (see bench/discrimination.py).
-    ap.add_argument("--objective", choices=["js", "kl", "disagreement"], default="disagreement")
+    ap.add_argument("--objective", help="selection.objective of the closed loop (default: the rig file's)")
+    ap.add_argument("--candidates-from", choices=["natural", "gaudy", "both"],
+                    help="run only the arms whose images come from here (selection.candidates_from)")
     ap.add_argument("--mix", default="selected=1", help="closed-loop mix, e.g. selected=0.8,random=0.2")
-    ap.add_argument("--candidates", type=int, default=512)
+    ap.add_argument("--candidates", type=int, default=512, help="candidate images scored per choice")
     ap.add_argument("--pool-size", type=int, default=2000)
     ap.add_argument("--test-size", type=int, default=200)
-    ap.add_argument("--size-px", type=int, default=32)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="paired seeds: each runs both arms")
-    ap.add_argument("--store", help="directory for the arms' sessions (default: a temporary one)")
-    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--size-px", type=int, help="default: the rig file's")
+    ap.add_argument("--gaudy-share", type=float, help="images.gaudy_share (default: the rig file's)")
+    ap.add_argument("--n-seeds", type=int, default=10, help="paired seeds 0..n-1 (ignored with --seeds)")
+    ap.add_argument("--seeds", type=int, nargs="+", help="paired seeds: each runs every arm")
+    ap.add_argument("--workers", type=int, default=1, help="arms run in this many processes at once")
+    ap.add_argument("--store", help="directory for the arms' sessions and per-arm results (default: a temporary "
+                                    "one); a later run with the same --store reuses arms already done")
+    ap.add_argument("--json", help="write the results here (and the learning curves as a PNG beside it)")
+    ap.add_argument("--progress", action="store_true", help="draw a progress bar per arm (one worker only)")
     args = ap.parse_args(argv)
+    if args.candidates_from:
+        args.arms = [a for a in args.arms if ARMS[a][1] == args.candidates_from]
+        if not args.arms:
+            ap.error(f"--candidates-from {args.candidates_from}: none of the chosen arms draws from there")
+    if args.trials < args.eval_every:
+        ap.error(f"--trials {args.trials} is fewer than --eval-every {args.eval_every}")
+    seeds = args.seeds if args.seeds is not None else list(range(args.n_seeds))
+    if len(set(seeds)) != len(seeds):
+        ap.error("--seeds: each seed once")
+    for arm in args.arms:
+        arm_rig(args, arm, seeds[0])  # a bad key or value is refused before anything runs
     root = store_dir(args.store)
-    arms = {"random": {"random": 1.0}, "closed_loop": parse_mix(args.mix)}
-    runs = {name: [run_arm(args, name, mix, seed, root) for seed in args.seeds] for name, mix in arms.items()}
-
-    needed, finals = [], []
-    for rnd, cl in zip(runs["random"], runs["closed_loop"]):
-        target = rnd["accuracy"][-1]
-        finals.append(target)
-        needed.append(trials_to_reach(cl["trials"], cl["accuracy"], target))
-    reached = [n for n in needed if n is not None]
-    ratios = [n / args.trials for n in reached]
-    mean_curve = {name: np.mean([r["accuracy"] for r in rs], 0).tolist() for name, rs in runs.items()}
-    print(f"Held-out accuracy (mean correlation with ground truth, {args.neurons} neurons, {args.test_size} test "
-          f"images), model {args.model}, {args.steps_per_trial} steps/trial, seeds {args.seeds}; "
-          f"engine: {runs['random'][0]['engine_mode']}")
-    print(f"{'trials':>7s} {'random':>8s} {'closed':>8s}")
-    for t, a, b in zip(runs["random"][0]["trials"], mean_curve["random"], mean_curve["closed_loop"]):
-        print(f"{t:7d} {a:8.3f} {b:8.3f}")
-    for seed, target, n in zip(args.seeds, finals, needed):
-        print(f"seed {seed}: random's final accuracy {target:.3f} after {args.trials} trials; closed loop "
-              + (f"reaches it after {n} trials" if n is not None else "does not reach it within the budget"))
-    if ratios:
-        lo, hi = interval95(ratios)
-        print(f"trial ratio closed / random: mean {np.mean(ratios):.2f} (95% interval {lo:.2f}-{hi:.2f}) over "
-              f"{len(ratios)} of {len(needed)} seeds that reached it")
-    print(f"time: random {sum(r['seconds'] for r in runs['random']):.0f} s, closed loop "
-          f"{sum(r['seconds'] for r in runs['closed_loop']):.0f} s")
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    runs = run_all(args, args.arms, seeds, root)
+    wall = time.perf_counter() - t0
+    summ = summarise(runs, seeds, args.trials)
+    first = runs[args.arms[0]][0]
+    summ.update({"model_kind": first["model_kind"], "objective": runs.get("closed-loop-natural", runs.get(
+        "closed-loop-mixed", [first]))[0]["objective"], "device": first["device"]})
+    print_table(summ, args, seeds)
+    arm_seconds = [r["seconds"] for rs in runs.values() for r in rs if not r.get("reused")]
+    print(f"time: {wall:.0f} s wall with {args.workers} worker(s); one arm at one seed took "
+          f"{np.mean(arm_seconds) if arm_seconds else float('nan'):.0f} s on average "
+          f"({os.cpu_count()} CPUs here)")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"benchmark": "efficiency", "engine_mode": runs["random"][0]["engine_mode"], "args": vars(args),
-                       "arms": runs,  # per arm, one entry per seed
-                       "mean_curves": mean_curve, "random_final_accuracy": finals,
-                       "closed_loop_trials_to_reach": needed,
-                       "trial_ratios": ratios,
-                       "sessions": str(root)}, f, indent=1)
+        out = Path(args.json)
+        png = out.with_suffix(".png")
+        plot_curves(summ, png, f"{len(seeds)} seeds, model {summ['model_kind']}, {args.steps_per_trial} steps/trial, "
+                               f"{args.neurons} neurons; bands: 95% bootstrap over seeds")
+        out.write_text(json.dumps({
+            "benchmark": "efficiency", "engine_mode": first["engine_mode"], "args": vars(args), "seeds": seeds,
+            "candidates_from_key": has_candidates_key(), "summary": summ,
+            "runs": runs,  # per arm, one entry per seed
+            "wall_seconds": wall, "arm_seconds_mean": float(np.mean(arm_seconds)) if arm_seconds else None,
+            "cpus": os.cpu_count(), "figure": str(png), "sessions": str(root)}, indent=1, default=float))
     return 0
 
 

@@ -3,28 +3,52 @@ import json
 import sqlite3
 
 
-def test_efficiency_benchmark_runs_both_arms_through_the_engine_on_the_same_budget(tmp_path):
-    from bench.efficiency import main
+def test_efficiency_benchmark_runs_its_arms_through_the_engine_on_the_same_budget(tmp_path):
+    from bench.efficiency import has_candidates_key, main
 
+    arms = ["random-natural", "random-gaudy", "closed-loop-natural"] if has_candidates_key() else \
+        ["random-natural", "closed-loop-mixed"]
+    closed = arms[-1]
     out = tmp_path / "eff.json"
-    assert main(["--trials", "6", "--eval-every", "3", "--neurons", "3", "--pool-size", "80", "--size-px", "16",
-                 "--candidates", "40", "--test-size", "30", "--seeds", "0", "1", "--store", str(tmp_path / "s"),
-                 "--json", str(out)]) == 0
+    assert main(["--arms", *arms, "--trials", "6", "--eval-every", "3", "--neurons", "3", "--pool-size", "80",
+                 "--size-px", "16", "--candidates", "40", "--test-size", "30", "--seeds", "0", "1",
+                 "--store", str(tmp_path / "s"), "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["engine_mode"] == "in-process"
-    for arm in ("random", "closed_loop"):
-        assert len(res["arms"][arm]) == 2  # one run per paired seed
-        for run in res["arms"][arm]:
+    assert (tmp_path / "eff.png").stat().st_size > 1000  # the learning curves, next to the JSON
+    for arm in arms:
+        assert len(res["runs"][arm]) == 2  # one run per paired seed
+        for run in res["runs"][arm]:
             assert run["trials"] == [3, 6] and run["status"] == "completed" and run["engine_mode"] == "in-process"
+            assert run["model_kind"] == "compact"  # the product's online model, not the ridge baseline
+        s = res["summary"]["arms"][arm]
+        assert s["auc_ci95"][0] <= s["auc_mean"] <= s["auc_ci95"][1]
+        assert len(s["trials_to_target"]) == 2
     # The first two plans are asked for before any response exists (queue depth 2): random images, then the
-    # closed loop's own choices. Both arms got the same training steps.
-    assert res["arms"]["closed_loop"][0]["images_by_kind"] == {"random": 10, "selected": 20}
-    assert res["arms"]["random"][0]["images_by_kind"] == {"random": 30}
-    assert res["arms"]["random"][0]["training_steps"] == res["arms"]["closed_loop"][0]["training_steps"] > 0
+    # closed loop's own choices. Every arm got the same training steps at each seed.
+    assert res["runs"][closed][0]["images_by_kind"] == {"random": 10, "selected": 20}
+    assert res["runs"]["random-natural"][0]["images_by_kind"] == {"random": 30}
+    assert res["runs"]["random-natural"][0]["gaudy_images"] == 0
+    if "random-gaudy" in arms:
+        assert res["runs"]["random-gaudy"][0]["gaudy_images"] == 30
+    steps = {res["runs"][a][1]["training_steps"] for a in arms}
+    assert len(steps) == 1 and steps.pop() > 0
+    # The best random arm reaches its own final accuracy within the budget by definition.
+    best = res["summary"]["best_random_arm"]
+    assert res["summary"]["arms"][best]["reached"] == 2
+    assert "goal_met" in res["summary"]["comparisons"][closed][f"trial ratio vs {best}"]
     # Each arm is a stored session like any other.
-    db = sqlite3.connect(tmp_path / "s" / "closed_loop-seed1" / "session.sqlite")
+    db = sqlite3.connect(tmp_path / "s" / f"{closed}-seed1" / "session.sqlite")
     assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 30
     assert db.execute("SELECT value FROM meta WHERE key='engine_mode'").fetchone()[0] == "in-process"
+    # A second run with the same store reuses the arms already done, with the same figures.
+    out2 = tmp_path / "eff2.json"
+    assert main(["--arms", *arms, "--trials", "6", "--eval-every", "3", "--neurons", "3", "--pool-size", "80",
+                 "--size-px", "16", "--candidates", "40", "--test-size", "30", "--seeds", "0", "1",
+                 "--store", str(tmp_path / "s"), "--json", str(out2)]) == 0
+    res2 = json.loads(out2.read_text())
+    assert all(r.get("reused") for rs in res2["runs"].values() for r in rs)
+    assert res2["summary"]["arms"] == res["summary"]["arms"]
 
 
 def test_discrimination_benchmark_runs_through_the_engine_and_designed_images_win(tmp_path):
