@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from controller.session import heldout_r
+from controller.summary import percentile
 
 
 class StatusBoard:
@@ -107,7 +108,8 @@ class StatusBoard:
             "spikes/s": ", ".join(f"{name} {st.received_spikes / elapsed:,.0f}" for name, st in engine.streams.items())
                         or "none yet",
             "spikes lost": sum(st.lost_spikes for st in engine.streams.values()),
-            "loop latency p50/p99": (f"{lat[len(lat) // 2] * 1000:.0f} / {lat[int(0.99 * (len(lat) - 1))] * 1000:.0f} ms"
+            # The summary's percentiles (interpolated): with two latencies an index rule put "p50" above "p99".
+            "loop latency p50/p99": (f"{percentile(lat, 50) * 1000:.0f} / {percentile(lat, 99) * 1000:.0f} ms"
                                      if lat else "n/a"),
             "plans on time": f"{engine.plans_on_time}/{plans}" + (f" ({engine.plans_late} from the pool)"
                                                                  if engine.plans_late else ""),

@@ -70,3 +70,13 @@ def test_a_terminal_gets_a_live_panel_then_the_summary(tmp_path):
     assert "cortexloop session" in text and "plans on time" in text and "spikes/s" in text
     assert "\x1b[" in text  # redrawn in place
     assert text.index("plans on time") < text.index("cortexloop session summary")
+
+
+def test_the_status_latency_percentiles_are_in_order_with_few_trials():
+    from types import SimpleNamespace
+
+    board = StatusBoard(8, stream=io.StringIO())
+    engine = SimpleNamespace(trial_reports={}, streams={}, plans_on_time=2, plans_late=0, latencies_s=[0.198, 0.296],
+                             model_version_seen=0, dropped_frames=0)
+    p50, p99 = board.figures(engine)["loop latency p50/p99"].removesuffix(" ms").split(" / ")
+    assert int(p50) == 247 and int(p99) == 295  # the summary's (interpolated) percentiles
