@@ -14,7 +14,8 @@ exists, and say so. Every Choice carries why it was chosen (kind and score);
 the caller records the model version beside it.
 
 Candidates for "selected" (and the seeds of "synthesized") are drawn from the
-pool images `candidates_from` names: "natural", "gaudy" or "both". With the
+pool images `candidates_from` names: "natural", "gaudy" or "both"; "random"
+images from those `random_from` names. With the
 objective "epig" they are scored by how much their responses would tell about
 the responses to a fixed reference set of natural pool images (never the
 held-out test set); see stimulus/objectives.py.
@@ -140,6 +141,7 @@ class ImageChooser:
         kinds = np.asarray(pools.train_kind)
         self.natural = np.flatnonzero(kinds == "natural") if (kinds == "natural").any() else np.arange(len(kinds))
         self.candidate_pool = pool_indices(kinds, cfg.candidates_from)
+        # (A pool with no natural images at all keeps its old behaviour: "natural" then means the whole pool.)
         self.random_pool = self.natural if cfg.random_from == "natural" else pool_indices(kinds, cfg.random_from)
         # The images whose responses "epig" asks to predict better: natural pool images, fixed for the session
         # (their own seed stream). The held-out test set is never looked at, so accuracy measured on it stays
@@ -191,11 +193,15 @@ class ImageChooser:
     def _make(self, kind: str, n: int, predictor, deadline_s: float | None) -> list[Choice]:
         if kind == "repeat":
             return self._repeats(n)
-        if kind in ("random", "random-nomodel"):
-            note = "" if kind == "random" else " (no model yet)"
-            return [Choice(self.pools.train[i], f"random pool#{i}{note}") for i in self._random(n)]
+        if kind == "random":
+            return [Choice(self.pools.train[i], f"random pool#{i}") for i in self._random(n, self.random_pool)]
+        # A kind that needs a model and has none (or no time left): random images from its own candidates.
+        if kind == "random-nomodel":
+            return [Choice(self.pools.train[i], f"random pool#{i} (no model yet)")
+                    for i in self._random(n, self.candidate_pool)]
         if deadline_s is not None and time.perf_counter() >= deadline_s:
-            return [Choice(self.pools.train[i], f"random pool#{i} (past deadline)") for i in self._random(n)]
+            return [Choice(self.pools.train[i], f"random pool#{i} (past deadline)")
+                    for i in self._random(n, self.candidate_pool)]
         if kind == "selected":
             return self._selected(n, predictor, deadline_s)
         if kind == "synthesized":
@@ -213,10 +219,10 @@ class ImageChooser:
             self._repeat_cursor += 1
         return out
 
-    def _random(self, n: int) -> list[int]:
-        free = np.setdiff1d(self.random_pool, np.fromiter(self._shown_idx, int, len(self._shown_idx)))
+    def _random(self, n: int, source: np.ndarray) -> list[int]:
+        free = np.setdiff1d(source, np.fromiter(self._shown_idx, int, len(self._shown_idx)))
         if len(free) < n:
-            free = self.random_pool
+            free = source
         idx = [int(i) for i in self.rng.choice(free, n, replace=False)]
         self._shown_idx.update(idx)
         return idx

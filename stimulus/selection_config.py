@@ -60,13 +60,10 @@ class SelectionConfig(Strict):
     # Which pool images are candidates for "selected" (and the seeds of "synthesized"): "natural",
     # "gaudy" (each colour channel binarized at its mean) or "both".
     candidates_from: Literal["natural", "gaudy", "both"] = "both"
-    # Which pool images the "random" kind draws from (the reference arm of a comparison should draw from
-    # the same part of the pool as the closed loop's candidates). Before a model exists, and past a
-    # deadline, the kinds that need one show random images from `candidates_from`.
-    random_from: Literal["natural", "gaudy", "both"] = "natural"
     # Which pool images the "random" kind draws from. "natural" is the reference a session compares with;
     # the efficiency benchmark also draws random gaudy images or the whole pool, so that a closed loop is
-    # compared with random images from the same candidates it chooses among.
+    # compared with random images from the same candidates it chooses among. Before a model exists, and
+    # past a deadline, the kinds that need one show random images from `candidates_from`.
     random_from: Literal["natural", "gaudy", "both"] = "natural"
     # Pool images scored per choice (drawn afresh each time; the whole pool if larger than it).
     candidates: int = Field(512, ge=1, le=1_000_000)

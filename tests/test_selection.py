@@ -176,6 +176,11 @@ def test_candidates_from_restricts_the_pool_and_an_empty_choice_is_refused():
         for t in range(3):
             for c in chooser.choose(t, 5, p, None):
                 assert int(c.reason.split("pool#")[1].split()[0]) in allowed, (source, c.reason)
+    # Random images come from random_from; kinds that need a model, before one exists, from their candidates.
+    cfg = SelectionConfig(mix={"random": 0.5, "selected": 0.5}, candidates_from="gaudy", random_from="natural")
+    for c in ImageChooser(cfg, pools, seed=0).choose(0, 10, None, None):
+        i = int(c.reason.split("pool#")[1].split()[0])
+        assert pools.train_kind[i] == ("gaudy" if "no model yet" in c.reason else "natural"), c.reason
     both = ImageChooser(SelectionConfig(candidates_from="both"), pools)
     assert len(both.candidate_pool) == 80
     only_natural = Pools(pools.train[:40], ("natural",) * 40, pools.test)
