@@ -145,10 +145,10 @@ class RecordingConfig(Strict):
     # A fault: this share of the native stream's spike batches is held back and sent after the next one
     # (out of order, as a network that reorders datagrams would deliver them); none is lost by it.
     reorder: float = Field(0.0, ge=0.0, le=0.5)
-    # A fault: the recording clock jumps by clock_jump_s (forward > 0, back < 0) once it has recorded
-    # clock_jump_after_s (seconds of its clock); None: never. A jump back holds the stream until its clock
-    # passes where it stood, as the recording system never stamps a spike earlier than one it sent.
-    clock_jump_s: float = Field(0.0, ge=-1e4, le=1e4)
+    # A fault: the recording clock jumps clock_jump_s forward once it has recorded clock_jump_after_s
+    # (seconds of its clock); None: never. Forward only: the simulated recorder never stamps a spike or a code
+    # earlier than one it sent, so a clock running back is not something it can show.
+    clock_jump_s: float = Field(0.0, ge=0.0, le=1e4)
     clock_jump_after_s: float | None = Field(None, gt=0.0, le=1e6)
     # The ground truth of what the stream carried, for fault benchmarks: one line per spike batch made
     # ("ledger STREAM SEQ SPIKES FATE", fate sent, dropped (packet_loss) or delayed (reorder)) on the

@@ -354,6 +354,16 @@ def committed_kept(before: dict[str, list], db: Path) -> tuple[bool, str]:
     return not bad, ", ".join(f"{n} {t} rows changed or gone" for t, n in bad.items())
 
 
+def last_plan_source(db: Path) -> str | None:
+    """Where the last plan's images came from ("model", or "pool" when the model's plan was late)."""
+    con = sqlite3.connect(db)
+    try:
+        row = con.execute("SELECT source FROM plans ORDER BY trial_id DESC LIMIT 1").fetchone()
+    finally:
+        con.close()
+    return None if row is None else row[0]
+
+
 def trials_done_before(session_dir: Path, jump_at_s: float) -> int:
     """Trials whose recorded end code came before the acquisition clock jumped (its own clock, pre-jump)."""
     from controller import messages as m
@@ -437,7 +447,8 @@ def run_fault(fault: Fault, workdir: Path, n_trials: int, n_junk: int = 2000, n_
         "clock_residual_max_ms": (summary.get("clock_alignment") or {}).get("residual_max_ms"),
         "committed_kept": kept,
         "committed_problem": why,
-        "launcher_said": [ln for ln in output.splitlines() if ln.startswith("cortexloop:")][-6:],
+        "launcher_said": [ln for ln in output.splitlines() if ln.startswith("cortexloop:")][-8:],
+        "last_plan_source": last_plan_source(db),
     })
     row["recovered"] = judge(fault, row, n_trials)
     return row
@@ -455,10 +466,20 @@ def judge(fault: Fault, row: dict, n_trials: int) -> bool:
     if fault.ends_session:
         cause = {"presenter-killed": "the presenter process died", "cortex-silent": "acquisition silent"}[fault.name]
         return clean and finished and row["first_summary_written"] and cause in row["first_status"]
+    if fault.inject == "kill:model":
+        return clean and finished and any("model worker exited (-9); started again" in ln
+                                          for ln in row["launcher_said"]) and row["last_plan_source"] == "model"
+    if fault.inject == "stop:model":
+        return clean and finished and any("model worker not answering" in ln and "replaced" in ln
+                                          for ln in row["launcher_said"]) and row["last_plan_source"] == "model"
     if fault.name == "packets-dropped":
         return clean and finished and row["engine_spikes_lost"] == s["injected"] and s["injected"] > 0
     if fault.name == "clock-jump":
         return clean and finished and row["responses_invalid"] == 0 and row["trials_before"] is not None
+    if fault.inject.startswith("socket:"):  # the attack reached the socket: junk sent (and a flood, where one can)
+        sent = row.get("attack") or {}
+        return clean and finished and sent.get("junk", 0) > 0 and (
+            fault.inject == "socket:acquisition_pub" or sent.get("flood", 0) > 0)
     return clean and finished
 
 
