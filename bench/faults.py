@@ -485,14 +485,19 @@ def judge(fault: Fault, row: dict, n_trials: int) -> bool:
 
 # -- the table ---------------------------------------------------------------------------------------------------
 def format_table(rows: list[dict]) -> str:
-    head = ("fault", "trials before", "after", "spikes injected", "lost", "unrecorded", "kept", "recovered",
-            "wall s", "status")
+    head = ("fault", "trials before", "after", "responses valid", "spikes injected", "lost", "unrecorded", "kept",
+            "recovered", "wall s", "status")
     lines = []
     for r in rows:
+        r = {k: v.replace(r["session_dir"], "SESSION") if isinstance(v, str) and k != "session_dir" else v
+             for k, v in r.items()}
         s = r.get("spikes") or {}
         tb = r.get("trials_before")
         lines.append((r["fault"], "throughout" if tb is None and "error" not in r else str(tb),
-                      str(r.get("trials_after", "-")), str(s.get("injected", "-")), str(s.get("lost", "-")),
+                      str(r.get("trials_after", "-")),
+                      f"{r['responses_valid']}/{r['responses_valid'] + r['responses_invalid']}"
+                      if r.get("responses_valid") is not None else "-",
+                      str(s.get("injected", "-")), str(s.get("lost", "-")),
                       str(s.get("unrecorded_after_last_stored", "-")),
                       {True: "yes", False: "NO"}.get(r.get("committed_kept"), "-"),
                       "yes" if r.get("recovered") else "NO", str(r.get("wall_s", "-")),
@@ -508,7 +513,8 @@ def format_table(rows: list[dict]) -> str:
     out.append("spikes: from the virtual cortex's ledger against the store, over the store's range of each stream; "
                "injected = dropped on purpose; lost = sent and not stored (must be 0); unrecorded = made after the "
                "last stored batch (no controller listening). kept: every row committed before the fault is still "
-               "there, unchanged.")
+               "there, unchanged. responses valid: of all the session's responses, those kept for training (a "
+               "window over lost spikes, or one the stream never passed, is stored invalid).")
     return "\n".join(out)
 
 
