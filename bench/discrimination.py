@@ -18,7 +18,12 @@ Arms, same seeds and trial cap:
   selected     pool images with the largest Poisson Jensen-Shannon divergence (ImageChooser, mix selected)
   synthesized  images synthesized from the best pool images to maximise it (ImageChooser, mix synthesized)
 The headline is the median over repeats of trials-to-99% and the ratio random / designed, and how often
-the wrong hypothesis got there first.
+the wrong hypothesis got there first (with exact Clopper-Pearson and Wilson 95% intervals over repeats).
+
+A truth that is neither hypothesis (--neither, on by default): the neuron fires at the mean of the two
+hypotheses' rates. Every hypothesis that reaches the threshold then is a false certainty; the JSON says how
+often that happens (with intervals), which hypothesis won, after how many presentations, and where the
+posterior ended.
 
     python -m bench.discrimination [--repeats 8] [--pair orientation dot] [--delta-deg 10 5] [--json out.json]
 """
@@ -33,6 +38,7 @@ import numpy as np
 import torch
 
 from bench.sessions import bench_rig, model_worker, store_dir
+from bench.stats import clopper_pearson, wilson
 from controller.progress import progress_bar
 from controller.session import run_in_process
 from stimulus.config import ImagesConfig
@@ -107,6 +113,17 @@ class DotDetector(SaturatingUnit):
         return torch.einsum("bhw,hw->b", grey, self.filter).abs()
 
 
+class MeanOf:
+    """A neuron that is neither hypothesis: its rate is the mean of the two hypotheses' rates."""
+
+    def __init__(self, units):
+        self.units = list(units)
+        self.base_hz = float(np.mean([u.base_hz for u in self.units]))
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([u(images) for u in self.units]).mean(0)
+
+
 def make_pair(pair: str, size: int, natural: np.ndarray, rng: np.random.Generator, delta_deg: float = 15.0) -> dict:
     centre = tuple(float(v) for v in rng.uniform(0.4, 0.6, 2) * size)
     sigma = float(rng.uniform(0.1, 0.16) * size)
@@ -147,8 +164,9 @@ def first_reaching(history: list[np.ndarray], threshold: float) -> tuple[int | N
     return None, None
 
 
-def run_case(args, fns: dict, true_index: int, arm: str, seed: int, root) -> dict:
-    """One session of the product's engine, in process, until a hypothesis reaches the threshold posterior."""
+def run_case(args, fns: dict, true_index: int | None, arm: str, seed: int, root) -> dict:
+    """One session of the product's engine, in process, until a hypothesis reaches the threshold posterior.
+    true_index None: the neuron is neither hypothesis (MeanOf both)."""
     rig = bench_rig(args.rig, session={"n_trials": args.max_trials, "seed": seed},
                     trial={"images_per_trial": args.images_per_trial},
                     images={"size_px": args.size_px, "pool_size": args.pool_size, "test_size": 20, "seed": args.seed},
@@ -158,24 +176,50 @@ def run_case(args, fns: dict, true_index: int, arm: str, seed: int, root) -> dic
                                "synthesis_steps": args.synthesis_steps, "synthesis_step_size": 0.05, "seed": seed,
                                "hypotheses": []})
     hyps = HypothesisSet(fns, n_neurons=1)
-    truth = TrueNeuron(list(fns.values())[true_index])
+    units = list(fns.values())
+    truth = TrueNeuron(MeanOf(units) if true_index is None else units[true_index])
 
     def reached(engine, trial_id):
         history = model_worker(engine).evidence_history
         return "a hypothesis reached the threshold" if first_reaching(history, args.threshold)[0] else None
 
     t0 = time.perf_counter()
-    summary, parts = run_in_process(rig, root / f"{arm}-seed{seed}", population=truth, hypotheses=hyps,
-                                    after_update=reached)
+    name = f"{arm}-seed{seed}" if true_index is not None else f"{arm}-neither-seed{seed}"
+    summary, parts = run_in_process(rig, root / name, population=truth, hypotheses=hyps, after_update=reached)
     history = parts.model.evidence_history
     shown, winner = first_reaching(history, args.threshold)
     if shown is None:
         shown, trials = len(history) + 1, args.max_trials + 1
     else:
         trials = (shown - 1) // args.images_per_trial + 1
-    return {"trials": trials, "presentations": shown, "wrong": winner is not None and winner != true_index,
-            "posterior_true": float(history[-1][true_index]) if history else 0.5,
+    final = history[-1] if history else np.full(len(fns), 1.0 / len(fns))
+    return {"trials": trials, "presentations": shown, "reached": winner is not None,
+            "winner": None if winner is None else list(fns)[winner],
+            "wrong": winner is not None and true_index is not None and winner != true_index,
+            "posterior_true": None if true_index is None else float(final[true_index]),
+            "final_posterior": [float(p) for p in final],
             "seconds": time.perf_counter() - t0, "engine_mode": summary["engine_mode"]}
+
+
+def rate_with_intervals(k: int, n: int) -> dict:
+    """k of n runs, as a rate with exact (Clopper-Pearson) and Wilson 95% intervals over the runs."""
+    return {"count": k, "runs": n, "rate": k / n if n else None, "ci95_clopper_pearson": list(clopper_pearson(k, n)),
+            "ci95_wilson": list(wilson(k, n))}
+
+
+def summarise_neither(runs: list[dict], names: list[str], max_trials: int) -> dict:
+    """What the posterior does when the neuron is neither hypothesis: how often, which and how fast one
+    reaches the threshold anyway (a false certainty), and where the posterior ended."""
+    reached = [r for r in runs if r["reached"]]
+    first = np.array([r["final_posterior"][0] for r in runs])
+    return {"false_certainty": rate_with_intervals(len(reached), len(runs)),
+            "winners": {n: sum(r["winner"] == n for r in reached) for n in names},
+            "median_presentations_to_false_certainty": float(np.median([r["presentations"] for r in reached]))
+            if reached else None,
+            "final_posterior_of_first": first.tolist(), "names": names,
+            # Runs that reached the cap with no hypothesis at the threshold: the honest outcome here.
+            "never_reached": len(runs) - len(reached),
+            "runs": runs, "cap_trials": max_trials}
 
 
 ARMS = {
@@ -202,6 +246,7 @@ def run(args) -> dict:
     cases += [("dot", "dot", 0.0)] if "dot" in args.pair else []
     for label, pair, delta in cases:
         per_arm = {arm: [] for arm in args.arms}
+        neither = {arm: [] for arm in args.arms}
         corr = []
         for rep in track(range(args.repeats), f"discrimination: {label}", args.repeats):
             rng = np.random.default_rng([args.seed, rep])
@@ -213,9 +258,13 @@ def run(args) -> dict:
             true_index = rep % 2  # each hypothesis is the true one in half the repeats
             for arm in args.arms:
                 per_arm[arm].append(run_case(args, fns, true_index, arm, args.seed * 1000 + rep, root / label))
+                if args.neither:
+                    neither[arm].append(run_case(args, fns, None, arm, args.seed * 1000 + rep, root / label))
+            names = list(fns)
         summary = {arm: {"median_trials": float(np.median([x["trials"] for x in runs])),
                          "median_presentations": float(np.median([x["presentations"] for x in runs])),
                          "wrong": sum(x["wrong"] for x in runs),
+                         "wrong_rate": rate_with_intervals(sum(x["wrong"] for x in runs), len(runs)),
                          "runs": runs,
                          "capped": sum(x["trials"] > args.max_trials for x in runs)}
                    for arm, runs in per_arm.items()}
@@ -225,6 +274,9 @@ def run(args) -> dict:
                 summary[arm]["presentation_ratio_random_over_this"] = (summary["random"]["median_presentations"]
                                                                        / summary[arm]["median_presentations"])
         results[label] = {"arms": summary, "natural_image_correlation": float(np.mean(corr))}
+        if args.neither:
+            results[label]["neither"] = {arm: summarise_neither(runs, names, args.max_trials)
+                                         for arm, runs in neither.items()}
     return results
 
 
@@ -245,6 +297,23 @@ def print_table(results: dict, args) -> None:
         print(f"{pair:18s} (correlation of the two hypotheses on natural images: {res['natural_image_correlation']:.2f})")
     print("ratio = random's median / this arm's median (trials, then presentations); wrong = runs in which the "
           "false hypothesis reached the threshold first")
+    print(f"\nHow often the wrong hypothesis reached {args.threshold:.0%} (95% Clopper-Pearson interval over repeats)")
+    for pair, res in results.items():
+        for arm, s in res["arms"].items():
+            w = s["wrong_rate"]
+            lo, hi = w["ci95_clopper_pearson"]
+            print(f"{pair:18s} {arm:12s} {w['count']}/{w['runs']} = {w['rate']:.0%} [{lo:.0%}, {hi:.0%}]")
+    if any("neither" in res for res in results.values()):
+        print(f"\nNeither hypothesis true (the neuron fires at their mean): runs in which one reached "
+              f"{args.threshold:.0%} anyway (a false certainty), which, and how fast")
+        for pair, res in results.items():
+            for arm, s in res.get("neither", {}).items():
+                f = s["false_certainty"]
+                lo, hi = f["ci95_clopper_pearson"]
+                med = s["median_presentations_to_false_certainty"]
+                print(f"{pair:18s} {arm:12s} {f['count']}/{f['runs']} = {f['rate']:.0%} [{lo:.0%}, {hi:.0%}]; "
+                      f"winners {s['winners']}; median {'-' if med is None else f'{med:.0f}'} presentations; "
+                      f"{s['never_reached']} stayed below it up to the cap")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=8)
     ap.add_argument("--max-trials", type=int, default=400)
     ap.add_argument("--threshold", type=float, default=0.99)
+    ap.add_argument("--neither", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run each repeat with a neuron that is neither hypothesis (the mean of both)")
     ap.add_argument("--images-per-trial", type=int, default=5)
     ap.add_argument("--fano-factor", type=float, default=1.2)
     ap.add_argument("--candidates", type=int, default=512)

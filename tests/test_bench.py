@@ -62,6 +62,22 @@ def test_discrimination_benchmark_runs_through_the_engine_and_designed_images_wi
     arms = res["results"]["orientation5deg"]["arms"]
     assert arms["selected"]["median_presentations"] < arms["random"]["median_presentations"]
     assert all(run["engine_mode"] == "in-process" for a in arms.values() for run in a["runs"])
+    # How often the wrong hypothesis got there first, as a rate over the repeats with intervals around it.
+    for a in arms.values():
+        w = a["wrong_rate"]
+        assert w["runs"] == 2 and w["count"] == sum(r["wrong"] for r in a["runs"])
+        assert w["ci95_clopper_pearson"][0] <= w["rate"] <= w["ci95_clopper_pearson"][1]
+        assert w["ci95_clopper_pearson"][1] > 0.5  # 2 runs cannot rule much out
+    # A neuron that is neither hypothesis: no run can be right, and the JSON says what the posterior did.
+    neither = res["results"]["orientation5deg"]["neither"]
+    for arm, n in neither.items():
+        assert len(n["runs"]) == 2
+        assert all(r["posterior_true"] is None and not r["wrong"] for r in n["runs"])
+        reached = [r for r in n["runs"] if r["reached"]]
+        assert n["false_certainty"]["count"] == len(reached) and n["never_reached"] == 2 - len(reached)
+        assert sum(n["winners"].values()) == len(reached)
+        assert all(r["presentations"] <= 60 * 5 for r in reached)
+        assert all(abs(sum(r["final_posterior"]) - 1) < 1e-9 for r in n["runs"])
 
 
 def test_mei_benchmark_fits_its_model_through_the_engine(tmp_path):
@@ -73,3 +89,18 @@ def test_mei_benchmark_fits_its_model_through_the_engine(tmp_path):
     res = json.loads(out.read_text())
     assert res["engine_mode"] == "in-process" and res["summary"]["training_steps"] > 0
     assert len(res["per_neuron"]["mei_hz"]) == 3 and 0.0 <= res["summary"]["fraction_mei_beats_best_natural"] <= 1.0
+
+
+def test_the_neither_truth_is_neither_hypothesis_but_between_them():
+    import numpy as np
+    import torch
+
+    from bench.discrimination import MeanOf, TrueNeuron, make_pair
+
+    natural = np.random.default_rng(0).integers(0, 256, (200, 16, 16, 3), dtype=np.uint8)
+    fns = make_pair("dot", 16, natural, np.random.default_rng(1))
+    a, b = (TrueNeuron(u).rates(natural)[:, 0] for u in fns.values())
+    mid = TrueNeuron(MeanOf(fns.values())).rates(natural)[:, 0]
+    np.testing.assert_allclose(mid, (a + b) / 2, rtol=1e-5)
+    assert np.abs(mid - a).max() > 1.0 and np.abs(mid - b).max() > 1.0  # differs from each hypothesis
+    assert isinstance(MeanOf(fns.values())(torch.zeros(2, 3, 16, 16)), torch.Tensor)
