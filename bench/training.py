@@ -31,7 +31,8 @@ PAPER = CompactSpec(3, 112, (100,) * 5, (1, 2, 2, 1, 1), 5)
 
 def step_bytes(spec: CompactSpec, k: int, batch: int, act_bytes: int) -> float:
     """Bytes a training step must move at least (see the module docstring)."""
-    side, acts = spec.image_size, batch * spec.in_channels * side * side
+    side = spec.image_size
+    acts = batch * spec.in_channels * side * side
     for i, (f, s) in enumerate(zip(spec.filters, spec.strides)):
         side = (side - 1) // s + 1
         prev = spec.filters[i - 1] if i else 0

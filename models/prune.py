@@ -126,7 +126,9 @@ def _accumulate(sums: list, layer: int, d: torch.Tensor) -> None:
 
 def explained_variance_curve(gram: torch.Tensor, pointwise: torch.Tensor, order: Sequence[int]) -> torch.Tensor:
     """fv[m] for keeping filters order[:m], m = 0..F: gram (F, F) centred, pointwise (F_out, F) weights."""
-    g = (gram.double() * (pointwise.double().T @ pointwise.double()))
+    # F x F matrices: on the CPU, wherever the statistics were gathered (the curve is read element by element).
+    gram, pointwise = gram.detach().double().cpu(), pointwise.detach().double().cpu()
+    g = gram * (pointwise.T @ pointwise)
     idx = torch.as_tensor(list(order))
     g = g[idx][:, idx]
     total = float(g.sum())
