@@ -37,6 +37,7 @@ from controller import messages as m
 from controller.config import RigFileError, parse_rig
 from controller.nwb import image_kind
 from controller.store import SessionStore
+from controller.summary import repeat_noise_ceiling
 from models.metrics import correlation
 
 MEI_REASON = re.compile(r"mei neuron#(\d+) predicted ([-\d.]+)Hz")
@@ -114,30 +115,6 @@ def load_session(session_dir: str | Path) -> Session:
 
 
 # -- computations on stored data ------------------------------------------------------------
-
-def repeat_noise_ceiling(image_hash: list[str], counts: np.ndarray, min_images: int = 3) -> dict | None:
-    """Per neuron, the best correlation any model could reach with single-presentation counts, from repeats.
-
-    Over the images shown at least twice: noise = mean within-image variance of the counts (unbiased),
-    signal = variance of the image means less what the noise adds to them. The ceiling is
-    sqrt(signal / (signal + noise)), the correlation of one presentation's counts with the image's expected
-    count (acquisition/ground_truth.py computes the same quantity from the virtual cortex's model).
-    """
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, h in enumerate(image_hash):
-        groups[h].append(i)
-    rep = [ix for ix in groups.values() if len(ix) >= 2]
-    if len(rep) < min_images:
-        return None
-    means = np.stack([counts[ix].mean(0) for ix in rep])
-    within = np.stack([counts[ix].var(0, ddof=1) for ix in rep])
-    n = np.array([len(ix) for ix in rep], np.float64)[:, None]
-    noise = within.mean(0)
-    signal = np.maximum(means.var(0, ddof=1) - (within / n).mean(0), 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ceiling = np.where(signal + noise > 0, np.sqrt(signal / (signal + noise)), np.nan)
-    return {"ceiling": ceiling, "images": len(rep), "presentations": int(n.sum())}
-
 
 def image_means(image_hash: list[str], counts: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(distinct hashes in first-seen order, mean counts (n_images, N), presentations per image)."""
@@ -277,7 +254,8 @@ def fig_accuracy(s: Session) -> str:
     valid = resp["valid"]
     ceil = repeat_noise_ceiling([h for h, v in zip(resp["image_hash"], valid) if v], resp["counts"][valid]) \
         if resp["counts"].size else None
-    if not per and ceil is None:
+    truth_ceil = (((s.summary or {}).get("noise_ceiling") or {}).get("truth") or {}).get("per_neuron")
+    if not per and ceil is None and not truth_ceil:
         return "".join(parts) + _missing("Held-out accuracy and noise ceiling",
                                          "no held-out accuracy in summary.json and fewer than 3 repeated images")
     n = s.n_neurons
@@ -290,6 +268,11 @@ def fig_accuracy(s: Session) -> str:
         ax.plot(x, ceil["ceiling"], "_", color="#C44E52", markersize=16, mew=2.5,
                 label=f"noise ceiling from {ceil['images']} repeated images (median "
                       f"{np.nanmedian(ceil['ceiling']):.2f})")
+    if truth_ceil:
+        tc = np.array(truth_ceil[:n], float)
+        ax.plot(x[:len(tc)], tc, "o", color="#55A868", markersize=5,
+                label=f"noise ceiling on the held-out images from the virtual cortex's model (median "
+                      f"{np.median(tc):.2f})")
     ax.axhline(0, color="0.5", lw=0.8)
     ax.set_xticks(x)
     ax.set_xlabel("neuron")
@@ -303,7 +286,9 @@ def fig_accuracy(s: Session) -> str:
     parts.append("<p class='note'>Held-out r: the session's model against the virtual cortex's true rates on "
                  "the held-out test images (never shown); its ceiling is 1. Noise ceiling: the best correlation "
                  "any model could reach with one presentation's spike counts, estimated from the images shown "
-                 "more than once; a rig without ground truth divides count-based accuracy by it."
+                 "more than once (pool images) and, on the simulated rig, computed from the virtual cortex's "
+                 "spiking model on the held-out images (the known answer); a rig without ground truth divides "
+                 "count-based accuracy by it."
                  + ("" if ceil is not None else " (Fewer than 3 repeated images: no ceiling.)") + "</p>")
     if not per:
         parts.append(_missing("Held-out accuracy", "summary.json has none (a rig without ground truth, or the "

@@ -23,7 +23,7 @@ from controller.config import RigConfig
 from controller.engine import SessionAbort, SessionEngine, SessionParts
 from controller.protocol import trial_protocol
 from controller.store import SessionStore
-from controller.summary import format_table, percentile, write_summary
+from controller.summary import format_table, noise_ceilings, percentile, write_summary
 from models.metrics import correlation
 from stimulus.pools import make_pools
 
@@ -176,6 +176,34 @@ def heldout_accuracy(engine: SessionEngine, truth, timeout_s: float = 60.0) -> t
     return [float(v) for v in r], float(np.median(r))
 
 
+def stored_counts(store: SessionStore) -> dict:
+    """The valid responses' image hashes and counts (n, N), without their pixels (for the noise ceiling)."""
+    rows = store.conn.execute("SELECT image_hash, counts FROM responses WHERE valid = 1 "
+                              "ORDER BY trial_id, idx").fetchall()
+    counts = np.stack([np.frombuffer(r[1], np.float32) for r in rows]) if rows else np.zeros((0, 0), np.float32)
+    return {"image_hash": [r[0] for r in rows], "counts": counts}
+
+
+def ceiling_figures(rig: RigConfig, truth, test_images, store: SessionStore, n_neurons: int | None) -> dict:
+    """The summary keys of the noise ceilings (controller/summary.py says what each is); never raises."""
+    try:
+        ceil = noise_ceilings(rig, truth, test_images, stored_counts(store), n_neurons)
+    except Exception as err:  # a figure, not a reason to lose the summary
+        log.warning("noise ceiling not computed: %r", err)
+        return {"noise_ceiling": {"error": repr(err)}}
+    return {"noise_ceiling": ceil,
+            "noise_ceiling_truth_median": (ceil["truth"] or {}).get("median"),
+            "noise_ceiling_repeats_median": (ceil["repeats"] or {}).get("median")}
+
+
+def steps_per_trial(rig: RigConfig, training_steps, trials_done: int) -> dict:
+    """Training steps per completed trial as done, and the budget a virtual clock gives (None on a wall clock,
+    where the model trains in the background for as long as it has)."""
+    done = None if not training_steps or not trials_done else training_steps / trials_done
+    return {"training_steps_per_trial": done,
+            "training_steps_per_trial_budget": rig.model.steps_per_trial if rig.session.speed == "max" else None}
+
+
 def build_summary(rig: RigConfig, engine: SessionEngine | None, store: SessionStore, session_dir: Path, status: str,
                   duration_s: float, truth=None) -> dict:
     """The figures of a session, from the store and the engine's counters. Never raises for a dead part."""
@@ -205,6 +233,8 @@ def build_summary(rig: RigConfig, engine: SessionEngine | None, store: SessionSt
         row = store.conn.execute("SELECT SUM(LENGTH(neuron)) / 2 FROM spike_batches").fetchone()
         out.update({"neurons": int(store.meta("neurons") or 0), "spikes_received": int(row[0] or 0),
                     "plans": store.count("plans")})
+        # Without the engine no model answers for held-out accuracy; the repeats' ceiling is in the store.
+        out.update(ceiling_figures(rig, None, None, store, None))
         return out
     fit = engine.clock_fit()
     # A session that ended badly may have lost its model worker too: the summary waits only briefly for it.
@@ -247,5 +277,7 @@ def build_summary(rig: RigConfig, engine: SessionEngine | None, store: SessionSt
         "heldout_median_r": median,
         "heldout_r_per_neuron": per_neuron,
         "hypothesis_evidence": model_info.get("evidence"),
+        **steps_per_trial(rig, model_info.get("training_steps"), done),
+        **ceiling_figures(rig, truth, engine.pools.test if truth is not None else None, store, engine.n_neurons),
     })
     return out
