@@ -233,6 +233,20 @@ def run_all(args, arms: list[str], seeds: list[int], root: Path) -> dict[str, li
     return {arm: [results[arm, s] for s in seeds] for arm in arms}
 
 
+def stored_runs(args, arms: list[str], seeds: list[int], root: Path) -> tuple[dict[str, list[dict]], list[int]]:
+    """The stored results for these settings, over the seeds that have every arm."""
+    found = {}
+    for arm in arms:
+        for seed in seeds:
+            path = root / f"{arm}-seed{seed}.json"
+            if path.exists():
+                stored = json.loads(path.read_text())
+                if stored.get("key") == job_key(args, arm, seed):
+                    found[arm, seed] = {**stored, "reused": True}
+    whole = [s for s in seeds if all((a, s) in found for a in arms)]
+    return {arm: [found[arm, s] for s in whole] for arm in arms}, whole
+
+
 def report_job(res: dict, n_done: int, n_jobs: int) -> None:
     print(f"[{n_done}/{n_jobs}] {res['arm']} seed {res['seed']}: final {res['accuracy'][-1]:.3f}, "
           f"{res['seconds']:.0f} s{' (stored result)' if res.get('reused') else ''}", file=sys.stderr, flush=True)
@@ -388,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
                                     "one); a later run with the same --store reuses arms already done")
     ap.add_argument("--json", help="write the results here (and the learning curves as a PNG beside it)")
     ap.add_argument("--progress", action="store_true", help="draw a progress bar per arm (one worker only)")
+    ap.add_argument("--from-store", action="store_true",
+                    help="run nothing: summarise the arms --store already holds for these settings, over the seeds "
+                         "that have every arm (a run cut short still gives its figures)")
     args = ap.parse_args(argv)
     if args.candidates_from:
         args.arms = [a for a in args.arms if ARMS[a][1] == args.candidates_from]
@@ -400,10 +417,18 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--seeds: each seed once")
     for arm in args.arms:
         arm_rig(args, arm, seeds[0])  # a bad key or value is refused before anything runs
+    if args.from_store and not args.store:
+        ap.error("--from-store needs --store")
     root = store_dir(args.store)
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    runs = run_all(args, args.arms, seeds, root)
+    if args.from_store:
+        runs, seeds = stored_runs(args, args.arms, seeds, root)
+        if not seeds:
+            print(f"{root}: no seed has all of {args.arms} stored with these settings", file=sys.stderr)
+            return 1
+    else:
+        runs = run_all(args, args.arms, seeds, root)
     wall = time.perf_counter() - t0
     summ = summarise(runs, seeds, args.trials)
     first = runs[args.arms[0]][0]

@@ -49,6 +49,12 @@ def test_efficiency_benchmark_runs_its_arms_through_the_engine_on_the_same_budge
     res2 = json.loads(out2.read_text())
     assert all(r.get("reused") for rs in res2["runs"].values() for r in rs)
     assert res2["summary"]["arms"] == res["summary"]["arms"]
+    # A run cut short is summarised from what the store holds: only the seeds that have every arm.
+    out3 = tmp_path / "eff3.json"
+    assert main(["--arms", *arms, "--trials", "6", "--eval-every", "3", "--neurons", "3", "--pool-size", "80",
+                 "--size-px", "16", "--candidates", "40", "--test-size", "30", "--seeds", "0", "1", "7",
+                 "--store", str(tmp_path / "s"), "--from-store", "--json", str(out3)]) == 0
+    assert json.loads(out3.read_text())["seeds"] == [0, 1]
 
 
 def test_discrimination_benchmark_runs_through_the_engine_and_designed_images_win(tmp_path):
