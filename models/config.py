@@ -11,7 +11,9 @@ class Strict(BaseModel):
 
 
 class ModelConfig(Strict):
-    kind: Literal["baseline", "compact"] = "baseline"
+    # "shared": per member, one conv core for all neurons + a readout per neuron (models/shared_core.py);
+    # "compact": one small CNN per (neuron, member) (models/online.py); "baseline": ridge regression.
+    kind: Literal["baseline", "compact", "shared"] = "baseline"
     # "auto": a GPU when torch sees one, else the CPU. "cuda" on a machine without
     # one is refused with an error (a rig file that asks for a GPU means it).
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|auto)$")
@@ -47,6 +49,22 @@ class ModelConfig(Strict):
     cpu_threads: int = Field(1, ge=0, le=256)
     # bf16 autocast for training steps on CUDA (ignored on CPU, where it is slower).
     mixed_precision: bool = True
+    # Shared-core model (kind = "shared"). core "conv": core_layers convolutions (5x5, then 3x3) with
+    # core_strides; "resnet18": torchvision resnet18's conv1, bn1, max pool and layer1 under its
+    # state-dict names, so core_weights can name a torchvision-format file on disk (64 channels for
+    # resnet18's own weights). core_frozen keeps loaded weights fixed (only the readouts learn).
+    core: Literal["conv", "resnet18"] = "resnet18"
+    core_channels: int = Field(32, ge=1, le=512)
+    core_layers: int = Field(3, ge=1, le=8)
+    core_strides: list[int] = Field(default_factory=lambda: [2, 1, 1], max_length=8)
+    core_weights: str = ""
+    core_frozen: bool = False
+    # L1 on each neuron's readout (spatial mask sum |.| times feature weights sum |.|).
+    readout_l1: float = Field(1e-4, ge=0.0, le=10.0)
+    # Every validation_every-th presentation is held out of training; every validate_every_steps
+    # steps the held-out presentations choose the published (best) weights. 0: none held out.
+    validation_every: int = Field(10, ge=0, le=1000)
+    validate_every_steps: int = Field(20, ge=1, le=100000)
     # Distillation and pruning (`cortexloop compress`). The students (one compact model per
     # neuron) may differ from the ensemble members: the paper distilled into 100 filters a
     # layer (0: as filters_per_layer), with a linear readout and Gaussian smoothing (std in
@@ -70,7 +88,7 @@ class ModelConfig(Strict):
     # Distillation images the pruning statistics and choices are computed on (the paper: 5,000).
     prune_images: int = Field(1000, ge=10, le=100_000)
 
-    @field_validator("strides", "student_strides")
+    @field_validator("strides", "student_strides", "core_strides")
     @classmethod
     def _strides_bounded(cls, v: list[int]) -> list[int]:
         if any(s < 1 or s > 4 for s in v):

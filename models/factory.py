@@ -13,4 +13,8 @@ def make_online_model(cfg: ModelConfig, n_neurons: int, image_shape: tuple[int, 
         from models.online import CompactOnline
 
         return CompactOnline(cfg, n_neurons, image_shape)
+    if cfg.kind == "shared":
+        from models.shared_core import SharedCoreOnline
+
+        return SharedCoreOnline(cfg, n_neurons, image_shape)
     raise ValueError(f"model.kind = {cfg.kind!r} is not available in this build")
