@@ -255,6 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--out", required=True, help="PNG file to write")
     cs.set_defaults(func=cmd_cortex_sheet)
 
+    from controller.security import cmd_keys
+
+    k = sub.add_parser("keys", help="make a CURVE key pair for a rig across machines: DIR/NAME.key (public) and "
+                                    "DIR/NAME.key_secret (readable by this user only)")
+    k.add_argument("dir", help="directory for the two files (made, private to this user, if missing)")
+    k.add_argument("--name", default=__import__("socket").gethostname(),
+                   help="file name of the pair (default: this machine's host name; e.g. rig-server for the "
+                        "rig's server pair)")
+    k.set_defaults(func=cmd_keys)
+
     b = sub.add_parser("bench", help="benchmarks (print a table; --json FILE writes the figures)")
     b.add_argument("name", choices=BENCHES)
     b.set_defaults(func=None)

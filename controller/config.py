@@ -114,6 +114,51 @@ class EndpointsConfig(Strict):
     # The virtual cortex also speaks the Open Ephys GUI Event Broadcaster format here (PUB), so Open Ephys
     # clients can read the simulated rig. "off" disables it.
     openephys_pub: str = "auto"
+    # Each: "auto", "off", ipc://PATH, inproc://NAME or tcp://HOST:PORT. tcp off loopback (another host's
+    # address, or tcp://*:PORT, every interface) needs [security] keys: the rig check refuses it without them.
+
+    @model_validator(mode="after")
+    def _transports(self) -> "EndpointsConfig":
+        for name, value in self.model_dump().items():
+            if value not in ("auto", "off") and not value.startswith(("tcp://", "ipc://", "inproc://")):
+                raise ValueError(f"{name} = {value!r}: an endpoint is \"auto\", \"off\", tcp://HOST:PORT, "
+                                 f"ipc://PATH or inproc://NAME (no other transport carries CURVE keys)")
+        return self
+
+
+class SecurityConfig(Strict):
+    """CURVE keys (ZeroMQ public-key encryption and authentication) for every socket of the session
+    (controller/security.py). Needed where an endpoint is tcp off loopback; used for every socket once set.
+
+    Paths are absolute or start with ~ (the rig is copied into each session directory, where a relative path
+    would mean something else). `cortexloop keys DIR` makes a pair: NAME.key (public) and NAME.key_secret."""
+
+    # The rig's server key pair: every process that binds a socket serves with it (NAME.key_secret). A
+    # machine that only connects may name the public half (NAME.key).
+    server_key: str = Field("", max_length=1000)
+    # This machine's own key pair (NAME.key_secret): what its processes connect with.
+    client_key: str = Field("", max_length=1000)
+    # A directory of the public keys (NAME.key) of the machines whose processes may connect: no other key is
+    # admitted by the servers.
+    authorized_keys: str = Field("", max_length=1000)
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> "SecurityConfig":
+        given = {k: v for k, v in self.model_dump().items() if v}
+        if given and len(given) != 3:
+            missing = sorted(set(self.model_dump()) - set(given))
+            raise ValueError(f"{', '.join(missing)} not set: CURVE needs server_key, client_key and "
+                             f"authorized_keys together (cortexloop keys DIR makes a pair)")
+        for key, value in given.items():
+            if not (value.startswith("/") or value.startswith("~")):
+                raise ValueError(f"{key} = {value!r}: give an absolute path (or one starting with ~): the rig is "
+                                 f"copied into each session directory, where a relative path would mean "
+                                 f"something else")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.server_key)
 
 
 @dataclass(frozen=True)
@@ -156,6 +201,7 @@ class RigConfig(Strict):
     model: ModelConfig = ModelConfig()
     selection: SelectionConfig = SelectionConfig()
     endpoints: EndpointsConfig = EndpointsConfig()
+    security: SecurityConfig = SecurityConfig()
     # How event codes leave the stimulus machine ("zmq": to the virtual cortex; or TTL lines, LSL markers).
     event_output: EventOutputConfig = EventOutputConfig()
 
@@ -168,6 +214,20 @@ class RigConfig(Strict):
                 if getattr(out, key) != getattr(ttl, key):
                     raise ValueError(f"event_output.{key} = {getattr(out, key)!r} but cortex.ttl.{key} = "
                                      f"{getattr(ttl, key)!r}: both ends of the TTL lines must agree")
+        return self
+
+    @model_validator(mode="after")
+    def _keys_off_loopback(self) -> "RigConfig":
+        """An endpoint another machine can reach is refused without keys: anyone could connect to it."""
+        from controller.security import is_loopback
+
+        if not self.security.enabled:
+            for name, value in self.endpoints.model_dump().items():
+                if value not in ("auto", "off") and not is_loopback(value):
+                    raise ValueError(f"endpoints.{name} = {value!r} is not on loopback: another machine could "
+                                     f"connect. Name CURVE keys under [security] (server_key, client_key, "
+                                     f"authorized_keys; cortexloop keys DIR makes a pair), or use \"auto\" (ipc) "
+                                     f"or tcp://127.0.0.1:PORT on one machine")
         return self
 
     @property

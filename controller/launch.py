@@ -30,6 +30,7 @@ from pathlib import Path
 from controller.config import RigConfig
 from controller.parts import MODEL_RESTART_REQUEST
 from controller.links import resolve_endpoints
+from controller.security import SecurityError, keys_for
 
 ROLES = ("cortex", "model", "presenter", "controller")
 
@@ -96,6 +97,10 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
         (session_dir / "summary.json").unlink(missing_ok=True)
         (session_dir / STOP_REASON).unlink(missing_ok=True)
     prepare_session_dir(rig, session_dir)
+    try:
+        keys_for(rig)  # the key files are read and checked before any process starts: a bad one is named here
+    except SecurityError as err:
+        raise SessionFailed(str(err)) from None
     env = {**os.environ, **(env or {})}
     # The children import the packages from where this one did (works without installing too).
     root = str(Path(__file__).resolve().parent.parent)

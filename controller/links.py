@@ -9,6 +9,7 @@ import zmq
 
 from controller import messages
 from controller.config import EndpointsConfig
+from controller.security import CurveKeys, as_client, as_server, require_keys_off_loopback
 
 ENDPOINT_NAMES = ("acquisition_pub", "acquisition_events", "presenter_plans", "controller_inbox", "model",
                   "openephys_pub")
@@ -68,6 +69,25 @@ def socket_limits(name: str, *, image_shape: tuple, images_per_trial: int, n_neu
         "openephys_pub": 0,  # JSON only (acquisition.openephys.MAX_BODY_BYTES is 1 MiB)
     }[name]
     return max(largest_array, _HEADER_ALLOWANCE), SOCKET_HWM[name]
+
+
+def bind(sock: zmq.Socket, name: str, endpoint: str, keys: CurveKeys | None) -> zmq.Socket:
+    """Bind one of the session's sockets (name: its ENDPOINT_NAMES entry). With keys, a CURVE server that admits
+    only authorized client keys; without, refused where another machine could reach the endpoint."""
+    require_keys_off_loopback(name, endpoint, keys)
+    if keys is not None:
+        as_server(sock, keys, name)
+    sock.bind(endpoint)
+    return sock
+
+
+def connect(sock: zmq.Socket, name: str, endpoint: str, keys: CurveKeys | None) -> zmq.Socket:
+    """Connect to one of the session's sockets: with keys, as a CURVE client that checks the server's key."""
+    require_keys_off_loopback(name, endpoint, keys)
+    if keys is not None:
+        as_client(sock, keys)
+    sock.connect(endpoint)
+    return sock
 
 
 def limit_socket(sock: zmq.Socket, max_bytes: int, hwm: int) -> None:

@@ -21,6 +21,7 @@ from controller.engine import SessionParts
 from controller.modelling import ModelWorker, prepare_model_process
 from controller.parts import EventOutput, check_part
 from controller.presenting import PresenterRunner
+from controller.security import client_context, keys_for
 from controller.virtual_cortex import CortexEventOutput, VirtualCortex
 from controller.zmq_parts import ZmqAcquisitionSource, ZmqModel, ZmqPresenter
 from stimulus.fixation import make_fixation
@@ -49,8 +50,10 @@ def acquisition_part(rig: RigConfig, endpoints: dict[str, str]):
                              'endpoints.openephys_pub is "off"')
         # Only the simulated recording system is told when the session is over; a live one keeps recording.
         control = endpoints.get("acquisition_events") if oe.virtual_cortex else None
+        # The simulated rig's own broadcaster uses the rig's keys, if any; an Open Ephys GUI speaks plain ZeroMQ.
+        ctx = client_context(keys_for(rig)) if oe.endpoint == "auto" else None
         return OpenEphysSource(oe, cortex.ttl, endpoint, rig.session.acquisition_sample_rate_hz,
-                               make_clock(rig.session.speed), control_endpoint=control)
+                               make_clock(rig.session.speed), ctx=ctx, control_endpoint=control)
     if cortex.source == "lsl":
         from controller.lsl_source import LslAcquisitionSource
 

@@ -14,7 +14,8 @@ import numpy as np
 import zmq
 
 from controller import messages as m
-from controller.links import Receiver, limit_socket, socket_limits
+from controller.links import Receiver, bind, connect, limit_socket, socket_limits
+from controller.security import keys_for
 
 # Sizes no valid message exceeds, for sockets made before the rig's neuron count is known (it comes from the
 # acquisition source once the session starts): the rig file allows at most this many neurons.
@@ -64,10 +65,11 @@ class ZmqAcquisitionSource:
         ctx = ctx or zmq.Context.instance()
         self.sub = limit_for(ctx.socket(zmq.SUB), "acquisition_pub", rig)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sub.connect(endpoints["acquisition_pub"])
+        keys = keys_for(rig)
+        connect(self.sub, "acquisition_pub", endpoints["acquisition_pub"], keys)
         self.control = ctx.socket(zmq.PUSH)  # to the simulated recording system, for Shutdown only
         self.control.setsockopt(zmq.LINGER, 1000)
-        self.control.connect(endpoints["acquisition_events"])
+        connect(self.control, "acquisition_events", endpoints["acquisition_events"], keys)
         self.receiver = Receiver(self.sub, context={"roles": ("cortex",)})
         self.pending: list = []
         self.info: dict = {}
@@ -106,11 +108,12 @@ class ZmqPresenter:
 
     def __init__(self, endpoints: dict[str, str], ctx: zmq.Context | None = None, rig=None):
         ctx = ctx or zmq.Context.instance()
-        self.inbox = limit_for(ctx.socket(zmq.PULL), "controller_inbox", rig)
-        self.inbox.bind(endpoints["controller_inbox"])
+        keys = keys_for(rig)
+        self.inbox = bind(limit_for(ctx.socket(zmq.PULL), "controller_inbox", rig), "controller_inbox",
+                          endpoints["controller_inbox"], keys)
         self.plans_out = limit_for(ctx.socket(zmq.PUSH), "presenter_plans", rig)
         self.plans_out.setsockopt(zmq.LINGER, 1000)
-        self.plans_out.connect(endpoints["presenter_plans"])
+        connect(self.plans_out, "presenter_plans", endpoints["presenter_plans"], keys)
         # Only the presenter speaks on this socket: a heartbeat claiming another role is dropped, not believed.
         self.receiver = Receiver(self.inbox, context={"roles": ("presenter",)})
 
@@ -141,7 +144,7 @@ class ZmqModel:
         ctx = ctx or zmq.Context.instance()
         self.sock = limit_for(ctx.socket(zmq.DEALER), "model", rig)
         self.sock.setsockopt(zmq.LINGER, 1000)
-        self.sock.connect(endpoints["model"])
+        connect(self.sock, "model", endpoints["model"], keys_for(rig))
         self.receiver = Receiver(self.sock, context=image_context(rig))
 
     def request(self, req: m.ModelRequest) -> None:
@@ -171,7 +174,7 @@ class ZmqEventOutput:
         ctx = ctx or zmq.Context.instance()
         self.sock = limit_for(ctx.socket(zmq.PUSH), "acquisition_events", rig)
         self.sock.setsockopt(zmq.LINGER, 2000)
-        self.sock.connect(endpoint)
+        connect(self.sock, "acquisition_events", endpoint, keys_for(rig))
         self.seq = 0
 
     def write(self, code: int, time_s: float, trial_id: int, index: int, image_hash: str) -> None:

@@ -28,7 +28,8 @@ from acquisition.population import Population
 from controller import messages as m
 from controller.clocks import make_clock
 from controller.config import RigConfig
-from controller.links import Receiver, parent_alive
+from controller.links import Receiver, bind, parent_alive
+from controller.security import keys_for
 from controller.virtual_cortex import VirtualCortex
 
 
@@ -39,14 +40,15 @@ class VirtualCortexService:
         self.rig = rig
         self.parent_pid = parent_pid
         ctx = ctx or zmq.Context.instance()
+        keys = keys_for(rig)
         self.pub = None
         if endpoints.get("acquisition_pub"):
             self.pub = ctx.socket(zmq.PUB)
             self.pub.setsockopt(zmq.SNDHWM, 0)
             self.pub.setsockopt(zmq.LINGER, 1000)
-            self.pub.bind(endpoints["acquisition_pub"])
+            bind(self.pub, "acquisition_pub", endpoints["acquisition_pub"], keys)
         self.events_in = ctx.socket(zmq.PULL)
-        self.events_in.bind(endpoints["acquisition_events"])
+        bind(self.events_in, "acquisition_events", endpoints["acquisition_events"], keys)
         self.receiver = Receiver(self.events_in)
         self.lsl_out = None
         if rig.cortex.source == "lsl" and rig.cortex.lsl.virtual_cortex:
@@ -59,7 +61,7 @@ class VirtualCortexService:
             self.oe_pub = ctx.socket(zmq.PUB)
             self.oe_pub.setsockopt(zmq.SNDHWM, 0)
             self.oe_pub.setsockopt(zmq.LINGER, 0)
-            self.oe_pub.bind(endpoints["openephys_pub"])
+            bind(self.oe_pub, "openephys_pub", endpoints["openephys_pub"], keys)
         if self.pub is None and self.oe_pub is None and self.lsl_out is None:
             raise ValueError("the virtual cortex has no output: endpoints acquisition_pub and openephys_pub are "
                              "both \"off\" and it publishes no LSL streams")

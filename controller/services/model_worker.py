@@ -14,7 +14,8 @@ import zmq
 from controller import messages as m
 from controller.clocks import make_clock
 from controller.config import RigConfig
-from controller.links import Receiver, parent_alive
+from controller.links import Receiver, bind, parent_alive
+from controller.security import keys_for
 from controller.modelling import ModelWorker, prepare_model_process
 from controller.zmq_parts import image_context, limit_for
 
@@ -31,7 +32,7 @@ class ModelWorkerService:
         ctx = ctx or zmq.Context.instance()
         self.sock = limit_for(ctx.socket(zmq.ROUTER), "model", rig)
         self.sock.setsockopt(zmq.LINGER, 1000)
-        self.sock.bind(endpoints["model"])
+        bind(self.sock, "model", endpoints["model"], keys_for(rig))
         self.receiver = Receiver(self.sock, routed=True, context=image_context(rig))
         self.stopping = False
 

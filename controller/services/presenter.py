@@ -12,7 +12,8 @@ import zmq
 from controller import messages as m
 from controller.clocks import make_clock
 from controller.config import RigConfig
-from controller.links import Receiver, parent_alive
+from controller.links import Receiver, bind, connect, parent_alive
+from controller.security import keys_for
 from controller.presenting import PresenterRunner
 from controller.zmq_parts import ZmqEventOutput, image_context, limit_for
 from stimulus.event_outputs import make_event_output
@@ -36,12 +37,13 @@ class PresenterService:
         clock = make_clock(rig.session.speed, clock_start_s)
         screen = presenter if presenter is not None else make_presenter(rig.display, clock)
         ctx = ctx or zmq.Context.instance()
-        self.plans_in = limit_for(ctx.socket(zmq.PULL), "presenter_plans", rig)
-        self.plans_in.bind(endpoints["presenter_plans"])
+        keys = keys_for(rig)
+        self.plans_in = bind(limit_for(ctx.socket(zmq.PULL), "presenter_plans", rig), "presenter_plans",
+                             endpoints["presenter_plans"], keys)
         self.receiver = Receiver(self.plans_in, context=image_context(rig))
         self.to_controller = limit_for(ctx.socket(zmq.PUSH), "controller_inbox", rig)
         self.to_controller.setsockopt(zmq.LINGER, 2000)
-        self.to_controller.connect(endpoints["controller_inbox"])
+        connect(self.to_controller, "controller_inbox", endpoints["controller_inbox"], keys)
         self.events = make_rig_event_output(rig, endpoints, screen, ctx)
         self.runner = PresenterRunner(screen, make_fixation(rig.fixation, rig.display), self.events, clock,
                                       live_out=self._send_now)
