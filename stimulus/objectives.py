@@ -20,9 +20,9 @@ how much better will the model predict the neurons' responses to natural
 images? `predictive_information` (EPIG, objective "epig") scores that, against
 a reference set of natural pool images. Disagreement alone rewards any image
 the members disagree on, and they disagree most on images unlike anything they
-were trained on (on the default rig, disagreement correlated r = 0.85 with RMS
-contrast and picked almost only gaudy images); EPIG counts only disagreement
-that carries over to the reference images.
+were trained on (issue 14: on the default rig the disagreement score
+correlated r = 0.85 with RMS contrast and picked almost only gaudy images);
+EPIG counts only disagreement that carries over to the reference images.
 """
 from __future__ import annotations
 
