@@ -46,7 +46,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def prepare_torch_for(device: torch.device, cpu_threads: int = 0) -> None:
-    """Process-wide settings that the measurements in docs/models.md depend on."""
+    """Process-wide settings the training benchmarks (`cortexloop bench training`) were measured with."""
     if device.type == "cpu":
         if cpu_threads > 0:
             torch.set_num_threads(cpu_threads)
