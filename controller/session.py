@@ -34,8 +34,24 @@ class Interrupted(Exception):
     pass
 
 
-def _raise_interrupt(signum, frame):
-    raise Interrupted(signal.Signals(signum).name)
+class _StopSignals:
+    """SIGINT/SIGTERM raise Interrupted where the controller is. Python runs a signal handler at whatever line it
+    reaches next, and there the exception can be swallowed (inside a zmq frame's __dealloc__ it is printed as
+    "Exception ignored" and the session went on until a part fell silent); so the signal is also remembered and
+    raised again from the engine's once-a-second check (`alive`, its launcher_alive)."""
+
+    def __init__(self, launcher_alive=None):
+        self.received: list[str] = []
+        self.launcher_alive = launcher_alive
+
+    def handler(self, signum, frame):
+        self.received.append(signal.Signals(signum).name)
+        raise Interrupted(self.received[-1])
+
+    def alive(self) -> bool:
+        if self.received:
+            raise Interrupted(self.received[0])
+        return self.launcher_alive is None or self.launcher_alive()
 
 
 def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store: SessionStore | None = None,
@@ -52,14 +68,15 @@ def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store
     store = store or (SessionStore.open(session_dir) if resume else SessionStore.create(session_dir, rig.model_dump_json()))
     pools = pools if pools is not None else make_pools(rig.images)
     status = "completed"
-    previous = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    stops = _StopSignals(launcher_alive)
+    previous = {s: signal.signal(s, stops.handler) for s in (signal.SIGINT, signal.SIGTERM)}
     t0 = time.monotonic()
     engine = None
     try:
         engine = SessionEngine(rig, store, parts, pools)
         engine.after_update = after_update
         engine.status = board
-        engine.launcher_alive = launcher_alive
+        engine.launcher_alive = stops.alive
         point = None
         if resume:
             from controller.resume import resume_point
