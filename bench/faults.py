@@ -67,6 +67,9 @@ class Fault:
     after_trials: int = 3  # done trials before the fault is injected
     ends_session: bool = False  # the session must end (cleanly); then `--resume` finishes it
     resume: bool = False  # the launcher ends; `cortexloop run --resume` continues the session
+    # At least this many trials: a model worker started again needs several seconds (torch, the pools) before its
+    # plans are on time again, and "recovered" asks for the model's plans back by the end.
+    min_trials: int = 0
 
 
 CONTINUES = "completed with all its trials, no spike lost outside the injected loss, nothing committed changed"
@@ -78,10 +81,12 @@ FAULTS = (
           "the launcher wrote summary.json from the store (status: controller stopped (signal SIGKILL)); "
           "`--resume` completed all its trials, no spike lost, nothing committed changed",
           inject="kill:controller", resume=True),
-    Fault("model-killed", "model worker SIGKILL", "realtime", CONTINUES + "; the worker was started again",
-          inject="kill:model"),
+    Fault("model-killed", "model worker SIGKILL", "realtime",
+          CONTINUES + "; the worker was started again and the last plan is the model's", inject="kill:model",
+          min_trials=16),
     Fault("model-hung", "model worker SIGSTOP (alive, answers nothing)", "realtime",
-          CONTINUES + "; the worker was replaced", inject="stop:model"),
+          CONTINUES + "; the worker was replaced and the last plan is the model's", inject="stop:model",
+          min_trials=16),
     Fault("presenter-killed", "presenter SIGKILL", "realtime", ENDS, inject="kill:presenter", ends_session=True,
           resume=True),
     Fault("packets-dropped", "20% of spike batches dropped by the recording system", "max",
@@ -380,6 +385,7 @@ def trials_done_before(session_dir: Path, jump_at_s: float) -> int:
 
 # -- one fault ---------------------------------------------------------------------------------------------------
 def run_fault(fault: Fault, workdir: Path, n_trials: int, n_junk: int = 2000, n_flood: int = 20000) -> dict:
+    n_trials = max(n_trials, fault.min_trials)
     rig = fault_rig(fault, n_trials)
     session_dir = workdir / fault.name.replace(" ", "-").replace("+", "-")
     rig_file = workdir / f"{session_dir.name}.rig.json"
