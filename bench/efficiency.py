@@ -253,7 +253,12 @@ def report_job(res: dict, n_done: int, n_jobs: int) -> None:
 
 
 def finite_or_none(x: float):
-    return None if x is None or (isinstance(x, float) and (math.isnan(x) or math.isinf(x))) else x
+    """A figure for the JSON: "never" for +inf (never reached within the budget), None for nan (undefined)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    if isinstance(x, float) and math.isinf(x):
+        return "never"
+    return x
 
 
 def summarise(runs: dict[str, list[dict]], seeds: list[int], budget: int) -> dict:
@@ -305,13 +310,26 @@ def summarise(runs: dict[str, list[dict]], seeds: list[int], budget: int) -> dic
             med = median_with_inf(defined) if defined else float("nan")
             lo, hi = bootstrap_ci(defined, np.median) if defined else (float("nan"), float("nan"))
             c[f"trial ratio vs {best_random}"] = {
-                "per_seed": [finite_or_none(x) if not math.isinf(x) else "never" for x in ratios],
+                "per_seed": [finite_or_none(x) for x in ratios],
                 "never_reached": sum(math.isinf(x) for x in ratios),
                 "median": finite_or_none(med), "median_ci95": [finite_or_none(lo), finite_or_none(hi)],
                 "median_is_never": math.isinf(med), "ci_high_is_never": math.isinf(hi),
                 "goal": f"median <= {GOAL_RATIO:.0%} of the random arm's trials, 95% interval below 100%",
                 "goal_met": bool(defined) and med <= GOAL_RATIO and hi < 1.0}
         out["comparisons"][closed] = c
+    return out
+
+
+def goal_figures(summ: dict) -> dict:
+    """Per closed-loop arm: the median paired trial ratio against the best random arm, its interval, and whether
+    the goal (<= 50%, interval below 100%) is met; None ratios mean "never reached within the budget"."""
+    out = {}
+    for closed, comps in summ["comparisons"].items():
+        for name, c in comps.items():
+            if "median" in c:
+                out[closed] = {"against": summ["best_random_arm"], "median_trial_ratio": c["median"],
+                               "ci95": c["median_ci95"], "never_reached": c["never_reached"],
+                               "seeds": len(c["per_seed"]), "goal": c["goal"], "met": c["goal_met"]}
     return out
 
 
@@ -333,14 +351,14 @@ def print_table(summ: dict, args, seeds) -> None:
         flo, fhi = s["final_ci95"]
         med = s.get("trials_to_target_median")
         tlo, thi = s.get("trials_to_target_median_ci95", [None, None])
-        ttt = (f"{'never' if med is None else f'{med:.0f}'} [{'never' if tlo is None else f'{tlo:.0f}'}, "
-               f"{'never' if thi is None else f'{thi:.0f}'}] ({s.get('reached')}/{len(seeds)} reached)")
+        n = lambda x: "n/a" if x is None else x if isinstance(x, str) else f"{x:.0f}"  # noqa: E731
+        ttt = f"{n(med)} [{n(tlo)}, {n(thi)}] ({s.get('reached')}/{len(seeds)} reached)"
         print(f"{a:22s} {s['auc_mean']:8.3f} [{lo:.3f}, {hi:.3f}] {s['final_mean']:8.3f} [{flo:.3f}, {fhi:.3f}] {ttt:>34s}")
     for closed, comps in summ["comparisons"].items():
         for name, c in comps.items():
             if "median" in c:
                 m, (lo, hi) = c["median"], c["median_ci95"]
-                fmt = lambda x: "never" if x is None else f"{x:.0%}"  # noqa: E731
+                fmt = lambda x: "n/a" if x is None else x if isinstance(x, str) else f"{x:.0%}"  # noqa: E731
                 print(f"{closed} {name}: median {fmt(m)} of the trials [95% {fmt(lo)}, {fmt(hi)}], "
                       f"{c['never_reached']} of {len(c['per_seed'])} seeds never reached it; goal "
                       f"{'met' if c['goal_met'] else 'NOT met'} ({c['goal']})")
@@ -446,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
                                f"{args.neurons} neurons; bands: 95% bootstrap over seeds")
         out.write_text(json.dumps({
             "benchmark": "efficiency", "engine_mode": first["engine_mode"], "args": vars(args), "seeds": seeds,
-            "candidates_from_key": has_candidates_key(), "summary": summ,
+            "candidates_from_key": has_candidates_key(), "goal": goal_figures(summ), "summary": summ,
             "runs": runs,  # per arm, one entry per seed
             "wall_seconds": wall, "arm_seconds_mean": float(np.mean(arm_seconds)) if arm_seconds else None,
             "cpus": os.cpu_count(), "figure": str(png), "sessions": str(root)}, indent=1, default=float))
