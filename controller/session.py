@@ -95,7 +95,8 @@ def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store
     except Interrupted as why:
         reason = session_dir / "stop_reason"  # the launcher's word on why it stopped the session
         told = reason.read_text().strip() if reason.exists() else ""
-        status = f"aborted: {told}" if told.startswith("the ") else f"interrupted ({why})"
+        # The launcher's own signal (Ctrl-C at its terminal: SIGINT) rather than the SIGTERM it sent on.
+        status = f"aborted: {told}" if told.startswith("the ") else (told or f"interrupted ({why})")
         store.log("session", status)
     except SessionAbort as why:
         status = f"aborted: {why}"

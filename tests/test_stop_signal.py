@@ -16,8 +16,7 @@ class _SignalOnCollect:
         signal.raise_signal(signal.SIGTERM)
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point of the test
-def test_a_sigterm_swallowed_by_a_finalizer_still_ends_the_session(tmp_path):
+def _session_stopped_by_a_swallowed_sigterm(session_dir):
     rig = small_rig(n_trials=30)
     parts = in_process_parts(rig)
     poll = parts.presenter.poll
@@ -31,7 +30,21 @@ def test_a_sigterm_swallowed_by_a_finalizer_still_ends_the_session(tmp_path):
         return msgs
 
     parts.presenter.poll = poll_then_signal
-    summary = run_controller(rig, tmp_path / "s", parts, quiet=True)
+    summary = run_controller(rig, session_dir, parts, quiet=True)
     assert sent
+    return summary
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point of the test
+def test_a_sigterm_swallowed_by_a_finalizer_still_ends_the_session(tmp_path):
+    summary = _session_stopped_by_a_swallowed_sigterm(tmp_path / "s")
     assert summary["status"] == "interrupted (SIGTERM)", summary["status"]
     assert summary["trials_done"] < 30
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_the_status_names_the_launchers_own_interrupt(tmp_path):
+    # Ctrl-C reaches the launcher (SIGINT), which writes why and sends the controller SIGTERM.
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "stop_reason").write_text("interrupted (SIGINT)")
+    assert _session_stopped_by_a_swallowed_sigterm(tmp_path / "s")["status"] == "interrupted (SIGINT)"
