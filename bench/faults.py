@@ -104,7 +104,7 @@ FAULTS = (
     Fault("junk acquisition_pub", "raw bytes (no ZeroMQ handshake) at the cortex's PUB socket", "realtime",
           CONTINUES, inject="socket:acquisition_pub", after_trials=2),
     Fault("clock-jump", "the acquisition clock jumps 2 s forward mid-session", "max",
-          CONTINUES + "; every response valid", recording={"clock_jump_s": 2.0, "clock_jump_after_s": 8.0}),
+          CONTINUES + "; every response valid", recording={"clock_jump_s": 2.0, "clock_jump_after_s": None}),  # None: after 60% of the trials
     Fault("cortex-silent", "virtual cortex SIGSTOP (no spikes, codes or heartbeats)", "realtime", ENDS,
           inject="stop:cortex", after_trials=2, ends_session=True, resume=True),
 )
@@ -117,12 +117,19 @@ def fault_rig(fault: Fault, n_trials: int, rig_path: Path = DEFAULT_RIG):
 
     rig = load_rig(rig_path)
     recording = {**rig.cortex.recording.model_dump(), "ledger": True, **fault.recording}
+    jump_mid_session = "clock_jump_after_s" in fault.recording and fault.recording["clock_jump_after_s"] is None
+    if jump_mid_session:
+        recording["clock_jump_after_s"] = 1.0  # placed below, once the trial's duration is known
     cortex = {"population": {**rig.cortex.population.model_dump(), "n_neurons": 8, "seed": 3},
               "recording": recording}
-    return with_overrides(rig, session={"n_trials": n_trials, "speed": fault.speed},
-                          display={"presenter": "headless"}, images={"pool_size": 300, "test_size": 40},
-                          model={"kind": "baseline"}, fixation={"source": "simulated", "break_probability": 0.0},
-                          trial={"fixation_ms": 100, "iti_ms": 100}, cortex=cortex)
+    rig = with_overrides(rig, session={"n_trials": n_trials, "speed": fault.speed},
+                         display={"presenter": "headless"}, images={"pool_size": 300, "test_size": 40},
+                         model={"kind": "baseline"}, fixation={"source": "simulated", "break_probability": 0.0},
+                         trial={"fixation_ms": 100, "iti_ms": 100}, cortex=cortex)
+    if jump_mid_session:  # whatever the number of trials, 60% of them are recorded before the jump
+        recording["clock_jump_after_s"] = round(0.6 * n_trials * rig.trial_duration_ms / 1000, 3)
+        rig = with_overrides(rig, cortex={**cortex, "recording": recording})
+    return rig
 
 
 # -- processes ---------------------------------------------------------------------------------------------------
@@ -534,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the sessions")
     args = ap.parse_args(argv)
     if args.trials < 5:
-        ap.error("--trials must be at least 5 (faults are injected after 2-3 trials, some after 8 s)")
+        ap.error("--trials must be at least 5 (faults are injected after 2 or 3 trials)")
     faults = [BY_NAME[n] for n in args.faults] if args.faults else list(FAULTS)
     if args.store:
         workdir = Path(args.store)
