@@ -50,7 +50,8 @@ def _rig_with(endpoints=None, security=None):
 @pytest.mark.parametrize("endpoint", ["tcp://*:5555", "tcp://0.0.0.0:5555", "tcp://192.168.1.30:5601",
                                       "tcp://gpu-server:5603", "tcp://127.0.0.1;10.0.0.2:5555"])
 def test_an_endpoint_off_loopback_without_keys_is_refused_naming_the_key(endpoint):
-    with pytest.raises(RigFileError, match=r"endpoints\.model = .* is not on loopback.*under \[security\] \(server_key"):
+    with pytest.raises(RigFileError,
+                       match=r"endpoints\.model = .* is not on loopback.*under \[security\] \(server_key"):
         _rig_with({"model": endpoint})
 
 
