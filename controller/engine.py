@@ -166,10 +166,11 @@ class SessionEngine:
             self.status.tick(self)
 
     def _poll_parts(self) -> int:
-        """Each part is polled at most once a pump (an in-process presenter shows a trial when polled, so
-        polling it more often would change what a session does); what a poll returned is handled in the
-        parts' order, each part within its share of what is left of the budget: remaining / parts to go, so
-        each gets at least 1/3 of PUMP_BUDGET_S and time one part leaves unused goes to the parts after it.
+        """Each part is polled at most once a call, and not while messages of its last poll wait (an
+        in-process presenter shows a trial when polled: polling it more often would change what a session
+        does). What came in is handled in the parts' order, each part within its share of what is left of
+        the budget (remaining / parts to go: about a third each under a flood, and time one part leaves
+        unused goes to the parts after it); each handles at least one message a call, so none stalls.
         Returns how many messages were handled."""
         start = time.monotonic()
         n = 0
