@@ -34,7 +34,8 @@ from controller.config import RigConfig, load_rig, parse_rig
 from models.compact import count_parameters, student_spec
 from models.distill import augmented_images, distill, ensemble_mean, fit_students, teacher_rates, to_tensor
 from models.metrics import correlation, r2
-from models.online import CompactOnline, prepare_torch_for, resolve_device
+from models.factory import make_online_model
+from models.online import prepare_torch_for, resolve_device
 from models.prune import prune_models
 from models.save import export_models, save_model
 from stimulus.pools import make_pools
@@ -193,20 +194,23 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
     return report
 
 
-def _teacher(mcfg, n_neurons: int, image_shape, checkpoint: str | Path | None, log) -> tuple[CompactOnline, str]:
-    """The ensemble to train as the teacher, and where its weights came from."""
+def _teacher(mcfg, n_neurons: int, image_shape, checkpoint: str | Path | None, log) -> tuple[object, str]:
+    """The ensemble to train as the teacher, and where its weights came from. A session checkpoint of an online
+    model of the compact or the shared kind is read back as that kind (models.factory builds it)."""
     if checkpoint is not None and Path(checkpoint).exists():
         state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
         weights = state.get("model", {})
-        if state.get("kind") == "compact" and state.get("n_neurons") == n_neurons and "form" in weights:
-            online = CompactOnline(mcfg.model_copy(update={"form": weights["form"]}), n_neurons, image_shape)
+        kind = state.get("kind")
+        if kind in ("compact", "shared") and state.get("n_neurons") == n_neurons:
+            update = {"kind": kind, **({"form": weights["form"]} if "form" in weights else {})}
             try:
+                online = make_online_model(mcfg.model_copy(update=update), n_neurons, image_shape)
                 online.load_weights_state(weights)
-                return online, f"session checkpoint (model version {online.version}, {online.steps_done} steps)"
+                return online, f"session checkpoint ({kind} model version {online.version}, {online.steps_done} steps)"
             except (RuntimeError, KeyError, ValueError) as err:  # another architecture: e.g. --rig changed it
                 log(f"the session's checkpoint does not fit this model ({str(err).splitlines()[0]}); "
                     "training the teacher from scratch")
-    return CompactOnline(mcfg, n_neurons, image_shape), "trained from scratch"
+    return make_online_model(mcfg, n_neurons, image_shape), "trained from scratch"
 
 
 def _rates(models, images: np.ndarray, device: torch.device, batch: int = 128) -> torch.Tensor:

@@ -311,7 +311,7 @@ class SharedCoreOnline:
             groups.append({"params": core_params, "weight_decay": cfg.weight_decay})
         self.opt = torch.optim.AdamW(groups, lr=cfg.learning_rate)
         self.best = copy.deepcopy(self.net)  # the published weights (best on the held-out presentations)
-        self.best_loss = torch.full((self.n_members,), float("inf"))
+        self.best_r = torch.full((self.n_members,), float("nan"))  # held-out r of the published weights
         self.buffer = ResponseBuffer(cfg.max_stored_responses, self.image_shape, n_neurons)
         cap = cfg.max_stored_responses
         self.window_s = np.zeros(cap, np.float32)
@@ -324,7 +324,7 @@ class SharedCoreOnline:
         self._scaled = False
         self._validated_at = 0  # steps_done at the last validation check
         self.last_loss = float("nan")
-        self.last_validation_loss = float("nan")
+        self.last_validation_r = float("nan")
         self.best_changes = 0  # how often a member's best weights were replaced (for diagnostics)
 
     # -- data --------------------------------------------------------------------------
@@ -388,8 +388,24 @@ class SharedCoreOnline:
         self.net.eval()
 
     @torch.no_grad()
+    def _validation_r(self, net: SharedCoreEnsemble, rows: np.ndarray) -> torch.Tensor:
+        """(M,) each member's correlation with the held-out counts, averaged over neurons."""
+        images, rates = self.buffer.tensors(rows)
+        pred = net(images.to(self.device)).cpu()  # (M, B, N)
+        p = pred - pred.mean(1, keepdim=True)
+        t = (rates - rates.mean(0))[None]
+        denom = torch.sqrt((p ** 2).sum(1) * (t ** 2).sum(1))
+        r = torch.where(denom > 1e-12, (p * t).sum(1) / denom.clamp(min=1e-12), torch.zeros_like(denom))
+        return r.mean(1)
+
+    @torch.no_grad()
     def validate(self) -> None:
-        """Score the current and the best weights on the held-out presentations; keep the better, per member."""
+        """Score the current and the best weights on the held-out presentations; keep the better, per member.
+
+        The score is the correlation with the held-out counts, not the Poisson loss: the loss on the
+        held-out set rose while the correlation with the truth on natural test images still rose (the
+        loss there is dominated by the gaudy and synthesized images' high rates), and the correlation is
+        what the session reports."""
         self._validated_at = self.steps_done
         _, val_rows = self._rows()
         if len(val_rows) < MIN_VALIDATION or self.cfg.validation_every == 0:
@@ -398,15 +414,15 @@ class SharedCoreOnline:
         val_rows = val_rows[-MAX_VALIDATION:]
         was_training = self.net.training
         self.net.eval()
-        now = self._nll(self.net, val_rows).mean((1, 2)).cpu()
-        before = self._nll(self.best, val_rows).mean((1, 2)).cpu()
+        now = self._validation_r(self.net, val_rows)
+        before = self._validation_r(self.best, val_rows)
         self.net.train(was_training)
-        self.last_validation_loss = float(now.mean())
-        better = now < before
+        self.last_validation_r = float(now.mean())
+        better = now > before
         for m in np.flatnonzero(better.numpy()):
             self._copy_member(self.net, self.best, int(m))
             self.best_changes += 1
-        self.best_loss = torch.where(better, now, before)
+        self.best_r = torch.where(better, now, before)
 
     def _copy_member(self, src: SharedCoreEnsemble, dst: SharedCoreEnsemble, m: int) -> None:
         dst.readouts[m].load_state_dict(src.readouts[m].state_dict())
@@ -424,7 +440,7 @@ class SharedCoreOnline:
     def weights_state(self) -> dict:
         """What a checkpoint keeps: current and best weights, the optimizer's moments and the counters (tensors
         and numbers only: torch.load(weights_only=True) reads it). The responses are in the session store."""
-        return {"net": self.net.state_dict(), "best": self.best.state_dict(), "best_loss": self.best_loss.clone(),
+        return {"net": self.net.state_dict(), "best": self.best.state_dict(), "best_r": self.best_r.clone(),
                 "opt": self.opt.state_dict(), "version": self.version, "steps_done": self.steps_done,
                 "scaled": self._scaled, "core": self.cfg.core}
 
@@ -433,7 +449,7 @@ class SharedCoreOnline:
             raise ValueError(f"checkpoint of the {state.get('core')!r} core, this model has the {self.cfg.core!r} core")
         self.net.load_state_dict(state["net"])
         self.best.load_state_dict(state["best"])
-        self.best_loss = state["best_loss"].clone()
+        self.best_r = state["best_r"].clone()
         self.opt.load_state_dict(state["opt"])
         self.version, self.steps_done = int(state["version"]), int(state["steps_done"])
         self._steps_at_snapshot = self._validated_at = self.steps_done
