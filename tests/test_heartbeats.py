@@ -46,3 +46,62 @@ def test_a_trial_longer_than_the_silence_limit_does_not_abort_the_session(tmp_pa
                 p.wait()
     assert summary["status"] == "completed", summary["status"]
     assert summary["trials_done"] == 2
+
+
+def test_a_presenter_that_hangs_mid_trial_is_noticed_within_the_silence_limit(tmp_path, monkeypatch):
+    """The other side of heartbeats during trials: a presenter stopped in the middle of a trial (SIGSTOP, as a
+    hung process) ends the session after the silence limit, not after the trial's length."""
+    import signal
+    import sqlite3
+    import threading
+    import time
+
+    monkeypatch.setattr(SessionEngine, "DEAD_AFTER_S", SILENCE_LIMIT_S)
+    rig = with_overrides(small_rig(n_trials=3, speed="realtime"),
+                         trial={"fixation_ms": 300, "images_per_trial": 5, "on_ms": 300, "off_ms": 200,
+                                "iti_ms": 200},
+                         fixation={"break_probability": 0.0}, model={"kind": "baseline"})
+    session_dir = tmp_path / "hung"
+    endpoints = prepare_session_dir(rig, session_dir)
+    procs = {role: _serve(role, session_dir) for role in ("cortex", "model", "presenter")}
+    stopped_at = []
+
+    def stop_presenter_mid_trial():
+        """Once the cortex has recorded the first trial's first onset code, the presenter is mid-trial."""
+        db = session_dir / "session.sqlite"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if db.exists():
+                con = sqlite3.connect(db)
+                try:
+                    if con.execute("SELECT COUNT(*) FROM event_codes WHERE code = 20").fetchone()[0]:
+                        break
+                except sqlite3.OperationalError:
+                    pass
+                finally:
+                    con.close()
+            time.sleep(0.05)
+        procs["presenter"].send_signal(signal.SIGSTOP)
+        stopped_at.append(time.monotonic())
+
+    stopper = threading.Thread(target=stop_presenter_mid_trial, daemon=True)
+    stopper.start()
+    try:
+        summary = run_controller(rig, session_dir, process_parts(rig, endpoints), quiet=True)
+        ended_at = time.monotonic()
+    finally:
+        procs["presenter"].kill()
+        for p in procs.values():
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    assert stopped_at, "the first trial never started"
+    assert summary["status"].startswith("aborted: presenter silent"), summary["status"]
+    # Noticed once the limit (1.2 s) had passed since the last heartbeat, before the trial (3.0 s) could have
+    # ended: a limit that allowed for whole trials (it was 2 x 3.0 + 5 s) would say 11 s here.
+    limit = SILENCE_LIMIT_S + rig.timing.iti_frames / rig.timing.refresh_hz
+    silent_s = float(summary["status"].split("silent for ")[1].split(" s")[0])
+    assert limit <= silent_s < limit + 0.5 < rig.timing.trial_s, (silent_s, limit)
+    assert ended_at > stopped_at[0]
