@@ -35,6 +35,22 @@ from stimulus.images import image_hash, to_unit_float
 from stimulus.pools import make_pools
 from stimulus.selection import ImageChooser
 
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity where the OS says, else all)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def trains_while_choosing(setting: str) -> bool:
+    """model.train_while_choosing: "auto" keeps training during a choice where two cores are there for the two
+    threads (the model process runs torch with one thread per calling thread, so each takes one core)."""
+    if setting == "auto":
+        return usable_cores() >= 2
+    return setting == "always"
+
+
 # A plan is due at the presenter about one trial after it is requested (queue depth 2); on the wall
 # clock it is chosen within this share of a trial, so a loaded CPU costs image quality, not a late plan.
 CHOOSE_WITHIN_TRIALS = 0.4
@@ -65,7 +81,7 @@ class BackgroundTrainer(threading.Thread):
         self.inbox: queue.Queue = queue.Queue()
         self.latest = model.snapshot()
         self.stop = threading.Event()
-        self.may_train = threading.Event()  # cleared while a plan is being chosen: choosing comes first
+        self.may_train = threading.Event()  # cleared while a plan is chosen where the CPU cannot do both
         self.may_train.set()
         self.error: BaseException | None = None
         self._steps_at_snapshot = model.steps_done
@@ -119,6 +135,10 @@ class ModelWorker(InProcessPart):
         self.chooser = ImageChooser(rig.selection, self.pools, seed=rig.selection.seed, window_s=self.window_s)
         self.fixed_hypotheses = hypotheses
         self.budget = clock.training_budget(rig.model.steps_per_trial)
+        self.train_while_choosing = trains_while_choosing(rig.model.train_while_choosing)
+        self.choose_s: list[float] = []  # wall seconds of each choice (the model's share of a plan)
+        self.choices_past_deadline = 0
+        self.steps_while_choosing = 0
         self.model = None
         self.trainer: BackgroundTrainer | None = None
         self.n_neurons: int | None = None
@@ -244,6 +264,13 @@ class ModelWorker(InProcessPart):
                "training_steps": int(self.model.steps_done) if self.model is not None else 0}
         if self.trainer is not None and self.trainer.error is not None:
             out["training_error"] = repr(self.trainer.error)
+        if self.choose_s:
+            out["choose_s_p50"] = float(np.median(self.choose_s))
+            out["choose_s_max"] = float(np.max(self.choose_s))
+            out["choices_past_deadline"] = self.choices_past_deadline
+        if self.trainer is not None:
+            out["train_while_choosing"] = self.train_while_choosing
+            out["steps_while_choosing"] = self.steps_while_choosing
         if self.resumed_from is not None:
             out["resumed_from_version"] = self.resumed_from
         out["evidence"] = self.evidence.report() if self.evidence is not None else None
@@ -274,13 +301,20 @@ class ModelWorker(InProcessPart):
                 self.chooser.set_hypothesis_weights(self.evidence.posterior())
         else:
             target = snap if self.n_responses else None
-        if self.trainer is not None:
+        pause = self.trainer is not None and not self.train_while_choosing
+        if pause:
             self.trainer.may_train.clear()
+        t0, steps0 = time.perf_counter(), self.model.steps_done if self.model is not None else 0
         try:
             choices = self.chooser.choose(req.trial_id, req.n_images, target, deadline)
         finally:
-            if self.trainer is not None:
+            if pause:
                 self.trainer.may_train.set()
+        self.choose_s.append(time.perf_counter() - t0)
+        if deadline is not None and time.perf_counter() >= deadline:
+            self.choices_past_deadline += 1
+        if self.trainer is not None and self.model is not None:
+            self.steps_while_choosing += self.model.steps_done - steps0
         pixels = np.stack([c.pixels for c in choices]).astype(np.uint8)
         self.plans_answered += 1
         if self.trainer is None and snap is not None:

@@ -65,6 +65,10 @@ class ModelConfig(Strict):
     # steps the held-out presentations choose the published (best) weights. 0: none held out.
     validation_every: int = Field(10, ge=0, le=1000)
     validate_every_steps: int = Field(20, ge=1, le=100000)
+    # On the wall clock, whether the training thread keeps stepping while a plan is chosen. "auto": yes
+    # where this process may use 2 or more cores (training and choosing then each have one; torch runs
+    # one thread each, see cpu_threads), no on a single core, where choosing must come first.
+    train_while_choosing: Literal["auto", "always", "never"] = "auto"
     # Distillation and pruning (`cortexloop compress`). The students (one compact model per
     # neuron) may differ from the ensemble members: the paper distilled into 100 filters a
     # layer (0: as filters_per_layer), with a linear readout and Gaussian smoothing (std in
