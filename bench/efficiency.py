@@ -39,7 +39,7 @@ import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import signal
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -206,13 +206,14 @@ def run_job(args, arm: str, seed: int, root: Path) -> dict:
     done = root / f"{arm}-seed{seed}.json"
     if done.exists():
         stored = json.loads(done.read_text())
-        if stored.get("key") == key:
+        if stored.get("key") == key and stored.get("status") == "completed":
             return {**stored, "reused": True}
     session_dir = root / f"{arm}-seed{seed}"
     if session_dir.exists():  # an earlier run was cut short here, or ran with other settings
         shutil.rmtree(session_dir)
     result = {**run_arm(args, arm, seed, root), "key": key}
-    done.write_text(json.dumps(result))
+    if result["status"] == "completed":  # an arm stopped part way (a signal) is run again next time
+        done.write_text(json.dumps(result))
     return result
 
 
@@ -224,13 +225,28 @@ def run_all(args, arms: list[str], seeds: list[int], root: Path) -> dict[str, li
             results[arm, seed] = run_job(args, arm, seed, root)
             report_job(results[arm, seed], len(results), len(jobs))
     else:
-        # spawn: torch and the session's threads do not survive fork well
-        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(run_job, args, arm, seed, root): (arm, seed) for arm, seed in jobs}
-            for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
-                report_job(results[futures[fut]], len(results), len(jobs))
+        # spawn: torch and the session's threads do not survive fork well. A stop (Ctrl-C, SIGTERM, an error in
+        # one arm) ends the workers too, instead of leaving them training on; finished arms stay in the store.
+        previous = signal.signal(signal.SIGTERM, _stop)
+        pool = get_context("spawn").Pool(args.workers)
+        try:
+            for res in pool.imap_unordered(_run_job_star, [(args, arm, seed, root) for arm, seed in jobs]):
+                results[res["arm"], res["seed"]] = res
+                report_job(res, len(results), len(jobs))
+            pool.close()
+        finally:
+            pool.terminate()
+            pool.join()
+            signal.signal(signal.SIGTERM, previous)
     return {arm: [results[arm, s] for s in seeds] for arm in arms}
+
+
+def _run_job_star(job) -> dict:
+    return run_job(*job)
+
+
+def _stop(signum, frame):
+    raise SystemExit(f"stopped by signal {signum}")
 
 
 def stored_runs(args, arms: list[str], seeds: list[int], root: Path) -> tuple[dict[str, list[dict]], list[int]]:
@@ -241,7 +257,7 @@ def stored_runs(args, arms: list[str], seeds: list[int], root: Path) -> tuple[di
             path = root / f"{arm}-seed{seed}.json"
             if path.exists():
                 stored = json.loads(path.read_text())
-                if stored.get("key") == job_key(args, arm, seed):
+                if stored.get("key") == job_key(args, arm, seed) and stored.get("status") == "completed":
                     found[arm, seed] = {**stored, "reused": True}
     whole = [s for s in seeds if all((a, s) in found for a in arms)]
     return {arm: [found[arm, s] for s in whole] for arm in arms}, whole

@@ -5,6 +5,10 @@ import sqlite3
 
 def test_efficiency_benchmark_runs_its_arms_through_the_engine_on_the_same_budget(tmp_path):
     from bench.efficiency import has_candidates_key, main
+    from bench.sessions import DEFAULT_RIG
+    from controller.config import load_rig
+
+    default_kind = load_rig(DEFAULT_RIG).model.kind
 
     arms = ["random-natural", "random-gaudy", "closed-loop-natural"] if has_candidates_key() else \
         ["random-natural", "closed-loop-mixed"]
@@ -20,7 +24,8 @@ def test_efficiency_benchmark_runs_its_arms_through_the_engine_on_the_same_budge
         assert len(res["runs"][arm]) == 2  # one run per paired seed
         for run in res["runs"][arm]:
             assert run["trials"] == [3, 6] and run["status"] == "completed" and run["engine_mode"] == "in-process"
-            assert run["model_kind"] == "compact"  # the product's online model, not the ridge baseline
+            # The rig file's online model (what a session uses by default), not the ridge baseline.
+            assert run["model_kind"] == default_kind != "baseline"
         s = res["summary"]["arms"][arm]
         assert s["auc_ci95"][0] <= s["auc_mean"] <= s["auc_ci95"][1]
         assert len(s["trials_to_target"]) == 2
