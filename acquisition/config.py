@@ -151,8 +151,8 @@ class RecordingConfig(Strict):
     clock_jump_s: float = Field(0.0, ge=0.0, le=1e4)
     clock_jump_after_s: float | None = Field(None, gt=0.0, le=1e6)
     # The ground truth of what the stream carried, for fault benchmarks: one line per spike batch made
-    # ("ledger STREAM SEQ SPIKES FATE", fate sent, dropped (packet_loss) or delayed (reorder)) on the
-    # recording system's output (logs/cortex.log in a session).
+    # ("ledger STREAM SEQ SPIKES FATE", fate sent, dropped (packet_loss), delayed (reorder) or stopped
+    # (stop_after_s)) on the recording system's output (logs/cortex.log in a session).
     ledger: bool = False
 
 

@@ -327,7 +327,7 @@ def spike_accounting(session_dir: Path) -> dict:
         row["stored_not_in_ledger"] = len(set(have) - set(made))
         lo, hi = (min(have), max(have)) if have else (np.inf, -np.inf)
         for seq, (n, fate) in made.items():
-            if fate == "dropped":
+            if fate in ("dropped", "stopped"):  # not sent, on purpose (packet_loss, stop_after_s)
                 if lo <= seq <= hi:
                     row["injected"] += n
                     row["injected_batches"] += 1

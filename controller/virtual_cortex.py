@@ -97,7 +97,9 @@ class VirtualCortex(InProcessPart):
         return t
 
     def _ledger(self, seq: int, n_spikes: int, fate: str) -> None:
-        # One line per batch, flushed: what the stream carried survives this process being killed.
+        # One line per batch, flushed: what the stream carried survives this process being killed. Under the
+        # fault stop_after_s nothing is published any more: the batch is "stopped", not sent.
+        fate = "stopped" if fate != "dropped" and self.stopped() else fate
         print(f"ledger {self.stream} {seq} {n_spikes} {fate}", flush=True)
 
     def on_grid(self, t_s):
