@@ -315,12 +315,22 @@ class SessionEngine:
                 self._check_alive()
         return True
 
+    def _keys_hint(self, socket: str) -> str:
+        """With CURVE keys, a peer whose key is refused is never heard from at all (controller/security.py):
+        where silence ends a session, say what to check."""
+        if not self.rig.security.enabled:
+            return ""
+        return (f" (the sockets use CURVE keys: a refused key looks like silence. Check that the connecting "
+                f"machine's public key is in the authorized_keys directory of the machine that binds "
+                f"{socket}, and that both name the same server_key)")
+
     # -- start-up ----------------------------------------------------------------
     def start(self, timeout_s: float = 60.0) -> None:
         """The acquisition side says what it records (the neuron count comes from it); all parts answer."""
         info = self.parts.source.describe(timeout_s)
         if not info or "n_neurons" not in info:
-            raise SessionAbort(f"the acquisition source did not describe its stream within {timeout_s:.0f} s")
+            raise SessionAbort(f"the acquisition source did not describe its stream within {timeout_s:.0f} s"
+                               + self._keys_hint("the acquisition stream's socket"))
         self.source_info = info
         self.n_neurons = int(info["n_neurons"])
         self.record = SpikeRecord(self.n_neurons)
@@ -427,7 +437,8 @@ class SessionEngine:
     def await_trial(self, cmd: p.AwaitTrial) -> m.TrialReport:
         ok = self.wait_for(lambda: cmd.trial_id in self.trial_reports, max(60.0, 20 * self.timing.trial_s))
         if not ok:
-            raise SessionAbort(f"trial {cmd.trial_id}: no report from the presenter")
+            raise SessionAbort(f"trial {cmd.trial_id}: no report from the presenter"
+                               + self._keys_hint("endpoints.controller_inbox"))
         report = self.trial_reports[cmd.trial_id]
         if report.status != "done":
             self.presented.pop(cmd.trial_id, None)  # no responses will be collected from it

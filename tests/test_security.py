@@ -242,3 +242,51 @@ def test_the_simulated_open_ephys_broadcaster_uses_the_keys_too(keyring, tmp_pat
     rig = with_overrides(openephys_rig(small_rig(n_trials=2)), security=keyring, model={"kind": "baseline"})
     summary = run_session(rig, tmp_path / "oe-keyed")
     assert summary["status"] == "completed" and summary["spikes_received"] > 0
+
+
+def test_a_refused_key_looks_like_silence_and_the_session_says_what_to_check(keyring, tmp_path):
+    """This machine's key not among the cortex's authorized ones: nothing is ever heard from the stream, and the
+    session's end names the keys as what to look at."""
+    from controller.clocks import make_clock
+    from controller.engine import SessionAbort, SessionEngine, SessionParts
+    from controller.store import SessionStore
+    from controller.zmq_parts import ZmqModel, ZmqPresenter
+    from stimulus.pools import make_pools
+
+    only_stranger = tmp_path / "keys" / "only-stranger"
+    only_stranger.mkdir()
+    (only_stranger / "stranger.key").write_bytes((tmp_path / "keys" / "stranger.key").read_bytes())
+    rig = with_overrides(small_rig(speed="realtime"), security={**keyring, "authorized_keys": str(only_stranger)},
+                         endpoints={"openephys_pub": "off"})
+    endpoints = resolve_endpoints(rig.endpoints, tmp_path / "s")
+    server_ctx, client_ctx = zmq.Context(), zmq.Context()
+    cortex = VirtualCortexService(rig, endpoints, ctx=server_ctx)
+    running = threading.Thread(target=cortex.run, daemon=True)
+    running.start()
+    store = SessionStore.create(tmp_path / "s", rig.model_dump_json())
+    parts = SessionParts(make_clock("realtime"), ZmqAcquisitionSource(endpoints, ctx=client_ctx, rig=rig),
+                         ZmqPresenter(endpoints, ctx=client_ctx, rig=rig), ZmqModel(endpoints, ctx=client_ctx, rig=rig),
+                         "processes")
+    engine = SessionEngine(rig, store, parts, make_pools(rig.images))
+    try:
+        with pytest.raises(SessionAbort, match=r"did not describe its stream within 3 s \(the sockets use CURVE "
+                                               r"keys: a refused key looks like silence.*authorized_keys"):
+            engine.start(timeout_s=3)
+    finally:
+        engine.close()
+        store.close()
+        # The engine's Shutdown was refused too; the one key the cortex admits here stops it.
+        admitted = server_ctx.socket(zmq.PUSH)
+        admitted.curve_publickey, admitted.curve_secretkey = zmq.auth.load_certificate(
+            tmp_path / "keys" / "stranger.key_secret")
+        admitted.curve_serverkey = zmq.auth.load_certificate(keyring["server_key"])[0]
+        admitted.connect(endpoints["acquisition_events"])
+        m.send(admitted, m.Shutdown("test over"))
+        running.join(timeout=10)
+        admitted.close(linger=0)
+        assert not running.is_alive()
+        cortex.close()
+        stop_authenticator(server_ctx)
+        stop_authenticator(client_ctx)
+        for c in (client_ctx, server_ctx):
+            c.term()
