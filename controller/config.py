@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from acquisition.config import CortexConfig
 from models.config import ModelConfig
@@ -217,11 +217,11 @@ class RigConfig(Strict):
         return self
 
     @model_validator(mode="after")
-    def _keys_off_loopback(self) -> "RigConfig":
+    def _keys_off_loopback(self, info: ValidationInfo) -> "RigConfig":
         """An endpoint another machine can reach is refused without keys: anyone could connect to it."""
         from controller.security import is_loopback
 
-        if not self.security.enabled:
+        if (info.context or {}).get("check_endpoints", True) and not self.security.enabled:
             for name, value in self.endpoints.model_dump().items():
                 if value not in ("auto", "off") and not is_loopback(value):
                     raise ValueError(f"endpoints.{name} = {value!r} is not on loopback: another machine could "
@@ -266,9 +266,12 @@ RETIRED_KEYS = {
 }
 
 
-def parse_rig(data: dict, source: str = "<rig>", stored: bool = False) -> RigConfig:
+def parse_rig(data: dict, source: str = "<rig>", stored: bool = False,
+              check_endpoints: bool | None = None) -> RigConfig:
     """A RigConfig from parsed TOML/JSON. stored: a rig read back from a session (a retired key is dropped, not
-    refused: the session was recorded when it was part of the format)."""
+    refused: the session was recorded when it was part of the format; its endpoints are not checked for keys:
+    it is read, not run, and may have been recorded before keys were required). check_endpoints: whether
+    endpoints off loopback without keys are refused (default: unless stored)."""
     data = dict(data)
     for (section, key), why in RETIRED_KEYS.items():
         if isinstance(data.get(section), dict) and key in data[section]:
@@ -276,7 +279,8 @@ def parse_rig(data: dict, source: str = "<rig>", stored: bool = False) -> RigCon
                 raise RigFileError(f"{source}: 1 problem(s) in rig file\n  {section}.{key}: no longer a key: {why}")
             data[section] = {k: v for k, v in data[section].items() if k != key}
     try:
-        return RigConfig.model_validate(data)
+        return RigConfig.model_validate(
+            data, context={"check_endpoints": not stored if check_endpoints is None else check_endpoints})
     except ValidationError as err:
         raise RigFileError(_format_validation(source, err)) from None
 
@@ -305,4 +309,5 @@ def with_overrides(rig: RigConfig, **sections: dict) -> RigConfig:
     data = rig.model_dump()
     for section, values in sections.items():
         data[section] = {**data[section], **values}
-    return parse_rig(data, "<overrides>")
+    # `rig` was checked when it was read (or is a stored one, exempt): only new endpoints or keys need it again.
+    return parse_rig(data, "<overrides>", check_endpoints=bool({"endpoints", "security"} & set(sections)))

@@ -290,3 +290,17 @@ def test_a_refused_key_looks_like_silence_and_the_session_says_what_to_check(key
         stop_authenticator(client_ctx)
         for c in (client_ctx, server_ctx):
             c.term()
+
+
+def test_a_stored_session_recorded_without_keys_still_opens_and_replays(tmp_path):
+    """Sessions recorded across machines before keys were required are read (report, NWB, replay), never run:
+    their endpoints are not refused. Changing endpoints on such a rig is checked again."""
+    data = load_rig(ROOT / "rigs" / "sim.toml").model_dump()
+    data["endpoints"]["model"] = "tcp://*:5603"
+    stored = parse_rig(data, "session.sqlite (stored rig)", stored=True)
+    assert stored.endpoints.model == "tcp://*:5603"
+    assert with_overrides(stored, session={"n_trials": 3}).session.n_trials == 3  # what replay does
+    with pytest.raises(RigFileError, match=r"endpoints\.presenter_plans = 'tcp://10\.0\.0\.2:5601' is not on"):
+        with_overrides(stored, endpoints={"presenter_plans": "tcp://10.0.0.2:5601"})
+    with pytest.raises(RigFileError, match=r"not on loopback"):
+        parse_rig(data, "rig.json")  # the same rig to be run: refused
