@@ -104,7 +104,8 @@ FAULTS = (
     Fault("junk acquisition_pub", "raw bytes (no ZeroMQ handshake) at the cortex's PUB socket", "realtime",
           CONTINUES, inject="socket:acquisition_pub", after_trials=2),
     Fault("clock-jump", "the acquisition clock jumps 2 s forward mid-session", "max",
-          CONTINUES + "; every response valid", recording={"clock_jump_s": 2.0, "clock_jump_after_s": None}),  # None: after 60% of the trials
+          CONTINUES + "; every response valid",
+          recording={"clock_jump_s": 2.0, "clock_jump_after_s": None}),  # None: after 60% of the trials
     Fault("cortex-silent", "virtual cortex SIGSTOP (no spikes, codes or heartbeats)", "realtime", ENDS,
           inject="stop:cortex", after_trials=2, ends_session=True, resume=True),
 )
@@ -317,7 +318,8 @@ def spike_accounting(session_dir: Path) -> dict:
             stored.setdefault(stream, {})[seq] = len(neuron) // 2  # uint16 indices
     finally:
         con.close()
-    keys = ("received", "injected", "injected_batches", "lost", "lost_batches", "before_first_stored", "unrecorded_after_last_stored",
+    keys = ("received", "injected", "injected_batches", "lost", "lost_batches", "before_first_stored",
+            "unrecorded_after_last_stored",
             "count_mismatches", "stored_not_in_ledger")
     total = dict.fromkeys(keys, 0)
     per_stream = {}
