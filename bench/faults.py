@@ -425,6 +425,10 @@ def run_fault(fault: Fault, workdir: Path, n_trials: int, n_junk: int = 2000, n_
         else:
             row["attack"] = run_attack(target, session_dir, n_junk, n_flood)
             row["injected"] = f"junk and flood on {target}"
+    elif wait_for_done(db, fault.after_trials, launcher, SESSION_TIMEOUT_S):
+        # A fault of the rig file acts all along: what was committed by mid-session must be there at the end too
+        # (None where the session was over before it could be read).
+        before = snapshot(db)
     code = finish(launcher, SESSION_TIMEOUT_S)
     row["exit_code"] = code
     output = out_path.read_text(errors="replace")
@@ -441,7 +445,7 @@ def run_fault(fault: Fault, workdir: Path, n_trials: int, n_junk: int = 2000, n_
     summary = json.loads((session_dir / "summary.json").read_text()) if (session_dir / "summary.json").exists() else {}
     spikes = spike_accounting(session_dir)
     done = done_trials(db)
-    kept, why = committed_kept(before, db) if before is not None else (True, "")
+    kept, why = committed_kept(before, db) if before is not None else (None, "not read mid-session")
     if trials_before is None:
         _, jumps = read_ledger(session_dir / "logs" / "cortex.log")
         trials_before = trials_done_before(session_dir, jumps[0][2]) if jumps else None
@@ -473,7 +477,7 @@ def judge(fault: Fault, row: dict, n_trials: int) -> bool:
     """The row's recovered: the fault's own rule (Fault.recovered_means), from the figures."""
     s = row["spikes"]
     clean = (s["lost"] == 0 and s["count_mismatches"] == 0 and s["stored_not_in_ledger"] == 0
-             and row["committed_kept"])
+             and row["committed_kept"] is not False)
     finished = row["status"] == "completed" and row["trials_done"] == n_trials
     if fault.name == "controller-sigkill":
         return (clean and finished and row["first_summary_written"]
