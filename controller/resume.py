@@ -9,6 +9,8 @@ stood can be read back:
   now from the stored spikes and event codes, by the same rules as in a session
   (protocol.onset_times, response_windows, windows_valid; a window the stored
   stream had not passed is kept invalid: its late spikes were never recorded);
+  if none of its responses is valid (the recording had stopped), its images are
+  shown again too;
 - trial ids, trials done and aborted continue from the store.
 
 Nothing stored is changed or stored twice; the model gets back every stored
@@ -49,7 +51,16 @@ def resume_point(store: SessionStore, rig: RigConfig) -> p.ResumePoint:
     responded = {r[0] for r in store.response_windows()}
     unbinned = [tid for tid, t in sorted(trials.items()) if t["status"] == "done" and tid not in responded]
     if unbinned:
-        rebin_trials(store, rig, unbinned)
+        rows = rebin_trials(store, rig, unbinned)
+        by_id = {pl["trial_id"]: pl for pl in plans}
+        for tid in unbinned:
+            if not any(r["valid"] for r in rows if r["trial_id"] == tid):
+                # Shown while nothing usable was recorded (the stream had stopped before its windows ended): no
+                # response of it can be learned from, so its images are shown again, as an interrupted trial's.
+                plan = by_id[tid]
+                items = [(h, store.image(h), why) for h, why in zip(plan["image_hashes"], plan["reasons"])]
+                requeue.extend(p.requeued(tid, items))
+                store.log("resume", f"trial {tid} has no valid response: its images shown again")
     next_id = max([pl["trial_id"] for pl in plans] + [-1]) + 1
     return p.ResumePoint(next_id=next_id, completed=store.count("trials", "WHERE status = 'done'"),
                          aborted=store.count("trials", "WHERE status = 'aborted'"), requeue=requeue)
