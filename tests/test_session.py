@@ -48,6 +48,8 @@ def wait_for_trials(db: Path, n: int, where: str = "", timeout_s: float = 120.0)
             try:
                 if con.execute(f"SELECT COUNT(*) FROM trials {where}").fetchone()[0] >= n:
                     return
+            except sqlite3.OperationalError:  # the file is there before its tables are: not yet
+                pass
             finally:
                 con.close()
         time.sleep(0.3)
