@@ -260,9 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("keys", help="make a CURVE key pair for a rig across machines: DIR/NAME.key (public) and "
                                     "DIR/NAME.key_secret (readable by this user only)")
     k.add_argument("dir", help="directory for the two files (made, private to this user, if missing)")
-    k.add_argument("--name", default=__import__("socket").gethostname(),
-                   help="file name of the pair (default: this machine's host name; e.g. rig-server for the "
-                        "rig's server pair)")
+    k.add_argument("--name", default="this-machine",
+                   help="file name of the pair (default: this-machine, the name the example rig files give a "
+                        "machine's own pair, so one rig file serves every machine; rig-server for the server pair)")
     k.set_defaults(func=cmd_keys)
 
     b = sub.add_parser("bench", help="benchmarks (print a table; --json FILE writes the figures)")

@@ -229,9 +229,15 @@ def cmd_keys(args) -> int:
     except (SecurityError, OSError) as err:
         print(f"cortexloop: {err}", file=sys.stderr)
         return 2
-    print(f"public key: {public}\n  copy it into the authorized_keys directory of every machine that should admit "
-          f"this one (as a client), or, for the rig's server pair, to every machine\n"
-          f"secret key: {secret} (mode 600)\n  both halves; keep it on this machine (a server pair: on each "
-          f"machine that binds a socket), never in a shared or version-controlled place\n"
-          f"rig file: [security] server_key / client_key = \"{secret}\", authorized_keys = a directory of .key files")
+    import socket
+
+    host = socket.gethostname()
+    print(f"public key: {public}\n"
+          f"  a machine's own pair: copy this file, renamed after the machine (e.g. {host}.key), into the "
+          f"authorized_keys directory of every machine of the rig (this one too)\n"
+          f"  the rig's server pair: every machine needs the secret file below instead\n"
+          f"secret key: {secret} (mode 600: never readable by others, never in a shared or version-controlled "
+          f"place)\n"
+          f"rig file:   [security] client_key (a machine's own pair) or server_key (the server pair) = "
+          f"\"{secret}\"; authorized_keys = the directory of public keys")
     return 0
