@@ -213,8 +213,10 @@ def _junk_frames(rng: np.random.Generator) -> list[bytes]:
     return [rng.bytes(int(rng.integers(0, 600))) for _ in range(int(rng.integers(1, 4)))]
 
 
-def attack(endpoint_name: str, endpoint: str, n_junk: int, n_flood: int, out: mp.Queue) -> None:
-    """Connect to a bound endpoint as its peers do, send junk frames, then a flood of valid messages; report
+def attack(endpoint_name: str, endpoint: str, n_junk: int, n_flood: int, out: mp.Queue,
+           max_s: float = 10.0) -> None:
+    """Connect to a bound endpoint as its peers do, send junk frames, then a flood of valid messages, each for at
+    most max_s / 2 seconds (a socket read only between trials takes a flood slowly: its queue holds 16 plans); report
     what was sent. acquisition_pub is a PUB (nothing is read from its peers): raw bytes without a handshake."""
     import zmq
 
@@ -222,13 +224,17 @@ def attack(endpoint_name: str, endpoint: str, n_junk: int, n_flood: int, out: mp
 
     rng = np.random.default_rng(11)
     ctx = zmq.Context()
-    sent = {"junk": 0, "flood": 0, "refused": 0}
+    sent = {"junk": 0, "flood": 0, "refused": 0, "stopped_at_s": None}
+    deadline = time.monotonic() + max_s / 2
     try:
         if endpoint_name == "acquisition_pub":
             sock = ctx.socket(zmq.STREAM)
             sock.connect(endpoint)
             ident = sock.getsockopt(zmq.IDENTITY)
             for _ in range(n_junk):
+                if time.monotonic() > deadline:
+                    sent["stopped_at_s"] = max_s / 2
+                    break
                 try:
                     sock.send_multipart([ident, rng.bytes(int(rng.integers(1, 600)))], zmq.NOBLOCK)
                     sent["junk"] += 1
@@ -249,12 +255,19 @@ def attack(endpoint_name: str, endpoint: str, n_junk: int, n_flood: int, out: mp
             role = {"controller_inbox": "presenter", "presenter_plans": "controller",
                     "acquisition_events": "presenter"}.get(endpoint_name, "controller")
             for _ in range(n_junk):
+                if time.monotonic() > deadline:
+                    sent["stopped_at_s"] = max_s / 2
+                    break
                 try:
                     sock.send_multipart(_junk_frames(rng))
                     sent["junk"] += 1
                 except zmq.Again:
                     sent["refused"] += 1
+            deadline = time.monotonic() + max_s / 2
             for i in range(n_flood):
+                if time.monotonic() > deadline:
+                    sent["stopped_at_s"] = max_s / 2
+                    break
                 # Valid messages a peer of that socket may send, that ask for nothing harmful: heartbeats, and
                 # status requests to the model worker (each answered, to this socket).
                 msg = (m.ModelRequest(request_id=10 ** 9 + i, op="status") if endpoint_name == "model"
