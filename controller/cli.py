@@ -52,6 +52,9 @@ def cmd_check(args) -> int:
             endpoints = {k: v for k, v in rig.endpoints.model_dump().items() if v not in ("auto", "off")}
         return 0 if check_live(rig, endpoints, seconds=args.seconds) else 1
     print(json.dumps(rig.model_dump(), indent=2))
+    from controller.security import keys_for
+
+    keys_for(rig)  # the key files themselves: missing, readable by others, no secret half (SecurityError)
     c = rig.cortex
     neurons = {"virtual": f"{c.population.n_neurons} virtual neurons",
                "openephys": f"{len(c.openephys.units) if c.openephys else 0} Open Ephys units",
@@ -283,7 +286,13 @@ def main(argv: list[str] | None = None) -> int:
         # Everything after the name belongs to the benchmark (its own --help included).
         return importlib.import_module(f"bench.{argv[1]}").main(argv[2:])
     args = ap.parse_args(argv)
-    return args.func(args)
+    from controller.security import SecurityError
+
+    try:
+        return args.func(args)
+    except SecurityError as err:  # a key file named in [security] is missing or unsafe: say which, no traceback
+        print(f"cortexloop: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -304,3 +304,15 @@ def test_a_stored_session_recorded_without_keys_still_opens_and_replays(tmp_path
         with_overrides(stored, endpoints={"presenter_plans": "tcp://10.0.0.2:5601"})
     with pytest.raises(RigFileError, match=r"not on loopback"):
         parse_rig(data, "rig.json")  # the same rig to be run: refused
+
+
+def test_check_and_serve_name_a_missing_key_file_without_a_traceback(tmp_path, capsys):
+    rig_text = (ROOT / "rigs" / "sim.toml").read_text() + (
+        f'\n[security]\nserver_key = "{tmp_path}/none/rig-server.key_secret"\n'
+        f'client_key = "{tmp_path}/none/this-machine.key_secret"\nauthorized_keys = "{tmp_path}/none/authorized"\n')
+    rig_file = tmp_path / "rig.toml"
+    rig_file.write_text(rig_text)
+    assert cli_main(["check", str(rig_file)]) == 2
+    assert "security.server_key" in capsys.readouterr().err
+    assert cli_main(["serve", "model", "--rig", str(rig_file), "--session-dir", str(tmp_path / "s")]) == 2
+    assert "no such key file" in capsys.readouterr().err
