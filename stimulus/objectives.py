@@ -164,6 +164,13 @@ def predictive_information(rates_hz: torch.Tensor, reference_hz: torch.Tensor, w
     which it does not, even at equal variance (which is where it differs from plain disagreement, which
     rewards any disagreement, e.g. on gaudy images unlike anything the lab wants predicted); and a loud
     neuron's disagreement counts for less, because its counts are noisier.
+
+    A limit of the member estimate: the members' centred predictions live in M - 1 dimensions, so the
+    averaged rho^2 is roughly var/(var + noise) on x times how well x's direction of disagreement lines up
+    with the references' dominant directions, and with few members (4 by default) every direction lines up
+    with some of them. Then EPIG behaves much like a noise-normalised disagreement and still ranks images
+    unlike the references (gaudy ones) high when they are candidates; candidates_from = "natural" is what
+    keeps them out. More members sharpen it.
     """
     m = rates_hz.shape[0]
     if reference_hz.shape[0] != m or reference_hz.shape[-1] != rates_hz.shape[-1]:
