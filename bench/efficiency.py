@@ -27,7 +27,8 @@ trials than it had: its ratio is infinite, medians and their intervals stay
 defined). The goal: a closed-loop arm reaches it with <= 50% of the random
 arm's trials (median paired ratio) and the ratio's interval excludes 100%.
 
-    cortexloop bench efficiency [--trials 100] [--n-seeds 10] [--workers N] [--json out.json]
+    cortexloop bench efficiency [--trials 100] [--n-seeds 10] [--workers N] [--device cuda] [--json out.json]
+    cortexloop bench efficiency ... --store DIR --from-store    # summarise what a (cut short) run left in DIR
 """
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ Every arm of a benchmark is a real session (controller.session.run_in_process):
 the same engine, protocol, virtual cortex, presenter, model worker and image
 chooser a rig runs, on the virtual clock, so the training budget is counted in
 steps and runs are reproducible. Arms differ only in the rig-file keys the
-benchmark says (the selection mix, the hypotheses), with paired seeds.
+benchmark says (the selection mix, the hypotheses), with paired seeds. The statistics they report
+(bootstrap intervals over seeds, trials-to-target, binomial intervals) are in bench/stats.py.
 """
 from __future__ import annotations
 
@@ -57,13 +58,3 @@ def predict_mean(predictor, images: np.ndarray, batch: int = 256) -> np.ndarray:
 def mean_correlation(pred: np.ndarray, true: np.ndarray) -> float:
     """Mean over neurons of the Pearson correlation across images (a constant prediction scores 0)."""
     return float(correlation(pred, true).mean())
-
-
-def interval95(values) -> tuple[float, float]:
-    """A 95% bootstrap interval of the mean (10,000 resamples, fixed seed)."""
-    v = np.asarray(values, np.float64)
-    if len(v) < 2:
-        return float(v.mean()), float(v.mean())
-    rng = np.random.default_rng(0)
-    means = v[rng.integers(0, len(v), (10_000, len(v)))].mean(1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
