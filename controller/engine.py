@@ -69,6 +69,7 @@ class StreamState:
     lost_batches: int = 0
     out_of_order_batches: int = 0
     lost_intervals: list = field(default_factory=list)  # [(t_from, t_to)] acquisition clock
+    missing_seqs: list = field(default_factory=list)  # [(first, last)] batches counted lost, not yet arrived
 
 
 def spike_batch_problem(msg: m.SpikeBatch, n_neurons: int) -> str | None:
@@ -220,26 +221,56 @@ class SessionEngine:
             self.store.log("bad_spikes", f"stream {msg.stream} seq {msg.seq}: {problem}; dropped")
             return
         st = self.streams.setdefault(msg.stream, StreamState())
-        if st.last_seq is not None and msg.seq <= st.last_seq:
-            # A repeated or reordered batch: its interval was already counted (received or lost).
-            st.out_of_order_batches += 1
-            self.store.log("spikes_out_of_order", f"stream {msg.stream}: batch {msg.seq} after {st.last_seq}; "
-                                                  f"not binned")
-            return
+        late = st.last_seq is not None and msg.seq <= st.last_seq
         if not self.store.put_spikes(msg):  # the store had it already: a repeat, not binned twice
             st.out_of_order_batches += 1
+            self.store.log("spikes_out_of_order", f"stream {msg.stream}: batch {msg.seq} again; not binned twice")
             return
-        if st.last_seq is not None and msg.seq != st.last_seq + 1:
+        if late:
+            # A batch that arrives after a later one (a transport that reorders): stored above and binned
+            # below like any other. Its gap was counted lost when the later batch came; it is not lost.
+            st.out_of_order_batches += 1
+            self._recover_late(st, msg)
+        elif st.last_seq is not None and msg.seq != st.last_seq + 1:
             lost = msg.total_spikes - len(msg.neuron) - st.last_total
             st.lost_batches += msg.seq - st.last_seq - 1
             st.lost_spikes += max(lost, 0)
+            st.missing_seqs.append((st.last_seq + 1, msg.seq - 1))
             # The lost batches covered the stream's clock from the end of the last batch received.
             st.lost_intervals.append((st.last_end_s, msg.t_start_s))
             self.store.log("spikes_lost", f"stream {msg.stream}: batches {st.last_seq + 1}..{msg.seq - 1} "
                                           f"({lost} spikes, {st.last_end_s:.3f}..{msg.t_start_s:.3f} s) lost")
-        st.last_seq, st.last_total, st.last_end_s = msg.seq, msg.total_spikes, msg.t_end_s
+        if not late:
+            st.last_seq, st.last_total, st.last_end_s = msg.seq, msg.total_spikes, msg.t_end_s
         st.received_spikes += len(msg.neuron)
+        # SpikeRecord.add never moves the stream's clock back, and counts spikes in any order.
         self.record.add(msg.neuron, msg.time_s, msg.t_end_s)
+
+    def _recover_late(self, st: StreamState, msg: m.SpikeBatch) -> None:
+        """A late batch's spikes are no longer lost: its time span leaves the lost intervals, so the windows
+        over it that are still to be collected are valid again (if no other lost batch touches them). A window
+        already collected stays as it was stored: invalid, its counts made without this batch; the store keeps
+        every write, and the model was never given it."""
+        gap = next((g for g in st.missing_seqs if g[0] <= msg.seq <= g[1]), None)
+        if gap is not None:
+            # A batch from a counted gap: the loss it was counted in is taken back.
+            st.missing_seqs.remove(gap)
+            st.missing_seqs += [g for g in ((gap[0], msg.seq - 1), (msg.seq + 1, gap[1])) if g[0] <= g[1]]
+            st.lost_batches -= 1
+            st.lost_spikes = max(st.lost_spikes - len(msg.neuron), 0)
+        # Else it comes from before the first batch received (reordered at the stream's start): nothing was
+        # counted lost for it, its spikes are simply added.
+        a, b = msg.t_start_s, msg.t_end_s
+        kept = []
+        for lo, hi in st.lost_intervals:
+            if hi <= a or b <= lo:
+                kept.append((lo, hi))
+                continue
+            kept += [iv for iv in ((lo, a), (b, hi)) if iv[0] < iv[1]]
+        st.lost_intervals = kept
+        self.store.log("spikes_out_of_order", f"stream {msg.stream}: batch {msg.seq} after {st.last_seq}; stored "
+                                              f"and binned ({len(msg.neuron)} spikes, {a:.3f}..{b:.3f} s no longer "
+                                              f"lost)")
 
     def _on_presenter(self, msg) -> None:
         now = time.monotonic()

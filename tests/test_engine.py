@@ -100,12 +100,43 @@ def test_onset_codes_without_labels_are_paired_in_order_and_a_lost_one_shifts_no
 def test_a_sequence_number_going_backwards_is_counted_not_subtracted(engine):
     engine._on_acquisition(batch(5, 0.0, 1.0, 3))
     engine._on_acquisition(batch(6, 1.0, 2.0, 6))
+    # Batch 2 was never received: a late batch from before the first one received. Its spikes are real and
+    # nothing was counted lost for them, so it is stored and binned (until the reordering fix it was dropped,
+    # and the store held 2 batches).
     engine._on_acquisition(batch(2, 2.0, 3.0, 9))
-    engine._on_acquisition(batch(6, 1.0, 2.0, 6))  # a repeat
+    engine._on_acquisition(batch(6, 1.0, 2.0, 6))  # a true repeat: stored and binned once
     st = engine.streams["s"]
-    assert st.lost_batches == 0 and st.out_of_order_batches == 2
-    assert st.received_spikes == 6
-    assert engine.store.count("spike_batches") == 2
+    assert st.lost_batches == 0 and st.lost_spikes == 0 and st.out_of_order_batches == 2
+    assert st.received_spikes == 9 and st.last_seq == 6
+    assert engine.store.count("spike_batches") == 3
+    assert engine.record.counts(np.array([1.0]), np.array([2.0]))[0, 0] == 3  # batch 6's spikes counted once
+
+
+def test_a_reordered_batch_is_stored_binned_and_no_longer_lost(engine):
+    engine._on_acquisition(batch(1, 0.0, 1.0, 3))
+    engine._on_acquisition(batch(3, 2.0, 3.0, 9))  # batch 2 comes after it
+    st = engine.streams["s"]
+    assert st.lost_intervals == [(1.0, 2.0)] and st.lost_batches == 1 and st.lost_spikes == 3
+    engine._on_acquisition(batch(2, 1.0, 2.0, 6))
+    assert st.lost_intervals == [] and st.lost_batches == 0 and st.lost_spikes == 0 and st.out_of_order_batches == 1
+    assert engine.store.count("spike_batches") == 3 and st.last_seq == 3
+    assert engine.record.counts(np.array([1.0]), np.array([2.0]))[0, 0] == 3
+    engine._on_acquisition(batch(2, 1.0, 2.0, 6))  # the same batch again: not stored or binned twice
+    assert engine.store.count("spike_batches") == 3 and st.out_of_order_batches == 2
+    assert engine.record.counts(np.array([1.0]), np.array([2.0]))[0, 0] == 3
+
+
+def test_a_late_batch_leaves_the_rest_of_its_gap_lost(engine):
+    engine._on_acquisition(batch(1, 0.0, 1.0, 3))
+    engine._on_acquisition(batch(5, 4.0, 5.0, 15))  # 2, 3 and 4 missing: 9 spikes
+    st = engine.streams["s"]
+    assert st.lost_intervals == [(1.0, 4.0)] and st.lost_batches == 3 and st.lost_spikes == 9
+    engine._on_acquisition(batch(3, 2.0, 3.0, 9))
+    assert sorted(st.lost_intervals) == [(1.0, 2.0), (3.0, 4.0)]
+    assert st.lost_batches == 2 and st.lost_spikes == 6 and st.missing_seqs == [(2, 2), (4, 4)]
+    starts, ends = np.array([1.2, 2.1, 3.5]), np.array([1.8, 2.9, 3.9])
+    from controller.protocol import windows_valid
+    assert windows_valid(starts, ends, st.lost_intervals, np.ones(3, bool)).tolist() == [False, True, False]
 
 
 def test_a_spike_batch_whose_lengths_disagree_is_dropped_and_counted(engine):
