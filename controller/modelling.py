@@ -44,10 +44,13 @@ def usable_cores() -> int:
 
 
 def trains_while_choosing(setting: str) -> bool:
-    """model.train_while_choosing: "auto" keeps training during a choice where two cores are there for the two
-    threads (the model process runs torch with one thread per calling thread, so each takes one core)."""
+    """model.train_while_choosing: "auto" keeps training during a choice where the model process has two cores
+    of its own for its two threads (torch runs one thread per calling thread), one core being left to the rig's
+    other processes as in prepare_model_process: 3 or more cores. On 2 cores, `make run` trained as many steps
+    per trial either way (27-30 training during choices, 28 pausing) and the choice took twice as long
+    (median 0.57 s against 0.30 s): the CPU could not do both (README, "The shared-core model")."""
     if setting == "auto":
-        return usable_cores() >= 2
+        return usable_cores() >= 3
     return setting == "always"
 
 

@@ -66,8 +66,9 @@ class ModelConfig(Strict):
     validation_every: int = Field(10, ge=0, le=1000)
     validate_every_steps: int = Field(20, ge=1, le=100000)
     # On the wall clock, whether the training thread keeps stepping while a plan is chosen. "auto": yes
-    # where this process may use 2 or more cores (training and choosing then each have one; torch runs
-    # one thread each, see cpu_threads), no on a single core, where choosing must come first.
+    # where the process may use 3 or more cores (one left to the rig's other processes, one each for
+    # training and choosing); on 2 cores training during choices gained no steps and made choosing
+    # twice as slow (measured), so there choosing comes first.
     train_while_choosing: Literal["auto", "always", "never"] = "auto"
     # Distillation and pruning (`cortexloop compress`). The students (one compact model per
     # neuron) may differ from the ensemble members: the paper distilled into 100 filters a

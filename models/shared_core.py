@@ -19,10 +19,13 @@ presentation 1 (the best single estimate), as in CompactOnline.
 
 Held-out responses choose the published weights: every `validation_every`-th presentation is kept
 out of training. Every `validate_every_steps` steps the current weights and the best weights so far
-are both scored on the (growing) validation set, per member, and the better ones are kept as the
-best; snapshots publish the best. A few hundred presentations overfit after a few thousand steps
-(median r with the truth 0.65 -> 0.50 in the check of issue 14), and on a CPU in real time the
-model sees each presentation many times before the next arrives.
+are both scored on the (growing) validation set, per member, by their correlation with the held-out
+counts, and the better ones are kept as the best; snapshots publish the best. A few hundred
+presentations overfit after a few thousand steps (median r with the truth 0.65 -> 0.50 in the check
+of issue 14), and on a CPU in real time the model sees each presentation many times before the next
+arrives. Strong decoupled weight decay on the core (rigs/sim.toml: 1.0) is the other half: without
+it, the many steps taken on the first trials' few presentations spoil what later trials teach
+(README, "The shared-core model").
 
 Normalization: a fixed input normalization (ImageNet channel means and spreads, which is also what
 torchvision weights expect) and per-channel affine layers that never learn statistics from batches

@@ -13,12 +13,12 @@ from stimulus.pools import make_pools
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_auto_trains_while_choosing_only_with_two_cores(monkeypatch):
+def test_auto_trains_while_choosing_only_with_three_cores(monkeypatch):
     import controller.modelling as modelling
 
-    monkeypatch.setattr(modelling, "usable_cores", lambda: 1)
-    assert not trains_while_choosing("auto")
     monkeypatch.setattr(modelling, "usable_cores", lambda: 2)
+    assert not trains_while_choosing("auto")
+    monkeypatch.setattr(modelling, "usable_cores", lambda: 3)
     assert trains_while_choosing("auto")
     assert trains_while_choosing("always") and not trains_while_choosing("never")
 
@@ -41,7 +41,6 @@ def test_training_during_choice_follows_the_setting(setting):
         worker.close()
     assert info["train_while_choosing"] == (setting == "always")
     assert info["training_steps"] > 0 and len(worker.choose_s) == 4
-    print(setting, info["steps_while_choosing"], worker.choose_s)
     if setting == "always":
         assert info["steps_while_choosing"] > 8
     else:  # at most the step already under way when the choice began, per choice
