@@ -8,6 +8,9 @@ each objective the rig file offers, exactly as ImageChooser scores candidates
 each objective the benchmark reports:
   - the correlation across pool images between the score and the image's RMS contrast,
   - the share of gaudy images among the top `--top` images (the pool is `gaudy_share` gaudy),
+  - among natural images only (what candidates_from = "natural" scores): the correlation with
+    RMS contrast, and where the top `--top` natural images sit in the natural pool's contrast
+    distribution (percentile; 50 = no preference for contrast),
   - the correlation between the score and the image's true information value: how much a
     presentation would reduce the members' disagreement is unknowable, so the proxy is
     the ground truth's own question, the squared error of the members' mean prediction on
@@ -74,7 +77,13 @@ def main(argv: list[str] | None = None) -> int:
             scores = torch.cat([score_fn(predictor.rates(x_all[s:s + 256])).sum(1)
                                 for s in range(0, len(x_all), 256)]).double().numpy()
         top = np.argsort(-scores)[: args.top]
+        nat = np.flatnonzero(~gaudy)
+        top_nat = nat[np.argsort(-scores[nat])[: args.top]]
+        # Where the top natural images sit in the natural pool's contrast distribution (50% = no preference).
+        contrast_rank = (contrast[nat][None, :] < contrast[top_nat][:, None]).mean(1)
         results[objective] = {"corr_with_rms_contrast": float(np.corrcoef(scores, contrast)[0, 1]),
+                              "corr_with_rms_contrast_natural_only": float(np.corrcoef(scores[nat], contrast[nat])[0, 1]),
+                              "top_natural_contrast_percentile": float(100 * contrast_rank.mean()),
                               "gaudy_share_of_top": float(gaudy[top].mean()),
                               "corr_with_model_error": float(np.corrcoef(scores, err)[0, 1]),
                               "corr_with_model_error_natural_only": float(np.corrcoef(scores[~gaudy], err[~gaudy])[0, 1])}
@@ -82,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
           f"(held-out accuracy {accuracy:.3f}); pool {len(gaudy)} images, {gaudy.mean():.0%} gaudy; "
           f"{time.perf_counter() - t0:.0f} s")
     print(f"{'objective':>13s} {'r(contrast)':>12s} {'gaudy in top ' + str(args.top):>16s} {'r(model error)':>15s} "
-          f"{'r(error), natural':>18s}")
+          f"{'natural only: r(contrast)':>26s} {'top contrast pct':>17s} {'r(error)':>9s}")
     for k, v in results.items():
         print(f"{k:>13s} {v['corr_with_rms_contrast']:12.2f} {v['gaudy_share_of_top']:16.0%} "
-              f"{v['corr_with_model_error']:15.2f} {v['corr_with_model_error_natural_only']:18.2f}")
+              f"{v['corr_with_model_error']:15.2f} {v['corr_with_rms_contrast_natural_only']:26.2f} "
+              f"{v['top_natural_contrast_percentile']:17.0f} {v['corr_with_model_error_natural_only']:9.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"benchmark": "scores", "args": vars(args), "model_kind": rig.model.kind,
