@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -152,6 +153,7 @@ class SessionEngine:
         self.last_refeed_request = 0
         self.late_in_a_row = 0
         self.model_restarts_asked = 0
+        self.model_reply_wall: float | None = None  # time.time() of the model worker's last reply
         self._launcher_checked = 0.0
 
     # -- message handling ------------------------------------------------------
@@ -296,6 +298,7 @@ class SessionEngine:
 
     def _on_model(self, msg) -> None:
         self.last_seen["model"] = time.monotonic()
+        self.model_reply_wall = time.time()
         if not isinstance(msg, m.ModelReply):
             return
         if msg.op == "plan":
@@ -310,6 +313,10 @@ class SessionEngine:
             # A model with no responses after some were sent: the worker was restarted (it died, or hung and was
             # replaced). Its weights come from its checkpoint; its data from the store, once.
             self.last_refeed_request = self.request_id
+            # The new worker answers: the plans it was late with were its start-up, not a hang. It gets a
+            # fresh count, and a request to replace it that the launcher let wait is withdrawn.
+            self.late_in_a_row = 0
+            self._restart_request_path.unlink(missing_ok=True)
             n = self.relearn_stored_responses()
             self.store.log("model", f"model worker answered with no model after {self.responses_sent} responses: "
                                     f"restarted; the {n} stored valid responses sent to it again")
@@ -375,11 +382,21 @@ class SessionEngine:
 
     def ask_model_restart(self) -> None:
         """Ask whoever started the model worker to replace it (the launcher watches for this file); the
-        rig carries on with pool images meanwhile."""
+        rig carries on with pool images meanwhile. The request says when the controller last heard from a
+        worker (wall clock, comparable across processes): a worker the launcher started after that has never
+        answered, it is still starting (torch, the pools, its checkpoint), and the launcher gives it a
+        start-up grace before it counts as hung (controller/launch.py)."""
         self.model_restarts_asked += 1
-        (Path(self.store.path).parent / MODEL_RESTART_REQUEST).write_text(
-            f"{self.late_in_a_row} plans in a row not ready in time")
-        self.store.log("model", f"{self.late_in_a_row} plans in a row not ready in time: model worker restart asked")
+        why = f"{self.late_in_a_row} plans in a row not ready in time"
+        path = self._restart_request_path
+        tmp = path.with_suffix(".tmp")  # renamed into place: the launcher never reads half a request
+        tmp.write_text(json.dumps({"why": why, "last_reply_wall": self.model_reply_wall}))
+        os.replace(tmp, path)
+        self.store.log("model", f"{why}: model worker restart asked")
+
+    @property
+    def _restart_request_path(self) -> Path:
+        return Path(self.store.path).parent / MODEL_RESTART_REQUEST
 
     def relearn_stored_responses(self, chunk: int = 100) -> int:
         """A resumed session: every valid response the store holds goes back to the model (its weights come
@@ -448,11 +465,17 @@ class SessionEngine:
                 if latency > 0.5 * self.timing.trial_s:
                     self.store.log("slow_plan", f"trial {cmd.trial_id}: plan ready {latency * 1000:.0f} ms after "
                                                 f"the response window it follows")
+            if self.late_in_a_row >= self.RESTART_MODEL_AFTER_LATE:
+                # The worker answers in time again: a restart request the launcher has not acted on (it waits
+                # while a new worker starts) is withdrawn.
+                self._restart_request_path.unlink(missing_ok=True)
             self.late_in_a_row = 0
             return p.Offer(list(zip(reply.image_hashes, reply.pixels, reply.reasons)), "model", reply.model_version)
         self.plans_late += 1
         self.late_in_a_row += 1
-        if self.late_in_a_row == self.RESTART_MODEL_AFTER_LATE:
+        if self.late_in_a_row % self.RESTART_MODEL_AFTER_LATE == 0:
+            # Asked again every few late plans: the launcher may have let a request wait while a worker it had
+            # just started was starting up; if that worker never answers, the next request replaces it.
             self.ask_model_restart()
         self.store.log("plan_late", f"trial {cmd.trial_id}: model plan not ready in time; pool images used")
         return p.pool_offer(self.pools.train, image_hash, self.rng, cmd.n)

@@ -115,6 +115,7 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
     try:
         for role in session_roles(rig):
             procs[role] = _spawn(role, session_dir, env, extra.get(role, []))
+        model_started, waited_noted = time.time(), False  # wall clock: the controller's request uses it too
         controller = procs["controller"]
         told_controller = False
         model_restarts = 0
@@ -138,18 +139,34 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
                 break
             restart = session_dir / MODEL_RESTART_REQUEST
             if restart.exists() and model_restarts < MAX_MODEL_RESTARTS:  # the controller says it is hung
-                why = restart.read_text().strip()
-                restart.unlink()
-                procs["model"].kill()
-                procs["model"].wait()
-                print(f"cortexloop: model worker not answering ({why}); replaced", file=sys.stderr, flush=True)
-            if procs["model"].poll() is not None and model_restarts < MAX_MODEL_RESTARTS:
+                why, now_hung = restart_verdict(restart, model_started, time.time())
+                if now_hung:
+                    restart.unlink(missing_ok=True)
+                    procs["model"].kill()
+                    procs["model"].wait()
+                    print(f"cortexloop: model worker not answering ({why}); replaced", file=sys.stderr, flush=True)
+                elif not waited_noted:
+                    waited_noted = True
+                    print(f"cortexloop: model worker not answering ({why}), but it was started "
+                          f"{time.time() - model_started:.0f} s ago and has not answered yet: it is starting, and has "
+                          f"until {MODEL_START_GRACE_S:.0f} s after its start", file=sys.stderr, flush=True)
+            code = procs["model"].poll()
+            # Exit code 0: the worker was told the session is over (the controller is writing its summary).
+            if code not in (None, 0) and model_restarts < MAX_MODEL_RESTARTS:
                 model_restarts += 1
-                print(f"cortexloop: model worker exited ({procs['model'].returncode}); started again from its "
+                print(f"cortexloop: model worker exited ({code}); started again from its "
                       f"last checkpoint (pool images meanwhile)", file=sys.stderr, flush=True)
                 procs["model"] = _spawn("model", session_dir, env)
+                model_started, waited_noted = time.time(), False
     finally:
-        _stop_all(procs)
+        # A controller that ended without its summary (killed, crashed) may not have told the others that the
+        # session is over, and nothing else will: they are stopped now rather than after the grace. Nothing of
+        # theirs is lost by SIGTERM: the store is the controller's, the cortex's ledger lines are flushed as
+        # written, and the model worker's checkpoint is written to a temporary file and renamed into place
+        # (ModelWorker.save_checkpoint), so a stop mid-write leaves the last whole one.
+        told = "controller" in procs and procs["controller"].poll() is not None and (
+            session_dir / "summary.json").exists()
+        _stop_all(procs, grace_s=10.0 if told else 0.0)
         for s, h in previous.items():
             signal.signal(s, h)
     summary_path = session_dir / "summary.json"
@@ -174,6 +191,25 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
 
 
 MAX_MODEL_RESTARTS = 5  # a worker that keeps dying is left dead: the session goes on with pool images
+# A model worker that has not answered since it was started is starting up (torch, the pools, its checkpoint:
+# seconds, more on a loaded machine), not hung: the controller's plans are late meanwhile, and its request to
+# replace the worker waits this long after the start. A worker that hangs while starting is replaced after it.
+MODEL_START_GRACE_S = 60.0
+
+
+def restart_verdict(request: Path, worker_started_wall: float, now_wall: float) -> tuple[str, bool]:
+    """The controller's request to replace the model worker (SessionEngine.ask_model_restart): why, and whether
+    to act on it now. Now if the worker the launcher started last has answered the controller since (it hung
+    after answering), or has been starting for MODEL_START_GRACE_S; a request that is not the controller's JSON
+    is acted on at once."""
+    text = request.read_text(errors="replace").strip()
+    try:
+        req = json.loads(text)
+        why, last_reply = str(req["why"]), req["last_reply_wall"]
+    except (ValueError, KeyError, TypeError):
+        return text, True
+    answered = isinstance(last_reply, (int, float)) and last_reply >= worker_started_wall
+    return why, answered or now_wall - worker_started_wall >= MODEL_START_GRACE_S
 STOP_REASON = "stop_reason"  # written by the launcher before it asks the controller to stop: why
 
 
@@ -189,10 +225,15 @@ def _tail(path: Path, lines: int = 8) -> str:
 
 
 def _stop_all(procs: dict[str, subprocess.Popen], grace_s: float = 10.0) -> None:
-    """Wait for the children to end (they were told to stop), then terminate, then kill."""
+    """Wait up to grace_s for the children to end (they were told to stop; grace_s 0: nobody told them), then
+    terminate, then kill."""
     end = time.monotonic() + grace_s
     for p in procs.values():
+        if p.poll() is not None:
+            continue
         try:
+            if grace_s <= 0:
+                raise subprocess.TimeoutExpired(p.args, 0)
             p.wait(timeout=max(0.1, end - time.monotonic()))
         except subprocess.TimeoutExpired:
             p.terminate()

@@ -5,11 +5,21 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 
 from controller.config import with_overrides
 from tests.test_session import ROOT, child_pid, small_rig, start_launcher, wait_for_trials
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for its parent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
 
 
 def test_a_killed_controller_resumes_and_nothing_committed_is_lost_or_repeated(tmp_path):
@@ -20,7 +30,12 @@ def test_a_killed_controller_resumes_and_nothing_committed_is_lost_or_repeated(t
     db_path = session / "session.sqlite"
     try:
         wait_for_trials(db_path, 4, "WHERE status='done'")  # a few trials in, and one being shown now
+        others = [child_pid(launcher.pid, role) for role in ("cortex", "model", "presenter")]
         os.kill(child_pid(launcher.pid, "controller"), signal.SIGKILL)
+        killed_at = time.monotonic()
+        while any(_running(pid) for pid in others) and time.monotonic() - killed_at < 30:
+            time.sleep(0.1)
+        stopped_after_s = time.monotonic() - killed_at
         out, _ = launcher.communicate(timeout=60)
     finally:
         if launcher.poll() is None:
@@ -28,6 +43,8 @@ def test_a_killed_controller_resumes_and_nothing_committed_is_lost_or_repeated(t
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     killed = json.loads((session / "summary.json").read_text())
     assert "controller stopped (signal SIGKILL)" in killed["status"], out
+    # Nobody else tells them the session is over: the launcher stops them at once, not after its 10 s grace.
+    assert stopped_after_s < 5.0, (stopped_after_s, out[-2000:])
     db = sqlite3.connect(db_path)
     before = {table: db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
               for table in ("plans", "onsets", "spike_batches", "responses", "event_codes")}

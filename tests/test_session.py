@@ -264,6 +264,11 @@ def test_a_killed_model_worker_is_started_again_and_gets_the_stored_responses_ba
             launcher.kill()
     assert launcher.returncode == 0, out[-3000:]
     assert "model worker exited (-9); started again" in out
+    # Once: the new worker's start-up (torch, the pools) made plans late, but it was not taken for hung and
+    # replaced (it was, in every run, before the launcher waited for a new worker's first answer).
+    assert out.count("started again") == 1 and "; replaced" not in out, out[-3000:]
+    # Nor was the worker that ended when told the session was over started again.
+    assert "model worker exited (0)" not in out, out[-3000:]
     summary = json.loads((tmp_path / "k" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["trials_done"] == 24
     con = sqlite3.connect(db)
@@ -287,6 +292,7 @@ def test_a_hung_model_worker_is_replaced_while_the_rig_goes_on_with_pool_images(
             launcher.kill()
     assert launcher.returncode == 0, out[-3000:]
     assert "model worker not answering (3 plans in a row not ready in time); replaced" in out
+    assert out.count("; replaced") == 1, out[-3000:]  # the replacement, while it started, was not replaced again
     summary = json.loads((tmp_path / "k" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["trials_done"] == 20 and summary["plans_late"] >= 3
     con = sqlite3.connect(db)
