@@ -301,6 +301,8 @@ class SharedCoreOnline:
         if cfg.core_weights and cfg.core != "resnet18":
             raise ValueError(f"model.core_weights is read into the resnet18 core; model.core is {cfg.core!r}")
         self.net = SharedCoreEnsemble(cfg, n_neurons, self.image_shape)
+        # How the ensemble runs, as CompactOnline.form says it (compress's report names the teacher's form).
+        self.form = f"shared {cfg.core} core"
         if cfg.core_weights:
             load_core_weights(self.net.cores, cfg.core_weights)
         if cfg.core_frozen:

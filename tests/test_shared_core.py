@@ -248,5 +248,34 @@ def test_compress_reads_a_shared_session_checkpoint_as_its_teacher(tmp_path):
     compress_cfg = _cfg().model_copy(update={"kind": "compact"})  # compress asks for the compact kind
     teacher, source = _teacher(compress_cfg, 3, SHAPE, path, log=print)
     assert isinstance(teacher, SharedCoreOnline) and "shared" in source and "12 steps" in source
+    assert teacher.form == "shared resnet18 core"  # compress's report names it
     x = torch.rand(3, 3, 16, 16)
     torch.testing.assert_close(teacher.snapshot().rates(x), model.snapshot().rates(x))
+
+
+def test_compress_end_to_end_from_a_shared_session_checkpoint(tmp_path):
+    """The whole of compress (teacher, distil, prune, retrain, pages, report) on a shared-kind checkpoint."""
+    from acquisition.population import Population
+    from controller.compress import compress_from_arrays
+    from controller.config import RigConfig, with_overrides
+    from stimulus.pools import make_pools
+
+    rig = with_overrides(RigConfig(), images={"size_px": 16, "pool_size": 200, "test_size": 50},
+                         model={"kind": "shared", "core_channels": 8, "filters_per_layer": 4, "n_layers": 3,
+                                "strides": [2, 2, 1], "kernel_size": 3, "ensemble_size": 2, "distill_steps": 20,
+                                "retrain_steps": 10, "form": "loop", "prune_images": 100})
+    pop_cfg = rig.cortex.population.model_copy(update={"n_neurons": 3})
+    rig = rig.model_copy(update={"cortex": rig.cortex.model_copy(update={"population": pop_cfg})})
+    pools = make_pools(rig.images)
+    rng = np.random.default_rng(0)
+    imgs = pools.train[rng.integers(0, 200, 120)]
+    counts = rng.poisson(Population(pop_cfg, 16, True).rates(imgs) * 0.15).astype(np.float32)
+    session_model = make_online_model(rig.model, 3, imgs.shape[1:])
+    session_model.add_responses(imgs, counts, 0.15)
+    session_model.train(15)
+    ckpt = tmp_path / "model.pt"
+    torch.save({"kind": "shared", "n_neurons": 3, "model": session_model.weights_state()}, ckpt)
+    report = compress_from_arrays(imgs, counts, 0.15, rig, tmp_path / "out", ensemble_steps=5, mei_steps=2,
+                                  log=lambda line: None, teacher_checkpoint=ckpt)
+    assert "shared" in report["teacher_from"] and report["ensemble_form"] == "shared resnet18 core"
+    assert len(report["neurons"]) == 3 and (tmp_path / "out" / "models.pt2").exists()
