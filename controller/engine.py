@@ -154,6 +154,8 @@ class SessionEngine:
         self.late_in_a_row = 0
         self.model_restarts_asked = 0
         self.model_reply_wall: float | None = None  # time.time() of the model worker's last reply
+        self.late_since_wall: float | None = None  # time.time() when the current run of late plans began
+        self.restart_pending = False  # a restart request written that the launcher may not have acted on yet
         self._launcher_checked = 0.0
 
     # -- message handling ------------------------------------------------------
@@ -299,6 +301,10 @@ class SessionEngine:
     def _on_model(self, msg) -> None:
         self.last_seen["model"] = time.monotonic()
         self.model_reply_wall = time.time()
+        if self.restart_pending:
+            # The worker speaks (a new one that finished starting, or one answering old requests it was sent
+            # while it was away): slow, not hung. The request the launcher has let wait is withdrawn.
+            self._withdraw_restart("the model worker answered")
         if not isinstance(msg, m.ModelReply):
             return
         if msg.op == "plan":
@@ -316,7 +322,6 @@ class SessionEngine:
             # The new worker answers: the plans it was late with were its start-up, not a hang. It gets a
             # fresh count, and a request to replace it that the launcher let wait is withdrawn.
             self.late_in_a_row = 0
-            self._restart_request_path.unlink(missing_ok=True)
             n = self.relearn_stored_responses()
             self.store.log("model", f"model worker answered with no model after {self.responses_sent} responses: "
                                     f"restarted; the {n} stored valid responses sent to it again")
@@ -392,7 +397,14 @@ class SessionEngine:
         tmp = path.with_suffix(".tmp")  # renamed into place: the launcher never reads half a request
         tmp.write_text(json.dumps({"why": why, "last_reply_wall": self.model_reply_wall}))
         os.replace(tmp, path)
+        self.restart_pending = True
         self.store.log("model", f"{why}: model worker restart asked")
+
+    def _withdraw_restart(self, why: str) -> None:
+        self.restart_pending = False
+        if self._restart_request_path.exists():
+            self._restart_request_path.unlink(missing_ok=True)
+            self.store.log("model", f"model worker restart request withdrawn: {why}")
 
     @property
     def _restart_request_path(self) -> Path:
@@ -465,17 +477,17 @@ class SessionEngine:
                 if latency > 0.5 * self.timing.trial_s:
                     self.store.log("slow_plan", f"trial {cmd.trial_id}: plan ready {latency * 1000:.0f} ms after "
                                                 f"the response window it follows")
-            if self.late_in_a_row >= self.RESTART_MODEL_AFTER_LATE:
-                # The worker answers in time again: a restart request the launcher has not acted on (it waits
-                # while a new worker starts) is withdrawn.
-                self._restart_request_path.unlink(missing_ok=True)
             self.late_in_a_row = 0
             return p.Offer(list(zip(reply.image_hashes, reply.pixels, reply.reasons)), "model", reply.model_version)
         self.plans_late += 1
         self.late_in_a_row += 1
-        if self.late_in_a_row % self.RESTART_MODEL_AFTER_LATE == 0:
-            # Asked again every few late plans: the launcher may have let a request wait while a worker it had
-            # just started was starting up; if that worker never answers, the next request replaces it.
+        if self.late_in_a_row == 1:
+            self.late_since_wall = time.time()
+        silent = self.model_reply_wall is None or self.model_reply_wall < self.late_since_wall
+        if self.late_in_a_row % self.RESTART_MODEL_AFTER_LATE == 0 and silent:
+            # Hung: late plans in a row and not a word from the worker since they began. A worker that answers,
+            # late (a new one working through the requests queued for it while it was away), is left to catch
+            # up. Asked again every few late plans, in case a request was withdrawn and the worker fell silent.
             self.ask_model_restart()
         self.store.log("plan_late", f"trial {cmd.trial_id}: model plan not ready in time; pool images used")
         return p.pool_offer(self.pools.train, image_hash, self.rng, cmd.n)

@@ -32,30 +32,49 @@ def test_a_worker_that_has_not_answered_since_its_start_is_given_its_start_up_gr
     assert restart_verdict(path, started, started) == ("replace it", True)
 
 
-def test_the_controller_says_when_it_last_heard_from_the_worker_and_withdraws_a_request_it_no_longer_needs(engine):
+def _late_plan(engine, trial_id):
+    """A plan the worker does not answer in time (the request is never sent: a worker that is away)."""
+    engine.plan_requests[trial_id] = {"id": -1, "sent_wall": 0.0, "trigger_wall": None}
+    assert engine.take_images(p.TakeImages(trial_id=trial_id, n=engine.timing.images_per_trial)).source == "pool"
+
+
+def test_the_controller_asks_for_a_replacement_only_when_the_worker_says_nothing_while_plans_are_late(engine):
     path = engine._restart_request_path
     assert path.name == MODEL_RESTART_REQUEST
     # A plan answered in time: the worker is heard from, at this wall time.
     engine.request_plan(p.RequestPlan(trial_id=0))
-    before = time.time()
-    offer = engine.take_images(p.TakeImages(trial_id=0, n=engine.timing.images_per_trial))
-    assert offer.source == "model" and engine.model_reply_wall is not None
-    engine.late_in_a_row = engine.RESTART_MODEL_AFTER_LATE
-    engine.ask_model_restart()
+    assert engine.take_images(p.TakeImages(trial_id=0, n=engine.timing.images_per_trial)).source == "model"
+    heard = engine.model_reply_wall
+    assert heard is not None and abs(heard - time.time()) < 60  # wall clock, comparable with the launcher's
+    for t in (1, 2):
+        _late_plan(engine, t)
+    assert not path.exists()
+    _late_plan(engine, 3)  # the third late plan in a row, nothing heard since the first: hung
     req = json.loads(path.read_text())
-    assert req["last_reply_wall"] == engine.model_reply_wall and req["last_reply_wall"] <= time.time()
-    assert req["last_reply_wall"] >= before - 60  # a wall-clock time, comparable with the launcher's
-    # The next plan in time withdraws the request the launcher has not acted on, and the count starts again.
-    engine.request_plan(p.RequestPlan(trial_id=1))
-    assert engine.take_images(p.TakeImages(trial_id=1, n=engine.timing.images_per_trial)).source == "model"
-    assert not path.exists() and engine.late_in_a_row == 0
+    assert req["last_reply_wall"] == heard and req["why"] == "3 plans in a row not ready in time"
+    # Any word from the worker withdraws the request the launcher has not acted on (it waits while a new
+    # worker starts): a worker that speaks is slow, not hung.
+    engine._on_model(m.ModelReply(request_id=engine.request_id, op="status", model_version=0))
+    assert not path.exists()
+    # It answered after the late plans began, so three more late plans are slowness, not a hang: no request.
+    for t in (4, 5, 6):
+        _late_plan(engine, t)
+    assert engine.late_in_a_row == 6 and not path.exists()
+    # A plan in time ends the run; a new run with a silent worker asks again.
+    engine.request_plan(p.RequestPlan(trial_id=7))
+    assert engine.take_images(p.TakeImages(trial_id=7, n=engine.timing.images_per_trial)).source == "model"
+    assert engine.late_in_a_row == 0
+    for t in (8, 9, 10):
+        _late_plan(engine, t)
+    assert path.exists()
 
 
 def test_a_restarted_worker_that_answers_starts_a_fresh_late_count(engine):
     path = engine._restart_request_path
-    engine.late_in_a_row = engine.RESTART_MODEL_AFTER_LATE
-    engine.ask_model_restart()
-    engine.late_in_a_row += 1  # late again while the new worker starts
+    for t in (1, 2, 3):
+        _late_plan(engine, t)
+    assert path.exists()
+    _late_plan(engine, 4)  # late again while the new worker starts
     engine.responses_sent = 40
     # The new worker's first answer: no model yet (it has no responses), so the engine knows it was restarted.
     engine._on_model(m.ModelReply(request_id=engine.request_id + 1, op="status", model_version=-1))
