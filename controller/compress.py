@@ -84,7 +84,9 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    mcfg = rig.model.model_copy(update={"kind": "compact"})
+    # The teacher is the kind of ensemble the session trained (shared core or compact); a ridge baseline is
+    # not a teacher worth copying, so its sessions get the shared-core ensemble, trained here from scratch.
+    mcfg = rig.model.model_copy(update={"kind": "shared" if rig.model.kind == "baseline" else rig.model.kind})
     device = resolve_device(mcfg.device)
     prepare_torch_for(device, mcfg.cpu_threads)
     n_neurons = counts.shape[1]
