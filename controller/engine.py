@@ -29,6 +29,7 @@ from controller.parts import MODEL_RESTART_REQUEST, AcquisitionSource, Clock, Mo
 from controller.store import SessionStore
 from stimulus.images import image_hash
 from stimulus.pools import Pools
+from stimulus.selection import pool_indices
 
 log = logging.getLogger("cortexloop.controller")
 
@@ -96,6 +97,10 @@ class SessionEngine:
 
     def __init__(self, rig: RigConfig, store: SessionStore, parts: SessionParts, pools: Pools):
         self.rig = rig
+        # A late plan shows what a random slot would show (selection.random_from: natural images by default),
+        # not the whole pool, whose gaudy share is there for the image chooser to score.
+        self.fallback_pool = pool_indices(pools.train_kind, rig.selection.random_from) \
+            if rig.selection.random_from != "natural" or "natural" in pools.train_kind else None
         self.store = store
         self.parts = parts.check()
         self.clock = parts.clock
@@ -490,7 +495,7 @@ class SessionEngine:
             # up. Asked again every few late plans, in case a request was withdrawn and the worker fell silent.
             self.ask_model_restart()
         self.store.log("plan_late", f"trial {cmd.trial_id}: model plan not ready in time; pool images used")
-        return p.pool_offer(self.pools.train, image_hash, self.rng, cmd.n)
+        return p.pool_offer(self.pools.train, image_hash, self.rng, cmd.n, self.fallback_pool)
 
     def present(self, cmd: p.Present) -> None:
         plan = m.TrialPlan(trial_id=cmd.trial_id, image_hashes=[it[0] for it in cmd.items],

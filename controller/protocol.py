@@ -100,10 +100,13 @@ def requeued(trial_id: int, items: list) -> list:
     return [(h, px, f"requeued from trial {trial_id}: {why}") for h, px, why in items]
 
 
-def pool_offer(pool_images: np.ndarray, hash_of, rng: np.random.Generator, n: int) -> Offer:
+def pool_offer(pool_images: np.ndarray, hash_of, rng: np.random.Generator, n: int,
+               allowed: np.ndarray | None = None) -> Offer:
     """The fallback when the model's plan is late: n distinct pool images at random, each keyed by
-    hash_of(pixels) (only the chosen ones are hashed)."""
-    idx = rng.choice(len(pool_images), n, replace=False)
+    hash_of(pixels) (only the chosen ones are hashed). `allowed`: the pool indices to draw from (the rig's
+    selection.random_from, so a late plan shows what a random slot would, e.g. no gaudy images); all if None."""
+    allowed = np.arange(len(pool_images)) if allowed is None else np.asarray(allowed)
+    idx = allowed[rng.choice(len(allowed), min(n, len(allowed)), replace=False)]
     return Offer([(hash_of(pool_images[i]), pool_images[i], f"pool fallback (model late) pool#{i}") for i in idx],
                  "pool", -1)
 

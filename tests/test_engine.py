@@ -245,3 +245,32 @@ def test_the_rig_files_serial_event_output_writes_every_code_of_a_trial_followed
     out.close()
     # The line at rest, then start, three onsets (the same code three times: each survives) and the end.
     assert got == [0, 10, 0, 20, 0, 20, 0, 20, 0, 30, 0]
+
+
+class SilentModel(InProcessPart):
+    """A model part that never answers: every plan falls back to pool images."""
+
+    def request(self, req):
+        pass
+
+    def update(self, upd):
+        pass
+
+    def poll(self, timeout_s):
+        return []
+
+
+def test_a_late_plan_shows_what_a_random_slot_would_not_the_whole_pool(tmp_path):
+    from controller.config import with_overrides
+
+    rig = with_overrides(small_rig(n_trials=4), trial={"virtual_plan_timeout_s": 0.2},
+                         images={"gaudy_share": 0.5}, fixation={"break_probability": 0.0})
+    parts = in_process_parts(rig)
+    parts.model = SilentModel()
+    run_controller(rig, tmp_path / "s", parts, quiet=True)
+    kinds = make_pools(rig.images).train_kind
+    _, plans, _ = _stored(tmp_path / "s")
+    shown = [int(why.split("#")[1]) for plan in plans for why in json.loads(plan[2])]
+    assert len(shown) == 4 * rig.trial.images_per_trial and all(plan[4] == "pool" for plan in plans)
+    # Half the pool is gaudy: 20 draws from the whole pool would hold about 10 of them.
+    assert all(kinds[i] == "natural" for i in shown), [kinds[i] for i in shown]

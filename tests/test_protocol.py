@@ -144,3 +144,12 @@ def test_photodiode_onsets_take_the_first_edge_after_each_code_within_the_lag():
     times, found = p.photodiode_onsets(codes, edges, 0.05)
     assert found.tolist() == [True, False, True, False]  # 2.3 is too late for the code at 2.0
     assert times[0] == 1.012 and times[1] == 2.0 and times[2] == 3.004 and np.isnan(times[3])
+
+
+def test_pool_offer_draws_only_from_the_allowed_pool_images():
+    pool = np.arange(20 * 2 * 2 * 3, dtype=np.uint8).reshape(20, 2, 2, 3)
+    allowed = np.array([3, 7, 11, 15])
+    for seed in range(5):
+        offer = p.pool_offer(pool, lambda px: "h", np.random.default_rng(seed), 3, allowed)
+        idx = [int(why.split("#")[1]) for _, _, why in offer.items]
+        assert len(set(idx)) == 3 and set(idx) <= set(allowed.tolist())
