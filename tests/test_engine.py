@@ -247,21 +247,9 @@ def test_the_rig_files_serial_event_output_writes_every_code_of_a_trial_followed
     assert got == [0, 10, 0, 20, 0, 20, 0, 20, 0, 30, 0]
 
 
-class SilentModel(InProcessPart):
-    """A model part that never answers: every plan falls back to pool images."""
-
-    def request(self, req):
-        pass
-
-    def update(self, upd):
-        pass
-
-    def poll(self, timeout_s):
-        return []
-
-
 def test_a_late_plan_shows_what_a_random_slot_would_not_the_whole_pool(tmp_path):
     from controller.config import with_overrides
+    from tests.test_status import SilentModel
 
     rig = with_overrides(small_rig(n_trials=4), trial={"virtual_plan_timeout_s": 0.2},
                          images={"gaudy_share": 0.5}, fixation={"break_probability": 0.0})
