@@ -93,13 +93,20 @@ def test_a_flood_of_onset_reports_keeps_each_pump_within_budget_and_spikes_flowi
             cortex.wait()
     # The flood was still coming in when the loop stopped: the engine was taking it all the time.
     assert 500 <= handled < N_FLOOD, handled
-    # Every pump returned within its budget, plus one message's handling and one poll per socket (at most
-    # POLL_LIMIT messages decoded each); 0.25 s of slack for a loaded 2-core machine. Without the budget a
-    # single pump handled every onset one poll returned, each a committed row: seconds.
+    # Pumps return within their budget, plus one message's handling and one poll per socket (at most
+    # POLL_LIMIT messages decoded each). Without the budget a single pump handled every onset one poll
+    # returned, each a committed row: 2.8-3.4 s, one or two pumps in the 3 s. The checks leave room for a
+    # loaded 2-core machine, where the scheduler or a garbage collection can stop any one pump for a few
+    # hundred ms (seen: one of 120 pumps took 0.42 s while the rest took under 31 ms): 95% of pumps within
+    # the budget plus 0.1 s, none near a second, and many pumps in the 3 s.
     budget = SessionEngine.PUMP_BUDGET_S
-    print(f"flood: {len(durations)} pumps in 3 s, longest {max(durations) * 1000:.0f} ms (budget "
-          f"{budget * 1000:.0f} ms); {handled} onsets handled; spikes {spikes_at[0][1]} -> {spikes_at[-1][1]}")
-    assert max(durations) < budget + 0.25, (max(durations), sorted(durations)[-5:])
+    ordered = sorted(durations)
+    p95 = ordered[int(0.95 * (len(ordered) - 1))]
+    print(f"flood: {len(durations)} pumps in 3 s, p95 {p95 * 1000:.0f} ms, longest {ordered[-1] * 1000:.0f} ms "
+          f"(budget {budget * 1000:.0f} ms); {handled} onsets handled; spikes {spikes_at[0][1]} -> {spikes_at[-1][1]}")
+    assert len(durations) >= 20, len(durations)
+    assert p95 < budget + 0.1, (p95, ordered[-5:])
+    assert ordered[-1] < 1.0, ordered[-5:]
     # Spikes kept coming while the flood was handled: more in every second of it (seconds, not less: the cortex
     # process shares a loaded 2-core machine with the flood and the engine).
     t0 = spikes_at[0][0]
