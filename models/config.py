@@ -38,10 +38,11 @@ class ModelConfig(Strict):
     # On a virtual clock the budget between trials is counted in steps, not seconds.
     steps_per_trial: int = Field(20, ge=0, le=100000)
     max_stored_responses: int = Field(200000, ge=100, le=10_000_000)
-    # "loop": one small network per model, run one after the other (fastest on a CPU);
-    # "stacked": all models in one network of grouped convolutions (fastest on a GPU);
-    # "auto": time a few steps of each at startup and keep the faster (see docs/models.md
-    # and `cortexloop bench training`).
+    # "loop": one small network per model, run one after the other; "stacked": all models in one
+    # network of grouped convolutions. Which is faster depends on the device and the number of models
+    # (measured: stacked 1.9x faster at 8 rig-size models on the 2-core CPU; on an H200 at paper sizes
+    # stacked 1.2x faster for 8 models, the loop 1.8-2x faster for 100-120: README, "Stacked or loop",
+    # docs/gpu/h200-training.json), so "auto" times a few steps of each at startup and keeps the faster.
     form: Literal["auto", "stacked", "loop"] = "auto"
     # Torch CPU threads in the process that trains (0: leave torch's default). Small
     # convolutions gain nothing from a second thread, and on a loaded 2-core machine a
