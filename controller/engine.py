@@ -29,7 +29,7 @@ from controller.parts import MODEL_RESTART_REQUEST, AcquisitionSource, Clock, Mo
 from controller.store import SessionStore
 from stimulus.images import image_hash
 from stimulus.pools import Pools
-from stimulus.selection import pool_indices
+from stimulus.selection import random_pool_indices
 
 log = logging.getLogger("cortexloop.controller")
 
@@ -99,8 +99,7 @@ class SessionEngine:
         self.rig = rig
         # A late plan shows what a random slot would show (selection.random_from: natural images by default),
         # not the whole pool, whose gaudy share is there for the image chooser to score.
-        self.fallback_pool = pool_indices(pools.train_kind, rig.selection.random_from) \
-            if rig.selection.random_from != "natural" or "natural" in pools.train_kind else None
+        self.fallback_pool = random_pool_indices(pools.train_kind, rig.selection.random_from)
         self.store = store
         self.parts = parts.check()
         self.clock = parts.clock

@@ -127,6 +127,17 @@ def pool_indices(kinds, candidates_from: str) -> np.ndarray:
     return idx
 
 
+def natural_indices(kinds) -> np.ndarray:
+    """The natural images of the pool; a pool with none (a lab's own set, all one kind) counts as natural whole."""
+    kinds = np.asarray(kinds)
+    return np.flatnonzero(kinds == "natural") if (kinds == "natural").any() else np.arange(len(kinds))
+
+
+def random_pool_indices(kinds, random_from: str) -> np.ndarray:
+    """The pool images a `random` slot draws from (selection.random_from), and a late plan's fallback too."""
+    return natural_indices(kinds) if random_from == "natural" else pool_indices(kinds, random_from)
+
+
 class ImageChooser:
     def __init__(self, cfg: SelectionConfig, pools: Pools, seed: int = 0, window_s: float = 0.15):
         """window_s: length of the response window the counts are taken in (the rig file's [response],
@@ -139,10 +150,9 @@ class ImageChooser:
         self.window_s = float(window_s)
         self.thumbs = thumbnails(pools.train)
         kinds = np.asarray(pools.train_kind)
-        self.natural = np.flatnonzero(kinds == "natural") if (kinds == "natural").any() else np.arange(len(kinds))
+        self.natural = natural_indices(kinds)
         self.candidate_pool = pool_indices(kinds, cfg.candidates_from)
-        # (A pool with no natural images at all keeps its old behaviour: "natural" then means the whole pool.)
-        self.random_pool = self.natural if cfg.random_from == "natural" else pool_indices(kinds, cfg.random_from)
+        self.random_pool = random_pool_indices(kinds, cfg.random_from)
         # The images whose responses "epig" asks to predict better: natural pool images, fixed for the session
         # (their own seed stream). The held-out test set is never looked at, so accuracy measured on it stays
         # honest.
