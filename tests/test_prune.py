@@ -198,24 +198,31 @@ def test_distill_then_retrain_pruned_student_recovers_the_teacher():
     assert r_retrained > 0.9, (r_retrained, r_student)
 
 
-def test_compress_from_arrays_end_to_end(tmp_path):
+def small_compress_session(n_neurons: int, n_shown: int, **model):
+    """A 16x16 rig with `model` keys and what a session of it recorded: (rig, images shown, counts in 0.15 s),
+    counts drawn from the virtual cortex's true rates."""
     from acquisition.population import Population
-    from controller.compress import compress_from_arrays
     from controller.config import RigConfig, with_overrides
-    from models.save import load_model
     from stimulus.pools import make_pools
 
-    rig = with_overrides(RigConfig(), images={"size_px": 16, "pool_size": 200, "test_size": 50},
-                         model={"kind": "compact", "filters_per_layer": 6, "n_layers": 3, "strides": [2, 2, 1],
-                                "kernel_size": 3, "ensemble_size": 2, "distill_steps": 60, "retrain_steps": 30, "form": "loop",
-                                "student_readout": "linear", "smooth_sigma": 0.5, "smooth_every_steps": 20,
-                                "prune_images": 200})
-    pop_cfg = rig.cortex.population.model_copy(update={"n_neurons": 4})
+    rig = with_overrides(RigConfig(), images={"size_px": 16, "pool_size": 200, "test_size": 50}, model=model)
+    pop_cfg = rig.cortex.population.model_copy(update={"n_neurons": n_neurons})
     rig = rig.model_copy(update={"cortex": rig.cortex.model_copy(update={"population": pop_cfg})})
     pools = make_pools(rig.images)
     rng = np.random.default_rng(0)
-    imgs = pools.train[rng.integers(0, 200, 300)]
+    imgs = pools.train[rng.integers(0, 200, n_shown)]
     counts = rng.poisson(Population(pop_cfg, 16, True).rates(imgs) * 0.15).astype(np.float32)
+    return rig, imgs, counts
+
+
+def test_compress_from_arrays_end_to_end(tmp_path):
+    from controller.compress import compress_from_arrays
+    from models.save import load_model
+
+    rig, imgs, counts = small_compress_session(
+        4, 300, kind="compact", filters_per_layer=6, n_layers=3, strides=[2, 2, 1], kernel_size=3, ensemble_size=2,
+        distill_steps=60, retrain_steps=30, form="loop", student_readout="linear", smooth_sigma=0.5,
+        smooth_every_steps=20, prune_images=200)
     lines = []
     report = compress_from_arrays(imgs, counts, 0.15, rig, tmp_path, ensemble_steps=60, mei_steps=10,
                                   log=lines.append)

@@ -6,6 +6,8 @@ import torch
 from models.config import ModelConfig
 from models.factory import make_online_model
 from models.shared_core import CoreWeightsError, ResNetStemCore, SharedCoreOnline, SharedCorePredictor
+from stimulus.synthesis import from_pixels
+from tests.test_online import _data
 
 SHAPE = (16, 16, 3)
 
@@ -15,22 +17,6 @@ def _cfg(**kw) -> ModelConfig:
                 learning_rate=1e-2, min_responses_to_train=16, max_stored_responses=1000, validation_every=5,
                 validate_every_steps=10)
     return ModelConfig(**{**base, **kw})
-
-
-def _data(n=200, n_neurons=3, seed=0):
-    """Neurons driven by the brightness of one image quadrant (quadrants vary independently)."""
-    rng = np.random.default_rng(seed)
-    levels = rng.random((n, 2, 2))
-    x = np.kron(levels, np.ones((8, 8)))[..., None] + rng.normal(0, 0.1, (n, 16, 16, 3))
-    images = np.clip(np.rint(255 * x), 0, 255).astype(np.uint8)
-    quads = np.stack([levels[:, 0, 0], levels[:, 1, 1], levels[:, 0, 1]], 1)
-    rates = 5.0 + 60.0 * quads[:, :n_neurons]
-    counts = rng.poisson(rates * 0.2).astype(np.float32)
-    return images, counts, rates
-
-
-def _unit(images):
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
 
 
 def test_factory_builds_shared_and_predictor_interface():
@@ -73,7 +59,7 @@ def test_training_learns_every_neuron_at_once():
     images, counts, _ = _data(300)
     model.add_responses(images, counts, 0.2)
     test_images, _, test_rates = _data(200, seed=9)
-    x = _unit(test_images)
+    x = from_pixels(test_images)
     model.train(150)
     pred = model.snapshot().rates(x).mean(0).detach().numpy()
     r = [np.corrcoef(pred[:, n], test_rates[:, n])[0, 1] for n in range(3)]
@@ -107,7 +93,7 @@ def test_published_weights_are_the_best_on_held_out_responses():
     images, _, rates = _data(40, seed=3)
     counts = rng.poisson(rates * 0.05).astype(np.float32)  # a 50 ms window: few spikes
     test_images, _, test_rates = _data(300, seed=4)
-    x = _unit(test_images)
+    x = from_pixels(test_images)
 
     def held_out_r(net):
         with torch.no_grad():
@@ -255,21 +241,12 @@ def test_compress_reads_a_shared_session_checkpoint_as_its_teacher(tmp_path):
 
 def test_compress_end_to_end_from_a_shared_session_checkpoint(tmp_path):
     """The whole of compress (teacher, distil, prune, retrain, pages, report) on a shared-kind checkpoint."""
-    from acquisition.population import Population
     from controller.compress import compress_from_arrays
-    from controller.config import RigConfig, with_overrides
-    from stimulus.pools import make_pools
+    from tests.test_prune import small_compress_session
 
-    rig = with_overrides(RigConfig(), images={"size_px": 16, "pool_size": 200, "test_size": 50},
-                         model={"kind": "shared", "core_channels": 8, "filters_per_layer": 4, "n_layers": 3,
-                                "strides": [2, 2, 1], "kernel_size": 3, "ensemble_size": 2, "distill_steps": 20,
-                                "retrain_steps": 10, "form": "loop", "prune_images": 100})
-    pop_cfg = rig.cortex.population.model_copy(update={"n_neurons": 3})
-    rig = rig.model_copy(update={"cortex": rig.cortex.model_copy(update={"population": pop_cfg})})
-    pools = make_pools(rig.images)
-    rng = np.random.default_rng(0)
-    imgs = pools.train[rng.integers(0, 200, 120)]
-    counts = rng.poisson(Population(pop_cfg, 16, True).rates(imgs) * 0.15).astype(np.float32)
+    rig, imgs, counts = small_compress_session(
+        3, 120, kind="shared", core_channels=8, filters_per_layer=4, n_layers=3, strides=[2, 2, 1], kernel_size=3,
+        ensemble_size=2, distill_steps=20, retrain_steps=10, form="loop", prune_images=100)
     session_model = make_online_model(rig.model, 3, imgs.shape[1:])
     session_model.add_responses(imgs, counts, 0.15)
     session_model.train(15)
