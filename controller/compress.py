@@ -76,11 +76,13 @@ class Stages:
 def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float, rig: RigConfig,
                          out_dir: str | Path, ensemble_steps: int = 100, n_augment: int = 1,
                          mei_steps: int = 60, log=print, progress: bool = False,
-                         teacher_checkpoint: str | Path | None = None) -> dict:
+                         teacher_checkpoint: str | Path | None = None, neurons: list[int] | None = None) -> dict:
     """images uint8 (n, H, W, C), counts (n, N) in the response window. Returns the report (also report.json).
 
     teacher_checkpoint: the model worker's checkpoint (SESSION/checkpoints/model.pt); the teacher
     then starts from the session's weights and trains `ensemble_steps` more.
+    neurons: the recorded neurons (column indices of counts) to compress, default all. The teacher
+    always learns every neuron (a shared core learns from all of them); only these get students.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -89,14 +91,16 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
     mcfg = rig.model.model_copy(update={"kind": "shared" if rig.model.kind == "baseline" else rig.model.kind})
     device = resolve_device(mcfg.device)
     prepare_torch_for(device, mcfg.cpu_threads)
-    n_neurons = counts.shape[1]
+    n_recorded = counts.shape[1]
+    chosen = check_neurons(neurons, n_recorded)
+    n_neurons = len(chosen)
     t0 = time.perf_counter()
     with Stages(progress) as stages:
         # 1. The teacher: the ensemble, trained on the recorded responses; from the session's own
         # weights where the model worker left a checkpoint that fits, so those steps are not redone.
-        online, teacher_from = _teacher(mcfg, n_neurons, images.shape[1:], teacher_checkpoint, log)
+        online, teacher_from = _teacher(mcfg, n_recorded, images.shape[1:], teacher_checkpoint, log)
         online.add_responses(images, counts, window_s)
-        with stages.stage("teacher", f"teacher: {mcfg.ensemble_size}x{n_neurons} models", ensemble_steps) as done:
+        with stages.stage("teacher", f"teacher: {mcfg.ensemble_size}x{n_recorded} models", ensemble_steps) as done:
             chunk = 10
             for s in range(0, ensemble_steps, chunk):
                 online.train(min(chunk, ensemble_steps - s))
@@ -106,8 +110,8 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
         pools = make_pools(rig.images)
         distill_images = augmented_images(np.concatenate([pools.train, images]), n_augment, seed=mcfg.seed)
         with stages.stage("teacher_rates", f"teacher rates: {len(distill_images)} images", 1):
-            targets = teacher_rates(teach, distill_images, device)
-            t_test = teacher_rates(teach, pools.test, device)
+            targets = teacher_rates(teach, distill_images, device)[:, chosen]
+            t_test = teacher_rates(teach, pools.test, device)[:, chosen]
 
         # 2. Distil: all students in one stacked network.
         spec = student_spec(mcfg, images.shape[1:])
@@ -115,7 +119,8 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
         with stages.stage("distil", f"distil: {n_neurons} students", steps) as done:
             students = distill(distill_images, targets, spec, steps, mcfg.distill_learning_rate,
                                mcfg.distill_batch_size, device, seed=mcfg.seed, smooth_sigma=mcfg.smooth_sigma,
-                               smooth_every=mcfg.smooth_every_steps, progress=done)
+                               smooth_every=mcfg.smooth_every_steps, form=mcfg.distill_form,
+                               schedule=mcfg.distill_schedule, progress=done)
 
         # 3. Prune. Decisions use distillation images (never the test set), against the teacher.
         rng = np.random.default_rng(mcfg.seed)
@@ -133,7 +138,7 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
             final = fit_students([p.model for p in pruned], distill_images, targets, steps,
                                  mcfg.distill_learning_rate / 2, mcfg.distill_batch_size, device, seed=mcfg.seed + 1,
                                  smooth_sigma=mcfg.smooth_sigma, smooth_every=mcfg.smooth_every_steps,
-                                 progress=done)
+                                 form=mcfg.distill_form, schedule=mcfg.distill_schedule, progress=done)
 
         # 5. Held-out test images: never shown, never distilled on.
         with stages.stage("evaluate", "held-out test set", 1):
@@ -146,12 +151,12 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
                 from acquisition.population import Population
 
                 population = Population(rig.cortex.population, rig.images.size_px, rig.images.colour)
-                truth = population.rates(pools.test)[:, :n_neurons]
+                truth = population.rates(pools.test)[:, chosen]
 
-        ensemble_params = count_parameters(online.net) // n_neurons
+        ensemble_params = count_parameters(online.net) // n_recorded
         rows = []
         for n in range(n_neurons):
-            row = {"neuron": n, "params_ensemble_per_neuron": ensemble_params,
+            row = {"neuron": chosen[n], "params_ensemble_per_neuron": ensemble_params,
                    "params_before": pruned[n].params_before, "params_after": count_parameters(final[n]),
                    "filters_before": pruned[n].filters_before, "filters_after": list(final[n].spec.filters),
                    "filters_kept": pruned[n].kept,
@@ -170,11 +175,11 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
             rows.append(row)
 
         for n, model in enumerate(final):
-            save_model(model, out_dir / f"neuron_{n:03d}.pt",
-                       meta={"neuron": n, "units": "spikes/s", "input": "(B, C, H, W) float in [0, 1]",
+            save_model(model, out_dir / f"neuron_{chosen[n]:03d}.pt",
+                       meta={"neuron": chosen[n], "units": "spikes/s", "input": "(B, C, H, W) float in [0, 1]",
                              "window_s": float(window_s),
                              **{k: v for k, v in rows[n].items() if k not in ("neuron", "filters_kept")}})
-        export_models(final, out_dir / "models.pt2", meta={"neurons": list(range(n_neurons))})
+        export_models(final, out_dir / "models.pt2", meta={"neurons": chosen})
 
         # 6. One page per neuron.
         with stages.stage("pages", f"pages: MEIs and figures ({mei_steps} steps)", n_neurons) as done:
@@ -188,12 +193,47 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
               "student_spec": spec.to_dict(), "smooth_sigma": mcfg.smooth_sigma,
               "steps": {"ensemble": ensemble_steps, "distill": mcfg.distill_steps, "retrain": mcfg.retrain_steps,
                         "mei": mei_steps},
+              "distill": {"form": mcfg.distill_form, "schedule": mcfg.distill_schedule,
+                          "learning_rate": mcfg.distill_learning_rate, "batch_size": mcfg.distill_batch_size},
               "goals": goals(rows), "seconds": round(time.perf_counter() - t0, 1), "stage_seconds": stages.seconds,
               "device": str(device), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
               "ensemble_form": online.form, "teacher_from": teacher_from}
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     log(format_table(rows, report))
     return report
+
+
+def check_neurons(neurons: list[int] | None, n_recorded: int) -> list[int]:
+    """The neurons to compress (all by default), refused with the reason if any is not a recorded one."""
+    if neurons is None:
+        return list(range(n_recorded))
+    chosen = [int(n) for n in neurons]
+    if not chosen:
+        raise ValueError("no neurons chosen to compress")
+    outside = [n for n in chosen if not 0 <= n < n_recorded]
+    if outside:
+        raise ValueError(f"neurons {outside} were not recorded: the session has neurons 0-{n_recorded - 1}")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"neurons {chosen} name a neuron twice")
+    return chosen
+
+
+def parse_neurons(text: str) -> list[int]:
+    """'0,3,7' or '0-4' or '0-2,9' -> neuron indices in the order given."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                a, b = (int(v) for v in part.split("-", 1))
+                if b < a:
+                    raise ValueError
+                out.extend(range(a, b + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise ValueError(f"--neurons {text!r}: {part!r} is not a neuron index or a range like 0-4") from None
+    return out
 
 
 def _teacher(mcfg, n_neurons: int, image_shape, checkpoint: str | Path | None, log) -> tuple[object, str]:
@@ -319,6 +359,8 @@ def write_pages(models, rows: list[dict], pool: np.ndarray, out_dir: Path, mei_s
             p.requires_grad_(False)
     pool_rates = _rates(models, pool, torch.device("cpu"))
     best = [int(torch.argmax(pool_rates[:, n])) for n in range(len(models))]
+    # Model n is recorded neuron rows[n]["neuron"]: its column in the virtual cortex's rates.
+    own = (np.arange(len(models)), np.array([r["neuron"] for r in rows]))
     caps = [r["trained_rate_range_hz"][1] for r in rows]
     # Each MEI starts from the pool image the model rates highest within its trained range
     # (a model may rate some pool images above it), so the ascent starts inside the range.
@@ -329,9 +371,8 @@ def write_pages(models, rows: list[dict], pool: np.ndarray, out_dir: Path, mei_s
     meis = bounded_meis(models, caps, pool[starts], mei_steps)
     with torch.no_grad():
         mei_rates = [float(m(to_tensor(meis[n:n + 1]))[0]) for n, m in enumerate(models)]
-    true_mei = population.rates(meis)[np.arange(len(models)), np.arange(len(models))] if population else None
-    true_pool_best = population.rates(pool[best])[np.arange(len(models)), np.arange(len(models))] \
-        if population else None
+    true_mei = population.rates(meis)[own] if population else None
+    true_pool_best = population.rates(pool[best])[own] if population else None
     out = []
     for n, m in enumerate(models):
         row = rows[n]
@@ -342,7 +383,7 @@ def write_pages(models, rows: list[dict], pool: np.ndarray, out_dir: Path, mei_s
             info["mei_true_hz"] = float(true_mei[n])
             info["best_pool_true_hz"] = float(true_pool_best[n])
         out.append(info)
-        _draw_page(plt, m, row, info, meis[n], pool, pool_rates[:, n], out_dir / f"neuron_{n:03d}.png")
+        _draw_page(plt, m, row, info, meis[n], pool, pool_rates[:, n], out_dir / f"neuron_{row['neuron']:03d}.png")
         if progress is not None:
             progress(n + 1)
     return out
@@ -475,10 +516,16 @@ def compress_main(argv: list[str]) -> int:
                     help="teacher training steps (default 100), on top of the session's checkpoint where it has one")
     ap.add_argument("--distill-steps", type=int, help="overrides model.distill_steps")
     ap.add_argument("--retrain-steps", type=int, help="overrides model.retrain_steps")
+    ap.add_argument("--neurons", help="recorded neurons to compress, e.g. 0,3,7 or 0-4 (default all); the "
+                                      "teacher still learns every neuron")
     ap.add_argument("--mei-steps", type=int, default=60, help="gradient steps of each page's MEI (default 60)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     images, counts, window_s, rig = read_session(args.session, args.rig)
+    try:
+        neurons = check_neurons(parse_neurons(args.neurons), counts.shape[1]) if args.neurons else None
+    except ValueError as e:
+        raise SystemExit(f"cortexloop compress {args.session}: {e}") from None
     model = rig.model if args.rig is None else load_rig(args.rig).model
     updates = {k: v for k, v in {"distill_steps": args.distill_steps, "retrain_steps": args.retrain_steps}.items()
                if v is not None}
@@ -486,6 +533,6 @@ def compress_main(argv: list[str]) -> int:
     out = Path(args.out) if args.out else Path(args.session) / "compact"
     compress_from_arrays(images, counts, window_s, rig, out, ensemble_steps=args.ensemble_steps,
                          mei_steps=args.mei_steps, progress=not args.no_progress,
-                         teacher_checkpoint=Path(args.session) / "checkpoints" / "model.pt")
+                         teacher_checkpoint=Path(args.session) / "checkpoints" / "model.pt", neurons=neurons)
     print(f"models, pages and report.json written to {out}")
     return 0

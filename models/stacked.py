@@ -153,14 +153,18 @@ def build_form(form: str, models: Sequence[CompactNet]) -> LoopForm | StackedCom
 
 
 def time_forms(spec: CompactSpec, n_models: int, batch_size: int, device: torch.device, steps: int = 2,
-               forms: Sequence[str] = ("loop", "stacked")) -> dict[str, float]:
+               forms: Sequence[str] = ("loop", "stacked"), channels_last: bool = False) -> dict[str, float]:
     """Seconds per training step (forward, backward, Adam) of each form, after one warm-up step."""
     import time
 
     x = torch.rand(batch_size, spec.in_channels, spec.image_size, spec.image_size, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     out = {}
     for form in forms:
         net = build_form(form, make_models(spec, n_models)).to(device)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(net.parameters(), 1e-4)
         for i in range(steps + 1):
             if i == 1:
@@ -178,13 +182,13 @@ def time_forms(spec: CompactSpec, n_models: int, batch_size: int, device: torch.
 
 
 def resolve_form(form: str, device: torch.device, spec: CompactSpec | None = None, n_models: int = 1,
-                 batch_size: int = 32) -> str:
-    """'auto' -> whichever form trains faster here, timed on up to 16 models (cost scales with K
+                 batch_size: int = 32, channels_last: bool = False, max_timed: int = 16) -> str:
+    """'auto' -> whichever form trains faster here, timed on up to `max_timed` models (cost scales with K
     in both forms, so a slice of the set decides for the whole). Without a spec: stacked on CUDA,
     loop elsewhere."""
     if form != "auto":
         return form
     if spec is None:
         return "stacked" if device.type == "cuda" else "loop"
-    times = time_forms(spec, min(n_models, 16), batch_size, device)
+    times = time_forms(spec, min(n_models, max_timed), batch_size, device, channels_last=channels_last)
     return min(times, key=times.get)

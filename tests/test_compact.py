@@ -240,3 +240,54 @@ def test_student_keys_give_the_paper_architecture_and_are_bounded():
                 {"student_filters_per_layer": 10_000}, {"prune_images": 1}, {"student_filter": 3}):
         with pytest.raises(ValidationError):
             ModelConfig(**bad)
+
+
+def test_students_train_alike_as_a_loop_and_as_a_stack():
+    """The loop form (students one after the other) computes the same steps as the padded stack."""
+    from models.distill import fit_students
+
+    def fresh():
+        out = [CompactNet(SMALL.with_filters([2, 3, 1]), seed=1), CompactNet(SMALL, seed=2)]
+        for m in out:
+            m.set_mean_rate(10.0)
+            with torch.no_grad():
+                m.readout_weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(3))
+        return out
+
+    images = (np.random.default_rng(0).random((64, 16, 16, 3)) * 255).astype(np.uint8)
+    targets = torch.rand(64, 2, generator=torch.Generator().manual_seed(4)) * 10
+    kw = dict(steps=4, lr=1e-2, batch_size=16, device=torch.device("cpu"), smooth_sigma=0.5, smooth_every=2)
+    stacked = fit_students(fresh(), images, targets, form="stacked", **kw)
+    looped = fit_students(fresh(), images, targets, form="loop", **kw)
+    x = torch.rand(5, 3, 16, 16)
+    for a, b in zip(stacked, looped):
+        assert a.spec == b.spec
+        torch.testing.assert_close(a(x), b(x), rtol=1e-4, atol=1e-4)
+    untrained = fresh()[0].eval()
+    assert not torch.allclose(untrained(x), looped[0](x), atol=1e-3)
+    # "auto" picks one of the two; an unknown schedule is refused by name.
+    assert len(fit_students(fresh(), images, targets, form="auto", **kw)) == 2
+    with pytest.raises(ValueError, match="schedule 'step'"):
+        fit_students(fresh(), images, targets, schedule="step", **kw)
+
+
+def test_cosine_schedule_warms_up_and_ends_at_one_percent(monkeypatch):
+    from models import distill
+
+    seen = []
+    real_step = torch.optim.AdamW.step
+
+    def record(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", record)
+    images = (np.random.default_rng(0).random((32, 16, 16, 3)) * 255).astype(np.uint8)
+    model = CompactNet(SMALL, seed=1)
+    model.set_mean_rate(10.0)
+    distill.fit_students([model], images, torch.rand(32, 1) * 10, steps=40, lr=1e-2, batch_size=8,
+                         device=torch.device("cpu"), form="loop", schedule="cosine")
+    assert len(seen) == 40
+    assert seen[0] == pytest.approx(1e-2 / 2) and seen[1] == pytest.approx(1e-2)  # 2 warm-up steps
+    assert max(seen) == pytest.approx(1e-2) and seen[-1] < 1e-3 and seen[-1] >= 1e-4
+    assert all(b <= a + 1e-12 for a, b in zip(seen[2:], seen[3:]))

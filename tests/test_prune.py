@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from models.compact import CompactNet, CompactSpec, count_parameters
@@ -277,3 +278,34 @@ def test_teacher_starts_from_the_sessions_checkpoint_when_it_fits(tmp_path):
     other, source = _teacher(cfg.model_copy(update={"filters_per_layer": 4}), 2, (8, 8, 3), path, lines.append)
     assert source == "trained from scratch" and other.steps_done == 0 and "does not fit" in lines[-1]
     assert _teacher(cfg, 3, (8, 8, 3), path, lines.append)[1] == "trained from scratch"
+
+
+def test_compress_a_chosen_subset_of_neurons(tmp_path):
+    """--neurons 3,1: the teacher learns all four neurons as before; students, files, rows and the truth
+    they are compared with are those of neurons 3 and 1."""
+    from controller.compress import check_neurons, compress_from_arrays, parse_neurons
+    from models.save import load_model
+
+    rig, imgs, counts = small_compress_session(
+        4, 300, kind="compact", filters_per_layer=6, n_layers=3, strides=[2, 2, 1], kernel_size=3, ensemble_size=2,
+        distill_steps=20, retrain_steps=10, form="loop", prune_images=100)
+    kw = dict(ensemble_steps=30, mei_steps=3, log=lambda *_: None)
+    every = compress_from_arrays(imgs, counts, 0.15, rig, tmp_path / "all", **kw)["neurons"]
+    some = compress_from_arrays(imgs, counts, 0.15, rig, tmp_path / "some", neurons=[3, 1], **kw)["neurons"]
+    assert [r["neuron"] for r in some] == [3, 1]
+    for row in some:
+        same = every[row["neuron"]]
+        # The same teacher, compared with the same neuron's true rates.
+        assert row["r_truth_teacher"] == pytest.approx(same["r_truth_teacher"], abs=1e-6)
+        assert row["trained_rate_range_hz"] == pytest.approx(same["trained_rate_range_hz"], rel=1e-6)
+        model, meta = load_model(tmp_path / "some" / f"neuron_{row['neuron']:03d}.pt")
+        assert meta["neuron"] == row["neuron"]
+    assert sorted(p.name for p in (tmp_path / "some").glob("neuron_*.png")) == ["neuron_001.png", "neuron_003.png"]
+    assert parse_neurons("0-2,9") == [0, 1, 2, 9]
+    for text in ("a", "3-1", "1,,2"):
+        with pytest.raises(ValueError, match="not a neuron index"):
+            parse_neurons(text)
+    with pytest.raises(ValueError, match=r"\[4\] were not recorded: the session has neurons 0-3"):
+        check_neurons([1, 4], 4)
+    with pytest.raises(ValueError, match="twice"):
+        check_neurons([1, 1], 4)
