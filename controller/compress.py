@@ -74,7 +74,7 @@ class Stages:
 
 
 def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float, rig: RigConfig,
-                         out_dir: str | Path, ensemble_steps: int = 100, n_augment: int = 1,
+                         out_dir: str | Path, ensemble_steps: int = 100,
                          mei_steps: int = 60, log=print, progress: bool = False,
                          teacher_checkpoint: str | Path | None = None, neurons: list[int] | None = None) -> dict:
     """images uint8 (n, H, W, C), counts (n, N) in the response window. Returns the report (also report.json).
@@ -108,7 +108,8 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
         teach = ensemble_mean(online.snapshot())
 
         pools = make_pools(rig.images)
-        distill_images = augmented_images(np.concatenate([pools.train, images]), n_augment, seed=mcfg.seed)
+        distill_images = augmented_images(np.concatenate([pools.train, images]), mcfg.distill_augmented_copies,
+                                           seed=mcfg.seed)
         with stages.stage("teacher_rates", f"teacher rates: {len(distill_images)} images", 1):
             targets = teacher_rates(teach, distill_images, device)[:, chosen]
             t_test = teacher_rates(teach, pools.test, device)[:, chosen]

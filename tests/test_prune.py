@@ -223,7 +223,7 @@ def test_compress_from_arrays_end_to_end(tmp_path):
     rig, imgs, counts = small_compress_session(
         4, 300, kind="compact", filters_per_layer=6, n_layers=3, strides=[2, 2, 1], kernel_size=3, ensemble_size=2,
         distill_steps=60, retrain_steps=30, form="loop", student_readout="linear", smooth_sigma=0.5,
-        smooth_every_steps=20, prune_images=200)
+        smooth_every_steps=20, prune_images=200, distill_augmented_copies=2)
     lines = []
     report = compress_from_arrays(imgs, counts, 0.15, rig, tmp_path, ensemble_steps=60, mei_steps=10,
                                   log=lines.append)
@@ -244,6 +244,9 @@ def test_compress_from_arrays_end_to_end(tmp_path):
         assert model.spec.readout == "linear"
         assert (tmp_path / f"neuron_{n:03d}.png").stat().st_size > 1000
     assert (tmp_path / "models.pt2").exists()
+    # The distillation set: pool and session images, and two augmented copies of each.
+    from stimulus.pools import make_pools
+    assert report["n_distill_images"] == 3 * (len(make_pools(rig.images).train) + len(imgs))
     on_disk = json.loads((tmp_path / "report.json").read_text())
     assert on_disk["goals"]["param_ratio_met"] == (on_disk["goals"]["median_param_ratio"] >= 10)
     assert set(on_disk["stage_seconds"]) == {"teacher", "teacher_rates", "distil", "prune", "retrain", "evaluate",
