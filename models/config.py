@@ -93,8 +93,10 @@ class ModelConfig(Strict):
     # held-out r^2 with the teacher from 0.82 to 0.85 (900 distillation steps; README, "cortexloop compress").
     distill_augmented_copies: int = Field(1, ge=0, le=20)
     # How the students train: "stacked" (one network of grouped convolutions), "loop" (one after the
-    # other) or "auto" (times both on a few students here and keeps the faster: measured, the loop is
-    # faster at the paper's sizes on the 2-core CPU and on an H200 at 100 models, stacked at small sizes).
+    # other) or "auto" (times a step of both on up to 4 students here and keeps the faster). Measured: at the
+    # paper's sizes on the 2-core CPU the loop is faster, at the default rig's the stack; on an H200 (online
+    # training steps, same architecture) the stack at 8 models and the loop at 100, so 4 students cannot
+    # decide for 100 on a GPU: name the form there (rigs/gpu.toml).
     distill_form: Literal["auto", "stacked", "loop"] = "auto"
     # Learning rate over distillation and retraining: "constant", or "cosine" (5% warm-up, then a cosine
     # decay to 1% of distill_learning_rate).
