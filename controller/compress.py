@@ -37,6 +37,7 @@ from models.metrics import correlation, r2
 from models.factory import make_online_model
 from models.online import prepare_torch_for, resolve_device
 from models.prune import prune_models
+from models.stacked import resolve_form
 from models.save import export_models, save_model
 from stimulus.pools import make_pools
 
@@ -114,13 +115,16 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
             targets = teacher_rates(teach, distill_images, device)[:, chosen]
             t_test = teacher_rates(teach, pools.test, device)[:, chosen]
 
-        # 2. Distil: all students in one stacked network.
+        # 2. Distil: all students together, in the form chosen once here (timed where "auto") for both
+        # distillation and retraining.
         spec = student_spec(mcfg, images.shape[1:])
+        form = resolve_form(mcfg.distill_form, device, spec, n_neurons, min(mcfg.distill_batch_size, len(distill_images)),
+                            channels_last=True, max_timed=4)
         steps = mcfg.distill_steps
         with stages.stage("distil", f"distil: {n_neurons} students", steps) as done:
             students = distill(distill_images, targets, spec, steps, mcfg.distill_learning_rate,
                                mcfg.distill_batch_size, device, seed=mcfg.seed, smooth_sigma=mcfg.smooth_sigma,
-                               smooth_every=mcfg.smooth_every_steps, form=mcfg.distill_form,
+                               smooth_every=mcfg.smooth_every_steps, form=form,
                                schedule=mcfg.distill_schedule, progress=done)
 
         # 3. Prune. Decisions use distillation images (never the test set), against the teacher.
@@ -139,7 +143,7 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
             final = fit_students([p.model for p in pruned], distill_images, targets, steps,
                                  mcfg.distill_learning_rate / 2, mcfg.distill_batch_size, device, seed=mcfg.seed + 1,
                                  smooth_sigma=mcfg.smooth_sigma, smooth_every=mcfg.smooth_every_steps,
-                                 form=mcfg.distill_form, schedule=mcfg.distill_schedule, progress=done)
+                                 form=form, schedule=mcfg.distill_schedule, progress=done)
 
         # 5. Held-out test images: never shown, never distilled on.
         with stages.stage("evaluate", "held-out test set", 1):
@@ -194,7 +198,7 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
               "student_spec": spec.to_dict(), "smooth_sigma": mcfg.smooth_sigma,
               "steps": {"ensemble": ensemble_steps, "distill": mcfg.distill_steps, "retrain": mcfg.retrain_steps,
                         "mei": mei_steps},
-              "distill": {"form": mcfg.distill_form, "schedule": mcfg.distill_schedule,
+              "distill": {"form": form, "form_setting": mcfg.distill_form, "schedule": mcfg.distill_schedule,
                           "learning_rate": mcfg.distill_learning_rate, "batch_size": mcfg.distill_batch_size},
               "goals": goals(rows), "seconds": round(time.perf_counter() - t0, 1), "stage_seconds": stages.seconds,
               "device": str(device), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),

@@ -14,6 +14,7 @@ one size for it.
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable, Sequence
 
@@ -154,7 +155,8 @@ def fit_students(students: Sequence[CompactNet], images: np.ndarray, targets: to
     # compress"), and the layout the GPU's bf16 convolutions want.
     form = resolve_form(form, device, students[0].spec.with_filters([max(f) for f in zip(*sizes)]), len(students),
                         min(batch_size, len(images)), channels_last=True, max_timed=4)
-    net = (pack(students) if form == "stacked" else LoopForm([s.train() for s in students])).to(device)
+    # Both forms train copies: the students passed in stay as they were (compress compares them with the result).
+    net = (pack(students) if form == "stacked" else LoopForm([copy.deepcopy(s).train() for s in students])).to(device)
     net = net.to(memory_format=torch.channels_last)
     scale = targets.std(0).clamp(min=1e-3).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)

@@ -223,7 +223,8 @@ def test_compress_from_arrays_end_to_end(tmp_path):
     rig, imgs, counts = small_compress_session(
         4, 300, kind="compact", filters_per_layer=6, n_layers=3, strides=[2, 2, 1], kernel_size=3, ensemble_size=2,
         distill_steps=60, retrain_steps=30, form="loop", student_readout="linear", smooth_sigma=0.5,
-        smooth_every_steps=20, prune_images=200, distill_augmented_copies=2)
+        smooth_every_steps=20, prune_images=200, distill_augmented_copies=2,
+        distill_form="loop")
     lines = []
     report = compress_from_arrays(imgs, counts, 0.15, rig, tmp_path, ensemble_steps=60, mei_steps=10,
                                   log=lines.append)
@@ -244,6 +245,9 @@ def test_compress_from_arrays_end_to_end(tmp_path):
         assert model.spec.readout == "linear"
         assert (tmp_path / f"neuron_{n:03d}.png").stat().st_size > 1000
     assert (tmp_path / "models.pt2").exists()
+    # Retraining changed the pruned models, and the report keeps them apart from the pruned ones before it.
+    assert all(r["r2_teacher_pruned_not_retrained"] != r["r2_teacher_pruned"] for r in rows)
+    assert report["distill"]["form"] == "loop"
     # The distillation set: pool and session images, and two augmented copies of each.
     from stimulus.pools import make_pools
     assert report["n_distill_images"] == 3 * (len(make_pools(rig.images).train) + len(imgs))
