@@ -4,11 +4,12 @@ Stages (each with a progress bar, all neurons at once):
 
 1. teacher   train the ensemble on the session's responses, as the model worker does,
              starting from the model worker's checkpoint of the session where there is one.
-2. distil    one student per neuron, all students as one stacked network, on the pool
+2. distil    one student per neuron (of all recorded neurons, or those chosen), all students
+             together as one stacked network or a loop (model.distill_form), on the pool
              images, the session's images and augmented copies of both (models/distill.py).
 3. prune     the authors' rule, layer by layer from the last (models/prune.py); the
              statistics come from one pass of the stacked students.
-4. retrain   the pruned students, padded to one stack, on the teacher again.
+4. retrain   the pruned students, in the same form, on the teacher again.
 5. evaluate  on the held-out natural test set (never shown, never distilled on): r^2 with
              the teacher and, for a virtual cortex, r with the true rates, before and
              after pruning.
