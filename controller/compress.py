@@ -33,12 +33,12 @@ import torch
 
 from controller.config import RigConfig, load_rig, parse_rig
 from models.compact import count_parameters, student_spec
-from models.distill import augmented_images, distill, ensemble_mean, fit_students, teacher_rates, to_tensor
+from models.distill import (augmented_images, distill, ensemble_mean, fit_students, student_form, teacher_rates,
+                            to_tensor)
 from models.metrics import correlation, r2
 from models.factory import make_online_model
 from models.online import prepare_torch_for, resolve_device
 from models.prune import prune_models
-from models.stacked import resolve_form
 from models.save import export_models, save_model
 from stimulus.pools import make_pools
 
@@ -119,8 +119,7 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
         # 2. Distil: all students together, in the form chosen once here (timed where "auto") for both
         # distillation and retraining.
         spec = student_spec(mcfg, images.shape[1:])
-        form = resolve_form(mcfg.distill_form, device, spec, n_neurons, min(mcfg.distill_batch_size, len(distill_images)),
-                            channels_last=True, max_timed=4)
+        form = student_form(mcfg.distill_form, device, spec, n_neurons, min(mcfg.distill_batch_size, len(distill_images)))
         steps = mcfg.distill_steps
         with stages.stage("distil", f"distil: {n_neurons} students", steps) as done:
             students = distill(distill_images, targets, spec, steps, mcfg.distill_learning_rate,

@@ -130,6 +130,12 @@ def unpack(net: StackedStudents, filters: Sequence[Sequence[int]]) -> list[Compa
     return out
 
 
+def student_form(form: str, device: torch.device, spec: CompactSpec, n_students: int, batch_size: int) -> str:
+    """"stacked" or "loop" for training `n_students` students of `spec`; "auto" times a channels-last step of
+    both forms on up to 4 students (models/stacked.py, resolve_form)."""
+    return resolve_form(form, device, spec, n_students, batch_size, channels_last=True, max_timed=4)
+
+
 def fit_students(students: Sequence[CompactNet], images: np.ndarray, targets: torch.Tensor, steps: int,
                  lr: float, batch_size: int, device: torch.device, seed: int = 0, weight_decay: float = 1e-4,
                  smooth_sigma: float = 0.0, smooth_every: int = 100, form: str = "stacked",
@@ -138,7 +144,7 @@ def fit_students(students: Sequence[CompactNet], images: np.ndarray, targets: to
 
     form "stacked": one stacked network (students of different sizes, pruned ones, are padded
     to one size and cut back afterwards); "loop": the students one after the other in each step;
-    "auto": whichever of the two trains faster here (models/stacked.py, resolve_form).
+    "auto": whichever of the two trains faster here (student_form).
     schedule "constant": `lr` throughout; "cosine": a linear warm-up over the first 5% of the
     steps, then a cosine decay to 1% of `lr` at the last step.
     With `smooth_sigma` > 0 the depthwise kernels and readout maps are smoothed every
@@ -150,11 +156,11 @@ def fit_students(students: Sequence[CompactNet], images: np.ndarray, targets: to
         return [s.eval() for s in students]
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+    form = student_form(form, device, students[0].spec.with_filters([max(f) for f in zip(*sizes)]), len(students),
+                        min(batch_size, len(images)))
     # Channels-last tensors on every device: measured 1.2-1.6x faster training steps than the default
     # layout on the 2-core CPU, at the default rig's student sizes and at the paper's (README, "cortexloop
     # compress"), and the layout the GPU's bf16 convolutions want.
-    form = resolve_form(form, device, students[0].spec.with_filters([max(f) for f in zip(*sizes)]), len(students),
-                        min(batch_size, len(images)), channels_last=True, max_timed=4)
     # Both forms train copies: the students passed in stay as they were (compress compares them with the result).
     net = (pack(students) if form == "stacked" else LoopForm([copy.deepcopy(s).train() for s in students])).to(device)
     net = net.to(memory_format=torch.channels_last)
