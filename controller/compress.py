@@ -119,7 +119,8 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
         # 2. Distil: all students together, in the form chosen once here (timed where "auto") for both
         # distillation and retraining.
         spec = student_spec(mcfg, images.shape[1:])
-        form = student_form(mcfg.distill_form, device, spec, n_neurons, min(mcfg.distill_batch_size, len(distill_images)))
+        form = student_form(mcfg.distill_form, device, spec, n_neurons,
+                            min(mcfg.distill_batch_size, len(distill_images)))
         steps = mcfg.distill_steps
         with stages.stage("distil", f"distil: {n_neurons} students", steps) as done:
             students = distill(distill_images, targets, spec, steps, mcfg.distill_learning_rate,
