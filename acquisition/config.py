@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from contract.schema import Strict
 
 # The built-in neuron types of the virtual cortex (acquisition/neurons.py).
 NEURON_TYPES = ("oriented", "curvature", "dot", "texture", "colour", "cnn")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _ordered_pair(v: tuple[float, float], name: str) -> tuple[float, float]:
@@ -199,7 +197,7 @@ class TtlConfig(Strict):
 
 
 class LslConfig(Strict):
-    """Lab Streaming Layer streams of a recording system (controller/lsl_source.py): spikes and event codes."""
+    """Lab Streaming Layer streams of a recording system (acquisition/lsl_source.py): spikes and event codes."""
 
     # The spike stream (one channel: the unit number, 0..n_neurons-1; each sample's timestamp is the spike time)
     # and the marker stream of code words (one channel), both resolved by name.

@@ -1,6 +1,6 @@
 """The simulated recording system: its own clock, event codes recorded on it, spikes batched on it.
 
-Pure logic: the cortex process (controller/services/cortex.py) feeds it the
+Pure logic: the cortex process (transport/processes/acquisition.py) feeds it the
 presenter's event codes and asks it for batches; sockets live there.
 
 Clock model: acquisition_s = offset_s + (1 + drift_ppm * 1e-6) * presenter_s.

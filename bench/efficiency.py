@@ -38,16 +38,16 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import time
-import signal
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from bench.sessions import bench_rig, mean_correlation, model_worker, predict_mean, store_dir
-from bench.stats import (area_under_curve, bootstrap_ci, median_with_inf, paired_ratios, trials_to_reach)
+from bench.stats import area_under_curve, bootstrap_ci, median_with_inf, paired_ratios, trials_to_reach
 
 # arm -> (what a block shows, where its images come from)
 ARMS = {
@@ -160,7 +160,7 @@ def run_arm(args, arm: str, seed: int, root: Path) -> dict:
 
 
 def stored_reasons(session_dir) -> list[str]:
-    from controller.store import SessionStore
+    from records.store import SessionStore
 
     store = SessionStore.open(session_dir)
     try:
@@ -171,7 +171,7 @@ def stored_reasons(session_dir) -> list[str]:
 
 def count_gaudy(session_dir, rig) -> int:
     """How many of the shown images were gaudy pool images (checks that an arm drew from what it says)."""
-    from controller.store import SessionStore
+    from records.store import SessionStore
     from stimulus.pools import make_pools
 
     pools = make_pools(rig.images)

@@ -220,7 +220,7 @@ def attack(endpoint_name: str, endpoint: str, n_junk: int, n_flood: int, out: mp
     what was sent. acquisition_pub is a PUB (nothing is read from its peers): raw bytes without a handshake."""
     import zmq
 
-    from controller import messages as m
+    from contract import messages as m
 
     rng = np.random.default_rng(11)
     ctx = zmq.Context()
@@ -393,7 +393,7 @@ def last_plan_source(db: Path) -> str | None:
 
 def trials_done_before(session_dir: Path, jump_at_s: float) -> int:
     """Trials whose recorded end code came before the acquisition clock jumped (its own clock, pre-jump)."""
-    from controller import messages as m
+    from contract import messages as m
 
     con = sqlite3.connect(Path(session_dir) / "session.sqlite")
     try:

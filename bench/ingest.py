@@ -15,7 +15,7 @@ counts of its five response windows; then forgetting what no window needs):
   virtual cortex's wire format);
 - openephys: OpenEphysSource, one Event Broadcaster JSON message per spike, the
   codes as return-to-zero TTL words;
-- lsl: LslAcquisitionSource (controller/lsl_source.py), where pylsl is present.
+- lsl: LslAcquisitionSource (acquisition/lsl_source.py), where pylsl is present.
 
 Reported per source: spikes sent, received and lost (must be 0), codes sent and
 lost, the rate over the wall-clock time from the first message to the last
@@ -61,7 +61,7 @@ def stream(n_spikes: int, n_units: int, seed: int = 0):
 def _publish_native(endpoint, n_spikes, n_units, batch, ready, go, result):
     import zmq
 
-    from controller import messages as m
+    from contract import messages as m
 
     units, samples, code_samples = stream(n_spikes, n_units)
     times = samples / SAMPLE_RATE
@@ -132,7 +132,7 @@ def _publish_openephys(endpoint, n_spikes, n_units, ready, go, result):
 
 
 def _publish_lsl(name, n_spikes, n_units, chunk, ready, go, result, finished):
-    from controller.lsl_source import LslCodeOutlet, LslSpikeOutlet
+    from acquisition.lsl_source import LslCodeOutlet, LslSpikeOutlet
 
     units, samples, code_samples = stream(n_spikes, n_units)
     spikes = LslSpikeOutlet(name + "-spikes", n_units)
@@ -171,7 +171,7 @@ class Binner:
         self.windows = 0
 
     def add(self, msg) -> int:
-        from controller import messages as m
+        from contract import messages as m
 
         if isinstance(msg, m.SpikeBatch):
             self.record.add(msg.neuron, msg.time_s, msg.t_end_s)
@@ -193,7 +193,7 @@ class Binner:
 
 
 def read(source, n_spikes: int, n_units: int, go) -> dict:
-    from controller import messages as m
+    from contract import messages as m
 
     binner = Binner(n_units)
     received = codes = 0
@@ -227,7 +227,7 @@ def read(source, n_spikes: int, n_units: int, go) -> dict:
 
 
 def run_source(name: str, n_spikes: int, n_units: int, batch: int, workdir: Path) -> dict:
-    from controller import messages as m  # noqa: F401  (imported before the child starts: same start-up cost)
+    from contract import messages as m  # noqa: F401  (imported before the child starts: same start-up cost)
 
     ctx = mp.get_context("spawn")
     ready, go, result, finished = ctx.Event(), ctx.Event(), ctx.Queue(), ctx.Event()
@@ -272,17 +272,17 @@ def _make_source(name: str, endpoint: str, n_units: int, workdir: Path):
     from controller.clocks import VirtualClock
 
     if name == "native":
-        from controller.zmq_parts import ZmqAcquisitionSource
+        from transport.zmq_parts import ZmqAcquisitionSource
 
         return ZmqAcquisitionSource({"acquisition_pub": endpoint, "acquisition_events": f"ipc://{workdir}/ctl.sock"})
     if name == "openephys":
         from acquisition.config import OpenEphysConfig, TtlConfig
-        from controller.openephys_source import OpenEphysSource
+        from acquisition.openephys_source import OpenEphysSource
 
         cfg = OpenEphysConfig(units=[[k + 1, 1] for k in range(n_units)])
         # A virtual clock: the reader's speed, not the wall clock, decides when windows complete.
         return OpenEphysSource(cfg, TtlConfig(), endpoint, SAMPLE_RATE, VirtualClock())
-    from controller.lsl_source import LslAcquisitionSource
+    from acquisition.lsl_source import LslAcquisitionSource
 
     return LslAcquisitionSource(f"bench-{os.getpid()}-spikes", f"bench-{os.getpid()}-codes", n_units, margin_ms=0.0,
                                 stale_after_s=IDLE_LIMIT_S)
@@ -291,8 +291,9 @@ def _make_source(name: str, endpoint: str, n_units: int, workdir: Path):
 def lsl_available() -> str | None:
     """None if the LSL source can run here, else why not."""
     try:
-        import controller.lsl_source  # noqa: F401
         import pylsl  # noqa: F401
+
+        import acquisition.lsl_source  # noqa: F401
     except Exception as err:  # pylsl raises RuntimeError when liblsl is missing
         return f"{type(err).__name__}: {err}"
     return None
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cortexloop-ingest-") as tmp:
         workdir = Path(tmp)
         if "lsl" in args.sources and lsl_available() is None:
-            from controller.lsl_source import use_lsl_config
+            from acquisition.lsl_source import use_lsl_config
 
             use_lsl_config(workdir)  # before any LSL stream, here and in the publisher (it inherits the setting)
         for name in args.sources:

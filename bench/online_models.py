@@ -89,7 +89,7 @@ def main(argv=None) -> None:
                   f"published {_median_r(_published(model), x_test, truth):.3f}  ({model.steps_done / t:.1f} steps/s)",
                   flush=True)
         return
-    from controller.store import SessionStore
+    from records.store import SessionStore
 
     store = SessionStore.open(Path(args.session))
     resp = store.responses(valid_only=True)

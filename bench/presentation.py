@@ -198,8 +198,8 @@ def write_histogram(path: Path, results: dict[str, dict], frame_ms: float) -> No
 def run_session_mode(args) -> int:
     """A whole simulated session with the PsychoPy presenter while the model worker trains."""
     from controller.config import load_rig, with_overrides
-    from controller.launch import run_session
-    from controller.store import SessionStore
+    from records.store import SessionStore
+    from transport.launch import run_session
 
     rig = load_rig(args.rig)
     rig = with_overrides(rig, session={"n_trials": args.trials, "speed": "realtime"},

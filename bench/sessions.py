@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from controller.config import RigConfig, load_rig, with_overrides
-from controller.modelling import ModelWorker
 from models.metrics import correlation
+from models.worker import ModelWorker
 from stimulus.synthesis import from_pixels
 
 DEFAULT_RIG = Path(__file__).resolve().parent.parent / "rigs" / "sim.toml"

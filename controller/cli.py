@@ -52,7 +52,7 @@ def cmd_check(args) -> int:
             endpoints = {k: v for k, v in rig.endpoints.model_dump().items() if v not in ("auto", "off")}
         return 0 if check_live(rig, endpoints, seconds=args.seconds) else 1
     print(json.dumps(rig.model_dump(), indent=2))
-    from controller.security import keys_for
+    from transport.security import keys_for
 
     keys_for(rig)  # the key files themselves: missing, readable by others, no secret half (SecurityError)
     c = rig.cortex
@@ -65,7 +65,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from controller.launch import SessionFailed, run_session
+    from transport.launch import SessionFailed, run_session
 
     if args.resume:
         session_dir = Path(args.resume)
@@ -93,7 +93,7 @@ def cmd_run(args) -> int:
 
 def cmd_serve(args) -> int:
     """Run one process of a session (the launcher uses this; so does a rig spread over machines)."""
-    from controller.launch import new_session_dir, prepare_session_dir
+    from transport.launch import new_session_dir, prepare_session_dir
 
     if not args.rig:
         print("cortexloop: serve needs --rig RIG", file=sys.stderr)
@@ -109,31 +109,30 @@ def cmd_serve(args) -> int:
     parent = args.parent_pid
     if args.role == "controller":
         from controller.session import rig_truth, run_controller
+        from controller.status import StatusBoard
         from controller.worlds import process_parts
 
-        from controller.status import StatusBoard
-
         truth = rig_truth(rig)
-        from controller.links import parent_alive
+        from transport.links import parent_alive
 
         with open(session_dir / "logs" / "controller.log", "a") as log_file:
             summary = run_controller(rig, session_dir, process_parts(rig, endpoints), truth=truth,
                                      board=StatusBoard(rig.session.n_trials, truth, log_file=log_file),
                                      resume=args.resume, launcher_alive=lambda: parent_alive(parent))
-            from controller.summary import format_table
+            from records.summary import format_table
 
             print(format_table(summary), file=log_file, flush=True)
         return 0 if summary.get("status") == "completed" else 1
     if args.role == "cortex":
-        from controller.services.cortex import VirtualCortexService as Service
+        from transport.processes.acquisition import VirtualCortexService as Service
 
         service = Service(rig, endpoints, parent_pid=parent, epoch=args.epoch, clock_start_s=args.clock_start)
     elif args.role == "presenter":
-        from controller.services.presenter import PresenterService as Service
+        from transport.processes.presenter import PresenterService as Service
 
         service = Service(rig, endpoints, parent_pid=parent, clock_start_s=args.clock_start)
     else:
-        from controller.services.model_worker import ModelWorkerService as Service
+        from transport.processes.model_worker import ModelWorkerService as Service
 
         service = Service(rig, endpoints, parent_pid=parent, session_dir=session_dir)
     try:
@@ -146,7 +145,7 @@ def cmd_serve(args) -> int:
 
 def cmd_replay(args) -> int:
     from controller.replay import run_replay
-    from controller.store import StoreError
+    from records.store import StoreError
 
     src = Path(args.session)
     out = Path(args.out) if args.out else src.parent / f"{src.name}-replay-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -162,8 +161,8 @@ def cmd_replay(args) -> int:
 
 
 def cmd_export_nwb(args) -> int:
-    from controller.nwb import export_nwb
-    from controller.store import StoreError
+    from records.nwb import export_nwb
+    from records.store import StoreError
 
     out = Path(args.out) if args.out else Path(args.session) / "session.nwb"
     try:
@@ -176,8 +175,8 @@ def cmd_export_nwb(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from controller.report import write_report
-    from controller.store import StoreError
+    from records.report import write_report
+    from records.store import StoreError
 
     try:
         out = write_report(Path(args.session), Path(args.out) if args.out else None)
@@ -258,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--out", required=True, help="PNG file to write")
     cs.set_defaults(func=cmd_cortex_sheet)
 
-    from controller.security import cmd_keys
+    from transport.security import cmd_keys
 
     k = sub.add_parser("keys", help="make a CURVE key pair for a rig across machines: DIR/NAME.key (public) and "
                                     "DIR/NAME.key_secret (readable by this user only)")
@@ -279,14 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = build_parser()
     if argv[:1] == ["compress"]:
-        from controller.compress import compress_main
+        from models.compress import compress_main
 
         return compress_main(argv[1:])
     if argv[:1] == ["bench"] and len(argv) > 1 and argv[1] in BENCHES:
         # Everything after the name belongs to the benchmark (its own --help included).
         return importlib.import_module(f"bench.{argv[1]}").main(argv[2:])
     args = ap.parse_args(argv)
-    from controller.security import SecurityError
+    from transport.security import SecurityError
 
     try:
         return args.func(args)

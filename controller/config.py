@@ -13,17 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, model_validator
 
 from acquisition.config import CortexConfig
+from contract.schema import Strict
 from models.config import ModelConfig
 from stimulus.config import DisplayConfig, FixationConfig, ImagesConfig
 from stimulus.event_outputs import EventOutputConfig
 from stimulus.selection_config import SelectionConfig
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SessionConfig(Strict):
@@ -128,7 +125,7 @@ class EndpointsConfig(Strict):
 
 class SecurityConfig(Strict):
     """CURVE keys (ZeroMQ public-key encryption and authentication) for every socket of the session
-    (controller/security.py). Needed where an endpoint is tcp off loopback; used for every socket once set.
+    (transport/security.py). Needed where an endpoint is tcp off loopback; used for every socket once set.
 
     Paths are absolute or start with ~ (the rig is copied into each session directory, where a relative path
     would mean something else). `cortexloop keys DIR` makes a pair: NAME.key (public) and NAME.key_secret."""
@@ -219,7 +216,7 @@ class RigConfig(Strict):
     @model_validator(mode="after")
     def _keys_off_loopback(self, info: ValidationInfo) -> "RigConfig":
         """An endpoint another machine can reach is refused without keys: anyone could connect to it."""
-        from controller.security import is_loopback
+        from transport.security import is_loopback
 
         if (info.context or {}).get("check_endpoints", True) and not self.security.enabled:
             for name, value in self.endpoints.model_dump().items():

@@ -1,6 +1,6 @@
 """The session engine: executes the trial protocol's commands against the parts plugged into it.
 
-One engine runs every world (controller/parts.py): the parts may be in this
+One engine runs every world (contract/parts.py): the parts may be in this
 process (tests, benchmarks, replay) or behind sockets (a rig). The protocol
 (controller/protocol.py) decides the order and the rules; the engine dispatches,
 waits for the parts and writes everything to the session store before it is
@@ -22,20 +22,16 @@ import zmq
 
 from acquisition.alignment import fit_clock
 from acquisition.binning import SpikeRecord
-from controller import messages as m
+from contract import messages as m
+from contract.images import image_hash
+from contract.parts import MODEL_RESTART_REQUEST, AcquisitionSource, Clock, Model, Presenter, SessionAbort, check_part
 from controller import protocol as p
 from controller.config import RigConfig
-from controller.parts import MODEL_RESTART_REQUEST, AcquisitionSource, Clock, Model, Presenter, check_part
-from controller.store import SessionStore
-from stimulus.images import image_hash
+from records.store import SessionStore
 from stimulus.pools import Pools
 from stimulus.selection import random_pool_indices
 
 log = logging.getLogger("cortexloop.controller")
-
-
-class SessionAbort(RuntimeError):
-    """The session cannot go on (a process needed for recording stopped answering)."""
 
 
 @dataclass
@@ -363,7 +359,7 @@ class SessionEngine:
         return True
 
     def _keys_hint(self, socket: str) -> str:
-        """With CURVE keys, a peer whose key is refused is never heard from at all (controller/security.py):
+        """With CURVE keys, a peer whose key is refused is never heard from at all (transport/security.py):
         where silence ends a session, say what to check."""
         if not self.rig.security.enabled:
             return ""
@@ -394,7 +390,7 @@ class SessionEngine:
         rig carries on with pool images meanwhile. The request says when the controller last heard from a
         worker (wall clock, comparable across processes): a worker the launcher started after that has never
         answered, it is still starting (torch, the pools, its checkpoint), and the launcher gives it a
-        start-up grace before it counts as hung (controller/launch.py)."""
+        start-up grace before it counts as hung (transport/launch.py)."""
         self.model_restarts_asked += 1
         why = f"{self.late_in_a_row} plans in a row not ready in time"
         path = self._restart_request_path

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from controller import messages as m
+from contract import messages as m
 from controller.clocks import WallClock
 from controller.config import RigConfig, with_overrides
 
@@ -32,9 +32,9 @@ def _line(status: str, part: str, text: str, out) -> str:
 def check_live(rig: RigConfig, endpoints: dict[str, str], seconds: float = 3.0, wait_s: float = 15.0,
                out=print) -> bool:
     """Runs the three checks; returns True when none failed."""
-    from controller.services.presenter import make_rig_event_output
     from controller.worlds import acquisition_part
     from stimulus.presenters import make_presenter
+    from transport.processes.presenter import make_rig_event_output
 
     rig = with_overrides(rig, session={"speed": "realtime"})  # a live check runs on the wall clock
     statuses = []

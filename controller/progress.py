@@ -12,7 +12,14 @@ from contextlib import contextmanager
 def progress_bar(description: str, total: int, enabled: bool | None = None):
     """Yields advance(n=1). Drawn only on a terminal unless `enabled` says otherwise."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     enabled = sys.stderr.isatty() if enabled is None else enabled
     with Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

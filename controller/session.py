@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from acquisition.population import Population
+from contract.parts import SessionAbort
 from controller.config import RigConfig
-from controller.engine import SessionAbort, SessionEngine, SessionParts
+from controller.engine import SessionEngine, SessionParts
 from controller.protocol import trial_protocol
-from controller.store import SessionStore
-from controller.summary import format_table, noise_ceilings, percentile, write_summary
 from models.metrics import correlation
+from records.store import SessionStore
+from records.summary import format_table, noise_ceilings, percentile, write_summary
 from stimulus.pools import make_pools
 
 log = logging.getLogger("cortexloop.controller")
@@ -63,7 +64,7 @@ def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store
     virtual cortex; None where no truth is known, as on a live rig). after_update(engine, trial_id): called
     after each trial's responses went to the model (benchmarks measure the model there). board: a
     controller.status.StatusBoard kept up to date while the session runs. resume: go on with the session the
-    store holds (controller/resume.py) instead of starting one. pools: the rig's pools if built already."""
+    store holds (records/resume.py) instead of starting one. pools: the rig's pools if built already."""
     session_dir = Path(session_dir)
     store = store or (SessionStore.open(session_dir) if resume else SessionStore.create(session_dir, rig.model_dump_json()))
     pools = pools if pools is not None else make_pools(rig.images)
@@ -79,7 +80,7 @@ def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store
         engine.launcher_alive = stops.alive
         point = None
         if resume:
-            from controller.resume import resume_point
+            from records.resume import resume_point
 
             point = resume_point(store, rig)
             store.set_meta("resumed", str(int(store.meta("resumed") or 0) + 1))
@@ -203,7 +204,7 @@ def stored_counts(store: SessionStore) -> dict:
 
 
 def ceiling_figures(rig: RigConfig, truth, test_images, store: SessionStore, n_neurons: int | None) -> dict:
-    """The summary keys of the noise ceilings (controller/summary.py says what each is); never raises."""
+    """The summary keys of the noise ceilings (records/summary.py says what each is); never raises."""
     try:
         ceil = noise_ceilings(rig, truth, test_images, stored_counts(store), n_neurons)
     except Exception as err:  # a figure, not a reason to lose the summary

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from controller.session import heldout_r
-from controller.summary import percentile
+from records.summary import percentile
 
 
 class StatusBoard:

@@ -11,21 +11,22 @@
 
 To bring in a new world (an acquisition system, a presenter, a model), write the
 one part that differs so that it has the methods of its Protocol in
-controller/parts.py, and plug it in beside the others in a SessionParts.
+contract/parts.py, and plug it in beside the others in a SessionParts.
 """
 from __future__ import annotations
 
+from acquisition.virtual_cortex import VirtualCortex
+from contract.parts import EventOutput, check_part
 from controller.clocks import make_clock
 from controller.config import RigConfig
 from controller.engine import SessionParts
-from controller.modelling import ModelWorker, prepare_model_process
-from controller.parts import EventOutput, check_part
-from controller.presenting import PresenterRunner
-from controller.security import client_context, keys_for
-from controller.virtual_cortex import CortexEventOutput, VirtualCortex
-from controller.zmq_parts import ZmqAcquisitionSource, ZmqModel, ZmqPresenter
+from models.worker import ModelWorker, prepare_model_process
+from stimulus.event_outputs import CortexEventOutput
 from stimulus.fixation import make_fixation
+from stimulus.presenter_part import PresenterRunner
 from stimulus.presenters import make_presenter
+from transport.security import client_context, keys_for
+from transport.zmq_parts import ZmqAcquisitionSource, ZmqModel, ZmqPresenter
 
 
 def acquisition_part(rig: RigConfig, endpoints: dict[str, str]):
@@ -41,7 +42,7 @@ def acquisition_part(rig: RigConfig, endpoints: dict[str, str]):
                              '"off"')
         return ZmqAcquisitionSource(endpoints, rig=rig)
     if cortex.source == "openephys":
-        from controller.openephys_source import OpenEphysSource
+        from acquisition.openephys_source import OpenEphysSource
 
         oe = cortex.openephys
         endpoint = endpoints.get("openephys_pub") if oe.endpoint == "auto" else oe.endpoint
@@ -55,7 +56,7 @@ def acquisition_part(rig: RigConfig, endpoints: dict[str, str]):
         return OpenEphysSource(oe, cortex.ttl, endpoint, rig.session.acquisition_sample_rate_hz,
                                make_clock(rig.session.speed), ctx=ctx, control_endpoint=control)
     if cortex.source == "lsl":
-        from controller.lsl_source import LslAcquisitionSource
+        from acquisition.lsl_source import LslAcquisitionSource
 
         lsl = cortex.lsl
         return LslAcquisitionSource(lsl.spike_stream, lsl.code_stream, lsl.n_neurons, margin_ms=lsl.clock_margin_ms,

@@ -51,8 +51,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from models.config import ModelConfig
 from models.data import ResponseBuffer

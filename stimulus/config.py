@@ -4,14 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from contract.schema import Strict
 
 # A colour channel in PsychoPy's rgb space.
 Rgb = Annotated[float, Field(ge=-1.0, le=1.0)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ImagesConfig(Strict):

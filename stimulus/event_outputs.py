@@ -1,6 +1,6 @@
 """Event codes out of the stimulus machine on hardware: TTL lines (parallel port, serial TTL box) or LSL markers.
 
-Public API (the presenter's `EventOutput` part, controller/parts.py):
+Public API (the presenter's `EventOutput` part, contract/parts.py):
 
     EventOutputConfig        the rig file's event output section (keys below)
     make_event_output(cfg, codes=(), presenter_now=None)
@@ -51,7 +51,11 @@ import time
 from collections import deque
 from typing import Any, Callable, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import numpy as np
+from pydantic import Field, model_validator
+
+from contract import messages as m
+from contract.schema import Strict
 
 # A serial TTL box and a parallel port's data register both take one byte: eight lines.
 BYTE_LINES = 8
@@ -59,10 +63,8 @@ LSL_MAX_CODE = 2 ** 31 - 1  # one int32 channel
 WRITE_TIMEOUT_S = 0.005  # the longest a serial write may wait for the device
 
 
-class EventOutputConfig(BaseModel):
+class EventOutputConfig(Strict):
     """How event codes leave the stimulus machine (the rig file's event output section)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     # "zmq": the simulated rig (codes to the virtual cortex process); "parallel": psychopy.parallel;
     # "serial": a TTL box on a serial port (one byte per word); "lsl": an LSL marker outlet.
@@ -373,6 +375,25 @@ def import_pylsl():
     except (ImportError, RuntimeError, OSError) as e:  # pylsl raises RuntimeError when liblsl is missing
         raise RuntimeError(f"LSL needs pylsl with its liblsl (pip install pylsl): {e}") from e
     return pylsl
+
+
+class CortexEventOutput:
+    """EventOutput of the simulated rig in one process: codes and screen contents straight to the cortex."""
+
+    def __init__(self, cortex):
+        self.cortex = cortex
+        self.seq = 0
+
+    def write(self, code: int, time_s: float, trial_id: int, index: int, image_hash: str) -> None:
+        self.seq += 1
+        self.cortex.on_event(m.EventCode(stream="presenter", seq=self.seq, code=code, time_s=time_s,
+                                         clock="presenter", trial_id=trial_id, index=index, image_hash=image_hash))
+
+    def show(self, image_hash: str, pixels: np.ndarray) -> None:
+        self.cortex.show(image_hash, pixels)
+
+    def close(self) -> None:
+        pass
 
 
 def make_event_output(cfg: EventOutputConfig, codes: Iterable[int] = (),

@@ -1,18 +1,7 @@
-"""Image identity: pixels are keyed by a content hash, so every process caches an image once."""
+"""Pixel conversions between the wire (uint8 HxWxC) and the models (float in [0, 1])."""
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
-
-
-def image_hash(pixels: np.ndarray) -> str:
-    """16 hex digits of SHA-1 over dtype, shape and bytes (uint8 HxWxC images in practice)."""
-    a = np.ascontiguousarray(pixels)
-    h = hashlib.sha1()
-    h.update(f"{a.dtype.str}{a.shape}".encode())
-    h.update(a.data)
-    return h.hexdigest()[:16]
 
 
 def to_unit_float(pixels: np.ndarray) -> np.ndarray:

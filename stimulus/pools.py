@@ -316,7 +316,7 @@ def _test_mask_by_share(cfg: ImagesConfig, n: int, where: str) -> np.ndarray:
 
 def _refuse_shared_images(train: ImageSet, test: ImageSet) -> None:
     """A test image identical to a training image (the same file saved twice) would not be held out."""
-    from stimulus.images import image_hash
+    from contract.images import image_hash
 
     seen = {image_hash(im): name for name, im in zip(train.names, train.images)}
     for name, im in zip(test.names, test.images):

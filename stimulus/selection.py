@@ -45,8 +45,16 @@ from stimulus.mix import MixSchedule
 from stimulus.objectives import discrimination_score, population_score
 from stimulus.pools import Pools
 from stimulus.selection_config import SelectionConfig
-from stimulus.synthesis import (Jitter, NaturalRange, best_pool_images, from_pixels, most_exciting_images,
-                                noise_images, synthesize, to_pixels)
+from stimulus.synthesis import (
+    Jitter,
+    NaturalRange,
+    best_pool_images,
+    from_pixels,
+    most_exciting_images,
+    noise_images,
+    synthesize,
+    to_pixels,
+)
 
 
 @dataclass

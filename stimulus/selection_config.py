@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from contract.schema import Strict
 
 # The kinds of image a block mixes:
 #   random       natural pool images drawn uniformly (the reference arm; needs no model)
@@ -23,10 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 #   mei          most exciting images of one neuron at a time (checks that the model's MEIs drive it)
 #   repeat       a fixed set shown again and again, for the noise ceiling
 MIX_KINDS = ("random", "selected", "synthesized", "mei", "repeat")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class HypothesisSpec(Strict):

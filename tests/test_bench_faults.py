@@ -3,11 +3,11 @@ import sqlite3
 
 import numpy as np
 
+from acquisition.virtual_cortex import VirtualCortex
 from bench.faults import BY_NAME, fault_rig, format_table, run_fault, spike_accounting
+from contract import messages as m
 from controller.clocks import VirtualClock
 from controller.config import with_overrides
-from controller import messages as m
-from controller.virtual_cortex import VirtualCortex
 
 
 def _cortex(**recording):

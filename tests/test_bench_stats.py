@@ -4,8 +4,15 @@ import math
 import numpy as np
 import pytest
 
-from bench.stats import (area_under_curve, bootstrap_ci, clopper_pearson, median_with_inf, paired_ratios,
-                         trials_to_reach, wilson)
+from bench.stats import (
+    area_under_curve,
+    bootstrap_ci,
+    clopper_pearson,
+    median_with_inf,
+    paired_ratios,
+    trials_to_reach,
+    wilson,
+)
 
 
 def test_bootstrap_interval_of_the_mean_covers_the_truth_at_about_its_level():

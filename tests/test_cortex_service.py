@@ -9,11 +9,11 @@ import zmq
 
 from acquisition.openephys import UnitLayout, decode_message, spikes_from_messages
 from acquisition.ttl import decode_transitions
-from controller import messages as m
+from contract import messages as m
 from controller.config import load_rig, with_overrides
-from controller.links import resolve_endpoints
-from controller.services.cortex import VirtualCortexService
 from tests.test_session import ROOT
+from transport.links import resolve_endpoints
+from transport.processes.acquisition import VirtualCortexService
 
 
 def cortex_rig(**cortex):

@@ -5,15 +5,15 @@ import sqlite3
 import numpy as np
 import pytest
 
-from controller import messages as m
+from contract import messages as m
+from contract.parts import InProcessPart, PartError
 from controller.engine import SessionEngine, SessionParts
-from controller.launch import run_session
-from controller.parts import InProcessPart, PartError
 from controller.session import run_controller, run_in_process
-from controller.store import SessionStore
 from controller.worlds import in_process_parts
+from records.store import SessionStore
 from stimulus.pools import make_pools
 from tests.test_session import small_rig
+from transport.launch import run_session
 
 
 def _stored(path):
@@ -184,7 +184,7 @@ def test_a_part_without_a_method_of_its_role_is_refused_by_name():
 
 
 def test_photodiode_edges_become_the_onsets_and_their_latency_is_reported(tmp_path):
-    from controller.virtual_cortex import VirtualCortex
+    from acquisition.virtual_cortex import VirtualCortex
 
     lag = 0.012
 
@@ -221,17 +221,17 @@ def test_the_rig_files_serial_event_output_writes_every_code_of_a_trial_followed
 
     from controller.clocks import VirtualClock
     from controller.config import with_overrides
-    from controller.presenting import PresenterRunner
-    from controller.services.presenter import make_rig_event_output
     from stimulus.fixation import AlwaysFixating
+    from stimulus.presenter_part import PresenterRunner
     from stimulus.presenters import HeadlessPresenter
+    from transport.processes.presenter import make_rig_event_output
 
     rig = with_overrides(small_rig(), event_output={"kind": "serial", "serial_url": "loop://"})
     screen = HeadlessPresenter(60.0, VirtualClock())
     out = make_rig_event_output(rig, {}, screen, None)
     runner = PresenterRunner(screen, AlwaysFixating(), out, screen.clock)
     pools = make_pools(rig.images)
-    from stimulus.images import image_hash
+    from contract.images import image_hash
     px = pools.train[:3]
     runner.submit(m.TrialPlan(trial_id=4, image_hashes=[image_hash(p) for p in px], model_version=0, source="model",
                               reasons=["a", "b", "c"], pixels=px, **rig.timing.plan_fields()))

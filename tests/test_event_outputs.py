@@ -11,8 +11,13 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from stimulus.event_outputs import (EventOutputConfig, LslEventOutput, ParallelEventOutput, SerialEventOutput,
-                                    make_event_output)
+from stimulus.event_outputs import (
+    EventOutputConfig,
+    LslEventOutput,
+    ParallelEventOutput,
+    SerialEventOutput,
+    make_event_output,
+)
 
 
 class RecordingPort:
@@ -248,7 +253,7 @@ def test_zmq_kind_is_not_built_here():
 
 
 def test_outputs_are_event_output_parts():
-    from controller.parts import EventOutput, check_part
+    from contract.parts import EventOutput, check_part
 
     out = SerialEventOutput("loop://", pulse_ms=1.0)
     assert check_part(out, EventOutput, "event output") is out
@@ -259,7 +264,7 @@ def test_outputs_are_event_output_parts():
 # -- LSL markers -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def lsl_on_this_machine(tmp_path_factory):
-    from controller.lsl_source import use_lsl_config
+    from acquisition.lsl_source import use_lsl_config
 
     return use_lsl_config(tmp_path_factory.mktemp("lsl"))
 

@@ -21,12 +21,19 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from acquisition.openephys import (OpenEphysFormatError, UnitLayout, WordDecoder, decode_message, encode_spikes,
-                                   encode_ttl, spikes_from_messages)
-from controller import messages as m
-from controller.links import Receiver
-from stimulus.images import image_hash
+from acquisition.openephys import (
+    OpenEphysFormatError,
+    UnitLayout,
+    WordDecoder,
+    decode_message,
+    encode_spikes,
+    encode_ttl,
+    spikes_from_messages,
+)
+from contract import messages as m
+from contract.images import image_hash
 from tests.test_messages import examples
+from transport.links import Receiver
 
 # No example database: nothing is written into the checkout. Sized so the file runs in well under 30 s on 2 cores;
 # CORTEXLOOP_FUZZ_SCALE=50 runs a fifty times longer campaign.

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from stimulus.hypotheses import (EvidenceTracker, HypothesisSet, build_hypotheses, load_hypothesis,
-                                 member_hypothesis, poisson_log_likelihood)
+from stimulus.hypotheses import (
+    EvidenceTracker,
+    HypothesisSet,
+    build_hypotheses,
+    load_hypothesis,
+    member_hypothesis,
+    poisson_log_likelihood,
+)
 from stimulus.selection_config import HypothesisSpec, SelectionConfig
 
 LAB_MODULE = '''

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 from controller.config import with_overrides
-from controller.launch import prepare_session_dir
 from tests.test_session import ROOT, small_rig
+from transport.launch import prepare_session_dir
 
 
 def test_live_check_sees_the_stream_the_units_and_the_test_code(tmp_path):

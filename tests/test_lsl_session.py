@@ -4,11 +4,11 @@ import uuid
 
 import pytest
 
-from controller import messages as m
+from contract import messages as m
 from controller.config import with_overrides
-from controller.launch import run_session, session_roles
 from tests.test_openephys_session import responses
 from tests.test_session import small_rig
+from transport.launch import run_session, session_roles
 
 pytest.importorskip("pylsl")
 

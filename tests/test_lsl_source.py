@@ -7,10 +7,9 @@ import uuid
 import numpy as np
 import pytest
 
-from controller import messages as m
-from controller.lsl_source import (LslAcquisitionSource, LslCodeOutlet, LslSpikeOutlet, LslStreamError,
-                                   use_lsl_config)
-from controller.parts import AcquisitionSource, check_part
+from acquisition.lsl_source import LslAcquisitionSource, LslCodeOutlet, LslSpikeOutlet, LslStreamError, use_lsl_config
+from contract import messages as m
+from contract.parts import AcquisitionSource, check_part
 
 
 @pytest.fixture(scope="module", autouse=True)

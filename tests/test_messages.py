@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import zmq
 
-from controller import messages as m
-from controller.links import Receiver
-from stimulus.images import image_hash
+from contract import messages as m
+from contract.images import image_hash
+from transport.links import Receiver
 
 
 def examples():
@@ -291,7 +291,7 @@ def test_receiver_applies_context_checks_and_survives_anything_decode_refuses():
 def test_a_frame_over_the_size_limit_disconnects_its_sender_and_the_receiver_carries_on():
     from zmq.utils.monitor import recv_monitor_message
 
-    from controller.links import limit_socket
+    from transport.links import limit_socket
     ctx = zmq.Context()
     pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
     limit_socket(pull, max_bytes=4096, hwm=100)
@@ -321,7 +321,7 @@ def test_a_frame_over_the_size_limit_disconnects_its_sender_and_the_receiver_car
 
 
 def test_high_water_marks_bound_the_queue():
-    from controller.links import limit_socket
+    from transport.links import limit_socket
     ctx = zmq.Context()
     pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
     for s in (pull, push):
@@ -345,7 +345,7 @@ def test_high_water_marks_bound_the_queue():
 
 
 def test_socket_limits_admit_the_largest_valid_message_of_each_socket():
-    from controller.links import ENDPOINT_NAMES, socket_limits
+    from transport.links import ENDPOINT_NAMES, socket_limits
     shape, per_trial, neurons, held_out, members = (64, 64, 3), 20, 50, 300, 4
     limits = {name: socket_limits(name, image_shape=shape, images_per_trial=per_trial, n_neurons=neurons,
                                   predict_images=held_out, ensemble_size=members) for name in ENDPOINT_NAMES}

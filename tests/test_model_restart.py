@@ -3,11 +3,11 @@ verdict on it."""
 import json
 import time
 
-from controller import messages as m
+from contract import messages as m
+from contract.parts import MODEL_RESTART_REQUEST
 from controller import protocol as p
-from controller.launch import MODEL_START_GRACE_S, restart_verdict
-from controller.parts import MODEL_RESTART_REQUEST
 from tests.test_engine import engine  # noqa: F401  (the fixture)
+from transport.launch import MODEL_START_GRACE_S, restart_verdict
 
 
 def _request(tmp_path, last_reply_wall):

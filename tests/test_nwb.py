@@ -9,9 +9,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from controller import messages as m
-from controller.nwb import image_kind
-from controller.store import SessionStore
+from contract import messages as m
+from records.nwb import image_kind
+from records.store import SessionStore
 from tests.test_report import short_session
 
 
@@ -51,7 +51,7 @@ def test_the_simulated_rigs_defaults_pass_too(session, tmp_path):
     Its stored rig also has a key this version no longer knows, in a section the export does not read (as a
     session recorded by an older cortexloop would): it still exports.
     """
-    from controller.nwb import export_nwb
+    from records.nwb import export_nwb
 
     rig, path, summary = session
     copy = tmp_path / "defaults"
@@ -128,7 +128,7 @@ def test_nwb_holds_units_trials_presentations_and_described_images(session, expo
 def test_a_session_that_recorded_nothing_exports_and_passes(tmp_path):
     """Killed before its first spike batch: an NWB file with the metadata and nothing else, still acceptable."""
     from controller.config import load_rig
-    from controller.nwb import export_nwb
+    from records.nwb import export_nwb
     from tests.test_report import ROOT
 
     SessionStore.create(tmp_path / "empty", load_rig(ROOT / "rigs" / "sim.toml").model_dump_json()).close()

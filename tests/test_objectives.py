@@ -6,8 +6,17 @@ import pytest
 import torch
 from scipy.stats import entropy, poisson
 
-from stimulus.objectives import (controversial, disagreement, discrimination_score, excitation, poisson_js,
-                                 poisson_kl, population_score, predictive_information, symmetric_poisson_kl)
+from stimulus.objectives import (
+    controversial,
+    disagreement,
+    discrimination_score,
+    excitation,
+    poisson_js,
+    poisson_kl,
+    population_score,
+    predictive_information,
+    symmetric_poisson_kl,
+)
 
 
 def test_disagreement_is_zero_when_members_agree_and_grows_with_spread():

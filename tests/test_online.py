@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
+from models import stacked
 from models.config import ModelConfig
 from models.factory import make_online_model
-from models import stacked
 from models.online import CompactOnline, CompactPredictor, resolve_device
 from models.stacked import LoopForm, StackedCompact
 

@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 import zmq
 
-from acquisition.openephys import (OpenEphysFormatError, UnitLayout, WordDecoder, decode_message, encode_spikes,
-                                   encode_ttl, encode_word, spikes_from_messages)
+from acquisition.openephys import (
+    OpenEphysFormatError,
+    UnitLayout,
+    WordDecoder,
+    decode_message,
+    encode_spikes,
+    encode_ttl,
+    encode_word,
+    spikes_from_messages,
+)
 
 SPIKE_KEYS = {"event_type", "stream", "source_node", "electrode", "num_channels", "sample_rate", "sample_number",
               "sorted_id"}
@@ -143,7 +151,7 @@ _ODD_VALUES = [None, True, False, 0, 1, -1, 7, 2 ** 31, 2 ** 63, -(2 ** 63) - 1,
 
 
 def _mutations(frames):
-    kind, body = frames[0], json.loads(frames[1])
+    _kind, body = frames[0], json.loads(frames[1])
     yield body
     for key in list(body):
         yield {k: v for k, v in body.items() if k != key}

@@ -3,10 +3,10 @@ import json
 import sqlite3
 import time
 
-from controller import messages as m
+from contract import messages as m
 from controller.config import with_overrides
-from controller.launch import run_session, session_roles
 from tests.test_session import small_rig
+from transport.launch import run_session, session_roles
 
 N_NEURONS = 8
 
@@ -81,8 +81,8 @@ def test_a_stream_that_stops_ends_the_session_cleanly_with_a_summary(tmp_path):
 
 
 def test_the_example_live_rig_reads_open_ephys_and_starts_no_virtual_cortex():
+    from acquisition.openephys_source import OpenEphysSource
     from controller.config import load_rig
-    from controller.openephys_source import OpenEphysSource
     from controller.session import rig_truth
     from controller.worlds import acquisition_part
     from tests.test_session import ROOT
@@ -105,7 +105,7 @@ def test_an_open_ephys_session_exports_its_trials_and_onsets_to_nwb(tmp_path):
     """TTL words carry no trial numbers: the export pairs them with the stored trials and onsets, in order."""
     from pynwb import NWBHDF5IO
 
-    from controller.nwb import export_nwb
+    from records.nwb import export_nwb
 
     rig = openephys_rig(with_overrides(small_rig(n_trials=3), model={"kind": "baseline"},
                                        fixation={"break_probability": 0.3}))

@@ -9,10 +9,10 @@ import zmq
 
 from acquisition.config import OpenEphysConfig, TtlConfig
 from acquisition.openephys import encode_spikes, encode_ttl
+from acquisition.openephys_source import OpenEphysSource
 from acquisition.ttl import TtlEncoder
-from controller import messages as m
+from contract import messages as m
 from controller.clocks import VirtualClock, WallClock
-from controller.openephys_source import OpenEphysSource
 
 RATE = 30000.0
 

@@ -95,7 +95,7 @@ def pools_digest(p) -> str:
     store use), in pool order, and the train kinds."""
     import hashlib
 
-    from stimulus.images import image_hash
+    from contract.images import image_hash
 
     h = hashlib.sha256()
     for images in (p.train, p.test):
@@ -131,14 +131,13 @@ def test_default_photo_pools_are_unchanged():
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import stimulus.pools as pools  # noqa: E402
-from stimulus.images import image_hash  # noqa: E402
+from contract.images import image_hash  # noqa: E402
 from stimulus.pools import ImageSourceError, decode_image_file, resize_image  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -340,7 +339,7 @@ BUILD_IN_FRESH_INTERPRETER = """
 import json, sys
 import stimulus.pools as pools
 from stimulus.config import ImagesConfig
-from stimulus.images import image_hash
+from contract.images import image_hash
 decoded = []
 real = pools.decode_image_file
 pools.decode_image_file = lambda path: decoded.append(1) or real(path)

@@ -8,8 +8,14 @@ import pytest
 
 from controller.clocks import VirtualClock, WallClock
 from stimulus.config import DisplayConfig, FixationConfig
-from stimulus.fixation import (AlwaysFixating, EyeTrackerFixation, GazeSample, SimulatedFixation,
-                               SimulatedGazeTracker, make_fixation)
+from stimulus.fixation import (
+    AlwaysFixating,
+    EyeTrackerFixation,
+    GazeSample,
+    SimulatedFixation,
+    SimulatedGazeTracker,
+    make_fixation,
+)
 from stimulus.presenters import HeadlessPresenter, choose_presenter_kind, make_presenter
 from stimulus.presenters.base import ShowPlan
 from stimulus.presenters.frames import count_dropped_frames, trial_schedule

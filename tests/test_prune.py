@@ -7,8 +7,14 @@ import torch
 
 from models.compact import CompactNet, CompactSpec, count_parameters
 from models.distill import augmented_images, distill, fit_students, teacher_rates
-from models.prune import (choose_last_layer, explained_variance_curve, layer_activations, network_statistics,
-                          prune_model, slice_model)
+from models.prune import (
+    choose_last_layer,
+    explained_variance_curve,
+    layer_activations,
+    network_statistics,
+    prune_model,
+    slice_model,
+)
 from models.stacked import StackedCompact
 
 # As the model worker does (ModelConfig.cpu_threads): one thread is fastest for these small models.
@@ -217,7 +223,7 @@ def small_compress_session(n_neurons: int, n_shown: int, **model):
 
 
 def test_compress_from_arrays_end_to_end(tmp_path):
-    from controller.compress import compress_from_arrays
+    from models.compress import compress_from_arrays
     from models.save import load_model
 
     rig, imgs, counts = small_compress_session(
@@ -262,7 +268,7 @@ def test_compress_from_arrays_end_to_end(tmp_path):
 
 
 def test_teacher_starts_from_the_sessions_checkpoint_when_it_fits(tmp_path):
-    from controller.compress import _teacher
+    from models.compress import _teacher
     from models.config import ModelConfig
     from models.online import CompactOnline
 
@@ -290,7 +296,7 @@ def test_teacher_starts_from_the_sessions_checkpoint_when_it_fits(tmp_path):
 def test_compress_a_chosen_subset_of_neurons(tmp_path):
     """--neurons 3,1: the teacher learns all four neurons as before; students, files, rows and the truth
     they are compared with are those of neurons 3 and 1."""
-    from controller.compress import check_neurons, compress_from_arrays, parse_neurons
+    from models.compress import check_neurons, compress_from_arrays, parse_neurons
     from models.save import load_model
 
     rig, imgs, counts = small_compress_session(

@@ -12,19 +12,19 @@ import time
 
 import zmq
 
-from controller import messages as m
+from contract import messages as m
 from controller.engine import SessionEngine
-from controller.launch import prepare_session_dir
-from controller.store import SessionStore
 from controller.worlds import process_parts
+from records.store import SessionStore
 from stimulus.pools import make_pools
 from tests.test_session import ROOT, small_rig
+from transport.launch import prepare_session_dir
 
 N_FLOOD = 100_000
 
 FLOODER = """
 import sys, zmq
-from controller import messages as m
+from contract import messages as m
 sock = zmq.Context.instance().socket(zmq.PUSH)
 sock.connect(sys.argv[1])
 for i in range(int(sys.argv[2])):

@@ -1,5 +1,4 @@
 """selection.random_from: which pool images the "random" kind draws (the efficiency benchmark's random arms)."""
-import numpy as np
 import pytest
 
 from stimulus.config import ImagesConfig

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from controller.config import load_rig, parse_rig, with_overrides
-from controller.launch import run_session
-from controller.nwb import image_kind
-from controller.report import repeat_noise_ceiling
-from controller.store import SessionStore
+from records.nwb import image_kind
+from records.report import repeat_noise_ceiling
+from records.store import SessionStore
+from transport.launch import run_session
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -208,7 +208,7 @@ def test_chromium_shows_the_report_without_errors_and_decodes_every_image(report
 
 
 def test_a_session_that_recorded_nothing_gets_a_report_saying_so(tmp_path):
-    from controller.report import write_report
+    from records.report import write_report
 
     SessionStore.create(tmp_path / "empty", load_rig(ROOT / "rigs" / "sim.toml").model_dump_json()).close()
     text = write_report(tmp_path / "empty").read_text()

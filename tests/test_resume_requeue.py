@@ -5,9 +5,9 @@ import shutil
 import pytest
 
 from controller.config import with_overrides
-from controller.resume import resume_point
 from controller.session import run_in_process
-from controller.store import SessionStore
+from records.resume import resume_point
+from records.store import SessionStore
 from tests.test_session import small_rig
 
 

@@ -7,15 +7,15 @@ import time
 import pytest
 import zmq
 
-from controller import messages as m
+from contract import messages as m
 from controller.cli import main as cli_main
 from controller.config import RigFileError, load_rig, parse_rig, with_overrides
-from controller.launch import run_session
-from controller.links import bind, resolve_endpoints
-from controller.security import SecurityError, keys_for, make_keys, stop_authenticator
-from controller.services.cortex import VirtualCortexService
-from controller.zmq_parts import ZmqAcquisitionSource
 from tests.test_session import ROOT, small_rig
+from transport.launch import run_session
+from transport.links import bind, resolve_endpoints
+from transport.processes.acquisition import VirtualCortexService
+from transport.security import SecurityError, keys_for, make_keys, stop_authenticator
+from transport.zmq_parts import ZmqAcquisitionSource
 
 
 def free_port() -> int:
@@ -93,7 +93,7 @@ def test_key_files_that_cannot_be_used_are_refused_by_name(keyring, tmp_path):
 
 
 def test_the_launcher_names_a_bad_key_file_before_starting_anything(keyring, tmp_path):
-    from controller.launch import SessionFailed
+    from transport.launch import SessionFailed
 
     rig = with_overrides(small_rig(), security={**keyring, "server_key": str(tmp_path / "gone.key_secret")})
     with pytest.raises(SessionFailed, match=r"security\.server_key = .*gone\.key_secret.*no such key file"):
@@ -247,11 +247,12 @@ def test_the_simulated_open_ephys_broadcaster_uses_the_keys_too(keyring, tmp_pat
 def test_a_refused_key_looks_like_silence_and_the_session_says_what_to_check(keyring, tmp_path):
     """This machine's key not among the cortex's authorized ones: nothing is ever heard from the stream, and the
     session's end names the keys as what to look at."""
+    from contract.parts import SessionAbort
     from controller.clocks import make_clock
-    from controller.engine import SessionAbort, SessionEngine, SessionParts
-    from controller.store import SessionStore
-    from controller.zmq_parts import ZmqModel, ZmqPresenter
+    from controller.engine import SessionEngine, SessionParts
+    from records.store import SessionStore
     from stimulus.pools import make_pools
+    from transport.zmq_parts import ZmqModel, ZmqPresenter
 
     only_stranger = tmp_path / "keys" / "only-stranger"
     only_stranger.mkdir()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from controller.config import load_rig, with_overrides
-from controller.launch import run_session
+from transport.launch import run_session
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -172,7 +172,7 @@ def test_a_dying_cortex_ends_the_session_cleanly_without_orphans(tmp_path):
 
 def test_replay_reproduces_the_stored_spikes_exactly(recorded, tmp_path):
     from controller.replay import run_replay
-    from controller.store import SessionStore
+    from records.store import SessionStore
 
     rig, path, summary = recorded
     result = run_replay(path, tmp_path / "replay")

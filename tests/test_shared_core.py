@@ -223,7 +223,7 @@ def test_grey_images_and_conv_core():
 
 def test_compress_reads_a_shared_session_checkpoint_as_its_teacher(tmp_path):
     """`cortexloop compress` starts its teacher from the session's checkpoint, of whichever kind it is."""
-    from controller.compress import _teacher
+    from models.compress import _teacher
 
     model = make_online_model(_cfg(), 3, SHAPE)
     images, counts, _ = _data(80)
@@ -241,7 +241,7 @@ def test_compress_reads_a_shared_session_checkpoint_as_its_teacher(tmp_path):
 
 def test_compress_end_to_end_from_a_shared_session_checkpoint(tmp_path):
     """The whole of compress (teacher, distil, prune, retrain, pages, report) on a shared-kind checkpoint."""
-    from controller.compress import compress_from_arrays
+    from models.compress import compress_from_arrays
     from tests.test_prune import small_compress_session
 
     rig, imgs, counts = small_compress_session(

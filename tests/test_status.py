@@ -6,8 +6,8 @@ import select
 import sys
 import time
 
+from contract.parts import InProcessPart
 from controller.config import with_overrides
-from controller.parts import InProcessPart
 from controller.session import run_controller
 from controller.status import StatusBoard
 from controller.worlds import in_process_parts

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from controller import messages as m
-from controller.store import DB_NAME, SessionStore
+from contract import messages as m
+from records.store import DB_NAME, SessionStore
 from tests.test_fuzz import FUZZ, SCALE, valid_messages
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,8 +102,8 @@ def test_a_failed_trial_write_leaves_nothing_half_done(tmp_path):
 WRITER = textwrap.dedent("""
     import sys
     import numpy as np
-    from controller import messages as m
-    from controller.store import SessionStore
+    from contract import messages as m
+    from records.store import SessionStore
     store = SessionStore.create(sys.argv[1], "{}")
     for i in range(1_000_000):
         store.put_spikes(m.SpikeBatch(stream="s", seq=i, t_start_s=i * 0.02, t_end_s=(i + 1) * 0.02, total_spikes=i,
@@ -140,8 +140,8 @@ def test_a_killed_writer_loses_no_committed_row(tmp_path):
 FSYNC_PROBE = textwrap.dedent("""
     import os, sys
     import numpy as np
-    from controller import messages as m
-    from controller.store import SessionStore
+    from contract import messages as m
+    from records.store import SessionStore
     store = SessionStore.create(sys.argv[1], "{}")
     os.write(2, b"MARK spikes\\n")
     for i in range(20):

@@ -6,7 +6,7 @@ import numpy as np
 from acquisition.config import SpikingConfig
 from acquisition.ground_truth import simulate_counts
 from bench.sessions import bench_rig
-from controller.summary import format_table, noise_ceilings, repeat_noise_ceiling
+from records.summary import format_table, noise_ceilings, repeat_noise_ceiling
 
 
 class TwoLevels:

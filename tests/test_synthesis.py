@@ -6,8 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from stimulus.synthesis import (Jitter, NaturalRange, Stopper, best_pool_images, from_pixels, gaussian_blur,
-                                image_stats, most_exciting_images, noise_images, synthesize, to_pixels)
+from stimulus.synthesis import (
+    Jitter,
+    NaturalRange,
+    Stopper,
+    best_pool_images,
+    from_pixels,
+    gaussian_blur,
+    image_stats,
+    most_exciting_images,
+    noise_images,
+    synthesize,
+    to_pixels,
+)
 
 SHAPE = (16, 16, 3)
 
@@ -38,7 +49,8 @@ class TinyPredictor:
 
 def test_synthesis_raises_the_objective_and_keeps_pixels_in_range():
     p = TinyPredictor()
-    objective = lambda x: p.rates(x, neurons=[1]).mean(0)[:, 0]
+    def objective(x):
+        return p.rates(x, neurons=[1]).mean(0)[:, 0]
     init = noise_images(3, SHAPE, seed=1)
     before = objective(init).detach()
     res = synthesize(objective, init, max_steps=60, transform=Jitter(1, seed=0))
@@ -51,7 +63,8 @@ def test_synthesis_raises_the_objective_and_keeps_pixels_in_range():
 
 def test_synthesis_stops_at_the_deadline_with_its_best_images():
     p = TinyPredictor()
-    objective = lambda x: p.rates(x).mean(0).sum(1)
+    def objective(x):
+        return p.rates(x).mean(0).sum(1)
     init = noise_images(2, SHAPE, seed=2)
     t0 = time.perf_counter()
     res = synthesize(objective, init, max_steps=10_000_000, deadline_s=t0 + 0.3)

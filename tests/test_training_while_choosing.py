@@ -4,17 +4,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller import messages as m
+from contract import messages as m
 from controller.clocks import make_clock
 from controller.config import load_rig, with_overrides
-from controller.modelling import ModelWorker, trains_while_choosing
+from models.worker import ModelWorker, trains_while_choosing
 from stimulus.pools import make_pools
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_auto_trains_while_choosing_only_with_three_cores(monkeypatch):
-    import controller.modelling as modelling
+    import models.worker as modelling
 
     monkeypatch.setattr(modelling, "usable_cores", lambda: 2)
     assert not trains_while_choosing("auto")

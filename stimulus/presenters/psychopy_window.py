@@ -45,7 +45,6 @@ from stimulus.presenters.frames import IDLE_SLOT, FrameSlot, frames_for, trial_o
 from stimulus.presenters.geometry import photodiode_rect_px, rect_deg_to_px, size_deg_to_px
 
 
-
 class PsychoPyPresenter:
     def __init__(self, display: DisplayConfig, grab_onset_frames: bool = False):
         self.display = display

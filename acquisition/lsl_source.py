@@ -4,7 +4,7 @@ Public API:
 
     LslAcquisitionSource(spike_stream, code_stream, n_neurons, margin_ms=200.0, stale_after_s=5.0,
                          heartbeat_ms=100.0)
-        an AcquisitionSource (controller/parts.py): describe(timeout_s), poll(timeout_s), waitables(),
+        an AcquisitionSource (contract/parts.py): describe(timeout_s), poll(timeout_s), waitables(),
         malformed(), close(); counters unknown_units, malformed_units, malformed_codes.
     LslSpikeOutlet(name), LslCodeOutlet(name)
         publish such streams (a simulated recording system, a test): push(units, times_s) / push(code, time_s).
@@ -57,7 +57,8 @@ from typing import Iterable
 
 import numpy as np
 
-from controller import messages as m
+from contract import messages as m
+from contract.parts import SessionAbort
 from stimulus.event_outputs import import_pylsl
 
 ROLE = "acquisition"
@@ -76,8 +77,7 @@ BUFFER_SAMPLES = 1_000_000
 class LslStreamError(RuntimeError):
     """An LSL stream that cannot be used: not found, or not the shape this source reads.
 
-    describe() raises it as the engine's SessionAbort (the session ends with the reason in its summary); it is
-    imported there, when the engine is running, so that importing this module does not load the engine."""
+    describe() raises it as the contract's SessionAbort (the session ends with the reason in its summary)."""
 
 
 def use_lsl_config(directory: str | os.PathLike, resolve_scope: str = "machine") -> Path:
@@ -88,7 +88,7 @@ def use_lsl_config(directory: str | os.PathLike, resolve_scope: str = "machine")
         raise ValueError(f"resolve_scope {resolve_scope!r}: liblsl knows machine, link, site, organization, global")
     path = Path(directory) / "lsl_api.cfg"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("; written by cortexloop (controller/lsl_source.py: use_lsl_config)\n"
+    path.write_text("; written by cortexloop (acquisition/lsl_source.py: use_lsl_config)\n"
                     "[ports]\nIPv6 = disable\n\n"
                     f"[multicast]\nResolveScope = {resolve_scope}\n\n"
                     "[log]\nlevel = -2\n")  # errors only: liblsl's info lines would fill every process's stderr
@@ -150,8 +150,6 @@ class LslAcquisitionSource:
         try:
             return self._open(timeout_s)
         except LslStreamError as e:
-            from controller.engine import SessionAbort
-
             self.close()
             raise SessionAbort(str(e)) from e
 

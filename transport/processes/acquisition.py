@@ -25,12 +25,12 @@ import time
 import zmq
 
 from acquisition.population import Population
-from controller import messages as m
+from acquisition.virtual_cortex import VirtualCortex
+from contract import messages as m
 from controller.clocks import make_clock
 from controller.config import RigConfig
-from controller.links import Receiver, bind, parent_alive
-from controller.security import keys_for
-from controller.virtual_cortex import VirtualCortex
+from transport.links import Receiver, bind, parent_alive
+from transport.security import keys_for
 
 
 class VirtualCortexService:
@@ -52,7 +52,7 @@ class VirtualCortexService:
         self.receiver = Receiver(self.events_in)
         self.lsl_out = None
         if rig.cortex.source == "lsl" and rig.cortex.lsl.virtual_cortex:
-            from controller.lsl_source import LslCodeOutlet, LslSpikeOutlet
+            from acquisition.lsl_source import LslCodeOutlet, LslSpikeOutlet
 
             self.lsl_out = (LslSpikeOutlet(rig.cortex.lsl.spike_stream, n_units=rig.cortex.lsl.n_neurons),
                             LslCodeOutlet(rig.cortex.lsl.code_stream))

@@ -33,10 +33,17 @@ import torch
 
 from controller.config import RigConfig, load_rig, parse_rig
 from models.compact import count_parameters, student_spec
-from models.distill import (augmented_images, distill, ensemble_mean, fit_students, student_form, teacher_rates,
-                            to_tensor)
-from models.metrics import correlation, r2
+from models.distill import (
+    augmented_images,
+    distill,
+    ensemble_mean,
+    fit_students,
+    student_form,
+    teacher_rates,
+    to_tensor,
+)
 from models.factory import make_online_model
+from models.metrics import correlation, r2
 from models.online import prepare_torch_for, resolve_device
 from models.prune import prune_models
 from models.save import export_models, save_model
@@ -52,8 +59,14 @@ class Stages:
     """A progress bar per stage (rich), and the seconds each stage took."""
 
     def __init__(self, enabled: bool):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.bar = Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
@@ -490,7 +503,7 @@ def read_session(session_dir: str | Path, rig_file: str | None = None, log=print
     changed since it was recorded), `rig_file` is used in its place, or the error says to give one.
     """
     from controller.config import RigFileError
-    from controller.store import SessionStore
+    from records.store import SessionStore
 
     store = SessionStore.open(Path(session_dir))
     try:

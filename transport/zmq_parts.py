@@ -1,8 +1,8 @@
 """The parts as the controller sees them when they run in other processes: the same messages, over ZeroMQ.
 
 Each wraps one or two sockets and returns decoded messages from `poll`; malformed
-ones are counted and dropped (controller/links.py). The processes at the other
-end (controller/services/) wrap the in-process parts: VirtualCortex,
+ones are counted and dropped (transport/links.py). The processes at the other
+end (transport/processes/) wrap the in-process parts: VirtualCortex,
 PresenterRunner, ModelWorker. `ZmqEventOutput` is the presenter process's way
 of telling the simulated recording system what it showed.
 """
@@ -13,9 +13,9 @@ import time
 import numpy as np
 import zmq
 
-from controller import messages as m
-from controller.links import Receiver, bind, connect, limit_socket, socket_limits
-from controller.security import keys_for
+from contract import messages as m
+from transport.links import Receiver, bind, connect, limit_socket, socket_limits
+from transport.security import keys_for
 
 # Sizes no valid message exceeds, for sockets made before the rig's neuron count is known (it comes from the
 # acquisition source once the session starts): the rig file allows at most this many neurons.
@@ -26,7 +26,7 @@ POLL_LIMIT = 256
 
 
 def limit_for(sock: zmq.Socket, name: str, rig=None) -> zmq.Socket:
-    """Bound the socket's message size and queues for its endpoint (controller.links.socket_limits), from the
+    """Bound the socket's message size and queues for its endpoint (transport.links.socket_limits), from the
     rig where it is given, else from generous defaults; before bind/connect."""
     img = rig.images.shape if rig is not None else (512, 512, 3)
     limit_socket(sock, *socket_limits(

@@ -1,7 +1,7 @@
 """The model part: fits per-neuron models online from the responses and chooses the next images.
 
 `ModelWorker` is the Model part in process; the model worker process
-(controller/services/model_worker.py) wraps the same object behind a ROUTER
+(transport/processes/model_worker.py) wraps the same object behind a ROUTER
 socket. Requests (plan, predict, status) are answered at once into `poll()`.
 
 How much the model trains between plans is the clock's answer
@@ -19,21 +19,23 @@ from __future__ import annotations
 
 import os
 import queue
-from pathlib import Path
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from controller import messages as m
-from controller.parts import InProcessPart
+from contract import messages as m
+from contract.images import image_hash
+from contract.parts import InProcessPart
 from models.factory import make_online_model
 from stimulus.hypotheses import EvidenceTracker, build_hypotheses
-from stimulus.images import image_hash, to_unit_float
+from stimulus.images import to_unit_float
 from stimulus.pools import make_pools
 from stimulus.selection import ImageChooser
+
 
 def usable_cores() -> int:
     """Cores this process may run on (its affinity where the OS says, else all)."""

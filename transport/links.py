@@ -7,9 +7,9 @@ from pathlib import Path
 
 import zmq
 
-from controller import messages
+from contract import messages
 from controller.config import EndpointsConfig
-from controller.security import CurveKeys, as_client, as_server, require_keys_off_loopback
+from transport.security import CurveKeys, as_client, as_server, require_keys_off_loopback
 
 ENDPOINT_NAMES = ("acquisition_pub", "acquisition_events", "presenter_plans", "controller_inbox", "model",
                   "openephys_pub")

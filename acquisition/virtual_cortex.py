@@ -3,7 +3,7 @@
 `VirtualCortex` is an AcquisitionSource (spike batches, recorded event codes and
 heartbeats on the acquisition clock) and the target of the presenter's event
 codes (`on_event`, `show`): `CortexEventOutput` hands them to it in process; the
-cortex process (controller/services/cortex.py) hands it the ones that arrive on
+cortex process (transport/processes/acquisition.py) hands it the ones that arrive on
 its socket and publishes what it produces.
 
 Time comes from the injected clock: an event code is stamped with `clock.stamp`
@@ -34,8 +34,8 @@ from acquisition.population import Population
 from acquisition.recording import RecordingClock, SpikeBatcher
 from acquisition.spiking import SpikingModel
 from acquisition.ttl import Transition, TtlEncoder, pulse_samples
-from controller import messages as m
-from controller.parts import InProcessPart
+from contract import messages as m
+from contract.parts import InProcessPart
 
 STREAM = "virtual-cortex"
 
@@ -229,22 +229,3 @@ class VirtualCortex(InProcessPart):
     def stopped(self) -> bool:
         """The simulated fault `recording.stop_after_s`: the recording system has stopped publishing."""
         return self.stop_after_s is not None and self.now_s - self.start_s >= self.stop_after_s
-
-
-class CortexEventOutput:
-    """EventOutput of the simulated rig in one process: codes and screen contents straight to the cortex."""
-
-    def __init__(self, cortex: VirtualCortex):
-        self.cortex = cortex
-        self.seq = 0
-
-    def write(self, code: int, time_s: float, trial_id: int, index: int, image_hash: str) -> None:
-        self.seq += 1
-        self.cortex.on_event(m.EventCode(stream="presenter", seq=self.seq, code=code, time_s=time_s,
-                                         clock="presenter", trial_id=trial_id, index=index, image_hash=image_hash))
-
-    def show(self, image_hash: str, pixels: np.ndarray) -> None:
-        self.cortex.show(image_hash, pixels)
-
-    def close(self) -> None:
-        pass

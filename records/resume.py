@@ -23,11 +23,11 @@ import numpy as np
 
 from acquisition.alignment import fit_clock
 from acquisition.binning import SpikeRecord
-from controller import messages as m
+from contract import messages as m
 from controller import protocol as p
 from controller.config import RigConfig
-from controller.labels import onset_code_times
-from controller.store import SessionStore
+from records.labels import onset_code_times
+from records.store import SessionStore
 
 INTERRUPTED = "interrupted: the controller stopped during this trial"
 

@@ -27,10 +27,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from contract.parts import MODEL_RESTART_REQUEST
 from controller.config import RigConfig
-from controller.parts import MODEL_RESTART_REQUEST
-from controller.links import resolve_endpoints
-from controller.security import SecurityError, keys_for
+from transport.links import resolve_endpoints
+from transport.security import SecurityError, keys_for
 
 ROLES = ("cortex", "model", "presenter", "controller")
 
@@ -74,7 +74,7 @@ def session_roles(rig: RigConfig) -> tuple[str, ...]:
 def resume_args(session_dir: Path) -> dict[str, list[str]]:
     """What each process of a resumed session is told: the controller to go on from the store, the cortex that
     its stream is a new one, and the virtual clocks to start after the time already recorded."""
-    from controller.store import SessionStore
+    from records.store import SessionStore
 
     store = SessionStore.open(session_dir)
     try:
@@ -90,7 +90,7 @@ def resume_args(session_dir: Path) -> dict[str, list[str]]:
 def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | None = None,
                 resume: bool = False) -> dict:
     """Run a session's processes until the controller ends. resume: go on with the stopped session in
-    session_dir (controller/resume.py); its summary.json is written anew at the end."""
+    session_dir (records/resume.py); its summary.json is written anew at the end."""
     session_dir = Path(session_dir) if session_dir else new_session_dir(rig)
     extra = resume_args(session_dir) if resume else {}
     if resume:

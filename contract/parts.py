@@ -11,9 +11,9 @@ rig, a replay and each benchmark. What differs is which parts are plugged in:
 | EventOutput       | TTL lines, LSL markers      | ZmqEventOutput -> cortex process | VirtualCortex itself, none for a replay |
 | Model             | ZmqModel <- GPU worker      | ZmqModel <- model process (ModelWorker) | ModelWorker, StoredPlans      |
 
-The engine sees only these methods. Messages are the ones in controller/messages.py,
+The engine sees only these methods. Messages are the ones in contract/messages.py,
 whichever side of a socket a part is on, so a part works in process and behind a
-socket alike: the process versions (controller/services/) wrap the same objects.
+socket alike: the process versions (transport/processes/) wrap the same objects.
 
 `check_part` refuses, at start-up, an object that lacks a method of its part,
 naming the part and the method.
@@ -133,6 +133,12 @@ class InProcessPart:
 
 # A file in the session directory by which the controller asks the launcher to replace a hung model worker.
 MODEL_RESTART_REQUEST = "restart_model"
+
+
+class SessionAbort(RuntimeError):
+    """The session cannot go on (a part needed for recording stopped answering, or a stream cannot be used).
+
+    Any part may raise it; the engine ends the session cleanly with its message as the reason."""
 
 
 class PartError(TypeError):

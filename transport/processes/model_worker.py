@@ -1,7 +1,7 @@
 """The model worker process: the ModelWorker part behind a ROUTER socket.
 
 Requests (plan, predict, status) are answered at once to the peer that asked;
-responses are learned from. See controller/modelling.py for how training is
+responses are learned from. See models/worker.py for how training is
 budgeted on each clock.
 """
 from __future__ import annotations
@@ -11,13 +11,13 @@ from pathlib import Path
 
 import zmq
 
-from controller import messages as m
+from contract import messages as m
 from controller.clocks import make_clock
 from controller.config import RigConfig
-from controller.links import Receiver, bind, parent_alive
-from controller.security import keys_for
-from controller.modelling import ModelWorker, prepare_model_process
-from controller.zmq_parts import image_context, limit_for
+from models.worker import ModelWorker, prepare_model_process
+from transport.links import Receiver, bind, parent_alive
+from transport.security import keys_for
+from transport.zmq_parts import image_context, limit_for
 
 
 class ModelWorkerService:

@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from acquisition.alignment import fit_clock
-from controller import messages as m
+from contract import messages as m
 from controller.config import RigFileError, parse_rig
-from controller.nwb import image_kind
-from controller.store import SessionStore
-from controller.summary import repeat_noise_ceiling
 from models.metrics import correlation
+from records.nwb import image_kind
+from records.store import SessionStore
+from records.summary import repeat_noise_ceiling
 
 MEI_REASON = re.compile(r"mei neuron#(\d+) predicted ([-\d.]+)Hz")
 KIND_ORDER = ["random", "selected", "synthesized", "mei", "repeat", "requeued", "pool fallback"]
@@ -578,7 +578,7 @@ def compression_table(s: Session) -> str:
     if s.compact is None:
         return _missing("Compression", "run `cortexloop compress SESSION`, then report again (it reads "
                                        "compact/report.json)", verdict="not run on this session")
-    from controller.compress import format_table
+    from models.compress import format_table
 
     rows = s.compact.get("neurons", [])
     try:
@@ -594,7 +594,7 @@ def overview(s: Session) -> str:
     if summ is None:
         return _missing("Summary", "no summary.json (the session ended before writing one); the figures below "
                                    "come from the store")
-    from controller.summary import format_table
+    from records.summary import format_table
 
     try:
         text = format_table(summ)

@@ -10,7 +10,7 @@ export.
 """
 from __future__ import annotations
 
-from controller import messages as m
+from contract import messages as m
 from controller import protocol as p
 
 

@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from acquisition.alignment import fit_clock
-from controller.labels import onset_code_times, trial_spans
-from controller import messages as m
+from contract import messages as m
 from controller.config import parse_rig
-from controller.store import SessionStore
+from records.labels import onset_code_times, trial_spans
+from records.store import SessionStore
 
 CODE_NAMES = {v: k for k, v in vars(m.Codes).items() if not k.startswith("_") and isinstance(v, int)}
 
@@ -121,7 +121,7 @@ def export_nwb(session_dir: Path, out_path: Path) -> dict:
         keywords=list(s.keywords) or None,
         subject=Subject(subject_id=s.subject_id, species=s.subject_species, sex=s.subject_sex, age=s.subject_age,
                         description=s.subject_description),
-        source_script="cortexloop export-nwb", source_script_file_name="controller/nwb.py")
+        source_script="cortexloop export-nwb", source_script_file_name="records/nwb.py")
 
     times = np.concatenate([b[6] for b in batches]) if batches else np.zeros(0)
     if len(times):  # a session that recorded no spike has no units table (an empty one trips the checkers)

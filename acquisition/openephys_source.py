@@ -1,4 +1,4 @@
-"""Spikes and event codes from the Open Ephys GUI's Event Broadcaster: an AcquisitionSource (controller/parts.py).
+"""Spikes and event codes from the Open Ephys GUI's Event Broadcaster: an AcquisitionSource (contract/parts.py).
 
 The Event Broadcaster (JSON format) publishes every spike and every TTL
 transition as one message on a ZeroMQ PUB socket (acquisition/openephys.py has
@@ -49,8 +49,8 @@ from zmq.utils.monitor import recv_monitor_message
 from acquisition import openephys
 from acquisition.config import OpenEphysConfig, TtlConfig
 from acquisition.ttl import TtlDecoder
-from controller import messages as m
-from controller.zmq_parts import tell_session_over
+from contract import messages as m
+from transport.zmq_parts import tell_session_over
 
 log = logging.getLogger("cortexloop.openephys")
 

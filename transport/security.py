@@ -1,7 +1,7 @@
 """Who may talk to a session's sockets.
 
 On one machine the sockets are ipc files in a directory only this user can open ("auto" endpoints,
-controller/links.py) or tcp on loopback. An endpoint any other machine can reach (tcp on another address,
+transport/links.py) or tcp on loopback. An endpoint any other machine can reach (tcp on another address,
 or `tcp://*:PORT`) is refused unless the rig file names CURVE keys ([security]); with keys named, every
 socket of the session uses ZeroMQ's CURVE (encrypted, and a peer proves it holds a key):
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from stimulus.images import image_hash
+from contract.images import image_hash
 
 PROTOCOL_VERSION = 1
 

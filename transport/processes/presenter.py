@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import zmq
 
-from controller import messages as m
+from contract import messages as m
 from controller.clocks import make_clock
 from controller.config import RigConfig
-from controller.links import Receiver, bind, connect, parent_alive
-from controller.security import keys_for
-from controller.presenting import PresenterRunner
-from controller.zmq_parts import ZmqEventOutput, image_context, limit_for
 from stimulus.event_outputs import make_event_output
 from stimulus.fixation import make_fixation
+from stimulus.presenter_part import PresenterRunner
 from stimulus.presenters import make_presenter
+from transport.links import Receiver, bind, connect, parent_alive
+from transport.security import keys_for
+from transport.zmq_parts import ZmqEventOutput, image_context, limit_for
 
 
 def make_rig_event_output(rig: RigConfig, endpoints: dict[str, str], screen, ctx: zmq.Context):

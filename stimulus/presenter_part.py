@@ -9,7 +9,7 @@ frame while time passes (the wall clock) and the gap is reported; on a virtual
 clock waiting takes no time and there is no gap.
 
 In one process the engine calls `submit` and `poll` directly; the presenter
-process (controller/services/presenter.py) does the same with plans from its
+process (transport/processes/presenter.py) does the same with plans from its
 socket and sends what `poll` returns.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from collections import deque
 
 import numpy as np
 
-from controller import messages as m
-from controller.parts import InProcessPart
+from contract import messages as m
+from contract.parts import InProcessPart
 from stimulus.presenters.base import ShowPlan
 
 
@@ -155,3 +155,28 @@ class _BeatAfterFlips:
 
     def __getattr__(self, name):  # anything else a fixation source has (a tracker's state) is the inner one's
         return getattr(self.inner, name)
+
+
+class StoredPresenter(InProcessPart):
+    def __init__(self, store):
+        self.trials = {t["trial_id"]: t for t in store.trials()}
+        self.onsets: dict[int, list] = {}
+        for tid, idx, h, flip, frame in store.onsets():
+            self.onsets.setdefault(tid, []).append(m.OnsetReport(trial_id=tid, index=idx, image_hash=h, flip_s=flip,
+                                                                 frame=frame))
+        self.queue: list[int] = []
+
+    def submit(self, plan: m.TrialPlan) -> None:
+        self.queue.append(plan.trial_id)
+
+    def poll(self, timeout_s: float = 0.0) -> list:
+        if not self.queue:
+            return []
+        tid = self.queue.pop(0)
+        t = self.trials.get(tid)
+        if t is None:  # the recording ended before this trial was shown
+            return []
+        return self.onsets.get(tid, []) + [m.TrialReport(
+            trial_id=tid, status=t["status"], start_s=t["start_s"], end_s=t["end_s"], n_onsets=t["n_onsets"],
+            dropped_frames=t["dropped_frames"], reason=t["reason"] or "", frame_intervals_s=t["frame_intervals_s"],
+            onset_to_flip_error_s=t["onset_to_flip_error_s"])]
