@@ -4,6 +4,7 @@ Fitted by least squares on pairs (onset flip time in the presenter clock, the
 same onset's event code time in the acquisition clock); the residual says how
 well the two clocks agree (on a rig: TTL latency jitter).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,4 +43,4 @@ def fit_clock(presenter_s: np.ndarray, acquisition_s: np.ndarray) -> ClockFit:
         rate = float(np.sum((p - pm) * (a - am)) / np.sum((p - pm) ** 2))
         offset = float(am - rate * pm)
     resid = a - (offset + rate * p)
-    return ClockFit(offset, rate, float(np.sqrt(np.mean(resid ** 2))), float(np.max(np.abs(resid))), len(p))
+    return ClockFit(offset, rate, float(np.sqrt(np.mean(resid**2))), float(np.max(np.abs(resid))), len(p))

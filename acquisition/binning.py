@@ -4,6 +4,7 @@ A window [onset + start, onset + end) is complete only when the stream's own
 clock has passed its end, so late-arriving spikes are never cut off; the same
 rule works on a virtual clock.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,8 +52,9 @@ class SpikeRecord:
         self._neuron, self._time = [neuron[keep]], [time_s[keep]]
 
 
-def count_in_windows(neuron: np.ndarray, time_s: np.ndarray, starts_s: np.ndarray, ends_s: np.ndarray,
-                     n_neurons: int) -> np.ndarray:
+def count_in_windows(
+    neuron: np.ndarray, time_s: np.ndarray, starts_s: np.ndarray, ends_s: np.ndarray, n_neurons: int
+) -> np.ndarray:
     """Count spikes of each neuron in each half-open window [start, end). Vectorized per neuron."""
     starts_s = np.asarray(starts_s, np.float64)
     ends_s = np.asarray(ends_s, np.float64)
@@ -63,7 +65,7 @@ def count_in_windows(neuron: np.ndarray, time_s: np.ndarray, starts_s: np.ndarra
     neuron, time_s = neuron[order], time_s[order]
     bounds = np.searchsorted(neuron, np.arange(n_neurons + 1))
     for n in range(n_neurons):
-        t = time_s[bounds[n]:bounds[n + 1]]
+        t = time_s[bounds[n] : bounds[n + 1]]
         if len(t):
             out[:, n] = np.searchsorted(t, ends_s, "left") - np.searchsorted(t, starts_s, "left")
     return out

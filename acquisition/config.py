@@ -3,6 +3,7 @@
 Every number is bounded and carries its unit in its name. Unknown keys are refused.
 See docs/virtual_cortex.md for what each key does to the simulated neurons.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -29,8 +30,16 @@ class PopulationConfig(Strict):
     seed: int = Field(0, ge=0)
     # Share of each neuron type; normalised to sum to one. Keys are type names
     # (oriented, curvature, dot, texture, colour, cnn).
-    type_shares: dict[str, float] = Field(default_factory=lambda: {
-        "oriented": 0.25, "curvature": 0.2, "dot": 0.1, "texture": 0.15, "colour": 0.15, "cnn": 0.15})
+    type_shares: dict[str, float] = Field(
+        default_factory=lambda: {
+            "oriented": 0.25,
+            "curvature": 0.2,
+            "dot": 0.1,
+            "texture": 0.15,
+            "colour": 0.15,
+            "cnn": 0.15,
+        }
+    )
     baseline_hz: tuple[float, float] = (2.0, 10.0)
     # Asymptotic rate for an optimal stimulus; natural images reach roughly 60-85 % of it.
     peak_hz: tuple[float, float] = (20.0, 100.0)
@@ -53,6 +62,7 @@ class PopulationConfig(Strict):
     @classmethod
     def _import_paths(cls, v: list[str]) -> list[str]:
         import re
+
         for path in v:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*", path):
                 raise ValueError(f'custom neuron type {path!r} must look like "package.module:function"')
@@ -179,15 +189,19 @@ class TtlConfig(Strict):
             if self.strobe_line is None:
                 raise ValueError("scheme 'strobe' needs strobe_line (the line the word is read on)")
             if self.strobe_line >= self.n_lines:
-                raise ValueError(f"strobe_line = {self.strobe_line} is not one of the {self.n_lines} code lines "
-                                 f"(0..{self.n_lines - 1})")
+                raise ValueError(
+                    f"strobe_line = {self.strobe_line} is not one of the {self.n_lines} code lines "
+                    f"(0..{self.n_lines - 1})"
+                )
             if self.n_lines < 6:
                 raise ValueError("scheme 'strobe' needs n_lines >= 6: a strobe and 5 data lines (codes up to 31)")
         elif self.strobe_line is not None:
             raise ValueError("strobe_line is only used with scheme 'strobe' (return_to_zero has no strobe)")
         if self.photodiode_line is not None and self.photodiode_line < self.n_lines:
-            raise ValueError(f"photodiode_line = {self.photodiode_line} is one of the code lines "
-                             f"(0..{self.n_lines - 1}); wire the photodiode to its own line")
+            raise ValueError(
+                f"photodiode_line = {self.photodiode_line} is one of the code lines "
+                f"(0..{self.n_lines - 1}); wire the photodiode to its own line"
+            )
         return self
 
     def lines(self):
@@ -243,8 +257,10 @@ class OpenEphysConfig(Strict):
         seen = set()
         for k, (electrode, sorted_id) in enumerate(self.units):
             if sorted_id < 1:
-                raise ValueError(f"units[{k}] = {[electrode, sorted_id]}: sorted_id must be >= 1 "
-                                 "(0 is unsorted spikes, never a neuron)")
+                raise ValueError(
+                    f"units[{k}] = {[electrode, sorted_id]}: sorted_id must be >= 1 "
+                    "(0 is unsorted spikes, never a neuron)"
+                )
             if isinstance(electrode, str) and not (0 < len(electrode) <= 256 and electrode.isprintable()):
                 raise ValueError(f"units[{k}]: electrode name must be 1 to 256 printable characters")
             if isinstance(electrode, int) and electrode < 0:
@@ -284,12 +300,17 @@ class CortexConfig(Strict):
             if self.openephys is None:
                 raise ValueError('source = "openephys" needs a [cortex.openephys] section (endpoint, units)')
             if not self.openephys.units:
-                raise ValueError("[cortex.openephys] units is empty: list the sorted units that are the session's "
-                                 "neurons, e.g. units = [[1, 1], [1, 2], [2, 1]]")
+                raise ValueError(
+                    "[cortex.openephys] units is empty: list the sorted units that are the session's "
+                    "neurons, e.g. units = [[1, 1], [1, 2], [2, 1]]"
+                )
         return self
 
     @property
     def has_virtual_cortex(self) -> bool:
         """Whether this rig's recording system is cortexloop's virtual cortex (its process runs, its truth is known)."""
-        return (self.source == "virtual" or (self.source == "openephys" and self.openephys.virtual_cortex)
-                or (self.source == "lsl" and self.lsl.virtual_cortex))
+        return (
+            self.source == "virtual"
+            or (self.source == "openephys" and self.openephys.virtual_cortex)
+            or (self.source == "lsl" and self.lsl.virtual_cortex)
+        )

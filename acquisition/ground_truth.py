@@ -12,6 +12,7 @@ R_j) and variance v_j over images j,
 the spiking model's analytic time course and noise model; simulate_counts runs
 the real spiking model so the two can be checked against each other.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,14 @@ from acquisition.config import SpikingConfig
 from acquisition.spiking import SpikingModel
 
 
-def noise_ceiling(population, spiking_cfg: SpikingConfig, images: np.ndarray,
-                  window_s: tuple[float, float] = (0.05, 0.2), seed: int = 1, n_repeats: int = 1) -> np.ndarray:
+def noise_ceiling(
+    population,
+    spiking_cfg: SpikingConfig,
+    images: np.ndarray,
+    window_s: tuple[float, float] = (0.05, 0.2),
+    seed: int = 1,
+    n_repeats: int = 1,
+) -> np.ndarray:
     """(N,) expected correlation between counts in window_s (seconds after onset) and the true rate.
 
     `seed` is the spiking model's seed (per-neuron latencies depend on it); the
@@ -39,9 +46,16 @@ def noise_ceiling(population, spiking_cfg: SpikingConfig, images: np.ndarray,
     return np.where(signal > 0, ceiling, 0.0)
 
 
-def simulate_counts(population, spiking_cfg: SpikingConfig, images: np.ndarray,
-                    window_s: tuple[float, float] = (0.05, 0.2), seed: int = 1, n_repeats: int = 1,
-                    spacing_s: float = 0.5, rates: np.ndarray | None = None) -> np.ndarray:
+def simulate_counts(
+    population,
+    spiking_cfg: SpikingConfig,
+    images: np.ndarray,
+    window_s: tuple[float, float] = (0.05, 0.2),
+    seed: int = 1,
+    n_repeats: int = 1,
+    spacing_s: float = 0.5,
+    rates: np.ndarray | None = None,
+) -> np.ndarray:
     """(n_repeats, B, N) spike counts of isolated presentations, from the real spiking model on a virtual clock."""
     if rates is None:
         rates = population.rates(images)
@@ -69,7 +83,15 @@ def true_rate_table(population, images: np.ndarray) -> list[dict]:
     out = []
     for i, d in enumerate(population.describe()):
         r = rates[:, i]
-        out.append({"neuron": i, "type": d["type"], "baseline_hz": float(population.baseline_hz[i]),
-                    "median_hz": float(np.median(r)), "p95_hz": float(np.percentile(r, 95)),
-                    "max_hz": float(r.max()), "min_hz": float(r.min())})
+        out.append(
+            {
+                "neuron": i,
+                "type": d["type"],
+                "baseline_hz": float(population.baseline_hz[i]),
+                "median_hz": float(np.median(r)),
+                "p95_hz": float(np.percentile(r, 95)),
+                "max_hz": float(r.max()),
+                "min_hz": float(r.min()),
+            }
+        )
     return out

@@ -46,6 +46,7 @@ use_lsl_config(directory) writes one that keeps discovery on this machine and of
 on one computer); for a rig spread over machines pass resolve_scope="link" or "site". Without the call nothing
 is changed: liblsl's own search (LSLAPICFG, ./lsl_api.cfg, ~/lsl_api/lsl_api.cfg, /etc/lsl_api/) applies.
 """
+
 from __future__ import annotations
 
 import os
@@ -88,10 +89,12 @@ def use_lsl_config(directory: str | os.PathLike, resolve_scope: str = "machine")
         raise ValueError(f"resolve_scope {resolve_scope!r}: liblsl knows machine, link, site, organization, global")
     path = Path(directory) / "lsl_api.cfg"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("; written by cortexloop (acquisition/lsl_source.py: use_lsl_config)\n"
-                    "[ports]\nIPv6 = disable\n\n"
-                    f"[multicast]\nResolveScope = {resolve_scope}\n\n"
-                    "[log]\nlevel = -2\n")  # errors only: liblsl's info lines would fill every process's stderr
+    path.write_text(
+        "; written by cortexloop (acquisition/lsl_source.py: use_lsl_config)\n"
+        "[ports]\nIPv6 = disable\n\n"
+        f"[multicast]\nResolveScope = {resolve_scope}\n\n"
+        "[log]\nlevel = -2\n"
+    )  # errors only: liblsl's info lines would fill every process's stderr
     os.environ["LSLAPICFG"] = str(path)
     return path
 
@@ -102,8 +105,15 @@ class LslAcquisitionSource:
     A live source: its heartbeats move with the wall clock (time.monotonic()), so it belongs with WallClock,
     never with the virtual clock of `--speed max`. counters() gives what was read and skipped, for the summary."""
 
-    def __init__(self, spike_stream: str, code_stream: str, n_neurons: int, margin_ms: float = 200.0,
-                 stale_after_s: float = 5.0, heartbeat_ms: float = 100.0):
+    def __init__(
+        self,
+        spike_stream: str,
+        code_stream: str,
+        n_neurons: int,
+        margin_ms: float = 200.0,
+        stale_after_s: float = 5.0,
+        heartbeat_ms: float = 100.0,
+    ):
         if not spike_stream or not code_stream:
             raise ValueError("LSL source: spike_stream and code_stream must be named")
         if spike_stream == code_stream:
@@ -176,11 +186,17 @@ class LslAcquisitionSource:
                 raise LslStreamError(f"LSL stream {name!r} was found but did not open within {timeout_s:g} s") from e
         self.spike_buf = np.empty((CHUNK, 1), dtype=LSL_DTYPES[spike_info.channel_format()])
         self.last_arrival = time.monotonic()  # the stale clock starts when the streams are open
-        self.info = {"n_neurons": self.n_neurons, "kind": "lsl", "streams": [self.spike_stream, self.code_stream],
-                     "spike_stream": _stream_facts(spike_info), "code_stream": _stream_facts(code_info),
-                     "clock": f"{self.spike_stream} (LSL)", "margin_ms": self.margin_s * 1000,
-                     "same_host": self.same_host,
-                     "stale_after_s": self.stale_after_s}
+        self.info = {
+            "n_neurons": self.n_neurons,
+            "kind": "lsl",
+            "streams": [self.spike_stream, self.code_stream],
+            "spike_stream": _stream_facts(spike_info),
+            "code_stream": _stream_facts(code_info),
+            "clock": f"{self.spike_stream} (LSL)",
+            "margin_ms": self.margin_s * 1000,
+            "same_host": self.same_host,
+            "stale_after_s": self.stale_after_s,
+        }
         return self.info
 
     def poll(self, timeout_s: float = 0.0) -> list:
@@ -214,30 +230,42 @@ class LslAcquisitionSource:
     # -- what it does -----------------------------------------------------------------------------
     def counters(self) -> dict:
         """For the session summary: what was skipped and why."""
-        return {"spikes": self.total_spikes, "batches": self.batch_seq, "codes": self.code_seq,
-                "unknown_units": self.unknown_units, "malformed_units": self.malformed_units,
-                "malformed_codes": self.malformed_codes}
+        return {
+            "spikes": self.total_spikes,
+            "batches": self.batch_seq,
+            "codes": self.code_seq,
+            "unknown_units": self.unknown_units,
+            "malformed_units": self.malformed_units,
+            "malformed_codes": self.malformed_codes,
+        }
 
     def _resolve(self, name: str, end: float):
         left = end - time.monotonic()
         found = self.pylsl.resolve_byprop("name", name, 1, max(left, 0.2))
         if not found:
-            raise LslStreamError(f"LSL stream {name!r} not found (resolved by name within the describe timeout; "
-                                 f"is the recording system streaming, and LSLAPICFG's ResolveScope wide enough?)")
+            raise LslStreamError(
+                f"LSL stream {name!r} not found (resolved by name within the describe timeout; "
+                f"is the recording system streaming, and LSLAPICFG's ResolveScope wide enough?)"
+            )
         if len(found) > 1:
             hosts = sorted({f.hostname() for f in found})
-            raise LslStreamError(f"LSL stream {name!r}: {len(found)} streams have this name (hosts {hosts}); "
-                                 f"give each recording a unique stream name")
+            raise LslStreamError(
+                f"LSL stream {name!r}: {len(found)} streams have this name (hosts {hosts}); "
+                f"give each recording a unique stream name"
+            )
         return found[0]
 
     def _check_shape(self, info, what: str, numeric_only: bool) -> None:
         name, n = info.name(), info.channel_count()
         if n != 1:
-            raise LslStreamError(f"LSL {what} stream {name!r} has {n} channels; this source reads exactly 1 "
-                                 f"(the {'unit index' if what == 'spike' else 'code word'})")
+            raise LslStreamError(
+                f"LSL {what} stream {name!r} has {n} channels; this source reads exactly 1 "
+                f"(the {'unit index' if what == 'spike' else 'code word'})"
+            )
         if numeric_only and info.channel_format() not in LSL_DTYPES:
-            raise LslStreamError(f"LSL spike stream {name!r} carries strings; unit indices must be numbers "
-                                 f"(int32 preferred)")
+            raise LslStreamError(
+                f"LSL spike stream {name!r} carries strings; unit indices must be numbers (int32 preferred)"
+            )
 
     def _first_corrections(self, timeout_s: float) -> tuple[float, float]:
         """Both inlets' first correction, measured at once (liblsl takes about 0.6 s per stream for the first)."""
@@ -249,8 +277,10 @@ class LslAcquisitionSource:
             except Exception as e:  # TimeoutError, LostError: reported below with the stream's name
                 result[key] = e
 
-        threads = [threading.Thread(target=take, args=(k, i), daemon=True)
-                   for k, i in (("spike", self.spike_inlet), ("code", self.code_inlet))]
+        threads = [
+            threading.Thread(target=take, args=(k, i), daemon=True)
+            for k, i in (("spike", self.spike_inlet), ("code", self.code_inlet))
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -322,8 +352,15 @@ class LslAcquisitionSource:
         end = max(float(np.nextafter(t.max(), np.inf)) if len(t) else start, start)
         self.last_end_s = max(end, self.last_end_s if self.last_end_s is not None else end)
         self.batch_seq += 1
-        return m.SpikeBatch(stream=self.spike_stream, seq=self.batch_seq, t_start_s=start, t_end_s=end,
-                            total_spikes=self.total_spikes, neuron=u, time_s=t)
+        return m.SpikeBatch(
+            stream=self.spike_stream,
+            seq=self.batch_seq,
+            t_start_s=start,
+            t_end_s=end,
+            total_spikes=self.total_spikes,
+            neuron=u,
+            time_s=t,
+        )
 
     def _pull_codes(self) -> list[m.EventCode]:
         out: list[m.EventCode] = []
@@ -336,8 +373,15 @@ class LslAcquisitionSource:
                     self.malformed_codes += 1
                     continue
                 self.code_seq += 1
-                out.append(m.EventCode(stream=self.code_stream, seq=self.code_seq, code=code,
-                                       time_s=float(stamp) + shift, clock="acquisition"))
+                out.append(
+                    m.EventCode(
+                        stream=self.code_stream,
+                        seq=self.code_seq,
+                        code=code,
+                        time_s=float(stamp) + shift,
+                        clock="acquisition",
+                    )
+                )
             if len(ts) < CHUNK:
                 break
         return out
@@ -353,8 +397,9 @@ class LslAcquisitionSource:
         self.last_heartbeat_clock = clock
         self.hb_seq += 1
         # batch_seq: the last batch made, so the engine knows whether it has them all (they are in this poll).
-        return m.Heartbeat(role=ROLE, seq=self.hb_seq, clock_s=clock, stream=self.spike_stream,
-                           info={"batch_seq": self.batch_seq})
+        return m.Heartbeat(
+            role=ROLE, seq=self.hb_seq, clock_s=clock, stream=self.spike_stream, info={"batch_seq": self.batch_seq}
+        )
 
 
 def _code_word(value) -> int | None:
@@ -374,8 +419,13 @@ def _code_word(value) -> int | None:
 
 
 def _stream_facts(info) -> dict:
-    return {"name": info.name(), "type": info.type(), "source_id": info.source_id(), "hostname": info.hostname(),
-            "channel_format": int(info.channel_format())}
+    return {
+        "name": info.name(),
+        "type": info.type(),
+        "source_id": info.source_id(),
+        "hostname": info.hostname(),
+        "channel_format": int(info.channel_format()),
+    }
 
 
 class LslSpikeOutlet:

@@ -28,6 +28,7 @@ Pasupathy 2012, Conway 2007):
 The early features (an analytic Gabor bank and Hessian maps) are computed once
 per batch in the Fourier domain and shared by all units.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,6 +46,7 @@ LUMA = (0.299, 0.587, 0.114)
 
 
 # ----------------------------------------------------------------------------- shared features
+
 
 @dataclass
 class Features:
@@ -89,7 +91,7 @@ class FeatureBank:
                 r = (round(ky * p) + m) % p
                 c = (round(kx * p) + m) % p
                 # One-sided (analytic) spectrum: |response| is the local energy of the quadrature pair.
-                g = torch.exp(-((f[r][:, None] - ky) ** 2 + (f[c][None, :] - kx) ** 2) / (2 * sigma_f ** 2))
+                g = torch.exp(-((f[r][:, None] - ky) ** 2 + (f[c][None, :] - kx) ** 2) / (2 * sigma_f**2))
                 rows.append(r)
                 cols.append(c)
                 spectra.append(_no_denormals(g) * (q / p) ** 2)  # inverse FFT at size q instead of p
@@ -100,17 +102,18 @@ class FeatureBank:
             w = pos - j0
             up[torch.arange(size_px), j0] = 1 - w
             up[torch.arange(size_px), torch.clamp(j0 + 1, max=q - 1)] += w
-            self.bands.append((torch.stack(rows), torch.stack(cols), torch.stack(spectra).to(torch.complex64),
-                               up.float(), q))
+            self.bands.append(
+                (torch.stack(rows), torch.stack(cols), torch.stack(spectra).to(torch.complex64), up.float(), q)
+            )
         self.dot_sigmas_px = [max(0.8, s * size_px) for s in DOT_SIGMA_FRAC]
         hess = []
         # Hessian filters are real and even: the half spectrum (rfft) suffices.
         hy, hx = torch.meshgrid(f, torch.fft.rfftfreq(self.pad, dtype=torch.float64), indexing="ij")
         for s in self.dot_sigmas_px:
-            g = torch.exp(-2 * math.pi ** 2 * s ** 2 * (hx ** 2 + hy ** 2))
+            g = torch.exp(-2 * math.pi**2 * s**2 * (hx**2 + hy**2))
             wx, wy = 2 * math.pi * hx, 2 * math.pi * hy
             # sigma^2-normalized second derivatives (i w)^2 G: the same blob gives the same value at any scale.
-            hess += [-(wx ** 2) * g * s ** 2, -(wy ** 2) * g * s ** 2, -(wx * wy) * g * s ** 2]
+            hess += [-(wx**2) * g * s**2, -(wy**2) * g * s**2, -(wx * wy) * g * s**2]
         self.hessian_spectra = _no_denormals(torch.stack(hess)).float()  # (3 * n_scales, P, P // 2 + 1)
 
     @property
@@ -140,7 +143,7 @@ class FeatureBank:
             trace = lxx + lyy
             # The weaker principal curvature (when both bend the same way): zero for lines and
             # edges, small for elongated blobs, largest for round dots.
-            spread = torch.sqrt(((lxx - lyy) / 2) ** 2 + lxy ** 2)
+            spread = torch.sqrt(((lxx - lyy) / 2) ** 2 + lxy**2)
             strength = torch.clamp(trace.abs() / 2 - spread, min=0.0)
             # A bright blob curves the luminance down in both directions (trace < 0).
             bright = strength * (trace < 0)
@@ -151,16 +154,18 @@ class FeatureBank:
 
 # ----------------------------------------------------------------------------- helpers
 
+
 def _no_denormals(w):
     """Zero the far tails of Gaussians: float32 denormals make CPU matrix products ~10x slower."""
     return w * (abs(w) > 1e-7 * abs(w).max())
+
 
 def gaussian_windows(centres_yx: np.ndarray, sigmas: np.ndarray, size: int, peak_one: bool = False) -> torch.Tensor:
     """(n, S*S) Gaussian windows; summing to one, or with peak one."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     c = np.asarray(centres_yx, np.float64)
     sg = np.asarray(sigmas, np.float64)[:, None, None]
-    w = np.exp(-((yy[None] - c[:, 0, None, None]) ** 2 + (xx[None] - c[:, 1, None, None]) ** 2) / (2 * sg ** 2))
+    w = np.exp(-((yy[None] - c[:, 0, None, None]) ** 2 + (xx[None] - c[:, 1, None, None]) ** 2) / (2 * sg**2))
     w = w.reshape(len(c), -1)
     w = w / (w.max(1, keepdims=True) if peak_one else w.sum(1, keepdims=True))
     return torch.tensor(_no_denormals(w), dtype=torch.float32)
@@ -174,7 +179,9 @@ def orientation_weights(pref_rad: np.ndarray, kappa: float | np.ndarray) -> np.n
     return w / w.sum(1, keepdims=True)
 
 
-def place_rfs(rng: np.random.Generator, n: int, size: int, diam_frac: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def place_rfs(
+    rng: np.random.Generator, n: int, size: int, diam_frac: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """RF diameters (px) and centres (row, col) such that each RF lies inside the image."""
     diam = rng.uniform(*diam_frac, n) * size
     r = np.minimum(diam / 2, size / 2)
@@ -201,6 +208,7 @@ class NeuronGroup:
 
 
 # ----------------------------------------------------------------------------- types
+
 
 class OrientedUnits(NeuronGroup):
     """Complex cells: orientation energy at one scale, pooled over a Gaussian RF.
@@ -232,8 +240,11 @@ class OrientedUnits(NeuronGroup):
         return (per_neuron * self.weights).sum(-1)
 
     def describe(self, i):
-        return {"orientation_deg": float(np.degrees(self.orientation[i])), "wavelength_px": float(self.wavelength_px[i]),
-                "cross_suppression": float(self.cross_suppression[i])}
+        return {
+            "orientation_deg": float(np.degrees(self.orientation[i])),
+            "wavelength_px": float(self.wavelength_px[i]),
+            "cross_suppression": float(self.cross_suppression[i]),
+        }
 
 
 class CurvatureUnits(NeuronGroup):
@@ -277,7 +288,7 @@ class CurvatureUnits(NeuronGroup):
                 yy = np.clip(np.rint(cy + py), 0, size - 1).astype(np.int64)
                 xx = np.clip(np.rint(cx + px), 0, size - 1).astype(np.int64)
                 idx[i, j] = yy * size + xx
-                rf_weight[i, j] = np.exp(-(dy ** 2 + dx ** 2) * step ** 2 / (2 * (self.diameter_px[i] / 4) ** 2))
+                rf_weight[i, j] = np.exp(-(dy**2 + dx**2) * step**2 / (2 * (self.diameter_px[i] / 4) ** 2))
         self.tangent_rad = tangents
         self.point_index = torch.as_tensor(idx)
         self.rf_weight = torch.tensor(rf_weight, dtype=torch.float32)
@@ -298,8 +309,12 @@ class CurvatureUnits(NeuronGroup):
         return (soft_and * self.rf_weight).amax(-1)
 
     def describe(self, i):
-        return {"turning_deg": float(self.turning_deg[i]), "convex_direction_deg": float(np.degrees(self.direction[i])),
-                "radius_px": float(self.radius_px[i]), "wavelength_px": float(self.wavelength_px[i])}
+        return {
+            "turning_deg": float(self.turning_deg[i]),
+            "convex_direction_deg": float(np.degrees(self.direction[i])),
+            "radius_px": float(self.radius_px[i]),
+            "wavelength_px": float(self.wavelength_px[i]),
+        }
 
 
 class DotUnits(NeuronGroup):
@@ -327,7 +342,10 @@ class DotUnits(NeuronGroup):
         return (maps * self.window).amax(-1)
 
     def describe(self, i):
-        return {"polarity": "dark" if self.dark[i] else "bright", "dot_diameter_px": float(2 * self.dot_sigma_px[i] * 1.414)}
+        return {
+            "polarity": "dark" if self.dark[i] else "bright",
+            "dot_diameter_px": float(2 * self.dot_sigma_px[i] * 1.414),
+        }
 
 
 class TextureUnits(NeuronGroup):
@@ -349,11 +367,13 @@ class TextureUnits(NeuronGroup):
         self.n_orientation_peaks = rng.integers(0, 3, n)  # 0: isotropic, 1: one orientation, 2: cross-hatch
         self.pref_scale = rng.uniform(0, n_sc - 1, n)
         for i in range(n):
-            scale_prof = np.exp(-(np.arange(n_sc) - self.pref_scale[i]) ** 2 / (2 * 0.6 ** 2))
+            scale_prof = np.exp(-((np.arange(n_sc) - self.pref_scale[i]) ** 2) / (2 * 0.6**2))
             if self.n_orientation_peaks[i] == 0:
                 orient_prof = np.ones(N_ORIENT)
             else:
-                peaks = rng.uniform(0, np.pi) + np.arange(self.n_orientation_peaks[i]) * rng.uniform(np.pi / 4, np.pi / 2)
+                peaks = rng.uniform(0, np.pi) + np.arange(self.n_orientation_peaks[i]) * rng.uniform(
+                    np.pi / 4, np.pi / 2
+                )
                 orient_prof = orientation_weights(peaks, 2.0).sum(0)
             prefs[i] = scale_prof[:, None] * orient_prof[None]
         prefs = prefs.reshape(n, -1)
@@ -479,20 +499,32 @@ class RandomCNNUnits(NeuronGroup):
         return {"channels": [int(c) for c in np.flatnonzero(self.readout[i].numpy())]}
 
 
-GROUP_CLASSES = {c.type_name: c for c in (OrientedUnits, CurvatureUnits, DotUnits, TextureUnits, ColourUnits,
-                                          RandomCNNUnits)}
+GROUP_CLASSES = {
+    c.type_name: c for c in (OrientedUnits, CurvatureUnits, DotUnits, TextureUnits, ColourUnits, RandomCNNUnits)
+}
 
 
 # ----------------------------------------------------------------------------- calibration images
 
 # Natural colour and grey photographs shipped with scikit-image (no download).
-CALIBRATION_SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "camera", "brick",
-                       "grass", "gravel", "coins")
+CALIBRATION_SOURCES = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "camera",
+    "brick",
+    "grass",
+    "gravel",
+    "coins",
+)
 
 
 @lru_cache(maxsize=None)
 def _load(name: str) -> np.ndarray | None:
     from skimage import data as skdata
+
     try:
         img = np.asarray(getattr(skdata, name)())
     except Exception:  # a loader that needs an optional download
@@ -514,7 +546,7 @@ def natural_patches(n: int, size_px: int, colour: bool, seed: int) -> np.ndarray
         h, w = src.shape[:2]
         side = int(rng.integers(max(16, min(h, w) // 8), max(17, min(h, w) // 2)))
         y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-        crop = torch.from_numpy(src[y:y + side, x:x + side].astype(np.float32)).permute(2, 0, 1)[None]
+        crop = torch.from_numpy(src[y : y + side, x : x + side].astype(np.float32)).permute(2, 0, 1)[None]
         crop = F.interpolate(crop, size=(size_px, size_px), mode="bilinear", antialias=True, align_corners=False)
         out[i] = np.clip(np.rint(crop[0].permute(1, 2, 0).numpy()), 0, 255).astype(np.uint8)
     if not colour:

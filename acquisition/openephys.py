@@ -16,6 +16,7 @@ A sorted unit is the pair (electrode, sorted_id); sorted_id 0 means unsorted.
 No sockets here: the acquisition source (and the virtual cortex, when it
 speaks this format) does the sending and receiving.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,7 +49,7 @@ class UnitLayout:
         """The neuron index of a unit, or None for unsorted spikes and foreign electrode names."""
         if sorted_id < 1 or sorted_id > self.units_per_electrode or not electrode.startswith(self.electrode_prefix):
             return None
-        digits = electrode[len(self.electrode_prefix):]
+        digits = electrode[len(self.electrode_prefix) :]
         if not (digits.isascii() and digits.isdigit() and len(digits) <= 9):  # int() takes " 7", "1_0", 5000 digits
             return None
         e = int(digits)
@@ -68,9 +69,17 @@ def default_amplitudes_uv(neuron: int, num_channels: int) -> list[float]:
     return [round(float(a), 2) for a in amps]
 
 
-def encode_spikes(neuron: np.ndarray, time_s: np.ndarray, sample_rate: float = 30000.0, *,
-                  stream: str = "virtual_cortex", source_node: int = 100, num_channels: int = 4,
-                  layout: UnitLayout = UnitLayout(), amplitudes_uv: np.ndarray | None = None) -> list[list[bytes]]:
+def encode_spikes(
+    neuron: np.ndarray,
+    time_s: np.ndarray,
+    sample_rate: float = 30000.0,
+    *,
+    stream: str = "virtual_cortex",
+    source_node: int = 100,
+    num_channels: int = 4,
+    layout: UnitLayout = UnitLayout(),
+    amplitudes_uv: np.ndarray | None = None,
+) -> list[list[bytes]]:
     """One [type_frame, json_frame] message per spike, in the given order.
 
     amplitudes_uv: (n_neurons, num_channels); default: default_amplitudes_uv per neuron.
@@ -83,27 +92,54 @@ def encode_spikes(neuron: np.ndarray, time_s: np.ndarray, sample_rate: float = 3
     out = []
     for n, s, e, u in zip(neuron.tolist(), samples.tolist(), electrodes.tolist(), sorted_ids.tolist()):
         if n not in amp_cache:
-            amp_cache[n] = ([round(float(a), 2) for a in amplitudes_uv[n]] if amplitudes_uv is not None
-                            else default_amplitudes_uv(n, num_channels))
-        body = {"event_type": "spike", "stream": stream, "source_node": source_node,
-                "electrode": f"{layout.electrode_prefix}{e}", "num_channels": num_channels,
-                "sample_rate": sample_rate, "sample_number": s, "sorted_id": u}
+            amp_cache[n] = (
+                [round(float(a), 2) for a in amplitudes_uv[n]]
+                if amplitudes_uv is not None
+                else default_amplitudes_uv(n, num_channels)
+            )
+        body = {
+            "event_type": "spike",
+            "stream": stream,
+            "source_node": source_node,
+            "electrode": f"{layout.electrode_prefix}{e}",
+            "num_channels": num_channels,
+            "sample_rate": sample_rate,
+            "sample_number": s,
+            "sorted_id": u,
+        }
         for ch, a in enumerate(amp_cache[n][:num_channels]):
             body[f"amp{ch + 1}"] = a
         out.append([type_frame, json.dumps(body).encode()])
     return out
 
 
-def encode_ttl(sample_number: int, line: int, state: bool, sample_rate: float = 30000.0, *,
-               stream: str = "virtual_cortex", source_node: int = 100, channel_name: str = "TTL Input") -> list[bytes]:
+def encode_ttl(
+    sample_number: int,
+    line: int,
+    state: bool,
+    sample_rate: float = 30000.0,
+    *,
+    stream: str = "virtual_cortex",
+    source_node: int = 100,
+    channel_name: str = "TTL Input",
+) -> list[bytes]:
     """One TTL event: `line` (0-based) went high (state True) or low at sample_number."""
-    body = {"event_type": "ttl", "stream": stream, "source_node": source_node, "sample_rate": sample_rate,
-            "channel_name": channel_name, "sample_number": int(sample_number), "line": int(line), "state": bool(state)}
+    body = {
+        "event_type": "ttl",
+        "stream": stream,
+        "source_node": source_node,
+        "sample_rate": sample_rate,
+        "channel_name": channel_name,
+        "sample_number": int(sample_number),
+        "line": int(line),
+        "state": bool(state),
+    }
     return [_type_frame(TTL_TYPE), json.dumps(body).encode()]
 
 
-def encode_word(code: int, previous_code: int, time_s: float, n_lines: int = 8, sample_rate: float = 30000.0,
-                **kw) -> list[list[bytes]]:
+def encode_word(
+    code: int, previous_code: int, time_s: float, n_lines: int = 8, sample_rate: float = 30000.0, **kw
+) -> list[list[bytes]]:
     """An event code word on parallel TTL lines: one message per line whose state changes."""
     sample = int(round(time_s * sample_rate))
     out = []
@@ -114,24 +150,45 @@ def encode_word(code: int, previous_code: int, time_s: float, n_lines: int = 8, 
     return out
 
 
-_SPIKE_FIELDS = {"event_type": str, "stream": str, "source_node": int, "electrode": str, "num_channels": int,
-                 "sample_rate": (int, float), "sample_number": int, "sorted_id": int}
-_TTL_FIELDS = {"event_type": str, "stream": str, "source_node": int, "sample_rate": (int, float),
-               "channel_name": str, "sample_number": int, "line": int, "state": (bool, int)}
+_SPIKE_FIELDS = {
+    "event_type": str,
+    "stream": str,
+    "source_node": int,
+    "electrode": str,
+    "num_channels": int,
+    "sample_rate": (int, float),
+    "sample_number": int,
+    "sorted_id": int,
+}
+_TTL_FIELDS = {
+    "event_type": str,
+    "stream": str,
+    "source_node": int,
+    "sample_rate": (int, float),
+    "channel_name": str,
+    "sample_number": int,
+    "line": int,
+    "state": (bool, int),
+}
 # Bounds on what a peer may claim (the GUI's own limits are far inside them).
 MAX_BODY_BYTES = 1 << 20  # one event's JSON; a 384-channel spike is ~8 kB
 MAX_CHANNELS = 1024  # channels of one spike electrode (tetrode 4, Neuropixels shank groups well under this)
 MAX_LINES = 256  # TTL lines of one event channel
 MAX_NAME_CHARS = 256  # stream, electrode and channel names
 MAX_SAMPLE_RATE_HZ = 1e7
-_INT_RANGES = {"source_node": (0, 2 ** 31 - 1), "num_channels": (1, MAX_CHANNELS), "sorted_id": (0, 2 ** 31 - 1),
-               "sample_number": (-(2 ** 63), 2 ** 63 - 1), "line": (0, MAX_LINES - 1)}
+_INT_RANGES = {
+    "source_node": (0, 2**31 - 1),
+    "num_channels": (1, MAX_CHANNELS),
+    "sorted_id": (0, 2**31 - 1),
+    "sample_number": (-(2**63), 2**63 - 1),
+    "line": (0, MAX_LINES - 1),
+}
 
 
 _AMP_KEYS = tuple(f"amp{ch}" for ch in range(1, MAX_CHANNELS + 1))
 _SCAN_JSON = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner json.loads uses, without its wrapping
-_INT32_MAX = 2 ** 31 - 1
-_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+_INT32_MAX = 2**31 - 1
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def decode_message(frames: list[bytes]) -> dict:
@@ -206,14 +263,25 @@ def _spike_ok(b: dict) -> bool:
     try:
         nc, rate, sample = b["num_channels"], b["sample_rate"], b["sample_number"]
         stream, electrode = b["stream"], b["electrode"]
-        if not (b["event_type"] == "spike" and type(stream) is str and type(electrode) is str
-                and len(stream) <= MAX_NAME_CHARS and len(electrode) <= MAX_NAME_CHARS
-                and stream.isprintable() and electrode.isprintable()
-                and type(b["source_node"]) is int and 0 <= b["source_node"] <= _INT32_MAX
-                and type(b["sorted_id"]) is int and 0 <= b["sorted_id"] <= _INT32_MAX
-                and type(nc) is int and 1 <= nc <= MAX_CHANNELS
-                and (type(rate) is float or type(rate) is int) and 1 <= rate <= MAX_SAMPLE_RATE_HZ
-                and type(sample) is int and _INT64[0] <= sample <= _INT64[1]):
+        if not (
+            b["event_type"] == "spike"
+            and type(stream) is str
+            and type(electrode) is str
+            and len(stream) <= MAX_NAME_CHARS
+            and len(electrode) <= MAX_NAME_CHARS
+            and stream.isprintable()
+            and electrode.isprintable()
+            and type(b["source_node"]) is int
+            and 0 <= b["source_node"] <= _INT32_MAX
+            and type(b["sorted_id"]) is int
+            and 0 <= b["sorted_id"] <= _INT32_MAX
+            and type(nc) is int
+            and 1 <= nc <= MAX_CHANNELS
+            and (type(rate) is float or type(rate) is int)
+            and 1 <= rate <= MAX_SAMPLE_RATE_HZ
+            and type(sample) is int
+            and _INT64[0] <= sample <= _INT64[1]
+        ):
             return False
         for key in _AMP_KEYS[:nc]:
             amp = b[key]
@@ -228,12 +296,20 @@ def _ttl_ok(b: dict) -> bool:
     """A well-formed TTL message (only what _check_fields accepts)."""
     try:
         rate, sample, line, state = b["sample_rate"], b["sample_number"], b["line"], b["state"]
-        return (b["event_type"] == "ttl" and _name_ok(b["stream"]) and _name_ok(b["channel_name"])
-                and type(b["source_node"]) is int and 0 <= b["source_node"] <= _INT32_MAX
-                and (type(rate) is float or type(rate) is int) and 1 <= rate <= MAX_SAMPLE_RATE_HZ
-                and type(sample) is int and _INT64[0] <= sample <= _INT64[1]
-                and type(line) is int and 0 <= line < MAX_LINES
-                and (type(state) is bool or type(state) is int))
+        return (
+            b["event_type"] == "ttl"
+            and _name_ok(b["stream"])
+            and _name_ok(b["channel_name"])
+            and type(b["source_node"]) is int
+            and 0 <= b["source_node"] <= _INT32_MAX
+            and (type(rate) is float or type(rate) is int)
+            and 1 <= rate <= MAX_SAMPLE_RATE_HZ
+            and type(sample) is int
+            and _INT64[0] <= sample <= _INT64[1]
+            and type(line) is int
+            and 0 <= line < MAX_LINES
+            and (type(state) is bool or type(state) is int)
+        )
     except KeyError:
         return False
 
@@ -247,8 +323,9 @@ def _check_fields(name: str, fields: dict, body: dict) -> None:
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
             raise OpenEphysFormatError(f"{name} field {key!r} has the wrong type ({type(value).__name__})")
         if isinstance(value, str) and (len(value) > MAX_NAME_CHARS or not value.isprintable()):
-            raise OpenEphysFormatError(f"{name} field {key!r} is not a printable name of at most "
-                                       f"{MAX_NAME_CHARS} characters")
+            raise OpenEphysFormatError(
+                f"{name} field {key!r} is not a printable name of at most {MAX_NAME_CHARS} characters"
+            )
         lo_hi = _INT_RANGES.get(key)
         if lo_hi is not None and not lo_hi[0] <= value <= lo_hi[1]:
             raise OpenEphysFormatError(f"{name} field {key!r} = {str(value)[:40]} is outside {list(lo_hi)}")
@@ -275,7 +352,7 @@ def spikes_from_messages(bodies: list[dict], layout: UnitLayout = UnitLayout()) 
         if b.get("event_type") != "spike":
             continue
         n = layout.neuron_of(b["electrode"], b["sorted_id"])
-        if n is None or n >= 2 ** 16:
+        if n is None or n >= 2**16:
             skipped += 1
             continue
         neurons.append(n)

@@ -36,6 +36,7 @@ The Event Broadcaster has no sequence numbers, so a message lost on the way
 cannot be noticed here; ZeroMQ drops none between a live PUB and this SUB
 (both queues unbounded) unless the connection itself breaks.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,8 +64,16 @@ SETTLE_S = 0.05  # after the connection, for the subscription to reach the publi
 
 
 class OpenEphysSource:
-    def __init__(self, cfg: OpenEphysConfig, ttl: TtlConfig, endpoint: str, sample_rate_hz: float, clock,
-                 ctx: zmq.Context | None = None, control_endpoint: str | None = None):
+    def __init__(
+        self,
+        cfg: OpenEphysConfig,
+        ttl: TtlConfig,
+        endpoint: str,
+        sample_rate_hz: float,
+        clock,
+        ctx: zmq.Context | None = None,
+        control_endpoint: str | None = None,
+    ):
         """endpoint: the Event Broadcaster's; sample_rate_hz: the rate its events must carry; clock: this part's
         own clock (controller/clocks.py); control_endpoint: the simulated recording system's event input, told
         when the session is over (None on a live rig)."""
@@ -79,7 +88,9 @@ class OpenEphysSource:
         self.stream_name: str | None = cfg.stream or None
         self.n_neurons = len(cfg.units)
         if not 0 < self.n_neurons <= 65_536:
-            raise ValueError(f"[cortex.openephys] units: {self.n_neurons} units; 1 to 65536 (neuron indices are uint16)")
+            raise ValueError(
+                f"[cortex.openephys] units: {self.n_neurons} units; 1 to 65536 (neuron indices are uint16)"
+            )
         self.margin_s = cfg.clock_margin_ms / 1000
         self.decoder = TtlDecoder(ttl.lines())
         self.sub = ctx.socket(zmq.SUB)
@@ -110,8 +121,16 @@ class OpenEphysSource:
         # What was skipped, and why.
         self.malformed_messages = 0
         self.last_error = ""
-        self.counts = {"spikes": 0, "unsorted_spikes": 0, "unknown_unit_spikes": 0, "late_spikes": 0,
-                       "foreign_events": 0, "ttl_events": 0, "words": 0, "photodiode_edges": 0}
+        self.counts = {
+            "spikes": 0,
+            "unsorted_spikes": 0,
+            "unknown_unit_spikes": 0,
+            "late_spikes": 0,
+            "foreign_events": 0,
+            "ttl_events": 0,
+            "words": 0,
+            "photodiode_edges": 0,
+        }
         self.unknown_units: dict[tuple[str, int], int] = {}
 
     # -- AcquisitionSource -------------------------------------------------------
@@ -119,9 +138,14 @@ class OpenEphysSource:
         """The stream's description once this part is connected to the Event Broadcaster ({} if it does not
         answer within timeout_s): the neurons are the rig file's units."""
         if not self.info and self._wait_connected(timeout_s):
-            self.info = {"n_neurons": self.n_neurons, "sample_rate_hz": self.sample_rate, "kind": "open ephys",
-                         "streams": [STREAM], "endpoint": self.endpoint,
-                         "photodiode": self.decoder.lines.photodiode_line is not None}
+            self.info = {
+                "n_neurons": self.n_neurons,
+                "sample_rate_hz": self.sample_rate,
+                "kind": "open ephys",
+                "streams": [STREAM],
+                "endpoint": self.endpoint,
+                "photodiode": self.decoder.lines.photodiode_line is not None,
+            }
             self.last_message_at = self.clock.now()  # staleness counts from the connection
         return self.info
 
@@ -169,8 +193,11 @@ class OpenEphysSource:
                 self.bounds.pop()
             self.bounds.append((now, bound))
         clock_s = self._clock_bound(now)
-        if self.decoder.open_sample is not None and clock_s is not None \
-                and self.decoder.open_sample / self.sample_rate <= clock_s:
+        if (
+            self.decoder.open_sample is not None
+            and clock_s is not None
+            and self.decoder.open_sample / self.sample_rate <= clock_s
+        ):
             codes.extend(self._code(d) for d in self.decoder.flush())  # no more lines of that sample will come
         out: list = []
         if neurons:
@@ -189,10 +216,14 @@ class OpenEphysSource:
 
     def counters(self) -> dict:
         """What arrived and what was skipped, for the session summary."""
-        return {**self.counts, "stream": self.stream_name, "malformed_messages": self.malformed_messages,
-                "unknown_line_events": self.decoder.unknown_line_events,
-                "unknown_lines": sorted(self.decoder.unknown_lines)[:32],
-                "unknown_units": [[e, u, n] for (e, u), n in sorted(self.unknown_units.items())[:32]]}
+        return {
+            **self.counts,
+            "stream": self.stream_name,
+            "malformed_messages": self.malformed_messages,
+            "unknown_line_events": self.decoder.unknown_line_events,
+            "unknown_lines": sorted(self.decoder.unknown_lines)[:32],
+            "unknown_units": [[e, u, n] for (e, u), n in sorted(self.unknown_units.items())[:32]],
+        }
 
     def close(self) -> None:
         if self.control is not None:
@@ -243,9 +274,14 @@ class OpenEphysSource:
     def _foreign(self, body: dict) -> None:
         self.counts["foreign_events"] += 1
         if self.counts["foreign_events"] == 1:
-            log.warning("open ephys: events of stream %r at %s Hz skipped: this session's clock is stream %r at "
-                        "%s Hz ([cortex.openephys] stream, session.acquisition_sample_rate_hz)", body["stream"],
-                        body["sample_rate"], self.stream_name, self.sample_rate)
+            log.warning(
+                "open ephys: events of stream %r at %s Hz skipped: this session's clock is stream %r at "
+                "%s Hz ([cortex.openephys] stream, session.acquisition_sample_rate_hz)",
+                body["stream"],
+                body["sample_rate"],
+                self.stream_name,
+                self.sample_rate,
+            )
 
     def _skipped_spike(self, body: dict) -> None:
         key = (body["electrode"], body["sorted_id"])
@@ -264,17 +300,21 @@ class OpenEphysSource:
         else:
             self.counts["words"] += 1
             code = decoded.value
-        return m.EventCode(stream=STREAM, seq=self.code_seq, code=code, time_s=decoded.sample / self.sample_rate,
-                           clock="acquisition")
+        return m.EventCode(
+            stream=STREAM, seq=self.code_seq, code=code, time_s=decoded.sample / self.sample_rate, clock="acquisition"
+        )
 
     def _batch(self, neurons: list, samples: list) -> m.SpikeBatch:
         times = np.asarray(samples, np.float64) / self.sample_rate
         late = int(np.count_nonzero(times < self.announced_s))
         if late:
             self.counts["late_spikes"] += late
-            log.warning("open ephys: %d spike(s) arrived after the stream's clock had passed them "
-                        "(clock_margin_ms %.0f is less than the stream's delivery jitter)", late,
-                        self.cfg.clock_margin_ms)
+            log.warning(
+                "open ephys: %d spike(s) arrived after the stream's clock had passed them "
+                "(clock_margin_ms %.0f is less than the stream's delivery jitter)",
+                late,
+                self.cfg.clock_margin_ms,
+            )
         self.batch_seq += 1
         self.total_spikes += len(neurons)
         self.counts["spikes"] += len(neurons)
@@ -284,8 +324,15 @@ class OpenEphysSource:
         end = max(end, start)
         self.last_end_s = end
         self.announced_s = max(self.announced_s, end)
-        return m.SpikeBatch(stream=STREAM, seq=self.batch_seq, t_start_s=start, t_end_s=end,
-                            total_spikes=self.total_spikes, neuron=np.asarray(neurons, np.uint16), time_s=times)
+        return m.SpikeBatch(
+            stream=STREAM,
+            seq=self.batch_seq,
+            t_start_s=start,
+            t_end_s=end,
+            total_spikes=self.total_spikes,
+            neuron=np.asarray(neurons, np.uint16),
+            time_s=times,
+        )
 
     def _clock_bound(self, now: float) -> float | None:
         """How far the stream's clock has surely got (less the margin); None before any message."""

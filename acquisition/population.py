@@ -26,6 +26,7 @@ Interface (used by the recording system, benchmarks and the session summary):
 Also: .peak_hz (N,), .types (list of str), .rf_centre_yx_px (N, 2), .rf_diameter_px (N,)
 (NaN for custom neurons, whose receptive field is unknown).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -71,8 +72,7 @@ def split_counts(n: int, shares: dict[str, float]) -> dict[str, int]:
 
 
 class Population:
-    def __init__(self, cfg: PopulationConfig, size_px: int, colour: bool,
-                 calibration_images: np.ndarray | None = None):
+    def __init__(self, cfg: PopulationConfig, size_px: int, colour: bool, calibration_images: np.ndarray | None = None):
         self.cfg = cfg
         self.size = size_px
         self.colour = colour
@@ -125,8 +125,12 @@ class Population:
         self.baseline_hz = np.concatenate([builtin_baseline] + custom_base).astype(np.float64)
         self.peak_hz = np.concatenate([self.peak_hz] + [np.full(c, np.nan) for c in custom_counts])
         nan2 = [np.full((c, 2), np.nan) for c in custom_counts]
-        self.rf_centre_yx_px = np.concatenate([g.centre_yx for g in self.groups] + nan2) if self.n_neurons else np.zeros((0, 2))
-        self.rf_diameter_px = np.concatenate([g.diameter_px for g in self.groups] + [np.full(c, np.nan) for c in custom_counts])
+        self.rf_centre_yx_px = (
+            np.concatenate([g.centre_yx for g in self.groups] + nan2) if self.n_neurons else np.zeros((0, 2))
+        )
+        self.rf_diameter_px = np.concatenate(
+            [g.diameter_px for g in self.groups] + [np.full(c, np.nan) for c in custom_counts]
+        )
 
     # ------------------------------------------------------------------ internals
 
@@ -147,7 +151,7 @@ class Population:
         need_blob = any(g.needs_blob for g in self.groups)
         with torch.no_grad():
             for a in range(0, len(images), CHUNK):
-                rgb = self._to_tensor(images[a:a + CHUNK])
+                rgb = self._to_tensor(images[a : a + CHUNK])
                 feats = self.bank.compute(rgb, need_amp, need_blob)
                 out.append(torch.cat([g.drive(feats) for g in self.groups], 1))
         return torch.cat(out, 0) if out else torch.zeros(0, self.n_builtin)
@@ -169,16 +173,16 @@ class Population:
         parts = []
         if self.n_builtin:
             d = self.normalized_drive(images)
-            c2 = self.cfg.semi_saturation ** 2
+            c2 = self.cfg.semi_saturation**2
             e = np.maximum(d, 0.0)
             neg = np.maximum(-d, 0.0)
             # Each unit's share of the normalization pool saturates (drive 3 = three times a
             # 95th-percentile natural patch), so no single unit can silence the population.
             pool = (np.minimum(e, POOL_CAP) ** 2).mean(1, keepdims=True)
-            excitation = e ** 2 / (c2 + e ** 2 + self.cfg.normalization_strength * pool)
-            suppression = np.minimum(1.0, self.suppression_index * pool / (c2 + pool) + neg ** 2 / (c2 + neg ** 2))
+            excitation = e**2 / (c2 + e**2 + self.cfg.normalization_strength * pool)
+            suppression = np.minimum(1.0, self.suppression_index * pool / (c2 + pool) + neg**2 / (c2 + neg**2))
             base = self._builtin_baseline
-            parts.append(base * (1 - suppression) + (self.peak_hz[:self.n_builtin] - base) * excitation)
+            parts.append(base * (1 - suppression) + (self.peak_hz[: self.n_builtin] - base) * excitation)
         if self.custom_fns:
             x = _as_float(images)
             for fn, path, c in zip(self.custom_fns, self.cfg.custom, self.custom_counts):
@@ -193,18 +197,31 @@ class Population:
         i = 0
         for g in self.groups:
             for j in range(g.n):
-                out.append({"neuron": i, "type": g.type_name,
-                            "rf_centre_px": [float(v) for v in g.centre_yx[j]],  # (row, col)
-                            "rf_diameter_px": float(g.diameter_px[j]),
-                            "rf_sigma_px": float(g.diameter_px[j] / 4),
-                            "baseline_hz": float(self.baseline_hz[i]), "peak_hz": float(self.peak_hz[i]),
-                            "suppression_index": float(self.suppression_index[i]),
-                            **g.describe(j)})
+                out.append(
+                    {
+                        "neuron": i,
+                        "type": g.type_name,
+                        "rf_centre_px": [float(v) for v in g.centre_yx[j]],  # (row, col)
+                        "rf_diameter_px": float(g.diameter_px[j]),
+                        "rf_sigma_px": float(g.diameter_px[j] / 4),
+                        "baseline_hz": float(self.baseline_hz[i]),
+                        "peak_hz": float(self.peak_hz[i]),
+                        "suppression_index": float(self.suppression_index[i]),
+                        **g.describe(j),
+                    }
+                )
                 i += 1
         for path, c in zip(self.cfg.custom, self.custom_counts):
             for j in range(c):
-                out.append({"neuron": i, "type": "custom", "function": path, "output": j,
-                            "baseline_hz": float(self.baseline_hz[i])})
+                out.append(
+                    {
+                        "neuron": i,
+                        "type": "custom",
+                        "function": path,
+                        "output": j,
+                        "baseline_hz": float(self.baseline_hz[i]),
+                    }
+                )
                 i += 1
         return out
 

@@ -7,6 +7,7 @@ Clock model: acquisition_s = offset_s + (1 + drift_ppm * 1e-6) * presenter_s.
 An event code is stamped where the TTL line would put it: the presenter's flip
 time mapped through that clock.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

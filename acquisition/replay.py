@@ -4,6 +4,7 @@ Pure logic: merges the recorded batches and event codes by acquisition time, in
 the order a recording system produced them. `StoredStream` is the AcquisitionSource
 of a replay: it hands them to the engine a few at a time.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,14 +55,33 @@ class StoredStream(InProcessPart):
 
     def poll(self, timeout_s: float = 0.0) -> list:
         out = []
-        for it in self.items[self.next:self.next + ITEMS_PER_POLL]:
+        for it in self.items[self.next : self.next + ITEMS_PER_POLL]:
             if it.kind == "spikes":
                 stream, seq, t0, t1, total, neuron, times = it.record
-                out.append(m.SpikeBatch(stream=stream, seq=seq, t_start_s=t0, t_end_s=t1, total_spikes=total,
-                                        neuron=np.asarray(neuron), time_s=np.asarray(times)))
+                out.append(
+                    m.SpikeBatch(
+                        stream=stream,
+                        seq=seq,
+                        t_start_s=t0,
+                        t_end_s=t1,
+                        total_spikes=total,
+                        neuron=np.asarray(neuron),
+                        time_s=np.asarray(times),
+                    )
+                )
             else:
                 stream, seq, code, t, clock, trial_id, idx, h = it.record
-                out.append(m.EventCode(stream=stream, seq=seq, code=code, time_s=t, clock=clock,
-                                       trial_id=trial_id, index=idx, image_hash=h or ""))
+                out.append(
+                    m.EventCode(
+                        stream=stream,
+                        seq=seq,
+                        code=code,
+                        time_s=t,
+                        clock=clock,
+                        trial_id=trial_id,
+                        index=idx,
+                        image_hash=h or "",
+                    )
+                )
         self.next += len(out)
         return out

@@ -8,14 +8,22 @@ coloured by type, numbered). Top right: each neuron's rates over `images`
 per neuron: its three preferred images with their rates, and a histogram of its
 rates over `images`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-TYPE_COLOURS = {"oriented": "#1f77b4", "curvature": "#ff7f0e", "dot": "#2ca02c", "texture": "#9467bd",
-                "colour": "#d62728", "cnn": "#8c564b", "custom": "#7f7f7f"}
+TYPE_COLOURS = {
+    "oriented": "#1f77b4",
+    "curvature": "#ff7f0e",
+    "dot": "#2ca02c",
+    "texture": "#9467bd",
+    "colour": "#d62728",
+    "cnn": "#8c564b",
+    "custom": "#7f7f7f",
+}
 MAX_CELLS = 48  # neurons drawn in the per-neuron grid (the page stays readable)
 
 
@@ -41,8 +49,13 @@ def _label(d: dict) -> str:
 
 
 def _show(ax, img: np.ndarray) -> None:
-    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-              vmin=0, vmax=255, interpolation="nearest")
+    ax.imshow(
+        img[..., 0] if img.shape[-1] == 1 else img,
+        cmap="gray" if img.shape[-1] == 1 else None,
+        vmin=0,
+        vmax=255,
+        interpolation="nearest",
+    )
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -50,6 +63,7 @@ def _show(ax, img: np.ndarray) -> None:
 def draw_cortex_sheet(population, images: np.ndarray, out_path: str | Path, title: str = "") -> Path:
     """Draw `population` (acquisition.population.Population) against `images` (uint8 (B, H, W, C)); write a PNG."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.gridspec import GridSpec
@@ -63,10 +77,14 @@ def draw_cortex_sheet(population, images: np.ndarray, out_path: str | Path, titl
     cols = 8
     rows = int(np.ceil(shown / cols))
     fig = plt.figure(figsize=(17, 5.5 + 2.3 * rows), dpi=90)
-    gs = GridSpec(1 + rows, cols, figure=fig, height_ratios=[2.6] + [1.0] * rows, hspace=0.55, wspace=0.25,
-                  top=0.95, bottom=0.03)
-    fig.suptitle(title or f"virtual cortex: {n} neurons, {len(images)} images, {population.size}x{population.size} px",
-                 fontsize=14, y=0.99)
+    gs = GridSpec(
+        1 + rows, cols, figure=fig, height_ratios=[2.6] + [1.0] * rows, hspace=0.55, wspace=0.25, top=0.95, bottom=0.03
+    )
+    fig.suptitle(
+        title or f"virtual cortex: {n} neurons, {len(images)} images, {population.size}x{population.size} px",
+        fontsize=14,
+        y=0.99,
+    )
 
     # Receptive fields over a natural-looking image: many distinct grey levels (not a
     # binarized gaudy one), and the most colourful of those.
@@ -87,8 +105,13 @@ def draw_cortex_sheet(population, images: np.ndarray, out_path: str | Path, titl
     ax.set_ylim(population.size - 0.5, -0.5)
     ax.set_title("receptive fields (circle: RF diameter)")
     present = sorted({_type_key(d["type"]) for d in desc}, key=list(TYPE_COLOURS).index)
-    ax.legend(handles=[Patch(color=TYPE_COLOURS[t], label=t) for t in present], loc="upper left",
-              bbox_to_anchor=(1.0, 1.0), fontsize=9, frameon=False)
+    ax.legend(
+        handles=[Patch(color=TYPE_COLOURS[t], label=t) for t in present],
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        fontsize=9,
+        frameon=False,
+    )
 
     # Rates of every neuron over the images.
     ax = fig.add_subplot(gs[0, 4:])

@@ -32,6 +32,7 @@ Interface (stateful, time only moves forward):
 Ground truth: .latency_s (N,), .lost_at_s (N,) (inf: never lost),
 .expected_counts(rates, window_start_s, window_end_s) and .count_variance(...) for one isolated onset.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,8 +54,12 @@ class ResponseProfile:
         """Integral of (1 - e^{-v/rise}) (1 + overshoot e^{-v/tau}) dv from 0 to u (u >= 0)."""
         r, t = self.rise, self.tau
         both = 1.0 / (1.0 / r + 1.0 / t)
-        return (u - r * (1 - np.exp(-u / r)) + overshoot * t * (1 - np.exp(-u / t))
-                - overshoot * both * (1 - np.exp(-u / both)))
+        return (
+            u
+            - r * (1 - np.exp(-u / r))
+            + overshoot * t * (1 - np.exp(-u / t))
+            - overshoot * both * (1 - np.exp(-u / both))
+        )
 
     def shape(self, u: np.ndarray, duration: np.ndarray, positive: np.ndarray) -> np.ndarray:
         """k(u) for 0 <= u < duration (zero elsewhere), mean one over the response."""
@@ -119,7 +124,9 @@ class SpikingModel:
         if self.cfg.gain_drift_sd > 0:
             dt = max(0.0, t - self._drift_t)
             rho = np.exp(-dt / self.cfg.gain_drift_timescale_s)
-            self.log_gain = rho * self.log_gain + np.sqrt(1 - rho ** 2) * self.cfg.gain_drift_sd * self.rng.normal(size=self.n)
+            self.log_gain = rho * self.log_gain + np.sqrt(1 - rho**2) * self.cfg.gain_drift_sd * self.rng.normal(
+                size=self.n
+            )
             self._drift_t = max(self._drift_t, t)
         return np.exp(self.log_gain)
 
@@ -251,13 +258,15 @@ class SpikingModel:
         mean = self.baseline * (window_end_s - window_start_s) + evoked
         return rates, dur, np.maximum(mean, 0.0), np.maximum(gain_affected, 0.0)
 
-    def expected_counts(self, rates_hz: np.ndarray, window_start_s: float, window_end_s: float,
-                        duration_s: float | None = None) -> np.ndarray:
+    def expected_counts(
+        self, rates_hz: np.ndarray, window_start_s: float, window_end_s: float, duration_s: float | None = None
+    ) -> np.ndarray:
         """(B, N) expected spike count in [onset + start, onset + end) for one isolated onset (no drift)."""
         return self._window_parts(rates_hz, window_start_s, window_end_s, duration_s)[2]
 
-    def count_variance(self, rates_hz: np.ndarray, window_start_s: float, window_end_s: float,
-                       duration_s: float | None = None) -> np.ndarray:
+    def count_variance(
+        self, rates_hz: np.ndarray, window_start_s: float, window_end_s: float, duration_s: float | None = None
+    ) -> np.ndarray:
         """(B, N) variance of that count: spiking (Poisson with dead time) plus the gamma gain."""
         rates, dur, mean, affected = self._window_parts(rates_hz, window_start_s, window_end_s, duration_s)
-        return self.spiking_fano(rates, dur) * mean + self.gain_variance(rates, dur) * affected ** 2
+        return self.spiking_fano(rates, dur) * mean + self.gain_variance(rates, dur) * affected**2

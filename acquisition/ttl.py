@@ -27,6 +27,7 @@ Pure logic with sample numbers on the recording system's clock: no sockets, no
 wall time. The virtual cortex writes with `TtlEncoder`; the Open Ephys source
 reads with `TtlDecoder`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -76,8 +77,10 @@ class Lines:
         """The bit mask of the lines that are high while `code` is on them (the strobe not included)."""
         if not self.min_code <= code <= self.max_code:
             why = " (0 is the idle word: with return_to_zero it changes no line)" if code == 0 else ""
-            raise ValueError(f"event code {code} does not fit: {len(self.data_lines)} data lines ({self.scheme}) "
-                             f"carry codes {self.min_code}..{self.max_code}{why}")
+            raise ValueError(
+                f"event code {code} does not fit: {len(self.data_lines)} data lines ({self.scheme}) "
+                f"carry codes {self.min_code}..{self.max_code}{why}"
+            )
         mask = 0
         for bit, line in enumerate(self.data_lines):
             if code >> bit & 1:
@@ -98,8 +101,9 @@ def encode_word(lines: Lines, code: int, sample: int, pulse_samples: int) -> lis
     high = [line for line in range(lines.n_lines) if mask >> line & 1]
     if lines.scheme == "strobe":
         high.append(lines.strobe_line)
-    return ([Transition(sample, line, True) for line in high]
-            + [Transition(sample + pulse_samples, line, False) for line in high])
+    return [Transition(sample, line, True) for line in high] + [
+        Transition(sample + pulse_samples, line, False) for line in high
+    ]
 
 
 class TtlEncoder:

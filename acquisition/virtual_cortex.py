@@ -22,6 +22,7 @@ The screen shows each flip `photodiode_lag_ms` (+ jitter) later; the neurons
 see the image then, and a photodiode line (when the rig has one) toggles then,
 recorded as a PHOTODIODE code.
 """
+
 from __future__ import annotations
 
 import time
@@ -62,8 +63,7 @@ class VirtualCortex(InProcessPart):
         self.reorder = cc.recording.reorder
         self.reorder_rng = np.random.default_rng(cc.population.seed + 104_729)  # the loss draws stay as they were
         self.held: m.SpikeBatch | None = None
-        self.spiking = SpikingModel(cc.spiking, self.population.baseline_hz, cc.population.seed + 1,
-                                    start_s=self.now_s)
+        self.spiking = SpikingModel(cc.spiking, self.population.baseline_hz, cc.population.seed + 1, start_s=self.now_s)
         self.batcher = SpikeBatcher(cc.recording, cc.population.seed)
         self.images: dict[str, np.ndarray] = {}
         self.outbox: list = []
@@ -111,8 +111,13 @@ class VirtualCortex(InProcessPart):
 
     # -- AcquisitionSource -------------------------------------------------------
     def describe(self, timeout_s: float = 0.0) -> dict:
-        return {"n_neurons": self.population.n_neurons, "streams": [self.stream], "kind": "virtual cortex",
-                "sample_rate_hz": self.sample_rate, "photodiode": self.photodiode_line is not None}
+        return {
+            "n_neurons": self.population.n_neurons,
+            "streams": [self.stream],
+            "kind": "virtual cortex",
+            "sample_rate_hz": self.sample_rate,
+            "photodiode": self.photodiode_line is not None,
+        }
 
     def poll(self, timeout_s: float = 0.0) -> list:
         """What the stream has produced, brought up to the clock's present, with a heartbeat when one is due
@@ -138,9 +143,15 @@ class VirtualCortex(InProcessPart):
             if self.ledger:
                 self._ledger(self.batcher.seq, len(neuron), "dropped")
         else:
-            msg = m.SpikeBatch(stream=self.stream, seq=batch.seq, t_start_s=batch.t_start_s,
-                               t_end_s=batch.t_end_s, total_spikes=batch.total_spikes,
-                               neuron=batch.neuron, time_s=batch.time_s)
+            msg = m.SpikeBatch(
+                stream=self.stream,
+                seq=batch.seq,
+                t_start_s=batch.t_start_s,
+                t_end_s=batch.t_end_s,
+                total_spikes=batch.total_spikes,
+                neuron=batch.neuron,
+                time_s=batch.time_s,
+            )
             if self.held is not None:  # the batch held back goes after this one
                 self.outbox += [msg, self.held]
                 self.held = None
@@ -153,8 +164,11 @@ class VirtualCortex(InProcessPart):
         if self.openephys_out is None:
             return
         # The Open Ephys stream in time order: each TTL transition before the spikes of later samples.
-        spikes = [] if batch is None else openephys.encode_spikes(batch.neuron, batch.time_s, self.sample_rate,
-                                                                  stream=self.stream)
+        spikes = (
+            []
+            if batch is None
+            else openephys.encode_spikes(batch.neuron, batch.time_s, self.sample_rate, stream=self.stream)
+        )
         spike_samples = [] if batch is None else np.rint(batch.time_s * self.sample_rate).astype(np.int64).tolist()
         k = 0
         for frames, sample in zip(spikes, spike_samples):
@@ -175,8 +189,15 @@ class VirtualCortex(InProcessPart):
         for tr in due:
             if tr.line == self.photodiode_line:
                 self.event_seq += 1
-                self.outbox.append(m.EventCode(stream=self.stream, seq=self.event_seq, code=m.Codes.PHOTODIODE,
-                                               time_s=tr.sample / self.sample_rate, clock="acquisition"))
+                self.outbox.append(
+                    m.EventCode(
+                        stream=self.stream,
+                        seq=self.event_seq,
+                        code=m.Codes.PHOTODIODE,
+                        time_s=tr.sample / self.sample_rate,
+                        clock="acquisition",
+                    )
+                )
         return due
 
     def _send_ttl(self, tr: Transition) -> None:
@@ -201,8 +222,9 @@ class VirtualCortex(InProcessPart):
         if ev.code == m.Codes.IMAGE_ONSET:
             # The screen shows the image a display lag after the flip: the neurons see it, and the photodiode
             # reports it, then.
-            shown = flip + int(np.rint((self.display_lag_s + self.display_rng.uniform(0.0, self.display_jitter_s))
-                                       * self.sample_rate))
+            shown = flip + int(
+                np.rint((self.display_lag_s + self.display_rng.uniform(0.0, self.display_jitter_s)) * self.sample_rate)
+            )
             if self.photodiode_line is not None:
                 shown = max(shown, self.last_photodiode_sample + 1)  # one edge per onset, in order
                 self.photodiode_high = not self.photodiode_high
@@ -210,21 +232,36 @@ class VirtualCortex(InProcessPart):
                 self._schedule([Transition(shown, self.photodiode_line, self.photodiode_high)])
             pixels = self.images.get(ev.image_hash)
             if pixels is not None:
-                self.spiking.add_onset(max(shown / self.sample_rate, self.now_s),
-                                       self.population.rates(pixels[None])[0])
+                self.spiking.add_onset(
+                    max(shown / self.sample_rate, self.now_s), self.population.rates(pixels[None])[0]
+                )
         for tr in self._due_ttl(int(np.floor(self.now_s * self.sample_rate))):  # a word raised at once
             if self.openephys_out is not None:
                 self._send_ttl(tr)
         self.event_seq += 1
-        self.outbox.append(m.EventCode(stream=self.stream, seq=self.event_seq, code=ev.code,
-                                       time_s=raised / self.sample_rate, clock="acquisition", trial_id=ev.trial_id,
-                                       index=ev.index, image_hash=ev.image_hash))
+        self.outbox.append(
+            m.EventCode(
+                stream=self.stream,
+                seq=self.event_seq,
+                code=ev.code,
+                time_s=raised / self.sample_rate,
+                clock="acquisition",
+                trial_id=ev.trial_id,
+                index=ev.index,
+                image_hash=ev.image_hash,
+            )
+        )
 
     def heartbeat(self) -> m.Heartbeat:
         self.hb_seq += 1
         # batch_seq: the last batch made (sent or lost), so a receiver knows whether it has them all.
-        return m.Heartbeat(role="cortex", seq=self.hb_seq, clock_s=self.now_s, stream=self.stream,
-                           info={**self.describe(), "batch_seq": self.batcher.seq})
+        return m.Heartbeat(
+            role="cortex",
+            seq=self.hb_seq,
+            clock_s=self.now_s,
+            stream=self.stream,
+            info={**self.describe(), "batch_seq": self.batcher.seq},
+        )
 
     def stopped(self) -> bool:
         """The simulated fault `recording.stop_after_s`: the recording system has stopped publishing."""

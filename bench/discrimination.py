@@ -27,6 +27,7 @@ posterior ended.
 
     python -m bench.discrimination [--repeats 8] [--pair orientation dot] [--delta-deg 10 5] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,9 @@ from stimulus.synthesis import from_pixels
 
 
 def _grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
+    )
     return yy, xx
 
 
@@ -73,21 +75,24 @@ class SaturatingUnit:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         d = self.drive(images.mean(1) - 0.5) / self.scale
-        r = self.base_hz + (self.peak_hz - self.base_hz) * d ** 2 / (1.0 + d ** 2)
+        r = self.base_hz + (self.peak_hz - self.base_hz) * d**2 / (1.0 + d**2)
         return r[:, None]  # (B, 1 neuron)
 
 
 class OrientedEnergy(SaturatingUnit):
     """Complex cell: energy of a quadrature pair of Gabor filters (phase invariant)."""
 
-    def __init__(self, size: int, centre: tuple[float, float], sigma_px: float, theta_rad: float,
-                 wavelength_px: float, **kw):
+    def __init__(
+        self, size: int, centre: tuple[float, float], sigma_px: float, theta_rad: float, wavelength_px: float, **kw
+    ):
         super().__init__(**kw)
         yy, xx = _grid(size)
         cy, cx = centre
-        env = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma_px ** 2))
+        env = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma_px**2))
         u = (xx - cx) * math.cos(theta_rad) + (yy - cy) * math.sin(theta_rad)
-        pair = torch.stack([env * torch.cos(2 * math.pi * u / wavelength_px), env * torch.sin(2 * math.pi * u / wavelength_px)])
+        pair = torch.stack(
+            [env * torch.cos(2 * math.pi * u / wavelength_px), env * torch.sin(2 * math.pi * u / wavelength_px)]
+        )
         pair = pair - pair.mean(dim=(1, 2), keepdim=True)
         self.filters = pair / pair[0].norm()
 
@@ -105,7 +110,7 @@ class DotDetector(SaturatingUnit):
         cy, cx = centre
         r2 = (yy - cy) ** 2 + (xx - cx) ** 2
         centre_g = torch.exp(-r2 / (2 * (sigma_px / 2) ** 2))
-        surround = torch.exp(-r2 / (2 * sigma_px ** 2))
+        surround = torch.exp(-r2 / (2 * sigma_px**2))
         dog = centre_g / centre_g.sum() - surround / surround.sum()
         self.filter = dog / dog.norm()
 
@@ -167,14 +172,23 @@ def first_reaching(history: list[np.ndarray], threshold: float) -> tuple[int | N
 def run_case(args, fns: dict, true_index: int | None, arm: str, seed: int, root) -> dict:
     """One session of the product's engine, in process, until a hypothesis reaches the threshold posterior.
     true_index None: the neuron is neither hypothesis (MeanOf both)."""
-    rig = bench_rig(args.rig, session={"n_trials": args.max_trials, "seed": seed},
-                    trial={"images_per_trial": args.images_per_trial},
-                    images={"size_px": args.size_px, "pool_size": args.pool_size, "test_size": 20, "seed": args.seed},
-                    cortex={"spiking": {"fano_factor": args.fano_factor}},
-                    model={"kind": "baseline", "steps_per_trial": 0, "seed": seed},
-                    selection={"mix": ARMS[arm], "objective": "js", "candidates": args.candidates,
-                               "synthesis_steps": args.synthesis_steps, "synthesis_step_size": 0.05, "seed": seed,
-                               "hypotheses": []})
+    rig = bench_rig(
+        args.rig,
+        session={"n_trials": args.max_trials, "seed": seed},
+        trial={"images_per_trial": args.images_per_trial},
+        images={"size_px": args.size_px, "pool_size": args.pool_size, "test_size": 20, "seed": args.seed},
+        cortex={"spiking": {"fano_factor": args.fano_factor}},
+        model={"kind": "baseline", "steps_per_trial": 0, "seed": seed},
+        selection={
+            "mix": ARMS[arm],
+            "objective": "js",
+            "candidates": args.candidates,
+            "synthesis_steps": args.synthesis_steps,
+            "synthesis_step_size": 0.05,
+            "seed": seed,
+            "hypotheses": [],
+        },
+    )
     hyps = HypothesisSet(fns, n_neurons=1)
     units = list(fns.values())
     truth = TrueNeuron(MeanOf(units) if true_index is None else units[true_index])
@@ -193,18 +207,28 @@ def run_case(args, fns: dict, true_index: int | None, arm: str, seed: int, root)
     else:
         trials = (shown - 1) // args.images_per_trial + 1
     final = history[-1] if history else np.full(len(fns), 1.0 / len(fns))
-    return {"trials": trials, "presentations": shown, "reached": winner is not None,
-            "winner": None if winner is None else list(fns)[winner],
-            "wrong": winner is not None and true_index is not None and winner != true_index,
-            "posterior_true": None if true_index is None else float(final[true_index]),
-            "final_posterior": [float(p) for p in final],
-            "seconds": time.perf_counter() - t0, "engine_mode": summary["engine_mode"]}
+    return {
+        "trials": trials,
+        "presentations": shown,
+        "reached": winner is not None,
+        "winner": None if winner is None else list(fns)[winner],
+        "wrong": winner is not None and true_index is not None and winner != true_index,
+        "posterior_true": None if true_index is None else float(final[true_index]),
+        "final_posterior": [float(p) for p in final],
+        "seconds": time.perf_counter() - t0,
+        "engine_mode": summary["engine_mode"],
+    }
 
 
 def rate_with_intervals(k: int, n: int) -> dict:
     """k of n runs, as a rate with exact (Clopper-Pearson) and Wilson 95% intervals over the runs."""
-    return {"count": k, "runs": n, "rate": k / n if n else None, "ci95_clopper_pearson": list(clopper_pearson(k, n)),
-            "ci95_wilson": list(wilson(k, n))}
+    return {
+        "count": k,
+        "runs": n,
+        "rate": k / n if n else None,
+        "ci95_clopper_pearson": list(clopper_pearson(k, n)),
+        "ci95_wilson": list(wilson(k, n)),
+    }
 
 
 def summarise_neither(runs: list[dict], names: list[str], max_trials: int) -> dict:
@@ -212,14 +236,19 @@ def summarise_neither(runs: list[dict], names: list[str], max_trials: int) -> di
     reaches the threshold anyway (a false certainty), and where the posterior ended."""
     reached = [r for r in runs if r["reached"]]
     first = np.array([r["final_posterior"][0] for r in runs])
-    return {"false_certainty": rate_with_intervals(len(reached), len(runs)),
-            "winners": {n: sum(r["winner"] == n for r in reached) for n in names},
-            "median_presentations_to_false_certainty": float(np.median([r["presentations"] for r in reached]))
-            if reached else None,
-            "final_posterior_of_first": first.tolist(), "names": names,
-            # Runs that reached the cap with no hypothesis at the threshold: the honest outcome here.
-            "never_reached": len(runs) - len(reached),
-            "runs": runs, "cap_trials": max_trials}
+    return {
+        "false_certainty": rate_with_intervals(len(reached), len(runs)),
+        "winners": {n: sum(r["winner"] == n for r in reached) for n in names},
+        "median_presentations_to_false_certainty": float(np.median([r["presentations"] for r in reached]))
+        if reached
+        else None,
+        "final_posterior_of_first": first.tolist(),
+        "names": names,
+        # Runs that reached the cap with no hypothesis at the threshold: the honest outcome here.
+        "never_reached": len(runs) - len(reached),
+        "runs": runs,
+        "cap_trials": max_trials,
+    }
 
 
 ARMS = {
@@ -261,42 +290,60 @@ def run(args) -> dict:
                 if args.neither:
                     neither[arm].append(run_case(args, fns, None, arm, args.seed * 1000 + rep, root / label))
             names = list(fns)
-        summary = {arm: {"median_trials": float(np.median([x["trials"] for x in runs])),
-                         "median_presentations": float(np.median([x["presentations"] for x in runs])),
-                         "wrong": sum(x["wrong"] for x in runs),
-                         "wrong_rate": rate_with_intervals(sum(x["wrong"] for x in runs), len(runs)),
-                         "runs": runs,
-                         "capped": sum(x["trials"] > args.max_trials for x in runs)}
-                   for arm, runs in per_arm.items()}
+        summary = {
+            arm: {
+                "median_trials": float(np.median([x["trials"] for x in runs])),
+                "median_presentations": float(np.median([x["presentations"] for x in runs])),
+                "wrong": sum(x["wrong"] for x in runs),
+                "wrong_rate": rate_with_intervals(sum(x["wrong"] for x in runs), len(runs)),
+                "runs": runs,
+                "capped": sum(x["trials"] > args.max_trials for x in runs),
+            }
+            for arm, runs in per_arm.items()
+        }
         for arm in args.arms:
             if arm != "random" and "random" in summary:
-                summary[arm]["ratio_random_over_this"] = summary["random"]["median_trials"] / summary[arm]["median_trials"]
-                summary[arm]["presentation_ratio_random_over_this"] = (summary["random"]["median_presentations"]
-                                                                       / summary[arm]["median_presentations"])
+                summary[arm]["ratio_random_over_this"] = (
+                    summary["random"]["median_trials"] / summary[arm]["median_trials"]
+                )
+                summary[arm]["presentation_ratio_random_over_this"] = (
+                    summary["random"]["median_presentations"] / summary[arm]["median_presentations"]
+                )
         results[label] = {"arms": summary, "natural_image_correlation": float(np.mean(corr))}
         if args.neither:
-            results[label]["neither"] = {arm: summarise_neither(runs, names, args.max_trials)
-                                         for arm, runs in neither.items()}
+            results[label]["neither"] = {
+                arm: summarise_neither(runs, names, args.max_trials) for arm, runs in neither.items()
+            }
     return results
 
 
 def print_table(results: dict, args) -> None:
-    print(f"Trials ({args.images_per_trial} images each) and presentations until a hypothesis reaches "
-          f"{args.threshold:.0%} posterior; medians of {args.repeats} repeats (cap {args.max_trials} trials)")
-    print(f"{'pair':18s} {'arm':12s} {'trials':>6s} {'min':>4s} {'max':>4s} {'capped':>6s} {'wrong':>5s} {'ratio':>6s} "
-          f"{'images':>7s} {'ratio':>6s} {'s/run':>6s}")
+    print(
+        f"Trials ({args.images_per_trial} images each) and presentations until a hypothesis reaches "
+        f"{args.threshold:.0%} posterior; medians of {args.repeats} repeats (cap {args.max_trials} trials)"
+    )
+    print(
+        f"{'pair':18s} {'arm':12s} {'trials':>6s} {'min':>4s} {'max':>4s} {'capped':>6s} {'wrong':>5s} {'ratio':>6s} "
+        f"{'images':>7s} {'ratio':>6s} {'s/run':>6s}"
+    )
     for pair, res in results.items():
         for arm, s in res["arms"].items():
             t = [x["trials"] for x in s["runs"]]
             ratio = s.get("ratio_random_over_this")
             pratio = s.get("presentation_ratio_random_over_this")
             secs = np.mean([x["seconds"] for x in s["runs"]])
-            print(f"{pair:18s} {arm:12s} {s['median_trials']:6.1f} {min(t):4d} {max(t):4d} {s['capped']:6d} {s['wrong']:5d} "
-                  f"{'' if ratio is None else f'{ratio:.1f}x':>6s} {s['median_presentations']:7.1f} "
-                  f"{'' if pratio is None else f'{pratio:.1f}x':>6s} {secs:6.2f}")
-        print(f"{pair:18s} (correlation of the two hypotheses on natural images: {res['natural_image_correlation']:.2f})")
-    print("ratio = random's median / this arm's median (trials, then presentations); wrong = runs in which the "
-          "false hypothesis reached the threshold first")
+            print(
+                f"{pair:18s} {arm:12s} {s['median_trials']:6.1f} {min(t):4d} {max(t):4d} {s['capped']:6d} {s['wrong']:5d} "
+                f"{'' if ratio is None else f'{ratio:.1f}x':>6s} {s['median_presentations']:7.1f} "
+                f"{'' if pratio is None else f'{pratio:.1f}x':>6s} {secs:6.2f}"
+            )
+        print(
+            f"{pair:18s} (correlation of the two hypotheses on natural images: {res['natural_image_correlation']:.2f})"
+        )
+    print(
+        "ratio = random's median / this arm's median (trials, then presentations); wrong = runs in which the "
+        "false hypothesis reached the threshold first"
+    )
     print(f"\nHow often the wrong hypothesis reached {args.threshold:.0%} (95% Clopper-Pearson interval over repeats)")
     for pair, res in results.items():
         for arm, s in res["arms"].items():
@@ -304,29 +351,42 @@ def print_table(results: dict, args) -> None:
             lo, hi = w["ci95_clopper_pearson"]
             print(f"{pair:18s} {arm:12s} {w['count']}/{w['runs']} = {w['rate']:.0%} [{lo:.0%}, {hi:.0%}]")
     if any("neither" in res for res in results.values()):
-        print(f"\nNeither hypothesis true (the neuron fires at their mean): runs in which one reached "
-              f"{args.threshold:.0%} anyway (a false certainty), which, and how fast")
+        print(
+            f"\nNeither hypothesis true (the neuron fires at their mean): runs in which one reached "
+            f"{args.threshold:.0%} anyway (a false certainty), which, and how fast"
+        )
         for pair, res in results.items():
             for arm, s in res.get("neither", {}).items():
                 f = s["false_certainty"]
                 lo, hi = f["ci95_clopper_pearson"]
                 med = s["median_presentations_to_false_certainty"]
-                print(f"{pair:18s} {arm:12s} {f['count']}/{f['runs']} = {f['rate']:.0%} [{lo:.0%}, {hi:.0%}]; "
-                      f"winners {s['winners']}; median {'-' if med is None else f'{med:.0f}'} presentations; "
-                      f"{s['never_reached']} stayed below it up to the cap")
+                print(
+                    f"{pair:18s} {arm:12s} {f['count']}/{f['runs']} = {f['rate']:.0%} [{lo:.0%}, {hi:.0%}]; "
+                    f"winners {s['winners']}; median {'-' if med is None else f'{med:.0f}'} presentations; "
+                    f"{s['never_reached']} stayed below it up to the cap"
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cortexloop bench discrimination", description=__doc__.split("\n")[0])
     ap.add_argument("--pair", nargs="+", default=["orientation", "dot"], choices=["orientation", "dot"])
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    ap.add_argument("--delta-deg", type=float, nargs="+", default=[10.0, 5.0],
-                    help="orientation differences to try for the 'orientation' pair")
+    ap.add_argument(
+        "--delta-deg",
+        type=float,
+        nargs="+",
+        default=[10.0, 5.0],
+        help="orientation differences to try for the 'orientation' pair",
+    )
     ap.add_argument("--repeats", type=int, default=8)
     ap.add_argument("--max-trials", type=int, default=400)
     ap.add_argument("--threshold", type=float, default=0.99)
-    ap.add_argument("--neither", action=argparse.BooleanOptionalAction, default=True,
-                    help="also run each repeat with a neuron that is neither hypothesis (the mean of both)")
+    ap.add_argument(
+        "--neither",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run each repeat with a neuron that is neither hypothesis (the mean of both)",
+    )
     ap.add_argument("--images-per-trial", type=int, default=5)
     ap.add_argument("--fano-factor", type=float, default=1.2)
     ap.add_argument("--candidates", type=int, default=512)
@@ -345,8 +405,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total {time.perf_counter() - t0:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "discrimination", "engine_mode": "in-process", "args": vars(args),
-                       "results": results}, f, indent=1)
+            json.dump(
+                {"benchmark": "discrimination", "engine_mode": "in-process", "args": vars(args), "results": results},
+                f,
+                indent=1,
+            )
     return 0
 
 

@@ -30,6 +30,7 @@ arm's trials (median paired ratio) and the ratio's interval excludes 100%.
     cortexloop bench efficiency [--trials 100] [--n-seeds 10] [--workers N] [--device cuda] [--json out.json]
     cortexloop bench efficiency ... --store DIR --from-store    # summarise what a (cut short) run left in DIR
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,7 +64,7 @@ GOAL_RATIO = 0.5
 
 
 def parse_mix(text: str) -> dict[str, float]:
-    """"selected=0.8,random=0.2" -> {"selected": 0.8, "random": 0.2}."""
+    """ "selected=0.8,random=0.2" -> {"selected": 0.8, "random": 0.2}."""
     out = {}
     for part in text.split(","):
         kind, _, share = part.partition("=")
@@ -96,9 +97,11 @@ def arm_selection(arm: str, args) -> dict:
         sel["candidates_from"] = source
         sel["random_from"] = source
     elif (kind, source) not in (("random", "natural"), ("closed", "both")):
-        raise SystemExit(f"arm {arm}: this build has no selection.candidates_from / random_from, so random images "
-                         f"are natural ones and the closed loop scores the whole pool; run --arms random-natural "
-                         f"closed-loop-mixed, or a build with the keys")
+        raise SystemExit(
+            f"arm {arm}: this build has no selection.candidates_from / random_from, so random images "
+            f"are natural ones and the closed loop scores the whole pool; run --arms random-natural "
+            f"closed-loop-mixed, or a build with the keys"
+        )
     return sel
 
 
@@ -112,9 +115,14 @@ def arm_rig(args, arm: str, seed: int):
         images["size_px"] = args.size_px
     if args.gaudy_share is not None:
         images["gaudy_share"] = args.gaudy_share
-    return bench_rig(args.rig, session={"n_trials": args.trials, "seed": seed}, images=images,
-                     cortex={"population": {"n_neurons": args.neurons, "seed": seed}},
-                     model=model, selection={**arm_selection(arm, args), "seed": seed})
+    return bench_rig(
+        args.rig,
+        session={"n_trials": args.trials, "seed": seed},
+        images=images,
+        cortex={"population": {"n_neurons": args.neurons, "seed": seed}},
+        model=model,
+        selection={**arm_selection(arm, args), "seed": seed},
+    )
 
 
 def run_arm(args, arm: str, seed: int, root: Path) -> dict:
@@ -152,11 +160,21 @@ def run_arm(args, arm: str, seed: int, root: Path) -> dict:
     for reason in stored_reasons(session_dir):
         kinds[reason.split()[0]] = kinds.get(reason.split()[0], 0) + 1
     model = summary.get("model") or {}
-    return {**curve, "arm": arm, "seed": seed, "seconds": time.perf_counter() - t0, "evaluation_seconds": eval_s[0],
-            "images_by_kind": kinds, "gaudy_images": count_gaudy(session_dir, rig),
-            "engine_mode": summary["engine_mode"], "status": summary["status"],
-            "training_steps": model.get("training_steps"), "model_kind": rig.model.kind,
-            "objective": rig.selection.objective, "device": rig.model.device}
+    return {
+        **curve,
+        "arm": arm,
+        "seed": seed,
+        "seconds": time.perf_counter() - t0,
+        "evaluation_seconds": eval_s[0],
+        "images_by_kind": kinds,
+        "gaudy_images": count_gaudy(session_dir, rig),
+        "engine_mode": summary["engine_mode"],
+        "status": summary["status"],
+        "training_steps": model.get("training_steps"),
+        "model_kind": rig.model.kind,
+        "objective": rig.selection.objective,
+        "device": rig.model.device,
+    }
 
 
 def stored_reasons(session_dir) -> list[str]:
@@ -191,10 +209,28 @@ def count_gaudy(session_dir, rig) -> int:
 
 def job_key(args, arm: str, seed: int) -> str:
     """What a stored arm result depends on: reused by a later run only when all of it is the same."""
-    keys = ("rig", "trials", "eval_every", "model", "device", "steps_per_trial", "ensemble_size", "neurons",
-            "objective", "mix", "candidates", "pool_size", "test_size", "size_px", "gaudy_share")
-    text = json.dumps({**{k: getattr(args, k) for k in keys}, "arm": arm, "seed": seed,
-                       "selection": arm_selection(arm, args)}, sort_keys=True, default=str)
+    keys = (
+        "rig",
+        "trials",
+        "eval_every",
+        "model",
+        "device",
+        "steps_per_trial",
+        "ensemble_size",
+        "neurons",
+        "objective",
+        "mix",
+        "candidates",
+        "pool_size",
+        "test_size",
+        "size_px",
+        "gaudy_share",
+    )
+    text = json.dumps(
+        {**{k: getattr(args, k) for k in keys}, "arm": arm, "seed": seed, "selection": arm_selection(arm, args)},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -265,8 +301,12 @@ def stored_runs(args, arms: list[str], seeds: list[int], root: Path) -> tuple[di
 
 
 def report_job(res: dict, n_done: int, n_jobs: int) -> None:
-    print(f"[{n_done}/{n_jobs}] {res['arm']} seed {res['seed']}: final {res['accuracy'][-1]:.3f}, "
-          f"{res['seconds']:.0f} s{' (stored result)' if res.get('reused') else ''}", file=sys.stderr, flush=True)
+    print(
+        f"[{n_done}/{n_jobs}] {res['arm']} seed {res['seed']}: final {res['accuracy'][-1]:.3f}, "
+        f"{res['seconds']:.0f} s{' (stored result)' if res.get('reused') else ''}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def finite_or_none(x: float):
@@ -295,20 +335,31 @@ def summarise(runs: dict[str, list[dict]], seeds: list[int], budget: int) -> dic
         acc = np.array([r["accuracy"] for r in runs[arm]])  # (seeds, evals)
         auc = np.array([area_under_curve(trials, a) for a in acc])
         band = [bootstrap_ci(acc[:, j]) for j in range(acc.shape[1])]
-        s = {"mean_curve": acc.mean(0).tolist(), "curve_ci95": [list(b) for b in band],
-             "auc": auc.tolist(), "auc_mean": float(auc.mean()), "auc_ci95": list(bootstrap_ci(auc)),
-             "final": finals[arm].tolist(), "final_mean": float(finals[arm].mean()),
-             "final_ci95": list(bootstrap_ci(finals[arm])),
-             "seconds_mean": float(np.mean([r["seconds"] for r in runs[arm]])),
-             "training_steps": [r["training_steps"] for r in runs[arm]],
-             "images_by_kind": runs[arm][0]["images_by_kind"],
-             "gaudy_images_mean": float(np.mean([r["gaudy_images"] for r in runs[arm]]))}
+        s = {
+            "mean_curve": acc.mean(0).tolist(),
+            "curve_ci95": [list(b) for b in band],
+            "auc": auc.tolist(),
+            "auc_mean": float(auc.mean()),
+            "auc_ci95": list(bootstrap_ci(auc)),
+            "final": finals[arm].tolist(),
+            "final_mean": float(finals[arm].mean()),
+            "final_ci95": list(bootstrap_ci(finals[arm])),
+            "seconds_mean": float(np.mean([r["seconds"] for r in runs[arm]])),
+            "training_steps": [r["training_steps"] for r in runs[arm]],
+            "images_by_kind": runs[arm][0]["images_by_kind"],
+            "gaudy_images_mean": float(np.mean([r["gaudy_images"] for r in runs[arm]])),
+        }
         if target is not None:
             need = [trials_to_reach(trials, a, t) for a, t in zip(acc, target)]
             steps = [np.inf if n is None else n for n in need]
-            s.update({"trials_to_target": need, "reached": sum(n is not None for n in need),
-                      "trials_to_target_median": finite_or_none(median_with_inf(steps)),
-                      "trials_to_target_median_ci95": [finite_or_none(x) for x in bootstrap_ci(steps, np.median)]})
+            s.update(
+                {
+                    "trials_to_target": need,
+                    "reached": sum(n is not None for n in need),
+                    "trials_to_target_median": finite_or_none(median_with_inf(steps)),
+                    "trials_to_target_median_ci95": [finite_or_none(x) for x in bootstrap_ci(steps, np.median)],
+                }
+            )
         out["arms"][arm] = s
     for closed, rnd in MATCHED.items():
         if closed not in runs:
@@ -317,22 +368,30 @@ def summarise(runs: dict[str, list[dict]], seeds: list[int], budget: int) -> dic
         if rnd in runs:
             d_auc = np.array(out["arms"][closed]["auc"]) - np.array(out["arms"][rnd]["auc"])
             d_fin = finals[closed] - finals[rnd]
-            c[f"vs {rnd}"] = {"auc_difference": d_auc.tolist(), "auc_difference_mean": float(d_auc.mean()),
-                              "auc_difference_ci95": list(bootstrap_ci(d_auc)),
-                              "final_difference_mean": float(d_fin.mean()),
-                              "final_difference_ci95": list(bootstrap_ci(d_fin))}
+            c[f"vs {rnd}"] = {
+                "auc_difference": d_auc.tolist(),
+                "auc_difference_mean": float(d_auc.mean()),
+                "auc_difference_ci95": list(bootstrap_ci(d_auc)),
+                "final_difference_mean": float(d_fin.mean()),
+                "final_difference_ci95": list(bootstrap_ci(d_fin)),
+            }
         if best_random:
-            ratios = paired_ratios(out["arms"][closed]["trials_to_target"], out["arms"][best_random]["trials_to_target"])
+            ratios = paired_ratios(
+                out["arms"][closed]["trials_to_target"], out["arms"][best_random]["trials_to_target"]
+            )
             defined = [x for x in ratios if not math.isnan(x)]
             med = median_with_inf(defined) if defined else float("nan")
             lo, hi = bootstrap_ci(defined, np.median) if defined else (float("nan"), float("nan"))
             c[f"trial ratio vs {best_random}"] = {
                 "per_seed": [finite_or_none(x) for x in ratios],
                 "never_reached": sum(math.isinf(x) for x in ratios),
-                "median": finite_or_none(med), "median_ci95": [finite_or_none(lo), finite_or_none(hi)],
-                "median_is_never": math.isinf(med), "ci_high_is_never": math.isinf(hi),
+                "median": finite_or_none(med),
+                "median_ci95": [finite_or_none(lo), finite_or_none(hi)],
+                "median_is_never": math.isinf(med),
+                "ci_high_is_never": math.isinf(hi),
                 "goal": f"median <= {GOAL_RATIO:.0%} of the random arm's trials, 95% interval below 100%",
-                "goal_met": bool(defined) and med <= GOAL_RATIO and hi < 1.0}
+                "goal_met": bool(defined) and med <= GOAL_RATIO and hi < 1.0,
+            }
         out["comparisons"][closed] = c
     return out
 
@@ -344,18 +403,26 @@ def goal_figures(summ: dict) -> dict:
     for closed, comps in summ["comparisons"].items():
         for name, c in comps.items():
             if "median" in c:
-                out[closed] = {"against": summ["best_random_arm"], "median_trial_ratio": c["median"],
-                               "ci95": c["median_ci95"], "never_reached": c["never_reached"],
-                               "seeds": len(c["per_seed"]), "goal": c["goal"], "met": c["goal_met"]}
+                out[closed] = {
+                    "against": summ["best_random_arm"],
+                    "median_trial_ratio": c["median"],
+                    "ci95": c["median_ci95"],
+                    "never_reached": c["never_reached"],
+                    "seeds": len(c["per_seed"]),
+                    "goal": c["goal"],
+                    "met": c["goal_met"],
+                }
     return out
 
 
 def print_table(summ: dict, args, seeds) -> None:
     trials = summ["trials"]
     arms = list(summ["arms"])
-    print(f"Held-out accuracy (mean correlation of the model's prediction with the true rates on {args.test_size} "
-          f"held-out images, {args.neurons} neurons), {len(seeds)} paired seeds, {args.trials} trials, model "
-          f"{summ.get('model_kind')}, {args.steps_per_trial} training steps/trial, objective {summ.get('objective')}")
+    print(
+        f"Held-out accuracy (mean correlation of the model's prediction with the true rates on {args.test_size} "
+        f"held-out images, {args.neurons} neurons), {len(seeds)} paired seeds, {args.trials} trials, model "
+        f"{summ.get('model_kind')}, {args.steps_per_trial} training steps/trial, objective {summ.get('objective')}"
+    )
     print(f"{'trials':>7s} " + " ".join(f"{a:>20s}" for a in arms))
     for j, t in enumerate(trials):
         print(f"{t:7d} " + " ".join(f"{summ['arms'][a]['mean_curve'][j]:20.3f}" for a in arms))
@@ -370,15 +437,19 @@ def print_table(summ: dict, args, seeds) -> None:
         tlo, thi = s.get("trials_to_target_median_ci95", [None, None])
         n = lambda x: "n/a" if x is None else x if isinstance(x, str) else f"{x:.0f}"  # noqa: E731
         ttt = f"{n(med)} [{n(tlo)}, {n(thi)}] ({s.get('reached')}/{len(seeds)} reached)"
-        print(f"{a:22s} {s['auc_mean']:8.3f} [{lo:.3f}, {hi:.3f}] {s['final_mean']:8.3f} [{flo:.3f}, {fhi:.3f}] {ttt:>34s}")
+        print(
+            f"{a:22s} {s['auc_mean']:8.3f} [{lo:.3f}, {hi:.3f}] {s['final_mean']:8.3f} [{flo:.3f}, {fhi:.3f}] {ttt:>34s}"
+        )
     for closed, comps in summ["comparisons"].items():
         for name, c in comps.items():
             if "median" in c:
                 m, (lo, hi) = c["median"], c["median_ci95"]
                 fmt = lambda x: "n/a" if x is None else x if isinstance(x, str) else f"{x:.0%}"  # noqa: E731
-                print(f"{closed} {name}: median {fmt(m)} of the trials [95% {fmt(lo)}, {fmt(hi)}], "
-                      f"{c['never_reached']} of {len(c['per_seed'])} seeds never reached it; goal "
-                      f"{'met' if c['goal_met'] else 'NOT met'} ({c['goal']})")
+                print(
+                    f"{closed} {name}: median {fmt(m)} of the trials [95% {fmt(lo)}, {fmt(hi)}], "
+                    f"{c['never_reached']} of {len(c['per_seed'])} seeds never reached it; goal "
+                    f"{'met' if c['goal_met'] else 'NOT met'} ({c['goal']})"
+                )
             else:
                 lo, hi = c["auc_difference_ci95"]
                 print(f"{closed} {name}: area difference {c['auc_difference_mean']:+.3f} [95% {lo:+.3f}, {hi:+.3f}]")
@@ -390,8 +461,13 @@ def plot_curves(summ: dict, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"random-natural": "#4C72B0", "random-gaudy": "#DD8452", "random-mixed": "#8172B3",
-               "closed-loop-natural": "#55A868", "closed-loop-mixed": "#C44E52"}
+    colours = {
+        "random-natural": "#4C72B0",
+        "random-gaudy": "#DD8452",
+        "random-mixed": "#8172B3",
+        "closed-loop-natural": "#55A868",
+        "closed-loop-mixed": "#C44E52",
+    }
     fig, ax = plt.subplots(figsize=(7, 4.2))
     t = summ["trials"]
     for arm, s in summ["arms"].items():
@@ -422,8 +498,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ensemble-size", type=int, help="default: the rig file's")
     ap.add_argument("--neurons", type=int, default=20)
     ap.add_argument("--objective", help="selection.objective of the closed loop (default: the rig file's)")
-    ap.add_argument("--candidates-from", choices=["natural", "gaudy", "both"],
-                    help="run only the arms whose images come from here (selection.candidates_from)")
+    ap.add_argument(
+        "--candidates-from",
+        choices=["natural", "gaudy", "both"],
+        help="run only the arms whose images come from here (selection.candidates_from)",
+    )
     ap.add_argument("--mix", default="selected=1", help="closed-loop mix, e.g. selected=0.8,random=0.2")
     ap.add_argument("--candidates", type=int, default=512, help="candidate images scored per choice")
     ap.add_argument("--pool-size", type=int, default=2000)
@@ -433,13 +512,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-seeds", type=int, default=10, help="paired seeds 0..n-1 (ignored with --seeds)")
     ap.add_argument("--seeds", type=int, nargs="+", help="paired seeds: each runs every arm")
     ap.add_argument("--workers", type=int, default=1, help="arms run in this many processes at once")
-    ap.add_argument("--store", help="directory for the arms' sessions and per-arm results (default: a temporary "
-                                    "one); a later run with the same --store reuses arms already done")
+    ap.add_argument(
+        "--store",
+        help="directory for the arms' sessions and per-arm results (default: a temporary "
+        "one); a later run with the same --store reuses arms already done",
+    )
     ap.add_argument("--json", help="write the results here (and the learning curves as a PNG beside it)")
     ap.add_argument("--progress", action="store_true", help="draw a progress bar per arm (one worker only)")
-    ap.add_argument("--from-store", action="store_true",
-                    help="run nothing: summarise the arms --store already holds for these settings, over the seeds "
-                         "that have every arm (a run cut short still gives its figures)")
+    ap.add_argument(
+        "--from-store",
+        action="store_true",
+        help="run nothing: summarise the arms --store already holds for these settings, over the seeds "
+        "that have every arm (a run cut short still gives its figures)",
+    )
     args = ap.parse_args(argv)
     if args.candidates_from:
         args.arms = [a for a in args.arms if ARMS[a][1] == args.candidates_from]
@@ -467,23 +552,49 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     summ = summarise(runs, seeds, args.trials)
     first = runs[args.arms[0]][0]
-    summ.update({"model_kind": first["model_kind"], "objective": runs.get("closed-loop-natural", runs.get(
-        "closed-loop-mixed", [first]))[0]["objective"], "device": first["device"]})
+    summ.update(
+        {
+            "model_kind": first["model_kind"],
+            "objective": runs.get("closed-loop-natural", runs.get("closed-loop-mixed", [first]))[0]["objective"],
+            "device": first["device"],
+        }
+    )
     print_table(summ, args, seeds)
     arm_seconds = [r["seconds"] for rs in runs.values() for r in rs]  # as measured when each arm ran
-    print(f"time: {wall:.0f} s wall with {args.workers} worker(s) now; one arm at one seed took "
-          f"{np.mean(arm_seconds):.0f} s on average when it ran ({os.cpu_count()} CPUs here)")
+    print(
+        f"time: {wall:.0f} s wall with {args.workers} worker(s) now; one arm at one seed took "
+        f"{np.mean(arm_seconds):.0f} s on average when it ran ({os.cpu_count()} CPUs here)"
+    )
     if args.json:
         out = Path(args.json)
         png = out.with_suffix(".png")
-        plot_curves(summ, png, f"{len(seeds)} seeds, model {summ['model_kind']}, {args.steps_per_trial} steps/trial, "
-                               f"{args.neurons} neurons; bands: 95% bootstrap over seeds")
-        out.write_text(json.dumps({
-            "benchmark": "efficiency", "engine_mode": first["engine_mode"], "args": vars(args), "seeds": seeds,
-            "candidates_from_key": has_candidates_key(), "goal": goal_figures(summ), "summary": summ,
-            "runs": runs,  # per arm, one entry per seed
-            "wall_seconds": wall, "arm_seconds_mean": float(np.mean(arm_seconds)) if arm_seconds else None,
-            "cpus": os.cpu_count(), "figure": str(png), "sessions": str(root)}, indent=1, default=float))
+        plot_curves(
+            summ,
+            png,
+            f"{len(seeds)} seeds, model {summ['model_kind']}, {args.steps_per_trial} steps/trial, "
+            f"{args.neurons} neurons; bands: 95% bootstrap over seeds",
+        )
+        out.write_text(
+            json.dumps(
+                {
+                    "benchmark": "efficiency",
+                    "engine_mode": first["engine_mode"],
+                    "args": vars(args),
+                    "seeds": seeds,
+                    "candidates_from_key": has_candidates_key(),
+                    "goal": goal_figures(summ),
+                    "summary": summ,
+                    "runs": runs,  # per arm, one entry per seed
+                    "wall_seconds": wall,
+                    "arm_seconds_mean": float(np.mean(arm_seconds)) if arm_seconds else None,
+                    "cpus": os.cpu_count(),
+                    "figure": str(png),
+                    "sessions": str(root),
+                },
+                indent=1,
+                default=float,
+            )
+        )
     return 0
 
 

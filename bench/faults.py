@@ -31,6 +31,7 @@ Figures per row:
 - status: what the session's summary.json said (the resumed one's, where it
   was resumed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,41 +74,117 @@ class Fault:
 
 
 CONTINUES = "completed with all its trials, no spike lost outside the injected loss, nothing committed changed"
-ENDS = ("ended cleanly (summary.json, status naming the cause), nothing committed changed, no spike lost; "
-        "then `--resume` completed all its trials")
+ENDS = (
+    "ended cleanly (summary.json, status naming the cause), nothing committed changed, no spike lost; "
+    "then `--resume` completed all its trials"
+)
 
 FAULTS = (
-    Fault("controller-sigkill", "controller SIGKILL mid-session, then cortexloop run --resume", "realtime",
-          "the launcher wrote summary.json from the store (status: controller stopped (signal SIGKILL)); "
-          "`--resume` completed all its trials, no spike lost, nothing committed changed",
-          inject="kill:controller", resume=True),
-    Fault("model-killed", "model worker SIGKILL", "realtime",
-          CONTINUES + "; the worker was started again and the last plan is the model's", inject="kill:model",
-          min_trials=16),
-    Fault("model-hung", "model worker SIGSTOP (alive, answers nothing)", "realtime",
-          CONTINUES + "; the worker was replaced and the last plan is the model's", inject="stop:model",
-          min_trials=16),
-    Fault("presenter-killed", "presenter SIGKILL", "realtime", ENDS, inject="kill:presenter", ends_session=True,
-          resume=True),
-    Fault("packets-dropped", "20% of spike batches dropped by the recording system", "max",
-          CONTINUES + "; every dropped batch counted by the engine", recording={"packet_loss": 0.2}),
-    Fault("packets-reordered", "10% of spike batches sent after the next one", "max", CONTINUES,
-          recording={"reorder": 0.1}),
-    Fault("junk+flood controller_inbox", "junk frames, then a flood of valid messages, into the controller's inbox",
-          "realtime", CONTINUES, inject="socket:controller_inbox", after_trials=2),
-    Fault("junk+flood presenter_plans", "junk frames, then a flood of valid messages, into the presenter's plans",
-          "realtime", CONTINUES, inject="socket:presenter_plans", after_trials=2),
-    Fault("junk+flood acquisition_events", "junk frames, then a flood of valid messages, into the cortex's input",
-          "realtime", CONTINUES, inject="socket:acquisition_events", after_trials=2),
-    Fault("junk+flood model", "junk frames, then a flood of status requests, into the model worker", "realtime",
-          CONTINUES, inject="socket:model", after_trials=2),
-    Fault("junk acquisition_pub", "raw bytes (no ZeroMQ handshake) at the cortex's PUB socket", "realtime",
-          CONTINUES, inject="socket:acquisition_pub", after_trials=2),
-    Fault("clock-jump", "the acquisition clock jumps 2 s forward mid-session", "max",
-          CONTINUES + "; every response valid",
-          recording={"clock_jump_s": 2.0, "clock_jump_after_s": None}),  # None: after 60% of the trials
-    Fault("cortex-silent", "virtual cortex SIGSTOP (no spikes, codes or heartbeats)", "realtime", ENDS,
-          inject="stop:cortex", after_trials=2, ends_session=True, resume=True),
+    Fault(
+        "controller-sigkill",
+        "controller SIGKILL mid-session, then cortexloop run --resume",
+        "realtime",
+        "the launcher wrote summary.json from the store (status: controller stopped (signal SIGKILL)); "
+        "`--resume` completed all its trials, no spike lost, nothing committed changed",
+        inject="kill:controller",
+        resume=True,
+    ),
+    Fault(
+        "model-killed",
+        "model worker SIGKILL",
+        "realtime",
+        CONTINUES + "; the worker was started again and the last plan is the model's",
+        inject="kill:model",
+        min_trials=16,
+    ),
+    Fault(
+        "model-hung",
+        "model worker SIGSTOP (alive, answers nothing)",
+        "realtime",
+        CONTINUES + "; the worker was replaced and the last plan is the model's",
+        inject="stop:model",
+        min_trials=16,
+    ),
+    Fault(
+        "presenter-killed",
+        "presenter SIGKILL",
+        "realtime",
+        ENDS,
+        inject="kill:presenter",
+        ends_session=True,
+        resume=True,
+    ),
+    Fault(
+        "packets-dropped",
+        "20% of spike batches dropped by the recording system",
+        "max",
+        CONTINUES + "; every dropped batch counted by the engine",
+        recording={"packet_loss": 0.2},
+    ),
+    Fault(
+        "packets-reordered",
+        "10% of spike batches sent after the next one",
+        "max",
+        CONTINUES,
+        recording={"reorder": 0.1},
+    ),
+    Fault(
+        "junk+flood controller_inbox",
+        "junk frames, then a flood of valid messages, into the controller's inbox",
+        "realtime",
+        CONTINUES,
+        inject="socket:controller_inbox",
+        after_trials=2,
+    ),
+    Fault(
+        "junk+flood presenter_plans",
+        "junk frames, then a flood of valid messages, into the presenter's plans",
+        "realtime",
+        CONTINUES,
+        inject="socket:presenter_plans",
+        after_trials=2,
+    ),
+    Fault(
+        "junk+flood acquisition_events",
+        "junk frames, then a flood of valid messages, into the cortex's input",
+        "realtime",
+        CONTINUES,
+        inject="socket:acquisition_events",
+        after_trials=2,
+    ),
+    Fault(
+        "junk+flood model",
+        "junk frames, then a flood of status requests, into the model worker",
+        "realtime",
+        CONTINUES,
+        inject="socket:model",
+        after_trials=2,
+    ),
+    Fault(
+        "junk acquisition_pub",
+        "raw bytes (no ZeroMQ handshake) at the cortex's PUB socket",
+        "realtime",
+        CONTINUES,
+        inject="socket:acquisition_pub",
+        after_trials=2,
+    ),
+    Fault(
+        "clock-jump",
+        "the acquisition clock jumps 2 s forward mid-session",
+        "max",
+        CONTINUES + "; every response valid",
+        recording={"clock_jump_s": 2.0, "clock_jump_after_s": None},
+    ),  # None: after 60% of the trials
+    Fault(
+        "cortex-silent",
+        "virtual cortex SIGSTOP (no spikes, codes or heartbeats)",
+        "realtime",
+        ENDS,
+        inject="stop:cortex",
+        after_trials=2,
+        ends_session=True,
+        resume=True,
+    ),
 )
 BY_NAME = {f.name: f for f in FAULTS}
 
@@ -121,12 +198,17 @@ def fault_rig(fault: Fault, n_trials: int, rig_path: Path = DEFAULT_RIG):
     jump_mid_session = "clock_jump_after_s" in fault.recording and fault.recording["clock_jump_after_s"] is None
     if jump_mid_session:
         recording["clock_jump_after_s"] = 1.0  # placed below, once the trial's duration is known
-    cortex = {"population": {**rig.cortex.population.model_dump(), "n_neurons": 8, "seed": 3},
-              "recording": recording}
-    rig = with_overrides(rig, session={"n_trials": n_trials, "speed": fault.speed},
-                         display={"presenter": "headless"}, images={"pool_size": 300, "test_size": 40},
-                         model={"kind": "baseline"}, fixation={"source": "simulated", "break_probability": 0.0},
-                         trial={"fixation_ms": 100, "iti_ms": 100}, cortex=cortex)
+    cortex = {"population": {**rig.cortex.population.model_dump(), "n_neurons": 8, "seed": 3}, "recording": recording}
+    rig = with_overrides(
+        rig,
+        session={"n_trials": n_trials, "speed": fault.speed},
+        display={"presenter": "headless"},
+        images={"pool_size": 300, "test_size": 40},
+        model={"kind": "baseline"},
+        fixation={"source": "simulated", "break_probability": 0.0},
+        trial={"fixation_ms": 100, "iti_ms": 100},
+        cortex=cortex,
+    )
     if jump_mid_session:  # whatever the number of trials, 60% of them are recorded before the jump
         recording["clock_jump_after_s"] = round(0.6 * n_trials * rig.trial_duration_ms / 1000, 3)
         rig = with_overrides(rig, cortex={**cortex, "recording": recording})
@@ -135,16 +217,19 @@ def fault_rig(fault: Fault, n_trials: int, rig_path: Path = DEFAULT_RIG):
 
 # -- processes ---------------------------------------------------------------------------------------------------
 def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"]
-                                                     if os.environ.get("PYTHONPATH") else "")}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""),
+    }
 
 
 def start_launcher(args: list[str], out_path: Path) -> subprocess.Popen:
     """`cortexloop run ...` as a person would start it; its output to out_path."""
     out = open(out_path, "a")
     try:
-        return subprocess.Popen([sys.executable, "-m", "controller.cli", "run", *args], env=_env(), stdout=out,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "controller.cli", "run", *args], env=_env(), stdout=out, stderr=subprocess.STDOUT
+        )
     finally:
         out.close()  # the child holds its own copy
 
@@ -157,7 +242,7 @@ def children(pid: int) -> dict[str, int]:
             continue
         try:
             stat = (d / "stat").read_text()
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
             if ppid != pid:
                 continue
             cmd = (d / "cmdline").read_bytes().split(b"\0")
@@ -213,8 +298,7 @@ def _junk_frames(rng: np.random.Generator) -> list[bytes]:
     return [rng.bytes(int(rng.integers(0, 600))) for _ in range(int(rng.integers(1, 4)))]
 
 
-def attack(endpoint_name: str, endpoint: str, n_junk: int, n_flood: int, out: mp.Queue,
-           max_s: float = 10.0) -> None:
+def attack(endpoint_name: str, endpoint: str, n_junk: int, n_flood: int, out: mp.Queue, max_s: float = 10.0) -> None:
     """Connect to a bound endpoint as its peers do, send junk frames, then a flood of valid messages, each for at
     most max_s / 2 seconds (a socket read only between trials takes a flood slowly: its queue holds 16 plans); report
     what was sent. acquisition_pub is a PUB (nothing is read from its peers): raw bytes without a handshake."""
@@ -252,8 +336,11 @@ def attack(endpoint_name: str, endpoint: str, n_junk: int, n_flood: int, out: mp
             sock.setsockopt(zmq.SNDTIMEO, 100)
             sock.connect(endpoint)
             time.sleep(0.2)
-            role = {"controller_inbox": "presenter", "presenter_plans": "controller",
-                    "acquisition_events": "presenter"}.get(endpoint_name, "controller")
+            role = {
+                "controller_inbox": "presenter",
+                "presenter_plans": "controller",
+                "acquisition_events": "presenter",
+            }.get(endpoint_name, "controller")
             for _ in range(n_junk):
                 if time.monotonic() > deadline:
                     sent["stopped_at_s"] = max_s / 2
@@ -270,8 +357,11 @@ def attack(endpoint_name: str, endpoint: str, n_junk: int, n_flood: int, out: mp
                     break
                 # Valid messages a peer of that socket may send, that ask for nothing harmful: heartbeats, and
                 # status requests to the model worker (each answered, to this socket).
-                msg = (m.ModelRequest(request_id=10 ** 9 + i, op="status") if endpoint_name == "model"
-                       else m.Heartbeat(role=role, seq=i + 1, clock_s=0.0))
+                msg = (
+                    m.ModelRequest(request_id=10**9 + i, op="status")
+                    if endpoint_name == "model"
+                    else m.Heartbeat(role=role, seq=i + 1, clock_s=0.0)
+                )
                 try:
                     m.send(sock, msg)
                     sent["flood"] += 1
@@ -290,8 +380,9 @@ def attack(endpoint_name: str, endpoint: str, n_junk: int, n_flood: int, out: mp
 def run_attack(endpoint_name: str, session_dir: Path, n_junk: int, n_flood: int) -> dict:
     endpoints = json.loads((session_dir / "endpoints.json").read_text())
     q = mp.get_context("spawn").Queue()
-    proc = mp.get_context("spawn").Process(target=attack, args=(endpoint_name, endpoints[endpoint_name], n_junk,
-                                                                n_flood, q))
+    proc = mp.get_context("spawn").Process(
+        target=attack, args=(endpoint_name, endpoints[endpoint_name], n_junk, n_flood, q)
+    )
     t0 = time.monotonic()
     proc.start()
     proc.join(60)
@@ -331,9 +422,17 @@ def spike_accounting(session_dir: Path) -> dict:
             stored.setdefault(stream, {})[seq] = len(neuron) // 2  # uint16 indices
     finally:
         con.close()
-    keys = ("received", "injected", "injected_batches", "lost", "lost_batches", "before_first_stored",
-            "unrecorded_after_last_stored",
-            "count_mismatches", "stored_not_in_ledger")
+    keys = (
+        "received",
+        "injected",
+        "injected_batches",
+        "lost",
+        "lost_batches",
+        "before_first_stored",
+        "unrecorded_after_last_stored",
+        "count_mismatches",
+        "stored_not_in_ledger",
+    )
     total = dict.fromkeys(keys, 0)
     per_stream = {}
     for stream in sorted(set(ledger) | set(stored)):
@@ -397,8 +496,13 @@ def trials_done_before(session_dir: Path, jump_at_s: float) -> int:
 
     con = sqlite3.connect(Path(session_dir) / "session.sqlite")
     try:
-        ends = {t for (t,) in con.execute("SELECT trial_id FROM event_codes WHERE clock='acquisition' AND code=? "
-                                          "AND time_s < ?", (int(m.Codes.TRIAL_END), jump_at_s))}
+        ends = {
+            t
+            for (t,) in con.execute(
+                "SELECT trial_id FROM event_codes WHERE clock='acquisition' AND code=? AND time_s < ?",
+                (int(m.Codes.TRIAL_END), jump_at_s),
+            )
+        }
         done = {t for (t,) in con.execute("SELECT trial_id FROM trials WHERE status='done'")}
     finally:
         con.close()
@@ -415,16 +519,25 @@ def run_fault(fault: Fault, workdir: Path, n_trials: int, n_junk: int = 2000, n_
     out_path = workdir / f"{session_dir.name}.out"
     db = session_dir / "session.sqlite"
     t0 = time.monotonic()
-    row: dict = {"fault": fault.name, "what": fault.what, "speed": fault.speed, "n_trials": n_trials,
-                 "recovered_means": fault.recovered_means, "session_dir": str(session_dir)}
+    row: dict = {
+        "fault": fault.name,
+        "what": fault.what,
+        "speed": fault.speed,
+        "n_trials": n_trials,
+        "recovered_means": fault.recovered_means,
+        "session_dir": str(session_dir),
+    }
     launcher = start_launcher([str(rig_file), "--session-dir", str(session_dir)], out_path)
     before = None
     trials_before = None
     if fault.inject:
         if not wait_for_done(db, fault.after_trials, launcher, SESSION_TIMEOUT_S):
             finish(launcher, 1.0)
-            return {**row, "recovered": False, "error": f"the session did not reach {fault.after_trials} trials "
-                                                        f"before the fault; see {out_path}"}
+            return {
+                **row,
+                "recovered": False,
+                "error": f"the session did not reach {fault.after_trials} trials before the fault; see {out_path}",
+            }
         how, target = fault.inject.split(":")
         before = snapshot(db)
         trials_before = done_trials(db)
@@ -462,26 +575,28 @@ def run_fault(fault: Fault, workdir: Path, n_trials: int, n_junk: int = 2000, n_
     if trials_before is None:
         _, jumps = read_ledger(session_dir / "logs" / "cortex.log")
         trials_before = trials_done_before(session_dir, jumps[0][2]) if jumps else None
-    row.update({
-        "status": summary.get("status", "no summary.json"),
-        "trials_done": done,
-        "trials_before": trials_before,
-        "trials_after": done - (trials_before or 0),
-        "trials_aborted": summary.get("trials_aborted"),
-        "spikes": spikes,
-        "engine_spikes_lost": summary.get("spikes_lost"),
-        "engine_batches_lost": summary.get("batches_lost"),
-        "batches_out_of_order": summary.get("batches_out_of_order"),
-        "responses_valid": summary.get("responses_valid"),
-        "responses_invalid": summary.get("responses_invalid"),
-        "malformed_messages_dropped": summary.get("malformed_messages_dropped"),
-        "plans_late": summary.get("plans_late"),
-        "clock_residual_max_ms": (summary.get("clock_alignment") or {}).get("residual_max_ms"),
-        "committed_kept": kept,
-        "committed_problem": why,
-        "launcher_said": [ln for ln in output.splitlines() if ln.startswith("cortexloop:")][-8:],
-        "last_plan_source": last_plan_source(db),
-    })
+    row.update(
+        {
+            "status": summary.get("status", "no summary.json"),
+            "trials_done": done,
+            "trials_before": trials_before,
+            "trials_after": done - (trials_before or 0),
+            "trials_aborted": summary.get("trials_aborted"),
+            "spikes": spikes,
+            "engine_spikes_lost": summary.get("spikes_lost"),
+            "engine_batches_lost": summary.get("batches_lost"),
+            "batches_out_of_order": summary.get("batches_out_of_order"),
+            "responses_valid": summary.get("responses_valid"),
+            "responses_invalid": summary.get("responses_invalid"),
+            "malformed_messages_dropped": summary.get("malformed_messages_dropped"),
+            "plans_late": summary.get("plans_late"),
+            "clock_residual_max_ms": (summary.get("clock_alignment") or {}).get("residual_max_ms"),
+            "committed_kept": kept,
+            "committed_problem": why,
+            "launcher_said": [ln for ln in output.splitlines() if ln.startswith("cortexloop:")][-8:],
+            "last_plan_source": last_plan_source(db),
+        }
+    )
     row["recovered"] = judge(fault, row, n_trials)
     return row
 
@@ -489,52 +604,96 @@ def run_fault(fault: Fault, workdir: Path, n_trials: int, n_junk: int = 2000, n_
 def judge(fault: Fault, row: dict, n_trials: int) -> bool:
     """The row's recovered: the fault's own rule (Fault.recovered_means), from the figures."""
     s = row["spikes"]
-    clean = (s["lost"] == 0 and s["count_mismatches"] == 0 and s["stored_not_in_ledger"] == 0
-             and row["committed_kept"] is not False)
+    clean = (
+        s["lost"] == 0
+        and s["count_mismatches"] == 0
+        and s["stored_not_in_ledger"] == 0
+        and row["committed_kept"] is not False
+    )
     finished = row["status"] == "completed" and row["trials_done"] == n_trials
     if fault.name == "controller-sigkill":
-        return (clean and finished and row["first_summary_written"]
-                and "controller stopped (signal SIGKILL)" in row["first_status"])
+        return (
+            clean
+            and finished
+            and row["first_summary_written"]
+            and "controller stopped (signal SIGKILL)" in row["first_status"]
+        )
     if fault.ends_session:
         cause = {"presenter-killed": "the presenter process died", "cortex-silent": "acquisition silent"}[fault.name]
         return clean and finished and row["first_summary_written"] and cause in row["first_status"]
     if fault.inject == "kill:model":
-        return clean and finished and any("model worker exited (-9); started again" in ln
-                                          for ln in row["launcher_said"]) and row["last_plan_source"] == "model"
+        return (
+            clean
+            and finished
+            and any("model worker exited (-9); started again" in ln for ln in row["launcher_said"])
+            and row["last_plan_source"] == "model"
+        )
     if fault.inject == "stop:model":
-        return clean and finished and any("model worker not answering" in ln and "replaced" in ln
-                                          for ln in row["launcher_said"]) and row["last_plan_source"] == "model"
+        return (
+            clean
+            and finished
+            and any("model worker not answering" in ln and "replaced" in ln for ln in row["launcher_said"])
+            and row["last_plan_source"] == "model"
+        )
     if fault.name == "packets-dropped":
         return clean and finished and row["engine_spikes_lost"] == s["injected"] and s["injected"] > 0
     if fault.name == "clock-jump":
         return clean and finished and row["responses_invalid"] == 0 and row["trials_before"] is not None
     if fault.inject.startswith("socket:"):  # the attack reached the socket: junk sent (and a flood, where one can)
         sent = row.get("attack") or {}
-        return clean and finished and sent.get("junk", 0) > 0 and (
-            fault.inject == "socket:acquisition_pub" or sent.get("flood", 0) > 0)
+        return (
+            clean
+            and finished
+            and sent.get("junk", 0) > 0
+            and (fault.inject == "socket:acquisition_pub" or sent.get("flood", 0) > 0)
+        )
     return clean and finished
 
 
 # -- the table ---------------------------------------------------------------------------------------------------
 def format_table(rows: list[dict]) -> str:
-    head = ("fault", "trials before", "after", "responses valid", "spikes injected", "lost", "unrecorded", "kept",
-            "recovered", "wall s", "status")
+    head = (
+        "fault",
+        "trials before",
+        "after",
+        "responses valid",
+        "spikes injected",
+        "lost",
+        "unrecorded",
+        "kept",
+        "recovered",
+        "wall s",
+        "status",
+    )
     lines = []
     for r in rows:
-        r = {k: v.replace(r["session_dir"], "SESSION") if isinstance(v, str) and k != "session_dir" else v
-             for k, v in r.items()}
+        r = {
+            k: v.replace(r["session_dir"], "SESSION") if isinstance(v, str) and k != "session_dir" else v
+            for k, v in r.items()
+        }
         s = r.get("spikes") or {}
         tb = r.get("trials_before")
-        lines.append((r["fault"], "throughout" if tb is None and "error" not in r else str(tb),
-                      str(r.get("trials_after", "-")),
-                      f"{r['responses_valid']}/{r['responses_valid'] + r['responses_invalid']}"
-                      if r.get("responses_valid") is not None else "-",
-                      str(s.get("injected", "-")), str(s.get("lost", "-")),
-                      str(s.get("unrecorded_after_last_stored", "-")),
-                      {True: "yes", False: "NO"}.get(r.get("committed_kept"), "-"),
-                      "yes" if r.get("recovered") else "NO", str(r.get("wall_s", "-")),
-                      (f"{r['first_status']}  ->  resumed: {r['status']}" if "first_status" in r
-                       and r["first_status"] != r.get("status") else r.get("status", r.get("error", "")))))
+        lines.append(
+            (
+                r["fault"],
+                "throughout" if tb is None and "error" not in r else str(tb),
+                str(r.get("trials_after", "-")),
+                f"{r['responses_valid']}/{r['responses_valid'] + r['responses_invalid']}"
+                if r.get("responses_valid") is not None
+                else "-",
+                str(s.get("injected", "-")),
+                str(s.get("lost", "-")),
+                str(s.get("unrecorded_after_last_stored", "-")),
+                {True: "yes", False: "NO"}.get(r.get("committed_kept"), "-"),
+                "yes" if r.get("recovered") else "NO",
+                str(r.get("wall_s", "-")),
+                (
+                    f"{r['first_status']}  ->  resumed: {r['status']}"
+                    if "first_status" in r and r["first_status"] != r.get("status")
+                    else r.get("status", r.get("error", ""))
+                ),
+            )
+        )
     widths = [max(len(h), *(len(ln[i]) for ln in lines)) for i, h in enumerate(head[:-1])]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)) + "  " + cells[-1]  # noqa: E731
     out = [fmt(head), fmt(tuple("-" * w for w in widths) + ("-" * 6,))]
@@ -542,19 +701,26 @@ def format_table(rows: list[dict]) -> str:
     out.append("")
     out.append("recovered means, per fault:")
     out += [f"  {r['fault']}: {r['recovered_means']}" for r in rows]
-    out.append("spikes: from the virtual cortex's ledger against the store, over the store's range of each stream; "
-               "injected = dropped on purpose; lost = sent and not stored (must be 0); unrecorded = made after the "
-               "last stored batch (no controller listening). kept: every row committed before the fault is still "
-               "there, unchanged. responses valid: of all the session's responses, those kept for training (a "
-               "window over lost spikes, or one the stream never passed, is stored invalid).")
+    out.append(
+        "spikes: from the virtual cortex's ledger against the store, over the store's range of each stream; "
+        "injected = dropped on purpose; lost = sent and not stored (must be 0); unrecorded = made after the "
+        "last stored batch (no controller listening). kept: every row committed before the fault is still "
+        "there, unchanged. responses valid: of all the session's responses, those kept for training (a "
+        "window over lost spikes, or one the stream never passed, is stored invalid)."
+    )
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cortexloop bench faults", description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", help="write the figures to this file")
-    ap.add_argument("--faults", nargs="+", choices=[f.name for f in FAULTS], metavar="FAULT",
-                    help=f"which faults (default all): {', '.join(f.name for f in FAULTS)}")
+    ap.add_argument(
+        "--faults",
+        nargs="+",
+        choices=[f.name for f in FAULTS],
+        metavar="FAULT",
+        help=f"which faults (default all): {', '.join(f.name for f in FAULTS)}",
+    )
     ap.add_argument("--trials", type=int, default=8, help="trials per session (default 8)")
     ap.add_argument("--store", help="directory for the sessions (default: a temporary one, removed unless --keep)")
     ap.add_argument("--keep", action="store_true", help="keep the sessions")
@@ -574,20 +740,35 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{fault.name}: {fault.what} ...", file=sys.stderr, flush=True)
             rows.append(run_fault(fault, workdir, args.trials))
             r = rows[-1]
-            print(f"  {'recovered' if r.get('recovered') else 'NOT recovered'}: {r.get('status', r.get('error'))} "
-                  f"({r.get('wall_s', '-')} s)", file=sys.stderr, flush=True)
+            print(
+                f"  {'recovered' if r.get('recovered') else 'NOT recovered'}: {r.get('status', r.get('error'))} "
+                f"({r.get('wall_s', '-')} s)",
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         if not args.store and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         elif args.keep:
             print(f"sessions kept in {workdir}", file=sys.stderr)
     print(format_table(rows))
-    print(f"({len(rows)} sessions in {time.monotonic() - t0:.0f} s; load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} CPUs)")
+    print(
+        f"({len(rows)} sessions in {time.monotonic() - t0:.0f} s; load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs)"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"benchmark": "faults", "cpu_count": os.cpu_count(),
-                                               "load_average": list(os.getloadavg()), "faults": rows}, indent=2,
-                                              default=str))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "benchmark": "faults",
+                    "cpu_count": os.cpu_count(),
+                    "load_average": list(os.getloadavg()),
+                    "faults": rows,
+                },
+                indent=2,
+                default=str,
+            )
+        )
     return 0 if all(r.get("recovered") for r in rows) else 1
 
 

@@ -25,6 +25,7 @@ reader costs, so what one core sustains). Goals: native >= 1,000,000 spikes/s,
 Open Ephys JSON >= 100,000 spikes/s, judged on the CPU rate with nothing lost;
 the load average is printed beside them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,12 +68,25 @@ def _publish_native(endpoint, n_spikes, n_units, batch, ready, go, result):
     times = samples / SAMPLE_RATE
     frames, total = [], 0
     for k, i in enumerate(range(0, n_spikes, batch)):
-        nrn, t = units[i:i + batch].astype(np.uint16), times[i:i + batch]
+        nrn, t = units[i : i + batch].astype(np.uint16), times[i : i + batch]
         total += len(nrn)
-        frames.append(m.encode(m.SpikeBatch(stream="bench", seq=k + 1, t_start_s=float(t[0]), t_end_s=float(t[-1]),
-                                            total_spikes=total, neuron=nrn, time_s=t)))
-    codes = [m.encode(m.EventCode(stream="bench", seq=k + 1, code=20, time_s=float(s / SAMPLE_RATE),
-                                  clock="acquisition")) for k, s in enumerate(code_samples)]
+        frames.append(
+            m.encode(
+                m.SpikeBatch(
+                    stream="bench",
+                    seq=k + 1,
+                    t_start_s=float(t[0]),
+                    t_end_s=float(t[-1]),
+                    total_spikes=total,
+                    neuron=nrn,
+                    time_s=t,
+                )
+            )
+        )
+    codes = [
+        m.encode(m.EventCode(stream="bench", seq=k + 1, code=20, time_s=float(s / SAMPLE_RATE), clock="acquisition"))
+        for k, s in enumerate(code_samples)
+    ]
     # Each code goes out before the first batch that starts after it, as a recording system sends them.
     at = np.searchsorted(samples[::batch], code_samples, side="right")
     order = []
@@ -95,8 +109,16 @@ def _publish_native(endpoint, n_spikes, n_units, batch, ready, go, result):
     t0 = time.perf_counter()
     for f in order:
         pub.send_multipart(f, copy=False)
-    m.send(pub, m.Heartbeat(role="cortex", seq=hb + 1, clock_s=float(times[-1]) + 1.0, stream="bench",
-                            info={"n_neurons": n_units, "batch_seq": len(frames)}))
+    m.send(
+        pub,
+        m.Heartbeat(
+            role="cortex",
+            seq=hb + 1,
+            clock_s=float(times[-1]) + 1.0,
+            stream="bench",
+            info={"n_neurons": n_units, "batch_seq": len(frames)},
+        ),
+    )
     result.put({"send_s": time.perf_counter() - t0, "codes": len(codes)})
     pub.close(linger=-1)
     ctx.term()
@@ -111,8 +133,11 @@ def _publish_openephys(endpoint, n_spikes, n_units, ready, go, result):
     units, samples, code_samples = stream(n_spikes, n_units)
     spikes = openephys.encode_spikes(units, samples / SAMPLE_RATE, SAMPLE_RATE, stream="bench")
     enc = TtlEncoder(Lines(8, "return_to_zero"), 150)
-    ttl = [(t.sample, openephys.encode_ttl(t.sample, t.line, t.state, SAMPLE_RATE, stream="bench"))
-           for s in code_samples for t in enc.write(20, int(s))[1]]
+    ttl = [
+        (t.sample, openephys.encode_ttl(t.sample, t.line, t.state, SAMPLE_RATE, stream="bench"))
+        for s in code_samples
+        for t in enc.write(20, int(s))[1]
+    ]
     # In sample order, spikes and TTL events together, as the Event Broadcaster sends them.
     keys = np.concatenate([samples, np.array([s for s, _ in ttl], np.int64)])
     msgs = spikes + [f for _, f in ttl]
@@ -152,7 +177,7 @@ def _publish_lsl(name, n_spikes, n_units, chunk, ready, go, result, finished):
         while j < len(code_samples) and code_samples[j] <= end_sample:
             codes.push(20, t_lsl + code_samples[j] / SAMPLE_RATE)
             j += 1
-        spikes.push(units[i:i + chunk], times[i:i + chunk])
+        spikes.push(units[i : i + chunk], times[i : i + chunk])
     result.put({"send_s": time.perf_counter() - t0, "codes": len(code_samples)})
     finished.wait(120)  # the outlets stay until the reader has closed its inlets
 
@@ -221,9 +246,15 @@ def read(source, n_spikes: int, n_units: int, go) -> dict:
         codes += sum(1 for x in msgs if isinstance(x, m.EventCode) and x.code == 20)
         received += sum(binner.add(x) for x in msgs if isinstance(x, m.SpikeBatch))
     wall = (last - first) if first is not None and last != first else float("nan")
-    return {"received": received, "codes_received": codes, "wall_s": wall, "cpu_s": cpu, "windows": binner.windows,
-            "spikes_per_s": received / wall if wall == wall and wall > 0 else None,
-            "spikes_per_cpu_s": received / cpu if cpu > 0 else None}
+    return {
+        "received": received,
+        "codes_received": codes,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "windows": binner.windows,
+        "spikes_per_s": received / wall if wall == wall and wall > 0 else None,
+        "spikes_per_cpu_s": received / cpu if cpu > 0 else None,
+    }
 
 
 def run_source(name: str, n_spikes: int, n_units: int, batch: int, workdir: Path) -> dict:
@@ -237,8 +268,9 @@ def run_source(name: str, n_spikes: int, n_units: int, batch: int, workdir: Path
     elif name == "openephys":
         proc = ctx.Process(target=_publish_openephys, args=(endpoint, n_spikes, n_units, ready, go, result))
     else:
-        proc = ctx.Process(target=_publish_lsl, args=(f"bench-{os.getpid()}", n_spikes, n_units, 1000, ready, go,
-                                                      result, finished))
+        proc = ctx.Process(
+            target=_publish_lsl, args=(f"bench-{os.getpid()}", n_spikes, n_units, 1000, ready, go, result, finished)
+        )
     proc.start()
     source = None
     try:
@@ -258,13 +290,29 @@ def run_source(name: str, n_spikes: int, n_units: int, batch: int, workdir: Path
         proc.join(30)
         if proc.is_alive():
             proc.terminate()
-    out.update({"source": name, "spikes_sent": n_spikes, "spikes_lost": n_spikes - out["received"],
-                "codes_sent": sent["codes"], "codes_lost": sent["codes"] - out["codes_received"],
-                "publisher_send_s": sent["send_s"], "goal_spikes_per_s": GOALS.get(name)})
+    out.update(
+        {
+            "source": name,
+            "spikes_sent": n_spikes,
+            "spikes_lost": n_spikes - out["received"],
+            "codes_sent": sent["codes"],
+            "codes_lost": sent["codes"] - out["codes_received"],
+            "publisher_send_s": sent["send_s"],
+            "goal_spikes_per_s": GOALS.get(name),
+        }
+    )
     goal = GOALS.get(name)
     # Judged on the reader's CPU time: on a shared machine the wall-clock rate measures the other work too.
-    out["goal_met"] = None if goal is None else bool(out["spikes_per_cpu_s"] and out["spikes_per_cpu_s"] >= goal
-                                                    and out["spikes_lost"] == 0 and out["codes_lost"] == 0)
+    out["goal_met"] = (
+        None
+        if goal is None
+        else bool(
+            out["spikes_per_cpu_s"]
+            and out["spikes_per_cpu_s"] >= goal
+            and out["spikes_lost"] == 0
+            and out["codes_lost"] == 0
+        )
+    )
     return out
 
 
@@ -284,8 +332,9 @@ def _make_source(name: str, endpoint: str, n_units: int, workdir: Path):
         return OpenEphysSource(cfg, TtlConfig(), endpoint, SAMPLE_RATE, VirtualClock())
     from acquisition.lsl_source import LslAcquisitionSource
 
-    return LslAcquisitionSource(f"bench-{os.getpid()}-spikes", f"bench-{os.getpid()}-codes", n_units, margin_ms=0.0,
-                                stale_after_s=IDLE_LIMIT_S)
+    return LslAcquisitionSource(
+        f"bench-{os.getpid()}-spikes", f"bench-{os.getpid()}-codes", n_units, margin_ms=0.0, stale_after_s=IDLE_LIMIT_S
+    )
 
 
 def lsl_available() -> str | None:
@@ -300,8 +349,10 @@ def lsl_available() -> str | None:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = (f"{'source':<10} {'spikes':>10} {'lost':>5} {'codes lost':>10} {'wall spikes/s':>14} "
-            f"{'CPU spikes/s':>13} {'goal':>10}  result")
+    head = (
+        f"{'source':<10} {'spikes':>10} {'lost':>5} {'codes lost':>10} {'wall spikes/s':>14} "
+        f"{'CPU spikes/s':>13} {'goal':>10}  result"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         if "skipped" in r:
@@ -311,16 +362,19 @@ def format_table(rows: list[dict]) -> str:
         cpu = f"{r['spikes_per_cpu_s']:,.0f}" if r["spikes_per_cpu_s"] else "n/a"
         goal = f"{r['goal_spikes_per_s']:,}" if r["goal_spikes_per_s"] else "-"
         verdict = "-" if r["goal_met"] is None else ("met" if r["goal_met"] else "MISSED")
-        lines.append(f"{r['source']:<10} {r['received']:>10,} {r['spikes_lost']:>5} {r['codes_lost']:>10} "
-                     f"{rate:>14} {cpu:>13} {goal:>10}  {verdict}")
+        lines.append(
+            f"{r['source']:<10} {r['received']:>10,} {r['spikes_lost']:>5} {r['codes_lost']:>10} "
+            f"{rate:>14} {cpu:>13} {goal:>10}  {verdict}"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cortexloop bench ingest", description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", help="write the figures to this file")
-    ap.add_argument("--sources", nargs="+", default=["native", "openephys", "lsl"],
-                    choices=["native", "openephys", "lsl"])
+    ap.add_argument(
+        "--sources", nargs="+", default=["native", "openephys", "lsl"], choices=["native", "openephys", "lsl"]
+    )
     ap.add_argument("--native-spikes", type=int, default=3_000_000)
     ap.add_argument("--openephys-spikes", type=int, default=300_000)
     ap.add_argument("--lsl-spikes", type=int, default=1_000_000)
@@ -346,8 +400,13 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run_source(name, counts[name], args.units, args.batch, workdir))
     print(format_table(rows))
     print(f"(goals judged on CPU spikes/s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
-    result = {"benchmark": "ingest", "units": args.units, "cpu_count": os.cpu_count(),
-              "load_average": list(os.getloadavg()), "sources": rows}
+    result = {
+        "benchmark": "ingest",
+        "units": args.units,
+        "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()),
+        "sources": rows,
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     missed = [r["source"] for r in rows if r.get("goal_met") is False]

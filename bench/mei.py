@@ -25,6 +25,7 @@ on the same fitted model.
 
     cortexloop bench mei [--presentations 1500] [--steps 100] [--model KIND] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,7 +72,7 @@ class GroundTruth:
         feats = self.pop.bank.compute(x, self.need_amp, self.need_blob)
         d = (torch.cat([g.drive(feats) for g in self.pop.groups], 1) / self.pop._scale).double()
         cfg = self.pop.cfg
-        c2 = cfg.semi_saturation ** 2
+        c2 = cfg.semi_saturation**2
         e, neg = d.clamp_min(0.0), (-d).clamp_min(0.0)
         pool = e.clamp(max=POOL_CAP).pow(2).mean(1, keepdim=True)
         excitation = e.pow(2) / (c2 + e.pow(2) + cfg.normalization_strength * pool)
@@ -87,22 +88,41 @@ class GroundTruth:
         return float(np.abs(mine - self.pop.rates(images)).max())
 
 
-def synthesize_meis(predictor, neurons, pool: np.ndarray, candidates: np.ndarray, sel, steps: int, seed: int,
-                    bound: NaturalRange | None, start: str, spread_penalty: float) -> tuple[np.ndarray, np.ndarray]:
+def synthesize_meis(
+    predictor,
+    neurons,
+    pool: np.ndarray,
+    candidates: np.ndarray,
+    sel,
+    steps: int,
+    seed: int,
+    bound: NaturalRange | None,
+    start: str,
+    spread_penalty: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """MEIs by the rig's method: (uint8 images, pool index each started from, -1 for noise)."""
     starts = np.full(len(neurons), -1)
     init = None
     if start == "pool":
         starts = candidates[best_pool_images(predictor, neurons, pool[candidates], spread_penalty)]
         init = pool[starts]
-    meis = most_exciting_images(predictor, neurons, pool.shape[1:], steps=steps, seed=seed, init=init,
-                                step_size=sel.synthesis_step_size, jitter_px=sel.synthesis_jitter_px,
-                                spread_penalty=spread_penalty, project=bound)
+    meis = most_exciting_images(
+        predictor,
+        neurons,
+        pool.shape[1:],
+        steps=steps,
+        seed=seed,
+        init=init,
+        step_size=sel.synthesis_step_size,
+        jitter_px=sel.synthesis_jitter_px,
+        spread_penalty=spread_penalty,
+        project=bound,
+    )
     return meis, starts
 
 
 def parse_variant(text: str) -> tuple[str, str, float]:
-    """"pool,natural,1" -> ("pool", "natural", 1.0), with a clear error for anything else."""
+    """ "pool,natural,1" -> ("pool", "natural", 1.0), with a clear error for anything else."""
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != 3 or parts[0] not in ("pool", "noise") or parts[1] not in ("natural", "none"):
         raise SystemExit(f"--variant {text!r}: expected START,BOUND,PENALTY with START pool|noise, BOUND natural|none")
@@ -120,16 +140,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="model device (default: the rig file's)")
     ap.add_argument("--train-steps", type=int, default=2000, help="training steps after the data are in")
     ap.add_argument("--steps", type=int, default=100, help="gradient steps per MEI (model and oracle)")
-    ap.add_argument("--start", choices=["noise", "pool"], default=None,
-                    help="MEIs start from noise or from the best pool image (default: the rig's selection.mei_start)")
-    ap.add_argument("--spread-penalty", type=float, default=None,
-                    help="members' spreads subtracted from their mean (default: the rig's selection.mei_spread_penalty)")
-    ap.add_argument("--bound", choices=["natural", "none"], default=None,
-                    help="contrast and mean-level bound (default: the rig's selection.contrast_bound)")
-    ap.add_argument("--compare-plain", action="store_true",
-                    help="also run the unconstrained method (noise start, no bound, no penalty) on the same model")
-    ap.add_argument("--variant", action="append", default=[], metavar="START,BOUND,PENALTY",
-                    help="also run this method on the same model, e.g. pool,none,0 (repeatable)")
+    ap.add_argument(
+        "--start",
+        choices=["noise", "pool"],
+        default=None,
+        help="MEIs start from noise or from the best pool image (default: the rig's selection.mei_start)",
+    )
+    ap.add_argument(
+        "--spread-penalty",
+        type=float,
+        default=None,
+        help="members' spreads subtracted from their mean (default: the rig's selection.mei_spread_penalty)",
+    )
+    ap.add_argument(
+        "--bound",
+        choices=["natural", "none"],
+        default=None,
+        help="contrast and mean-level bound (default: the rig's selection.contrast_bound)",
+    )
+    ap.add_argument(
+        "--compare-plain",
+        action="store_true",
+        help="also run the unconstrained method (noise start, no bound, no penalty) on the same model",
+    )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="START,BOUND,PENALTY",
+        help="also run this method on the same model, e.g. pool,none,0 (repeatable)",
+    )
     ap.add_argument("--neurons", type=int, default=20)
     ap.add_argument("--ensemble-size", type=int, default=4)
     ap.add_argument("--pool-size", type=int, default=2000)
@@ -148,12 +188,15 @@ def main(argv: list[str] | None = None) -> int:
         model_keys["kind"] = args.model
     if args.device:
         model_keys["device"] = args.device
-    rig = bench_rig(args.rig, session={"n_trials": -(-args.presentations // images_per_trial), "seed": args.seed},
-                    trial={"images_per_trial": images_per_trial},
-                    images={"size_px": args.size_px, "pool_size": args.pool_size, "test_size": 200, "seed": args.seed},
-                    cortex={"population": {"n_neurons": args.neurons, "seed": args.seed}},
-                    model=model_keys,
-                    selection={"mix": {"random": 1.0}, "seed": args.seed, "hypotheses": []})
+    rig = bench_rig(
+        args.rig,
+        session={"n_trials": -(-args.presentations // images_per_trial), "seed": args.seed},
+        trial={"images_per_trial": images_per_trial},
+        images={"size_px": args.size_px, "pool_size": args.pool_size, "test_size": 200, "seed": args.seed},
+        cortex={"population": {"n_neurons": args.neurons, "seed": args.seed}},
+        model=model_keys,
+        selection={"mix": {"random": 1.0}, "seed": args.seed, "hypotheses": []},
+    )
     sel = rig.selection
     start = args.start or sel.mei_start
     penalty = sel.mei_spread_penalty if args.spread_penalty is None else args.spread_penalty
@@ -175,12 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     diag = np.arange(pop.n_neurons)
 
     t1 = time.perf_counter()
-    meis, model_start = synthesize_meis(predictor, neurons, pools.train, natural, sel, args.steps, args.seed, bound,
-                                        start, penalty)
+    meis, model_start = synthesize_meis(
+        predictor, neurons, pools.train, natural, sel, args.steps, args.seed, bound, start, penalty
+    )
     t_mei = time.perf_counter() - t1
     t2 = time.perf_counter()
-    oracle_meis, _ = synthesize_meis(oracle, neurons, pools.train, natural, sel, args.steps, args.seed, bound,
-                                     start, 0.0)
+    oracle_meis, _ = synthesize_meis(
+        oracle, neurons, pools.train, natural, sel, args.steps, args.seed, bound, start, 0.0
+    )
     t_oracle = time.perf_counter() - t2
 
     true_pool = pop.rates(pools.train[natural])
@@ -200,10 +245,15 @@ def main(argv: list[str] | None = None) -> int:
         "engine_mode": summary["engine_mode"],
         "model_kind": rig.model.kind,
         "training_steps": (summary.get("model") or {}).get("training_steps"),
-        "method": {"start": start, "spread_penalty": penalty, "bound": bound_kind,
-                   "bound_range": bound.describe() if bound is not None else None,
-                   "contrast_percentiles": list(sel.contrast_percentiles), "steps": args.steps,
-                   "step_size": sel.synthesis_step_size},
+        "method": {
+            "start": start,
+            "spread_penalty": penalty,
+            "bound": bound_kind,
+            "bound_range": bound.describe() if bound is not None else None,
+            "contrast_percentiles": list(sel.contrast_percentiles),
+            "steps": args.steps,
+            "step_size": sel.synthesis_step_size,
+        },
         "share_mei_beats_best_natural": float(wins.mean()),
         "goal_share": GOAL_SHARE,
         "goal_met": bool(wins.mean() >= GOAL_SHARE),
@@ -220,50 +270,83 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_meis": t_mei,
         "seconds_oracle": t_oracle,
     }
-    per_neuron = {"mei_hz": true_mei.tolist(), "oracle_mei_hz": true_oracle.tolist(),
-                  "best_natural_hz": best_natural.tolist(), "model_pick_hz": model_pick_true.tolist(),
-                  "relative_gain": [None if not np.isfinite(g) else float(g) for g in rel_gain],
-                  "model_start_pool_index": model_start.tolist(),
-                  "mei_mean_level": level.tolist(), "mei_rms_contrast": contrast.tolist()}
+    per_neuron = {
+        "mei_hz": true_mei.tolist(),
+        "oracle_mei_hz": true_oracle.tolist(),
+        "best_natural_hz": best_natural.tolist(),
+        "model_pick_hz": model_pick_true.tolist(),
+        "relative_gain": [None if not np.isfinite(g) else float(g) for g in rel_gain],
+        "model_start_pool_index": model_start.tolist(),
+        "mei_mean_level": level.tolist(),
+        "mei_rms_contrast": contrast.tolist(),
+    }
 
-    print(f"MEIs from the {rig.model.kind} model fitted by the engine ({summary['engine_mode']}) on "
-          f"{summary['images_shown']} random natural images (held-out accuracy {accuracy:.3f}); {args.steps} steps "
-          f"from {start}, bound {bound_kind}, spread penalty {penalty:g}; oracle = the same synthesis on the ground "
-          f"truth (matches the cortex within {oracle_error_hz:.1e} Hz)")
-    print(f"{'neuron':>6s} {'MEI Hz':>8s} {'oracle Hz':>10s} {'best natural Hz':>16s} {'model pick Hz':>14s} "
-          f"{'rel. gain':>9s} {'MEI wins':>8s}")
+    print(
+        f"MEIs from the {rig.model.kind} model fitted by the engine ({summary['engine_mode']}) on "
+        f"{summary['images_shown']} random natural images (held-out accuracy {accuracy:.3f}); {args.steps} steps "
+        f"from {start}, bound {bound_kind}, spread penalty {penalty:g}; oracle = the same synthesis on the ground "
+        f"truth (matches the cortex within {oracle_error_hz:.1e} Hz)"
+    )
+    print(
+        f"{'neuron':>6s} {'MEI Hz':>8s} {'oracle Hz':>10s} {'best natural Hz':>16s} {'model pick Hz':>14s} "
+        f"{'rel. gain':>9s} {'MEI wins':>8s}"
+    )
     for n in neurons:
-        print(f"{n:6d} {true_mei[n]:8.1f} {true_oracle[n]:10.1f} {best_natural[n]:16.1f} {model_pick_true[n]:14.1f} "
-              f"{rel_gain[n]:9.2f} {'yes' if wins[n] else 'no':>8s}")
-    print(f"MEI beats the best natural image for {wins.mean():.0%} of neurons (goal >= {GOAL_SHARE:.0%}: "
-          f"{'met' if result['goal_met'] else 'MISSED'}); the oracle's for {oracle_wins.mean():.0%}; median relative "
-          f"gain {result['median_relative_gain']:.2f}; median MEI / oracle MEI "
-          f"{result['median_ratio_mei_over_oracle_mei']:.2f}; fit {t_fit:.0f} s, MEIs {t_mei:.0f} s, oracle "
-          f"{t_oracle:.0f} s")
+        print(
+            f"{n:6d} {true_mei[n]:8.1f} {true_oracle[n]:10.1f} {best_natural[n]:16.1f} {model_pick_true[n]:14.1f} "
+            f"{rel_gain[n]:9.2f} {'yes' if wins[n] else 'no':>8s}"
+        )
+    print(
+        f"MEI beats the best natural image for {wins.mean():.0%} of neurons (goal >= {GOAL_SHARE:.0%}: "
+        f"{'met' if result['goal_met'] else 'MISSED'}); the oracle's for {oracle_wins.mean():.0%}; median relative "
+        f"gain {result['median_relative_gain']:.2f}; median MEI / oracle MEI "
+        f"{result['median_ratio_mei_over_oracle_mei']:.2f}; fit {t_fit:.0f} s, MEIs {t_mei:.0f} s, oracle "
+        f"{t_oracle:.0f} s"
+    )
 
     variants = []
     for text in (["noise,none,0"] if args.compare_plain else []) + args.variant:
         v_start, v_bound, v_penalty = parse_variant(text)
         t3 = time.perf_counter()
-        v_range = (NaturalRange.of(pools.train[natural], sel.contrast_percentiles) if v_bound == "natural" else None)
-        v_meis, _ = synthesize_meis(predictor, neurons, pools.train, natural, sel, args.steps, args.seed, v_range,
-                                    v_start, v_penalty)
+        v_range = NaturalRange.of(pools.train[natural], sel.contrast_percentiles) if v_bound == "natural" else None
+        v_meis, _ = synthesize_meis(
+            predictor, neurons, pools.train, natural, sel, args.steps, args.seed, v_range, v_start, v_penalty
+        )
         v_true = pop.rates(v_meis)[diag, diag]
         with np.errstate(divide="ignore", invalid="ignore"):
             v_gain = (v_true - best_natural) / (true_oracle - best_natural)
-        variants.append({"start": v_start, "bound": v_bound, "spread_penalty": v_penalty,
-                         "share_mei_beats_best_natural": float((v_true > best_natural).mean()),
-                         "share_mei_beats_model_pick": float((v_true > model_pick_true).mean()),
-                         "median_relative_gain": float(np.nanmedian(v_gain)),
-                         "median_ratio_mei_over_best_natural": float(np.median(v_true / best_natural)),
-                         "mei_hz": v_true.tolist(), "seconds": time.perf_counter() - t3})
-        print(f"variant start {v_start}, bound {v_bound}, spread penalty {v_penalty:g}: MEI beats the best natural "
-              f"image for {variants[-1]['share_mei_beats_best_natural']:.0%} of neurons; median relative gain "
-              f"{variants[-1]['median_relative_gain']:.2f}")
+        variants.append(
+            {
+                "start": v_start,
+                "bound": v_bound,
+                "spread_penalty": v_penalty,
+                "share_mei_beats_best_natural": float((v_true > best_natural).mean()),
+                "share_mei_beats_model_pick": float((v_true > model_pick_true).mean()),
+                "median_relative_gain": float(np.nanmedian(v_gain)),
+                "median_ratio_mei_over_best_natural": float(np.median(v_true / best_natural)),
+                "mei_hz": v_true.tolist(),
+                "seconds": time.perf_counter() - t3,
+            }
+        )
+        print(
+            f"variant start {v_start}, bound {v_bound}, spread penalty {v_penalty:g}: MEI beats the best natural "
+            f"image for {variants[-1]['share_mei_beats_best_natural']:.0%} of neurons; median relative gain "
+            f"{variants[-1]['median_relative_gain']:.2f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "mei", "engine_mode": summary["engine_mode"], "args": vars(args),
-                       "summary": result, "variants": variants, "per_neuron": per_neuron}, f, indent=1)
+            json.dump(
+                {
+                    "benchmark": "mei",
+                    "engine_mode": summary["engine_mode"],
+                    "args": vars(args),
+                    "summary": result,
+                    "variants": variants,
+                    "per_neuron": per_neuron,
+                },
+                f,
+                indent=1,
+            )
     return 0
 
 

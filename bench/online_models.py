@@ -11,6 +11,7 @@
 --set overrides [model] keys (e.g. --set learning_rate=0.003 --set kind=compact). Times are for one torch
 thread on whatever else the machine runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,10 @@ def main(argv=None) -> None:
     truth = pop.rates(pools.test)
     window_s = (rig.response.window_end_ms - rig.response.window_start_ms) / 1000
     newest = (lambda m: m.net) if cfg.kind == "shared" else (lambda m: m.snapshot().rates)
-    print(f"model: {cfg.kind}, core {cfg.core} {cfg.core_channels} ch, {cfg.ensemble_size} members, "
-          f"lr {cfg.learning_rate}")
+    print(
+        f"model: {cfg.kind}, core {cfg.core} {cfg.core_channels} ch, {cfg.ensemble_size} members, "
+        f"lr {cfg.learning_rate}"
+    )
     if args.what == "overfit":
         rng = np.random.default_rng(args.seed)
         natural = np.flatnonzero(np.array(pools.train_kind) == "natural")
@@ -85,9 +88,11 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             model.train(args.every)
             t += time.perf_counter() - t0
-            print(f"steps {model.steps_done:5d}  median r: newest {_median_r(newest(model), x_test, truth):.3f}, "
-                  f"published {_median_r(_published(model), x_test, truth):.3f}  ({model.steps_done / t:.1f} steps/s)",
-                  flush=True)
+            print(
+                f"steps {model.steps_done:5d}  median r: newest {_median_r(newest(model), x_test, truth):.3f}, "
+                f"published {_median_r(_published(model), x_test, truth):.3f}  ({model.steps_done / t:.1f} steps/s)",
+                flush=True,
+            )
         return
     from records.store import SessionStore
 
@@ -97,12 +102,15 @@ def main(argv=None) -> None:
     pixels, counts = resp["pixels"], resp["counts"]
     model = make_online_model(cfg, counts.shape[1], pixels.shape[1:])
     for trial, i in enumerate(range(0, len(pixels), 5), 1):
-        model.add_responses(pixels[i:i + 5], counts[i:i + 5], resp["window_s"])
+        model.add_responses(pixels[i : i + 5], counts[i : i + 5], resp["window_s"])
         model.train(args.steps_per_trial)
         if trial % 20 == 0:
-            print(f"trial {trial:4d}  steps {model.steps_done:5d}  median r: newest "
-                  f"{_median_r(newest(model), x_test, truth):.3f}, published "
-                  f"{_median_r(_published(model), x_test, truth):.3f}", flush=True)
+            print(
+                f"trial {trial:4d}  steps {model.steps_done:5d}  median r: newest "
+                f"{_median_r(newest(model), x_test, truth):.3f}, published "
+                f"{_median_r(_published(model), x_test, truth):.3f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ Under Xvfb there is no vsync and frames are paced in software: these numbers
 show what the presenter code and the machine's load do to pacing, not the
 timing of a real monitor. Check that on the rig with the photodiode.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,9 +50,15 @@ def _train_until_stopped(stop, threads: int, steps) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 16, 5, padding=2), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
-        torch.nn.Conv2d(16, 16, 5, stride=2, padding=2), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
-        torch.nn.Flatten(), torch.nn.Linear(16 * 32 * 32, 20))
+        torch.nn.Conv2d(3, 16, 5, padding=2),
+        torch.nn.BatchNorm2d(16),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 5, stride=2, padding=2),
+        torch.nn.BatchNorm2d(16),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16 * 32 * 32, 20),
+    )
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     x = torch.randn(32, 3, 64, 64)
     y = torch.randn(32, 20)
@@ -97,8 +104,11 @@ class OwnXvfb:
         if shutil.which("Xvfb") is None:
             raise RuntimeError("no $DISPLAY and no Xvfb: cannot open a PsychoPy window")
         n = next(k for k in range(90, 200) if not os.path.exists(f"/tmp/.X{k}-lock"))
-        self.proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            ["Xvfb", f":{n}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while not os.path.exists(f"/tmp/.X11-unix/X{n}") and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -113,8 +123,9 @@ class OwnXvfb:
                 os.environ.pop("DISPLAY", None)
 
 
-def run_trials(presenter, n_trials: int, images_per_trial: int, frames: tuple[int, int, int, int],
-               size_px: int, seed: int) -> dict:
+def run_trials(
+    presenter, n_trials: int, images_per_trial: int, frames: tuple[int, int, int, int], size_px: int, seed: int
+) -> dict:
     from stimulus.fixation import AlwaysFixating
     from stimulus.presenters.base import ShowPlan
 
@@ -124,8 +135,9 @@ def run_trials(presenter, n_trials: int, images_per_trial: int, frames: tuple[in
     t0 = time.perf_counter()
     for trial in range(n_trials):
         pixels = rng.integers(0, 256, (images_per_trial, size_px, size_px, 3), dtype=np.uint8)
-        plan = ShowPlan(trial, pixels, [f"{seed}-{trial}-{i}" for i in range(images_per_trial)],
-                        fixation_f, on_f, off_f, iti_f)
+        plan = ShowPlan(
+            trial, pixels, [f"{seed}-{trial}-{i}" for i in range(images_per_trial)], fixation_f, on_f, off_f, iti_f
+        )
         outcome = presenter.run_trial(plan, lambda i, t, f: None, AlwaysFixating())
         intervals.append(outcome.frame_intervals_s.astype(np.float64))
         errors += presenter.last_onset_to_flip_error_s
@@ -156,17 +168,23 @@ def timing_figures(trials: int, frames_shown: int, dropped: int, intervals_s: np
 
 
 def print_timing_table(results: dict[str, dict], pacing: str | None) -> None:
-    head = f"{'condition':<16}{'trials':>7}{'frames':>8}{'dropped':>9}{'drop %':>8}{'median ms':>11}{'p99 ms':>9}" \
-           f"{'max ms':>9}{'onset err med/max ms':>22}"
+    head = (
+        f"{'condition':<16}{'trials':>7}{'frames':>8}{'dropped':>9}{'drop %':>8}{'median ms':>11}{'p99 ms':>9}"
+        f"{'max ms':>9}{'onset err med/max ms':>22}"
+    )
     print(head)
     print("-" * len(head))
     for name, r in results.items():
-        print(f"{name:<16}{r['trials']:>7}{r['frames_shown']:>8}{r['dropped_frames']:>9}{100 * r['dropped_share']:>8.2f}"
-              f"{r['frame_interval_ms_median']:>11.2f}{r['frame_interval_ms_p99']:>9.2f}{r['frame_interval_ms_max']:>9.2f}"
-              f"{r['onset_to_flip_error_ms_median']:>12.4f}/{r['onset_to_flip_error_ms_max']:.4f}")
+        print(
+            f"{name:<16}{r['trials']:>7}{r['frames_shown']:>8}{r['dropped_frames']:>9}{100 * r['dropped_share']:>8.2f}"
+            f"{r['frame_interval_ms_median']:>11.2f}{r['frame_interval_ms_p99']:>9.2f}{r['frame_interval_ms_max']:>9.2f}"
+            f"{r['onset_to_flip_error_ms_median']:>12.4f}/{r['onset_to_flip_error_ms_max']:.4f}"
+        )
     if pacing == "software":
-        print("No vsync on this display (e.g. Xvfb): frames were paced in software. "
-              "Real timing must be checked on the rig with the photodiode.")
+        print(
+            "No vsync on this display (e.g. Xvfb): frames were paced in software. "
+            "Real timing must be checked on the rig with the photodiode."
+        )
 
 
 def histogram_path(args) -> Path:
@@ -175,6 +193,7 @@ def histogram_path(args) -> Path:
 
 def write_histogram(path: Path, results: dict[str, dict], frame_ms: float) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -202,8 +221,7 @@ def run_session_mode(args) -> int:
     from transport.launch import run_session
 
     rig = load_rig(args.rig)
-    rig = with_overrides(rig, session={"n_trials": args.trials, "speed": "realtime"},
-                         display={"presenter": "psychopy"})
+    rig = with_overrides(rig, session={"n_trials": args.trials, "speed": "realtime"}, display={"presenter": "psychopy"})
     out_root = Path(tempfile.mkdtemp(prefix="cortexloop-bench-presentation-"))
     home = out_root / "home"
     home.mkdir()
@@ -215,12 +233,19 @@ def run_session_mode(args) -> int:
     finally:
         store.close()
     hz = rig.display.refresh_hz
-    result = timing_figures(summary["trials_done"] + summary["trials_aborted"], summary["frames_shown"],
-                            timing["dropped_frames"], timing["frame_intervals_s"], timing["onset_to_flip_error_s"])
+    result = timing_figures(
+        summary["trials_done"] + summary["trials_aborted"],
+        summary["frames_shown"],
+        timing["dropped_frames"],
+        timing["frame_intervals_s"],
+        timing["onset_to_flip_error_s"],
+    )
     presenter = summary.get("presenter", {})
-    print(f"Simulated session ({args.rig}), PsychoPy presenter at {hz:g} Hz, pacing "
-          f"{presenter.get('frame_pacing')}, model {rig.model.kind} training on {rig.model.device} meanwhile "
-          f"(model version at end: {summary.get('model_version')})")
+    print(
+        f"Simulated session ({args.rig}), PsychoPy presenter at {hz:g} Hz, pacing "
+        f"{presenter.get('frame_pacing')}, model {rig.model.kind} training on {rig.model.device} meanwhile "
+        f"(model version at end: {summary.get('model_version')})"
+    )
     print_timing_table({"session": result}, presenter.get("frame_pacing"))
     print(f"plans ready on time: {(summary.get('plans_on_time_share') or 0):.1%}")
     histogram = histogram_path(args)
@@ -228,22 +253,45 @@ def run_session_mode(args) -> int:
     print(f"frame-interval histogram: {histogram}")
     print(f"session: {summary['session_dir']}")
     if args.json:
-        out = {"bench": "presentation", "mode": "session", "rig": str(args.rig), "refresh_hz": hz,
-               "presenter": presenter, "histogram_png": str(histogram), "session_dir": summary["session_dir"],
-               "session_summary": {k: summary.get(k) for k in ("trials_done", "trials_aborted", "images_shown",
-                                                                "plans_on_time_share", "loop_latency_p50_ms",
-                                                                "loop_latency_p99_ms", "model_version")},
-               "result": {k: v for k, v in result.items() if not k.startswith("_")}}
+        out = {
+            "bench": "presentation",
+            "mode": "session",
+            "rig": str(args.rig),
+            "refresh_hz": hz,
+            "presenter": presenter,
+            "histogram_png": str(histogram),
+            "session_dir": summary["session_dir"],
+            "session_summary": {
+                k: summary.get(k)
+                for k in (
+                    "trials_done",
+                    "trials_aborted",
+                    "images_shown",
+                    "plans_on_time_share",
+                    "loop_latency_p50_ms",
+                    "loop_latency_p99_ms",
+                    "model_version",
+                )
+            },
+            "result": {k: v for k, v in result.items() if not k.startswith("_")},
+        }
         args.json.write_text(json.dumps(out, indent=2))
     return 0 if summary.get("status") == "completed" else 1
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="cortexloop bench presentation", description=__doc__.splitlines()[0])
-    ap.add_argument("--in-process", action="store_true",
-                    help="presenter alone in this process, idle CPU vs a training load (no session)")
-    ap.add_argument("--rig", type=Path, default=Path(__file__).resolve().parent.parent / "rigs" / "sim.toml",
-                    help="rig file for the session (default rigs/sim.toml)")
+    ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="presenter alone in this process, idle CPU vs a training load (no session)",
+    )
+    ap.add_argument(
+        "--rig",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent / "rigs" / "sim.toml",
+        help="rig file for the session (default rigs/sim.toml)",
+    )
     ap.add_argument("--trials", type=int, default=20, help="trials per condition (default 20)")
     ap.add_argument("--images-per-trial", type=int, default=5)
     ap.add_argument("--refresh-hz", type=float, default=60.0)
@@ -253,8 +301,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--load-threads", type=int, default=1, help="torch threads of the training load (default 1)")
     ap.add_argument("--no-load", action="store_true", help="skip the condition with a training load")
     ap.add_argument("--json", type=Path, help="write results as JSON here")
-    ap.add_argument("--histogram", type=Path, help="frame-interval histogram PNG "
-                    "(default: next to --json, else presentation_intervals.png)")
+    ap.add_argument(
+        "--histogram",
+        type=Path,
+        help="frame-interval histogram PNG (default: next to --json, else presentation_intervals.png)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if not args.in_process:
@@ -264,8 +315,12 @@ def main(argv: list[str]) -> int:
     from stimulus.presenters.frames import frames_for
 
     hz = args.refresh_hz
-    frames = (frames_for(0.3, hz), max(1, frames_for(args.on_ms / 1e3, hz)), frames_for(args.off_ms / 1e3, hz),
-              frames_for(0.3, hz))
+    frames = (
+        frames_for(0.3, hz),
+        max(1, frames_for(args.on_ms / 1e3, hz)),
+        frames_for(args.off_ms / 1e3, hz),
+        frames_for(0.3, hz),
+    )
     display = DisplayConfig(presenter="psychopy", resolution_px=(800, 600), refresh_hz=hz, frame_pacing="auto")
     results: dict[str, dict] = {}
     home = tempfile.mkdtemp(prefix="cortexloop-bench-home-")
@@ -274,42 +329,55 @@ def main(argv: list[str]) -> int:
         os.environ["HOME"] = home  # PsychoPy's prefs go here, not in the user's home
         try:
             from stimulus.presenters.psychopy_window import PsychoPyPresenter
+
             presenter = PsychoPyPresenter(display)
             presenter.open()
         finally:
             if old_home is not None:
                 os.environ["HOME"] = old_home
         try:
-            results["idle CPU"] = run_trials(presenter, args.trials, args.images_per_trial, frames, args.size_px,
-                                             args.seed)
+            results["idle CPU"] = run_trials(
+                presenter, args.trials, args.images_per_trial, frames, args.size_px, args.seed
+            )
             if not args.no_load:
                 with TrainingLoad(args.load_threads) as load:
                     steps0 = load.steps.value
-                    results["model training"] = run_trials(presenter, args.trials, args.images_per_trial, frames,
-                                                           args.size_px, args.seed + 1)
+                    results["model training"] = run_trials(
+                        presenter, args.trials, args.images_per_trial, frames, args.size_px, args.seed + 1
+                    )
                     results["model training"]["training_steps"] = load.steps.value - steps0
         finally:
             pacing, measured = presenter.pacing, presenter.measured_refresh_hz
             presenter.close()
     shutil.rmtree(home, ignore_errors=True)
 
-    print(f"PsychoPy presenter, {hz:g} Hz, pacing {pacing} (flips measured at "
-          f"{measured or float('nan'):.0f} Hz), {args.images_per_trial} images/trial, "
-          f"on/off {frames[1]}/{frames[2]} frames, images {args.size_px} px")
+    print(
+        f"PsychoPy presenter, {hz:g} Hz, pacing {pacing} (flips measured at "
+        f"{measured or float('nan'):.0f} Hz), {args.images_per_trial} images/trial, "
+        f"on/off {frames[1]}/{frames[2]} frames, images {args.size_px} px"
+    )
     print_timing_table(results, pacing)
     if "model training" in results:
         a, b = results["idle CPU"], results["model training"]
-        print(f"p99 interval under training / idle: {b['frame_interval_ms_p99'] / a['frame_interval_ms_p99']:.2f}x; "
-              f"training steps meanwhile: {b['training_steps']}")
+        print(
+            f"p99 interval under training / idle: {b['frame_interval_ms_p99'] / a['frame_interval_ms_p99']:.2f}x; "
+            f"training steps meanwhile: {b['training_steps']}"
+        )
 
     histogram = histogram_path(args)
     write_histogram(histogram, results, 1e3 / hz)
     print(f"frame-interval histogram: {histogram}")
     if args.json:
-        out = {"bench": "presentation", "mode": "in-process presenter", "refresh_hz": hz, "pacing": pacing,
-               "measured_flip_hz": measured, "frames_per_trial": dict(zip(("fixation", "on", "off", "iti"), frames)),
-               "histogram_png": str(histogram),
-               "conditions": {k: {kk: vv for kk, vv in v.items() if not kk.startswith("_")} for k, v in results.items()}}
+        out = {
+            "bench": "presentation",
+            "mode": "in-process presenter",
+            "refresh_hz": hz,
+            "pacing": pacing,
+            "measured_flip_hz": measured,
+            "frames_per_trial": dict(zip(("fixation", "on", "off", "iti"), frames)),
+            "histogram_png": str(histogram),
+            "conditions": {k: {kk: vv for kk, vv in v.items() if not kk.startswith("_")} for k, v in results.items()},
+        }
         args.json.write_text(json.dumps(out, indent=2))
     return 0
 

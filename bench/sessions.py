@@ -7,6 +7,7 @@ steps and runs are reproducible. Arms differ only in the rig-file keys the
 benchmark says (the selection mix, the hypotheses), with paired seeds. The statistics they report
 (bootstrap intervals over seeds, trials-to-target, binomial intervals) are in bench/stats.py.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -51,7 +52,7 @@ def predict_mean(predictor, images: np.ndarray, batch: int = 256) -> np.ndarray:
     out = []
     with torch.no_grad():
         for s in range(0, len(images), batch):
-            out.append(predictor.rates(from_pixels(images[s:s + batch])).mean(0).double().numpy())
+            out.append(predictor.rates(from_pixels(images[s : s + batch])).mean(0).double().numpy())
     return np.concatenate(out)
 
 

@@ -3,6 +3,7 @@ never get there, and intervals for how often something happens over repeated run
 
 Pure numpy/scipy, no sessions: tested on cases whose answer is known (tests/test_bench_stats.py).
 """
+
 from __future__ import annotations
 
 import math

@@ -13,6 +13,7 @@ same run.
 
     cortexloop bench training [--device cpu|cuda|auto] [--rig rigs/sim.toml] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,7 @@ def step_bytes(spec: CompactSpec, k: int, batch: int, act_bytes: int) -> float:
 
 def copy_bandwidth(device: torch.device) -> float:
     """Bytes/s of a 1 GiB device-to-device copy (read + write)."""
-    src = torch.empty(2 ** 28, dtype=torch.float32, device=device)
+    src = torch.empty(2**28, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)
     torch.cuda.synchronize(device)
@@ -110,8 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     cases = [("rig", rig_spec, k) for k in k_rig] + [("paper", PAPER, k) for k in k_paper]
     for label, spec, k in cases:
-        row = {"sizes": label, "input": f"{spec.image_size}x{spec.image_size}x{spec.in_channels}",
-               "filters": spec.filters[0], "k": k, "batch": args.batch}
+        row = {
+            "sizes": label,
+            "input": f"{spec.image_size}x{spec.image_size}x{spec.in_channels}",
+            "filters": spec.filters[0],
+            "k": k,
+            "batch": args.batch,
+        }
         for form in ("loop", "stacked"):
             try:
                 s = time_step(form, spec, k, args.batch, steps, device)
@@ -125,10 +131,14 @@ def main(argv: list[str] | None = None) -> int:
                 row[f"{form}_bandwidth_frac"] = step_bytes(spec, k, args.batch, 2) / s / bandwidth
         rows.append(row)
 
-    print(f"device: {device} ({torch.cuda.get_device_name(device) if cuda else 'CPU'}), "
-          f"threads {torch.get_num_threads()}, {steps} timed step(s) per case")
-    head = f"{'sizes':>6} {'input':>10} {'F':>4} {'K':>5} {'loop ms':>9} {'stacked ms':>11} " \
-           f"{'loop m-steps/s':>15} {'stacked m-steps/s':>18} {'stacked speedup':>16}"
+    print(
+        f"device: {device} ({torch.cuda.get_device_name(device) if cuda else 'CPU'}), "
+        f"threads {torch.get_num_threads()}, {steps} timed step(s) per case"
+    )
+    head = (
+        f"{'sizes':>6} {'input':>10} {'F':>4} {'K':>5} {'loop ms':>9} {'stacked ms':>11} "
+        f"{'loop m-steps/s':>15} {'stacked m-steps/s':>18} {'stacked speedup':>16}"
+    )
     if bandwidth:
         head += f" {'bw frac (loop/stacked)':>23}"
     print(head)
@@ -136,16 +146,21 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         lm, sm = r.get("loop_ms"), r.get("stacked_ms")
         fmt = lambda v, w, p: f"{v:>{w}.{p}f}" if v is not None else f"{'oom':>{w}}"  # noqa: E731
-        line = (f"{r['sizes']:>6} {r['input']:>10} {r['filters']:>4} {r['k']:>5} {fmt(lm, 9, 1)} {fmt(sm, 11, 1)} "
-                f"{fmt(r.get('loop_model_steps_per_s'), 15, 1)} {fmt(r.get('stacked_model_steps_per_s'), 18, 1)} "
-                f"{fmt(lm / sm if lm and sm else None, 16, 2)}")
+        line = (
+            f"{r['sizes']:>6} {r['input']:>10} {r['filters']:>4} {r['k']:>5} {fmt(lm, 9, 1)} {fmt(sm, 11, 1)} "
+            f"{fmt(r.get('loop_model_steps_per_s'), 15, 1)} {fmt(r.get('stacked_model_steps_per_s'), 18, 1)} "
+            f"{fmt(lm / sm if lm and sm else None, 16, 2)}"
+        )
         if bandwidth:
             line += f" {fmt(r.get('loop_bandwidth_frac'), 11, 3)}/{fmt(r.get('stacked_bandwidth_frac'), 11, 3)}"
         print(line)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": str(device), "steps": steps, "copy_bandwidth_bytes_per_s": bandwidth,
-                       "rows": rows}, f, indent=1)
+            json.dump(
+                {"device": str(device), "steps": steps, "copy_bandwidth_bytes_per_s": bandwidth, "rows": rows},
+                f,
+                indent=1,
+            )
     return 0
 
 

@@ -1,4 +1,5 @@
 """Image identity: pixels cross processes once each, keyed by a content hash every process computes alike."""
+
 from __future__ import annotations
 
 import hashlib

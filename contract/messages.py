@@ -20,6 +20,7 @@ a socket) are in `check_context`, which receivers call with what they know.
 The checks run once per message (a spike batch carries ~1,000 spikes), never per
 spike in Python.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,9 +38,9 @@ PROTOCOL_VERSION = 1
 # Bounds. Each is a generous multiple of what any valid rig file allows (see controller/config.py,
 # stimulus/config.py), so nothing a rig produces is refused, while a message claiming a billion frames
 # or a million images is.
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1  # SQLite's INTEGER: every integer field must fit
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # SQLite's INTEGER: every integer field must fit
 MAX_ABS_TIME_S = 1e11  # a clock since boot, or since the epoch (1.8e9 s), fits; inf and 1e300 do not
-MAX_HEADER_BYTES = 4 * 2 ** 20  # JSON header frame (hashes, reasons, info dicts are small)
+MAX_HEADER_BYTES = 4 * 2**20  # JSON header frame (hashes, reasons, info dicts are small)
 MAX_JSON_DEPTH = 32  # nesting of free-form info dicts
 MAX_NAME_CHARS = 256  # stream, role, source, image hash strings
 MAX_TEXT_CHARS = 4096  # free text: reasons, shutdown reasons
@@ -54,7 +55,7 @@ MAX_TRIAL_FRAMES = 2_000_000  # frame intervals of one trial (a rig file's longe
 MAX_REFRESH_HZ = 2000.0
 MAX_TRAIN_STEPS = 1_000_000  # training budget of one plan request (a rig file allows 100,000)
 MAX_ENSEMBLE = 1024  # members in a predict reply (a rig file allows 64)
-MAX_EVENT_CODE = 2 ** 32 - 1
+MAX_EVENT_CODE = 2**32 - 1
 EVENT_CLOCKS = ("presenter", "acquisition")
 TRIAL_STATUSES = ("started", "done", "aborted", "gap")
 MODEL_OPS = ("plan", "predict", "status")
@@ -99,10 +100,15 @@ def _time(msg: Any, name: str) -> None:
 
 def _name(msg: Any, name: str, allow_empty: bool = True) -> None:
     value = getattr(msg, name)
-    if not isinstance(value, str) or not (0 if allow_empty else 1) <= len(value) <= MAX_NAME_CHARS \
-            or not value.isprintable():
-        raise MessageError(f"{_where(msg, name)}: {_short(value)} is not a printable name of "
-                           f"{0 if allow_empty else 1}..{MAX_NAME_CHARS} characters")
+    if (
+        not isinstance(value, str)
+        or not (0 if allow_empty else 1) <= len(value) <= MAX_NAME_CHARS
+        or not value.isprintable()
+    ):
+        raise MessageError(
+            f"{_where(msg, name)}: {_short(value)} is not a printable name of "
+            f"{0 if allow_empty else 1}..{MAX_NAME_CHARS} characters"
+        )
 
 
 def _one_of(msg: Any, name: str, allowed: tuple) -> None:
@@ -126,8 +132,9 @@ def _str_list(msg: Any, name: str, max_len: int, max_chars: int) -> None:
             raise MessageError(f"{_where(msg, name)}[{i}]: not a string of at most {max_chars} characters")
 
 
-def _array(msg: Any, name: str, ndim: int, max_len: int | None = None, finite: bool = False,
-           nonnegative: bool = False) -> np.ndarray:
+def _array(
+    msg: Any, name: str, ndim: int, max_len: int | None = None, finite: bool = False, nonnegative: bool = False
+) -> np.ndarray:
     """The field as an array of rank ndim (an empty 1-d array counts as an empty one), checked."""
     a = np.asarray(getattr(msg, name))
     if a.ndim != ndim and not (a.ndim == 1 and a.size == 0):
@@ -152,8 +159,10 @@ def _images(msg: Any, name: str, max_images: int) -> np.ndarray:
 def _check_image_shape(msg: Any, name: str, shape: tuple) -> None:
     h, w, c = shape
     if not (1 <= h <= MAX_IMAGE_SIDE_PX and 1 <= w <= MAX_IMAGE_SIDE_PX and c in IMAGE_CHANNELS):
-        raise MessageError(f"{_where(msg, name)}: image shape {tuple(shape)} is not (H, W, C) with H, W in "
-                           f"1..{MAX_IMAGE_SIDE_PX} and C in {IMAGE_CHANNELS}")
+        raise MessageError(
+            f"{_where(msg, name)}: image shape {tuple(shape)} is not (H, W, C) with H, W in "
+            f"1..{MAX_IMAGE_SIDE_PX} and C in {IMAGE_CHANNELS}"
+        )
 
 
 def _hashes_match(msg: Any, hashes_name: str, pixels_name: str) -> None:
@@ -169,8 +178,9 @@ def _hashes_match(msg: Any, hashes_name: str, pixels_name: str) -> None:
 
 def _same_length(msg: Any, names: tuple, lengths: tuple) -> None:
     if len(set(lengths)) > 1:
-        raise MessageError(f"{type(msg).__name__}: lengths disagree: "
-                           + ", ".join(f"{n} {k}" for n, k in zip(names, lengths)))
+        raise MessageError(
+            f"{type(msg).__name__}: lengths disagree: " + ", ".join(f"{n} {k}" for n, k in zip(names, lengths))
+        )
 
 
 # -- the messages -------------------------------------------------------------------------------------------
@@ -370,8 +380,11 @@ class ResponsesUpdate:
         pixels = _images(self, "pixels", MAX_PLAN_IMAGES)
         counts = _array(self, "counts", 2, MAX_PLAN_IMAGES, finite=True, nonnegative=True)
         n = len(pixels) if pixels.ndim == 4 else 0
-        _same_length(self, ("image_hashes", "images", "count rows"),
-                     (len(self.image_hashes), n, len(counts) if counts.ndim == 2 else 0))
+        _same_length(
+            self,
+            ("image_hashes", "images", "count rows"),
+            (len(self.image_hashes), n, len(counts) if counts.ndim == 2 else 0),
+        )
         if counts.ndim == 2 and counts.shape[1] > MAX_NEURONS:
             raise MessageError(f"ResponsesUpdate.counts: {counts.shape[1]} neurons, at most {MAX_NEURONS}")
         _hashes_match(self, "image_hashes", "pixels")
@@ -429,8 +442,9 @@ class ModelReply:
         _hashes_match(self, "image_hashes", "pixels")
         rates = _array(self, "rates", 3, MAX_ENSEMBLE)
         if rates.ndim == 3 and (rates.shape[1] > MAX_PREDICT_IMAGES or rates.shape[2] > MAX_NEURONS):
-            raise MessageError(f"ModelReply.rates: shape {rates.shape} beyond ({MAX_ENSEMBLE}, "
-                               f"{MAX_PREDICT_IMAGES}, {MAX_NEURONS})")
+            raise MessageError(
+                f"ModelReply.rates: shape {rates.shape} beyond ({MAX_ENSEMBLE}, {MAX_PREDICT_IMAGES}, {MAX_NEURONS})"
+            )
 
 
 @dataclass
@@ -443,13 +457,32 @@ class Shutdown:
 
 MESSAGE_TYPES: dict[str, type] = {
     cls.__name__: cls
-    for cls in (SpikeBatch, EventCode, Heartbeat, ScreenImage, TrialPlan, OnsetReport, TrialReport,
-                ResponsesUpdate, ModelRequest, ModelReply, Shutdown)
+    for cls in (
+        SpikeBatch,
+        EventCode,
+        Heartbeat,
+        ScreenImage,
+        TrialPlan,
+        OnsetReport,
+        TrialReport,
+        ResponsesUpdate,
+        ModelRequest,
+        ModelReply,
+        Shutdown,
+    )
 }
 
 _JSON_TYPES: dict[Any, tuple] = {
-    int: (int,), float: (int, float), str: (str,), list: (list,), dict: (dict,),
-    "int": (int,), "float": (int, float), "str": (str,), "list": (list,), "dict": (dict,),
+    int: (int,),
+    float: (int, float),
+    str: (str,),
+    list: (list,),
+    dict: (dict,),
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "list": (list,),
+    "dict": (dict,),
 }
 
 
@@ -480,8 +513,9 @@ def encode(msg: Any) -> list[bytes]:
         a = np.ascontiguousarray(getattr(msg, name), dtype=dtype)
         header_arrays.append([name, dtype.str, list(a.shape)])
         buffers.append(a.data)
-    header = json.dumps({"v": PROTOCOL_VERSION, "fields": fields, "arrays": header_arrays},
-                        separators=(",", ":")).encode()
+    header = json.dumps(
+        {"v": PROTOCOL_VERSION, "fields": fields, "arrays": header_arrays}, separators=(",", ":")
+    ).encode()
     return [cls.__name__.encode(), header, *buffers]
 
 
@@ -531,10 +565,13 @@ def _array_value(name: str, aname: str, dtype: np.dtype, ndim: int, desc: Any, b
     if desc[1] != dtype.str:
         raise MessageError(f"{name}.{aname}: dtype {str(desc[1])[:40]!r}, expected {dtype.str}")
     shape = desc[2]
-    if not (isinstance(shape, list) and len(shape) in (1, ndim)
-            and all(type(s) is int and 0 <= s < 2 ** 31 for s in shape)):
-        raise MessageError(f"{name}.{aname}: bad shape {str(shape)[:80]} (rank {ndim} expected, "
-                           f"or 1 for an empty array; sizes 0..2^31-1)")
+    if not (
+        isinstance(shape, list) and len(shape) in (1, ndim) and all(type(s) is int and 0 <= s < 2**31 for s in shape)
+    ):
+        raise MessageError(
+            f"{name}.{aname}: bad shape {str(shape)[:80]} (rank {ndim} expected, "
+            f"or 1 for an empty array; sizes 0..2^31-1)"
+        )
     if len(shape) != ndim and shape != [0]:
         raise MessageError(f"{name}.{aname}: shape {shape} has rank {len(shape)}, expected {ndim}")
     expected = math.prod(shape) * dtype.itemsize  # Python integers: no wrap-around
@@ -606,8 +643,9 @@ def decode(frames: list) -> Any:
     return msg
 
 
-def check_context(msg: Any, *, n_neurons: int | None = None, image_shape: tuple | None = None,
-                  roles: tuple | None = None) -> None:
+def check_context(
+    msg: Any, *, n_neurons: int | None = None, image_shape: tuple | None = None, roles: tuple | None = None
+) -> None:
     """Checks of a valid message that need the rig; raises MessageError. Pass what the receiver knows:
 
     n_neurons    spike neuron indices below it; counts (n, n_neurons); predicted rates (..., n_neurons)

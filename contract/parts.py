@@ -18,6 +18,7 @@ socket alike: the process versions (transport/processes/) wrap the same objects.
 `check_part` refuses, at start-up, an object that lacks a method of its part,
 naming the part and the method.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
@@ -151,6 +152,5 @@ def check_part(obj: Any, part: type, role: str) -> Any:
     names += [n for n in getattr(part, "__annotations__", {}) if not n.startswith("_")]
     missing = sorted({n for n in names if not hasattr(obj, n)})
     if missing:
-        raise PartError(f"{role}: {type(obj).__name__} is not a {part.__name__}: it has no "
-                        + ", ".join(missing))
+        raise PartError(f"{role}: {type(obj).__name__} is not a {part.__name__}: it has no " + ", ".join(missing))
     return obj

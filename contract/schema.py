@@ -1,4 +1,5 @@
 """The one base class of every rig-file section: unknown keys are refused and a loaded rig is immutable."""
+
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict

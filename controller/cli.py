@@ -1,4 +1,5 @@
 """The `cortexloop` command line."""
+
 from __future__ import annotations
 
 import argparse
@@ -45,9 +46,12 @@ def cmd_check(args) -> int:
             unresolved = [k for k, v in rig.endpoints.model_dump().items() if v == "auto"]
             needed = {"acquisition_pub", "acquisition_events"} if rig.cortex.source == "virtual" else set()
             if needed & set(unresolved):
-                print(f"cortexloop: {args.rig}: endpoints {sorted(needed & set(unresolved))} are \"auto\" (sockets in "
-                      f"a session directory): give --endpoints SESSION/endpoints.json, or tcp endpoints in the rig "
-                      f"file", file=sys.stderr)
+                print(
+                    f'cortexloop: {args.rig}: endpoints {sorted(needed & set(unresolved))} are "auto" (sockets in '
+                    f"a session directory): give --endpoints SESSION/endpoints.json, or tcp endpoints in the rig "
+                    f"file",
+                    file=sys.stderr,
+                )
                 return 2
             endpoints = {k: v for k, v in rig.endpoints.model_dump().items() if v not in ("auto", "off")}
         return 0 if check_live(rig, endpoints, seconds=args.seconds) else 1
@@ -56,11 +60,16 @@ def cmd_check(args) -> int:
 
     keys_for(rig)  # the key files themselves: missing, readable by others, no secret half (SecurityError)
     c = rig.cortex
-    neurons = {"virtual": f"{c.population.n_neurons} virtual neurons",
-               "openephys": f"{len(c.openephys.units) if c.openephys else 0} Open Ephys units",
-               "lsl": f"{c.lsl.n_neurons if c.lsl else 0} LSL units"}[c.source]
-    print(f"\n{args.rig}: OK (trial {rig.trial_duration_ms:.0f} ms, {neurons}, "
-          f"{rig.images.size_px} px images, model {rig.model.kind} on {rig.model.device})", file=sys.stderr)
+    neurons = {
+        "virtual": f"{c.population.n_neurons} virtual neurons",
+        "openephys": f"{len(c.openephys.units) if c.openephys else 0} Open Ephys units",
+        "lsl": f"{c.lsl.n_neurons if c.lsl else 0} LSL units",
+    }[c.source]
+    print(
+        f"\n{args.rig}: OK (trial {rig.trial_duration_ms:.0f} ms, {neurons}, "
+        f"{rig.images.size_px} px images, model {rig.model.kind} on {rig.model.device})",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -116,9 +125,15 @@ def cmd_serve(args) -> int:
         from transport.links import parent_alive
 
         with open(session_dir / "logs" / "controller.log", "a") as log_file:
-            summary = run_controller(rig, session_dir, process_parts(rig, endpoints), truth=truth,
-                                     board=StatusBoard(rig.session.n_trials, truth, log_file=log_file),
-                                     resume=args.resume, launcher_alive=lambda: parent_alive(parent))
+            summary = run_controller(
+                rig,
+                session_dir,
+                process_parts(rig, endpoints),
+                truth=truth,
+                board=StatusBoard(rig.session.n_trials, truth, log_file=log_file),
+                resume=args.resume,
+                launcher_alive=lambda: parent_alive(parent),
+            )
             from records.summary import format_table
 
             print(format_table(summary), file=log_file, flush=True)
@@ -200,14 +215,23 @@ def cmd_cortex_sheet(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="cortexloop", description="Closed-loop experiment controller for visual neurophysiology.")
+    ap = argparse.ArgumentParser(
+        prog="cortexloop", description="Closed-loop experiment controller for visual neurophysiology."
+    )
     sub = ap.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("check", help="validate a rig file and print the resolved config; --live: check the rig's "
-                                     "acquisition stream, event output and display")
+    c = sub.add_parser(
+        "check",
+        help="validate a rig file and print the resolved config; --live: check the rig's "
+        "acquisition stream, event output and display",
+    )
     c.add_argument("rig")
-    c.add_argument("--live", action="store_true", help="wait for the acquisition stream, print each unit's rate, "
-                                                       "write a test code, measure the display's refresh")
+    c.add_argument(
+        "--live",
+        action="store_true",
+        help="wait for the acquisition stream, print each unit's rate, "
+        "write a test code, measure the display's refresh",
+    )
     c.add_argument("--endpoints", help="--live: JSON file of endpoints (e.g. a session's endpoints.json)")
     c.add_argument("--seconds", type=float, default=3.0, help="--live: how long to count spikes")
     c.set_defaults(func=cmd_check)
@@ -231,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     s.add_argument("--resume", action="store_true", help="controller: go on with the session in --session-dir")
     s.add_argument("--epoch", type=int, default=0, help="cortex: how many times the session was resumed")
-    s.add_argument("--clock-start", type=float, default=0.0, help="virtual clock: where time starts (a resumed session)")
+    s.add_argument(
+        "--clock-start", type=float, default=0.0, help="virtual clock: where time starts (a resumed session)"
+    )
     s.set_defaults(func=cmd_serve)
 
     rp = sub.add_parser("replay", help="run a stored session again through the engine, from its recorded stream")
@@ -249,8 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="HTML file (default: SESSION/report.html)")
     rep.set_defaults(func=cmd_report)
 
-    sub.add_parser("compress", help="distill the session's ensemble into one compact model per neuron, prune, "
-                                    "save (cortexloop compress SESSION --help)", add_help=False)
+    sub.add_parser(
+        "compress",
+        help="distill the session's ensemble into one compact model per neuron, prune, "
+        "save (cortexloop compress SESSION --help)",
+        add_help=False,
+    )
 
     cs = sub.add_parser("cortex-sheet", help="draw the virtual cortex's population on one page (PNG)")
     cs.add_argument("rig")
@@ -259,12 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     from transport.security import cmd_keys
 
-    k = sub.add_parser("keys", help="make a CURVE key pair for a rig across machines: DIR/NAME.key (public) and "
-                                    "DIR/NAME.key_secret (readable by this user only)")
+    k = sub.add_parser(
+        "keys",
+        help="make a CURVE key pair for a rig across machines: DIR/NAME.key (public) and "
+        "DIR/NAME.key_secret (readable by this user only)",
+    )
     k.add_argument("dir", help="directory for the two files (made, private to this user, if missing)")
-    k.add_argument("--name", default="this-machine",
-                   help="file name of the pair (default: this-machine, the name the example rig files give a "
-                        "machine's own pair, so one rig file serves every machine; rig-server for the server pair)")
+    k.add_argument(
+        "--name",
+        default="this-machine",
+        help="file name of the pair (default: this-machine, the name the example rig files give a "
+        "machine's own pair, so one rig file serves every machine; rig-server for the server pair)",
+    )
     k.set_defaults(func=cmd_keys)
 
     b = sub.add_parser("bench", help="benchmarks (print a table; --json FILE writes the figures)")

@@ -16,6 +16,7 @@ flag. What differs between the two worlds is said here, once:
 Each process (or each part in one process) has its own clock object, as each
 machine of a rig has its own clock; clock alignment maps one to another.
 """
+
 from __future__ import annotations
 
 import time

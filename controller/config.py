@@ -5,6 +5,7 @@ models/config.py, stimulus/config.py); this module adds the session-level ones
 and composes them. Unknown keys, wrong types and out-of-range values are refused
 with an error naming the file, the key and why.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,9 @@ class SessionConfig(Strict):
     # What the NWB export says about the session: the metadata DANDI checks. The defaults describe the
     # simulated rig (no animal, so the subject is marked simulated); a rig with an animal sets every subject_ key.
     description: str = Field("", max_length=2000)  # "": written from the rig (trials, images, neurons)
-    keywords: list[str] = Field(["closed-loop", "visual cortex", "V4", "stimulus selection", "simulated"],
-                                max_length=32)
+    keywords: list[str] = Field(
+        ["closed-loop", "visual cortex", "V4", "stimulus selection", "simulated"], max_length=32
+    )
     experimenter: list[str] = Field([], max_length=32)  # each "Last, First" (DANDI's form)
     institution: str = Field("", max_length=256)
     lab: str = Field("", max_length=256)
@@ -45,8 +47,9 @@ class SessionConfig(Strict):
     subject_sex: Literal["M", "F", "O", "U"] = "U"  # male, female, other, unknown
     # ISO 8601 duration ("P7Y", "P30D"), or a range ("P5Y/P7Y"; "P90D/": at least 90 days). "P0D/": not known.
     subject_age: str = Field("P0D/", max_length=64)
-    subject_description: str = Field("simulated: cortexloop's virtual cortex, a model V4 population; no animal",
-                                     min_length=1, max_length=1000)
+    subject_description: str = Field(
+        "simulated: cortexloop's virtual cortex, a model V4 population; no animal", min_length=1, max_length=1000
+    )
     # The acquisition system's sample rate: spike and code times fall on its grid, so they are known to 1 / this
     # (NWB Units resolution). The virtual cortex records on this grid; an Open Ephys stream must carry this rate.
     acquisition_sample_rate_hz: float = Field(30_000.0, ge=100.0, le=10_000_000.0)
@@ -63,14 +66,19 @@ class SessionConfig(Strict):
                 raise ValueError(f"experimenter: {name!r} is not in the form 'Last, First' (what DANDI accepts)")
         if "/" in self.subject_id or "\\" in self.subject_id:
             raise ValueError(f"subject_id: {self.subject_id!r} must not contain slashes (DANDI uses it in paths)")
-        if not re.fullmatch(r"[A-Z][a-z]+ [a-z]+( [a-z]+)?|https?://purl\.obolibrary\.org/obo/NCBITaxon_\d+",
-                            self.subject_species):
-            raise ValueError(f"subject_species: {self.subject_species!r} is neither a Latin binomial such as "
-                             "'Macaca mulatta' nor an NCBI taxonomy IRI (http://purl.obolibrary.org/obo/NCBITaxon_N)")
+        if not re.fullmatch(
+            r"[A-Z][a-z]+ [a-z]+( [a-z]+)?|https?://purl\.obolibrary\.org/obo/NCBITaxon_\d+", self.subject_species
+        ):
+            raise ValueError(
+                f"subject_species: {self.subject_species!r} is neither a Latin binomial such as "
+                "'Macaca mulatta' nor an NCBI taxonomy IRI (http://purl.obolibrary.org/obo/NCBITaxon_N)"
+            )
         duration = r"P(?=\d)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?"
         if not re.fullmatch(f"{duration}|{duration}/({duration})?", self.subject_age):
-            raise ValueError(f"subject_age: {self.subject_age!r} is not an ISO 8601 duration such as 'P7Y' or "
-                             "'P30D', nor a range such as 'P5Y/P7Y' or 'P90D/'")
+            raise ValueError(
+                f"subject_age: {self.subject_age!r} is not an ISO 8601 duration such as 'P7Y' or "
+                "'P30D', nor a range such as 'P5Y/P7Y' or 'P90D/'"
+            )
         return self
 
 
@@ -118,8 +126,10 @@ class EndpointsConfig(Strict):
     def _transports(self) -> "EndpointsConfig":
         for name, value in self.model_dump().items():
             if value not in ("auto", "off") and not value.startswith(("tcp://", "ipc://", "inproc://")):
-                raise ValueError(f"{name} = {value!r}: an endpoint is \"auto\", \"off\", tcp://HOST:PORT, "
-                                 f"ipc://PATH or inproc://NAME (no other transport carries CURVE keys)")
+                raise ValueError(
+                    f'{name} = {value!r}: an endpoint is "auto", "off", tcp://HOST:PORT, '
+                    f"ipc://PATH or inproc://NAME (no other transport carries CURVE keys)"
+                )
         return self
 
 
@@ -144,13 +154,17 @@ class SecurityConfig(Strict):
         given = {k: v for k, v in self.model_dump().items() if v}
         if given and len(given) != 3:
             missing = sorted(set(self.model_dump()) - set(given))
-            raise ValueError(f"{', '.join(missing)} not set: CURVE needs server_key, client_key and "
-                             f"authorized_keys together (cortexloop keys DIR makes a pair)")
+            raise ValueError(
+                f"{', '.join(missing)} not set: CURVE needs server_key, client_key and "
+                f"authorized_keys together (cortexloop keys DIR makes a pair)"
+            )
         for key, value in given.items():
             if not (value.startswith("/") or value.startswith("~")):
-                raise ValueError(f"{key} = {value!r}: give an absolute path (or one starting with ~): the rig is "
-                                 f"copied into each session directory, where a relative path would mean "
-                                 f"something else")
+                raise ValueError(
+                    f"{key} = {value!r}: give an absolute path (or one starting with ~): the rig is "
+                    f"copied into each session directory, where a relative path would mean "
+                    f"something else"
+                )
         return self
 
     @property
@@ -174,8 +188,7 @@ class TrialTiming:
 
     @property
     def trial_frames(self) -> int:
-        return (self.fixation_frames + self.images_per_trial * (self.on_frames + self.off_frames)
-                + self.iti_frames)
+        return self.fixation_frames + self.images_per_trial * (self.on_frames + self.off_frames) + self.iti_frames
 
     @property
     def trial_s(self) -> float:
@@ -183,8 +196,13 @@ class TrialTiming:
 
     def plan_fields(self) -> dict:
         """The TrialPlan fields that carry the timing."""
-        return dict(fixation_frames=self.fixation_frames, on_frames=self.on_frames, off_frames=self.off_frames,
-                    iti_frames=self.iti_frames, refresh_hz=self.refresh_hz)
+        return dict(
+            fixation_frames=self.fixation_frames,
+            on_frames=self.on_frames,
+            off_frames=self.off_frames,
+            iti_frames=self.iti_frames,
+            refresh_hz=self.refresh_hz,
+        )
 
 
 class RigConfig(Strict):
@@ -209,8 +227,10 @@ class RigConfig(Strict):
         if out.kind in ("parallel", "serial"):
             for key in ("n_lines", "scheme", "strobe_line", "pulse_ms"):
                 if getattr(out, key) != getattr(ttl, key):
-                    raise ValueError(f"event_output.{key} = {getattr(out, key)!r} but cortex.ttl.{key} = "
-                                     f"{getattr(ttl, key)!r}: both ends of the TTL lines must agree")
+                    raise ValueError(
+                        f"event_output.{key} = {getattr(out, key)!r} but cortex.ttl.{key} = "
+                        f"{getattr(ttl, key)!r}: both ends of the TTL lines must agree"
+                    )
         return self
 
     @model_validator(mode="after")
@@ -221,18 +241,21 @@ class RigConfig(Strict):
         if (info.context or {}).get("check_endpoints", True) and not self.security.enabled:
             for name, value in self.endpoints.model_dump().items():
                 if value not in ("auto", "off") and not is_loopback(value):
-                    raise ValueError(f"endpoints.{name} = {value!r} is not on loopback: another machine could "
-                                     f"connect. Name CURVE keys under [security] (server_key, client_key, "
-                                     f"authorized_keys; cortexloop keys DIR makes a pair), or use \"auto\" (ipc) "
-                                     f"or tcp://127.0.0.1:PORT on one machine")
+                    raise ValueError(
+                        f"endpoints.{name} = {value!r} is not on loopback: another machine could "
+                        f"connect. Name CURVE keys under [security] (server_key, client_key, "
+                        f'authorized_keys; cortexloop keys DIR makes a pair), or use "auto" (ipc) '
+                        f"or tcp://127.0.0.1:PORT on one machine"
+                    )
         return self
 
     @property
     def timing(self) -> TrialTiming:
         t, hz = self.trial, self.display.refresh_hz
         frames = lambda ms: max(0, int(round(ms * hz / 1000)))  # noqa: E731  (whole frames closest to ms)
-        return TrialTiming(frames(t.fixation_ms), max(1, frames(t.on_ms)), frames(t.off_ms), frames(t.iti_ms),
-                           t.images_per_trial, hz)
+        return TrialTiming(
+            frames(t.fixation_ms), max(1, frames(t.on_ms)), frames(t.off_ms), frames(t.iti_ms), t.images_per_trial, hz
+        )
 
     @property
     def trial_duration_ms(self) -> float:
@@ -263,8 +286,9 @@ RETIRED_KEYS = {
 }
 
 
-def parse_rig(data: dict, source: str = "<rig>", stored: bool = False,
-              check_endpoints: bool | None = None) -> RigConfig:
+def parse_rig(
+    data: dict, source: str = "<rig>", stored: bool = False, check_endpoints: bool | None = None
+) -> RigConfig:
     """A RigConfig from parsed TOML/JSON. stored: a rig read back from a session (a retired key is dropped, not
     refused: the session was recorded when it was part of the format; its endpoints are not checked for keys:
     it is read, not run, and may have been recorded before keys were required). check_endpoints: whether
@@ -277,7 +301,8 @@ def parse_rig(data: dict, source: str = "<rig>", stored: bool = False,
             data[section] = {k: v for k, v in data[section].items() if k != key}
     try:
         return RigConfig.model_validate(
-            data, context={"check_endpoints": not stored if check_endpoints is None else check_endpoints})
+            data, context={"check_endpoints": not stored if check_endpoints is None else check_endpoints}
+        )
     except ValidationError as err:
         raise RigFileError(_format_validation(source, err)) from None
 

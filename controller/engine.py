@@ -7,6 +7,7 @@ waits for the parts and writes everything to the session store before it is
 used. It never waits for the model beyond a plan's deadline: a late plan is
 replaced by pool images and that is recorded.
 """
+
 from __future__ import annotations
 
 import json
@@ -105,8 +106,11 @@ class SessionEngine:
         self.window = (rig.response.window_start_ms / 1000, rig.response.window_end_ms / 1000)
         self.poller = None
         # Messages a part's poll returned that a pump had no time left to handle, in the order they came.
-        self._inputs = [(parts.source, self._on_acquisition, deque()), (parts.presenter, self._on_presenter, deque()),
-                        (parts.model, self._on_model, deque())]
+        self._inputs = [
+            (parts.source, self._on_acquisition, deque()),
+            (parts.presenter, self._on_presenter, deque()),
+            (parts.model, self._on_model, deque()),
+        ]
         waitables = [w for part in parts.all() for w in part.waitables()]
         if waitables:
             self.poller = zmq.Poller()
@@ -183,7 +187,8 @@ class SessionEngine:
             if not backlog:
                 backlog.extend(part.poll(0))
             share_end = time.monotonic() + max(0.0, start + self.PUMP_BUDGET_S - time.monotonic()) / (
-                len(self._inputs) - k)
+                len(self._inputs) - k
+            )
             while backlog:
                 handle(backlog.popleft())
                 n += 1
@@ -242,8 +247,11 @@ class SessionEngine:
             st.missing_seqs.append((st.last_seq + 1, msg.seq - 1))
             # The lost batches covered the stream's clock from the end of the last batch received.
             st.lost_intervals.append((st.last_end_s, msg.t_start_s))
-            self.store.log("spikes_lost", f"stream {msg.stream}: batches {st.last_seq + 1}..{msg.seq - 1} "
-                                          f"({lost} spikes, {st.last_end_s:.3f}..{msg.t_start_s:.3f} s) lost")
+            self.store.log(
+                "spikes_lost",
+                f"stream {msg.stream}: batches {st.last_seq + 1}..{msg.seq - 1} "
+                f"({lost} spikes, {st.last_end_s:.3f}..{msg.t_start_s:.3f} s) lost",
+            )
         if not late:
             st.last_seq, st.last_total, st.last_end_s = msg.seq, msg.total_spikes, msg.t_end_s
         st.received_spikes += len(msg.neuron)
@@ -272,9 +280,12 @@ class SessionEngine:
                 continue
             kept += [iv for iv in ((lo, a), (b, hi)) if iv[0] < iv[1]]
         st.lost_intervals = kept
-        self.store.log("spikes_out_of_order", f"stream {msg.stream}: batch {msg.seq} after {st.last_seq}; stored "
-                                              f"and binned ({len(msg.neuron)} spikes, {a:.3f}..{b:.3f} s no longer "
-                                              f"lost)")
+        self.store.log(
+            "spikes_out_of_order",
+            f"stream {msg.stream}: batch {msg.seq} after {st.last_seq}; stored "
+            f"and binned ({len(msg.neuron)} spikes, {a:.3f}..{b:.3f} s no longer "
+            f"lost)",
+        )
 
     def _on_presenter(self, msg) -> None:
         now = time.monotonic()
@@ -314,8 +325,12 @@ class SessionEngine:
                 self.model_replies[msg.trial_id] = msg
         else:
             self.model_replies[-msg.request_id] = msg  # predictions and status, keyed by request
-        if (msg.model_version == -1 and self.responses_sent and msg.request_id > self.last_refeed_request
-                and msg.op in ("plan", "status")):
+        if (
+            msg.model_version == -1
+            and self.responses_sent
+            and msg.request_id > self.last_refeed_request
+            and msg.op in ("plan", "status")
+        ):
             # A model with no responses after some were sent: the worker was restarted (it died, or hung and was
             # replaced). Its weights come from its checkpoint; its data from the store, once.
             self.last_refeed_request = self.request_id
@@ -323,8 +338,11 @@ class SessionEngine:
             # fresh count, and a request to replace it that the launcher let wait is withdrawn.
             self.late_in_a_row = 0
             n = self.relearn_stored_responses()
-            self.store.log("model", f"model worker answered with no model after {self.responses_sent} responses: "
-                                    f"restarted; the {n} stored valid responses sent to it again")
+            self.store.log(
+                "model",
+                f"model worker answered with no model after {self.responses_sent} responses: "
+                f"restarted; the {n} stored valid responses sent to it again",
+            )
         if msg.model_version != self.model_version_seen:
             self.model_version_seen = msg.model_version
             # A plan's reply names its trial; a status or predict reply is placed at the latest trial reported.
@@ -336,8 +354,10 @@ class SessionEngine:
         # The presenter heartbeats between trials and, during a trial, right after its flips (rate-limited,
         # presenting.py); the inter-trial interval's frames have no such moment, so its limit allows for that
         # interval. The acquisition stream speaks all the time.
-        limits = {"acquisition": self.DEAD_AFTER_S,
-                  "presenter": self.DEAD_AFTER_S + self.timing.iti_frames / self.timing.refresh_hz}
+        limits = {
+            "acquisition": self.DEAD_AFTER_S,
+            "presenter": self.DEAD_AFTER_S + self.timing.iti_frames / self.timing.refresh_hz,
+        }
         for role, limit in limits.items():
             seen = self.last_seen.get(role)
             if seen is not None and now - seen > limit:
@@ -363,17 +383,21 @@ class SessionEngine:
         where silence ends a session, say what to check."""
         if not self.rig.security.enabled:
             return ""
-        return (f" (the sockets use CURVE keys: a refused key looks like silence. Check that the connecting "
-                f"machine's public key is in the authorized_keys directory of the machine that binds "
-                f"{socket}, and that both name the same server_key)")
+        return (
+            f" (the sockets use CURVE keys: a refused key looks like silence. Check that the connecting "
+            f"machine's public key is in the authorized_keys directory of the machine that binds "
+            f"{socket}, and that both name the same server_key)"
+        )
 
     # -- start-up ----------------------------------------------------------------
     def start(self, timeout_s: float = 60.0) -> None:
         """The acquisition side says what it records (the neuron count comes from it); all parts answer."""
         info = self.parts.source.describe(timeout_s)
         if not info or "n_neurons" not in info:
-            raise SessionAbort(f"the acquisition source did not describe its stream within {timeout_s:.0f} s"
-                               + self._keys_hint("the acquisition stream's socket"))
+            raise SessionAbort(
+                f"the acquisition source did not describe its stream within {timeout_s:.0f} s"
+                + self._keys_hint("the acquisition stream's socket")
+            )
         self.source_info = info
         self.n_neurons = int(info["n_neurons"])
         self.record = SpikeRecord(self.n_neurons)
@@ -416,8 +440,12 @@ class SessionEngine:
         stored = self.store.responses(valid_only=True)
         n = len(stored["image_hash"])
         for s in range(0, n, chunk):
-            msg = m.ResponsesUpdate(trial_id=int(stored["trial_id"][s]), image_hashes=stored["image_hash"][s:s + chunk],
-                                    pixels=stored["pixels"][s:s + chunk], counts=stored["counts"][s:s + chunk])
+            msg = m.ResponsesUpdate(
+                trial_id=int(stored["trial_id"][s]),
+                image_hashes=stored["image_hash"][s : s + chunk],
+                pixels=stored["pixels"][s : s + chunk],
+                counts=stored["counts"][s : s + chunk],
+            )
             try:
                 self.parts.model.update(msg)
             except zmq.Again:
@@ -435,12 +463,12 @@ class SessionEngine:
         steps = self.clock.training_budget(self.rig.model.steps_per_trial) or 0
         sent = time.monotonic()  # before the request: an in-process model answers inside it
         try:
-            rid = self._model_request("plan", trial_id=cmd.trial_id, n_images=self.timing.images_per_trial,
-                                      train_steps=steps)
+            rid = self._model_request(
+                "plan", trial_id=cmd.trial_id, n_images=self.timing.images_per_trial, train_steps=steps
+            )
         except zmq.Again:
             rid = -1
-        self.plan_requests[cmd.trial_id] = {"id": rid, "sent_wall": sent,
-                                            "trigger_wall": self.last_collected_wall}
+        self.plan_requests[cmd.trial_id] = {"id": rid, "sent_wall": sent, "trigger_wall": self.last_collected_wall}
 
     def _presenter_needs_plan_at(self, trial_id: int) -> float | None:
         """Wall time by which the presenter needs trial_id's plan; None where trials take no wall time or
@@ -460,8 +488,9 @@ class SessionEngine:
             reply = self.model_replies.pop(cmd.trial_id, None)
             if reply is not None:
                 break
-            deadline = p.plan_deadline(req["sent_wall"], self.rig.trial.virtual_plan_timeout_s,
-                                       self._presenter_needs_plan_at(cmd.trial_id))
+            deadline = p.plan_deadline(
+                req["sent_wall"], self.rig.trial.virtual_plan_timeout_s, self._presenter_needs_plan_at(cmd.trial_id)
+            )
             if time.monotonic() >= deadline:
                 break
             self.pump(5)
@@ -475,8 +504,11 @@ class SessionEngine:
                 self.latencies_s.append(latency)
                 self.store.log("plan_latency", json.dumps({"trial_id": cmd.trial_id, "ms": round(latency * 1000, 3)}))
                 if latency > 0.5 * self.timing.trial_s:
-                    self.store.log("slow_plan", f"trial {cmd.trial_id}: plan ready {latency * 1000:.0f} ms after "
-                                                f"the response window it follows")
+                    self.store.log(
+                        "slow_plan",
+                        f"trial {cmd.trial_id}: plan ready {latency * 1000:.0f} ms after "
+                        f"the response window it follows",
+                    )
             self.late_in_a_row = 0
             return p.Offer(list(zip(reply.image_hashes, reply.pixels, reply.reasons)), "model", reply.model_version)
         self.plans_late += 1
@@ -493,9 +525,15 @@ class SessionEngine:
         return p.pool_offer(self.pools.train, image_hash, self.rng, cmd.n, self.fallback_pool)
 
     def present(self, cmd: p.Present) -> None:
-        plan = m.TrialPlan(trial_id=cmd.trial_id, image_hashes=[it[0] for it in cmd.items],
-                           model_version=cmd.model_version, source=cmd.source, reasons=[it[2] for it in cmd.items],
-                           pixels=np.stack([it[1] for it in cmd.items]), **self.timing.plan_fields())
+        plan = m.TrialPlan(
+            trial_id=cmd.trial_id,
+            image_hashes=[it[0] for it in cmd.items],
+            model_version=cmd.model_version,
+            source=cmd.source,
+            reasons=[it[2] for it in cmd.items],
+            pixels=np.stack([it[1] for it in cmd.items]),
+            **self.timing.plan_fields(),
+        )
         self.store.put_plan(plan)  # stored before it is used
         self.presented[cmd.trial_id] = plan
         self.parts.presenter.submit(plan)
@@ -503,8 +541,9 @@ class SessionEngine:
     def await_trial(self, cmd: p.AwaitTrial) -> m.TrialReport:
         ok = self.wait_for(lambda: cmd.trial_id in self.trial_reports, max(60.0, 20 * self.timing.trial_s))
         if not ok:
-            raise SessionAbort(f"trial {cmd.trial_id}: no report from the presenter"
-                               + self._keys_hint("endpoints.controller_inbox"))
+            raise SessionAbort(
+                f"trial {cmd.trial_id}: no report from the presenter" + self._keys_hint("endpoints.controller_inbox")
+            )
         report = self.trial_reports[cmd.trial_id]
         if report.status != "done":
             self.presented.pop(cmd.trial_id, None)  # no responses will be collected from it
@@ -515,23 +554,30 @@ class SessionEngine:
         report = self.trial_reports[tid]
         indices = list(range(report.n_onsets))
         # Every onset's report and its event code as recorded by the acquisition system.
-        self.wait_for(lambda: len(self.onsets.get(tid, {})) >= report.n_onsets
-                      and all((tid, i) in self.acq_onsets or (tid, i) in self.labeller.unmatched for i in indices),
-                      5.0)
+        self.wait_for(
+            lambda: (
+                len(self.onsets.get(tid, {})) >= report.n_onsets
+                and all((tid, i) in self.acq_onsets or (tid, i) in self.labeller.unmatched for i in indices)
+            ),
+            5.0,
+        )
         missing = [i for i in indices if i not in self.onsets.get(tid, {})]
         if missing:
-            raise SessionAbort(f"trial {tid}: the presenter reported {report.n_onsets} onsets but sent no "
-                               f"onset report for image(s) {missing}")
+            raise SessionAbort(
+                f"trial {tid}: the presenter reported {report.n_onsets} onsets but sent no "
+                f"onset report for image(s) {missing}"
+            )
         flips = [self.onsets[tid][i].flip_s for i in indices]
         recorded = [self.acq_onsets.get((tid, i)) for i in indices]
         fit = self.clock_fit() if None in recorded else None
         onset_acq, known = p.onset_times(recorded, flips, fit)
         for i in np.flatnonzero(~known):
-            self.store.log("event_missing", f"trial {tid} image {i}: no recorded event code and no clock fit; "
-                                            f"response kept invalid")
+            self.store.log(
+                "event_missing",
+                f"trial {tid} image {i}: no recorded event code and no clock fit; response kept invalid",
+            )
         for i in np.flatnonzero(known & np.array([r is None for r in recorded], bool)):
-            self.store.log("event_missing", f"trial {tid} image {i}: no recorded event code; onset mapped by "
-                                            f"clock fit")
+            self.store.log("event_missing", f"trial {tid} image {i}: no recorded event code; onset mapped by clock fit")
         if self.uses_photodiode:
             onset_acq = self._photodiode_onsets(tid, onset_acq, known)
         starts, ends = p.response_windows(onset_acq, *self.window)
@@ -546,10 +592,21 @@ class SessionEngine:
         rows = []
         for i in indices:
             onset = self.onsets[tid][i]
-            rows.append(dict(trial_id=tid, idx=i, image_hash=onset.image_hash, onset_acq_s=float(onset_acq[i]),
-                             window_start_s=float(starts[i]), window_end_s=float(ends[i]), counts=counts[i],
-                             valid=bool(valid[i]), model_version=plan.model_version, source=plan.source,
-                             reason=plan.reasons[i]))
+            rows.append(
+                dict(
+                    trial_id=tid,
+                    idx=i,
+                    image_hash=onset.image_hash,
+                    onset_acq_s=float(onset_acq[i]),
+                    window_start_s=float(starts[i]),
+                    window_end_s=float(ends[i]),
+                    counts=counts[i],
+                    valid=bool(valid[i]),
+                    model_version=plan.model_version,
+                    source=plan.source,
+                    reason=plan.reasons[i],
+                )
+            )
         self.store.put_responses(rows)
         if known.any():
             self.record.forget_before(float(np.nanmin(onset_acq)))
@@ -569,8 +626,11 @@ class SessionEngine:
         missing = int((known & ~found).sum())
         if missing:
             self.onsets_without_photodiode += missing
-            self.store.log("photodiode_missing", f"trial {tid}: {missing} onset(s) without a photodiode edge within "
-                                                 f"{self.photodiode_max_lag_s * 1000:.0f} ms; code time used")
+            self.store.log(
+                "photodiode_missing",
+                f"trial {tid}: {missing} onset(s) without a photodiode edge within "
+                f"{self.photodiode_max_lag_s * 1000:.0f} ms; code time used",
+            )
         return times
 
     def update_model(self, cmd: p.UpdateModel) -> None:
@@ -580,9 +640,12 @@ class SessionEngine:
         plan = self.presented.pop(tid)
         rows = [r for r in cmd.rows if r["valid"]]
         if rows:
-            msg = m.ResponsesUpdate(trial_id=tid, image_hashes=[r["image_hash"] for r in rows],
-                                    pixels=np.stack([plan.pixels[r["idx"]] for r in rows]),
-                                    counts=np.stack([r["counts"] for r in rows]).astype(np.float32))
+            msg = m.ResponsesUpdate(
+                trial_id=tid,
+                image_hashes=[r["image_hash"] for r in rows],
+                pixels=np.stack([plan.pixels[r["idx"]] for r in rows]),
+                counts=np.stack([r["counts"] for r in rows]).astype(np.float32),
+            )
             try:
                 self.parts.model.update(msg)
                 self.responses_sent += len(rows)
@@ -593,8 +656,14 @@ class SessionEngine:
 
     # -- the run -------------------------------------------------------------------
     def run(self, protocol) -> p.Finish:
-        handlers = {p.RequestPlan: self.request_plan, p.TakeImages: self.take_images, p.Present: self.present,
-                    p.AwaitTrial: self.await_trial, p.CollectResponses: self.collect, p.UpdateModel: self.update_model}
+        handlers = {
+            p.RequestPlan: self.request_plan,
+            p.TakeImages: self.take_images,
+            p.Present: self.present,
+            p.AwaitTrial: self.await_trial,
+            p.CollectResponses: self.collect,
+            p.UpdateModel: self.update_model,
+        }
         result = None
         try:
             while self.ended_early is None:
@@ -604,12 +673,17 @@ class SessionEngine:
             return stop.value
         protocol.close()
         self.store.log("session", f"ended early: {self.ended_early}")
-        return p.Finish(self.store.count("trials", "WHERE status = 'done'"),
-                        self.store.count("trials", "WHERE status = 'aborted'"))
+        return p.Finish(
+            self.store.count("trials", "WHERE status = 'done'"), self.store.count("trials", "WHERE status = 'aborted'")
+        )
 
     def clock_fit(self):
-        pairs = [(o.flip_s, self.acq_onsets[(t, i)]) for t, d in self.onsets.items() for i, o in d.items()
-                 if (t, i) in self.acq_onsets]
+        pairs = [
+            (o.flip_s, self.acq_onsets[(t, i)])
+            for t, d in self.onsets.items()
+            for i, o in d.items()
+            if (t, i) in self.acq_onsets
+        ]
         if not pairs:
             return None
         a = np.array(pairs)

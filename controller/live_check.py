@@ -10,6 +10,7 @@ Each line says OK, WARN or FAIL, and what was seen:
 
 The same parts a session uses are used here (controller/worlds.py), on the wall clock.
 """
+
 from __future__ import annotations
 
 import time
@@ -29,8 +30,9 @@ def _line(status: str, part: str, text: str, out) -> str:
     return status
 
 
-def check_live(rig: RigConfig, endpoints: dict[str, str], seconds: float = 3.0, wait_s: float = 15.0,
-               out=print) -> bool:
+def check_live(
+    rig: RigConfig, endpoints: dict[str, str], seconds: float = 3.0, wait_s: float = 15.0, out=print
+) -> bool:
     """Runs the three checks; returns True when none failed."""
     from controller.worlds import acquisition_part
     from stimulus.presenters import make_presenter
@@ -42,8 +44,15 @@ def check_live(rig: RigConfig, endpoints: dict[str, str], seconds: float = 3.0, 
     try:
         info = source.describe(wait_s)
         if not info or "n_neurons" not in info:
-            statuses.append(_line("FAIL", "acquisition", f"no stream described itself within {wait_s:.0f} s "
-                                  f"(source {rig.cortex.source!r}); is the recording system running and publishing?", out))
+            statuses.append(
+                _line(
+                    "FAIL",
+                    "acquisition",
+                    f"no stream described itself within {wait_s:.0f} s "
+                    f"(source {rig.cortex.source!r}); is the recording system running and publishing?",
+                    out,
+                )
+            )
             return False
         n = int(info["n_neurons"])
         counts = np.zeros(n, np.int64)
@@ -55,14 +64,22 @@ def check_live(rig: RigConfig, endpoints: dict[str, str], seconds: float = 3.0, 
                     np.add.at(counts, np.asarray(msg.neuron, np.int64), 1)
         rates = counts / seconds
         silent = np.flatnonzero(counts == 0).tolist()
-        text = (f"{n} units, {int(counts.sum())} spikes in {seconds:g} s; rate per unit median "
-                f"{np.median(rates) if n else 0:.1f} Hz (min {rates.min() if n else 0:.1f}, max "
-                f"{rates.max() if n else 0:.1f})")
+        text = (
+            f"{n} units, {int(counts.sum())} spikes in {seconds:g} s; rate per unit median "
+            f"{np.median(rates) if n else 0:.1f} Hz (min {rates.min() if n else 0:.1f}, max "
+            f"{rates.max() if n else 0:.1f})"
+        )
         if n == 0 or counts.sum() == 0:
             statuses.append(_line("FAIL", "acquisition", text + ": no spikes", out))
         elif silent:
-            statuses.append(_line("WARN", "acquisition", text + f"; silent units {silent[:20]}"
-                                  + (" ..." if len(silent) > 20 else ""), out))
+            statuses.append(
+                _line(
+                    "WARN",
+                    "acquisition",
+                    text + f"; silent units {silent[:20]}" + (" ..." if len(silent) > 20 else ""),
+                    out,
+                )
+            )
         else:
             statuses.append(_line("OK", "acquisition", text, out))
 
@@ -80,23 +97,50 @@ def check_live(rig: RigConfig, endpoints: dict[str, str], seconds: float = 3.0, 
                             codes.append(msg.time_s)
                 kind = rig.event_output.kind
                 if codes:
-                    statuses.append(_line("OK", "event output", f"test code {TEST_CODE} written ({kind}) and recorded "
-                                          f"by the acquisition system at {codes[0]:.4f} s on its clock", out))
+                    statuses.append(
+                        _line(
+                            "OK",
+                            "event output",
+                            f"test code {TEST_CODE} written ({kind}) and recorded "
+                            f"by the acquisition system at {codes[0]:.4f} s on its clock",
+                            out,
+                        )
+                    )
                 else:
-                    statuses.append(_line("FAIL", "event output", f"test code {TEST_CODE} written ({kind}) but not "
-                                          f"recorded within 2 s: check the cable, the lines ([cortex.ttl]) and the "
-                                          f"recording system's digital inputs", out))
+                    statuses.append(
+                        _line(
+                            "FAIL",
+                            "event output",
+                            f"test code {TEST_CODE} written ({kind}) but not "
+                            f"recorded within 2 s: check the cable, the lines ([cortex.ttl]) and the "
+                            f"recording system's digital inputs",
+                            out,
+                        )
+                    )
             finally:
                 events.close()
             measured = screen.measured_refresh_hz
             if measured is None:
-                statuses.append(_line("OK", "display", f"{type(screen).__name__} ({screen.pacing}): no window to "
-                                      f"measure; frames paced at {screen.refresh_hz:g} Hz", out))
+                statuses.append(
+                    _line(
+                        "OK",
+                        "display",
+                        f"{type(screen).__name__} ({screen.pacing}): no window to "
+                        f"measure; frames paced at {screen.refresh_hz:g} Hz",
+                        out,
+                    )
+                )
             else:
                 off = abs(measured - screen.refresh_hz) / screen.refresh_hz
-                statuses.append(_line("OK" if off < 0.01 else "WARN", "display",
-                                      f"{type(screen).__name__}: measured {measured:.2f} Hz, configured "
-                                      f"{screen.refresh_hz:g} Hz ({screen.pacing} pacing)", out))
+                statuses.append(
+                    _line(
+                        "OK" if off < 0.01 else "WARN",
+                        "display",
+                        f"{type(screen).__name__}: measured {measured:.2f} Hz, configured "
+                        f"{screen.refresh_hz:g} Hz ({screen.pacing} pacing)",
+                        out,
+                    )
+                )
         except Exception as err:  # a window that cannot open, a port that cannot: said, not raised
             statuses.append(_line("FAIL", "display/event output", f"{type(err).__name__}: {err}", out))
         finally:

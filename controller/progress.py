@@ -2,6 +2,7 @@
 
 Nothing is drawn where stderr is not a terminal (a log file, CI): the commands print their tables as before.
 """
+
 from __future__ import annotations
 
 import sys
@@ -22,7 +23,15 @@ def progress_bar(description: str, total: int, enabled: bool | None = None):
     )
 
     enabled = sys.stderr.isatty() if enabled is None else enabled
-    with Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled, transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description:<40}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
+    ) as bar:
         task = bar.add_task(description, total=max(total, 1))
         yield lambda n=1: bar.advance(task, n)

@@ -21,6 +21,7 @@ The rules the engine applies while it dispatches are the small named functions
 below (plan deadline, pool fallback, requeue, response validity, onset times),
 each testable without any part.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -89,10 +90,11 @@ class Finish:
 
 # -- rules ---------------------------------------------------------------------------------
 
+
 def compose_plan(requeue: list, offer: Offer, n: int) -> tuple[list, int]:
     """A trial's n images: requeued ones first, then the offer's. Returns (items, how many requeued used)."""
     used = requeue[:n]
-    return list(used) + list(offer.items[:n - len(used)]), len(used)
+    return list(used) + list(offer.items[: n - len(used)]), len(used)
 
 
 def requeued(trial_id: int, items: list) -> list:
@@ -100,15 +102,17 @@ def requeued(trial_id: int, items: list) -> list:
     return [(h, px, f"requeued from trial {trial_id}: {why}") for h, px, why in items]
 
 
-def pool_offer(pool_images: np.ndarray, hash_of, rng: np.random.Generator, n: int,
-               allowed: np.ndarray | None = None) -> Offer:
+def pool_offer(
+    pool_images: np.ndarray, hash_of, rng: np.random.Generator, n: int, allowed: np.ndarray | None = None
+) -> Offer:
     """The fallback when the model's plan is late: n distinct pool images at random, each keyed by
     hash_of(pixels) (only the chosen ones are hashed). `allowed`: the pool indices to draw from (the rig's
     selection.random_from, so a late plan shows what a random slot would, e.g. no gaudy images); all if None."""
     allowed = np.arange(len(pool_images)) if allowed is None else np.asarray(allowed)
     idx = allowed[rng.choice(len(allowed), min(n, len(allowed)), replace=False)]
-    return Offer([(hash_of(pool_images[i]), pool_images[i], f"pool fallback (model late) pool#{i}") for i in idx],
-                 "pool", -1)
+    return Offer(
+        [(hash_of(pool_images[i]), pool_images[i], f"pool fallback (model late) pool#{i}") for i in idx], "pool", -1
+    )
 
 
 def plan_deadline(request_sent_s: float, stall_timeout_s: float, presenter_needs_it_at: float | None) -> float:
@@ -225,6 +229,7 @@ class OnsetLabeller:
 
 # -- the protocol -----------------------------------------------------------------------------
 
+
 @dataclass
 class ResumePoint:
     """Where a stopped session stands: the next trial id, trials done and aborted so far, images to show again."""
@@ -235,8 +240,13 @@ class ResumePoint:
     requeue: list = field(default_factory=list)
 
 
-def trial_protocol(n_trials: int, queue_depth: int, images_per_trial: int, max_attempts: int | None = None,
-                   resume: ResumePoint | None = None):
+def trial_protocol(
+    n_trials: int,
+    queue_depth: int,
+    images_per_trial: int,
+    max_attempts: int | None = None,
+    resume: ResumePoint | None = None,
+):
     max_attempts = max_attempts if max_attempts is not None else 2 * n_trials
     resume = resume or ResumePoint()
     requested: deque[int] = deque()

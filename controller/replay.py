@@ -15,6 +15,7 @@ responses by the same rules as during the recording (windows complete only when
 the stream's clock has passed them, lost spikes invalidate their windows); the
 result says how many responses came out identical to the recorded ones.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,13 +41,26 @@ def run_replay(source_dir: Path, out_dir: Path) -> dict:
         n_done = src.count("trials", "WHERE status = 'done'")
         n_started = src.count("trials")
         rig = with_overrides(rig, session={"n_trials": max(1, n_done)})
-        parts = SessionParts(clock=VirtualClock(), source=StoredStream(src), presenter=StoredPresenter(src),
-                             model=StoredPlans(src), mode="in-process")
+        parts = SessionParts(
+            clock=VirtualClock(),
+            source=StoredStream(src),
+            presenter=StoredPresenter(src),
+            model=StoredPlans(src),
+            mode="in-process",
+        )
         out = SessionStore.create(out_dir, rig.model_dump_json())
         out.set_meta("replay_of", str(source_dir.resolve()))
         with progress_bar(f"replay: {source_dir.name}", n_done) as advance:
-            summary = run_controller(rig, out_dir, parts, store=out, truth=None, quiet=True,
-                                     max_attempts=max(n_started, 1), after_update=lambda e, t: advance())
+            summary = run_controller(
+                rig,
+                out_dir,
+                parts,
+                store=out,
+                truth=None,
+                quiet=True,
+                max_attempts=max(n_started, 1),
+                after_update=lambda e, t: advance(),
+            )
     finally:
         src.close()
     again = SessionStore.open(out_dir)
@@ -55,13 +69,24 @@ def run_replay(source_dir: Path, out_dir: Path) -> dict:
         n_batches, n_events = again.count("spike_batches"), again.count("event_codes")
     finally:
         again.close()
-    before = {(t, i): (c.tobytes(), v) for t, i, c, v in zip(recorded["trial_id"], recorded["index"],
-                                                             recorded["counts"], recorded["valid"])}
-    after = {(t, i): (c.tobytes(), v) for t, i, c, v in zip(rebinned["trial_id"], rebinned["index"],
-                                                            rebinned["counts"], rebinned["valid"])}
-    result = {"source": str(source_dir.resolve()), "replay_dir": str(out_dir.resolve()), "status": summary["status"],
-              "batches": n_batches, "spikes": summary.get("spikes_received", 0), "event_codes": n_events,
-              "responses_recorded": len(before), "responses_rebinned": len(after),
-              "responses_identical": sum(after.get(k) == v for k, v in before.items())}
+    before = {
+        (t, i): (c.tobytes(), v)
+        for t, i, c, v in zip(recorded["trial_id"], recorded["index"], recorded["counts"], recorded["valid"])
+    }
+    after = {
+        (t, i): (c.tobytes(), v)
+        for t, i, c, v in zip(rebinned["trial_id"], rebinned["index"], rebinned["counts"], rebinned["valid"])
+    }
+    result = {
+        "source": str(source_dir.resolve()),
+        "replay_dir": str(out_dir.resolve()),
+        "status": summary["status"],
+        "batches": n_batches,
+        "spikes": summary.get("spikes_received", 0),
+        "event_codes": n_events,
+        "responses_recorded": len(before),
+        "responses_rebinned": len(after),
+        "responses_identical": sum(after.get(k) == v for k, v in before.items()),
+    }
     (out_dir / "replay.json").write_text(json.dumps(result, indent=2))
     return result

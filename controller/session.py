@@ -8,6 +8,7 @@ Ending is always the same path, whether the session finished, was interrupted
 runs the same engine and protocol with every part in this process (benchmarks,
 tests, replay).
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,9 +56,20 @@ class _StopSignals:
         return self.launcher_alive is None or self.launcher_alive()
 
 
-def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store: SessionStore | None = None,
-                   truth=None, after_update=None, quiet: bool = False, max_attempts: int | None = None,
-                   board=None, resume: bool = False, launcher_alive=None, pools=None) -> dict:
+def run_controller(
+    rig: RigConfig,
+    session_dir: Path,
+    parts: SessionParts,
+    store: SessionStore | None = None,
+    truth=None,
+    after_update=None,
+    quiet: bool = False,
+    max_attempts: int | None = None,
+    board=None,
+    resume: bool = False,
+    launcher_alive=None,
+    pools=None,
+) -> dict:
     """Run one session over `parts`; returns the summary (also written to SESSION/summary.json).
 
     truth: a function images -> true rates, for held-out accuracy (`rig_truth(rig)` for the rig file's
@@ -66,7 +78,9 @@ def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store
     controller.status.StatusBoard kept up to date while the session runs. resume: go on with the session the
     store holds (records/resume.py) instead of starting one. pools: the rig's pools if built already."""
     session_dir = Path(session_dir)
-    store = store or (SessionStore.open(session_dir) if resume else SessionStore.create(session_dir, rig.model_dump_json()))
+    store = store or (
+        SessionStore.open(session_dir) if resume else SessionStore.create(session_dir, rig.model_dump_json())
+    )
     pools = pools if pools is not None else make_pools(rig.images)
     status = "completed"
     stops = _StopSignals(launcher_alive)
@@ -84,13 +98,19 @@ def run_controller(rig: RigConfig, session_dir: Path, parts: SessionParts, store
 
             point = resume_point(store, rig)
             store.set_meta("resumed", str(int(store.meta("resumed") or 0) + 1))
-            store.log("session", f"resumed at trial {point.next_id}: {point.completed} done, {point.aborted} "
-                                 f"aborted, {len(point.requeue)} images to show again")
+            store.log(
+                "session",
+                f"resumed at trial {point.next_id}: {point.completed} done, {point.aborted} "
+                f"aborted, {len(point.requeue)} images to show again",
+            )
         engine.start()
         if resume:
             engine.relearn_stored_responses()
-        engine.run(trial_protocol(rig.session.n_trials, rig.trial.queue_depth, rig.trial.images_per_trial,
-                                  max_attempts, resume=point))
+        engine.run(
+            trial_protocol(
+                rig.session.n_trials, rig.trial.queue_depth, rig.trial.images_per_trial, max_attempts, resume=point
+            )
+        )
         if engine.ended_early:
             status = f"completed (ended early: {engine.ended_early})"
     except Interrupted as why:
@@ -134,8 +154,15 @@ def summary_from_store(rig: RigConfig, session_dir: Path, status: str) -> dict:
     return summary
 
 
-def run_in_process(rig: RigConfig, session_dir: Path, population=None, hypotheses=None, truth=None,
-                   after_update=None, quiet: bool = True) -> tuple[dict, SessionParts]:
+def run_in_process(
+    rig: RigConfig,
+    session_dir: Path,
+    population=None,
+    hypotheses=None,
+    truth=None,
+    after_update=None,
+    quiet: bool = True,
+) -> tuple[dict, SessionParts]:
     """The simulated rig with every part in this process; returns the summary and the parts (whose model a
     benchmark may look at). Torch's thread count is restored afterwards."""
     from controller.worlds import in_process_parts
@@ -146,8 +173,9 @@ def run_in_process(rig: RigConfig, session_dir: Path, population=None, hypothese
         parts = in_process_parts(rig, population=population, hypotheses=hypotheses, pools=pools)
         if truth is None:
             truth = population.rates if population is not None else rig_truth(rig)
-        summary = run_controller(rig, session_dir, parts, truth=truth, after_update=after_update, quiet=quiet,
-                                 pools=pools)
+        summary = run_controller(
+            rig, session_dir, parts, truth=truth, after_update=after_update, quiet=quiet, pools=pools
+        )
     finally:
         torch.set_num_threads(threads)
     return summary, parts
@@ -183,7 +211,7 @@ def rig_truth(rig: RigConfig):
 def heldout_r(rates: np.ndarray, true_rates: np.ndarray) -> np.ndarray:
     """Per neuron: correlation of the members' mean prediction (members, n, N) with the true rates (n, >= N)."""
     pred = rates.mean(0)
-    return correlation(pred, true_rates[:, :pred.shape[1]])
+    return correlation(pred, true_rates[:, : pred.shape[1]])
 
 
 def heldout_accuracy(engine: SessionEngine, truth, timeout_s: float = 60.0) -> tuple[list[float] | None, float | None]:
@@ -197,8 +225,9 @@ def heldout_accuracy(engine: SessionEngine, truth, timeout_s: float = 60.0) -> t
 
 def stored_counts(store: SessionStore) -> dict:
     """The valid responses' image hashes and counts (n, N), without their pixels (for the noise ceiling)."""
-    rows = store.conn.execute("SELECT image_hash, counts FROM responses WHERE valid = 1 "
-                              "ORDER BY trial_id, idx").fetchall()
+    rows = store.conn.execute(
+        "SELECT image_hash, counts FROM responses WHERE valid = 1 ORDER BY trial_id, idx"
+    ).fetchall()
     counts = np.stack([np.frombuffer(r[1], np.float32) for r in rows]) if rows else np.zeros((0, 0), np.float32)
     return {"image_hash": [r[0] for r in rows], "counts": counts}
 
@@ -210,21 +239,32 @@ def ceiling_figures(rig: RigConfig, truth, test_images, store: SessionStore, n_n
     except Exception as err:  # a figure, not a reason to lose the summary
         log.warning("noise ceiling not computed: %r", err)
         return {"noise_ceiling": {"error": repr(err)}}
-    return {"noise_ceiling": ceil,
-            "noise_ceiling_truth_median": (ceil["truth"] or {}).get("median"),
-            "noise_ceiling_repeats_median": (ceil["repeats"] or {}).get("median")}
+    return {
+        "noise_ceiling": ceil,
+        "noise_ceiling_truth_median": (ceil["truth"] or {}).get("median"),
+        "noise_ceiling_repeats_median": (ceil["repeats"] or {}).get("median"),
+    }
 
 
 def steps_per_trial(rig: RigConfig, training_steps, trials_done: int) -> dict:
     """Training steps per completed trial as done, and the budget a virtual clock gives (None on a wall clock,
     where the model trains in the background for as long as it has)."""
     done = None if not training_steps or not trials_done else training_steps / trials_done
-    return {"training_steps_per_trial": done,
-            "training_steps_per_trial_budget": rig.model.steps_per_trial if rig.session.speed == "max" else None}
+    return {
+        "training_steps_per_trial": done,
+        "training_steps_per_trial_budget": rig.model.steps_per_trial if rig.session.speed == "max" else None,
+    }
 
 
-def build_summary(rig: RigConfig, engine: SessionEngine | None, store: SessionStore, session_dir: Path, status: str,
-                  duration_s: float, truth=None) -> dict:
+def build_summary(
+    rig: RigConfig,
+    engine: SessionEngine | None,
+    store: SessionStore,
+    session_dir: Path,
+    status: str,
+    duration_s: float,
+    truth=None,
+) -> dict:
     """The figures of a session, from the store and the engine's counters. Never raises for a dead part."""
     done = store.count("trials", "WHERE status = 'done'")
     aborted = store.count("trials", "WHERE status = 'aborted'")
@@ -250,8 +290,13 @@ def build_summary(rig: RigConfig, engine: SessionEngine | None, store: SessionSt
     }
     if engine is None:  # from the store alone
         row = store.conn.execute("SELECT SUM(LENGTH(neuron)) / 2 FROM spike_batches").fetchone()
-        out.update({"neurons": int(store.meta("neurons") or 0), "spikes_received": int(row[0] or 0),
-                    "plans": store.count("plans")})
+        out.update(
+            {
+                "neurons": int(store.meta("neurons") or 0),
+                "spikes_received": int(row[0] or 0),
+                "plans": store.count("plans"),
+            }
+        )
         # Without the engine no model answers for held-out accuracy; the repeats' ceiling is in the store.
         out.update(ceiling_figures(rig, None, None, store, None))
         return out
@@ -265,38 +310,49 @@ def build_summary(rig: RigConfig, engine: SessionEngine | None, store: SessionSt
     total_plans = engine.plans_on_time + engine.plans_late
     lat = [x * 1000 for x in engine.latencies_s]
     streams = engine.streams.values()
-    out.update({
-        "neurons": engine.n_neurons,
-        "spikes_received": sum(s.received_spikes for s in streams),
-        "spikes_lost": sum(s.lost_spikes for s in streams),
-        "batches_lost": sum(s.lost_batches for s in streams),
-        "batches_out_of_order": sum(s.out_of_order_batches for s in streams),
-        "batches_malformed": engine.bad_batches,
-        "loop_latency_p50_ms": percentile(lat, 50),
-        "loop_latency_p99_ms": percentile(lat, 99),
-        "plans_on_time": engine.plans_on_time,
-        "plans_late": engine.plans_late,
-        "plans_on_time_share": engine.plans_on_time / total_plans if total_plans else None,
-        "presenter": engine.presenter_info,
-        "presenter_gaps": len(engine.gaps),
-        "presenter_gap_s": float(sum(b - a for a, b in engine.gaps)),
-        "malformed_messages_dropped": sum(part.malformed() for part in engine.parts.all()),
-        "acquisition": {**engine.source_info, **engine.parts.source.counters()},
-        "photodiode": None if not engine.uses_photodiode else {
-            "edges": len(engine.photodiode_edges),
-            "onsets_with_edge": len(engine.photodiode_latencies_s),
-            "onsets_without_edge": engine.onsets_without_photodiode,
-            "latency_ms_median": percentile([x * 1000 for x in engine.photodiode_latencies_s], 50),
-            "latency_ms_p99": percentile([x * 1000 for x in engine.photodiode_latencies_s], 99)},
-        "clock_alignment": None if fit is None else {
-            "offset_s": fit.offset_s, "drift_ppm": fit.drift_ppm, "residual_rms_ms": fit.residual_rms_s * 1000,
-            "residual_max_ms": fit.residual_max_s * 1000, "pairs": fit.n_pairs},
-        "model_version": model_info.get("version"),
-        "model": model_info,
-        "heldout_median_r": median,
-        "heldout_r_per_neuron": per_neuron,
-        "hypothesis_evidence": model_info.get("evidence"),
-        **steps_per_trial(rig, model_info.get("training_steps"), done),
-        **ceiling_figures(rig, truth, engine.pools.test if truth is not None else None, store, engine.n_neurons),
-    })
+    out.update(
+        {
+            "neurons": engine.n_neurons,
+            "spikes_received": sum(s.received_spikes for s in streams),
+            "spikes_lost": sum(s.lost_spikes for s in streams),
+            "batches_lost": sum(s.lost_batches for s in streams),
+            "batches_out_of_order": sum(s.out_of_order_batches for s in streams),
+            "batches_malformed": engine.bad_batches,
+            "loop_latency_p50_ms": percentile(lat, 50),
+            "loop_latency_p99_ms": percentile(lat, 99),
+            "plans_on_time": engine.plans_on_time,
+            "plans_late": engine.plans_late,
+            "plans_on_time_share": engine.plans_on_time / total_plans if total_plans else None,
+            "presenter": engine.presenter_info,
+            "presenter_gaps": len(engine.gaps),
+            "presenter_gap_s": float(sum(b - a for a, b in engine.gaps)),
+            "malformed_messages_dropped": sum(part.malformed() for part in engine.parts.all()),
+            "acquisition": {**engine.source_info, **engine.parts.source.counters()},
+            "photodiode": None
+            if not engine.uses_photodiode
+            else {
+                "edges": len(engine.photodiode_edges),
+                "onsets_with_edge": len(engine.photodiode_latencies_s),
+                "onsets_without_edge": engine.onsets_without_photodiode,
+                "latency_ms_median": percentile([x * 1000 for x in engine.photodiode_latencies_s], 50),
+                "latency_ms_p99": percentile([x * 1000 for x in engine.photodiode_latencies_s], 99),
+            },
+            "clock_alignment": None
+            if fit is None
+            else {
+                "offset_s": fit.offset_s,
+                "drift_ppm": fit.drift_ppm,
+                "residual_rms_ms": fit.residual_rms_s * 1000,
+                "residual_max_ms": fit.residual_max_s * 1000,
+                "pairs": fit.n_pairs,
+            },
+            "model_version": model_info.get("version"),
+            "model": model_info,
+            "heldout_median_r": median,
+            "heldout_r_per_neuron": per_neuron,
+            "hypothesis_evidence": model_info.get("evidence"),
+            **steps_per_trial(rig, model_info.get("training_steps"), done),
+            **ceiling_figures(rig, truth, engine.pools.test if truth is not None else None, store, engine.n_neurons),
+        }
+    )
     return out

@@ -13,6 +13,7 @@ trials like any other request) where the true rates are known (the simulated rig
 What the board learns is also kept in the session log (kinds "heldout" and
 "evidence"), so the report can draw it over trials.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,17 @@ from records.summary import percentile
 
 
 class StatusBoard:
-    def __init__(self, n_trials: int, truth=None, stream=None, every_s: float = 0.25, plain_every_s: float = 5.0,
-                 accuracy_every_trials: int = 10, status_every_s: float = 2.0, log_file=None):
+    def __init__(
+        self,
+        n_trials: int,
+        truth=None,
+        stream=None,
+        every_s: float = 0.25,
+        plain_every_s: float = 5.0,
+        accuracy_every_trials: int = 10,
+        status_every_s: float = 2.0,
+        log_file=None,
+    ):
         """log_file: also write the plain lines and warnings here (the session's logs/controller.log)."""
         self.log_file = log_file
         self.n_trials = n_trials
@@ -65,8 +75,12 @@ class StatusBoard:
         if self.pending_status is None and now - self.last_status_ask >= self.status_every_s:
             self.pending_status = engine._model_request("status")
             self.last_status_ask = now
-        if (self.truth is not None and self.pending_predict is None and completed
-                and completed - self.accuracy_trials >= self.accuracy_every_trials):
+        if (
+            self.truth is not None
+            and self.pending_predict is None
+            and completed
+            and completed - self.accuracy_trials >= self.accuracy_every_trials
+        ):
             self.pending_predict = engine._model_request("predict", pixels=engine.pools.test)
             self.accuracy_trials = completed
         if self.pending_status is not None and -self.pending_status in engine.model_replies:
@@ -75,9 +89,17 @@ class StatusBoard:
             self.pending_status = None
             ev = self.model_info.get("evidence")
             if ev and ev.get("presentations") and ev.get("posterior"):  # kept: the report draws it over trials
-                engine.store.log("evidence", json.dumps({"trials_done": completed, "presentations": ev["presentations"],
-                                                         "posterior": ev["posterior"],
-                                                         "version": self.model_info.get("version")}))
+                engine.store.log(
+                    "evidence",
+                    json.dumps(
+                        {
+                            "trials_done": completed,
+                            "presentations": ev["presentations"],
+                            "posterior": ev["posterior"],
+                            "version": self.model_info.get("version"),
+                        }
+                    ),
+                )
         if self.pending_predict is not None and -self.pending_predict in engine.model_replies:
             reply = engine.model_replies.pop(-self.pending_predict)
             if reply.rates.size:
@@ -85,9 +107,17 @@ class StatusBoard:
                     self.true_test = self.truth(engine.pools.test)
                 r = heldout_r(reply.rates, self.true_test)
                 self.accuracy = float(np.median(r))
-                engine.store.log("heldout", json.dumps({"trials_done": self.accuracy_trials, "median_r": self.accuracy,
-                                                        "per_neuron": [round(float(v), 4) for v in r],
-                                                        "version": int(reply.model_version)}))
+                engine.store.log(
+                    "heldout",
+                    json.dumps(
+                        {
+                            "trials_done": self.accuracy_trials,
+                            "median_r": self.accuracy,
+                            "per_neuron": [round(float(v), 4) for v in r],
+                            "version": int(reply.model_version),
+                        }
+                    ),
+                )
             self.pending_predict = None
 
     def steps_per_trial(self) -> float | None:
@@ -106,17 +136,20 @@ class StatusBoard:
         return {
             "trials": f"{done}/{self.n_trials} done, {aborted} aborted",
             "spikes/s": ", ".join(f"{name} {st.received_spikes / elapsed:,.0f}" for name, st in engine.streams.items())
-                        or "none yet",
+            or "none yet",
             "spikes lost": sum(st.lost_spikes for st in engine.streams.values()),
             # The summary's percentiles (interpolated): with two latencies an index rule put "p50" above "p99".
-            "loop latency p50/p99": (f"{percentile(lat, 50) * 1000:.0f} / {percentile(lat, 99) * 1000:.0f} ms"
-                                     if lat else "n/a"),
-            "plans on time": f"{engine.plans_on_time}/{plans}" + (f" ({engine.plans_late} from the pool)"
-                                                                 if engine.plans_late else ""),
+            "loop latency p50/p99": (
+                f"{percentile(lat, 50) * 1000:.0f} / {percentile(lat, 99) * 1000:.0f} ms" if lat else "n/a"
+            ),
+            "plans on time": f"{engine.plans_on_time}/{plans}"
+            + (f" ({engine.plans_late} from the pool)" if engine.plans_late else ""),
             "model version": self.model_info.get("version", engine.model_version_seen),
             "training steps": self.model_info.get("training_steps", "n/a"),
             "steps per trial": "n/a" if self.steps_per_trial() is None else f"{self.steps_per_trial():.1f}",
-            "held-out median r": "n/a" if self.accuracy is None else f"{self.accuracy:.3f} (after {self.accuracy_trials} trials)",
+            "held-out median r": "n/a"
+            if self.accuracy is None
+            else f"{self.accuracy:.3f} (after {self.accuracy_trials} trials)",
             "dropped frames": engine.dropped_frames,
         }
 
@@ -129,8 +162,10 @@ class StatusBoard:
         self._ask(engine, completed)
         if engine.plans_late > self.late_seen:
             self.late_seen = engine.plans_late
-            self._line(f"WARNING: plan for a trial was late; pool images shown instead ({engine.plans_late} so far): "
-                       f"the model is falling behind")
+            self._line(
+                f"WARNING: plan for a trial was late; pool images shown instead ({engine.plans_late} so far): "
+                f"the model is falling behind"
+            )
         fig = self.figures(engine)
         if self.live is not None:
             from rich.table import Table

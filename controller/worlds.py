@@ -13,6 +13,7 @@ To bring in a new world (an acquisition system, a presenter, a model), write the
 one part that differs so that it has the methods of its Protocol in
 contract/parts.py, and plug it in beside the others in a SessionParts.
 """
+
 from __future__ import annotations
 
 from acquisition.virtual_cortex import VirtualCortex
@@ -38,8 +39,9 @@ def acquisition_part(rig: RigConfig, endpoints: dict[str, str]):
     cortex = rig.cortex
     if cortex.source == "virtual":
         if "acquisition_pub" not in endpoints:
-            raise ValueError('cortex.source = "virtual" reads the native stream, but endpoints.acquisition_pub is '
-                             '"off"')
+            raise ValueError(
+                'cortex.source = "virtual" reads the native stream, but endpoints.acquisition_pub is "off"'
+            )
         return ZmqAcquisitionSource(endpoints, rig=rig)
     if cortex.source == "openephys":
         from acquisition.openephys_source import OpenEphysSource
@@ -47,27 +49,45 @@ def acquisition_part(rig: RigConfig, endpoints: dict[str, str]):
         oe = cortex.openephys
         endpoint = endpoints.get("openephys_pub") if oe.endpoint == "auto" else oe.endpoint
         if not endpoint:
-            raise ValueError('cortex.openephys.endpoint = "auto" means the simulated rig\'s openephys_pub, but '
-                             'endpoints.openephys_pub is "off"')
+            raise ValueError(
+                'cortex.openephys.endpoint = "auto" means the simulated rig\'s openephys_pub, but '
+                'endpoints.openephys_pub is "off"'
+            )
         # Only the simulated recording system is told when the session is over; a live one keeps recording.
         control = endpoints.get("acquisition_events") if oe.virtual_cortex else None
         # The simulated rig's own broadcaster uses the rig's keys, if any; an Open Ephys GUI speaks plain ZeroMQ.
         ctx = client_context(keys_for(rig)) if oe.endpoint == "auto" else None
-        return OpenEphysSource(oe, cortex.ttl, endpoint, rig.session.acquisition_sample_rate_hz,
-                               make_clock(rig.session.speed), ctx=ctx, control_endpoint=control)
+        return OpenEphysSource(
+            oe,
+            cortex.ttl,
+            endpoint,
+            rig.session.acquisition_sample_rate_hz,
+            make_clock(rig.session.speed),
+            ctx=ctx,
+            control_endpoint=control,
+        )
     if cortex.source == "lsl":
         from acquisition.lsl_source import LslAcquisitionSource
 
         lsl = cortex.lsl
-        return LslAcquisitionSource(lsl.spike_stream, lsl.code_stream, lsl.n_neurons, margin_ms=lsl.clock_margin_ms,
-                                    stale_after_s=lsl.stale_after_s)
+        return LslAcquisitionSource(
+            lsl.spike_stream,
+            lsl.code_stream,
+            lsl.n_neurons,
+            margin_ms=lsl.clock_margin_ms,
+            stale_after_s=lsl.stale_after_s,
+        )
     raise ValueError(f"cortex.source {cortex.source!r}: no acquisition part for it")
 
 
 def process_parts(rig: RigConfig, endpoints: dict[str, str]) -> SessionParts:
-    return SessionParts(clock=make_clock(rig.session.speed), source=acquisition_part(rig, endpoints),
-                        presenter=ZmqPresenter(endpoints, rig=rig), model=ZmqModel(endpoints, rig=rig),
-                        mode="processes")
+    return SessionParts(
+        clock=make_clock(rig.session.speed),
+        source=acquisition_part(rig, endpoints),
+        presenter=ZmqPresenter(endpoints, rig=rig),
+        model=ZmqModel(endpoints, rig=rig),
+        mode="processes",
+    )
 
 
 def in_process_parts(rig: RigConfig, population=None, hypotheses=None, screen=None, pools=None) -> SessionParts:
@@ -82,5 +102,6 @@ def in_process_parts(rig: RigConfig, population=None, hypotheses=None, screen=No
     presenter = PresenterRunner(screen, make_fixation(rig.fixation, rig.display), events, clock)
     prepare_model_process()  # the same torch settings as the model process: the same numbers come out
     model = ModelWorker(rig, make_clock(rig.session.speed), hypotheses=hypotheses, pools=pools)
-    return SessionParts(clock=make_clock(rig.session.speed), source=cortex, presenter=presenter, model=model,
-                        mode="in-process")
+    return SessionParts(
+        clock=make_clock(rig.session.speed), source=cortex, presenter=presenter, model=model, mode="in-process"
+    )

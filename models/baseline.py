@@ -8,6 +8,7 @@ disagree where the data are thin.
 Implements the online-model interface used by the model worker:
     add_responses(images_uint8, counts, window_s); train(steps); snapshot() -> predictor
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ def baseline_features(images: torch.Tensor) -> torch.Tensor:
     small = F.adaptive_avg_pool2d(x, 8)
     local = F.adaptive_avg_pool2d((x - F.avg_pool2d(x, 3, 1, 1)) ** 2, 4)
     ones = torch.ones(images.shape[0], 1, dtype=images.dtype, device=images.device)
-    return torch.cat([small.flatten(1), (small ** 2).flatten(1), 10 * local.flatten(1), ones], 1)
+    return torch.cat([small.flatten(1), (small**2).flatten(1), 10 * local.flatten(1), ones], 1)
 
 
 @dataclass

@@ -17,6 +17,7 @@ The softplus readout is what the online ensemble uses (its Poisson loss needs a 
 that is never negative). Cowley et al. distilled into a linear readout trained with
 squared error; `cortexloop compress` offers both (`model.student_readout`).
 """
+
 from __future__ import annotations
 
 import math
@@ -71,8 +72,14 @@ class CompactSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "CompactSpec":
         # Files written before the linear readout existed have no "readout": they used softplus.
-        return cls(int(d["in_channels"]), int(d["image_size"]), tuple(d["filters"]), tuple(d["strides"]),
-                   int(d["kernel_size"]), str(d.get("readout", "softplus")))
+        return cls(
+            int(d["in_channels"]),
+            int(d["image_size"]),
+            tuple(d["filters"]),
+            tuple(d["strides"]),
+            int(d["kernel_size"]),
+            str(d.get("readout", "softplus")),
+        )
 
     @classmethod
     def from_config(cls, cfg, image_shape: tuple[int, int, int]) -> "CompactSpec":
@@ -172,7 +179,6 @@ def filters_per_layer(model: CompactNet) -> list[int]:
 def make_models(spec: CompactSpec, n: int, seed: int = 0) -> list[CompactNet]:
     """`n` models of the same architecture; model i is seeded with (seed, i)."""
     return [CompactNet(spec, seed=seed * 100003 + i) for i in range(n)]
-
 
 
 @torch.no_grad()

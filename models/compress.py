@@ -19,6 +19,7 @@ Stages (each with a progress bar, all neurons at once):
 Writes `neuron_NNN.pt`, `models.pt2`, `neuron_NNN.png` and `report.json` (the table as
 data, with the compression goals and whether they were met).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,14 @@ class Stages:
             TimeRemainingColumn,
         )
 
-        self.bar = Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
+        self.bar = Progress(
+            TextColumn("{task.description:<34}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            disable=not enabled,
+        )
         self.seconds: dict[str, float] = {}
 
     def __enter__(self) -> "Stages":
@@ -88,10 +95,19 @@ class Stages:
         self.seconds[name] = round(time.perf_counter() - t0, 2)
 
 
-def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float, rig: RigConfig,
-                         out_dir: str | Path, ensemble_steps: int = 100,
-                         mei_steps: int = 60, log=print, progress: bool = False,
-                         teacher_checkpoint: str | Path | None = None, neurons: list[int] | None = None) -> dict:
+def compress_from_arrays(
+    images: np.ndarray,
+    counts: np.ndarray,
+    window_s: float,
+    rig: RigConfig,
+    out_dir: str | Path,
+    ensemble_steps: int = 100,
+    mei_steps: int = 60,
+    log=print,
+    progress: bool = False,
+    teacher_checkpoint: str | Path | None = None,
+    neurons: list[int] | None = None,
+) -> dict:
     """images uint8 (n, H, W, C), counts (n, N) in the response window. Returns the report (also report.json).
 
     teacher_checkpoint: the model worker's checkpoint (SESSION/checkpoints/model.pt); the teacher
@@ -123,8 +139,9 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
         teach = ensemble_mean(online.snapshot())
 
         pools = make_pools(rig.images)
-        distill_images = augmented_images(np.concatenate([pools.train, images]), mcfg.distill_augmented_copies,
-                                           seed=mcfg.seed)
+        distill_images = augmented_images(
+            np.concatenate([pools.train, images]), mcfg.distill_augmented_copies, seed=mcfg.seed
+        )
         with stages.stage("teacher_rates", f"teacher rates: {len(distill_images)} images", 1):
             targets = teacher_rates(teach, distill_images, device)[:, chosen]
             t_test = teacher_rates(teach, pools.test, device)[:, chosen]
@@ -132,32 +149,61 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
         # 2. Distil: all students together, in the form chosen once here (timed where "auto") for both
         # distillation and retraining.
         spec = student_spec(mcfg, images.shape[1:])
-        form = student_form(mcfg.distill_form, device, spec, n_neurons,
-                            min(mcfg.distill_batch_size, len(distill_images)))
+        form = student_form(
+            mcfg.distill_form, device, spec, n_neurons, min(mcfg.distill_batch_size, len(distill_images))
+        )
         steps = mcfg.distill_steps
         with stages.stage("distil", f"distil: {n_neurons} students", steps) as done:
-            students = distill(distill_images, targets, spec, steps, mcfg.distill_learning_rate,
-                               mcfg.distill_batch_size, device, seed=mcfg.seed, smooth_sigma=mcfg.smooth_sigma,
-                               smooth_every=mcfg.smooth_every_steps, form=form,
-                               schedule=mcfg.distill_schedule, progress=done)
+            students = distill(
+                distill_images,
+                targets,
+                spec,
+                steps,
+                mcfg.distill_learning_rate,
+                mcfg.distill_batch_size,
+                device,
+                seed=mcfg.seed,
+                smooth_sigma=mcfg.smooth_sigma,
+                smooth_every=mcfg.smooth_every_steps,
+                form=form,
+                schedule=mcfg.distill_schedule,
+                progress=done,
+            )
 
         # 3. Prune. Decisions use distillation images (never the test set), against the teacher.
         rng = np.random.default_rng(mcfg.seed)
         prune_idx = rng.choice(len(distill_images), min(mcfg.prune_images, len(distill_images)), replace=False)
         x_prune = to_tensor(distill_images[prune_idx]).to(device)
         with stages.stage("prune", f"prune: {n_neurons} students", n_neurons) as done:
-            pruned = prune_models(students, x_prune, targets[prune_idx].to(device), mcfg.prune_keep_r2_frac,
-                                  mcfg.prune_keep_variance_frac, mcfg.prune_min_filters,
-                                  progress=lambda k: done(k + 1))
+            pruned = prune_models(
+                students,
+                x_prune,
+                targets[prune_idx].to(device),
+                mcfg.prune_keep_r2_frac,
+                mcfg.prune_keep_variance_frac,
+                mcfg.prune_min_filters,
+                progress=lambda k: done(k + 1),
+            )
         del x_prune
 
         # 4. Retrain the pruned students on the teacher.
         steps = mcfg.retrain_steps
         with stages.stage("retrain", f"retrain: {n_neurons} pruned students", steps) as done:
-            final = fit_students([p.model for p in pruned], distill_images, targets, steps,
-                                 mcfg.distill_learning_rate / 2, mcfg.distill_batch_size, device, seed=mcfg.seed + 1,
-                                 smooth_sigma=mcfg.smooth_sigma, smooth_every=mcfg.smooth_every_steps,
-                                 form=form, schedule=mcfg.distill_schedule, progress=done)
+            final = fit_students(
+                [p.model for p in pruned],
+                distill_images,
+                targets,
+                steps,
+                mcfg.distill_learning_rate / 2,
+                mcfg.distill_batch_size,
+                device,
+                seed=mcfg.seed + 1,
+                smooth_sigma=mcfg.smooth_sigma,
+                smooth_every=mcfg.smooth_every_steps,
+                form=form,
+                schedule=mcfg.distill_schedule,
+                progress=done,
+            )
 
         # 5. Held-out test images: never shown, never distilled on.
         with stages.stage("evaluate", "held-out test set", 1):
@@ -175,18 +221,23 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
         ensemble_params = count_parameters(online.net) // n_recorded
         rows = []
         for n in range(n_neurons):
-            row = {"neuron": chosen[n], "params_ensemble_per_neuron": ensemble_params,
-                   "params_before": pruned[n].params_before, "params_after": count_parameters(final[n]),
-                   "filters_before": pruned[n].filters_before, "filters_after": list(final[n].spec.filters),
-                   "filters_kept": pruned[n].kept,
-                   "variance_explained_kept": [round(v, 4) for v in pruned[n].explained],
-                   "r2_teacher_prune_images_before": pruned[n].r2_before,
-                   "r2_teacher_prune_images_pruned": pruned[n].r2_after,
-                   # Held-out natural test set from here on.
-                   "r2_teacher_unpruned": float(r2(s_test[:, n], t_test[:, n])[0]),
-                   "r2_teacher_pruned_not_retrained": float(r2(p_test[:, n], t_test[:, n])[0]),
-                   "r2_teacher_pruned": float(r2(f_test[:, n], t_test[:, n])[0]),
-                   "trained_rate_range_hz": [float(targets[:, n].min()), float(targets[:, n].max())]}
+            row = {
+                "neuron": chosen[n],
+                "params_ensemble_per_neuron": ensemble_params,
+                "params_before": pruned[n].params_before,
+                "params_after": count_parameters(final[n]),
+                "filters_before": pruned[n].filters_before,
+                "filters_after": list(final[n].spec.filters),
+                "filters_kept": pruned[n].kept,
+                "variance_explained_kept": [round(v, 4) for v in pruned[n].explained],
+                "r2_teacher_prune_images_before": pruned[n].r2_before,
+                "r2_teacher_prune_images_pruned": pruned[n].r2_after,
+                # Held-out natural test set from here on.
+                "r2_teacher_unpruned": float(r2(s_test[:, n], t_test[:, n])[0]),
+                "r2_teacher_pruned_not_retrained": float(r2(p_test[:, n], t_test[:, n])[0]),
+                "r2_teacher_pruned": float(r2(f_test[:, n], t_test[:, n])[0]),
+                "trained_rate_range_hz": [float(targets[:, n].min()), float(targets[:, n].max())],
+            }
             if truth is not None:
                 row["r_truth_teacher"] = float(correlation(t_test[:, n], truth[:, n])[0])
                 row["r_truth_unpruned"] = float(correlation(s_test[:, n], truth[:, n])[0])
@@ -194,29 +245,57 @@ def compress_from_arrays(images: np.ndarray, counts: np.ndarray, window_s: float
             rows.append(row)
 
         for n, model in enumerate(final):
-            save_model(model, out_dir / f"neuron_{chosen[n]:03d}.pt",
-                       meta={"neuron": chosen[n], "units": "spikes/s", "input": "(B, C, H, W) float in [0, 1]",
-                             "window_s": float(window_s),
-                             **{k: v for k, v in rows[n].items() if k not in ("neuron", "filters_kept")}})
+            save_model(
+                model,
+                out_dir / f"neuron_{chosen[n]:03d}.pt",
+                meta={
+                    "neuron": chosen[n],
+                    "units": "spikes/s",
+                    "input": "(B, C, H, W) float in [0, 1]",
+                    "window_s": float(window_s),
+                    **{k: v for k, v in rows[n].items() if k not in ("neuron", "filters_kept")},
+                },
+            )
         export_models(final, out_dir / "models.pt2", meta={"neurons": chosen})
 
         # 6. One page per neuron.
         with stages.stage("pages", f"pages: MEIs and figures ({mei_steps} steps)", n_neurons) as done:
-            pages = write_pages(final, rows, pools.train, out_dir, mei_steps, device, mcfg.seed, population,
-                                progress=done)
+            pages = write_pages(
+                final, rows, pools.train, out_dir, mei_steps, device, mcfg.seed, population, progress=done
+            )
         for row, page in zip(rows, pages):
             row.update(page)
 
-    report = {"neurons": rows, "n_presentations": int(len(images)), "window_s": float(window_s),
-              "n_test_images": int(len(pools.test)), "n_distill_images": int(len(distill_images)),
-              "student_spec": spec.to_dict(), "smooth_sigma": mcfg.smooth_sigma,
-              "steps": {"ensemble": ensemble_steps, "distill": mcfg.distill_steps, "retrain": mcfg.retrain_steps,
-                        "mei": mei_steps},
-              "distill": {"form": form, "form_setting": mcfg.distill_form, "schedule": mcfg.distill_schedule,
-                          "learning_rate": mcfg.distill_learning_rate, "batch_size": mcfg.distill_batch_size},
-              "goals": goals(rows), "seconds": round(time.perf_counter() - t0, 1), "stage_seconds": stages.seconds,
-              "device": str(device), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
-              "ensemble_form": online.form, "teacher_from": teacher_from}
+    report = {
+        "neurons": rows,
+        "n_presentations": int(len(images)),
+        "window_s": float(window_s),
+        "n_test_images": int(len(pools.test)),
+        "n_distill_images": int(len(distill_images)),
+        "student_spec": spec.to_dict(),
+        "smooth_sigma": mcfg.smooth_sigma,
+        "steps": {
+            "ensemble": ensemble_steps,
+            "distill": mcfg.distill_steps,
+            "retrain": mcfg.retrain_steps,
+            "mei": mei_steps,
+        },
+        "distill": {
+            "form": form,
+            "form_setting": mcfg.distill_form,
+            "schedule": mcfg.distill_schedule,
+            "learning_rate": mcfg.distill_learning_rate,
+            "batch_size": mcfg.distill_batch_size,
+        },
+        "goals": goals(rows),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "stage_seconds": stages.seconds,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "ensemble_form": online.form,
+        "teacher_from": teacher_from,
+    }
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     log(format_table(rows, report))
     return report
@@ -269,8 +348,10 @@ def _teacher(mcfg, n_neurons: int, image_shape, checkpoint: str | Path | None, l
                 online.load_weights_state(weights)
                 return online, f"session checkpoint ({kind} model version {online.version}, {online.steps_done} steps)"
             except (RuntimeError, KeyError, ValueError) as err:  # another architecture: e.g. --rig changed it
-                log(f"the session's checkpoint does not fit this model ({str(err).splitlines()[0]}); "
-                    "training the teacher from scratch")
+                log(
+                    f"the session's checkpoint does not fit this model ({str(err).splitlines()[0]}); "
+                    "training the teacher from scratch"
+                )
     return make_online_model(mcfg, n_neurons, image_shape), "trained from scratch"
 
 
@@ -279,7 +360,7 @@ def _rates(models, images: np.ndarray, device: torch.device, batch: int = 128) -
     with torch.no_grad():
         out = []
         for i in range(0, len(images), batch):
-            x = to_tensor(images[i:i + batch]).to(device)
+            x = to_tensor(images[i : i + batch]).to(device)
             out.append(torch.stack([m(x) for m in models], 1).float().cpu())
     return torch.cat(out)
 
@@ -289,59 +370,78 @@ def goals(rows: list[dict]) -> dict:
     med = lambda k: float(np.median([r[k] for r in rows]))  # noqa: E731
     ratio = float(np.median([r["params_before"] / r["params_after"] for r in rows]))
     kept = float(np.median([r["r2_teacher_pruned"] / max(r["r2_teacher_unpruned"], 1e-9) for r in rows]))
-    out = {"median_param_ratio": round(ratio, 2), "param_ratio_goal": GOAL_PARAM_RATIO,
-           "param_ratio_met": ratio >= GOAL_PARAM_RATIO,
-           "median_teacher_r2_kept": round(kept, 3), "teacher_r2_kept_goal": GOAL_TEACHER_KEPT,
-           "teacher_r2_kept_met": kept >= GOAL_TEACHER_KEPT,
-           "median_r2_teacher_unpruned": round(med("r2_teacher_unpruned"), 3),
-           "median_r2_teacher_pruned": round(med("r2_teacher_pruned"), 3),
-           "median_params_before": med("params_before"), "median_params_after": med("params_after")}
+    out = {
+        "median_param_ratio": round(ratio, 2),
+        "param_ratio_goal": GOAL_PARAM_RATIO,
+        "param_ratio_met": ratio >= GOAL_PARAM_RATIO,
+        "median_teacher_r2_kept": round(kept, 3),
+        "teacher_r2_kept_goal": GOAL_TEACHER_KEPT,
+        "teacher_r2_kept_met": kept >= GOAL_TEACHER_KEPT,
+        "median_r2_teacher_unpruned": round(med("r2_teacher_unpruned"), 3),
+        "median_r2_teacher_pruned": round(med("r2_teacher_pruned"), 3),
+        "median_params_before": med("params_before"),
+        "median_params_after": med("params_after"),
+    }
     if "r_truth_pruned" in rows[0]:
         gap = med("r_truth_teacher") - med("r_truth_pruned")
-        out.update({"median_r_truth_teacher": round(med("r_truth_teacher"), 3),
-                    "median_r_truth_unpruned": round(med("r_truth_unpruned"), 3),
-                    "median_r_truth_pruned": round(med("r_truth_pruned"), 3),
-                    "truth_gap": round(gap, 3), "truth_gap_goal": GOAL_TRUTH_GAP,
-                    "truth_gap_met": gap <= GOAL_TRUTH_GAP})
+        out.update(
+            {
+                "median_r_truth_teacher": round(med("r_truth_teacher"), 3),
+                "median_r_truth_unpruned": round(med("r_truth_unpruned"), 3),
+                "median_r_truth_pruned": round(med("r_truth_pruned"), 3),
+                "truth_gap": round(gap, 3),
+                "truth_gap_goal": GOAL_TRUTH_GAP,
+                "truth_gap_met": gap <= GOAL_TRUTH_GAP,
+            }
+        )
     return out
 
 
 def format_table(rows: list[dict], report: dict) -> str:
     has_truth = "r_truth_pruned" in rows[0]
-    head = (f"{'neuron':>6} {'params before->after':>22} {'filters per layer':>34} "
-            f"{'r2 teacher (held out)':>22}")
+    head = f"{'neuron':>6} {'params before->after':>22} {'filters per layer':>34} {'r2 teacher (held out)':>22}"
     head += f" {'r truth teacher/unpruned/pruned':>32}" if has_truth else ""
     lines = [head, "-" * len(head)]
     for r in rows:
         filt = f"{'/'.join(map(str, r['filters_before']))} -> {'/'.join(map(str, r['filters_after']))}"
         ratio = r["params_before"] / r["params_after"]
-        line = (f"{r['neuron']:>6} {r['params_before']:>8}->{r['params_after']:<7} {ratio:>4.1f}x {filt:>34} "
-                f"{r['r2_teacher_unpruned']:>10.2f}->{r['r2_teacher_pruned']:<10.2f}")
+        line = (
+            f"{r['neuron']:>6} {r['params_before']:>8}->{r['params_after']:<7} {ratio:>4.1f}x {filt:>34} "
+            f"{r['r2_teacher_unpruned']:>10.2f}->{r['r2_teacher_pruned']:<10.2f}"
+        )
         if has_truth:
             line += f" {r['r_truth_teacher']:>12.2f}/{r['r_truth_unpruned']:.2f}/{r['r_truth_pruned']:<8.2f}"
         lines.append(line)
     g = report["goals"]
     yes = lambda ok: "met" if ok else "MISSED"  # noqa: E731
-    lines.append(f"median parameters {g['median_params_before']:.0f} -> {g['median_params_after']:.0f} "
-                 f"(ensemble {rows[0]['params_ensemble_per_neuron']} per neuron); "
-                 f"held-out r2 with the teacher {g['median_r2_teacher_unpruned']:.2f} -> "
-                 f"{g['median_r2_teacher_pruned']:.2f}")
-    lines.append(f"goal: {GOAL_PARAM_RATIO:.0f}x fewer parameters: median {g['median_param_ratio']:.1f}x, "
-                 f"{yes(g['param_ratio_met'])}; >= {GOAL_TEACHER_KEPT:.0%} of the unpruned r2 with the teacher: "
-                 f"median {g['median_teacher_r2_kept']:.0%}, {yes(g['teacher_r2_kept_met'])}")
+    lines.append(
+        f"median parameters {g['median_params_before']:.0f} -> {g['median_params_after']:.0f} "
+        f"(ensemble {rows[0]['params_ensemble_per_neuron']} per neuron); "
+        f"held-out r2 with the teacher {g['median_r2_teacher_unpruned']:.2f} -> "
+        f"{g['median_r2_teacher_pruned']:.2f}"
+    )
+    lines.append(
+        f"goal: {GOAL_PARAM_RATIO:.0f}x fewer parameters: median {g['median_param_ratio']:.1f}x, "
+        f"{yes(g['param_ratio_met'])}; >= {GOAL_TEACHER_KEPT:.0%} of the unpruned r2 with the teacher: "
+        f"median {g['median_teacher_r2_kept']:.0%}, {yes(g['teacher_r2_kept_met'])}"
+    )
     if has_truth:
-        lines.append(f"goal: r with the truth within {GOAL_TRUTH_GAP} of the teacher's: teacher "
-                     f"{g['median_r_truth_teacher']:.2f}, compact {g['median_r_truth_pruned']:.2f}, "
-                     f"{yes(g['truth_gap_met'])}")
+        lines.append(
+            f"goal: r with the truth within {GOAL_TRUTH_GAP} of the teacher's: teacher "
+            f"{g['median_r_truth_teacher']:.2f}, compact {g['median_r_truth_pruned']:.2f}, "
+            f"{yes(g['truth_gap_met'])}"
+        )
     if "teacher_from" in report:
         lines.append(f"teacher: {report['teacher_from']}, {report['steps']['ensemble']} steps here")
     s = report["stage_seconds"]
-    lines.append(f"{report['seconds']:.0f} s on {report['device']} ("
-                 + ", ".join(f"{k} {v:.0f} s" for k, v in s.items()) + ")")
+    lines.append(
+        f"{report['seconds']:.0f} s on {report['device']} (" + ", ".join(f"{k} {v:.0f} s" for k, v in s.items()) + ")"
+    )
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- pages
+
 
 def bounded_meis(models, cap_hz: list[float], init: np.ndarray, steps: int) -> np.ndarray:
     """One MEI per model, driven towards the top of its trained range and not past it.
@@ -355,7 +455,7 @@ def bounded_meis(models, cap_hz: list[float], init: np.ndarray, steps: int) -> n
     caps = torch.tensor(cap_hz, dtype=torch.float32)
 
     def objective(x: torch.Tensor) -> torch.Tensor:
-        rates = torch.stack([m(x[i:i + 1])[0] for i, m in enumerate(models)])
+        rates = torch.stack([m(x[i : i + 1])[0] for i, m in enumerate(models)])
         return caps - (rates - caps).abs()
 
     # No jitter: the image scored must be the image returned, or the best-kept image can sit
@@ -364,8 +464,17 @@ def bounded_meis(models, cap_hz: list[float], init: np.ndarray, steps: int) -> n
     return to_pixels(result.images)
 
 
-def write_pages(models, rows: list[dict], pool: np.ndarray, out_dir: Path, mei_steps: int, device: torch.device,
-                seed: int, population=None, progress=None) -> list[dict]:
+def write_pages(
+    models,
+    rows: list[dict],
+    pool: np.ndarray,
+    out_dir: Path,
+    mei_steps: int,
+    device: torch.device,
+    seed: int,
+    population=None,
+    progress=None,
+) -> list[dict]:
     """neuron_NNN.png per model; returns per neuron what the page shows about its MEI."""
     import matplotlib
 
@@ -386,10 +495,12 @@ def write_pages(models, rows: list[dict], pool: np.ndarray, out_dir: Path, mei_s
     starts = []
     for n, cap in enumerate(caps):
         inside = torch.where(pool_rates[:, n] <= cap, pool_rates[:, n], torch.tensor(-float("inf")))
-        starts.append(int(torch.argmax(inside)) if torch.isfinite(inside.max()) else int(torch.argmin(pool_rates[:, n])))
+        starts.append(
+            int(torch.argmax(inside)) if torch.isfinite(inside.max()) else int(torch.argmin(pool_rates[:, n]))
+        )
     meis = bounded_meis(models, caps, pool[starts], mei_steps)
     with torch.no_grad():
-        mei_rates = [float(m(to_tensor(meis[n:n + 1]))[0]) for n, m in enumerate(models)]
+        mei_rates = [float(m(to_tensor(meis[n : n + 1]))[0]) for n, m in enumerate(models)]
     true_mei = population.rates(meis)[own] if population else None
     true_pool_best = population.rates(pool[best])[own] if population else None
     out = []
@@ -408,8 +519,9 @@ def write_pages(models, rows: list[dict], pool: np.ndarray, out_dir: Path, mei_s
     return out
 
 
-def _draw_page(plt, m, row: dict, info: dict, mei: np.ndarray, pool: np.ndarray, pool_rates: torch.Tensor,
-               path: Path) -> None:
+def _draw_page(
+    plt, m, row: dict, info: dict, mei: np.ndarray, pool: np.ndarray, pool_rates: torch.Tensor, path: Path
+) -> None:
     lo, hi = row["trained_rate_range_hz"]
     top = torch.argsort(pool_rates, descending=True)[:4].tolist()
     fig = plt.figure(figsize=(14, 6.2))
@@ -417,23 +529,30 @@ def _draw_page(plt, m, row: dict, info: dict, mei: np.ndarray, pool: np.ndarray,
     mei_title = f"MEI {info['mei_predicted_hz']:.0f} sp/s"
     if "mei_true_hz" in info:
         mei_title += f" (true {info['mei_true_hz']:.0f})"
-    mei_title += f"\nEXTRAPOLATES: trained max {hi:.0f}" if info["mei_extrapolates"] else \
-        f"\nbounded by trained max {hi:.0f}"
+    mei_title += (
+        f"\nEXTRAPOLATES: trained max {hi:.0f}" if info["mei_extrapolates"] else f"\nbounded by trained max {hi:.0f}"
+    )
     _show(fig.add_subplot(grid[0, 0]), mei, mei_title)
     for j, i in enumerate(top):
         _show(fig.add_subplot(grid[0, 1 + j]), pool[i], f"pool #{i}: {float(pool_rates[i]):.0f} sp/s")
     ax = fig.add_subplot(grid[0, 5])
     ax.axis("off")
-    text = ["parameters",
-            f"  {row['params_before']:,} -> {row['params_after']:,}",
-            f"  {row['params_before'] / row['params_after']:.1f}x fewer",
-            f"  (ensemble {row['params_ensemble_per_neuron']:,})",
-            "held-out r2 with teacher",
-            f"  unpruned {row['r2_teacher_unpruned']:.2f}", f"  pruned {row['r2_teacher_pruned']:.2f}"]
+    text = [
+        "parameters",
+        f"  {row['params_before']:,} -> {row['params_after']:,}",
+        f"  {row['params_before'] / row['params_after']:.1f}x fewer",
+        f"  (ensemble {row['params_ensemble_per_neuron']:,})",
+        "held-out r2 with teacher",
+        f"  unpruned {row['r2_teacher_unpruned']:.2f}",
+        f"  pruned {row['r2_teacher_pruned']:.2f}",
+    ]
     if "r_truth_pruned" in row:
-        text += ["held-out r with truth:",
-                 f"  teacher {row['r_truth_teacher']:.2f}", f"  unpruned {row['r_truth_unpruned']:.2f}",
-                 f"  pruned {row['r_truth_pruned']:.2f}"]
+        text += [
+            "held-out r with truth:",
+            f"  teacher {row['r_truth_teacher']:.2f}",
+            f"  unpruned {row['r_truth_unpruned']:.2f}",
+            f"  pruned {row['r_truth_pruned']:.2f}",
+        ]
     ax.text(0, 1.05, "\n".join(text), va="top", family="monospace", fontsize=8)
     # Kept filters drawn: the first conv's kernels (colour), the readout maps, counts per layer.
     sd = {k: v.detach().cpu() for k, v in m.state_dict().items()}
@@ -485,7 +604,7 @@ def _tile(w: torch.Tensor, colour: bool = True) -> np.ndarray:
             img = img.mean(0)
         else:
             img = img[0]
-        canvas[r * (k + 1):r * (k + 1) + k, q * (k + 1):q * (k + 1) + k] = img
+        canvas[r * (k + 1) : r * (k + 1) + k, q * (k + 1) : q * (k + 1) + k] = img
     return canvas
 
 
@@ -495,8 +614,9 @@ def _show(ax, img: np.ndarray, title: str) -> None:
     ax.axis("off")
 
 
-def read_session(session_dir: str | Path, rig_file: str | None = None, log=print
-                 ) -> tuple[np.ndarray, np.ndarray, float, RigConfig]:
+def read_session(
+    session_dir: str | Path, rig_file: str | None = None, log=print
+) -> tuple[np.ndarray, np.ndarray, float, RigConfig]:
     """(images uint8, counts, window_s, rig) of the valid responses of a stored session.
 
     The rig is the one stored with the session; if it no longer validates (the rig format
@@ -515,8 +635,10 @@ def read_session(session_dir: str | Path, rig_file: str | None = None, log=print
         rig = parse_rig(stored, f"{session_dir} (stored rig)", stored=True)
     except RigFileError as e:
         if rig_file is None:
-            raise SystemExit(f"{e}\nThe session's stored rig does not validate with this version of cortexloop; "
-                             f"give the rig file it was recorded with: --rig FILE") from None
+            raise SystemExit(
+                f"{e}\nThe session's stored rig does not validate with this version of cortexloop; "
+                f"give the rig file it was recorded with: --rig FILE"
+            ) from None
         log(f"the stored rig does not validate with this version ({str(e).splitlines()[0]}); using {rig_file}")
         rig = load_rig(rig_file)
     if len(resp["counts"]) == 0:
@@ -525,18 +647,28 @@ def read_session(session_dir: str | Path, rig_file: str | None = None, log=print
 
 
 def compress_main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="cortexloop compress",
-                                 description="distill and prune one compact CNN per neuron from a stored session")
+    ap = argparse.ArgumentParser(
+        prog="cortexloop compress", description="distill and prune one compact CNN per neuron from a stored session"
+    )
     ap.add_argument("session", help="session directory (holds session.sqlite)")
     ap.add_argument("--out", help="output directory (default SESSION/compact)")
-    ap.add_argument("--rig", help="rig file whose [model] section replaces the stored one (e.g. rigs/paper.toml); "
-                                  "used whole where the stored rig no longer validates")
-    ap.add_argument("--ensemble-steps", type=int, default=100,
-                    help="teacher training steps (default 100), on top of the session's checkpoint where it has one")
+    ap.add_argument(
+        "--rig",
+        help="rig file whose [model] section replaces the stored one (e.g. rigs/paper.toml); "
+        "used whole where the stored rig no longer validates",
+    )
+    ap.add_argument(
+        "--ensemble-steps",
+        type=int,
+        default=100,
+        help="teacher training steps (default 100), on top of the session's checkpoint where it has one",
+    )
     ap.add_argument("--distill-steps", type=int, help="overrides model.distill_steps")
     ap.add_argument("--retrain-steps", type=int, help="overrides model.retrain_steps")
-    ap.add_argument("--neurons", help="recorded neurons to compress, e.g. 0,3,7 or 0-4 (default all); the "
-                                      "teacher still learns every neuron")
+    ap.add_argument(
+        "--neurons",
+        help="recorded neurons to compress, e.g. 0,3,7 or 0-4 (default all); the teacher still learns every neuron",
+    )
     ap.add_argument("--mei-steps", type=int, default=60, help="gradient steps of each page's MEI (default 60)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
@@ -546,12 +678,24 @@ def compress_main(argv: list[str]) -> int:
     except ValueError as e:
         raise SystemExit(f"cortexloop compress {args.session}: {e}") from None
     model = rig.model if args.rig is None else load_rig(args.rig).model
-    updates = {k: v for k, v in {"distill_steps": args.distill_steps, "retrain_steps": args.retrain_steps}.items()
-               if v is not None}
+    updates = {
+        k: v
+        for k, v in {"distill_steps": args.distill_steps, "retrain_steps": args.retrain_steps}.items()
+        if v is not None
+    }
     rig = rig.model_copy(update={"model": model.model_copy(update=updates)})
     out = Path(args.out) if args.out else Path(args.session) / "compact"
-    compress_from_arrays(images, counts, window_s, rig, out, ensemble_steps=args.ensemble_steps,
-                         mei_steps=args.mei_steps, progress=not args.no_progress,
-                         teacher_checkpoint=Path(args.session) / "checkpoints" / "model.pt", neurons=neurons)
+    compress_from_arrays(
+        images,
+        counts,
+        window_s,
+        rig,
+        out,
+        ensemble_steps=args.ensemble_steps,
+        mei_steps=args.mei_steps,
+        progress=not args.no_progress,
+        teacher_checkpoint=Path(args.session) / "checkpoints" / "model.pt",
+        neurons=neurons,
+    )
     print(f"models, pages and report.json written to {out}")
     return 0

@@ -1,4 +1,5 @@
 """Rig-file section owned by models: the per-neuron models and how they train."""
+
 from __future__ import annotations
 
 from typing import Literal

@@ -1,4 +1,5 @@
 """Bounded storage of (image, response) pairs for online training."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -12,6 +12,7 @@ All students train as one stacked network (one set of grouped convolutions inste
 of a Python loop over models); pruned students of different sizes are padded to
 one size for it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -51,10 +52,11 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def teacher_rates(teacher: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, device: torch.device,
-                  batch: int = 256) -> torch.Tensor:
+def teacher_rates(
+    teacher: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, device: torch.device, batch: int = 256
+) -> torch.Tensor:
     """teacher(images (B, C, H, W) on device) -> (B, N); returns (P, N) on the CPU."""
-    out = [teacher(to_tensor(images[i:i + batch]).to(device)).float().cpu() for i in range(0, len(images), batch)]
+    out = [teacher(to_tensor(images[i : i + batch]).to(device)).float().cpu() for i in range(0, len(images), batch)]
     return torch.cat(out)
 
 
@@ -91,13 +93,13 @@ def pad_model(model: CompactNet, filters: Sequence[int]) -> CompactNet:
     for bn in [out.bn0, *out.norms]:
         bn.weight.fill_(1.0)
         bn.running_var.fill_(1.0)
-    out.conv0.weight[:own[0]] = model.conv0.weight
+    out.conv0.weight[: own[0]] = model.conv0.weight
     _copy_bn_into(out.bn0, model.bn0, own[0])
     for i in range(model.spec.n_layers - 1):
-        out.depthwise[i].weight[:own[i]] = model.depthwise[i].weight
-        out.pointwise[i].weight[:own[i + 1], :own[i]] = model.pointwise[i].weight
+        out.depthwise[i].weight[: own[i]] = model.depthwise[i].weight
+        out.pointwise[i].weight[: own[i + 1], : own[i]] = model.pointwise[i].weight
         _copy_bn_into(out.norms[i], model.norms[i], own[i + 1])
-    out.readout_weight[:own[-1]] = model.readout_weight
+    out.readout_weight[: own[-1]] = model.readout_weight
     out.readout_bias.copy_(model.readout_bias)
     out.rate_scale.copy_(model.rate_scale)
     return out.train(model.training)
@@ -131,15 +133,27 @@ def unpack(net: StackedStudents, filters: Sequence[Sequence[int]]) -> list[Compa
 
 
 def student_form(form: str, device: torch.device, spec: CompactSpec, n_students: int, batch_size: int) -> str:
-    """"stacked" or "loop" for training `n_students` students of `spec`; "auto" times a channels-last step of
+    """ "stacked" or "loop" for training `n_students` students of `spec`; "auto" times a channels-last step of
     both forms on up to 4 students (models/stacked.py, resolve_form)."""
     return resolve_form(form, device, spec, n_students, batch_size, channels_last=True, max_timed=4)
 
 
-def fit_students(students: Sequence[CompactNet], images: np.ndarray, targets: torch.Tensor, steps: int,
-                 lr: float, batch_size: int, device: torch.device, seed: int = 0, weight_decay: float = 1e-4,
-                 smooth_sigma: float = 0.0, smooth_every: int = 100, form: str = "stacked",
-                 schedule: str = "constant", progress: Callable[[int], None] | None = None) -> list[CompactNet]:
+def fit_students(
+    students: Sequence[CompactNet],
+    images: np.ndarray,
+    targets: torch.Tensor,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    device: torch.device,
+    seed: int = 0,
+    weight_decay: float = 1e-4,
+    smooth_sigma: float = 0.0,
+    smooth_every: int = 100,
+    form: str = "stacked",
+    schedule: str = "constant",
+    progress: Callable[[int], None] | None = None,
+) -> list[CompactNet]:
     """Train student n on targets[:, n] (rates) for `steps` steps, all students together.
 
     form "stacked": one stacked network (students of different sizes, pruned ones, are padded
@@ -156,8 +170,13 @@ def fit_students(students: Sequence[CompactNet], images: np.ndarray, targets: to
         return [s.eval() for s in students]
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"unknown learning-rate schedule {schedule!r}")
-    form = student_form(form, device, students[0].spec.with_filters([max(f) for f in zip(*sizes)]), len(students),
-                        min(batch_size, len(images)))
+    form = student_form(
+        form,
+        device,
+        students[0].spec.with_filters([max(f) for f in zip(*sizes)]),
+        len(students),
+        min(batch_size, len(images)),
+    )
     # Channels-last tensors on every device: measured 1.2-1.6x faster training steps than the default
     # layout on the 2-core CPU, at the default rig's student sizes and at the paper's (README, "cortexloop
     # compress"), and the layout the GPU's bf16 convolutions want.
@@ -170,8 +189,13 @@ def fit_students(students: Sequence[CompactNet], images: np.ndarray, targets: to
     if schedule == "cosine":
         warm = max(1, steps // 20)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda i: (i + 1) / warm if i < warm else
-            0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (i - warm) / max(1, steps - warm))))
+            opt,
+            lambda i: (
+                (i + 1) / warm
+                if i < warm
+                else 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (i - warm) / max(1, steps - warm)))
+            ),
+        )
     rng = np.random.default_rng(seed)
     # On CUDA the forward pass runs in bf16, as the online trainer's steps do (models/online.py); the loss
     # and the optimizer stay in float32. On the CPU bf16 is slower, so the CPU stays in float32.
@@ -200,19 +224,42 @@ def fit_students(students: Sequence[CompactNet], images: np.ndarray, targets: to
 
 
 def _smooth(net: StackedStudents | LoopForm, sigma: float) -> None:
-    for model in (net.models if isinstance(net, LoopForm) else [net]):
+    for model in net.models if isinstance(net, LoopForm) else [net]:
         smooth_kernels(model, sigma)
 
 
-def distill(images: np.ndarray, targets: torch.Tensor, spec: CompactSpec, steps: int, lr: float,
-            batch_size: int, device: torch.device, seed: int = 0, smooth_sigma: float = 0.0,
-            smooth_every: int = 100, form: str = "stacked", schedule: str = "constant",
-            progress: Callable[[int], None] | None = None) -> list[CompactNet]:
+def distill(
+    images: np.ndarray,
+    targets: torch.Tensor,
+    spec: CompactSpec,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    device: torch.device,
+    seed: int = 0,
+    smooth_sigma: float = 0.0,
+    smooth_every: int = 100,
+    form: str = "stacked",
+    schedule: str = "constant",
+    progress: Callable[[int], None] | None = None,
+) -> list[CompactNet]:
     """Fresh students, one per column of targets (P, N), fitted to them."""
     students = make_models(spec, targets.shape[1], seed=seed + 7919)
     for s, mean, spread in zip(students, targets.mean(0).tolist(), targets.std(0).tolist()):
         s.set_mean_rate(mean, spread)
     students = [s.to(device) for s in students]
-    return fit_students(students, images, targets, steps, lr, batch_size, device, seed,
-                        smooth_sigma=smooth_sigma, smooth_every=smooth_every, form=form, schedule=schedule,
-                        progress=progress)
+    return fit_students(
+        students,
+        images,
+        targets,
+        steps,
+        lr,
+        batch_size,
+        device,
+        seed,
+        smooth_sigma=smooth_sigma,
+        smooth_every=smooth_every,
+        form=form,
+        schedule=schedule,
+        progress=progress,
+    )

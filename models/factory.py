@@ -1,4 +1,5 @@
 """Builds the online model the rig file asks for."""
+
 from __future__ import annotations
 
 from models.config import ModelConfig

@@ -1,4 +1,5 @@
 """Accuracy measures, per neuron, on (samples, neurons) arrays or tensors."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +18,7 @@ def correlation(pred, target) -> np.ndarray:
     p, t = _np(pred), _np(target)
     p = p - p.mean(0)
     t = t - t.mean(0)
-    denom = np.sqrt((p ** 2).sum(0) * (t ** 2).sum(0))
+    denom = np.sqrt((p**2).sum(0) * (t**2).sum(0))
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (p * t).sum(0) / denom
     return np.where(denom > 1e-12, r, 0.0)

@@ -17,6 +17,7 @@ Loss: Poisson negative log-likelihood of the counts in the response window,
 predicted count = rate * window_s. Memory is bounded by the ring buffer
 (cfg.max_stored_responses presentations).
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,8 +39,10 @@ def resolve_device(name: str) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"model.device = {name!r} but torch sees no CUDA GPU on this machine "
-                               "(set model.device = \"auto\" to fall back to the CPU)")
+            raise RuntimeError(
+                f"model.device = {name!r} but torch sees no CUDA GPU on this machine "
+                '(set model.device = "auto" to fall back to the CPU)'
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise RuntimeError(f"model.device = {name!r} but only {torch.cuda.device_count()} GPU(s) are visible")
     return dev
@@ -68,8 +71,9 @@ def set_mean_rates(net: LoopForm | StackedCompact, rates_hz: torch.Tensor) -> No
 class CompactPredictor:
     """A frozen ensemble: rates (n_members, B, n_selected) in spikes/s, differentiable in the images."""
 
-    def __init__(self, version: int, net: LoopForm | StackedCompact, n_neurons: int, n_members: int,
-                 device: torch.device):
+    def __init__(
+        self, version: int, net: LoopForm | StackedCompact, n_neurons: int, n_members: int, device: torch.device
+    ):
         self.version = version
         self.n_neurons = n_neurons
         self.n_members = n_members
@@ -188,8 +192,14 @@ class CompactOnline:
     def weights_state(self) -> dict:
         """What a checkpoint keeps: the weights, the optimizer's moments and the counters (tensors and numbers
         only: torch.load(weights_only=True) reads it). The responses are not in it: they are in the session store."""
-        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "version": self.version,
-                "steps_done": self.steps_done, "scaled": self._scaled, "form": self.form}
+        return {
+            "net": self.net.state_dict(),
+            "opt": self.opt.state_dict(),
+            "version": self.version,
+            "steps_done": self.steps_done,
+            "scaled": self._scaled,
+            "form": self.form,
+        }
 
     def load_weights_state(self, state: dict) -> None:
         if state["form"] != self.form:

@@ -35,6 +35,7 @@ copied. Where this differs: the authors find the count by a bisection that assum
 fv falls as filters are removed, and leave removed filters' means out; here every
 count is evaluated exactly and means are folded in.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -72,9 +73,11 @@ class PruneResult:
 
 # ----------------------------------------------------------------------------- statistics
 
+
 @torch.no_grad()
-def network_statistics(net: StackedCompact, images: torch.Tensor, batch: int = 32
-                       ) -> tuple[list[LayerStats], torch.Tensor]:
+def network_statistics(
+    net: StackedCompact, images: torch.Tensor, batch: int = 32
+) -> tuple[list[LayerStats], torch.Tensor]:
     """One pass over `images`: LayerStats for layers 0..L-2, and the last layer's contributions (B, K, F_last)."""
     spec, K = net.spec, net.n_models
     f = spec.filters
@@ -84,7 +87,7 @@ def network_statistics(net: StackedCompact, images: torch.Tensor, batch: int = 3
     contribs = []
     readout = net.readout_weight.reshape(K, f[-1], m * m)
     for i in range(0, len(images), batch):
-        x = images[i:i + batch]
+        x = images[i : i + batch]
         h = F.relu(net.bn0(net.conv0(x)))
         for layer, (dw, pw, bn) in enumerate(zip(net.depthwise, net.pointwise, net.norms)):
             d = dw(h)
@@ -96,7 +99,7 @@ def network_statistics(net: StackedCompact, images: torch.Tensor, batch: int = 3
         n = n_img * s1.shape[-1]
         mean_shifted = s1.sum(-1) / n  # (K, F)
         centred = gram - n * mean_shifted[:, :, None] * mean_shifted[:, None, :]
-        pos_var = (s2 - s1 ** 2 / n_img).sum(-1)
+        pos_var = (s2 - s1**2 / n_img).sum(-1)
         stats.append(LayerStats(centred.float(), (mean_shifted + shift).float(), pos_var.float()))
     return stats, torch.cat(contribs)
 
@@ -111,9 +114,13 @@ def _accumulate(sums: list, layer: int, d: torch.Tensor) -> None:
         shift = d.mean(dim=(0, 3)).double()
         k, f, p = d.shape[1:]
         z = torch.zeros
-        sums[layer] = [shift, z(k, f, p, dtype=torch.float64, device=d.device),
-                       z(k, f, p, dtype=torch.float64, device=d.device),
-                       z(k, f, f, dtype=torch.float64, device=d.device), 0]
+        sums[layer] = [
+            shift,
+            z(k, f, p, dtype=torch.float64, device=d.device),
+            z(k, f, p, dtype=torch.float64, device=d.device),
+            z(k, f, f, dtype=torch.float64, device=d.device),
+            0,
+        ]
     entry = sums[layer]
     dc = d - entry[0].to(d.dtype)[None, :, :, None]
     entry[1] += dc.sum(0).double()
@@ -123,6 +130,7 @@ def _accumulate(sums: list, layer: int, d: torch.Tensor) -> None:
 
 
 # ----------------------------------------------------------------------------- the rules
+
 
 def explained_variance_curve(gram: torch.Tensor, pointwise: torch.Tensor, order: Sequence[int]) -> torch.Tensor:
     """fv[m] for keeping filters order[:m], m = 0..F: gram (F, F) centred, pointwise (F_out, F) weights."""
@@ -140,8 +148,13 @@ def explained_variance_curve(gram: torch.Tensor, pointwise: torch.Tensor, order:
     return 1.0 - removed / total
 
 
-def choose_by_explained_variance(stats_gram: torch.Tensor, position_variance: torch.Tensor, pointwise: torch.Tensor,
-                                 keep_frac: float, min_filters: int) -> tuple[list[int], float]:
+def choose_by_explained_variance(
+    stats_gram: torch.Tensor,
+    position_variance: torch.Tensor,
+    pointwise: torch.Tensor,
+    keep_frac: float,
+    min_filters: int,
+) -> tuple[list[int], float]:
     """The authors' rule for one layer of one model: (filters to keep, sorted; fv they keep).
 
     pointwise (F_out, F): the next layer's pointwise weights to the filters still kept there.
@@ -157,8 +170,15 @@ def choose_by_explained_variance(stats_gram: torch.Tensor, position_variance: to
     return list(range(n_f)), 1.0
 
 
-def choose_last_layer(contrib: torch.Tensor, bias: torch.Tensor, rate_scale: torch.Tensor, teacher: torch.Tensor,
-                      target_r2: float, min_filters: int, readout: str = "softplus") -> list[int]:
+def choose_last_layer(
+    contrib: torch.Tensor,
+    bias: torch.Tensor,
+    rate_scale: torch.Tensor,
+    teacher: torch.Tensor,
+    target_r2: float,
+    min_filters: int,
+    readout: str = "softplus",
+) -> list[int]:
     """contrib (B, F): per-filter contributions to the drive. Returns the filters to keep (sorted)."""
     n_f = contrib.shape[1]
     order = torch.argsort(contrib.std(0), descending=True, stable=True).tolist()
@@ -173,9 +193,14 @@ def choose_last_layer(contrib: torch.Tensor, bias: torch.Tensor, rate_scale: tor
 
 # ----------------------------------------------------------------------------- slicing
 
+
 @torch.no_grad()
-def slice_model(model: CompactNet, keep: list[list[int]], depthwise_means: list[torch.Tensor] | None = None,
-                mean_contrib: torch.Tensor | None = None) -> CompactNet:
+def slice_model(
+    model: CompactNet,
+    keep: list[list[int]],
+    depthwise_means: list[torch.Tensor] | None = None,
+    mean_contrib: torch.Tensor | None = None,
+) -> CompactNet:
     """A new model with only filters keep[l] in layer l.
 
     depthwise_means[l] (F_l,): mean depthwise output of layer l's filters inside layer l+1, and
@@ -237,10 +262,18 @@ def layer_activations(model: CompactNet, x: torch.Tensor) -> list[torch.Tensor]:
 
 # ----------------------------------------------------------------------------- whole models
 
+
 @torch.no_grad()
-def prune_models(models: Sequence[CompactNet], images: torch.Tensor, teacher: torch.Tensor,
-                 keep_r2_frac: float = 0.9, keep_variance_frac: float = 0.9, min_filters: int = 3,
-                 batch: int = 32, progress=None) -> list[PruneResult]:
+def prune_models(
+    models: Sequence[CompactNet],
+    images: torch.Tensor,
+    teacher: torch.Tensor,
+    keep_r2_frac: float = 0.9,
+    keep_variance_frac: float = 0.9,
+    min_filters: int = 3,
+    batch: int = 32,
+    progress=None,
+) -> list[PruneResult]:
     """Prune models of one architecture, model k against teacher[:, k] (rates on `images` (B, C, H, W)).
 
     The statistics come from one pass of all models stacked; the choices are then per model.
@@ -252,9 +285,8 @@ def prune_models(models: Sequence[CompactNet], images: torch.Tensor, teacher: to
     teacher = teacher.to(contribs.device)
     results = []
     for k, model in enumerate(models):
-        res = _prune_one(model, k, stats, contribs[:, k], teacher[:, k], keep_r2_frac, keep_variance_frac,
-                         min_filters)
-        pred = torch.cat([res.model(images[i:i + batch]) for i in range(0, len(images), batch)])
+        res = _prune_one(model, k, stats, contribs[:, k], teacher[:, k], keep_r2_frac, keep_variance_frac, min_filters)
+        pred = torch.cat([res.model(images[i : i + batch]) for i in range(0, len(images), batch)])
         res.r2_after = float(r2(pred, teacher[:, k])[0])
         results.append(res)
         if progress is not None:
@@ -262,29 +294,54 @@ def prune_models(models: Sequence[CompactNet], images: torch.Tensor, teacher: to
     return results
 
 
-def prune_model(model: CompactNet, images: torch.Tensor, teacher: torch.Tensor, keep_r2_frac: float = 0.9,
-                keep_variance_frac: float = 0.9, min_filters: int = 3) -> PruneResult:
+def prune_model(
+    model: CompactNet,
+    images: torch.Tensor,
+    teacher: torch.Tensor,
+    keep_r2_frac: float = 0.9,
+    keep_variance_frac: float = 0.9,
+    min_filters: int = 3,
+) -> PruneResult:
     """Prune one model against its teacher's rates (B,) on `images` (B, C, H, W)."""
     return prune_models([model], images, teacher[:, None], keep_r2_frac, keep_variance_frac, min_filters)[0]
 
 
-def _prune_one(model: CompactNet, k: int, stats: list[LayerStats], contrib: torch.Tensor, teacher: torch.Tensor,
-               keep_r2_frac: float, keep_variance_frac: float, min_filters: int) -> PruneResult:
+def _prune_one(
+    model: CompactNet,
+    k: int,
+    stats: list[LayerStats],
+    contrib: torch.Tensor,
+    teacher: torch.Tensor,
+    keep_r2_frac: float,
+    keep_variance_frac: float,
+    min_filters: int,
+) -> PruneResult:
     spec = model.spec
     before = list(spec.filters)
     drive = contrib.sum(1) + model.readout_bias
     r2_before = float(r2(output_rate(drive, model.rate_scale, spec.readout), teacher)[0])
 
     keep: list[list[int]] = [list(range(f)) for f in before]
-    keep[-1] = choose_last_layer(contrib, model.readout_bias, model.rate_scale, teacher, keep_r2_frac * r2_before,
-                                 min_filters, spec.readout)
+    keep[-1] = choose_last_layer(
+        contrib, model.readout_bias, model.rate_scale, teacher, keep_r2_frac * r2_before, min_filters, spec.readout
+    )
     explained = [1.0] * (spec.n_layers - 1)
     for layer in range(spec.n_layers - 2, -1, -1):
         pointwise = model.pointwise[layer].weight[torch.as_tensor(keep[layer + 1]), :, 0, 0]
         s = stats[layer]
         keep[layer], explained[layer] = choose_by_explained_variance(
-            s.gram[k], s.position_variance[k], pointwise, keep_variance_frac, min_filters)
+            s.gram[k], s.position_variance[k], pointwise, keep_variance_frac, min_filters
+        )
 
     pruned = slice_model(model, keep, [s.mean[k] for s in stats], contrib.mean(0))
-    return PruneResult(pruned, before, list(pruned.spec.filters), count_parameters(model), count_parameters(pruned),
-                       r2_before, float("nan"), keep, explained)
+    return PruneResult(
+        pruned,
+        before,
+        list(pruned.spec.filters),
+        count_parameters(model),
+        count_parameters(pruned),
+        r2_before,
+        float("nan"),
+        keep,
+        explained,
+    )

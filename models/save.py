@@ -17,6 +17,7 @@ Two files, both readable with torch alone (see README.md, "File format"):
   file "cortexloop.json". (TorchScript is deprecated in this torch; torch.export is
   its successor.)
 """
+
 from __future__ import annotations
 
 import json
@@ -77,8 +78,12 @@ def export_models(models: list[CompactNet], path: str | Path, meta: dict | None 
     example = torch.rand(2, spec.in_channels, spec.image_size, spec.image_size)
     batch = torch.export.Dim("batch", min=1, max=1_000_000)
     program = torch.export.export(wrapper, (example,), dynamic_shapes=({0: batch},))
-    info = {"format": FORMAT, "output": "(B, n_models) spikes/s", "specs": [m.spec.to_dict() for m in models],
-            "meta": dict(meta or {})}
+    info = {
+        "format": FORMAT,
+        "output": "(B, n_models) spikes/s",
+        "specs": [m.spec.to_dict() for m in models],
+        "meta": dict(meta or {}),
+    }
     torch.export.save(program, str(path), extra_files={"cortexloop.json": json.dumps(info)})
     return path
 
@@ -87,8 +92,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Co
     """Our own loader (the files do not need it): (model in eval mode, meta)."""
     record = torch.load(Path(path), map_location=device, weights_only=True)
     if record.get("format") not in READABLE:
-        raise ValueError(f"{path}: not a cortexloop compact model file (format={record.get('format')!r}, "
-                         f"expected one of {READABLE})")
+        raise ValueError(
+            f"{path}: not a cortexloop compact model file (format={record.get('format')!r}, expected one of {READABLE})"
+        )
     model = CompactNet(CompactSpec.from_dict(record["spec"]))
     model.load_state_dict(record["state_dict"])
     return model.to(device).eval(), record["meta"]

@@ -43,6 +43,7 @@ Cores (`model.core`):
       torchvision-format file (a whole resnet18 state dict will do: the other keys are ignored).
       Its width is core_channels (64 to load torchvision's resnet18 weights).
 """
+
 from __future__ import annotations
 
 import copy
@@ -223,8 +224,9 @@ class SharedCoreEnsemble(nn.Module):
         x = self.prepare(images)
         return [core(x) for core in self.cores]
 
-    def forward(self, images: torch.Tensor, neurons: Sequence[int] | None = None,
-                members: Sequence[int] | None = None) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, neurons: Sequence[int] | None = None, members: Sequence[int] | None = None
+    ) -> torch.Tensor:
         feats = self.core_features(images)
         members = range(self.n_members) if members is None else members
         out = [self.readouts[m](feats[m if len(feats) > 1 else 0], neurons) for m in members]
@@ -252,13 +254,16 @@ def load_core_weights(cores: Sequence[nn.Module], path: str | Path) -> None:
     picked = {}
     for key, ref in wanted.items():
         if key not in state:
-            raise CoreWeightsError(f"model.core_weights: {str(path)!r} has no key {key!r} "
-                                   "(a torchvision resnet18 state dict is expected)")
+            raise CoreWeightsError(
+                f"model.core_weights: {str(path)!r} has no key {key!r} (a torchvision resnet18 state dict is expected)"
+            )
         value = state[key]
         if not isinstance(value, torch.Tensor) or value.shape != ref.shape:
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise CoreWeightsError(f"model.core_weights: {str(path)!r} key {key!r} has shape {shape}, the core "
-                                   f"needs {tuple(ref.shape)} (model.core_channels sets the width)")
+            raise CoreWeightsError(
+                f"model.core_weights: {str(path)!r} key {key!r} has shape {shape}, the core "
+                f"needs {tuple(ref.shape)} (model.core_channels sets the width)"
+            )
         picked[key] = value.to(ref.dtype)
     for core in cores:
         core.load_state_dict(picked)
@@ -399,7 +404,7 @@ class SharedCoreOnline:
         pred = net(images.to(self.device)).cpu()  # (M, B, N)
         p = pred - pred.mean(1, keepdim=True)
         t = (rates - rates.mean(0))[None]
-        denom = torch.sqrt((p ** 2).sum(1) * (t ** 2).sum(1))
+        denom = torch.sqrt((p**2).sum(1) * (t**2).sum(1))
         r = torch.where(denom > 1e-12, (p * t).sum(1) / denom.clamp(min=1e-12), torch.zeros_like(denom))
         return r.mean(1)
 
@@ -445,9 +450,16 @@ class SharedCoreOnline:
     def weights_state(self) -> dict:
         """What a checkpoint keeps: current and best weights, the optimizer's moments and the counters (tensors
         and numbers only: torch.load(weights_only=True) reads it). The responses are in the session store."""
-        return {"net": self.net.state_dict(), "best": self.best.state_dict(), "best_r": self.best_r.clone(),
-                "opt": self.opt.state_dict(), "version": self.version, "steps_done": self.steps_done,
-                "scaled": self._scaled, "core": self.cfg.core}
+        return {
+            "net": self.net.state_dict(),
+            "best": self.best.state_dict(),
+            "best_r": self.best_r.clone(),
+            "opt": self.opt.state_dict(),
+            "version": self.version,
+            "steps_done": self.steps_done,
+            "scaled": self._scaled,
+            "core": self.cfg.core,
+        }
 
     def load_weights_state(self, state: dict) -> None:
         if state.get("core") != self.cfg.core:

@@ -14,6 +14,7 @@ Two forms compute the same thing (tests/test_compact.py proves it on the same we
 
 Both take images (B, C, H, W) and return rates (B, K).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -55,8 +56,9 @@ class StackedCompact(nn.Module):
         self.pointwise = nn.ModuleList()
         self.norms = nn.ModuleList()
         for i in range(1, spec.n_layers):
-            self.depthwise.append(nn.Conv2d(K * f[i - 1], K * f[i - 1], k, spec.strides[i], pad,
-                                            groups=K * f[i - 1], bias=False))
+            self.depthwise.append(
+                nn.Conv2d(K * f[i - 1], K * f[i - 1], k, spec.strides[i], pad, groups=K * f[i - 1], bias=False)
+            )
             self.pointwise.append(nn.Conv2d(K * f[i - 1], K * f[i], 1, groups=K, bias=False))
             self.norms.append(nn.BatchNorm2d(K * f[i]))
         m = spec.map_size
@@ -107,12 +109,12 @@ class StackedCompact(nn.Module):
         f = spec.filters
         with torch.no_grad():
             for j, m in enumerate(models):
-                m.conv0.weight.copy_(self.conv0.weight[j * f[0]:(j + 1) * f[0]])
+                m.conv0.weight.copy_(self.conv0.weight[j * f[0] : (j + 1) * f[0]])
                 _split_bn(self.bn0, m.bn0, j, f[0])
                 for i in range(spec.n_layers - 1):
                     a, b = f[i], f[i + 1]
-                    m.depthwise[i].weight.copy_(self.depthwise[i].weight[j * a:(j + 1) * a])
-                    m.pointwise[i].weight.copy_(self.pointwise[i].weight[j * b:(j + 1) * b])
+                    m.depthwise[i].weight.copy_(self.depthwise[i].weight[j * a : (j + 1) * a])
+                    m.pointwise[i].weight.copy_(self.pointwise[i].weight[j * b : (j + 1) * b])
                     _split_bn(self.norms[i], m.norms[i], j, b)
                 m.readout_weight.copy_(self.readout_weight[j].reshape(m.readout_weight.shape))
                 m.readout_bias.copy_(self.readout_bias[j])
@@ -152,8 +154,15 @@ def build_form(form: str, models: Sequence[CompactNet]) -> LoopForm | StackedCom
     raise ValueError(f"unknown form {form!r}")
 
 
-def time_forms(spec: CompactSpec, n_models: int, batch_size: int, device: torch.device, steps: int = 2,
-               forms: Sequence[str] = ("loop", "stacked"), channels_last: bool = False) -> dict[str, float]:
+def time_forms(
+    spec: CompactSpec,
+    n_models: int,
+    batch_size: int,
+    device: torch.device,
+    steps: int = 2,
+    forms: Sequence[str] = ("loop", "stacked"),
+    channels_last: bool = False,
+) -> dict[str, float]:
     """Seconds per training step (forward, backward, Adam) of each form, after one warm-up step."""
     import time
 
@@ -181,8 +190,15 @@ def time_forms(spec: CompactSpec, n_models: int, batch_size: int, device: torch.
     return out
 
 
-def resolve_form(form: str, device: torch.device, spec: CompactSpec | None = None, n_models: int = 1,
-                 batch_size: int = 32, channels_last: bool = False, max_timed: int = 16) -> str:
+def resolve_form(
+    form: str,
+    device: torch.device,
+    spec: CompactSpec | None = None,
+    n_models: int = 1,
+    batch_size: int = 32,
+    channels_last: bool = False,
+    max_timed: int = 16,
+) -> str:
     """'auto' -> whichever form trains faster here, timed on up to `max_timed` models (cost scales with K
     in both forms, so a slice of the set decides for the whole). Without a spec: stacked on CUDA,
     loop elsewhere."""

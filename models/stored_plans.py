@@ -1,4 +1,5 @@
 """The Model part of a replay: each trial's recorded plan, handed back when the engine asks for it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,9 +21,17 @@ class StoredPlans(InProcessPart):
         p = self.plans[req.trial_id]
         chosen = [(h, r) for h, r in zip(p["image_hashes"], p["reasons"]) if not r.startswith("requeued from trial")]
         pixels = np.stack([self.store.image(h) for h, _ in chosen]) if chosen else np.zeros((0, 1, 1, 1), np.uint8)
-        self.outbox.append(m.ModelReply(request_id=req.request_id, op="plan", model_version=p["model_version"],
-                                        trial_id=req.trial_id, image_hashes=[h for h, _ in chosen],
-                                        reasons=[r for _, r in chosen], pixels=pixels))
+        self.outbox.append(
+            m.ModelReply(
+                request_id=req.request_id,
+                op="plan",
+                model_version=p["model_version"],
+                trial_id=req.trial_id,
+                image_hashes=[h for h, _ in chosen],
+                reasons=[r for _, r in chosen],
+                pixels=pixels,
+            )
+        )
 
     def update(self, upd: m.ResponsesUpdate) -> None:
         pass

@@ -15,6 +15,7 @@ never delays a plan: it only makes the model that chose it a little older.
 The model is built when the first responses arrive: their width is the neuron
 count, which comes from the acquisition side and nowhere else.
 """
+
 from __future__ import annotations
 
 import os
@@ -102,7 +103,10 @@ class BackgroundTrainer(threading.Thread):
                 self.model.train(1)
                 if self.model.steps_done == before and not got:
                     time.sleep(0.01)  # nothing to learn from yet
-                if time.monotonic() - last >= self.SNAPSHOT_EVERY_S and self.model.steps_done != self._steps_at_snapshot:
+                if (
+                    time.monotonic() - last >= self.SNAPSHOT_EVERY_S
+                    and self.model.steps_done != self._steps_at_snapshot
+                ):
                     self._steps_at_snapshot = self.model.steps_done
                     self.latest = self.model.snapshot()
                     last = time.monotonic()
@@ -251,13 +255,16 @@ class ModelWorker(InProcessPart):
             self._start(counts.shape[1])
         if self.evidence is None:
             self.evidence = EvidenceTracker(self._names())
-        target = self.hypotheses(self.snapshot()) if (self.n_responses or self.fixed_hypotheses is not None
-                                                       or self.rig.selection.hypotheses) else None
+        target = (
+            self.hypotheses(self.snapshot())
+            if (self.n_responses or self.fixed_hypotheses is not None or self.rig.selection.hypotheses)
+            else None
+        )
         if target is not None:
             with torch.no_grad():
                 pred = target.rates(torch.from_numpy(to_unit_float(pixels)).permute(0, 3, 1, 2)).numpy()
             for i in range(len(pixels)):  # presentation by presentation: the posterior after each is kept
-                self.evidence_history.append(self.evidence.update(pred[:, i:i + 1], counts[i:i + 1], self.window_s))
+                self.evidence_history.append(self.evidence.update(pred[:, i : i + 1], counts[i : i + 1], self.window_s))
         if self.trainer is not None:
             self.trainer.inbox.put((pixels, counts))
         else:
@@ -265,8 +272,12 @@ class ModelWorker(InProcessPart):
         self.n_responses += len(pixels)
 
     def info(self) -> dict:
-        out = {"version": self.version, "plans_answered": self.plans_answered, "responses": self.n_responses,
-               "training_steps": int(self.model.steps_done) if self.model is not None else 0}
+        out = {
+            "version": self.version,
+            "plans_answered": self.plans_answered,
+            "responses": self.n_responses,
+            "training_steps": int(self.model.steps_done) if self.model is not None else 0,
+        }
         if self.trainer is not None and self.trainer.error is not None:
             out["training_error"] = repr(self.trainer.error)
         if self.choose_s:
@@ -290,9 +301,13 @@ class ModelWorker(InProcessPart):
                 return m.ModelReply(request_id=req.request_id, op="predict", model_version=-1)
             with torch.no_grad():
                 x = torch.from_numpy(to_unit_float(req.pixels)).permute(0, 3, 1, 2)
-                rates = torch.cat([snap.rates(x[i:i + 256]) for i in range(0, len(x), 256)], 1)
-            return m.ModelReply(request_id=req.request_id, op="predict", model_version=snap.version,
-                                rates=rates.numpy().astype(np.float32))
+                rates = torch.cat([snap.rates(x[i : i + 256]) for i in range(0, len(x), 256)], 1)
+            return m.ModelReply(
+                request_id=req.request_id,
+                op="predict",
+                model_version=snap.version,
+                rates=rates.numpy().astype(np.float32),
+            )
         return m.ModelReply(request_id=req.request_id, op=req.op, model_version=self.version, info=self.info())
 
     def plan(self, req: m.ModelRequest) -> m.ModelReply:
@@ -324,6 +339,12 @@ class ModelWorker(InProcessPart):
         self.plans_answered += 1
         if self.trainer is None and snap is not None:
             self.save_checkpoint(snap.version)
-        return m.ModelReply(request_id=req.request_id, op="plan", model_version=-1 if snap is None else snap.version,
-                            trial_id=req.trial_id, image_hashes=[image_hash(px) for px in pixels],
-                            reasons=[c.reason for c in choices], pixels=pixels)
+        return m.ModelReply(
+            request_id=req.request_id,
+            op="plan",
+            model_version=-1 if snap is None else snap.version,
+            trial_id=req.trial_id,
+            image_hashes=[image_hash(px) for px in pixels],
+            reasons=[c.reason for c in choices],
+            pixels=pixels,
+        )

@@ -8,6 +8,7 @@ trial start and end codes, one of each per trial, are paired with the stored
 trials in order. Used where the store is read back: resuming a session, the NWB
 export.
 """
+
 from __future__ import annotations
 
 from contract import messages as m
@@ -35,21 +36,36 @@ def trial_spans(events: list[tuple], trial_ids: list[int]) -> list[dict]:
     unlabelled codes are given to the stored trials in order."""
     spans, opened = [], {}
     plain_starts = [t for _, _, code, t, _, tid, *_ in events if code == m.Codes.TRIAL_START and tid < 0]
-    plain_ends = [(t, code) for _, _, code, t, _, tid, *_ in events
-                  if code in (m.Codes.TRIAL_END, m.Codes.TRIAL_ABORT) and tid < 0]
+    plain_ends = [
+        (t, code)
+        for _, _, code, t, _, tid, *_ in events
+        if code in (m.Codes.TRIAL_END, m.Codes.TRIAL_ABORT) and tid < 0
+    ]
     for _, _, code, t, _, tid, *_ in events:
         if tid < 0:
             continue
         if code == m.Codes.TRIAL_START:
             opened[tid] = t
         elif code in (m.Codes.TRIAL_END, m.Codes.TRIAL_ABORT) and tid in opened:
-            spans.append({"trial_id": tid, "start": opened.pop(tid), "stop": t,
-                          "status": "done" if code == m.Codes.TRIAL_END else "aborted"})
+            spans.append(
+                {
+                    "trial_id": tid,
+                    "start": opened.pop(tid),
+                    "stop": t,
+                    "status": "done" if code == m.Codes.TRIAL_END else "aborted",
+                }
+            )
     if plain_starts:
         labelled = {s["trial_id"] for s in spans}
         unlabelled = [tid for tid in sorted(trial_ids) if tid not in labelled]
         for tid, start, (stop, code) in zip(unlabelled, plain_starts, plain_ends):
             if stop >= start:
-                spans.append({"trial_id": tid, "start": start, "stop": stop,
-                              "status": "done" if code == m.Codes.TRIAL_END else "aborted"})
+                spans.append(
+                    {
+                        "trial_id": tid,
+                        "start": start,
+                        "stop": stop,
+                        "status": "done" if code == m.Codes.TRIAL_END else "aborted",
+                    }
+                )
     return sorted(spans, key=lambda s: s["start"])

@@ -18,6 +18,7 @@ stored, it is:
   its recorded reason, so MEIs are also scored against what they evoked;
 - clock alignment residuals: refitted from the stored onset/event-code pairs.
 """
+
 from __future__ import annotations
 
 import base64
@@ -92,12 +93,22 @@ def load_session(session_dir: str | Path) -> Session:
             rig, problem = parse_rig(rig_dict, f"{session_dir} (stored rig)", stored=True), None
         except RigFileError as err:
             rig, problem = None, str(err)
-        s = Session(path=session_dir, rig_dict=rig_dict, rig=rig, rig_problem=problem, summary=None,
-                    created_wall_s=float(store.meta("created_wall_s") or 0.0), status=store.meta("status"),
-                    responses=store.responses(valid_only=False), onsets=store.onsets(), plans=store.plans(),
-                    trials=store.trials(), model_versions=store.model_versions(),
-                    events_acq=store.event_codes(clock="acquisition"),
-                    log_counts=Counter(kind for _, kind, _ in store.log_entries()))
+        s = Session(
+            path=session_dir,
+            rig_dict=rig_dict,
+            rig=rig,
+            rig_problem=problem,
+            summary=None,
+            created_wall_s=float(store.meta("created_wall_s") or 0.0),
+            status=store.meta("status"),
+            responses=store.responses(valid_only=False),
+            onsets=store.onsets(),
+            plans=store.plans(),
+            trials=store.trials(),
+            model_versions=store.model_versions(),
+            events_acq=store.event_codes(clock="acquisition"),
+            log_counts=Counter(kind for _, kind, _ in store.log_entries()),
+        )
         for kind in ("heldout", "evidence", "plan_latency"):
             s.log_json[kind] = [json.loads(text) for _, _, text in store.log_entries(kind)]
         s.images = {h: store.image(h) for h in dict.fromkeys(o[2] for o in s.onsets)}
@@ -116,6 +127,7 @@ def load_session(session_dir: str | Path) -> Session:
 
 # -- computations on stored data ------------------------------------------------------------
 
+
 def image_means(image_hash: list[str], counts: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(distinct hashes in first-seen order, mean counts (n_images, N), presentations per image)."""
     order = list(dict.fromkeys(image_hash))
@@ -128,16 +140,18 @@ def image_means(image_hash: list[str], counts: np.ndarray) -> tuple[list[str], n
     return order, sums / np.maximum(k, 1)[:, None], k
 
 
-def mei_checks(hashes: list[str], reasons: list[str], counts: np.ndarray, valid: np.ndarray,
-               window_s: float) -> list[dict]:
+def mei_checks(
+    hashes: list[str], reasons: list[str], counts: np.ndarray, valid: np.ndarray, window_s: float
+) -> list[dict]:
     """Each valid MEI presentation: its neuron, the rate the model predicted when it chose it, the rate observed."""
     out = []
     for h, r, c, ok in zip(hashes, reasons, counts, valid):
         hit = MEI_REASON.search(r)
         if ok and hit and int(hit.group(1)) < len(c):
             n = int(hit.group(1))
-            out.append({"hash": h, "neuron": n, "predicted_hz": float(hit.group(2)),
-                        "observed_hz": float(c[n]) / window_s})
+            out.append(
+                {"hash": h, "neuron": n, "predicted_hz": float(hit.group(2)), "observed_hz": float(c[n]) / window_s}
+            )
     return out
 
 
@@ -174,8 +188,10 @@ def _cortex_and_images(s: Session):
     from stimulus.config import ImagesConfig
 
     try:
-        return (CortexConfig.model_validate(s.rig_dict.get("cortex", {})),
-                ImagesConfig.model_validate(s.rig_dict.get("images", {})))
+        return (
+            CortexConfig.model_validate(s.rig_dict.get("cortex", {})),
+            ImagesConfig.model_validate(s.rig_dict.get("images", {})),
+        )
     except ValidationError:
         return None, None
 
@@ -192,6 +208,7 @@ def clock_residuals(s: Session) -> tuple[np.ndarray, np.ndarray, object] | None:
 
 
 # -- figures -----------------------------------------------------------------------------------
+
 
 def _plt():
     import matplotlib
@@ -214,8 +231,7 @@ def _img(b64: str, alt: str) -> str:
 
 
 def _missing(what: str, why: str = "", verdict: str = "not recorded in this session") -> str:
-    return (f'<div class="missing"><b>{html.escape(what)}: {html.escape(verdict)}.</b> '
-            f"{html.escape(why)}</div>")
+    return f'<div class="missing"><b>{html.escape(what)}: {html.escape(verdict)}.</b> {html.escape(why)}</div>'
 
 
 def _show(img: np.ndarray) -> np.ndarray:
@@ -228,7 +244,7 @@ def _mosaic(images: list[np.ndarray], gap: int = 2, slots: int | None = None) ->
     slots = max(slots or 0, len(images))
     out = np.full((h, slots * (w + gap) - gap, c), 255, np.uint8)
     for i, im in enumerate(images):
-        out[:, i * (w + gap):i * (w + gap) + w] = im
+        out[:, i * (w + gap) : i * (w + gap) + w] = im
     return out
 
 
@@ -237,8 +253,13 @@ def fig_accuracy(s: Session) -> str:
     curve = s.log_json.get("heldout") or []
     if curve:
         fig, ax = plt.subplots(figsize=(12, 2.8))
-        ax.plot([c["trials_done"] for c in curve], [c["median_r"] for c in curve], "o-", color="#4C72B0",
-                label="median held-out r (model vs true rate)")
+        ax.plot(
+            [c["trials_done"] for c in curve],
+            [c["median_r"] for c in curve],
+            "o-",
+            color="#4C72B0",
+            label="median held-out r (model vs true rate)",
+        )
         ax.set_xlabel("trials done")
         ax.set_ylabel("median r")
         ax.set_title("Held-out accuracy during the session, as the live status measured it", fontsize=10)
@@ -246,18 +267,27 @@ def fig_accuracy(s: Session) -> str:
         fig.tight_layout()
         parts = [_img(_png(fig), "held-out accuracy over trials")]
     else:
-        parts = [_missing("Held-out accuracy after each trial",
-                          "the live status measures it every 10 trials in `cortexloop run`; this session has no "
-                          "such measurement (a session run in process, or shorter than 10 trials)")]
+        parts = [
+            _missing(
+                "Held-out accuracy after each trial",
+                "the live status measures it every 10 trials in `cortexloop run`; this session has no "
+                "such measurement (a session run in process, or shorter than 10 trials)",
+            )
+        ]
     per = (s.summary or {}).get("heldout_r_per_neuron")
     resp = s.responses
     valid = resp["valid"]
-    ceil = repeat_noise_ceiling([h for h, v in zip(resp["image_hash"], valid) if v], resp["counts"][valid]) \
-        if resp["counts"].size else None
+    ceil = (
+        repeat_noise_ceiling([h for h, v in zip(resp["image_hash"], valid) if v], resp["counts"][valid])
+        if resp["counts"].size
+        else None
+    )
     truth_ceil = (((s.summary or {}).get("noise_ceiling") or {}).get("truth") or {}).get("per_neuron")
     if not per and ceil is None and not truth_ceil:
-        return "".join(parts) + _missing("Held-out accuracy and noise ceiling",
-                                         "no held-out accuracy in summary.json and fewer than 3 repeated images")
+        return "".join(parts) + _missing(
+            "Held-out accuracy and noise ceiling",
+            "no held-out accuracy in summary.json and fewer than 3 repeated images",
+        )
     n = s.n_neurons
     fig, ax = plt.subplots(figsize=(12, 3.4))
     x = np.arange(n)
@@ -265,14 +295,25 @@ def fig_accuracy(s: Session) -> str:
         r = np.array([np.nan if v is None else v for v in per], float)
         ax.bar(x, r, color="#4C72B0", label=f"held-out r, model vs true rate (median {np.nanmedian(r):.2f})")
     if ceil is not None:
-        ax.plot(x, ceil["ceiling"], "_", color="#C44E52", markersize=16, mew=2.5,
-                label=f"noise ceiling from {ceil['images']} repeated images (median "
-                      f"{np.nanmedian(ceil['ceiling']):.2f})")
+        ax.plot(
+            x,
+            ceil["ceiling"],
+            "_",
+            color="#C44E52",
+            markersize=16,
+            mew=2.5,
+            label=f"noise ceiling from {ceil['images']} repeated images (median {np.nanmedian(ceil['ceiling']):.2f})",
+        )
     if truth_ceil:
         tc = np.array(truth_ceil[:n], float)
-        ax.plot(x[:len(tc)], tc, "o", color="#55A868", markersize=5,
-                label=f"noise ceiling on the held-out images from the virtual cortex's model (median "
-                      f"{np.median(tc):.2f})")
+        ax.plot(
+            x[: len(tc)],
+            tc,
+            "o",
+            color="#55A868",
+            markersize=5,
+            label=f"noise ceiling on the held-out images from the virtual cortex's model (median {np.median(tc):.2f})",
+        )
     ax.axhline(0, color="0.5", lw=0.8)
     ax.set_xticks(x)
     ax.set_xlabel("neuron")
@@ -283,16 +324,23 @@ def fig_accuracy(s: Session) -> str:
     ax.set_title("End of session: held-out accuracy per neuron, and the noise ceiling", fontsize=10)
     fig.tight_layout()
     parts.append(_img(_png(fig), "held-out accuracy per neuron with the noise ceiling"))
-    parts.append("<p class='note'>Held-out r: the session's model against the virtual cortex's true rates on "
-                 "the held-out test images (never shown); its ceiling is 1. Noise ceiling: the best correlation "
-                 "any model could reach with one presentation's spike counts, estimated from the images shown "
-                 "more than once (pool images) and, on the simulated rig, computed from the virtual cortex's "
-                 "spiking model on the held-out images (the known answer); a rig without ground truth divides "
-                 "count-based accuracy by it."
-                 + ("" if ceil is not None else " (Fewer than 3 repeated images: no ceiling.)") + "</p>")
+    parts.append(
+        "<p class='note'>Held-out r: the session's model against the virtual cortex's true rates on "
+        "the held-out test images (never shown); its ceiling is 1. Noise ceiling: the best correlation "
+        "any model could reach with one presentation's spike counts, estimated from the images shown "
+        "more than once (pool images) and, on the simulated rig, computed from the virtual cortex's "
+        "spiking model on the held-out images (the known answer); a rig without ground truth divides "
+        "count-based accuracy by it."
+        + ("" if ceil is not None else " (Fewer than 3 repeated images: no ceiling.)")
+        + "</p>"
+    )
     if not per:
-        parts.append(_missing("Held-out accuracy", "summary.json has none (a rig without ground truth, or the "
-                                                   "model worker did not answer at the end)"))
+        parts.append(
+            _missing(
+                "Held-out accuracy",
+                "summary.json has none (a rig without ground truth, or the model worker did not answer at the end)",
+            )
+        )
     return "".join(parts)
 
 
@@ -308,9 +356,13 @@ def fig_predicted_observed(s: Session) -> str:
     pred, source = predictions(s, pixels)
     parts = []
     if pred is None:
-        parts.append(_missing("Model predictions for the shown images",
-                              "the session's model is not saved; run `cortexloop compress SESSION` for "
-                              "per-neuron models, then report again"))
+        parts.append(
+            _missing(
+                "Model predictions for the shown images",
+                "the session's model is not saved; run `cortexloop compress SESSION` for "
+                "per-neuron models, then report again",
+            )
+        )
     else:
         n = s.n_neurons
         cols = min(6, n)
@@ -331,9 +383,11 @@ def fig_predicted_observed(s: Session) -> str:
         fig.supylabel("observed rate (spikes/s)", fontsize=9)
         fig.tight_layout()
         parts.append(_img(_png(fig, 70), "predicted against observed rate per neuron"))
-        parts.append(f"<p class='note'>Predicted: {html.escape(source)}. Observed: spike count in the response "
-                     f"window / {window * 1000:.0f} ms, averaged over repeats ({len(hashes)} images, "
-                     f"{int(k.sum())} valid presentations). Dot size: presentations.</p>")
+        parts.append(
+            f"<p class='note'>Predicted: {html.escape(source)}. Observed: spike count in the response "
+            f"window / {window * 1000:.0f} ms, averaged over repeats ({len(hashes)} images, "
+            f"{int(k.sum())} valid presentations). Dot size: presentations.</p>"
+        )
     valid_mei = mei_checks(list(resp["image_hash"]), list(resp["reason"]), resp["counts"], valid, window)
     if valid_mei:
         fig, ax = plt.subplots(figsize=(4.6, 3.6))
@@ -344,8 +398,10 @@ def fig_predicted_observed(s: Session) -> str:
         ax.plot([0, hi], [0, hi], color="0.6", lw=0.8)
         ax.set_xlabel("rate the model predicted when it chose the MEI (spikes/s)", fontsize=8)
         ax.set_ylabel("rate observed (spikes/s)", fontsize=8)
-        ax.set_title(f"MEIs: {len(valid_mei)} presentations, median observed/predicted "
-                     f"{np.median(o / np.maximum(p, 1e-9)):.2f}", fontsize=9)
+        ax.set_title(
+            f"MEIs: {len(valid_mei)} presentations, median observed/predicted {np.median(o / np.maximum(p, 1e-9)):.2f}",
+            fontsize=9,
+        )
         fig.tight_layout()
         parts.append(_img(_png(fig), "MEI predicted against observed"))
     else:
@@ -366,21 +422,36 @@ def fig_images_by_reason(s: Session) -> str:
     fig, axes = plt.subplots(len(kinds), 1, figsize=(12, 0.95 * len(kinds) + 0.3), squeeze=False)
     for ax, kind in zip(axes[:, 0], kinds):
         distinct = list(dict.fromkeys(by_kind[kind]))
-        ax.imshow(_show(_mosaic([s.images[h] for h in distinct[:per_row]], slots=per_row)), cmap="gray", vmin=0,
-                  vmax=255,
-                  interpolation="nearest")
+        ax.imshow(
+            _show(_mosaic([s.images[h] for h in distinct[:per_row]], slots=per_row)),
+            cmap="gray",
+            vmin=0,
+            vmax=255,
+            interpolation="nearest",
+        )
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_ylabel(f"{kind}\n{len(by_kind[kind])} shown\n{len(distinct)} images", rotation=0, ha="right",
-                      va="center", fontsize=8)
-    fig.suptitle(f"Images shown, grouped by why they were chosen (first {per_row} distinct images of each kind)",
-                 fontsize=10)
+        ax.set_ylabel(
+            f"{kind}\n{len(by_kind[kind])} shown\n{len(distinct)} images",
+            rotation=0,
+            ha="right",
+            va="center",
+            fontsize=8,
+        )
+    fig.suptitle(
+        f"Images shown, grouped by why they were chosen (first {per_row} distinct images of each kind)", fontsize=10
+    )
     fig.tight_layout()
     counts = Counter(image_kind(why) for _, why in shown)
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{counts[k]}</td><td>{len(set(by_kind[k]))}</td>"
-                   f"<td>{html.escape(_example_reason(shown, k))}</td></tr>" for k in kinds)
-    table = ("<table><tr><th>kind</th><th>presentations</th><th>distinct images</th><th>a recorded reason</th></tr>"
-             f"{rows}</table>")
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{counts[k]}</td><td>{len(set(by_kind[k]))}</td>"
+        f"<td>{html.escape(_example_reason(shown, k))}</td></tr>"
+        for k in kinds
+    )
+    table = (
+        "<table><tr><th>kind</th><th>presentations</th><th>distinct images</th><th>a recorded reason</th></tr>"
+        f"{rows}</table>"
+    )
     return _img(_png(fig, 80), "images grouped by why they were chosen") + table
 
 
@@ -423,15 +494,20 @@ def fig_neuron_images(s: Session) -> str:
             for t, lab in enumerate(labels):
                 ax.text(t * w + (w - 3) / 2, tiles[0].shape[0] + 1, lab, ha="center", va="top", fontsize=6.5)
             ax.set_ylabel(f"neuron {j}", rotation=0, ha="right", va="center", fontsize=8)
-        fig.suptitle("Per neuron: its last MEI shown (observed / predicted sp/s), then the 5 shown images it "
-                     "responded to most (observed mean)", fontsize=9)
+        fig.suptitle(
+            "Per neuron: its last MEI shown (observed / predicted sp/s), then the 5 shown images it "
+            "responded to most (observed mean)",
+            fontsize=9,
+        )
         fig.tight_layout()
         parts.append(_img(_png(fig, 80), "MEI and top images per neuron"))
     if s.compact_dir is not None:
         pngs = sorted(s.compact_dir.glob("neuron_*.png"))
         if pngs:
-            parts.append("<p class='note'>From <code>cortexloop compress</code>: each compact model's MEI, its "
-                         "best pool images and the filters it kept.</p>")
+            parts.append(
+                "<p class='note'>From <code>cortexloop compress</code>: each compact model's MEI, its "
+                "best pool images and the filters it kept.</p>"
+            )
             parts += [_img(base64.b64encode(p.read_bytes()).decode("ascii"), p.stem) for p in pngs]
     return "".join(parts)
 
@@ -454,12 +530,21 @@ def fig_evidence(s: Session) -> str:
         fig.tight_layout()
         parts = [_img(_png(fig), "hypothesis posterior over trials")]
     else:
-        parts = [_missing("Hypothesis evidence after each trial",
-                          "the live status of `cortexloop run` keeps it every 2 s; this session has none")]
+        parts = [
+            _missing(
+                "Hypothesis evidence after each trial",
+                "the live status of `cortexloop run` keeps it every 2 s; this session has none",
+            )
+        ]
     if not ev or not ev.get("hypotheses") or not ev.get("presentations"):
-        parts.append(_missing("Hypothesis evidence", "neither summary.json nor the model versions hold any "
-                                                     "weighed on responses (the model worker did not answer at "
-                                                     "the end)"))
+        parts.append(
+            _missing(
+                "Hypothesis evidence",
+                "neither summary.json nor the model versions hold any "
+                "weighed on responses (the model worker did not answer at "
+                "the end)",
+            )
+        )
         return "".join(parts) + _model_versions(s)
     names = ev["hypotheses"]
     start = reported[0] if reported else None
@@ -467,8 +552,13 @@ def fig_evidence(s: Session) -> str:
     ll = np.array([ev["log_likelihood"][h] for h in names])
     x = np.arange(len(names))
     if start is not None and start.get("presentations"):
-        a1.bar(x - 0.2, [start["log_likelihood"][h] for h in names], 0.4, color="0.7",
-               label=f"start ({start['presentations']} presentations)")
+        a1.bar(
+            x - 0.2,
+            [start["log_likelihood"][h] for h in names],
+            0.4,
+            color="0.7",
+            label=f"start ({start['presentations']} presentations)",
+        )
     a1.bar(x + 0.2, ll - ll.max(), 0.4, color="#4C72B0", label=f"end ({ev['presentations']} presentations)")
     a1.set_xticks(x, names, fontsize=8)
     a1.set_ylabel("log-likelihood, relative to the best")
@@ -477,8 +567,10 @@ def fig_evidence(s: Session) -> str:
     a2.bar(x, [ev["posterior"][h] for h in names], color="#55A868")
     a2.set_xticks(x, names, fontsize=8)
     a2.set_ylim(0, 1)
-    a2.set_title(f"Posterior at the end: best {ev['best']}, log Bayes factor vs next "
-                 f"{ev['log_bayes_factor_best_vs_next']:.1f}", fontsize=10)
+    a2.set_title(
+        f"Posterior at the end: best {ev['best']}, log Bayes factor vs next {ev['log_bayes_factor_best_vs_next']:.1f}",
+        fontsize=10,
+    )
     fig.tight_layout()
     parts.append(_img(_png(fig), "hypothesis evidence"))
     return "".join(parts) + _model_versions(s)
@@ -489,8 +581,12 @@ def _model_versions(s: Session) -> str:
         return _missing("Model versions", "the controller recorded none")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(12, 2.2))
-    ax.step([v["trial_id"] for v in s.model_versions], [v["version"] for v in s.model_versions], where="post",
-            color="#4C72B0")
+    ax.step(
+        [v["trial_id"] for v in s.model_versions],
+        [v["version"] for v in s.model_versions],
+        where="post",
+        color="#4C72B0",
+    )
     ax.set_xlabel("trial")
     ax.set_ylabel("model version")
     ax.set_title("Model versions as the controller first saw them", fontsize=10)
@@ -505,21 +601,32 @@ def fig_timing(s: Session) -> str:
     errors = np.concatenate([t["onset_to_flip_error_s"] for t in s.trials]) if s.trials else np.zeros(0)
     p50, p99 = summ.get("loop_latency_p50_ms"), summ.get("loop_latency_p99_ms")
     lat = np.array([x["ms"] for x in s.log_json.get("plan_latency") or []])
-    note = (f"plans ready on time {_share(summ.get('plans_on_time_share'))}; {s.log_counts['slow_plan']} slow plans "
-            f"(ready more than half a trial after their window) and {s.log_counts['plan_late']} late ones (pool "
-            f"images shown instead)")
+    note = (
+        f"plans ready on time {_share(summ.get('plans_on_time_share'))}; {s.log_counts['slow_plan']} slow plans "
+        f"(ready more than half a trial after their window) and {s.log_counts['plan_late']} late ones (pool "
+        f"images shown instead)"
+    )
     if len(lat):
         fig, ax = plt.subplots(figsize=(12, 2.6))
         ax.hist(lat, bins=50, color="#4C72B0")
         ax.set_xlabel("loop latency (ms): a trial's responses complete to the next plan ready")
-        ax.set_title(f"Loop latency of {len(lat)} plans: p50 {np.percentile(lat, 50):.0f} ms, p99 "
-                     f"{np.percentile(lat, 99):.0f} ms; {note}", fontsize=9)
+        ax.set_title(
+            f"Loop latency of {len(lat)} plans: p50 {np.percentile(lat, 50):.0f} ms, p99 "
+            f"{np.percentile(lat, 99):.0f} ms; {note}",
+            fontsize=9,
+        )
         fig.tight_layout()
         parts = [_img(_png(fig), "loop latency of each plan")]
     else:
-        parts = [_missing("Loop latency of each plan", "none stored (a session from before it was kept): p50 and p99 only"
-                          + (f", {p50:.0f} ms and {p99:.0f} ms" if p50 is not None and p99 is not None else "")
-                          + "; " + note)]
+        parts = [
+            _missing(
+                "Loop latency of each plan",
+                "none stored (a session from before it was kept): p50 and p99 only"
+                + (f", {p50:.0f} ms and {p99:.0f} ms" if p50 is not None and p99 is not None else "")
+                + "; "
+                + note,
+            )
+        ]
     if not len(intervals) and not len(errors):
         return "".join(parts) + _missing("Frame timing", "no trial reports stored")
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.0))
@@ -531,8 +638,10 @@ def fig_timing(s: Session) -> str:
             ax.axvline(1000 / refresh, color="0.3", ls="--", lw=0.8)
         ax.set_yscale("log")
         ax.set_xlabel("frame interval (ms)")
-        ax.set_title(f"Frame intervals: {len(intervals)} frames, {sum(t['dropped_frames'] or 0 for t in s.trials)} "
-                     f"dropped", fontsize=10)
+        ax.set_title(
+            f"Frame intervals: {len(intervals)} frames, {sum(t['dropped_frames'] or 0 for t in s.trials)} dropped",
+            fontsize=10,
+        )
     else:
         ax.text(0.5, 0.5, "no frame intervals stored", ha="center", va="center", transform=ax.transAxes)
         ax.axis("off")
@@ -563,8 +672,10 @@ def fig_clock(s: Session) -> str:
     a1.plot(p - p[0], resid * 1000, ".", ms=3, color="#4C72B0")
     a1.set_xlabel("presenter clock since the first onset (s)")
     a1.set_ylabel("residual (ms)")
-    a1.set_title(f"acquisition = {fit.offset_s:.4f} s + presenter x (1 {fit.drift_ppm:+.2f} ppm); "
-                 f"{fit.n_pairs} onsets", fontsize=10)
+    a1.set_title(
+        f"acquisition = {fit.offset_s:.4f} s + presenter x (1 {fit.drift_ppm:+.2f} ppm); {fit.n_pairs} onsets",
+        fontsize=10,
+    )
     a2.hist(resid * 1000, bins=40, color="#4C72B0")
     a2.set_xlabel("residual (ms)")
     a2.set_title(f"rms {fit.residual_rms_s * 1000:.3g} ms, max {fit.residual_max_s * 1000:.3g} ms", fontsize=10)
@@ -576,8 +687,11 @@ def fig_clock(s: Session) -> str:
 
 def compression_table(s: Session) -> str:
     if s.compact is None:
-        return _missing("Compression", "run `cortexloop compress SESSION`, then report again (it reads "
-                                       "compact/report.json)", verdict="not run on this session")
+        return _missing(
+            "Compression",
+            "run `cortexloop compress SESSION`, then report again (it reads compact/report.json)",
+            verdict="not run on this session",
+        )
     from models.compress import format_table
 
     rows = s.compact.get("neurons", [])
@@ -585,15 +699,18 @@ def compression_table(s: Session) -> str:
         text = format_table(rows, s.compact)
     except (KeyError, IndexError, TypeError, ZeroDivisionError) as err:  # written by another cortexloop version
         text = json.dumps(s.compact, indent=1, default=str) + f"\n(table not formatted: {err!r})"
-    return (f"<p class='note'>From <code>{html.escape(str(s.compact_dir))}/report.json</code> "
-            f"({len(rows)} neurons).</p><pre>{html.escape(text)}</pre>")
+    return (
+        f"<p class='note'>From <code>{html.escape(str(s.compact_dir))}/report.json</code> "
+        f"({len(rows)} neurons).</p><pre>{html.escape(text)}</pre>"
+    )
 
 
 def overview(s: Session) -> str:
     summ = s.summary
     if summ is None:
-        return _missing("Summary", "no summary.json (the session ended before writing one); the figures below "
-                                   "come from the store")
+        return _missing(
+            "Summary", "no summary.json (the session ended before writing one); the figures below come from the store"
+        )
     from records.summary import format_table
 
     try:
@@ -629,6 +746,7 @@ pre { background: #f6f6f6; padding: 8px; font-size: 12px; overflow-x: auto; }
 
 def rig_toml(rig: dict) -> str:
     """The stored (JSON) rig written back as a rig file: a table per section, nested sections as sub-tables."""
+
     def value(v) -> str:
         if isinstance(v, dict):
             return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
@@ -660,22 +778,29 @@ def rig_toml(rig: dict) -> str:
 def render(s: Session) -> str:
     name = s.rig_dict.get("session", {}).get("name", s.path.name)
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.created_wall_s)) if s.created_wall_s else "?"
-    body = [f"<h1>cortexloop session {html.escape(s.path.name)}</h1>",
-            f"<p class='meta'>rig <b>{html.escape(str(name))}</b>, started {created}, status "
-            f"<b>{html.escape(str(s.status or 'running or killed (no status stored)'))}</b>; "
-            f"{len(s.trials)} trials, {len(s.onsets)} onsets, {s.n_neurons} neurons. "
-            f"Directory: <code>{html.escape(str(s.path.resolve()))}</code></p>",
-            "<nav>" + "".join(f"<a href='#{k}'>{html.escape(t)}</a>" for k, t, _ in SECTIONS)
-            + "<a href='#rig'>Rig file</a></nav>"]
+    body = [
+        f"<h1>cortexloop session {html.escape(s.path.name)}</h1>",
+        f"<p class='meta'>rig <b>{html.escape(str(name))}</b>, started {created}, status "
+        f"<b>{html.escape(str(s.status or 'running or killed (no status stored)'))}</b>; "
+        f"{len(s.trials)} trials, {len(s.onsets)} onsets, {s.n_neurons} neurons. "
+        f"Directory: <code>{html.escape(str(s.path.resolve()))}</code></p>",
+        "<nav>"
+        + "".join(f"<a href='#{k}'>{html.escape(t)}</a>" for k, t, _ in SECTIONS)
+        + "<a href='#rig'>Rig file</a></nav>",
+    ]
     for key, title, make in SECTIONS:
         body.append(f"<section id='{key}'><h2>{html.escape(title)}</h2>{make(s)}</section>")
     rig_note = f"<div class='missing'>{html.escape(s.rig_problem)}</div>" if s.rig_problem else ""
-    body.append(f"<section id='rig'><h2>Rig file</h2><p class='note'>The resolved rig every process used, "
-                f"defaults included (stored in the session), as TOML.</p>{rig_note}"
-                f"<pre>{html.escape(rig_toml(s.rig_dict))}</pre></section>")
-    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<title>cortexloop report: {html.escape(s.path.name)}</title><style>{STYLE}</style></head>"
-            f"<body>{''.join(body)}</body></html>\n")
+    body.append(
+        f"<section id='rig'><h2>Rig file</h2><p class='note'>The resolved rig every process used, "
+        f"defaults included (stored in the session), as TOML.</p>{rig_note}"
+        f"<pre>{html.escape(rig_toml(s.rig_dict))}</pre></section>"
+    )
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>cortexloop report: {html.escape(s.path.name)}</title><style>{STYLE}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )
 
 
 def write_report(session_dir: str | Path, out: str | Path | None = None) -> Path:

@@ -17,6 +17,7 @@ Nothing stored is changed or stored twice; the model gets back every stored
 valid response (the engine sends them before the first new plan), and its
 weights from the newest checkpoint in the session directory.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +44,17 @@ def resume_point(store: SessionStore, rig: RigConfig) -> p.ResumePoint:
         tid = plan["trial_id"]
         if tid in trials:
             continue
-        store.put_trial(m.TrialReport(trial_id=tid, status="aborted", start_s=0.0, end_s=0.0, dropped_frames=0,
-                                      n_onsets=onsets_by_trial.get(tid, 0), reason=INTERRUPTED))
+        store.put_trial(
+            m.TrialReport(
+                trial_id=tid,
+                status="aborted",
+                start_s=0.0,
+                end_s=0.0,
+                dropped_frames=0,
+                n_onsets=onsets_by_trial.get(tid, 0),
+                reason=INTERRUPTED,
+            )
+        )
         items = [(h, store.image(h), why) for h, why in zip(plan["image_hashes"], plan["reasons"])]
         requeue.extend(p.requeued(tid, items))
         store.log("resume", f"trial {tid} was interrupted: recorded as aborted, its images shown again")
@@ -62,8 +72,12 @@ def resume_point(store: SessionStore, rig: RigConfig) -> p.ResumePoint:
                 requeue.extend(p.requeued(tid, items))
                 store.log("resume", f"trial {tid} has no valid response: its images shown again")
     next_id = max([pl["trial_id"] for pl in plans] + [-1]) + 1
-    return p.ResumePoint(next_id=next_id, completed=store.count("trials", "WHERE status = 'done'"),
-                         aborted=store.count("trials", "WHERE status = 'aborted'"), requeue=requeue)
+    return p.ResumePoint(
+        next_id=next_id,
+        completed=store.count("trials", "WHERE status = 'done'"),
+        aborted=store.count("trials", "WHERE status = 'aborted'"),
+        requeue=requeue,
+    )
 
 
 def rebin_trials(store: SessionStore, rig: RigConfig, trial_ids: list[int]) -> list[dict]:
@@ -97,11 +111,25 @@ def rebin_trials(store: SessionStore, rig: RigConfig, trial_ids: list[int]) -> l
         counts = record.counts(np.nan_to_num(starts), np.nan_to_num(ends))
         plan = plans[tid]
         for k, o in enumerate(mine):
-            rows.append(dict(trial_id=tid, idx=o[1], image_hash=o[2], onset_acq_s=float(np.nan_to_num(times[k])),
-                             window_start_s=float(np.nan_to_num(starts[k])), window_end_s=float(np.nan_to_num(ends[k])),
-                             counts=counts[k], valid=bool(valid[k]), model_version=plan["model_version"],
-                             source=plan["source"], reason=plan["reasons"][o[1]]))
-        store.log("resume", f"trial {tid} ended before the controller stopped: {len(mine)} responses binned from "
-                            f"the store ({int((~complete).sum())} windows the stream had not passed, kept invalid)")
+            rows.append(
+                dict(
+                    trial_id=tid,
+                    idx=o[1],
+                    image_hash=o[2],
+                    onset_acq_s=float(np.nan_to_num(times[k])),
+                    window_start_s=float(np.nan_to_num(starts[k])),
+                    window_end_s=float(np.nan_to_num(ends[k])),
+                    counts=counts[k],
+                    valid=bool(valid[k]),
+                    model_version=plan["model_version"],
+                    source=plan["source"],
+                    reason=plan["reasons"][o[1]],
+                )
+            )
+        store.log(
+            "resume",
+            f"trial {tid} ended before the controller stopped: {len(mine)} responses binned from "
+            f"the store ({int((~complete).sum())} windows the stream had not passed, kept invalid)",
+        )
     store.put_responses(rows)
     return rows

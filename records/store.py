@@ -13,6 +13,7 @@ Durability (see the README, "When things fail"):
 
 Whatever passed messages.decode (finite times, integers within 64 bits, valid text) stores without error.
 """
+
 from __future__ import annotations
 
 import json
@@ -127,17 +128,32 @@ class SessionStore:
 
     def put_image(self, image_hash: str, pixels: np.ndarray) -> None:
         a = np.ascontiguousarray(pixels, np.uint8)
-        self.conn.execute("INSERT OR IGNORE INTO images VALUES (?, ?, ?)",
-                          (image_hash, json.dumps(list(a.shape)), a.tobytes()))
+        self.conn.execute(
+            "INSERT OR IGNORE INTO images VALUES (?, ?, ?)", (image_hash, json.dumps(list(a.shape)), a.tobytes())
+        )
 
     def put_plan(self, plan) -> None:
         for h, px in zip(plan.image_hashes, plan.pixels):
             self.put_image(h, px)
-        timing = {"fixation_frames": plan.fixation_frames, "on_frames": plan.on_frames,
-                  "off_frames": plan.off_frames, "iti_frames": plan.iti_frames, "refresh_hz": plan.refresh_hz}
-        self.conn.execute("INSERT OR REPLACE INTO plans VALUES (?, ?, ?, ?, ?, ?, ?)",
-                          (plan.trial_id, plan.source, plan.model_version, json.dumps(plan.image_hashes),
-                           json.dumps(plan.reasons), json.dumps(timing), time.time()))
+        timing = {
+            "fixation_frames": plan.fixation_frames,
+            "on_frames": plan.on_frames,
+            "off_frames": plan.off_frames,
+            "iti_frames": plan.iti_frames,
+            "refresh_hz": plan.refresh_hz,
+        }
+        self.conn.execute(
+            "INSERT OR REPLACE INTO plans VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                plan.trial_id,
+                plan.source,
+                plan.model_version,
+                json.dumps(plan.image_hashes),
+                json.dumps(plan.reasons),
+                json.dumps(timing),
+                time.time(),
+            ),
+        )
         self.conn.commit()
 
     def put_trial(self, report) -> None:
@@ -146,29 +162,51 @@ class SessionStore:
             if report.status == "gap":
                 self.conn.execute("INSERT INTO gaps VALUES (?, ?, ?)", (report.start_s, report.end_s, time.time()))
             else:
-                self.conn.execute("INSERT OR REPLACE INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                  (report.trial_id, report.status, report.start_s, report.end_s, report.n_onsets,
-                                   report.dropped_frames, report.reason,
-                                   np.asarray(report.frame_intervals_s, np.float32).tobytes(),
-                                   np.asarray(report.onset_to_flip_error_s, np.float32).tobytes(), time.time()))
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        report.trial_id,
+                        report.status,
+                        report.start_s,
+                        report.end_s,
+                        report.n_onsets,
+                        report.dropped_frames,
+                        report.reason,
+                        np.asarray(report.frame_intervals_s, np.float32).tobytes(),
+                        np.asarray(report.onset_to_flip_error_s, np.float32).tobytes(),
+                        time.time(),
+                    ),
+                )
 
     def put_onset(self, onset) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO onsets VALUES (?, ?, ?, ?, ?)",
-                          (onset.trial_id, onset.index, onset.image_hash, onset.flip_s, onset.frame))
+        self.conn.execute(
+            "INSERT OR REPLACE INTO onsets VALUES (?, ?, ?, ?, ?)",
+            (onset.trial_id, onset.index, onset.image_hash, onset.flip_s, onset.frame),
+        )
         self.conn.commit()
 
     def put_event(self, ev) -> None:
-        self.conn.execute("INSERT INTO event_codes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                          (ev.stream, ev.seq, ev.code, ev.time_s, ev.clock, ev.trial_id, ev.index, ev.image_hash))
+        self.conn.execute(
+            "INSERT INTO event_codes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (ev.stream, ev.seq, ev.code, ev.time_s, ev.clock, ev.trial_id, ev.index, ev.image_hash),
+        )
         self.conn.commit()
 
     def put_spikes(self, batch) -> bool:
         """Stores a batch; False if a batch with its (stream, seq) was stored already (a repeat: not stored
         again, and the caller should not bin it again)."""
-        cur = self.conn.execute("INSERT OR IGNORE INTO spike_batches VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                (batch.stream, batch.seq, batch.t_start_s, batch.t_end_s, batch.total_spikes,
-                                 np.ascontiguousarray(batch.neuron, np.uint16).tobytes(),
-                                 np.ascontiguousarray(batch.time_s, np.float64).tobytes()))
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO spike_batches VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                batch.stream,
+                batch.seq,
+                batch.t_start_s,
+                batch.t_end_s,
+                batch.total_spikes,
+                np.ascontiguousarray(batch.neuron, np.uint16).tobytes(),
+                np.ascontiguousarray(batch.time_s, np.float64).tobytes(),
+            ),
+        )
         self.conn.commit()
         return cur.rowcount == 1
 
@@ -176,12 +214,14 @@ class SessionStore:
         self.conn.executemany(
             "INSERT OR REPLACE INTO responses VALUES (:trial_id, :idx, :image_hash, :onset_acq_s, :window_start_s,"
             " :window_end_s, :counts, :valid, :model_version, :source, :reason)",
-            [{**r, "counts": np.asarray(r["counts"], np.float32).tobytes(), "valid": int(r["valid"])} for r in rows])
+            [{**r, "counts": np.asarray(r["counts"], np.float32).tobytes(), "valid": int(r["valid"])} for r in rows],
+        )
         self.conn.commit()
 
     def put_model_version(self, version: int, trial_id: int, info: dict) -> None:
-        self.conn.execute("INSERT INTO model_versions VALUES (?, ?, ?, ?)",
-                          (version, trial_id, json.dumps(info), time.time()))
+        self.conn.execute(
+            "INSERT INTO model_versions VALUES (?, ?, ?, ?)", (version, trial_id, json.dumps(info), time.time())
+        )
         self.conn.commit()
 
     def log(self, kind: str, text: str) -> None:
@@ -207,25 +247,37 @@ class SessionStore:
 
     def responses(self, valid_only: bool = True) -> dict:
         """All responses in presentation order: image hashes, pixels (n,H,W,C), counts (n,N) and metadata."""
-        q = "SELECT trial_id, idx, image_hash, counts, valid, source, reason, model_version, window_start_s, " \
+        q = (
+            "SELECT trial_id, idx, image_hash, counts, valid, source, reason, model_version, window_start_s, "
             "window_end_s FROM responses" + (" WHERE valid = 1" if valid_only else "") + " ORDER BY trial_id, idx"
+        )
         rows = self.conn.execute(q).fetchall()
         hashes = [r[2] for r in rows]
         pixels = np.stack([self.image(h) for h in hashes]) if rows else np.zeros((0, 0, 0, 0), np.uint8)
         counts = np.stack([np.frombuffer(r[3], np.float32) for r in rows]) if rows else np.zeros((0, 0), np.float32)
-        return {"trial_id": np.array([r[0] for r in rows]), "index": np.array([r[1] for r in rows]),
-                "image_hash": hashes, "pixels": pixels, "counts": counts,
-                "valid": np.array([bool(r[4]) for r in rows]), "source": [r[5] for r in rows],
-                "reason": [r[6] for r in rows], "model_version": np.array([r[7] for r in rows]),
-                "window_s": float(rows[0][9] - rows[0][8]) if rows else 0.0}
+        return {
+            "trial_id": np.array([r[0] for r in rows]),
+            "index": np.array([r[1] for r in rows]),
+            "image_hash": hashes,
+            "pixels": pixels,
+            "counts": counts,
+            "valid": np.array([bool(r[4]) for r in rows]),
+            "source": [r[5] for r in rows],
+            "reason": [r[6] for r in rows],
+            "model_version": np.array([r[7] for r in rows]),
+            "window_s": float(rows[0][9] - rows[0][8]) if rows else 0.0,
+        }
 
     def frame_timing(self) -> dict:
         """Frame intervals and onset-to-flip errors of all trials (seconds), and dropped frames."""
         rows = self.conn.execute("SELECT frame_intervals, onset_errors, dropped_frames FROM trials").fetchall()
         cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.float32)  # noqa: E731
-        return {"frame_intervals_s": cat([np.frombuffer(r[0], np.float32) for r in rows if r[0]]),
-                "onset_to_flip_error_s": cat([np.frombuffer(r[1], np.float32) for r in rows if r[1]]),
-                "dropped_frames": int(sum(r[2] or 0 for r in rows)), "trials": len(rows)}
+        return {
+            "frame_intervals_s": cat([np.frombuffer(r[0], np.float32) for r in rows if r[0]]),
+            "onset_to_flip_error_s": cat([np.frombuffer(r[1], np.float32) for r in rows if r[1]]),
+            "dropped_frames": int(sum(r[2] or 0 for r in rows)),
+            "trials": len(rows),
+        }
 
     def spike_batches(self) -> list[tuple]:
         """(stream, seq, t_start_s, t_end_s, total_spikes, neuron, time_s) in stream order."""
@@ -248,30 +300,54 @@ class SessionStore:
     # -- reading for reports and exports (read-only) ------------------------------
     def onsets(self) -> list[tuple]:
         """(trial_id, idx, image_hash, flip_s on the presenter clock, frame) of every image shown, in order."""
-        return self.conn.execute("SELECT trial_id, idx, image_hash, flip_s, frame FROM onsets "
-                                 "ORDER BY trial_id, idx").fetchall()
+        return self.conn.execute(
+            "SELECT trial_id, idx, image_hash, flip_s, frame FROM onsets ORDER BY trial_id, idx"
+        ).fetchall()
 
     def plans(self) -> list[dict]:
         """Every stored plan in trial order: trial_id, source, model_version, image_hashes, reasons, wall_s."""
-        rows = self.conn.execute("SELECT trial_id, source, model_version, image_hashes, reasons, wall_s FROM plans "
-                                 "ORDER BY trial_id").fetchall()
-        return [{"trial_id": r[0], "source": r[1], "model_version": r[2], "image_hashes": json.loads(r[3]),
-                 "reasons": json.loads(r[4]), "wall_s": r[5]} for r in rows]
+        rows = self.conn.execute(
+            "SELECT trial_id, source, model_version, image_hashes, reasons, wall_s FROM plans ORDER BY trial_id"
+        ).fetchall()
+        return [
+            {
+                "trial_id": r[0],
+                "source": r[1],
+                "model_version": r[2],
+                "image_hashes": json.loads(r[3]),
+                "reasons": json.loads(r[4]),
+                "wall_s": r[5],
+            }
+            for r in rows
+        ]
 
     def trials(self) -> list[dict]:
         """Every trial report in trial order (frame intervals and onset errors in seconds)."""
-        rows = self.conn.execute("SELECT trial_id, status, start_s, end_s, n_onsets, dropped_frames, reason, "
-                                 "frame_intervals, onset_errors, wall_s FROM trials ORDER BY trial_id").fetchall()
-        return [{"trial_id": r[0], "status": r[1], "start_s": r[2], "end_s": r[3], "n_onsets": r[4],
-                 "dropped_frames": r[5], "reason": r[6],
-                 "frame_intervals_s": np.frombuffer(r[7], np.float32) if r[7] else np.zeros(0, np.float32),
-                 "onset_to_flip_error_s": np.frombuffer(r[8], np.float32) if r[8] else np.zeros(0, np.float32),
-                 "wall_s": r[9]} for r in rows]
+        rows = self.conn.execute(
+            "SELECT trial_id, status, start_s, end_s, n_onsets, dropped_frames, reason, "
+            "frame_intervals, onset_errors, wall_s FROM trials ORDER BY trial_id"
+        ).fetchall()
+        return [
+            {
+                "trial_id": r[0],
+                "status": r[1],
+                "start_s": r[2],
+                "end_s": r[3],
+                "n_onsets": r[4],
+                "dropped_frames": r[5],
+                "reason": r[6],
+                "frame_intervals_s": np.frombuffer(r[7], np.float32) if r[7] else np.zeros(0, np.float32),
+                "onset_to_flip_error_s": np.frombuffer(r[8], np.float32) if r[8] else np.zeros(0, np.float32),
+                "wall_s": r[9],
+            }
+            for r in rows
+        ]
 
     def response_windows(self) -> list[tuple]:
         """(trial_id, idx, onset_acq_s, window_start_s, window_end_s) of every response, in presentation order."""
-        return self.conn.execute("SELECT trial_id, idx, onset_acq_s, window_start_s, window_end_s FROM responses "
-                                 "ORDER BY trial_id, idx").fetchall()
+        return self.conn.execute(
+            "SELECT trial_id, idx, onset_acq_s, window_start_s, window_end_s FROM responses ORDER BY trial_id, idx"
+        ).fetchall()
 
     def model_versions(self) -> list[dict]:
         """Each new model version as the controller first saw it: version, trial_id, info, wall_s."""

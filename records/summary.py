@@ -1,4 +1,5 @@
 """The end-of-session summary: one table on the terminal, the same figures in summary.json."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,9 @@ def truth_population(truth):
     return None
 
 
-def truth_noise_ceiling(population, spiking_cfg, images: np.ndarray, window_s: tuple[float, float],
-                        seed: int, n_neurons: int | None = None) -> np.ndarray:
+def truth_noise_ceiling(
+    population, spiking_cfg, images: np.ndarray, window_s: tuple[float, float], seed: int, n_neurons: int | None = None
+) -> np.ndarray:
     """(N,) single-trial noise ceiling of each simulated neuron over `images`: the expected correlation between
     one presentation's spike count in the response window and the neuron's true rate, from the spiking
     model's own means and variances (acquisition/ground_truth.py), for isolated onsets without slow drift."""
@@ -74,21 +76,27 @@ def noise_ceilings(rig, truth, test_images, stored: dict | None, n_neurons: int 
     if pop is not None and test_images is not None and len(test_images):
         window = (rig.response.window_start_ms / 1000, rig.response.window_end_ms / 1000)
         # The virtual cortex seeds its spiking model with population seed + 1 (its neurons' latencies).
-        c = truth_noise_ceiling(pop, rig.cortex.spiking, test_images, window, rig.cortex.population.seed + 1,
-                                n_neurons)
-        out["truth"] = {"per_neuron": [float(x) for x in c], "median": float(np.median(c)),
-                        "images": int(len(test_images)),
-                        "what": "single-trial ceiling on the held-out test images, from the virtual cortex's "
-                                "spiking model: expected correlation of one presentation's count with the true "
-                                "rate"}
+        c = truth_noise_ceiling(pop, rig.cortex.spiking, test_images, window, rig.cortex.population.seed + 1, n_neurons)
+        out["truth"] = {
+            "per_neuron": [float(x) for x in c],
+            "median": float(np.median(c)),
+            "images": int(len(test_images)),
+            "what": "single-trial ceiling on the held-out test images, from the virtual cortex's "
+            "spiking model: expected correlation of one presentation's count with the true "
+            "rate",
+        }
     if stored is not None and len(stored.get("image_hash", [])):
         rep = repeat_noise_ceiling(list(stored["image_hash"]), np.asarray(stored["counts"], np.float64))
         if rep is not None:
             per = [None if not np.isfinite(x) else float(x) for x in rep["ceiling"]]
-            out["repeats"] = {"per_neuron": per, "median": _median(per), "images": rep["images"],
-                              "presentations": rep["presentations"],
-                              "what": "single-trial ceiling estimated from this session's repeated images (training "
-                                      "pool images, not the held-out set)"}
+            out["repeats"] = {
+                "per_neuron": per,
+                "median": _median(per),
+                "images": rep["images"],
+                "presentations": rep["presentations"],
+                "what": "single-trial ceiling estimated from this session's repeated images (training "
+                "pool images, not the held-out set)",
+            }
     return out
 
 
@@ -109,15 +117,24 @@ def format_table(summary: dict) -> str:
         ("spikes lost", summary.get("spikes_lost")),
         ("loop latency p50 (ms)", summary.get("loop_latency_p50_ms")),
         ("loop latency p99 (ms)", summary.get("loop_latency_p99_ms")),
-        ("plans ready on time", f"{summary['plans_on_time_share']:.1%}" if summary.get("plans_on_time_share") is not None else None),
+        (
+            "plans ready on time",
+            f"{summary['plans_on_time_share']:.1%}" if summary.get("plans_on_time_share") is not None else None,
+        ),
         ("dropped frames", summary.get("dropped_frames")),
         ("presenter gaps (queue empty)", summary.get("presenter_gaps")),
-        ("clock drift (ppm) / residual (ms)", summary.get("clock_alignment") and
-         f"{summary['clock_alignment']['drift_ppm']:.1f} / {summary['clock_alignment']['residual_rms_ms']:.3f}"),
-        ("photodiode - flip (ms) median / p99", summary.get("photodiode") and
-         f"{summary['photodiode']['latency_ms_median'] or float('nan'):.2f} / "
-         f"{summary['photodiode']['latency_ms_p99'] or float('nan'):.2f} "
-         f"({summary['photodiode']['onsets_without_edge']} onsets without an edge)"),
+        (
+            "clock drift (ppm) / residual (ms)",
+            summary.get("clock_alignment")
+            and f"{summary['clock_alignment']['drift_ppm']:.1f} / {summary['clock_alignment']['residual_rms_ms']:.3f}",
+        ),
+        (
+            "photodiode - flip (ms) median / p99",
+            summary.get("photodiode")
+            and f"{summary['photodiode']['latency_ms_median'] or float('nan'):.2f} / "
+            f"{summary['photodiode']['latency_ms_p99'] or float('nan'):.2f} "
+            f"({summary['photodiode']['onsets_without_edge']} onsets without an edge)",
+        ),
         ("model version at end", summary.get("model_version")),
         ("held-out accuracy, median r", summary.get("heldout_median_r")),
         ("noise ceiling, median (truth)", summary.get("noise_ceiling_truth_median")),
@@ -126,24 +143,33 @@ def format_table(summary: dict) -> str:
     ]
     ev = summary.get("hypothesis_evidence")
     if ev and ev.get("updates"):
-        rows.append(("hypothesis evidence", f"best {ev['best']} (posterior {ev['posterior'][ev['best']]:.3f}, "
-                                            f"log BF vs next {ev['log_bayes_factor_best_vs_next']:.1f}, "
-                                            f"{ev['presentations']} presentations)"))
+        rows.append(
+            (
+                "hypothesis evidence",
+                f"best {ev['best']} (posterior {ev['posterior'][ev['best']]:.3f}, "
+                f"log BF vs next {ev['log_bayes_factor_best_vs_next']:.1f}, "
+                f"{ev['presentations']} presentations)",
+            )
+        )
     rows.append(("session saved in", summary.get("session_dir")))
     width = max(len(k) for k, _ in rows)
     lines = ["", "cortexloop session summary", "-" * (width + 30)]
     lines += [f"{k:<{width}}  {fmt(v)}" for k, v in rows]
     per = summary.get("heldout_r_per_neuron")
     ceil = summary.get("noise_ceiling") or {}
-    for label, values in (("held-out r per neuron", per),
-                          ("noise ceiling (truth)", (ceil.get("truth") or {}).get("per_neuron")),
-                          ("noise ceiling (repeats)", (ceil.get("repeats") or {}).get("per_neuron"))):
+    for label, values in (
+        ("held-out r per neuron", per),
+        ("noise ceiling (truth)", (ceil.get("truth") or {}).get("per_neuron")),
+        ("noise ceiling (repeats)", (ceil.get("repeats") or {}).get("per_neuron")),
+    ):
         if values:
             lines.append(f"{label:<{width}}  " + " ".join("n/a" if v is None else f"{v:.2f}" for v in values))
     if ceil.get("truth") or ceil.get("repeats"):
-        lines.append(f"{'':<{width}}  noise ceiling: the correlation one presentation's spike count reaches with "
-                     "the true rate (truth: the virtual cortex's spiking model on the held-out images; repeats: "
-                     "estimated from this session's repeated pool images)")
+        lines.append(
+            f"{'':<{width}}  noise ceiling: the correlation one presentation's spike count reaches with "
+            "the true rate (truth: the virtual cortex's spiking model on the held-out images; repeats: "
+            "estimated from this session's repeated pool images)"
+        )
     lines.append("-" * (width + 30))
     return "\n".join(lines)
 

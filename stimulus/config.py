@@ -1,4 +1,5 @@
 """Rig-file sections owned by stimulus: images, display, fixation, selection."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,24 +62,34 @@ class ImagesConfig(Strict):
 
     @model_validator(mode="after")
     def _source_keys(self) -> "ImagesConfig":
-        own = {"path": self.path, "test_files": self.test_files, "test_path": self.test_path,
-               "test_share": self.test_share}
+        own = {
+            "path": self.path,
+            "test_files": self.test_files,
+            "test_path": self.test_path,
+            "test_share": self.test_share,
+        }
         if self.source == "photos":
             given = [k for k, v in own.items() if v]
             if given:
-                raise ValueError(f"{', '.join(given)}: only for source = 'folder' or 'npy' (source is 'photos', "
-                                 "the scikit-image photographs)")
+                raise ValueError(
+                    f"{', '.join(given)}: only for source = 'folder' or 'npy' (source is 'photos', "
+                    "the scikit-image photographs)"
+                )
             return self
         if not self.path:
-            raise ValueError(f"path: source = {self.source!r} needs a path "
-                             f"({'a folder of image files' if self.source == 'folder' else 'a .npy file'})")
+            raise ValueError(
+                f"path: source = {self.source!r} needs a path "
+                f"({'a folder of image files' if self.source == 'folder' else 'a .npy file'})"
+            )
         if self.source == "folder" and self.test_path:
             raise ValueError("test_path: only for source = 'npy'; a folder names its test images with test_files")
         if self.source == "npy" and self.test_files:
             raise ValueError("test_files: only for source = 'folder'; an array's test images go in test_path")
         if self.test_share is not None and (self.test_files or self.test_path):
-            raise ValueError("test_share: the test set is already named by "
-                             f"{'test_files' if self.test_files else 'test_path'}; give one or the other")
+            raise ValueError(
+                "test_share: the test set is already named by "
+                f"{'test_files' if self.test_files else 'test_path'}; give one or the other"
+            )
         return self
 
     @property

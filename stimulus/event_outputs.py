@@ -44,6 +44,7 @@ mapped to LSL's clock (pylsl.local_clock()), so equal codes are separate samples
 Imports point one way: this module knows nothing of controller/; the code words are passed in (`codes`) so a
 word that does not fit the lines is refused when the output is made, not at the first flip.
 """
+
 from __future__ import annotations
 
 import threading
@@ -59,7 +60,7 @@ from contract.schema import Strict
 
 # A serial TTL box and a parallel port's data register both take one byte: eight lines.
 BYTE_LINES = 8
-LSL_MAX_CODE = 2 ** 31 - 1  # one int32 channel
+LSL_MAX_CODE = 2**31 - 1  # one int32 channel
 WRITE_TIMEOUT_S = 0.005  # the longest a serial write may wait for the device
 
 
@@ -87,14 +88,16 @@ class EventOutputConfig(Strict):
     @model_validator(mode="after")
     def _lines_fit(self) -> "EventOutputConfig":
         if self.kind in ("parallel", "serial") and self.n_lines > BYTE_LINES:
-            raise ValueError(f"n_lines = {self.n_lines}: a {self.kind} output drives one byte, at most "
-                             f"{BYTE_LINES} lines")
+            raise ValueError(
+                f"n_lines = {self.n_lines}: a {self.kind} output drives one byte, at most {BYTE_LINES} lines"
+            )
         if self.scheme == "strobe":
             if self.strobe_line is None:
                 raise ValueError("scheme 'strobe' needs strobe_line (the line the recording system latches on)")
             if self.strobe_line >= self.n_lines:
-                raise ValueError(f"strobe_line = {self.strobe_line} is not one of the {self.n_lines} lines "
-                                 f"(0..{self.n_lines - 1})")
+                raise ValueError(
+                    f"strobe_line = {self.strobe_line} is not one of the {self.n_lines} lines (0..{self.n_lines - 1})"
+                )
             if self.n_lines < 2:
                 raise ValueError("scheme 'strobe' needs at least 2 lines: one strobe, one for data")
         elif self.strobe_line is not None:
@@ -123,8 +126,15 @@ class TtlWords:
     """Words on n_lines TTL lines through set_lines(int): raised at write(), back to zero after pulse_s, the zero
     held pulse_s before the next word; words that come too soon are queued (see the module notes)."""
 
-    def __init__(self, set_lines: Callable[[int], Any], pulse_s: float, n_lines: int, scheme: str,
-                 strobe_line: int | None, name: str):
+    def __init__(
+        self,
+        set_lines: Callable[[int], Any],
+        pulse_s: float,
+        n_lines: int,
+        scheme: str,
+        strobe_line: int | None,
+        name: str,
+    ):
         if scheme not in ("return_to_zero", "strobe"):
             raise ValueError(f"{name}: scheme {scheme!r} is neither 'return_to_zero' nor 'strobe'")
         if scheme == "strobe" and (strobe_line is None or not 0 <= strobe_line < n_lines):
@@ -153,8 +163,10 @@ class TtlWords:
     def check(self, code: int) -> None:
         if not self.min_code <= code <= self.max_code:
             why = " (0 is the idle word: with return_to_zero it changes no line)" if code == 0 else ""
-            raise ValueError(f"{self.name}: event code {code} does not fit: {len(self.data_lines)} data lines "
-                             f"({self.scheme}) carry codes {self.min_code}..{self.max_code}{why}")
+            raise ValueError(
+                f"{self.name}: event code {code} does not fit: {len(self.data_lines)} data lines "
+                f"({self.scheme}) carry codes {self.min_code}..{self.max_code}{why}"
+            )
 
     def write(self, code: int) -> None:
         code = int(code)
@@ -179,8 +191,12 @@ class TtlWords:
 
     def stats(self) -> dict:
         with self._cond:
-            return {"words": self.words, "delayed_words": self.delayed_words,
-                    "max_delay_ms": round(self.max_delay_s * 1000, 3), "queued": len(self._queue)}
+            return {
+                "words": self.words,
+                "delayed_words": self.delayed_words,
+                "max_delay_ms": round(self.max_delay_s * 1000, 3),
+                "queued": len(self._queue),
+            }
 
     def close(self, timeout_s: float | None = None) -> None:
         """Let the queued words go out (at most timeout_s; by default their spacing plus a second), then zero."""
@@ -269,8 +285,15 @@ class ParallelEventOutput(_TtlEventOutput):
     """Codes on a parallel port's data lines (pins 2-9 = D0-D7) through psychopy.parallel, or any object with
     setData(int) passed as `port`."""
 
-    def __init__(self, address: str = "/dev/parport0", pulse_ms: float = 5.0, n_lines: int = BYTE_LINES,
-                 scheme: str = "return_to_zero", strobe_line: int | None = None, port: Any = None):
+    def __init__(
+        self,
+        address: str = "/dev/parport0",
+        pulse_ms: float = 5.0,
+        n_lines: int = BYTE_LINES,
+        scheme: str = "return_to_zero",
+        strobe_line: int | None = None,
+        port: Any = None,
+    ):
         if not 1 <= n_lines <= BYTE_LINES:
             raise ValueError(f"parallel port {address}: n_lines = {n_lines}; its data register has 1..8 lines")
         if port is None:
@@ -278,8 +301,7 @@ class ParallelEventOutput(_TtlEventOutput):
         if not callable(getattr(port, "setData", None)):
             raise TypeError(f"parallel port {address}: {type(port).__name__} has no setData(int)")
         self.port = port
-        self.lines = TtlWords(port.setData, pulse_ms / 1000, n_lines, scheme, strobe_line,
-                              f"parallel port {address}")
+        self.lines = TtlWords(port.setData, pulse_ms / 1000, n_lines, scheme, strobe_line, f"parallel port {address}")
 
 
 def _open_parallel(address: str):
@@ -295,15 +317,25 @@ def _open_parallel(address: str):
     try:
         return parallel.ParallelPort(address=addr)
     except Exception as e:  # pyparallel missing, no permission on /dev/parport0, no such port
-        raise RuntimeError(f"parallel port {address}: could not be opened ({type(e).__name__}: {e}); on Linux it "
-                           f"needs pyparallel, the ppdev module and write access to the device") from e
+        raise RuntimeError(
+            f"parallel port {address}: could not be opened ({type(e).__name__}: {e}); on Linux it "
+            f"needs pyparallel, the ppdev module and write access to the device"
+        ) from e
 
 
 class SerialEventOutput(_TtlEventOutput):
     """Codes to a serial TTL box: one byte per word (the box sets its lines to the byte), then the zero byte."""
 
-    def __init__(self, url: str, baud: int = 115200, pulse_ms: float = 5.0, n_lines: int = BYTE_LINES,
-                 scheme: str = "return_to_zero", strobe_line: int | None = None, port: Any = None):
+    def __init__(
+        self,
+        url: str,
+        baud: int = 115200,
+        pulse_ms: float = 5.0,
+        n_lines: int = BYTE_LINES,
+        scheme: str = "return_to_zero",
+        strobe_line: int | None = None,
+        port: Any = None,
+    ):
         if not 1 <= n_lines <= BYTE_LINES:
             raise ValueError(f"serial port {url}: n_lines = {n_lines}; a TTL box takes one byte, 1..8 lines")
         if port is None:
@@ -386,8 +418,18 @@ class CortexEventOutput:
 
     def write(self, code: int, time_s: float, trial_id: int, index: int, image_hash: str) -> None:
         self.seq += 1
-        self.cortex.on_event(m.EventCode(stream="presenter", seq=self.seq, code=code, time_s=time_s,
-                                         clock="presenter", trial_id=trial_id, index=index, image_hash=image_hash))
+        self.cortex.on_event(
+            m.EventCode(
+                stream="presenter",
+                seq=self.seq,
+                code=code,
+                time_s=time_s,
+                clock="presenter",
+                trial_id=trial_id,
+                index=index,
+                image_hash=image_hash,
+            )
+        )
 
     def show(self, image_hash: str, pixels: np.ndarray) -> None:
         self.cortex.show(image_hash, pixels)
@@ -396,14 +438,17 @@ class CortexEventOutput:
         pass
 
 
-def make_event_output(cfg: EventOutputConfig, codes: Iterable[int] = (),
-                      presenter_now: Callable[[], float] | None = None):
+def make_event_output(
+    cfg: EventOutputConfig, codes: Iterable[int] = (), presenter_now: Callable[[], float] | None = None
+):
     """The hardware event output cfg names; each of `codes` (the words the presenter sends) is checked to fit.
 
     presenter_now: the presenter's clock, used by the LSL output to stamp the flip (see LslEventOutput)."""
     if cfg.kind == "zmq":
-        raise ValueError("event output kind 'zmq' is the simulated rig's output to the virtual cortex "
-                         "(ZmqEventOutput); the controller builds it, make_event_output builds hardware outputs")
+        raise ValueError(
+            "event output kind 'zmq' is the simulated rig's output to the virtual cortex "
+            "(ZmqEventOutput); the controller builds it, make_event_output builds hardware outputs"
+        )
     if cfg.kind == "parallel":
         out: Any = ParallelEventOutput(cfg.parallel_address, cfg.pulse_ms, cfg.n_lines, cfg.scheme, cfg.strobe_line)
     elif cfg.kind == "serial":

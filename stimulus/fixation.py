@@ -8,6 +8,7 @@ method that returns the newest gaze sample in degrees of visual angle (see
 GazeTracker), naming it in the rig file (fixation.tracker_class), and letting
 EyeTrackerFixation compare samples with the fixation window.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -85,8 +86,14 @@ class EyeTrackerFixation:
     breaks after that. A break is final for the trial.
     """
 
-    def __init__(self, tracker: GazeTracker, centre_deg: tuple[float, float], radius_deg: float,
-                 blink_grace_s: float = 0.1, max_sample_age_s: float = 0.05):
+    def __init__(
+        self,
+        tracker: GazeTracker,
+        centre_deg: tuple[float, float],
+        radius_deg: float,
+        blink_grace_s: float = 0.1,
+        max_sample_age_s: float = 0.05,
+    ):
         self.tracker = tracker
         self.centre_deg = (float(centre_deg[0]), float(centre_deg[1]))
         self.radius_deg = float(radius_deg)
@@ -129,9 +136,15 @@ class SimulatedGazeTracker:
     `clock` is the presenter's clock (presenter.now), so samples are always fresh.
     """
 
-    def __init__(self, clock: Callable[[], float], centre_deg: tuple[float, float] = (0.0, 0.0),
-                 jitter_deg: float = 0.2, saccade_rate_hz: float = 0.0, saccade_deg: float = 5.0,
-                 seed: int = 0):
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        centre_deg: tuple[float, float] = (0.0, 0.0),
+        jitter_deg: float = 0.2,
+        saccade_rate_hz: float = 0.0,
+        saccade_deg: float = 5.0,
+        seed: int = 0,
+    ):
         self.clock = clock
         self.centre_deg = centre_deg
         self.jitter_deg = jitter_deg
@@ -183,5 +196,10 @@ def make_fixation(cfg: FixationConfig, display: DisplayConfig, tracker: GazeTrac
         return SimulatedFixation(cfg.break_probability, cfg.seed)
     if tracker is None:
         tracker = load_tracker(cfg.tracker_class)
-    return EyeTrackerFixation(tracker, display.fixation_pos_deg, cfg.window_radius_deg,
-                              cfg.blink_grace_ms / 1000.0, cfg.max_sample_age_ms / 1000.0)
+    return EyeTrackerFixation(
+        tracker,
+        display.fixation_pos_deg,
+        cfg.window_radius_deg,
+        cfg.blink_grace_ms / 1000.0,
+        cfg.max_sample_age_ms / 1000.0,
+    )

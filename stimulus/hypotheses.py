@@ -15,6 +15,7 @@ counts (Poisson, optionally tempered by the Fano factor: overdispersed counts
 carry less evidence per spike than Poisson would claim), updated trial by trial;
 `report()` is the dict the session summary shows.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -117,8 +118,13 @@ def poisson_log_likelihood(rates_hz: np.ndarray, counts: np.ndarray, window_s: f
 class EvidenceTracker:
     """Log-likelihood of the observed counts under each named hypothesis, and the posterior it implies."""
 
-    def __init__(self, names: Sequence[str], prior: Sequence[float] | None = None, fano_factor: float = 1.0,
-                 neurons: Sequence[int] | None = None):
+    def __init__(
+        self,
+        names: Sequence[str],
+        prior: Sequence[float] | None = None,
+        fano_factor: float = 1.0,
+        neurons: Sequence[int] | None = None,
+    ):
         self.names = list(names)
         m = len(self.names)
         p = np.full(m, 1.0 / m) if prior is None else np.asarray(prior, np.float64) / np.sum(prior)
@@ -139,7 +145,9 @@ class EvidenceTracker:
         if self.neurons is not None:
             pred, counts = pred[..., self.neurons], counts[..., self.neurons]
         if pred.shape[0] != len(self.names) or pred.shape[1:] != counts.shape:
-            raise ValueError(f"predictions {pred.shape} do not match {len(self.names)} hypotheses x counts {counts.shape}")
+            raise ValueError(
+                f"predictions {pred.shape} do not match {len(self.names)} hypotheses x counts {counts.shape}"
+            )
         ll = poisson_log_likelihood(pred, counts[None], window_s).sum(1) / self.fano_factor  # (M, N)
         self.per_neuron = ll if self.per_neuron is None else self.per_neuron + ll
         self.log_likelihood += ll.sum(1)
@@ -164,7 +172,8 @@ class EvidenceTracker:
             "posterior": {n: float(v) for n, v in zip(self.names, post)},
             "best": self.names[best],
             "log_bayes_factor_best_vs_next": float(np.sort(self.log_likelihood)[-1] - np.sort(self.log_likelihood)[-2])
-            if len(self.names) > 1 else 0.0,
+            if len(self.names) > 1
+            else 0.0,
             "updates": self.n_updates,
             "presentations": self.n_presentations,
             "fano_factor": self.fano_factor,

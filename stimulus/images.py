@@ -1,4 +1,5 @@
 """Pixel conversions between the wire (uint8 HxWxC) and the models (float in [0, 1])."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -7,6 +7,7 @@ a block, the schedule is deterministic, and a block with shares 0.3/0.7 over 10
 slots gets exactly 3 and 7. The tally restarts at each block boundary, so
 every block carries its own repeats and MEI checks.
 """
+
 from __future__ import annotations
 
 

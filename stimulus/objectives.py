@@ -24,6 +24,7 @@ were trained on (issue 14: on the default rig the disagreement score
 correlated r = 0.85 with RMS contrast and picked almost only gaudy images);
 EPIG counts only disagreement that carries over to the reference images.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -64,17 +65,21 @@ def symmetric_poisson_kl(rates_hz: torch.Tensor, window_s: float) -> torch.Tenso
     total = torch.zeros_like(rates_hz[0])
     for i in range(m):
         for j in range(i + 1, m):
-            total = total + poisson_kl(rates_hz[i], rates_hz[j], window_s) + poisson_kl(rates_hz[j], rates_hz[i], window_s)
+            total = (
+                total + poisson_kl(rates_hz[i], rates_hz[j], window_s) + poisson_kl(rates_hz[j], rates_hz[i], window_s)
+            )
     return total / (m * (m - 1))
 
 
 def _max_count(mean_counts: torch.Tensor) -> int:
     """Where to truncate the count support: beyond mean + 8 sd of the largest mean the mass is negligible."""
     top = float(mean_counts.detach().max())
-    return int(top + 8.0 * top ** 0.5 + 10)
+    return int(top + 8.0 * top**0.5 + 10)
 
 
-def poisson_js(rates_hz: torch.Tensor, window_s: float, weights: torch.Tensor | Sequence[float] | None = None) -> torch.Tensor:
+def poisson_js(
+    rates_hz: torch.Tensor, window_s: float, weights: torch.Tensor | Sequence[float] | None = None
+) -> torch.Tensor:
     """Jensen-Shannon divergence among M Poisson count distributions, (M, B, N) -> (B, N) nats.
 
     JS = H(sum_m w_m P_m) - sum_m w_m H(P_m), computed on the count support
@@ -100,7 +105,9 @@ def poisson_js(rates_hz: torch.Tensor, window_s: float, weights: torch.Tensor | 
     return (w.view(m, 1, 1) * kl_to_mix).sum(0).clamp_min(0.0)
 
 
-def controversial(rates_high_hz: torch.Tensor, rates_low_hz: torch.Tensor, window_s: float | None = None) -> torch.Tensor:
+def controversial(
+    rates_high_hz: torch.Tensor, rates_low_hz: torch.Tensor, window_s: float | None = None
+) -> torch.Tensor:
     """Golan et al.'s controversial images for two named hypotheses: positive where the first predicts high
     and the second low, elementwise on (B, N).
 
@@ -129,8 +136,9 @@ def excitation(rates_hz: torch.Tensor, spread_penalty: float = 0.0) -> torch.Ten
     return mean - spread_penalty * spread
 
 
-def predictive_information(rates_hz: torch.Tensor, reference_hz: torch.Tensor, window_s: float,
-                           fano_factor: float = 1.0) -> torch.Tensor:
+def predictive_information(
+    rates_hz: torch.Tensor, reference_hz: torch.Tensor, window_s: float, fano_factor: float = 1.0
+) -> torch.Tensor:
     """Expected predictive information gain (EPIG) about responses to reference images, (M, B, N) -> (B, N) nats.
 
     What the lab wants from a presentation is better predictions of the neurons' responses to natural
@@ -174,9 +182,11 @@ def predictive_information(rates_hz: torch.Tensor, reference_hz: torch.Tensor, w
     """
     m = rates_hz.shape[0]
     if reference_hz.shape[0] != m or reference_hz.shape[-1] != rates_hz.shape[-1]:
-        raise ValueError(f"reference rates {tuple(reference_hz.shape)} do not match candidate rates "
-                         f"{tuple(rates_hz.shape)}: both must be (members, images, neurons) with the same members "
-                         f"and neurons")
+        raise ValueError(
+            f"reference rates {tuple(reference_hz.shape)} do not match candidate rates "
+            f"{tuple(rates_hz.shape)}: both must be (members, images, neurons) with the same members "
+            f"and neurons"
+        )
     if m < 2:
         return torch.zeros_like(rates_hz[0])
     y = _counts_mean(rates_hz, window_s)  # (M, B, N)
@@ -191,7 +201,9 @@ def predictive_information(rates_hz: torch.Tensor, reference_hz: torch.Tensor, w
     return (-0.5 * torch.log1p(-rho2.clamp(max=1.0 - 1e-6))).mean(1)
 
 
-def population_score(per_neuron: torch.Tensor, neuron_weights: torch.Tensor | Sequence[float] | None = None) -> torch.Tensor:
+def population_score(
+    per_neuron: torch.Tensor, neuron_weights: torch.Tensor | Sequence[float] | None = None
+) -> torch.Tensor:
     """(B, N) -> (B,): the sum over neurons, or a weighted sum (e.g. to favour poorly fitted neurons)."""
     if neuron_weights is None:
         return per_neuron.sum(dim=-1)
@@ -202,9 +214,14 @@ def population_score(per_neuron: torch.Tensor, neuron_weights: torch.Tensor | Se
 OBJECTIVES = ("epig", "disagreement", "js", "kl")
 
 
-def discrimination_score(rates_hz: torch.Tensor, kind: str, window_s: float,
-                         weights: torch.Tensor | Sequence[float] | None = None,
-                         reference_hz: torch.Tensor | None = None, fano_factor: float = 1.0) -> torch.Tensor:
+def discrimination_score(
+    rates_hz: torch.Tensor,
+    kind: str,
+    window_s: float,
+    weights: torch.Tensor | Sequence[float] | None = None,
+    reference_hz: torch.Tensor | None = None,
+    fano_factor: float = 1.0,
+) -> torch.Tensor:
     """The per-neuron objective named in the rig file, (M, B, N) -> (B, N).
 
     "epig" needs `reference_hz`, the members' rates (M, R, N) for the reference images (same neurons).

@@ -19,6 +19,7 @@ the resized images are cached on disk under a key made of the files' content
 and the resize settings, so the processes of a session (and later sessions)
 read them instead of decoding every file again.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -121,7 +122,7 @@ def cut_patches(sources: list[np.ndarray], n: int, size: int, colour: bool, rng:
         hi = max(lo, min(short, max(h, w) // 2))
         side = int(rng.integers(lo, hi + 1))
         y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-        crop = _resize(src[y:y + side, x:x + side], size)
+        crop = _resize(src[y : y + side, x : x + side], size)
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
         if not colour:
@@ -209,11 +210,13 @@ def own_pools(cfg: ImagesConfig) -> Pools:
         raise ImageSourceError(
             f"{where}: images.pool_size: {n_train} training images, but pool_size {cfg.pool_size} with gaudy_share "
             f"{cfg.gaudy_share} asks for {n_natural} natural and {n_gaudy} gaudy images (each from a different "
-            f"training image); {fix}")
+            f"training image); {fix}"
+        )
     if cfg.test_size > len(test.names):
         raise ImageSourceError(
             f"{where}: images.test_size: {len(test.names)} test images ({_test_rule(cfg)}), but test_size asks "
-            f"for {cfg.test_size}; set test_size to at most {len(test.names)} or hold out more files")
+            f"for {cfg.test_size}; set test_size to at most {len(test.names)} or hold out more files"
+        )
     rng = np.random.default_rng(cfg.seed)
     natural = np.sort(rng.choice(n_train, n_natural, replace=False))
     gaudy_from = np.sort(rng.choice(n_train, n_gaudy, replace=False))
@@ -264,8 +267,10 @@ def _existing_file(path: Path, key: str) -> Path:
     if not path.exists():
         raise ImageSourceError(f"{path}: images.{key}: no such file")
     if not path.is_file():
-        raise ImageSourceError(f"{path}: images.{key}: not a file (source = 'npy' needs a .npy array; "
-                               "for a folder of images use source = 'folder')")
+        raise ImageSourceError(
+            f"{path}: images.{key}: not a file (source = 'npy' needs a .npy array; "
+            "for a folder of images use source = 'folder')"
+        )
     return path
 
 
@@ -274,14 +279,17 @@ def folder_files(folder: Path) -> list[Path]:
     if not folder.exists():
         raise ImageSourceError(f"{folder}: images.path: no such folder")
     if not folder.is_dir():
-        raise ImageSourceError(f"{folder}: images.path: not a folder (source = 'folder' needs a folder of image "
-                               "files; for a .npy array use source = 'npy')")
+        raise ImageSourceError(
+            f"{folder}: images.path: not a folder (source = 'folder' needs a folder of image "
+            "files; for a .npy array use source = 'npy')"
+        )
     entries = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     images = [folder / n for n in entries if Path(n).suffix.lower() in IMAGE_SUFFIXES]
     if not images:
         others = f"; it holds {len(entries)} other file(s), e.g. {entries[0]!r}" if entries else "; it is empty"
-        raise ImageSourceError(f"{folder}: images.path: no image files (looked for {', '.join(IMAGE_SUFFIXES)})"
-                               f"{others}")
+        raise ImageSourceError(
+            f"{folder}: images.path: no image files (looked for {', '.join(IMAGE_SUFFIXES)}){others}"
+        )
     return images
 
 
@@ -293,12 +301,15 @@ def _test_mask_by_name(cfg: ImagesConfig, names: tuple) -> np.ndarray:
         hits = [i for i, n in enumerate(names) if fnmatch.fnmatchcase(n, pattern)]
         if not hits:
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-            raise ImageSourceError(f"{cfg.path}: images.test_files: {pattern!r} is not an image file in the folder "
-                                   f"(nor a pattern matching one; it has {len(names)}: {shown})")
+            raise ImageSourceError(
+                f"{cfg.path}: images.test_files: {pattern!r} is not an image file in the folder "
+                f"(nor a pattern matching one; it has {len(names)}: {shown})"
+            )
         is_test[hits] = True
     if is_test.all():
-        raise ImageSourceError(f"{cfg.path}: images.test_files: every image file is a test file; none is left "
-                               "for training")
+        raise ImageSourceError(
+            f"{cfg.path}: images.test_files: every image file is a test file; none is left for training"
+        )
     return is_test
 
 
@@ -307,8 +318,10 @@ def _test_mask_by_share(cfg: ImagesConfig, n: int, where: str) -> np.ndarray:
     share = cfg.test_share or DEFAULT_TEST_SHARE
     n_test = int(round(share * n))
     if n_test < 1 or n_test >= n:
-        raise ImageSourceError(f"{where}: images.test_share: {share} of {n} image(s) holds out {n_test}; the test "
-                               "set and the training pool each need at least one")
+        raise ImageSourceError(
+            f"{where}: images.test_share: {share} of {n} image(s) holds out {n_test}; the test "
+            "set and the training pool each need at least one"
+        )
     is_test = np.zeros(n, bool)
     is_test[np.random.default_rng([cfg.seed, 1]).permutation(n)[:n_test]] = True
     return is_test
@@ -321,11 +334,14 @@ def _refuse_shared_images(train: ImageSet, test: ImageSet) -> None:
     seen = {image_hash(im): name for name, im in zip(train.names, train.images)}
     for name, im in zip(test.names, test.images):
         if image_hash(im) in seen:
-            raise ImageSourceError(f"{name}: test image identical (after resizing) to the training image "
-                                   f"{seen[image_hash(im)]}; a held-out image must not also be a training image")
+            raise ImageSourceError(
+                f"{name}: test image identical (after resizing) to the training image "
+                f"{seen[image_hash(im)]}; a held-out image must not also be a training image"
+            )
 
 
 # ---- decoding and resizing ----
+
 
 def decode_image_file(path: Path) -> np.ndarray:
     """(H, W) or (H, W, 3) uint8 pixels of an image file, upright (EXIF rotation applied), alpha dropped,
@@ -364,17 +380,25 @@ def load_npy(path: Path) -> np.ndarray:
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as err:
-        why = ("it holds Python objects (a pickle); save a numeric array"
-               if "pickle" in str(err) or "Python objects" in str(err) else f"not a .npy array ({err})")
+        why = (
+            "it holds Python objects (a pickle); save a numeric array"
+            if "pickle" in str(err) or "Python objects" in str(err)
+            else f"not a .npy array ({err})"
+        )
         raise ImageSourceError(f"{path}: {why}") from None
     except Exception as err:
         raise ImageSourceError(f"{path}: cannot be read as a .npy array ({type(err).__name__}: {err})") from None
     shape_ok = arr.ndim == 3 or (arr.ndim == 4 and arr.shape[-1] in (1, 3, 4))
     if not shape_ok:
-        hint = (" (channels first? numpy.moveaxis(a, 1, -1) puts them last)"
-                if arr.ndim == 4 and arr.shape[1] in (1, 3, 4) else "")
-        raise ImageSourceError(f"{path}: shape {arr.shape}: expected (N, H, W) grey or (N, H, W, C) with C 1, 3 or "
-                               f"4 (alpha is dropped){hint}")
+        hint = (
+            " (channels first? numpy.moveaxis(a, 1, -1) puts them last)"
+            if arr.ndim == 4 and arr.shape[1] in (1, 3, 4)
+            else ""
+        )
+        raise ImageSourceError(
+            f"{path}: shape {arr.shape}: expected (N, H, W) grey or (N, H, W, C) with C 1, 3 or "
+            f"4 (alpha is dropped){hint}"
+        )
     if arr.shape[0] == 0 or min(arr.shape[1:3]) == 0:
         raise ImageSourceError(f"{path}: shape {arr.shape}: no images")
     if arr.dtype == np.uint8:
@@ -382,8 +406,10 @@ def load_npy(path: Path) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating):
         lo, hi = float(np.min(arr)), float(np.max(arr))
         if not (0.0 <= lo and hi <= 1.0):  # also false for NaN
-            raise ImageSourceError(f"{path}: dtype {arr.dtype} with values from {lo} to {hi}: float images must lie "
-                                   "in [0, 1] (or save them as uint8, 0 to 255)")
+            raise ImageSourceError(
+                f"{path}: dtype {arr.dtype} with values from {lo} to {hi}: float images must lie "
+                "in [0, 1] (or save them as uint8, 0 to 255)"
+            )
         return arr
     raise ImageSourceError(f"{path}: dtype {arr.dtype}: expected uint8 (0 to 255) or float in [0, 1]")
 
@@ -400,7 +426,7 @@ def resize_image(pixels: np.ndarray, cfg: ImagesConfig) -> np.ndarray:
         h, w = x.shape[:2]
         side = min(h, w)
         y0, x0 = (h - side) // 2, (w - side) // 2
-        x = x[y0:y0 + side, x0:x0 + side]
+        x = x[y0 : y0 + side, x0 : x0 + side]
     out = _resize(np.asarray(x, np.float32) * scale, cfg.size_px)
     if cfg.colour and out.shape[-1] == 1:
         out = np.repeat(out, 3, axis=-1)
@@ -410,6 +436,7 @@ def resize_image(pixels: np.ndarray, cfg: ImagesConfig) -> np.ndarray:
 
 
 # ---- the cache: resized images keyed by the files' content and the resize settings ----
+
 
 def cache_root(cfg: ImagesConfig) -> Path:
     """The rig's cache_dir, or the user's cache folder: writable even when the images are on a read-only share,

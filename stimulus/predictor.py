@@ -2,6 +2,7 @@
 
 models/ implements it (structurally; models imports nothing from here).
 """
+
 from __future__ import annotations
 
 from typing import Protocol, Sequence

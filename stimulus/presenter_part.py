@@ -12,6 +12,7 @@ In one process the engine calls `submit` and `poll` directly; the presenter
 process (transport/processes/presenter.py) does the same with plans from its
 socket and sends what `poll` returns.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,8 +26,15 @@ from stimulus.presenters.base import ShowPlan
 
 
 def show_plan(plan: m.TrialPlan) -> ShowPlan:
-    return ShowPlan(plan.trial_id, np.asarray(plan.pixels), list(plan.image_hashes), plan.fixation_frames,
-                    plan.on_frames, plan.off_frames, plan.iti_frames)
+    return ShowPlan(
+        plan.trial_id,
+        np.asarray(plan.pixels),
+        list(plan.image_hashes),
+        plan.fixation_frames,
+        plan.on_frames,
+        plan.off_frames,
+        plan.iti_frames,
+    )
 
 
 class PresenterRunner(InProcessPart):
@@ -85,8 +93,9 @@ class PresenterRunner(InProcessPart):
     # -- what it does ---------------------------------------------------------------
     def heartbeat(self, info: bool = True) -> m.Heartbeat:
         self.hb_seq += 1
-        return m.Heartbeat(role="presenter", seq=self.hb_seq, clock_s=self.screen.now(),
-                           info=self.describe() if info else {})
+        return m.Heartbeat(
+            role="presenter", seq=self.hb_seq, clock_s=self.screen.now(), info=self.describe() if info else {}
+        )
 
     def _beat_between_flips(self) -> None:
         """During a trial: a heartbeat at most every HEARTBEAT_S. Called right after a flip, where the next
@@ -99,8 +108,12 @@ class PresenterRunner(InProcessPart):
 
     def describe(self) -> dict:
         """What the controller records about the display: which screen, and how frames are paced."""
-        return {"presenter": type(self.screen).__name__, "frame_pacing": self.screen.pacing,
-                "measured_refresh_hz": self.screen.measured_refresh_hz, "refresh_hz": self.screen.refresh_hz}
+        return {
+            "presenter": type(self.screen).__name__,
+            "frame_pacing": self.screen.pacing,
+            "measured_refresh_hz": self.screen.measured_refresh_hz,
+            "refresh_hz": self.screen.refresh_hz,
+        }
 
     def show(self, plan: m.TrialPlan, out: list) -> None:
         for h, px in zip(plan.image_hashes, plan.pixels):
@@ -108,8 +121,11 @@ class PresenterRunner(InProcessPart):
                 self.events.show(h, px)
                 self.sent_images.add(h)
         start = self.screen.now()
-        out.append(m.TrialReport(trial_id=plan.trial_id, status="started", start_s=start, end_s=start,
-                                 dropped_frames=0, n_onsets=0))
+        out.append(
+            m.TrialReport(
+                trial_id=plan.trial_id, status="started", start_s=start, end_s=start, dropped_frames=0, n_onsets=0
+            )
+        )
         self.events.write(m.Codes.TRIAL_START, start, plan.trial_id, -1, "")
 
         def on_onset(index: int, flip_s: float, frame: int) -> None:
@@ -119,20 +135,35 @@ class PresenterRunner(InProcessPart):
 
         fixation = self.fixation if self.live_out is None else _BeatAfterFlips(self.fixation, self._beat_between_flips)
         result = self.screen.run_trial(show_plan(plan), on_onset, fixation)
-        self.events.write(m.Codes.TRIAL_END if result.status == "done" else m.Codes.TRIAL_ABORT, result.end_s,
-                          plan.trial_id, -1, "")
-        out.append(m.TrialReport(trial_id=plan.trial_id, status=result.status, start_s=result.start_s,
-                                 end_s=result.end_s, dropped_frames=result.dropped_frames,
-                                 n_onsets=result.n_onsets, reason=result.reason,
-                                 frame_intervals_s=np.asarray(result.frame_intervals_s, np.float32),
-                                 onset_to_flip_error_s=np.asarray(self.screen.last_onset_to_flip_error_s,
-                                                                  np.float32)))
+        self.events.write(
+            m.Codes.TRIAL_END if result.status == "done" else m.Codes.TRIAL_ABORT, result.end_s, plan.trial_id, -1, ""
+        )
+        out.append(
+            m.TrialReport(
+                trial_id=plan.trial_id,
+                status=result.status,
+                start_s=result.start_s,
+                end_s=result.end_s,
+                dropped_frames=result.dropped_frames,
+                n_onsets=result.n_onsets,
+                reason=result.reason,
+                frame_intervals_s=np.asarray(result.frame_intervals_s, np.float32),
+                onset_to_flip_error_s=np.asarray(self.screen.last_onset_to_flip_error_s, np.float32),
+            )
+        )
         self.trials_shown += 1
 
     def _gap_report(self) -> m.TrialReport:
         start, self.gap_start = self.gap_start, None
-        return m.TrialReport(trial_id=-1, status="gap", start_s=start, end_s=self.screen.now(),
-                             dropped_frames=0, n_onsets=0, reason="plan queue empty")
+        return m.TrialReport(
+            trial_id=-1,
+            status="gap",
+            start_s=start,
+            end_s=self.screen.now(),
+            dropped_frames=0,
+            n_onsets=0,
+            reason="plan queue empty",
+        )
 
 
 class _BeatAfterFlips:
@@ -162,8 +193,9 @@ class StoredPresenter(InProcessPart):
         self.trials = {t["trial_id"]: t for t in store.trials()}
         self.onsets: dict[int, list] = {}
         for tid, idx, h, flip, frame in store.onsets():
-            self.onsets.setdefault(tid, []).append(m.OnsetReport(trial_id=tid, index=idx, image_hash=h, flip_s=flip,
-                                                                 frame=frame))
+            self.onsets.setdefault(tid, []).append(
+                m.OnsetReport(trial_id=tid, index=idx, image_hash=h, flip_s=flip, frame=frame)
+            )
         self.queue: list[int] = []
 
     def submit(self, plan: m.TrialPlan) -> None:
@@ -176,7 +208,16 @@ class StoredPresenter(InProcessPart):
         t = self.trials.get(tid)
         if t is None:  # the recording ended before this trial was shown
             return []
-        return self.onsets.get(tid, []) + [m.TrialReport(
-            trial_id=tid, status=t["status"], start_s=t["start_s"], end_s=t["end_s"], n_onsets=t["n_onsets"],
-            dropped_frames=t["dropped_frames"], reason=t["reason"] or "", frame_intervals_s=t["frame_intervals_s"],
-            onset_to_flip_error_s=t["onset_to_flip_error_s"])]
+        return self.onsets.get(tid, []) + [
+            m.TrialReport(
+                trial_id=tid,
+                status=t["status"],
+                start_s=t["start_s"],
+                end_s=t["end_s"],
+                n_onsets=t["n_onsets"],
+                dropped_frames=t["dropped_frames"],
+                reason=t["reason"] or "",
+                frame_intervals_s=t["frame_intervals_s"],
+                onset_to_flip_error_s=t["onset_to_flip_error_s"],
+            )
+        ]

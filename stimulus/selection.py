@@ -32,6 +32,7 @@ and RMS contrast (`contrast_bound`); MEIs start from the model's best natural
 pool image for the neuron and maximise the members' mean minus
 `mei_spread_penalty` times their spread.
 """
+
 from __future__ import annotations
 
 import time
@@ -71,12 +72,13 @@ def thumbnails(images: np.ndarray, side: int = 8) -> np.ndarray:
 
 def rms_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """RMS difference between each row of a (n, D) and each row of b (m, D) -> (n, m)."""
-    d2 = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None, :] - 2.0 * a @ b.T
+    d2 = (a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2.0 * a @ b.T
     return np.sqrt(np.maximum(d2, 0.0) / a.shape[1])
 
 
-def pick_diverse(scores: np.ndarray, thumbs: np.ndarray, k: int, min_distance: float,
-                 avoid: np.ndarray | None = None) -> list[int]:
+def pick_diverse(
+    scores: np.ndarray, thumbs: np.ndarray, k: int, min_distance: float, avoid: np.ndarray | None = None
+) -> list[int]:
     """Greedy best-first: up to k row indices of `scores`, none closer than min_distance to another pick
     or to `avoid` (thumbnails already shown). If too few qualify, the best of the rest fill up."""
     order = np.argsort(-scores, kind="stable")
@@ -89,7 +91,7 @@ def pick_diverse(scores: np.ndarray, thumbs: np.ndarray, k: int, min_distance: f
             break
         if nearest[j] >= min_distance:
             picks.append(int(j))
-            nearest = np.minimum(nearest, rms_distance(thumbs, thumbs[j:j + 1])[:, 0])
+            nearest = np.minimum(nearest, rms_distance(thumbs, thumbs[j : j + 1])[:, 0])
     taken = set(picks)
     rest = [int(j) for j in order if int(j) not in taken]
     return picks + rest[: k - len(picks)]
@@ -130,8 +132,10 @@ def pool_indices(kinds, candidates_from: str) -> np.ndarray:
         raise ValueError(f"selection.candidates_from = {candidates_from!r}: expected 'natural', 'gaudy' or 'both'")
     if len(idx) == 0:
         have = sorted(set(kinds.tolist()))
-        raise ValueError(f"selection.candidates_from = {candidates_from!r}, but the training pool has no such images "
-                         f"(it holds {have or 'none'}; gaudy images come from images.gaudy_share)")
+        raise ValueError(
+            f"selection.candidates_from = {candidates_from!r}, but the training pool has no such images "
+            f"(it holds {have or 'none'}; gaudy images come from images.gaudy_share)"
+        )
     return idx
 
 
@@ -165,11 +169,15 @@ class ImageChooser:
         # (their own seed stream). The held-out test set is never looked at, so accuracy measured on it stays
         # honest.
         ref_rng = np.random.default_rng([seed, cfg.seed, 2])
-        self.reference = np.sort(ref_rng.choice(self.natural, min(cfg.reference_size, len(self.natural)),
-                                                replace=False))
+        self.reference = np.sort(
+            ref_rng.choice(self.natural, min(cfg.reference_size, len(self.natural)), replace=False)
+        )
         self._reference_rates: tuple | None = None  # (predictor version, id, rates (M, R, N)) of the last predictor
-        self.natural_range = (NaturalRange.of(pools.train[self.natural], cfg.contrast_percentiles)
-                              if cfg.contrast_bound == "natural" else None)
+        self.natural_range = (
+            NaturalRange.of(pools.train[self.natural], cfg.contrast_percentiles)
+            if cfg.contrast_bound == "natural"
+            else None
+        )
         # The repeat set is fixed for the whole session (its own seed stream, so mixes do not change it).
         set_rng = np.random.default_rng([seed, cfg.seed, 1])
         self.repeat_set = set_rng.choice(self.natural, min(cfg.repeat_set_size, len(self.natural)), replace=False)
@@ -215,11 +223,15 @@ class ImageChooser:
             return [Choice(self.pools.train[i], f"random pool#{i}") for i in self._random(n, self.random_pool)]
         # A kind that needs a model and has none (or no time left): random images from its own candidates.
         if kind == "random-nomodel":
-            return [Choice(self.pools.train[i], f"random pool#{i} (no model yet)")
-                    for i in self._random(n, self.candidate_pool)]
+            return [
+                Choice(self.pools.train[i], f"random pool#{i} (no model yet)")
+                for i in self._random(n, self.candidate_pool)
+            ]
         if deadline_s is not None and time.perf_counter() >= deadline_s:
-            return [Choice(self.pools.train[i], f"random pool#{i} (past deadline)")
-                    for i in self._random(n, self.candidate_pool)]
+            return [
+                Choice(self.pools.train[i], f"random pool#{i} (past deadline)")
+                for i in self._random(n, self.candidate_pool)
+            ]
         if kind == "selected":
             return self._selected(n, predictor, deadline_s)
         if kind == "synthesized":
@@ -250,8 +262,10 @@ class ImageChooser:
         key = (getattr(predictor, "version", None), id(predictor))
         if self._reference_rates is None or self._reference_rates[:2] != key:
             with torch.no_grad():
-                parts = [predictor.rates(from_pixels(self.pools.train[self.reference[s:s + self.cfg.score_batch]]))
-                         for s in range(0, len(self.reference), self.cfg.score_batch)]
+                parts = [
+                    predictor.rates(from_pixels(self.pools.train[self.reference[s : s + self.cfg.score_batch]]))
+                    for s in range(0, len(self.reference), self.cfg.score_batch)
+                ]
             self._reference_rates = (*key, torch.cat(parts, 1).detach())
         return self._reference_rates[2]
 
@@ -288,13 +302,16 @@ class ImageChooser:
             for s in range(0, m, self.cfg.score_batch):
                 if parts and deadline_s is not None and time.perf_counter() >= deadline_s:
                     break  # score what there was time for
-                batch = from_pixels(self.pools.train[cand[s:s + self.cfg.score_batch]])
+                batch = from_pixels(self.pools.train[cand[s : s + self.cfg.score_batch]])
                 rates = predictor.rates(batch)
                 parts.append(score(rates).double().numpy())
                 if want_features:
                     # Without a features method the mean rates are the features: no second forward pass.
-                    f = model_features(predictor, batch) if callable(getattr(predictor, "features", None)) \
+                    f = (
+                        model_features(predictor, batch)
+                        if callable(getattr(predictor, "features", None))
                         else rates.mean(0)
+                    )
                     feats.append(f.double().numpy())
         pn = np.concatenate(parts)
         cand = cand[: len(pn)]
@@ -313,14 +330,16 @@ class ImageChooser:
                 feats = np.concatenate([feats, shown])
             # Standardised over candidates and this block's images together, so both sit in the same units.
             z = standardized(feats)
-            avoid = z[len(cand):] if n_shown else None
-            rows = pick_diverse(score, z[:len(cand)], n, self.cfg.feature_min_distance, avoid)
+            avoid = z[len(cand) :] if n_shown else None
+            rows = pick_diverse(score, z[: len(cand)], n, self.cfg.feature_min_distance, avoid)
         return cand[rows], score[rows], pn[rows]
 
     def _selected(self, n: int, predictor, deadline_s: float | None) -> list[Choice]:
         idx, score, _ = self._ranked_diverse(n, predictor, deadline_s)
         self._shown_idx.update(int(i) for i in idx)
-        return [Choice(self.pools.train[i], f"selected {self.cfg.objective} {s:.3g} pool#{i}") for i, s in zip(idx, score)]
+        return [
+            Choice(self.pools.train[i], f"selected {self.cfg.objective} {s:.3g} pool#{i}") for i, s in zip(idx, score)
+        ]
 
     def _synthesized(self, n: int, predictor, deadline_s: float | None) -> list[Choice]:
         cfg = self.cfg
@@ -331,47 +350,67 @@ class ImageChooser:
         if cfg.synthesis_start == "pool":
             init, origin = from_pixels(self.pools.train[idx]), [f"from pool#{i}" for i in idx]
         else:
-            seed = int(self.rng.integers(2 ** 31))
+            seed = int(self.rng.integers(2**31))
             init, origin = noise_images(n, self.image_shape, seed), ["from noise"] * n
         score = self._objective(predictor, neurons)
         syn_deadline = None
         if deadline_s is not None:
             now = time.perf_counter()
             syn_deadline = now + cfg.deadline_share * max(0.0, deadline_s - now)
-        result = synthesize(lambda x: population_score(score(predictor.rates(x, neurons=neurons))), init,
-                            max_steps=cfg.synthesis_steps, deadline_s=syn_deadline, step_size=cfg.synthesis_step_size,
-                            transform=Jitter(cfg.synthesis_jitter_px, int(self.rng.integers(2 ** 31))),
-                            project=self.natural_range)
+        result = synthesize(
+            lambda x: population_score(score(predictor.rates(x, neurons=neurons))),
+            init,
+            max_steps=cfg.synthesis_steps,
+            deadline_s=syn_deadline,
+            step_size=cfg.synthesis_step_size,
+            transform=Jitter(cfg.synthesis_jitter_px, int(self.rng.integers(2**31))),
+            project=self.natural_range,
+        )
         pixels = to_pixels(result.images)
         out = []
         for b in range(n):
             best = [neurons[j] for j in np.argsort(-pn[b][neurons])[:2]]
             names = ",".join(str(j) for j in best)
-            out.append(Choice(pixels[b], f"synthesized {cfg.objective} {float(result.scores[b]):.3g} "
-                                         f"neurons[{names}] {origin[b]} ({result.steps} steps)"))
+            out.append(
+                Choice(
+                    pixels[b],
+                    f"synthesized {cfg.objective} {float(result.scores[b]):.3g} "
+                    f"neurons[{names}] {origin[b]} ({result.steps} steps)",
+                )
+            )
         return out
 
     def _meis(self, n: int, predictor, deadline_s: float | None) -> list[Choice]:
         cfg = self.cfg
         neurons = [(self._mei_cursor + k) % predictor.n_neurons for k in range(n)]
         self._mei_cursor += n
-        seed = int(self.rng.integers(2 ** 31))
+        seed = int(self.rng.integers(2**31))
         init, origin = None, ["from noise"] * n
         if cfg.mei_start == "pool":
             # The model's best of a fresh draw of natural images, for these neurons only (cheap: only they are
             # computed): the ascent then starts on the natural manifold, where the model was fitted.
             cand = self.rng.choice(self.natural, min(cfg.candidates, len(self.natural)), replace=False)
-            start = cand[best_pool_images(predictor, neurons, self.pools.train[cand], cfg.mei_spread_penalty,
-                                          cfg.score_batch)]
+            start = cand[
+                best_pool_images(predictor, neurons, self.pools.train[cand], cfg.mei_spread_penalty, cfg.score_batch)
+            ]
             init, origin = self.pools.train[start], [f"from pool#{i}" for i in start]
         mei_deadline = None
         if deadline_s is not None:
             now = time.perf_counter()
             mei_deadline = now + cfg.deadline_share * max(0.0, deadline_s - now)
-        pixels = most_exciting_images(predictor, neurons, self.image_shape, steps=cfg.mei_steps, seed=seed,
-                                      deadline_s=mei_deadline, init=init, spread_penalty=cfg.mei_spread_penalty,
-                                      project=self.natural_range)
+        pixels = most_exciting_images(
+            predictor,
+            neurons,
+            self.image_shape,
+            steps=cfg.mei_steps,
+            seed=seed,
+            deadline_s=mei_deadline,
+            init=init,
+            spread_penalty=cfg.mei_spread_penalty,
+            project=self.natural_range,
+        )
         with torch.no_grad():  # the members' mean rate (not the penalised score): what the report checks against
             r = predictor.rates(from_pixels(pixels), neurons=neurons).mean(0).numpy()
-        return [Choice(pixels[b], f"mei neuron#{j} predicted {r[b, b]:.1f}Hz {origin[b]}")
-                for b, j in enumerate(neurons)]
+        return [
+            Choice(pixels[b], f"mei neuron#{j} predicted {r[b, b]:.1f}Hz {origin[b]}") for b, j in enumerate(neurons)
+        ]

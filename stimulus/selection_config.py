@@ -10,6 +10,7 @@ and the named hypotheses the evidence tracker weighs.
     source = "import"
     path = "mylab.hypotheses:dot_detector"
 """
+
 from __future__ import annotations
 
 from typing import Literal

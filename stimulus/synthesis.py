@@ -21,6 +21,7 @@ the natural range of contrast and mean level, and maximises the members' mean ra
 minus a multiple of their spread: the models were fitted on natural images and their
 predictions far off that manifold, where members disagree, are extrapolation.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,10 @@ class SynthesisResult:
 
 # ----------------------------------------------------------------------------- parts
 
-def noise_images(n: int, image_shape: tuple[int, int, int], seed: int = 0, amplitude: float = 0.15,
-                 smooth_sigma_px: float = 1.0) -> torch.Tensor:
+
+def noise_images(
+    n: int, image_shape: tuple[int, int, int], seed: int = 0, amplitude: float = 0.15, smooth_sigma_px: float = 1.0
+) -> torch.Tensor:
     """Mid-grey plus smooth low-contrast noise, (n, C, H, W). A neutral start that breaks symmetry."""
     h, w, c = image_shape
     g = torch.Generator().manual_seed(seed)
@@ -161,8 +164,10 @@ class NaturalRange:
             raise ValueError("a natural range needs at least one image")
         mean, rms = (v.double().numpy() for v in image_stats(x))
         lo, hi = percentiles
-        return cls((float(np.percentile(mean, lo)), float(np.percentile(mean, hi))),
-                   (float(np.percentile(rms, lo)), float(np.percentile(rms, hi))))
+        return cls(
+            (float(np.percentile(mean, lo)), float(np.percentile(mean, hi))),
+            (float(np.percentile(rms, lo)), float(np.percentile(rms, hi))),
+        )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         for _ in range(self.PASSES):
@@ -177,8 +182,12 @@ class NaturalRange:
     def contains(self, x: torch.Tensor, tol: float = 0.0) -> torch.Tensor:
         """(B,) bool: within the bounds, give or take `tol`."""
         mean, rms = image_stats(x)
-        return ((mean >= self.mean_range[0] - tol) & (mean <= self.mean_range[1] + tol)
-                & (rms >= self.rms_range[0] - tol) & (rms <= self.rms_range[1] + tol))
+        return (
+            (mean >= self.mean_range[0] - tol)
+            & (mean <= self.mean_range[1] + tol)
+            & (rms >= self.rms_range[0] - tol)
+            & (rms <= self.rms_range[1] + tol)
+        )
 
     def describe(self) -> dict:
         return {"mean_level": list(self.mean_range), "rms_contrast": list(self.rms_range)}
@@ -186,10 +195,18 @@ class NaturalRange:
 
 # ----------------------------------------------------------------------------- the loop
 
-def synthesize(objective: ImageObjective, init: torch.Tensor, max_steps: int = 100, deadline_s: float | None = None,
-               step_size: float = 0.05, grad_sigma_px: float = 1.0, image_sigma_px: float = 0.3,
-               transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-               project: Callable[[torch.Tensor], torch.Tensor] | None = None) -> SynthesisResult:
+
+def synthesize(
+    objective: ImageObjective,
+    init: torch.Tensor,
+    max_steps: int = 100,
+    deadline_s: float | None = None,
+    step_size: float = 0.05,
+    grad_sigma_px: float = 1.0,
+    image_sigma_px: float = 0.3,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> SynthesisResult:
     """Gradient ascent on `objective` from `init`; returns the best version of each image.
 
     `project` (e.g. a NaturalRange) maps images back into the allowed set: applied to the start and after
@@ -229,6 +246,7 @@ def synthesize(objective: ImageObjective, init: torch.Tensor, max_steps: int = 1
 
 # ----------------------------------------------------------------------------- MEIs
 
+
 def mei_objective(predictor, neurons: Sequence[int], spread_penalty: float = 0.0) -> ImageObjective:
     """Image i maximises the members' mean rate of neuron neurons[i], minus `spread_penalty` times the members'
     standard deviation; computes only those neurons."""
@@ -242,10 +260,20 @@ def mei_objective(predictor, neurons: Sequence[int], spread_penalty: float = 0.0
     return objective
 
 
-def most_exciting_images(predictor, neurons: Sequence[int], image_shape: tuple[int, int, int], steps: int = 200,
-                         seed: int = 0, deadline_s: float | None = None, init: np.ndarray | None = None,
-                         chunk: int = 16, step_size: float = 0.05, jitter_px: int = 1, spread_penalty: float = 0.0,
-                         project: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
+def most_exciting_images(
+    predictor,
+    neurons: Sequence[int],
+    image_shape: tuple[int, int, int],
+    steps: int = 200,
+    seed: int = 0,
+    deadline_s: float | None = None,
+    init: np.ndarray | None = None,
+    chunk: int = 16,
+    step_size: float = 0.05,
+    jitter_px: int = 1,
+    spread_penalty: float = 0.0,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> np.ndarray:
     """One MEI per neuron: uint8 (len(neurons), H, W, C).
 
     Starts from smooth noise (or from `init`, uint8 (len(neurons), H, W, C), e.g. each neuron's best
@@ -264,20 +292,29 @@ def most_exciting_images(predictor, neurons: Sequence[int], image_shape: tuple[i
         if deadline_s is not None:
             now = time.perf_counter()
             chunk_deadline = now + max(0.0, deadline_s - now) / (len(chunks) - ci)
-        result = synthesize(mei_objective(predictor, [neurons[r] for r in rows], spread_penalty), starts[rows],
-                            max_steps=steps, deadline_s=chunk_deadline, step_size=step_size,
-                            transform=Jitter(jitter_px, seed + ci), project=project)
+        result = synthesize(
+            mei_objective(predictor, [neurons[r] for r in rows], spread_penalty),
+            starts[rows],
+            max_steps=steps,
+            deadline_s=chunk_deadline,
+            step_size=step_size,
+            transform=Jitter(jitter_px, seed + ci),
+            project=project,
+        )
         out[rows] = to_pixels(result.images)
     return out
 
 
-def best_pool_images(predictor, neurons: Sequence[int], pool: np.ndarray, spread_penalty: float = 0.0,
-                     batch: int = 256) -> np.ndarray:
+def best_pool_images(
+    predictor, neurons: Sequence[int], pool: np.ndarray, spread_penalty: float = 0.0, batch: int = 256
+) -> np.ndarray:
     """For each neuron, the row of `pool` (uint8 (P, H, W, C)) that scores highest on its MEI objective
     (members' mean minus `spread_penalty` spreads): where its MEI starts. Computes only those neurons."""
     neurons = list(neurons)
     scores = []
     with torch.no_grad():
         for s in range(0, len(pool), batch):
-            scores.append(excitation(predictor.rates(from_pixels(pool[s:s + batch]), neurons=neurons), spread_penalty))
+            scores.append(
+                excitation(predictor.rates(from_pixels(pool[s : s + batch]), neurons=neurons), spread_penalty)
+            )
     return torch.cat(scores).argmax(0).numpy()

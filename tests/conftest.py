@@ -5,6 +5,7 @@ hangs) starts Xvfb and sets $DISPLAY for the whole run. Tests that open a
 window ask for `psychopy_display`; it skips them, saying why, where there is
 neither Xvfb nor a display.
 """
+
 from __future__ import annotations
 
 import os
@@ -61,7 +62,16 @@ def small_display():
     """A 400x300 window, 120 Hz so trials are short; 20 cm wide (0.05 cm a pixel) at 57 cm."""
     from stimulus.config import DisplayConfig
 
-    return DisplayConfig(presenter="psychopy", resolution_px=(400, 300), refresh_hz=120.0,
-                         screen_width_cm=20.0, viewing_distance_cm=57.0, image_size_deg=5.0,
-                         image_pos_deg=(3.0, -1.0), fixation_size_deg=0.3, photodiode_size_px=30,
-                         photodiode_corner="bottom_right", frame_pacing="software")
+    return DisplayConfig(
+        presenter="psychopy",
+        resolution_px=(400, 300),
+        refresh_hz=120.0,
+        screen_width_cm=20.0,
+        viewing_distance_cm=57.0,
+        image_size_deg=5.0,
+        image_pos_deg=(3.0, -1.0),
+        fixation_size_deg=0.3,
+        photodiode_size_px=30,
+        photodiode_corner="bottom_right",
+        frame_pacing="software",
+    )

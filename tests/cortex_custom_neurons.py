@@ -1,4 +1,5 @@
 """A custom neuron type for the virtual cortex, named by import path in a rig-file-like config (tests only)."""
+
 import numpy as np
 
 

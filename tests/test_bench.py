@@ -1,4 +1,5 @@
 """The selection benchmarks run the product's engine (in process, virtual clock), not a copy of the loop."""
+
 import json
 import sqlite3
 
@@ -10,13 +11,43 @@ def test_efficiency_benchmark_runs_its_arms_through_the_engine_on_the_same_budge
 
     default_kind = load_rig(DEFAULT_RIG).model.kind
 
-    arms = ["random-natural", "random-gaudy", "closed-loop-natural"] if has_candidates_key() else \
-        ["random-natural", "closed-loop-mixed"]
+    arms = (
+        ["random-natural", "random-gaudy", "closed-loop-natural"]
+        if has_candidates_key()
+        else ["random-natural", "closed-loop-mixed"]
+    )
     closed = arms[-1]
     out = tmp_path / "eff.json"
-    assert main(["--arms", *arms, "--trials", "6", "--eval-every", "3", "--neurons", "3", "--pool-size", "80",
-                 "--size-px", "16", "--candidates", "40", "--test-size", "30", "--seeds", "0", "1",
-                 "--store", str(tmp_path / "s"), "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--arms",
+                *arms,
+                "--trials",
+                "6",
+                "--eval-every",
+                "3",
+                "--neurons",
+                "3",
+                "--pool-size",
+                "80",
+                "--size-px",
+                "16",
+                "--candidates",
+                "40",
+                "--test-size",
+                "30",
+                "--seeds",
+                "0",
+                "1",
+                "--store",
+                str(tmp_path / "s"),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert res["engine_mode"] == "in-process"
     assert (tmp_path / "eff.png").stat().st_size > 1000  # the learning curves, next to the JSON
@@ -48,17 +79,73 @@ def test_efficiency_benchmark_runs_its_arms_through_the_engine_on_the_same_budge
     assert db.execute("SELECT value FROM meta WHERE key='engine_mode'").fetchone()[0] == "in-process"
     # A second run with the same store reuses the arms already done, with the same figures.
     out2 = tmp_path / "eff2.json"
-    assert main(["--arms", *arms, "--trials", "6", "--eval-every", "3", "--neurons", "3", "--pool-size", "80",
-                 "--size-px", "16", "--candidates", "40", "--test-size", "30", "--seeds", "0", "1",
-                 "--store", str(tmp_path / "s"), "--json", str(out2)]) == 0
+    assert (
+        main(
+            [
+                "--arms",
+                *arms,
+                "--trials",
+                "6",
+                "--eval-every",
+                "3",
+                "--neurons",
+                "3",
+                "--pool-size",
+                "80",
+                "--size-px",
+                "16",
+                "--candidates",
+                "40",
+                "--test-size",
+                "30",
+                "--seeds",
+                "0",
+                "1",
+                "--store",
+                str(tmp_path / "s"),
+                "--json",
+                str(out2),
+            ]
+        )
+        == 0
+    )
     res2 = json.loads(out2.read_text())
     assert all(r.get("reused") for rs in res2["runs"].values() for r in rs)
     assert res2["summary"]["arms"] == res["summary"]["arms"]
     # A run cut short is summarised from what the store holds: only the seeds that have every arm.
     out3 = tmp_path / "eff3.json"
-    assert main(["--arms", *arms, "--trials", "6", "--eval-every", "3", "--neurons", "3", "--pool-size", "80",
-                 "--size-px", "16", "--candidates", "40", "--test-size", "30", "--seeds", "0", "1", "7",
-                 "--store", str(tmp_path / "s"), "--from-store", "--json", str(out3)]) == 0
+    assert (
+        main(
+            [
+                "--arms",
+                *arms,
+                "--trials",
+                "6",
+                "--eval-every",
+                "3",
+                "--neurons",
+                "3",
+                "--pool-size",
+                "80",
+                "--size-px",
+                "16",
+                "--candidates",
+                "40",
+                "--test-size",
+                "30",
+                "--seeds",
+                "0",
+                "1",
+                "7",
+                "--store",
+                str(tmp_path / "s"),
+                "--from-store",
+                "--json",
+                str(out3),
+            ]
+        )
+        == 0
+    )
     assert json.loads(out3.read_text())["seeds"] == [0, 1]
 
 
@@ -66,8 +153,30 @@ def test_discrimination_benchmark_runs_through_the_engine_and_designed_images_wi
     from bench.discrimination import main
 
     out = tmp_path / "disc.json"
-    assert main(["--pair", "orientation", "--delta-deg", "5", "--repeats", "2", "--arms", "random", "selected",
-                 "--max-trials", "60", "--pool-size", "120", "--size-px", "16", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--pair",
+                "orientation",
+                "--delta-deg",
+                "5",
+                "--repeats",
+                "2",
+                "--arms",
+                "random",
+                "selected",
+                "--max-trials",
+                "60",
+                "--pool-size",
+                "120",
+                "--size-px",
+                "16",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert res["engine_mode"] == "in-process"
     arms = res["results"]["orientation5deg"]["arms"]
@@ -95,8 +204,27 @@ def test_mei_benchmark_fits_its_model_through_the_engine(tmp_path):
     from bench.mei import main
 
     out = tmp_path / "mei.json"
-    assert main(["--presentations", "50", "--train-steps", "20", "--steps", "5", "--neurons", "3",
-                 "--pool-size", "100", "--size-px", "16", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--presentations",
+                "50",
+                "--train-steps",
+                "20",
+                "--steps",
+                "5",
+                "--neurons",
+                "3",
+                "--pool-size",
+                "100",
+                "--size-px",
+                "16",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert res["engine_mode"] == "in-process" and res["summary"]["training_steps"] > 0
     assert len(res["per_neuron"]["mei_hz"]) == 3 and 0.0 <= res["summary"]["share_mei_beats_best_natural"] <= 1.0

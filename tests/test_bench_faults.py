@@ -1,4 +1,5 @@
 """bench faults: the fault hooks of the virtual cortex, and the benchmark's figures on a real session."""
+
 import sqlite3
 
 import numpy as np
@@ -12,8 +13,13 @@ from controller.config import with_overrides
 
 def _cortex(**recording):
     rig = fault_rig(BY_NAME["packets-reordered"], 5)
-    rig = with_overrides(rig, cortex={"population": rig.cortex.population.model_dump(),
-                                      "recording": {**rig.cortex.recording.model_dump(), **recording}})
+    rig = with_overrides(
+        rig,
+        cortex={
+            "population": rig.cortex.population.model_dump(),
+            "recording": {**rig.cortex.recording.model_dump(), **recording},
+        },
+    )
     clock = VirtualClock(0.0)
     return VirtualCortex(rig, clock), clock
 

@@ -1,4 +1,5 @@
 """The benchmarks' statistics on cases whose answer is known."""
+
 import math
 
 import numpy as np
@@ -76,9 +77,9 @@ def test_area_under_curve_is_the_mean_height():
 def test_binomial_intervals_on_known_values():
     # Clopper-Pearson, 0 of 10: the upper end is 1 - 0.025^(1/10) (exact).
     lo, hi = clopper_pearson(0, 10)
-    assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** 0.1, rel=1e-6)
+    assert lo == 0.0 and hi == pytest.approx(1 - 0.025**0.1, rel=1e-6)
     lo, hi = clopper_pearson(10, 10)
-    assert hi == 1.0 and lo == pytest.approx(0.025 ** 0.1, rel=1e-6)
+    assert hi == 1.0 and lo == pytest.approx(0.025**0.1, rel=1e-6)
     # Wilson, 5 of 10: symmetric about 0.5, z = 1.96: 0.2366..0.7634.
     lo, hi = wilson(5, 10)
     assert lo == pytest.approx(0.2366, abs=1e-3) and hi == pytest.approx(0.7634, abs=1e-3)

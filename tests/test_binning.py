@@ -1,4 +1,5 @@
 """Spike binning per presentation: window edges, completion by the stream's clock, bounded memory."""
+
 import numpy as np
 import pytest
 
@@ -19,7 +20,9 @@ def test_overlapping_windows_count_the_same_spike_twice():
 
 
 def test_no_spikes_no_windows_and_silent_neurons():
-    assert count_in_windows(np.zeros(0, np.uint16), np.zeros(0), np.array([0.0]), np.array([1.0]), 3).tolist() == [[0, 0, 0]]
+    assert count_in_windows(np.zeros(0, np.uint16), np.zeros(0), np.array([0.0]), np.array([1.0]), 3).tolist() == [
+        [0, 0, 0]
+    ]
     assert count_in_windows(np.array([2], np.uint16), np.array([0.5]), np.zeros(0), np.zeros(0), 3).shape == (0, 3)
 
 

@@ -1,4 +1,5 @@
 """Compact CNN: shapes, the stacked form equals the loop form, save/load without cortexloop."""
+
 import json
 import os
 import subprocess
@@ -69,8 +70,8 @@ def test_stacked_equals_loop_on_the_same_weights(training):
     assert a.shape == b.shape == (6, 5)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     # Gradients with respect to the images agree too (synthesis relies on them).
-    ga, = torch.autograd.grad(a[:, 2].sum(), x)
-    gb, = torch.autograd.grad(b[:, 2].sum(), x)
+    (ga,) = torch.autograd.grad(a[:, 2].sum(), x)
+    (gb,) = torch.autograd.grad(b[:, 2].sum(), x)
     torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
     # Selecting models computes only those, with the same numbers.
     torch.testing.assert_close(stacked(x, [4, 1]), loop(x, [4, 1]), rtol=1e-5, atol=1e-5)
@@ -95,7 +96,7 @@ def test_one_training_step_keeps_the_forms_equal():
 
 
 # Loads the saved files with torch alone: no cortexloop package on the path.
-FRESH_LOADER = r'''
+FRESH_LOADER = r"""
 import json, sys
 import torch
 import torch.nn.functional as F
@@ -124,7 +125,7 @@ program = torch.export.load(pt2, extra_files=extra)
 info = json.loads(extra["cortexloop.json"])
 print(json.dumps({"plain": rates(x).tolist(), "exported": program.module()(x).tolist(),
                   "meta": info["meta"], "n_specs": len(info["specs"])}))
-'''
+"""
 
 
 def test_save_and_load_in_a_fresh_process_without_cortexloop(tmp_path):
@@ -143,9 +144,14 @@ def test_save_and_load_in_a_fresh_process_without_cortexloop(tmp_path):
     script = tmp_path / "load.py"
     script.write_text(FRESH_LOADER)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    res = subprocess.run([sys.executable, "-I", str(script), str(pt), str(pt2),
-                          str(tmp_path / "x.pt")], capture_output=True, text=True, cwd=tmp_path, env=env,
-                         timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-I", str(script), str(pt), str(pt2), str(tmp_path / "x.pt")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["meta"] == {"neurons": [3, 4]} and out["n_specs"] == 2
@@ -215,8 +221,17 @@ def test_students_of_different_sizes_train_as_one_padded_stack():
     # Training the stack keeps the padding at zero: the models cut back out still equal the stack.
     images = (np.random.default_rng(0).random((64, 16, 16, 3)) * 255).astype(np.uint8)
     targets = torch.rand(64, 2) * 10
-    trained = fit_students([small, big], images, targets, steps=5, lr=1e-2, batch_size=16,
-                           device=torch.device("cpu"), smooth_sigma=0.5, smooth_every=2)
+    trained = fit_students(
+        [small, big],
+        images,
+        targets,
+        steps=5,
+        lr=1e-2,
+        batch_size=16,
+        device=torch.device("cpu"),
+        smooth_sigma=0.5,
+        smooth_every=2,
+    )
     assert [list(m.spec.filters) for m in trained] == [[2, 3, 1], [4, 5, 3]]
     assert not torch.equal(trained[0].conv0.weight, small.conv0.weight)
     again = pack(trained).eval()
@@ -228,16 +243,29 @@ def test_student_keys_give_the_paper_architecture_and_are_bounded():
 
     from models.compact import student_spec
 
-    cfg = ModelConfig(kind="compact", filters_per_layer=8, strides=[2, 2, 2, 1, 1], student_filters_per_layer=100,
-                      student_strides=[1, 2, 2, 1, 1], student_readout="linear", smooth_sigma=0.5)
+    cfg = ModelConfig(
+        kind="compact",
+        filters_per_layer=8,
+        strides=[2, 2, 2, 1, 1],
+        student_filters_per_layer=100,
+        student_strides=[1, 2, 2, 1, 1],
+        student_readout="linear",
+        smooth_sigma=0.5,
+    )
     spec = student_spec(cfg, (112, 112, 3))
     assert spec == CompactSpec(3, 112, (100,) * 5, (1, 2, 2, 1, 1), 5, readout="linear")
     assert spec.map_size == 28
     # Defaults: the students are the ensemble's architecture.
     plain = ModelConfig(kind="compact")
     assert student_spec(plain, (32, 32, 3)) == CompactSpec.from_config(plain, (32, 32, 3))
-    for bad in ({"smooth_sigma": 5.0}, {"student_readout": "relu"}, {"student_strides": [1, 9]},
-                {"student_filters_per_layer": 10_000}, {"prune_images": 1}, {"student_filter": 3}):
+    for bad in (
+        {"smooth_sigma": 5.0},
+        {"student_readout": "relu"},
+        {"student_strides": [1, 9]},
+        {"student_filters_per_layer": 10_000},
+        {"prune_images": 1},
+        {"student_filter": 3},
+    ):
         with pytest.raises(ValidationError):
             ModelConfig(**bad)
 
@@ -289,8 +317,17 @@ def test_cosine_schedule_warms_up_and_ends_at_one_percent(monkeypatch):
     images = (np.random.default_rng(0).random((32, 16, 16, 3)) * 255).astype(np.uint8)
     model = CompactNet(SMALL, seed=1)
     model.set_mean_rate(10.0)
-    distill.fit_students([model], images, torch.rand(32, 1) * 10, steps=40, lr=1e-2, batch_size=8,
-                         device=torch.device("cpu"), form="loop", schedule="cosine")
+    distill.fit_students(
+        [model],
+        images,
+        torch.rand(32, 1) * 10,
+        steps=40,
+        lr=1e-2,
+        batch_size=8,
+        device=torch.device("cpu"),
+        form="loop",
+        schedule="cosine",
+    )
     assert len(seen) == 40
     assert seen[0] == pytest.approx(1e-2 / 2) and seen[1] == pytest.approx(1e-2)  # 2 warm-up steps
     assert max(seen) == pytest.approx(1e-2) and seen[-1] < 1e-3 and seen[-1] >= 1e-4

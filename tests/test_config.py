@@ -1,4 +1,5 @@
 """Rig files: the default loads; unknown keys, out-of-range values and wrong types give clear errors."""
+
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ def test_default_rig_loads():
     assert rig.session.name == "sim"
     assert rig.trial.images_per_trial >= 1
     assert rig.trial_duration_ms == pytest.approx(
-        rig.trial.fixation_ms + rig.trial.images_per_trial * (rig.trial.on_ms + rig.trial.off_ms) + rig.trial.iti_ms)
+        rig.trial.fixation_ms + rig.trial.images_per_trial * (rig.trial.on_ms + rig.trial.off_ms) + rig.trial.iti_ms
+    )
 
 
 @pytest.mark.parametrize("path", sorted(RIGS.glob("*.toml")), ids=lambda p: p.name)
@@ -94,6 +96,8 @@ def test_a_retired_key_is_refused_in_a_rig_file_but_a_stored_session_with_it_sti
     from controller.config import RigFileError, parse_rig
 
     old = {"selection": {"window_ms": 150.0, "objective": "js"}}
-    with pytest.raises(RigFileError, match=r"selection.window_ms: no longer a key: the response window is \[response\]"):
+    with pytest.raises(
+        RigFileError, match=r"selection.window_ms: no longer a key: the response window is \[response\]"
+    ):
         parse_rig(old, "my.toml")
     assert parse_rig(old, "session.sqlite", stored=True).selection.objective == "js"

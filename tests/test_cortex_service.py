@@ -1,4 +1,5 @@
 """The virtual cortex process's sockets: native messages and the Open Ephys Event Broadcaster format."""
+
 import json
 import threading
 import time
@@ -17,9 +18,12 @@ from transport.processes.acquisition import VirtualCortexService
 
 
 def cortex_rig(**cortex):
-    return with_overrides(load_rig(ROOT / "rigs" / "sim.toml"), session={"speed": "max"},
-                          cortex={"population": {"n_neurons": 6, "seed": 2}, **cortex},
-                          images={"pool_size": 50, "test_size": 10})
+    return with_overrides(
+        load_rig(ROOT / "rigs" / "sim.toml"),
+        session={"speed": "max"},
+        cortex={"population": {"n_neurons": 6, "seed": 2}, **cortex},
+        images={"pool_size": 50, "test_size": 10},
+    )
 
 
 def run_cortex(rig, tmp_path, endpoints_off=(), n_onsets=20):
@@ -50,12 +54,41 @@ def run_cortex(rig, tmp_path, endpoints_off=(), n_onsets=20):
         img = np.full((32, 32, 3), 255, np.uint8)
         m.send(push, m.ScreenImage(image_hash="white", pixels=img))
         for k in range(n_onsets):
-            m.send(push, m.EventCode(stream="presenter", seq=k, code=m.Codes.IMAGE_ONSET, time_s=1.0 + 0.2 * k,
-                                     clock="presenter", trial_id=0, index=k, image_hash="white"))
-        m.send(push, m.EventCode(stream="presenter", seq=99, code=m.Codes.TRIAL_END, time_s=1.0 + 0.2 * n_onsets,
-                                 clock="presenter", trial_id=0))
-        m.send(push, m.EventCode(stream="presenter", seq=100, code=m.Codes.TRIAL_START,
-                                 time_s=1.5 + 0.2 * n_onsets, clock="presenter", trial_id=1))
+            m.send(
+                push,
+                m.EventCode(
+                    stream="presenter",
+                    seq=k,
+                    code=m.Codes.IMAGE_ONSET,
+                    time_s=1.0 + 0.2 * k,
+                    clock="presenter",
+                    trial_id=0,
+                    index=k,
+                    image_hash="white",
+                ),
+            )
+        m.send(
+            push,
+            m.EventCode(
+                stream="presenter",
+                seq=99,
+                code=m.Codes.TRIAL_END,
+                time_s=1.0 + 0.2 * n_onsets,
+                clock="presenter",
+                trial_id=0,
+            ),
+        )
+        m.send(
+            push,
+            m.EventCode(
+                stream="presenter",
+                seq=100,
+                code=m.Codes.TRIAL_START,
+                time_s=1.5 + 0.2 * n_onsets,
+                clock="presenter",
+                trial_id=1,
+            ),
+        )
         sock = socks.get("acquisition_pub")
         while sock is not None and sock.poll(2000):
             msg = m.decode(sock.recv_multipart())
@@ -94,18 +127,35 @@ def test_cortex_publishes_native_and_open_ephys_formats_with_the_same_times(tmp_
     oe_spikes = [b for kind, b, _ in oe if kind == 1]
     oe_ttl = [b for kind, b, _ in oe if kind == 0]
     s = oe_spikes[0]
-    for key in ("event_type", "stream", "source_node", "electrode", "num_channels", "sample_rate", "sample_number",
-                "sorted_id"):
+    for key in (
+        "event_type",
+        "stream",
+        "source_node",
+        "electrode",
+        "num_channels",
+        "sample_rate",
+        "sample_number",
+        "sorted_id",
+    ):
         assert key in s
     assert s["event_type"] == "spike" and all(f"amp{i + 1}" in s for i in range(s["num_channels"]))
-    assert oe_ttl and {"event_type", "stream", "source_node", "sample_rate", "channel_name", "sample_number", "line",
-                       "state"} <= set(oe_ttl[0])
+    assert oe_ttl and {
+        "event_type",
+        "stream",
+        "source_node",
+        "sample_rate",
+        "channel_name",
+        "sample_number",
+        "line",
+        "state",
+    } <= set(oe_ttl[0])
     # The same spikes, at exactly the same times, on both streams.
     n_back, t_back, skipped = spikes_from_messages([d for kind, _, d in oe if kind == 1], UnitLayout())
     assert skipped == 0 and np.array_equal(n_back, spikes_n) and np.array_equal(t_back, spikes_t)
     # Every code, the twenty equal onset words included, is read back from the TTL lines at its native time.
-    words, unknown = decode_transitions(rig.cortex.ttl.lines(),
-                                        [(b["sample_number"], b["line"], b["state"]) for b in oe_ttl])
+    words, unknown = decode_transitions(
+        rig.cortex.ttl.lines(), [(b["sample_number"], b["line"], b["state"]) for b in oe_ttl]
+    )
     assert unknown == 0
     assert [(w.sample / fs, w.value) for w in words] == [(e.time_s, e.code) for e in events]
     assert [e.code for e in events] == [m.Codes.IMAGE_ONSET] * 20 + [m.Codes.TRIAL_END, m.Codes.TRIAL_START]
@@ -115,8 +165,10 @@ def test_cortex_publishes_native_and_open_ephys_formats_with_the_same_times(tmp_
 
 
 def test_native_stream_off_photodiode_with_lag_and_strobe_words(tmp_path):
-    rig = cortex_rig(recording={"photodiode_lag_ms": 20.0, "photodiode_jitter_ms": 5.0},
-                     ttl={"scheme": "strobe", "strobe_line": 7, "photodiode_line": 8, "pulse_ms": 2.0})
+    rig = cortex_rig(
+        recording={"photodiode_lag_ms": 20.0, "photodiode_jitter_ms": 5.0},
+        ttl={"scheme": "strobe", "strobe_line": 7, "photodiode_line": 8, "pulse_ms": 2.0},
+    )
     native, oe = run_cortex(rig, tmp_path, endpoints_off=("acquisition_pub",), n_onsets=10)
     assert native == []
     fs = rig.session.acquisition_sample_rate_hz
@@ -131,8 +183,10 @@ def test_native_stream_off_photodiode_with_lag_and_strobe_words(tmp_path):
     assert np.all(lag_ms >= 20.0 - 1e-9) and np.all(lag_ms < 25.0) and lag_ms.std() > 0
     # The patch toggles: edges alternate rising and falling.
     assert [w.value for w in words if w.kind == "photodiode"] == [1, 0] * 5
-    assert [w.value for w in words if w.kind == "word"] == [m.Codes.IMAGE_ONSET] * 10 + [m.Codes.TRIAL_END,
-                                                                                        m.Codes.TRIAL_START]
+    assert [w.value for w in words if w.kind == "word"] == [m.Codes.IMAGE_ONSET] * 10 + [
+        m.Codes.TRIAL_END,
+        m.Codes.TRIAL_START,
+    ]
 
 
 def test_a_cortex_with_no_output_is_refused(tmp_path):

@@ -1,4 +1,5 @@
 """One engine over injected parts: in process and across processes alike, its rules, and its bugs fixed."""
+
 import json
 import sqlite3
 
@@ -18,10 +19,13 @@ from transport.launch import run_session
 
 def _stored(path):
     db = sqlite3.connect(path / "session.sqlite")
-    responses = db.execute("SELECT trial_id, idx, image_hash, counts, valid, model_version, source, reason "
-                           "FROM responses ORDER BY trial_id, idx").fetchall()
-    plans = db.execute("SELECT trial_id, image_hashes, reasons, model_version, source FROM plans "
-                       "ORDER BY trial_id").fetchall()
+    responses = db.execute(
+        "SELECT trial_id, idx, image_hash, counts, valid, model_version, source, reason "
+        "FROM responses ORDER BY trial_id, idx"
+    ).fetchall()
+    plans = db.execute(
+        "SELECT trial_id, image_hashes, reasons, model_version, source FROM plans ORDER BY trial_id"
+    ).fetchall()
     versions = db.execute("SELECT version FROM model_versions ORDER BY version").fetchall()
     return responses, plans, versions
 
@@ -30,6 +34,7 @@ def test_the_same_session_in_process_and_across_processes_records_the_same(tmp_p
     # "stacked" rather than "auto": auto times both forms on this machine and could pick either.
     rig = small_rig(n_trials=5)
     from controller.config import with_overrides
+
     rig = with_overrides(rig, model={"form": "stacked", "steps_per_trial": 5})
     inproc, _ = run_in_process(rig, tmp_path / "inproc")
     procs = run_session(rig, tmp_path / "procs")
@@ -58,8 +63,15 @@ def engine(tmp_path):
 
 def batch(seq, t0, t1, total, n=3, neuron=None):
     neuron = np.zeros(n, np.uint16) if neuron is None else neuron
-    return m.SpikeBatch(stream="s", seq=seq, t_start_s=t0, t_end_s=t1, total_spikes=total, neuron=neuron,
-                        time_s=np.linspace(t0, t1, len(neuron), endpoint=False))
+    return m.SpikeBatch(
+        stream="s",
+        seq=seq,
+        t_start_s=t0,
+        t_end_s=t1,
+        total_spikes=total,
+        neuron=neuron,
+        time_s=np.linspace(t0, t1, len(neuron), endpoint=False),
+    )
 
 
 def test_a_lost_packet_marks_the_interval_it_covered_even_after_a_heartbeat(engine):
@@ -136,12 +148,14 @@ def test_a_late_batch_leaves_the_rest_of_its_gap_lost(engine):
     assert st.lost_batches == 2 and st.lost_spikes == 6 and st.missing_seqs == [(2, 2), (4, 4)]
     starts, ends = np.array([1.2, 2.1, 3.5]), np.array([1.8, 2.9, 3.9])
     from controller.protocol import windows_valid
+
     assert windows_valid(starts, ends, st.lost_intervals, np.ones(3, bool)).tolist() == [False, True, False]
 
 
 def test_a_spike_batch_whose_lengths_disagree_is_dropped_and_counted(engine):
-    bad = m.SpikeBatch(stream="s", seq=1, t_start_s=0.0, t_end_s=1.0, total_spikes=3,
-                       neuron=np.zeros(3, np.uint16), time_s=np.zeros(2))
+    bad = m.SpikeBatch(
+        stream="s", seq=1, t_start_s=0.0, t_end_s=1.0, total_spikes=3, neuron=np.zeros(3, np.uint16), time_s=np.zeros(2)
+    )
     engine._on_acquisition(bad)
     engine._on_acquisition(batch(1, 0.0, 1.0, 3, neuron=np.array([0, 99, 1], np.uint16)))  # no neuron 99
     assert engine.bad_batches == 2 and engine.store.count("spike_batches") == 0
@@ -195,11 +209,19 @@ def test_photodiode_edges_become_the_onsets_and_their_latency_is_reported(tmp_pa
             super().on_event(ev)
             if ev.code == m.Codes.IMAGE_ONSET and not (ev.trial_id == 1 and ev.index == 2):
                 code_t = self.outbox[-1].time_s
-                self.outbox.append(m.EventCode(stream="virtual-cortex", seq=0, code=m.Codes.PHOTODIODE,
-                                               time_s=code_t + lag, clock="acquisition"))
+                self.outbox.append(
+                    m.EventCode(
+                        stream="virtual-cortex",
+                        seq=0,
+                        code=m.Codes.PHOTODIODE,
+                        time_s=code_t + lag,
+                        clock="acquisition",
+                    )
+                )
 
     rig = small_rig(n_trials=3)
     from controller.config import with_overrides
+
     rig = with_overrides(rig, fixation={"break_probability": 0.0})
     parts = in_process_parts(rig)
     parts.source = CortexWithPhotodiode(rig, parts.source.clock)
@@ -209,8 +231,10 @@ def test_photodiode_edges_become_the_onsets_and_their_latency_is_reported(tmp_pa
     assert pd["onsets_with_edge"] == 3 * rig.trial.images_per_trial - 1 and pd["onsets_without_edge"] == 1
     assert pd["latency_ms_median"] == pytest.approx(lag * 1000, abs=1e-6)
     db = sqlite3.connect(tmp_path / "pd" / "session.sqlite")
-    codes = dict(((t, i), x) for t, i, x in db.execute(
-        "SELECT trial_id, idx, time_s FROM event_codes WHERE clock='acquisition' AND code=20"))
+    codes = dict(
+        ((t, i), x)
+        for t, i, x in db.execute("SELECT trial_id, idx, time_s FROM event_codes WHERE clock='acquisition' AND code=20")
+    )
     for t, i, onset in db.execute("SELECT trial_id, idx, onset_acq_s FROM responses"):
         expected = codes[(t, i)] + (0.0 if (t, i) == (1, 2) else lag)
         assert onset == pytest.approx(expected, abs=1e-9)
@@ -232,9 +256,19 @@ def test_the_rig_files_serial_event_output_writes_every_code_of_a_trial_followed
     runner = PresenterRunner(screen, AlwaysFixating(), out, screen.clock)
     pools = make_pools(rig.images)
     from contract.images import image_hash
+
     px = pools.train[:3]
-    runner.submit(m.TrialPlan(trial_id=4, image_hashes=[image_hash(p) for p in px], model_version=0, source="model",
-                              reasons=["a", "b", "c"], pixels=px, **rig.timing.plan_fields()))
+    runner.submit(
+        m.TrialPlan(
+            trial_id=4,
+            image_hashes=[image_hash(p) for p in px],
+            model_version=0,
+            source="model",
+            reasons=["a", "b", "c"],
+            pixels=px,
+            **rig.timing.plan_fields(),
+        )
+    )
     reports = runner.poll(0)
     assert [r.status for r in reports if isinstance(r, m.TrialReport)] == ["started", "done"]
     deadline = time.monotonic() + 2.0
@@ -251,8 +285,12 @@ def test_a_late_plan_shows_what_a_random_slot_would_not_the_whole_pool(tmp_path)
     from controller.config import with_overrides
     from tests.test_status import SilentModel
 
-    rig = with_overrides(small_rig(n_trials=4), trial={"virtual_plan_timeout_s": 0.2},
-                         images={"gaudy_share": 0.5}, fixation={"break_probability": 0.0})
+    rig = with_overrides(
+        small_rig(n_trials=4),
+        trial={"virtual_plan_timeout_s": 0.2},
+        images={"gaudy_share": 0.5},
+        fixation={"break_probability": 0.0},
+    )
     parts = in_process_parts(rig)
     parts.model = SilentModel()
     run_controller(rig, tmp_path / "s", parts, quiet=True)

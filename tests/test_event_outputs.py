@@ -1,5 +1,6 @@
 """Event codes out on hardware: TTL words on a (fake) parallel port and a pyserial loop:// port, LSL markers read
 back by a real inlet on this machine."""
+
 from __future__ import annotations
 
 import statistics
@@ -118,10 +119,12 @@ def test_parallel_pulse_width_over_many_words():
     assert statistics.median(highs) < 0.002 + 0.005, highs
     # A word is delayed only when the thread returned the one before it to zero late (the machine was busy).
     assert stats["delayed_words"] < 40, stats
-    print(f"\npulse 2 ms, 40 words: {stats['delayed_words']} delayed (max {stats['max_delay_ms']} ms), "
-          f"high median {statistics.median(highs) * 1e3:.3f} ms, "
-          f"max {max(highs) * 1e3:.3f} ms; write median {statistics.median(write_times) * 1e6:.1f} us, "
-          f"max {max(write_times) * 1e6:.1f} us")
+    print(
+        f"\npulse 2 ms, 40 words: {stats['delayed_words']} delayed (max {stats['max_delay_ms']} ms), "
+        f"high median {statistics.median(highs) * 1e3:.3f} ms, "
+        f"max {max(highs) * 1e3:.3f} ms; write median {statistics.median(write_times) * 1e6:.1f} us, "
+        f"max {max(write_times) * 1e6:.1f} us"
+    )
 
 
 def test_strobe_raises_data_lines_then_the_strobe_and_carries_code_zero():
@@ -188,8 +191,9 @@ def test_a_parallel_port_that_is_not_there_is_a_clear_error(tmp_path, monkeypatc
 
 # -- serial TTL box (pyserial loop://) ---------------------------------------------------------------------------
 def test_serial_repeated_codes_survive_each_byte_followed_by_zero():
-    out = make_event_output(EventOutputConfig(kind="serial", serial_url="loop://", pulse_ms=1.0),
-                            codes=[10, 20, 30, 31])
+    out = make_event_output(
+        EventOutputConfig(kind="serial", serial_url="loop://", pulse_ms=1.0), codes=[10, 20, 30, 31]
+    )
     assert isinstance(out, SerialEventOutput)
     for c in (10, 20, 20, 30):
         out.write(c, 0.0, 1, -1, "")
@@ -228,7 +232,7 @@ def test_config_defaults_bounds_and_rules():
     assert cfg.kind == "zmq" and cfg.scheme == "return_to_zero" and cfg.max_code == 255
     assert cfg.min_code_spacing_ms == 10.0
     assert EventOutputConfig(kind="parallel", scheme="strobe", strobe_line=7).max_code == 127
-    assert EventOutputConfig(kind="lsl").max_code == 2 ** 31 - 1
+    assert EventOutputConfig(kind="lsl").max_code == 2**31 - 1
     bad = [
         ({"scheme": "strobe"}, "needs strobe_line"),
         ({"strobe_line": 3}, "only used with scheme 'strobe'"),

@@ -9,6 +9,7 @@
 - A Receiver on a real ZeroMQ socket pair (PUSH/PULL and DEALER/ROUTER over tcp) counts and drops every
   malformed message and delivers every valid one, in order, never raising.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,20 +39,48 @@ from transport.links import Receiver
 # No example database: nothing is written into the checkout. Sized so the file runs in well under 30 s on 2 cores;
 # CORTEXLOOP_FUZZ_SCALE=50 runs a fifty times longer campaign.
 SCALE = float(os.environ.get("CORTEXLOOP_FUZZ_SCALE", "1"))
-FUZZ = settings(max_examples=int(100 * SCALE), deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=int(100 * SCALE), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 # -- arbitrary JSON, with the values that broke the decoders before -------------------------------------------
-_nasty_ints = st.sampled_from([2 ** 63 - 1, 2 ** 63, -(2 ** 63), -(2 ** 63) - 1, 2 ** 64, 2 ** 31, 10 ** 30, -1, 0,
-                               10 ** 9])
-json_scalars = (st.none() | st.booleans() | st.integers(-(2 ** 70), 2 ** 70) | _nasty_ints
-                | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12))
-json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c,
-                                                                                              max_size=4),
-                           max_leaves=12)
-_dtypes = st.sampled_from(["<u2", "|u1", "<f8", "<f4", ",u2", "O", "V8", "<i8", "S3", "u2", "float64", "", "(2)u1",
-                           "i4,i4", "<U4", "M8[s]"]) | st.text(max_size=6) | json_values
-_shape_entries = st.integers(0, 6) | st.integers(-5, 2 ** 66) | _nasty_ints | st.booleans() | json_scalars
+_nasty_ints = st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64, 2**31, 10**30, -1, 0, 10**9])
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | _nasty_ints
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+)
+json_values = st.recursive(
+    json_scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=4), max_leaves=12
+)
+_dtypes = (
+    st.sampled_from(
+        [
+            "<u2",
+            "|u1",
+            "<f8",
+            "<f4",
+            ",u2",
+            "O",
+            "V8",
+            "<i8",
+            "S3",
+            "u2",
+            "float64",
+            "",
+            "(2)u1",
+            "i4,i4",
+            "<U4",
+            "M8[s]",
+        ]
+    )
+    | st.text(max_size=6)
+    | json_values
+)
+_shape_entries = st.integers(0, 6) | st.integers(-5, 2**66) | _nasty_ints | st.booleans() | json_scalars
 _shapes = st.lists(_shape_entries, max_size=70) | json_values
 
 
@@ -68,11 +97,29 @@ def mutated_frames(draw, name: str) -> list[bytes]:
     frames = _frames(EXAMPLES[name])
     header = json.loads(frames[1])
     for _ in range(draw(st.integers(1, 3))):
-        part = draw(st.sampled_from(["field", "drop_field", "extra_field", "array_dtype", "array_shape",
-                                     "array_desc", "buffer", "sized_buffer", "version", "header", "frames"]))
+        part = draw(
+            st.sampled_from(
+                [
+                    "field",
+                    "drop_field",
+                    "extra_field",
+                    "array_dtype",
+                    "array_shape",
+                    "array_desc",
+                    "buffer",
+                    "sized_buffer",
+                    "version",
+                    "header",
+                    "frames",
+                ]
+            )
+        )
         fields = header.get("fields") if isinstance(header.get("fields"), dict) else {}
-        arrays = [a for a in header.get("arrays", []) if isinstance(a, list) and len(a) == 3] \
-            if isinstance(header.get("arrays"), list) else []
+        arrays = (
+            [a for a in header.get("arrays", []) if isinstance(a, list) and len(a) == 3]
+            if isinstance(header.get("arrays"), list)
+            else []
+        )
         if part == "field" and fields:
             fields[draw(st.sampled_from(sorted(fields)))] = draw(json_values)
         elif part == "drop_field" and fields:
@@ -92,8 +139,11 @@ def mutated_frames(draw, name: str) -> list[bytes]:
                 shape = draw(st.lists(st.integers(0, 5), min_size=1, max_size=4))
                 arrays[i][2] = shape
                 if 2 + i < len(frames):
-                    frames[2 + i] = draw(st.binary(min_size=math.prod(shape) * dtype.itemsize,
-                                                   max_size=math.prod(shape) * dtype.itemsize))
+                    frames[2 + i] = draw(
+                        st.binary(
+                            min_size=math.prod(shape) * dtype.itemsize, max_size=math.prod(shape) * dtype.itemsize
+                        )
+                    )
         elif part == "buffer" and len(frames) > 2:
             frames[draw(st.integers(2, len(frames) - 1))] = draw(st.binary(max_size=64))
         elif part == "version":
@@ -101,7 +151,7 @@ def mutated_frames(draw, name: str) -> list[bytes]:
         elif part == "header":
             header = draw(st.dictionaries(st.sampled_from(["v", "fields", "arrays", "x"]), json_values, max_size=4))
         elif part == "frames":
-            frames = draw(st.permutations(frames)) if draw(st.booleans()) else frames[:draw(st.integers(0, 5))]
+            frames = draw(st.permutations(frames)) if draw(st.booleans()) else frames[: draw(st.integers(0, 5))]
     try:
         text = json.dumps(header).encode()
     except (TypeError, ValueError):
@@ -148,8 +198,12 @@ times = st.floats(-m.MAX_ABS_TIME_S, m.MAX_ABS_TIME_S, allow_nan=False)
 
 @st.composite
 def images(draw, n_min: int = 1, n_max: int = 3) -> np.ndarray:
-    n, h, w, c = (draw(st.integers(n_min, n_max)), draw(st.integers(1, 6)), draw(st.integers(1, 6)),
-                  draw(st.sampled_from(m.IMAGE_CHANNELS)))
+    n, h, w, c = (
+        draw(st.integers(n_min, n_max)),
+        draw(st.integers(1, 6)),
+        draw(st.integers(1, 6)),
+        draw(st.sampled_from(m.IMAGE_CHANNELS)),
+    )
     raw = draw(st.binary(min_size=n * h * w * c, max_size=n * h * w * c))
     return np.frombuffer(raw, np.uint8).reshape(n, h, w, c)
 
@@ -163,64 +217,109 @@ def valid_messages(draw):
         k = draw(st.integers(0, 20))
         neuron = np.array(draw(st.lists(st.integers(0, 65535), min_size=k, max_size=k)), np.uint16)
         t = np.array(draw(st.lists(times, min_size=k, max_size=k)), np.float64)
-        return m.SpikeBatch(stream=draw(names), seq=draw(uint63), t_start_s=t0, t_end_s=t1,
-                            total_spikes=draw(st.integers(k, m.INT64_MAX)), neuron=neuron, time_s=t)
+        return m.SpikeBatch(
+            stream=draw(names),
+            seq=draw(uint63),
+            t_start_s=t0,
+            t_end_s=t1,
+            total_spikes=draw(st.integers(k, m.INT64_MAX)),
+            neuron=neuron,
+            time_s=t,
+        )
     if kind == "EventCode":
-        return m.EventCode(stream=draw(names), seq=draw(uint63), code=draw(st.integers(0, m.MAX_EVENT_CODE)),
-                           time_s=draw(times), clock=draw(st.sampled_from(m.EVENT_CLOCKS)),
-                           trial_id=draw(st.integers(-1, m.INT64_MAX)), index=draw(st.integers(-1, 999)),
-                           image_hash=draw(st.just("") | names))
+        return m.EventCode(
+            stream=draw(names),
+            seq=draw(uint63),
+            code=draw(st.integers(0, m.MAX_EVENT_CODE)),
+            time_s=draw(times),
+            clock=draw(st.sampled_from(m.EVENT_CLOCKS)),
+            trial_id=draw(st.integers(-1, m.INT64_MAX)),
+            index=draw(st.integers(-1, 999)),
+            image_hash=draw(st.just("") | names),
+        )
     if kind == "Heartbeat":
-        info = draw(st.dictionaries(st.text(max_size=8), st.none() | st.floats() | st.integers(-2 ** 80, 2 ** 80)
-                                    | texts, max_size=4))
-        return m.Heartbeat(role=draw(names), seq=draw(uint63), clock_s=draw(times), stream=draw(st.just("") | names),
-                           info=info)
+        info = draw(
+            st.dictionaries(
+                st.text(max_size=8), st.none() | st.floats() | st.integers(-(2**80), 2**80) | texts, max_size=4
+            )
+        )
+        return m.Heartbeat(
+            role=draw(names), seq=draw(uint63), clock_s=draw(times), stream=draw(st.just("") | names), info=info
+        )
     if kind == "ScreenImage":
         px = draw(images(1, 1))[0]
         return m.ScreenImage(image_hash=image_hash(px), pixels=px)
     if kind == "TrialPlan":
         px = draw(images())
         frames = st.integers(0, m.MAX_FRAMES)
-        return m.TrialPlan(trial_id=draw(uint63), image_hashes=[image_hash(p) for p in px],
-                           fixation_frames=draw(frames), on_frames=draw(st.integers(1, m.MAX_FRAMES)),
-                           off_frames=draw(frames), iti_frames=draw(frames),
-                           refresh_hz=draw(st.floats(1.0, m.MAX_REFRESH_HZ)),
-                           model_version=draw(st.integers(-1, m.INT64_MAX)),
-                           source=draw(names), reasons=[draw(texts) for _ in px], pixels=px)
+        return m.TrialPlan(
+            trial_id=draw(uint63),
+            image_hashes=[image_hash(p) for p in px],
+            fixation_frames=draw(frames),
+            on_frames=draw(st.integers(1, m.MAX_FRAMES)),
+            off_frames=draw(frames),
+            iti_frames=draw(frames),
+            refresh_hz=draw(st.floats(1.0, m.MAX_REFRESH_HZ)),
+            model_version=draw(st.integers(-1, m.INT64_MAX)),
+            source=draw(names),
+            reasons=[draw(texts) for _ in px],
+            pixels=px,
+        )
     if kind == "OnsetReport":
-        return m.OnsetReport(trial_id=draw(uint63), index=draw(st.integers(0, 999)), image_hash=draw(names),
-                             flip_s=draw(times), frame=draw(uint63))
+        return m.OnsetReport(
+            trial_id=draw(uint63),
+            index=draw(st.integers(0, 999)),
+            image_hash=draw(names),
+            flip_s=draw(times),
+            frame=draw(uint63),
+        )
     if kind == "TrialReport":
         t0 = draw(times)
         finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
-        return m.TrialReport(trial_id=draw(st.integers(-1, m.INT64_MAX)),
-                             status=draw(st.sampled_from(m.TRIAL_STATUSES)),
-                             start_s=t0, end_s=draw(st.floats(t0, m.MAX_ABS_TIME_S)),
-                             dropped_frames=draw(st.integers(0, m.MAX_TRIAL_FRAMES)),
-                             n_onsets=draw(st.integers(0, m.MAX_PLAN_IMAGES)), reason=draw(texts),
-                             frame_intervals_s=np.array(draw(st.lists(finite32, max_size=10)), np.float32),
-                             onset_to_flip_error_s=np.array(draw(st.lists(finite32, max_size=5)), np.float32))
+        return m.TrialReport(
+            trial_id=draw(st.integers(-1, m.INT64_MAX)),
+            status=draw(st.sampled_from(m.TRIAL_STATUSES)),
+            start_s=t0,
+            end_s=draw(st.floats(t0, m.MAX_ABS_TIME_S)),
+            dropped_frames=draw(st.integers(0, m.MAX_TRIAL_FRAMES)),
+            n_onsets=draw(st.integers(0, m.MAX_PLAN_IMAGES)),
+            reason=draw(texts),
+            frame_intervals_s=np.array(draw(st.lists(finite32, max_size=10)), np.float32),
+            onset_to_flip_error_s=np.array(draw(st.lists(finite32, max_size=5)), np.float32),
+        )
     if kind == "ResponsesUpdate":
         px = draw(images())
         k = draw(st.integers(1, 40))
-        counts = np.array(draw(st.lists(st.floats(0, 1e6, width=32), min_size=len(px) * k, max_size=len(px) * k)),
-                          np.float32).reshape(len(px), k)
-        return m.ResponsesUpdate(trial_id=draw(uint63), image_hashes=[image_hash(p) for p in px], pixels=px,
-                                 counts=counts)
+        counts = np.array(
+            draw(st.lists(st.floats(0, 1e6, width=32), min_size=len(px) * k, max_size=len(px) * k)), np.float32
+        ).reshape(len(px), k)
+        return m.ResponsesUpdate(
+            trial_id=draw(uint63), image_hashes=[image_hash(p) for p in px], pixels=px, counts=counts
+        )
     if kind == "ModelRequest":
         op = draw(st.sampled_from(m.MODEL_OPS))
-        return m.ModelRequest(request_id=draw(uint63), op=op, trial_id=draw(st.integers(-1, m.INT64_MAX)),
-                              n_images=draw(st.integers(0, m.MAX_PLAN_IMAGES)),
-                              train_steps=draw(st.integers(0, m.MAX_TRAIN_STEPS)),
-                              **({"pixels": draw(images())} if op == "predict" else {}))
+        return m.ModelRequest(
+            request_id=draw(uint63),
+            op=op,
+            trial_id=draw(st.integers(-1, m.INT64_MAX)),
+            n_images=draw(st.integers(0, m.MAX_PLAN_IMAGES)),
+            train_steps=draw(st.integers(0, m.MAX_TRAIN_STEPS)),
+            **({"pixels": draw(images())} if op == "predict" else {}),
+        )
     if kind == "ModelReply":
         px = draw(images(0, 3))
         rates = np.array(draw(st.lists(st.floats(width=32), min_size=6, max_size=6)), np.float32).reshape(1, 2, 3)
-        return m.ModelReply(request_id=draw(uint63), op=draw(st.sampled_from(m.MODEL_OPS)),
-                            model_version=draw(st.integers(-1, m.INT64_MAX)),
-                            trial_id=draw(st.integers(-1, m.INT64_MAX)),
-                            image_hashes=[image_hash(p) for p in px], reasons=[draw(texts) for _ in px],
-                            info={"evidence": {"log_likelihood": draw(st.floats())}}, pixels=px, rates=rates)
+        return m.ModelReply(
+            request_id=draw(uint63),
+            op=draw(st.sampled_from(m.MODEL_OPS)),
+            model_version=draw(st.integers(-1, m.INT64_MAX)),
+            trial_id=draw(st.integers(-1, m.INT64_MAX)),
+            image_hashes=[image_hash(p) for p in px],
+            reasons=[draw(texts) for _ in px],
+            info={"evidence": {"log_likelihood": draw(st.floats())}},
+            pixels=px,
+            rates=rates,
+        )
     return m.Shutdown(reason=draw(texts))
 
 
@@ -244,9 +343,12 @@ def test_valid_messages_always_decode_unchanged(msg):
 
 
 @FUZZ
-@given(msg=valid_messages(), n_neurons=st.none() | st.integers(0, 70_000),
-       image_shape=st.none() | st.tuples(st.integers(1, 8), st.integers(1, 8), st.sampled_from([1, 3, 4])),
-       roles=st.none() | st.lists(names, max_size=3).map(tuple))
+@given(
+    msg=valid_messages(),
+    n_neurons=st.none() | st.integers(0, 70_000),
+    image_shape=st.none() | st.tuples(st.integers(1, 8), st.integers(1, 8), st.sampled_from([1, 3, 4])),
+    roles=st.none() | st.lists(names, max_size=3).map(tuple),
+)
 def test_context_checks_raise_only_message_error(msg, n_neurons, image_shape, roles):
     try:
         m.check_context(m.decode(_frames(msg)), n_neurons=n_neurons, image_shape=image_shape, roles=roles)
@@ -275,8 +377,9 @@ def oe_frames(draw) -> list:
         elif choice == "kind":
             kind = draw(st.binary(min_size=0, max_size=3))
         elif choice == "electrode":
-            obj["electrode"] = "Electrode " + draw(st.sampled_from(["70000", "65536", "0", "-3", "1_0", " 7", "9" * 30,
-                                                                     "²", "12"]))
+            obj["electrode"] = "Electrode " + draw(
+                st.sampled_from(["70000", "65536", "0", "-3", "1_0", " 7", "9" * 30, "²", "12"])
+            )
         else:
             return [kind, draw(st.binary(max_size=60))]
     try:
@@ -316,11 +419,21 @@ def socket_pairs():
 SENTINEL = m.Shutdown(reason="end of example")
 
 
-@settings(FUZZ, max_examples=int(60 * SCALE),
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(batch=st.lists(st.sampled_from(sorted(m.MESSAGE_TYPES)).flatmap(mutated_frames) | random_frames
-                      | valid_messages().map(_frames), min_size=1, max_size=8),
-       kind=st.sampled_from(["push", "dealer"]))
+@settings(
+    FUZZ,
+    max_examples=int(60 * SCALE),
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    batch=st.lists(
+        st.sampled_from(sorted(m.MESSAGE_TYPES)).flatmap(mutated_frames)
+        | random_frames
+        | valid_messages().map(_frames),
+        min_size=1,
+        max_size=8,
+    ),
+    kind=st.sampled_from(["push", "dealer"]),
+)
 def test_receiver_counts_and_drops_whatever_arrives_on_a_real_socket(socket_pairs, batch, kind):
     sender, receiver = socket_pairs[kind]
     batch = [frames for frames in batch if frames]  # ZeroMQ sends no message of zero frames

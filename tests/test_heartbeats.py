@@ -1,5 +1,6 @@
 """Every process is heard from during trials too: a real-time trial longer than the controller's silence limit
 does not end the session, because the presenter process heartbeats between the trial's flips."""
+
 import os
 import subprocess
 import sys
@@ -17,19 +18,37 @@ SILENCE_LIMIT_S = 1.0
 def _serve(role: str, session_dir) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = open(session_dir / "logs" / f"{role}.log", "a")
-    return subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", role, "--rig",
-                             str(session_dir / "rig.json"), "--session-dir", str(session_dir), "--endpoints",
-                             str(session_dir / "endpoints.json"), "--parent-pid", str(os.getpid())],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "serve",
+            role,
+            "--rig",
+            str(session_dir / "rig.json"),
+            "--session-dir",
+            str(session_dir),
+            "--endpoints",
+            str(session_dir / "endpoints.json"),
+            "--parent-pid",
+            str(os.getpid()),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_a_trial_longer_than_the_silence_limit_does_not_abort_the_session(tmp_path, monkeypatch):
     # The controller's own limit, lowered so that a short test has trials three times as long as it.
     monkeypatch.setattr(SessionEngine, "DEAD_AFTER_S", SILENCE_LIMIT_S)
-    rig = with_overrides(small_rig(n_trials=2, speed="realtime"),
-                         trial={"fixation_ms": 300, "images_per_trial": 5, "on_ms": 300, "off_ms": 200,
-                                "iti_ms": 200},
-                         fixation={"break_probability": 0.0}, model={"kind": "baseline"})
+    rig = with_overrides(
+        small_rig(n_trials=2, speed="realtime"),
+        trial={"fixation_ms": 300, "images_per_trial": 5, "on_ms": 300, "off_ms": 200, "iti_ms": 200},
+        fixation={"break_probability": 0.0},
+        model={"kind": "baseline"},
+    )
     limit = SILENCE_LIMIT_S + rig.timing.iti_frames / rig.timing.refresh_hz
     assert rig.timing.trial_s > 2 * limit
     session_dir = tmp_path / "long"
@@ -57,10 +76,12 @@ def test_a_presenter_that_hangs_mid_trial_is_noticed_within_the_silence_limit(tm
     import time
 
     monkeypatch.setattr(SessionEngine, "DEAD_AFTER_S", SILENCE_LIMIT_S)
-    rig = with_overrides(small_rig(n_trials=3, speed="realtime"),
-                         trial={"fixation_ms": 300, "images_per_trial": 5, "on_ms": 300, "off_ms": 200,
-                                "iti_ms": 200},
-                         fixation={"break_probability": 0.0}, model={"kind": "baseline"})
+    rig = with_overrides(
+        small_rig(n_trials=3, speed="realtime"),
+        trial={"fixation_ms": 300, "images_per_trial": 5, "on_ms": 300, "off_ms": 200, "iti_ms": 200},
+        fixation={"break_probability": 0.0},
+        model={"kind": "baseline"},
+    )
     session_dir = tmp_path / "hung"
     endpoints = prepare_session_dir(rig, session_dir)
     procs = {role: _serve(role, session_dir) for role in ("cortex", "model", "presenter")}

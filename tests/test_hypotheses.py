@@ -1,4 +1,5 @@
 """Named hypotheses and the evidence tracker."""
+
 import textwrap
 
 import numpy as np
@@ -55,10 +56,12 @@ def test_hand_written_hypothesis_loads_by_import_path(lab_module):
 
 
 def test_rig_file_hypotheses_build_a_predictor(lab_module):
-    cfg = SelectionConfig(hypotheses=[
-        {"name": "dot", "source": "import", "path": f"{lab_module}:dot_detector"},
-        {"name": "edge", "source": "import", "path": f"{lab_module}:edge_detector"},
-    ])
+    cfg = SelectionConfig(
+        hypotheses=[
+            {"name": "dot", "source": "import", "path": f"{lab_module}:dot_detector"},
+            {"name": "edge", "source": "import", "path": f"{lab_module}:edge_detector"},
+        ]
+    )
     hs = build_hypotheses(cfg.hypotheses, n_neurons=2)
     assert hs.names == ["dot", "edge"] and hs.n_members == 2
     dot = torch.full((3, 16, 16), 0.2)
@@ -119,8 +122,9 @@ def test_tempering_by_fano_factor_and_prior():
     plain, tempered = EvidenceTracker(["a", "b"]), EvidenceTracker(["a", "b"], fano_factor=2.0)
     plain.update(pred, counts, 0.2)
     tempered.update(pred, counts, 0.2)
-    assert np.isclose(tempered.log_likelihood[0] - tempered.log_likelihood[1],
-                      (plain.log_likelihood[0] - plain.log_likelihood[1]) / 2)
+    assert np.isclose(
+        tempered.log_likelihood[0] - tempered.log_likelihood[1], (plain.log_likelihood[0] - plain.log_likelihood[1]) / 2
+    )
     biased = EvidenceTracker(["a", "b"], prior=[9, 1])
     assert np.isclose(biased.posterior()[0], 0.9)
     # Poisson log-likelihood is normalised: probabilities over counts sum to one.

@@ -49,7 +49,9 @@ def rel(path: Path) -> str:
 
 
 def test_contract_imports_nothing_of_ours():
-    bad = {rel(f): sorted(i for i in modules_imported(f) if not i.startswith("contract")) for f in files_under("contract")}
+    bad = {
+        rel(f): sorted(i for i in modules_imported(f) if not i.startswith("contract")) for f in files_under("contract")
+    }
     assert not {k: v for k, v in bad.items() if v}
 
 

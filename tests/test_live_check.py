@@ -1,4 +1,5 @@
 """`cortexloop check RIG --live` against a running recording system (the virtual cortex process, real time)."""
+
 import json
 import os
 import subprocess
@@ -13,13 +14,41 @@ def test_live_check_sees_the_stream_the_units_and_the_test_code(tmp_path):
     rig = with_overrides(small_rig(speed="realtime"), display={"presenter": "headless"})
     prepare_session_dir(rig, tmp_path / "s")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cortex = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "cortex", "--rig",
-                               str(tmp_path / "s" / "rig.json"), "--endpoints", str(tmp_path / "s" / "endpoints.json"),
-                               "--session-dir", str(tmp_path / "s")], env=env)
+    cortex = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "serve",
+            "cortex",
+            "--rig",
+            str(tmp_path / "s" / "rig.json"),
+            "--endpoints",
+            str(tmp_path / "s" / "endpoints.json"),
+            "--session-dir",
+            str(tmp_path / "s"),
+        ],
+        env=env,
+    )
     try:
-        out = subprocess.run([sys.executable, "-m", "controller.cli", "check", str(tmp_path / "s" / "rig.json"),
-                              "--live", "--seconds", "2", "--endpoints", str(tmp_path / "s" / "endpoints.json")],
-                             env=env, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "controller.cli",
+                "check",
+                str(tmp_path / "s" / "rig.json"),
+                "--live",
+                "--seconds",
+                "2",
+                "--endpoints",
+                str(tmp_path / "s" / "endpoints.json"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         cortex.terminate()
         cortex.wait(10)

@@ -1,4 +1,5 @@
 """A session that reads its spikes and event codes from LSL streams (the virtual cortex publishing only those)."""
+
 import sqlite3
 import uuid
 
@@ -23,15 +24,28 @@ def lsl_on_this_machine(tmp_path, monkeypatch):
 
 def lsl_rig(rig, n_neurons):
     tag = uuid.uuid4().hex[:8]  # streams of their own: another test's outlets are never resolved
-    return with_overrides(rig, cortex={"source": "lsl", "lsl": {
-        "spike_stream": f"test-spikes-{tag}", "code_stream": f"test-codes-{tag}", "n_neurons": n_neurons,
-        "virtual_cortex": True}}, endpoints={"acquisition_pub": "off", "openephys_pub": "off"})
+    return with_overrides(
+        rig,
+        cortex={
+            "source": "lsl",
+            "lsl": {
+                "spike_stream": f"test-spikes-{tag}",
+                "code_stream": f"test-codes-{tag}",
+                "n_neurons": n_neurons,
+                "virtual_cortex": True,
+            },
+        },
+        endpoints={"acquisition_pub": "off", "openephys_pub": "off"},
+    )
 
 
 @pytest.mark.parametrize("speed", ["max"])
 def test_lsl_session_records_the_same_responses_as_the_native_stream(tmp_path, speed):
-    rig = with_overrides(small_rig(n_trials=4, speed=speed), model={"form": "stacked", "steps_per_trial": 5},
-                         fixation={"break_probability": 0.3})
+    rig = with_overrides(
+        small_rig(n_trials=4, speed=speed),
+        model={"form": "stacked", "steps_per_trial": 5},
+        fixation={"break_probability": 0.3},
+    )
     native = run_session(rig, tmp_path / "native")
     lrig = lsl_rig(rig, rig.cortex.population.n_neurons)
     assert session_roles(lrig) == ("cortex", "model", "presenter", "controller")

@@ -1,4 +1,5 @@
 """The LSL acquisition source, fed by real LSL outlets on this machine (discovery kept on it by lsl_api.cfg)."""
+
 from __future__ import annotations
 
 import time
@@ -64,8 +65,9 @@ def test_spikes_and_codes_come_out_as_messages_on_one_clock(rig):
     spikes.push(units, times)
     codes.push(m.Codes.IMAGE_ONSET, t0 - 0.020)
     codes.push(m.Codes.IMAGE_ONSET, t0 - 0.010)  # the same code again: a separate word
-    got = poll_until(src, lambda g: sum(len(b.neuron) for b in of(g, m.SpikeBatch)) >= 5
-                     and len(of(g, m.EventCode)) >= 2)
+    got = poll_until(
+        src, lambda g: sum(len(b.neuron) for b in of(g, m.SpikeBatch)) >= 5 and len(of(g, m.EventCode)) >= 2
+    )
     for msg in got:
         msg.validate()
     batches = of(got, m.SpikeBatch)
@@ -81,8 +83,7 @@ def test_spikes_and_codes_come_out_as_messages_on_one_clock(rig):
         assert b.stream == spikes.name and b.t_start_s <= b.time_s.min() and b.time_s.max() < b.t_end_s
     ev = of(got, m.EventCode)
     assert [e.code for e in ev] == [m.Codes.IMAGE_ONSET] * 2 and [e.seq for e in ev] == [1, 2]
-    assert all(e.clock == "acquisition" and e.trial_id == -1 and e.index == -1 and e.stream == codes.name
-               for e in ev)
+    assert all(e.clock == "acquisition" and e.trial_id == -1 and e.index == -1 and e.stream == codes.name for e in ev)
     # One machine: LSL's corrections of the two streams agree to well under a millisecond.
     np.testing.assert_allclose([e.time_s for e in ev], [t0 - 0.020, t0 - 0.010], rtol=0, atol=1e-3)
     assert src.counters()["unknown_units"] == 2
@@ -150,12 +151,24 @@ def test_malformed_samples_are_counted_never_mapped():
         s_out.push_chunk([[2.0], [1.5], [-1.0], [float("nan")], [3.0], [4.0]], [t, t, t, t, t + 0.001, t + 0.002])
         for marker in ("20", "start", "-5", " 31 "):
             c_out.push_sample([marker], t)
-        got = poll_until(src, lambda g: len(of(g, m.EventCode)) >= 2 and src.malformed_codes >= 2
-                         and sum(len(b.neuron) for b in of(g, m.SpikeBatch)) >= 2)
+        got = poll_until(
+            src,
+            lambda g: (
+                len(of(g, m.EventCode)) >= 2
+                and src.malformed_codes >= 2
+                and sum(len(b.neuron) for b in of(g, m.SpikeBatch)) >= 2
+            ),
+        )
         assert np.concatenate([b.neuron for b in of(got, m.SpikeBatch)]).tolist() == [2, 3]
         assert [e.code for e in of(got, m.EventCode)] == [20, 31]
-        assert src.counters() == {"spikes": 2, "batches": src.batch_seq, "codes": 2, "unknown_units": 1,
-                                  "malformed_units": 3, "malformed_codes": 2}
+        assert src.counters() == {
+            "spikes": 2,
+            "batches": src.batch_seq,
+            "codes": 2,
+            "unknown_units": 1,
+            "malformed_units": 3,
+            "malformed_codes": 2,
+        }
         assert src.malformed() == 5
     finally:
         src.close()

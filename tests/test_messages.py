@@ -1,4 +1,5 @@
 """Messages: every type round-trips; malformed frames raise MessageError; receivers count and drop them."""
+
 import json
 
 import numpy as np
@@ -15,21 +16,55 @@ def examples():
     px = rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8)
     h = [image_hash(p) for p in px]
     return [
-        m.SpikeBatch(stream="s", seq=4, t_start_s=1.0, t_end_s=1.02, total_spikes=10,
-                     neuron=np.array([1, 2, 3], np.uint16), time_s=np.array([1.001, 1.01, 1.019])),
-        m.EventCode(stream="p", seq=1, code=m.Codes.IMAGE_ONSET, time_s=3.5, clock="presenter", trial_id=2, index=1,
-                    image_hash="abc"),
+        m.SpikeBatch(
+            stream="s",
+            seq=4,
+            t_start_s=1.0,
+            t_end_s=1.02,
+            total_spikes=10,
+            neuron=np.array([1, 2, 3], np.uint16),
+            time_s=np.array([1.001, 1.01, 1.019]),
+        ),
+        m.EventCode(
+            stream="p",
+            seq=1,
+            code=m.Codes.IMAGE_ONSET,
+            time_s=3.5,
+            clock="presenter",
+            trial_id=2,
+            index=1,
+            image_hash="abc",
+        ),
         m.Heartbeat(role="cortex", seq=9, clock_s=12.0, stream="s"),
         m.ScreenImage(image_hash=h[0], pixels=px[0]),
-        m.TrialPlan(trial_id=3, image_hashes=h, fixation_frames=18, on_frames=6, off_frames=6,
-                    iti_frames=18, refresh_hz=60.0, model_version=2, source="model", reasons=["x", "y", "z"], pixels=px),
+        m.TrialPlan(
+            trial_id=3,
+            image_hashes=h,
+            fixation_frames=18,
+            on_frames=6,
+            off_frames=6,
+            iti_frames=18,
+            refresh_hz=60.0,
+            model_version=2,
+            source="model",
+            reasons=["x", "y", "z"],
+            pixels=px,
+        ),
         m.OnsetReport(trial_id=3, index=0, image_hash="a", flip_s=0.5, frame=30),
-        m.TrialReport(trial_id=3, status="done", start_s=0.1, end_s=1.7, dropped_frames=0, n_onsets=3,
-                      frame_intervals_s=np.full(5, 1 / 60, np.float32)),
+        m.TrialReport(
+            trial_id=3,
+            status="done",
+            start_s=0.1,
+            end_s=1.7,
+            dropped_frames=0,
+            n_onsets=3,
+            frame_intervals_s=np.full(5, 1 / 60, np.float32),
+        ),
         m.ResponsesUpdate(trial_id=3, image_hashes=h[:1], pixels=px[:1], counts=np.ones((1, 4), np.float32)),
         m.ModelRequest(request_id=1, op="predict", pixels=px),
-        m.ModelReply(request_id=1, op="predict", model_version=5, rates=np.ones((2, 3, 4), np.float32),
-                     info={"k": [1, 2]}),
+        m.ModelReply(
+            request_id=1, op="predict", model_version=5, rates=np.ones((2, 3, 4), np.float32), info={"k": [1, 2]}
+        ),
         m.Shutdown(reason="done"),
     ]
 
@@ -70,21 +105,37 @@ def spike_frames():
     return _frames(examples()[0])
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda f: f[:1], "at least 2"),
-    (lambda f: [b"Nonsense", *f[1:]], "unknown message type"),
-    (lambda f: [b"\xff\xfe", *f[1:]], "not ASCII"),
-    (lambda f: [f[0], b"{not json", *f[2:]], "not JSON"),
-    (lambda f: _with_header(f, {**_header(f), "v": 99}), "protocol version 99"),
-    (lambda f: _with_header(f, {**_header(f), "fields": {k: v for k, v in _header(f)["fields"].items() if k != "seq"}}),
-     "missing field 'seq'"),
-    (lambda f: _with_header(f, {**_header(f), "fields": {**_header(f)["fields"], "seq": "four"}}), "SpikeBatch.seq"),
-    (lambda f: _with_header(f, {**_header(f), "fields": {**_header(f)["fields"], "extra": 1}}), "unknown field"),
-    (lambda f: f[:3], "expected 4 frames"),
-    (lambda f: [*f[:2], f[2][:-2], f[3]], "bytes"),
-    (lambda f: _with_header(f, {**_header(f), "arrays": [["neuron", "<f8", [3]], _header(f)["arrays"][1]]}), "dtype"),
-    (lambda f: _with_header(f, {**_header(f), "arrays": [["neuron", "<u2", [-3]], _header(f)["arrays"][1]]}), "bad shape"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda f: f[:1], "at least 2"),
+        (lambda f: [b"Nonsense", *f[1:]], "unknown message type"),
+        (lambda f: [b"\xff\xfe", *f[1:]], "not ASCII"),
+        (lambda f: [f[0], b"{not json", *f[2:]], "not JSON"),
+        (lambda f: _with_header(f, {**_header(f), "v": 99}), "protocol version 99"),
+        (
+            lambda f: _with_header(
+                f, {**_header(f), "fields": {k: v for k, v in _header(f)["fields"].items() if k != "seq"}}
+            ),
+            "missing field 'seq'",
+        ),
+        (
+            lambda f: _with_header(f, {**_header(f), "fields": {**_header(f)["fields"], "seq": "four"}}),
+            "SpikeBatch.seq",
+        ),
+        (lambda f: _with_header(f, {**_header(f), "fields": {**_header(f)["fields"], "extra": 1}}), "unknown field"),
+        (lambda f: f[:3], "expected 4 frames"),
+        (lambda f: [*f[:2], f[2][:-2], f[3]], "bytes"),
+        (
+            lambda f: _with_header(f, {**_header(f), "arrays": [["neuron", "<f8", [3]], _header(f)["arrays"][1]]}),
+            "dtype",
+        ),
+        (
+            lambda f: _with_header(f, {**_header(f), "arrays": [["neuron", "<u2", [-3]], _header(f)["arrays"][1]]}),
+            "bad shape",
+        ),
+    ],
+)
 def test_malformed_frames_raise_clear_errors(mutate, message):
     with pytest.raises(m.MessageError, match=message):
         m.decode(mutate(spike_frames()))
@@ -124,15 +175,18 @@ def _spike_header(**arrays):
     return frames, h
 
 
-@pytest.mark.parametrize("neuron_desc, buffer, message", [
-    (["neuron", "<u2", [2 ** 64]], b"", "bad shape"),  # was OverflowError
-    (["neuron", "<u2", [2 ** 32, 2 ** 32]], b"", "bad shape"),  # int64 size product wrapped to 0 bytes
-    (["neuron", "<u2", [1] * 65], b"\0\0", "bad shape"),  # numpy's 64-dimension limit (ValueError)
-    (["neuron", "<u2", [True]], b"\0\0", "bad shape"),  # was TypeError
-    (["neuron", ",u2", [1]], b"\0\0", "dtype"),  # numpy's dtype parser raised SyntaxError
-    (["neuron", "(2)u1", [1]], b"\0\0", "dtype"),  # an equal dtype spelled differently is refused too
-    (["neuron", "<u2", []], b"\0\0", "bad shape"),  # a 0-d neuron array made len() fail downstream
-])
+@pytest.mark.parametrize(
+    "neuron_desc, buffer, message",
+    [
+        (["neuron", "<u2", [2**64]], b"", "bad shape"),  # was OverflowError
+        (["neuron", "<u2", [2**32, 2**32]], b"", "bad shape"),  # int64 size product wrapped to 0 bytes
+        (["neuron", "<u2", [1] * 65], b"\0\0", "bad shape"),  # numpy's 64-dimension limit (ValueError)
+        (["neuron", "<u2", [True]], b"\0\0", "bad shape"),  # was TypeError
+        (["neuron", ",u2", [1]], b"\0\0", "dtype"),  # numpy's dtype parser raised SyntaxError
+        (["neuron", "(2)u1", [1]], b"\0\0", "dtype"),  # an equal dtype spelled differently is refused too
+        (["neuron", "<u2", []], b"\0\0", "bad shape"),  # a 0-d neuron array made len() fail downstream
+    ],
+)
 def test_array_descriptions_that_crashed_the_decoder(neuron_desc, buffer, message):
     frames, h = _spike_header(neuron=neuron_desc, time_s=["time_s", "<f8", [len(buffer) // 2]])
     with pytest.raises(m.MessageError, match=message):
@@ -150,16 +204,19 @@ def test_deeply_nested_header_is_a_message_error():
         m.decode(_frames(m.Heartbeat(role="presenter", seq=1, clock_s=1.0, info=nested)))
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("seq", 2 ** 63, "64 bits"),  # SQLite's INTEGER overflowed in the store
-    ("t_end_s", 10 ** 400, "does not fit a float"),  # an integer too large for a float (OverflowError)
-    ("t_start_s", float("nan"), "not finite"),  # NaN in a NOT NULL REAL column: IntegrityError in the store
-    ("t_end_s", float("inf"), "not finite"),
-    ("seq", True, "expected int"),
-    ("stream", "\ud800", "surrogate"),  # a lone surrogate cannot be stored as UTF-8
-    ("t_start_s", 5.0, "before t_start_s"),
-    ("total_spikes", 2, r"not an integer in \[3,"),  # fewer in total than in this batch
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("seq", 2**63, "64 bits"),  # SQLite's INTEGER overflowed in the store
+        ("t_end_s", 10**400, "does not fit a float"),  # an integer too large for a float (OverflowError)
+        ("t_start_s", float("nan"), "not finite"),  # NaN in a NOT NULL REAL column: IntegrityError in the store
+        ("t_end_s", float("inf"), "not finite"),
+        ("seq", True, "expected int"),
+        ("stream", "\ud800", "surrogate"),  # a lone surrogate cannot be stored as UTF-8
+        ("t_start_s", 5.0, "before t_start_s"),
+        ("total_spikes", 2, r"not an integer in \[3,"),  # fewer in total than in this batch
+    ],
+)
 def test_field_values_that_would_crash_a_receiver(field, value, message):
     frames = spike_frames()
     h = _header(frames)
@@ -187,33 +244,40 @@ def by_type(name):
     return next(x for x in examples() if type(x).__name__ == name)
 
 
-@pytest.mark.parametrize("frames, message", [
-    # the presenter built an 8 GB frame list from this
-    (lambda: _replace(by_type("TrialPlan"), fixation_frames=10 ** 9), "fixation_frames"),
-    (lambda: _replace(by_type("TrialPlan"), on_frames=0), "on_frames"),
-    (lambda: _replace(by_type("TrialPlan"), refresh_hz=0.0), "refresh_hz"),
-    # hashes and pixels disagree: the presenter died on the count, or cached the wrong pixels under a hash
-    (lambda: _replace(by_type("TrialPlan"), image_hashes=["a", "b", "c"]), "not the hash of its pixels"),
-    (lambda: _replace(by_type("TrialPlan"), image_hashes=by_type("TrialPlan").image_hashes[:2],
-                      reasons=["x", "y"]), "lengths disagree"),
-    (lambda: _replace(by_type("TrialPlan"), reasons=["x"]), "lengths disagree"),
-    (lambda: _replace(by_type("ScreenImage"), image_hash="white"), "not the hash of its pixels"),
-    (lambda: _replace(by_type("ResponsesUpdate"), image_hashes=[]), "lengths disagree"),
-    # a plan for a million images killed the model worker
-    (lambda: _replace(by_type("ModelRequest"), op="plan", n_images=10 ** 6), "n_images"),
-    (lambda: _replace(by_type("ModelRequest"), op="train"), "op"),
-    (lambda: _replace(by_type("ModelRequest"), train_steps=10 ** 12), "train_steps"),
-    # a heartbeat at clock inf marked every response window complete
-    (lambda: _replace(by_type("Heartbeat"), clock_s=float("inf")), "not finite"),
-    (lambda: _replace(by_type("Heartbeat"), clock_s=1e300), "finite time"),
-    (lambda: _replace(by_type("Heartbeat"), role=""), "role"),
-    (lambda: _replace(by_type("EventCode"), clock="mine"), "clock"),
-    (lambda: _replace(by_type("EventCode"), code=-1), "code"),
-    (lambda: _replace(by_type("TrialReport"), status="exploded"), "status"),
-    (lambda: _replace(by_type("TrialReport"), end_s=0.0), "before start_s"),
-    (lambda: _replace(by_type("TrialReport"), dropped_frames=-1), "dropped_frames"),
-    (lambda: _replace(by_type("OnsetReport"), index=10 ** 6), "index"),
-])
+@pytest.mark.parametrize(
+    "frames, message",
+    [
+        # the presenter built an 8 GB frame list from this
+        (lambda: _replace(by_type("TrialPlan"), fixation_frames=10**9), "fixation_frames"),
+        (lambda: _replace(by_type("TrialPlan"), on_frames=0), "on_frames"),
+        (lambda: _replace(by_type("TrialPlan"), refresh_hz=0.0), "refresh_hz"),
+        # hashes and pixels disagree: the presenter died on the count, or cached the wrong pixels under a hash
+        (lambda: _replace(by_type("TrialPlan"), image_hashes=["a", "b", "c"]), "not the hash of its pixels"),
+        (
+            lambda: _replace(
+                by_type("TrialPlan"), image_hashes=by_type("TrialPlan").image_hashes[:2], reasons=["x", "y"]
+            ),
+            "lengths disagree",
+        ),
+        (lambda: _replace(by_type("TrialPlan"), reasons=["x"]), "lengths disagree"),
+        (lambda: _replace(by_type("ScreenImage"), image_hash="white"), "not the hash of its pixels"),
+        (lambda: _replace(by_type("ResponsesUpdate"), image_hashes=[]), "lengths disagree"),
+        # a plan for a million images killed the model worker
+        (lambda: _replace(by_type("ModelRequest"), op="plan", n_images=10**6), "n_images"),
+        (lambda: _replace(by_type("ModelRequest"), op="train"), "op"),
+        (lambda: _replace(by_type("ModelRequest"), train_steps=10**12), "train_steps"),
+        # a heartbeat at clock inf marked every response window complete
+        (lambda: _replace(by_type("Heartbeat"), clock_s=float("inf")), "not finite"),
+        (lambda: _replace(by_type("Heartbeat"), clock_s=1e300), "finite time"),
+        (lambda: _replace(by_type("Heartbeat"), role=""), "role"),
+        (lambda: _replace(by_type("EventCode"), clock="mine"), "clock"),
+        (lambda: _replace(by_type("EventCode"), code=-1), "code"),
+        (lambda: _replace(by_type("TrialReport"), status="exploded"), "status"),
+        (lambda: _replace(by_type("TrialReport"), end_s=0.0), "before start_s"),
+        (lambda: _replace(by_type("TrialReport"), dropped_frames=-1), "dropped_frames"),
+        (lambda: _replace(by_type("OnsetReport"), index=10**6), "index"),
+    ],
+)
 def test_messages_that_decoded_but_killed_a_process_are_refused(frames, message):
     with pytest.raises(m.MessageError, match=message):
         m.decode(frames())
@@ -225,27 +289,37 @@ def _with_array(msg, name, array):
     return _frames(msg)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: _with_array(by_type("SpikeBatch"), "time_s", np.array([1.0, 2.0])), "lengths disagree"),
-    (lambda: _with_array(by_type("SpikeBatch"), "time_s", np.array([1.0, np.nan, 2.0])), "NaN"),
-    (lambda: _with_array(by_type("TrialReport"), "frame_intervals_s", np.array([np.inf], np.float32)), "NaN"),
-    (lambda: _with_array(by_type("ResponsesUpdate"), "counts", np.full((1, 4), np.nan, np.float32)), "NaN"),
-    (lambda: _with_array(by_type("ResponsesUpdate"), "counts", -np.ones((1, 4), np.float32)), "negative"),
-    (lambda: _with_array(by_type("ResponsesUpdate"), "counts", np.ones((2, 4), np.float32)), "lengths disagree"),
-    (lambda: _with_array(by_type("ResponsesUpdate"), "counts", np.ones(4, np.float32)), "rank 1"),
-    (lambda: _with_array(by_type("ModelRequest"), "pixels", np.zeros((2, 8, 8), np.uint8)), "bad shape"),
-    (lambda: _with_array(by_type("ModelRequest"), "pixels", np.zeros((2, 8, 8, 2), np.uint8)), "image shape"),
-    (lambda: _with_array(by_type("ScreenImage"), "pixels", np.zeros(0, np.uint8)), "no image"),
-    (lambda: _with_array(by_type("ModelReply"), "rates", np.zeros((2, 3), np.float32)), "bad shape"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: _with_array(by_type("SpikeBatch"), "time_s", np.array([1.0, 2.0])), "lengths disagree"),
+        (lambda: _with_array(by_type("SpikeBatch"), "time_s", np.array([1.0, np.nan, 2.0])), "NaN"),
+        (lambda: _with_array(by_type("TrialReport"), "frame_intervals_s", np.array([np.inf], np.float32)), "NaN"),
+        (lambda: _with_array(by_type("ResponsesUpdate"), "counts", np.full((1, 4), np.nan, np.float32)), "NaN"),
+        (lambda: _with_array(by_type("ResponsesUpdate"), "counts", -np.ones((1, 4), np.float32)), "negative"),
+        (lambda: _with_array(by_type("ResponsesUpdate"), "counts", np.ones((2, 4), np.float32)), "lengths disagree"),
+        (lambda: _with_array(by_type("ResponsesUpdate"), "counts", np.ones(4, np.float32)), "rank 1"),
+        (lambda: _with_array(by_type("ModelRequest"), "pixels", np.zeros((2, 8, 8), np.uint8)), "bad shape"),
+        (lambda: _with_array(by_type("ModelRequest"), "pixels", np.zeros((2, 8, 8, 2), np.uint8)), "image shape"),
+        (lambda: _with_array(by_type("ScreenImage"), "pixels", np.zeros(0, np.uint8)), "no image"),
+        (lambda: _with_array(by_type("ModelReply"), "rates", np.zeros((2, 3), np.float32)), "bad shape"),
+    ],
+)
 def test_arrays_of_the_wrong_shape_or_values_are_refused(make, message):
     with pytest.raises(m.MessageError, match=message):
         m.decode(make())
 
 
 def test_context_checks_need_the_rig():
-    batch = m.SpikeBatch(stream="s", seq=0, t_start_s=0.0, t_end_s=1.0, total_spikes=1,
-                         neuron=np.array([7], np.uint16), time_s=np.array([0.5]))
+    batch = m.SpikeBatch(
+        stream="s",
+        seq=0,
+        t_start_s=0.0,
+        t_end_s=1.0,
+        total_spikes=1,
+        neuron=np.array([7], np.uint16),
+        time_s=np.array([0.5]),
+    )
     m.check_context(batch, n_neurons=8)
     with pytest.raises(m.MessageError, match="index 7 for a rig of 7 neurons"):
         m.check_context(batch, n_neurons=7)
@@ -273,7 +347,7 @@ def test_receiver_applies_context_checks_and_survives_anything_decode_refuses():
         recv = Receiver(b, context={"roles": ("presenter",), "n_neurons": 4})
         a.send_multipart(_frames(m.Heartbeat(role="cortex", seq=1, clock_s=1.0)))  # wrong role for this socket
         a.send_multipart([b"Heartbeat", b'{"v":1,"fields":' + b"[" * 50_000])  # deep nesting
-        a.send_multipart(_replace(by_type("TrialPlan"), fixation_frames=10 ** 9))
+        a.send_multipart(_replace(by_type("TrialPlan"), fixation_frames=10**9))
         m.send(a, m.Heartbeat(role="presenter", seq=2, clock_s=2.0))
         got = None
         while got is None:
@@ -292,6 +366,7 @@ def test_a_frame_over_the_size_limit_disconnects_its_sender_and_the_receiver_car
     from zmq.utils.monitor import recv_monitor_message
 
     from transport.links import limit_socket
+
     ctx = zmq.Context()
     pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
     limit_socket(pull, max_bytes=4096, hwm=100)
@@ -322,6 +397,7 @@ def test_a_frame_over_the_size_limit_disconnects_its_sender_and_the_receiver_car
 
 def test_high_water_marks_bound_the_queue():
     from transport.links import limit_socket
+
     ctx = zmq.Context()
     pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
     for s in (pull, push):
@@ -346,24 +422,44 @@ def test_high_water_marks_bound_the_queue():
 
 def test_socket_limits_admit_the_largest_valid_message_of_each_socket():
     from transport.links import ENDPOINT_NAMES, socket_limits
+
     shape, per_trial, neurons, held_out, members = (64, 64, 3), 20, 50, 300, 4
-    limits = {name: socket_limits(name, image_shape=shape, images_per_trial=per_trial, n_neurons=neurons,
-                                  predict_images=held_out, ensemble_size=members) for name in ENDPOINT_NAMES}
+    limits = {
+        name: socket_limits(
+            name,
+            image_shape=shape,
+            images_per_trial=per_trial,
+            n_neurons=neurons,
+            predict_images=held_out,
+            ensemble_size=members,
+        )
+        for name in ENDPOINT_NAMES
+    }
     px = np.random.default_rng(0).integers(0, 255, (held_out, *shape), dtype=np.uint8)
     hashes = [image_hash(p) for p in px[:per_trial]]
     largest = {
-        "presenter_plans": m.TrialPlan(trial_id=1, image_hashes=hashes, fixation_frames=1, on_frames=1, off_frames=1,
-                                       iti_frames=1, refresh_hz=60.0, model_version=1, source="model",
-                                       reasons=["r" * 200] * per_trial, pixels=px[:per_trial]),
+        "presenter_plans": m.TrialPlan(
+            trial_id=1,
+            image_hashes=hashes,
+            fixation_frames=1,
+            on_frames=1,
+            off_frames=1,
+            iti_frames=1,
+            refresh_hz=60.0,
+            model_version=1,
+            source="model",
+            reasons=["r" * 200] * per_trial,
+            pixels=px[:per_trial],
+        ),
         "acquisition_events": m.ScreenImage(image_hash=hashes[0], pixels=px[0]),
         "model": m.ModelRequest(request_id=1, op="predict", pixels=px),
     }
-    rates = m.ModelReply(request_id=1, op="predict", model_version=1,
-                         rates=np.zeros((members, held_out, neurons), np.float32))
+    rates = m.ModelReply(
+        request_id=1, op="predict", model_version=1, rates=np.zeros((members, held_out, neurons), np.float32)
+    )
     for name, msg in [*largest.items(), ("model", rates)]:
         max_bytes, hwm = limits[name]
         assert max(memoryview(f).nbytes for f in m.encode(msg)) <= max_bytes, name
         assert hwm >= 16
     with pytest.raises(ValueError, match="unknown socket"):
-        socket_limits("nowhere", image_shape=shape, images_per_trial=1, n_neurons=1, predict_images=1,
-                      ensemble_size=1)
+        socket_limits("nowhere", image_shape=shape, images_per_trial=1, n_neurons=1, predict_images=1, ensemble_size=1)

@@ -1,5 +1,6 @@
 """Replacing a hung model worker, and not one that is only starting: the controller's request and the launcher's
 verdict on it."""
+
 import json
 import time
 

@@ -1,4 +1,5 @@
 """The virtual cortex's neurons: each type prefers its own stimulus; rates are realistic; custom types load."""
+
 import numpy as np
 import pytest
 
@@ -10,8 +11,9 @@ S = 32
 
 
 def pop(kind: str, n: int = 6, seed: int = 3, colour: bool = True) -> Population:
-    return Population(PopulationConfig(n_neurons=n, type_shares={kind: 1.0}, seed=seed, calibration_images=64),
-                      S, colour)
+    return Population(
+        PopulationConfig(n_neurons=n, type_shares={kind: 1.0}, seed=seed, calibration_images=64), S, colour
+    )
 
 
 def grey(n: int = 1) -> np.ndarray:
@@ -27,7 +29,7 @@ def grating(orient_rad, wavelength, centre, radius, contrast=0.9):
     """Stripes running along (cos, sin) of orient_rad (x right, y down), inside a disk."""
     yy, xx = coords()
     u = (xx - centre[1]) * -np.sin(orient_rad) + (yy - centre[0]) * np.cos(orient_rad)
-    disk = ((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) <= radius ** 2
+    disk = ((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) <= radius**2
     lum = 0.5 + 0.5 * contrast * np.cos(2 * np.pi * u / wavelength) * disk
     return np.repeat(lum[..., None], 3, -1).astype(np.float32)
 
@@ -53,8 +55,11 @@ def test_oriented_unit_ignores_a_grating_outside_its_rf():
     g = p.groups[0]
     # The smallest RF whose mirror point (across the image centre) lies well outside it.
     far_from = lambda i: (S - 1 - g.centre_yx[i][0], S - 1 - g.centre_yx[i][1])  # noqa: E731
-    usable = [i for i in np.argsort(g.diameter_px)
-              if np.hypot(*(np.array(far_from(i)) - g.centre_yx[i])) >= g.diameter_px[i] * 1.2]
+    usable = [
+        i
+        for i in np.argsort(g.diameter_px)
+        if np.hypot(*(np.array(far_from(i)) - g.centre_yx[i])) >= g.diameter_px[i] * 1.2
+    ]
     assert usable, "no unit has an RF off-centre enough for this check"
     i = int(usable[0])
     far = far_from(i)
@@ -85,7 +90,7 @@ def arc_image(g, i, straight=False):
             a = direction + t * turning
             pts.append((cx + r * (np.cos(a) - np.cos(direction)), cy + r * (np.sin(a) - np.sin(direction))))
     for px, py in pts:
-        img = np.maximum(img, np.exp(-((xx - px) ** 2 + (yy - py) ** 2) / (2 * width ** 2)))
+        img = np.maximum(img, np.exp(-((xx - px) ** 2 + (yy - py) ** 2) / (2 * width**2)))
     lum = 0.5 + 0.45 * img
     return np.repeat(lum[..., None], 3, -1).astype(np.float32)
 
@@ -102,7 +107,7 @@ def test_curvature_units_prefer_their_curve_to_a_straight_bar():
 
 def dot_image(centre, radius, bright=True, contrast=0.15):
     yy, xx = coords()
-    d = np.exp(-((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / (2 * radius ** 2))
+    d = np.exp(-((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / (2 * radius**2))
     lum = 0.5 + (contrast if bright else -contrast) * d
     return np.repeat(lum[..., None], 3, -1).astype(np.float32)
 
@@ -112,7 +117,7 @@ def bar_image(centre, radius, orient_rad, bright=True, half_length=None, contras
     yy, xx = coords()
     u = (xx - centre[1]) * -np.sin(orient_rad) + (yy - centre[0]) * np.cos(orient_rad)
     v = (xx - centre[1]) * np.cos(orient_rad) + (yy - centre[0]) * np.sin(orient_rad)
-    d = np.exp(-u ** 2 / (2 * radius ** 2))
+    d = np.exp(-(u**2) / (2 * radius**2))
     if half_length is not None:
         d = d * np.clip((half_length - np.abs(v)) / radius, 0, 1)
     lum = 0.5 + (contrast if bright else -contrast) * d
@@ -122,8 +127,13 @@ def bar_image(centre, radius, orient_rad, bright=True, half_length=None, contras
 def test_dot_units_prefer_a_dot_to_a_bar_and_have_a_polarity():
     # Small RFs, so that bars can end (smoothly) well outside the RF yet inside the image:
     # an image border cuts a bar off sharply, and a cut-off bar end is a blob.
-    p = Population(PopulationConfig(n_neurons=16, type_shares={"dot": 1.0}, seed=3, calibration_images=64,
-                                    rf_size_frac=(0.15, 0.2)), S, True)
+    p = Population(
+        PopulationConfig(
+            n_neurons=16, type_shares={"dot": 1.0}, seed=3, calibration_images=64, rf_size_frac=(0.15, 0.2)
+        ),
+        S,
+        True,
+    )
     g = p.groups[0]
     tested = 0
     for i in range(g.n):
@@ -131,8 +141,12 @@ def test_dot_units_prefer_a_dot_to_a_bar_and_have_a_polarity():
         length = 0.9 * min(c[0], c[1], S - 1 - c[0], S - 1 - c[1])  # bar half-length, ends inside the image
         if length < 1.5 * g.diameter_px[i]:
             continue
-        imgs = [dot_image(c, rad, bright), bar_image(c, rad, 0.0, bright, length), bar_image(c, rad, np.pi / 2, bright, length),
-                dot_image(c, rad, not bright)]
+        imgs = [
+            dot_image(c, rad, bright),
+            bar_image(c, rad, 0.0, bright, length),
+            bar_image(c, rad, np.pi / 2, bright, length),
+            dot_image(c, rad, not bright),
+        ]
         r = p.rates(np.stack(imgs))[:, i] - p.baseline_hz[i]
         assert r[0] > 3 and r[0] > 2 * max(r[1], r[2]), (i, r)
         assert r[0] > 2 * r[3], (i, r)
@@ -147,7 +161,7 @@ def filtered_noise(orient_profile_rad, wavelength, seed, contrast=0.35):
     fy, fx = np.meshgrid(f, f, indexing="ij")
     rad = np.hypot(fx, fy)
     theta = np.arctan2(fy, fx)
-    spec = np.exp(-(np.log(np.maximum(rad, 1e-6) * wavelength) ** 2) / (2 * 0.25 ** 2))
+    spec = np.exp(-(np.log(np.maximum(rad, 1e-6) * wavelength) ** 2) / (2 * 0.25**2))
     if orient_profile_rad is not None:
         # energy at wave-vector angle = stripe orientation + 90 deg
         o = sum(np.exp(3 * (np.cos(2 * (theta - (a + np.pi / 2))) - 1)) for a in orient_profile_rad)
@@ -218,8 +232,9 @@ def test_rates_are_realistic_on_natural_patches():
 
 
 def test_divisive_normalization_lowers_a_response_when_the_population_is_driven():
-    weak = PopulationConfig(n_neurons=12, seed=4, type_shares={"oriented": 1.0}, calibration_images=64,
-                            normalization_strength=0.0)
+    weak = PopulationConfig(
+        n_neurons=12, seed=4, type_shares={"oriented": 1.0}, calibration_images=64, normalization_strength=0.0
+    )
     strong = weak.model_copy(update={"normalization_strength": 5.0})
     p0, p1 = Population(weak, S, True), Population(strong, S, True)
     imgs = natural_patches(64, S, True, seed=7)
@@ -249,8 +264,13 @@ def test_type_shares_give_exact_counts_and_describe_is_complete():
     # Shares are relative (need not sum to one), and a zero share gets no entry.
     assert split_counts(4, {"oriented": 2.0, "colour": 1.0, "dot": 0.0}) == {"oriented": 3, "colour": 1}
     # The Population builds exactly those groups, in NEURON_TYPES order.
-    mixed = Population(PopulationConfig(n_neurons=10, type_shares={"cnn": 0.25, "oriented": 0.5, "dot": 0.25}, seed=0,
-                                        calibration_images=16), S, True)
+    mixed = Population(
+        PopulationConfig(
+            n_neurons=10, type_shares={"cnn": 0.25, "oriented": 0.5, "dot": 0.25}, seed=0, calibration_images=16
+        ),
+        S,
+        True,
+    )
     assert [(g.type_name, g.n) for g in mixed.groups] == [("oriented", 5), ("dot", 3), ("cnn", 2)]
     p = Population(PopulationConfig(n_neurons=13, seed=0, calibration_images=32), S, True)
     d = p.describe()
@@ -283,8 +303,18 @@ def custom_path(fn: str) -> str:
 
 def test_custom_neuron_type_loads_from_a_rig_file_like_config():
     from controller.config import parse_rig
-    rig = parse_rig({"cortex": {"population": {"n_neurons": 4, "calibration_images": 32,
-                                               "custom": [custom_path("brightness_and_redness")]}}})
+
+    rig = parse_rig(
+        {
+            "cortex": {
+                "population": {
+                    "n_neurons": 4,
+                    "calibration_images": 32,
+                    "custom": [custom_path("brightness_and_redness")],
+                }
+            }
+        }
+    )
     p = Population(rig.cortex.population, S, True)
     assert p.n_neurons == 6 and p.types[-2:] == [f"custom:{custom_path('brightness_and_redness')}"] * 2
     white = np.ones((1, S, S, 3), np.float32)

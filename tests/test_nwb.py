@@ -1,4 +1,5 @@
 """NWB export of a short session: what it holds, and that nwbinspector (what DANDI runs) accepts it."""
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,8 @@ def test_nwbinspector_finds_nothing_critical_and_no_best_practice_violation(expo
     messages = _inspect(exported)
     levels = Counter(msg.importance.name for msg in messages)
     assert levels["CRITICAL"] == 0 and levels["BEST_PRACTICE_VIOLATION"] == 0, [
-        (msg.importance.name, msg.check_function_name, msg.message) for msg in messages]
+        (msg.importance.name, msg.check_function_name, msg.message) for msg in messages
+    ]
     # The rig sets every piece of metadata, and every image is described: not even a suggestion is left.
     assert [(msg.check_function_name, msg.object_name) for msg in messages] == []
 
@@ -66,8 +68,10 @@ def test_the_simulated_rigs_defaults_pass_too(session, tmp_path):
     db.close()
     export_nwb(copy, tmp_path / "d.nwb")
     found = {(msg.importance.name, msg.check_function_name) for msg in _inspect(tmp_path / "d.nwb")}
-    assert found == {("BEST_PRACTICE_SUGGESTION", "check_experimenter_exists"),
-                     ("BEST_PRACTICE_SUGGESTION", "check_institution")}
+    assert found == {
+        ("BEST_PRACTICE_SUGGESTION", "check_experimenter_exists"),
+        ("BEST_PRACTICE_SUGGESTION", "check_institution"),
+    }
 
 
 def test_nwb_holds_units_trials_presentations_and_described_images(session, exported):
@@ -88,7 +92,11 @@ def test_nwb_holds_units_trials_presentations_and_described_images(session, expo
         f = io.read()
         s = rig.session
         assert (f.subject.subject_id, f.subject.species, f.subject.sex, f.subject.age) == (
-            s.subject_id, s.subject_species, s.subject_sex, s.subject_age)
+            s.subject_id,
+            s.subject_species,
+            s.subject_sex,
+            s.subject_age,
+        )
         assert "simulated" in f.subject.description
         assert list(f.experimenter) == ["Doe, Jane"] and f.institution == "Test Institute"
         assert list(f.keywords) == list(s.keywords)
@@ -121,8 +129,9 @@ def test_nwb_holds_units_trials_presentations_and_described_images(session, expo
         assert len(align) == summary["images_shown"]
         rate = np.polyfit(align["presenter_clock"], align["acquisition_clock"], 1)[0]
         assert (rate - 1) * 1e6 == pytest.approx(rig.cortex.recording.clock_drift_ppm, abs=1.0)
-        assert np.abs(align["residual"]).max() * 1000 == pytest.approx(summary["clock_alignment"]["residual_max_ms"],
-                                                                        abs=1e-6)
+        assert np.abs(align["residual"]).max() * 1000 == pytest.approx(
+            summary["clock_alignment"]["residual_max_ms"], abs=1e-6
+        )
 
 
 def test_a_session_that_recorded_nothing_exports_and_passes(tmp_path):

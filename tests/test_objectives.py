@@ -1,4 +1,5 @@
 """The objectives that score how well an image discriminates hypotheses."""
+
 import math
 
 import numpy as np
@@ -107,6 +108,7 @@ def test_excitation_population_weights_and_named_objectives():
 
 # ----------------------------------------------------------------------------- EPIG
 
+
 def members(*deviations, base=20.0):
     """Rates (M, images, 1 neuron): base + deviation of each member, one tuple of member deviations per image."""
     return (base + torch.tensor(deviations, dtype=torch.float64).T).unsqueeze(-1)
@@ -139,7 +141,7 @@ def test_epig_matches_the_bivariate_normal_information_by_hand():
     cand = members((10.0, -10.0), base=40.0)  # counts 10 and 6: mean 8, member variance 4
     ref = members((-5.0, 5.0), base=25.0)  # counts 4 and 6: mean 5, member variance 1, cov with cand -2
     var_y, var_ys, cov = 4.0 + fano * 8.0, 1.0 + fano * 5.0, -2.0
-    rho2 = cov ** 2 / (var_y * var_ys)
+    rho2 = cov**2 / (var_y * var_ys)
     expected = -0.5 * math.log(1.0 - rho2)
     got = float(predictive_information(cand, ref, window, fano_factor=fano))
     assert abs(got - expected) < 1e-9

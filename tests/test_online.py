@@ -1,4 +1,5 @@
 """Online compact ensemble: interface, training reduces the loss, frozen snapshots, devices, bootstrap."""
+
 import numpy as np
 import pytest
 import torch
@@ -13,9 +14,19 @@ SHAPE = (16, 16, 3)
 
 
 def _cfg(**kw) -> ModelConfig:
-    base = dict(kind="compact", filters_per_layer=4, n_layers=3, strides=[2, 2, 1], kernel_size=3,
-                ensemble_size=2, batch_size=32, learning_rate=1e-2, min_responses_to_train=16, form="loop",
-                max_stored_responses=1000)
+    base = dict(
+        kind="compact",
+        filters_per_layer=4,
+        n_layers=3,
+        strides=[2, 2, 1],
+        kernel_size=3,
+        ensemble_size=2,
+        batch_size=32,
+        learning_rate=1e-2,
+        min_responses_to_train=16,
+        form="loop",
+        max_stored_responses=1000,
+    )
     return ModelConfig(**{**base, **kw})
 
 
@@ -128,6 +139,7 @@ def test_device_handling():
             resolve_device("cuda")
         with pytest.raises(RuntimeError, match="no CUDA GPU"):
             make_online_model(_cfg(device="cuda"), 3, SHAPE)
+
 
 def test_form_is_the_one_asked_for_or_the_faster_one_timed_at_startup(monkeypatch):
     for form, net_class in (("loop", LoopForm), ("stacked", StackedCompact)):

@@ -1,4 +1,5 @@
 """Open Ephys Event Broadcaster format, checked through real pyzmq sockets and a plain json reader."""
+
 import json
 import struct
 import time
@@ -18,8 +19,16 @@ from acquisition.openephys import (
     spikes_from_messages,
 )
 
-SPIKE_KEYS = {"event_type", "stream", "source_node", "electrode", "num_channels", "sample_rate", "sample_number",
-              "sorted_id"}
+SPIKE_KEYS = {
+    "event_type",
+    "stream",
+    "source_node",
+    "electrode",
+    "num_channels",
+    "sample_rate",
+    "sample_number",
+    "sorted_id",
+}
 TTL_KEYS = {"event_type", "stream", "source_node", "sample_rate", "channel_name", "sample_number", "line", "state"}
 
 
@@ -117,19 +126,22 @@ def _spike_body(**changes):
     return [kind, json.dumps({**json.loads(body), **changes}).encode()]
 
 
-@pytest.mark.parametrize("frames, message", [
-    ([struct.pack("<H", 1), b"[" * 100_000 + b"]" * 100_000], "nested too deeply"),  # was RecursionError
-    ([struct.pack("<H", 0), b'{"sample_number": ' + b"9" * 4400 + b"}"], "not JSON"),  # was a plain ValueError
-    (_spike_body(sample_rate=0), "sample_rate"),  # was ZeroDivisionError in spikes_from_messages
-    (_spike_body(sample_rate=float("nan")), "sample_rate"),
-    (_spike_body(sample_rate=1e-300), "sample_rate"),  # times would be infinite
-    (_spike_body(sample_number=10 ** 400), "sample_number"),  # was OverflowError (int / float)
-    (_spike_body(num_channels=10 ** 18), "num_channels"),  # a loop over 10^18 channels
-    (_spike_body(stream="x" * 10_000), "stream"),
-    ([struct.pack("<H", 1), b" " * (2 << 20)], "body of"),
-    ([struct.pack("<H", 0), 5], "not bytes"),
-    ("frames", "must be a list"),
-])
+@pytest.mark.parametrize(
+    "frames, message",
+    [
+        ([struct.pack("<H", 1), b"[" * 100_000 + b"]" * 100_000], "nested too deeply"),  # was RecursionError
+        ([struct.pack("<H", 0), b'{"sample_number": ' + b"9" * 4400 + b"}"], "not JSON"),  # was a plain ValueError
+        (_spike_body(sample_rate=0), "sample_rate"),  # was ZeroDivisionError in spikes_from_messages
+        (_spike_body(sample_rate=float("nan")), "sample_rate"),
+        (_spike_body(sample_rate=1e-300), "sample_rate"),  # times would be infinite
+        (_spike_body(sample_number=10**400), "sample_number"),  # was OverflowError (int / float)
+        (_spike_body(num_channels=10**18), "num_channels"),  # a loop over 10^18 channels
+        (_spike_body(stream="x" * 10_000), "stream"),
+        ([struct.pack("<H", 1), b" " * (2 << 20)], "body of"),
+        ([struct.pack("<H", 0), 5], "not bytes"),
+        ("frames", "must be a list"),
+    ],
+)
 def test_inputs_that_crashed_the_decoder_are_format_errors(frames, message):
     with pytest.raises(OpenEphysFormatError, match=message):
         decode_message(frames)
@@ -137,8 +149,16 @@ def test_inputs_that_crashed_the_decoder_are_format_errors(frames, message):
 
 def test_electrodes_beyond_uint16_and_odd_numbers_are_skipped_not_raised():
     layout = UnitLayout(units_per_electrode=1)
-    names = ["Electrode 70000", "Electrode 65537", "Electrode 1_0", "Electrode  7", "Electrode " + "9" * 200,
-             "Electrode ²", "Electrode 65536", "Electrode 3"]
+    names = [
+        "Electrode 70000",
+        "Electrode 65537",
+        "Electrode 1_0",
+        "Electrode  7",
+        "Electrode " + "9" * 200,
+        "Electrode ²",
+        "Electrode 65536",
+        "Electrode 3",
+    ]
     bodies = [decode_message(_spike_body(electrode=n)) for n in names]
     neuron, t, skipped = spikes_from_messages(bodies, layout)  # was OverflowError converting to uint16
     assert list(neuron) == [65535, 2] and skipped == len(names) - 2
@@ -146,8 +166,32 @@ def test_electrodes_beyond_uint16_and_odd_numbers_are_skipped_not_raised():
 
 
 # -- the short path for well-formed messages accepts exactly what the full check accepts ----------------------------
-_ODD_VALUES = [None, True, False, 0, 1, -1, 7, 2 ** 31, 2 ** 63, -(2 ** 63) - 1, 1.5, 30000.0, float("nan"),
-               float("inf"), 1e-300, "", "x", "spike", "ttl", "x" * 300, "a\x00b", [], {}, [1]]
+_ODD_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    7,
+    2**31,
+    2**63,
+    -(2**63) - 1,
+    1.5,
+    30000.0,
+    float("nan"),
+    float("inf"),
+    1e-300,
+    "",
+    "x",
+    "spike",
+    "ttl",
+    "x" * 300,
+    "a\x00b",
+    [],
+    {},
+    [1],
+]
 
 
 def _mutations(frames):
@@ -159,8 +203,11 @@ def _mutations(frames):
             yield {**body, key: value}
 
 
-@pytest.mark.parametrize("frames", [encode_spikes(np.array([3]), np.array([0.5]), num_channels=3)[0],
-                                    encode_ttl(15000, 4, True)], ids=["spike", "ttl"])
+@pytest.mark.parametrize(
+    "frames",
+    [encode_spikes(np.array([3]), np.array([0.5]), num_channels=3)[0], encode_ttl(15000, 4, True)],
+    ids=["spike", "ttl"],
+)
 def test_short_path_accepts_only_what_the_full_check_accepts(frames):
     from acquisition.openephys import _SPIKE_FIELDS, _TTL_FIELDS, _check_fields
 

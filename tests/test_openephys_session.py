@@ -1,4 +1,5 @@
 """Sessions that read the Open Ephys Event Broadcaster stream (the virtual cortex publishing only that), end to end."""
+
 import json
 import sqlite3
 import time
@@ -14,25 +15,40 @@ N_NEURONS = 8
 def openephys_rig(rig, **openephys):
     """The same rig, its recording system heard only through the Open Ephys format: neuron k is the virtual
     cortex's unit ("Electrode k+1", 1)."""
-    return with_overrides(rig, cortex={"source": "openephys", "openephys": {
-        "units": [[k + 1, 1] for k in range(N_NEURONS)], "virtual_cortex": True, **openephys}},
-        endpoints={"acquisition_pub": "off"})
+    return with_overrides(
+        rig,
+        cortex={
+            "source": "openephys",
+            "openephys": {"units": [[k + 1, 1] for k in range(N_NEURONS)], "virtual_cortex": True, **openephys},
+        },
+        endpoints={"acquisition_pub": "off"},
+    )
 
 
 def responses(path):
     db = sqlite3.connect(path / "session.sqlite")
-    return db.execute("SELECT trial_id, idx, image_hash, onset_acq_s, window_start_s, window_end_s, counts, valid, "
-                      "model_version, source, reason FROM responses ORDER BY trial_id, idx").fetchall()
+    return db.execute(
+        "SELECT trial_id, idx, image_hash, onset_acq_s, window_start_s, window_end_s, counts, valid, "
+        "model_version, source, reason FROM responses ORDER BY trial_id, idx"
+    ).fetchall()
 
 
 def test_open_ephys_session_records_the_same_responses_as_the_native_stream(tmp_path):
     # A photodiode on line 8 and a display lag of 8-10 ms: the neurons see each image then, and both sessions
     # take the photodiode edges as the onsets.
-    rig = with_overrides(small_rig(n_trials=4), model={"form": "stacked", "steps_per_trial": 5},
-                         fixation={"break_probability": 0.3},
-                         cortex={"ttl": {"photodiode_line": 8},
-                                 "recording": {**small_rig().cortex.recording.model_dump(),
-                                               "photodiode_lag_ms": 8.0, "photodiode_jitter_ms": 2.0}})
+    rig = with_overrides(
+        small_rig(n_trials=4),
+        model={"form": "stacked", "steps_per_trial": 5},
+        fixation={"break_probability": 0.3},
+        cortex={
+            "ttl": {"photodiode_line": 8},
+            "recording": {
+                **small_rig().cortex.recording.model_dump(),
+                "photodiode_lag_ms": 8.0,
+                "photodiode_jitter_ms": 2.0,
+            },
+        },
+    )
     native = run_session(rig, tmp_path / "native")
     oe_rig = openephys_rig(rig)
     assert session_roles(oe_rig) == ("cortex", "model", "presenter", "controller")
@@ -65,8 +81,11 @@ def test_open_ephys_session_records_the_same_responses_as_the_native_stream(tmp_
 def test_a_stream_that_stops_ends_the_session_cleanly_with_a_summary(tmp_path):
     # Real time: on a virtual clock time moves only with the stream, so silence there is not a stopped stream.
     rig = small_rig(n_trials=200, speed="realtime")
-    rig = with_overrides(rig, cortex={"recording": {**rig.cortex.recording.model_dump(), "stop_after_s": 8.0}},
-                         model={"kind": "baseline"})
+    rig = with_overrides(
+        rig,
+        cortex={"recording": {**rig.cortex.recording.model_dump(), "stop_after_s": 8.0}},
+        model={"kind": "baseline"},
+    )
     rig = openephys_rig(rig, stale_after_s=0.5)
     t0 = time.monotonic()
     summary = run_session(rig, tmp_path / "stops")
@@ -107,8 +126,9 @@ def test_an_open_ephys_session_exports_its_trials_and_onsets_to_nwb(tmp_path):
 
     from records.nwb import export_nwb
 
-    rig = openephys_rig(with_overrides(small_rig(n_trials=3), model={"kind": "baseline"},
-                                       fixation={"break_probability": 0.3}))
+    rig = openephys_rig(
+        with_overrides(small_rig(n_trials=3), model={"kind": "baseline"}, fixation={"break_probability": 0.3})
+    )
     summary = run_session(rig, tmp_path / "oe")
     result = export_nwb(tmp_path / "oe", tmp_path / "oe.nwb")
     with NWBHDF5IO(str(tmp_path / "oe.nwb"), "r") as io:

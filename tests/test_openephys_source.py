@@ -1,4 +1,5 @@
 """The Open Ephys source against a plain pyzmq PUB speaking the Event Broadcaster's JSON format."""
+
 import json
 import struct
 import time
@@ -33,10 +34,10 @@ def pub():
 
 
 def source(pub, clock=None, **cfg):
-    cfg = OpenEphysConfig(**{"units": [["Electrode 3", 1], [1, 2], ["Tetrode 2", 1]], "clock_margin_ms": 10.0,
-                             **cfg})
-    src = OpenEphysSource(cfg, TtlConfig(photodiode_line=9), pub.getsockopt_string(zmq.LAST_ENDPOINT), RATE,
-                          clock or VirtualClock())
+    cfg = OpenEphysConfig(**{"units": [["Electrode 3", 1], [1, 2], ["Tetrode 2", 1]], "clock_margin_ms": 10.0, **cfg})
+    src = OpenEphysSource(
+        cfg, TtlConfig(photodiode_line=9), pub.getsockopt_string(zmq.LAST_ENDPOINT), RATE, clock or VirtualClock()
+    )
     assert src.describe(5.0)["n_neurons"] == 3
     return src
 
@@ -56,9 +57,15 @@ def of(msgs, kind):
 def test_units_are_mapped_in_order_and_unsorted_or_unknown_units_skipped_and_counted(pub):
     src = source(pub)
     try:
-        sent = [("Electrode 3", 1, 300), ("Electrode 1", 2, 330), ("Electrode 3", 0, 360),  # unsorted
-                ("Electrode 3", 2, 390), ("Stereotrode 1", 1, 420),  # unknown units
-                ("Tetrode 2", 1, 450), ("Electrode 3", 1, 30_000)]
+        sent = [
+            ("Electrode 3", 1, 300),
+            ("Electrode 1", 2, 330),
+            ("Electrode 3", 0, 360),  # unsorted
+            ("Electrode 3", 2, 390),
+            ("Stereotrode 1", 1, 420),  # unknown units
+            ("Tetrode 2", 1, 450),
+            ("Electrode 3", 1, 30_000),
+        ]
         for e, u, s in sent:
             pub.send_multipart(spike(e, u, s))
         msgs = take(src, lambda g: sum(len(b.neuron) for b in of(g, m.SpikeBatch)) >= 4)
@@ -122,8 +129,11 @@ def test_code_words_and_photodiode_edges_become_event_codes(pub):
         frames, asked = [], [(20, 3000), (20, 9000), (20, 15000), (30, 15100)]  # the last one is delayed
         for code, s in asked:
             frames += [encode_ttl(t.sample, t.line, t.state, RATE) for t in enc.write(code, s)[1]]
-        frames += [encode_ttl(3300, 9, True, RATE), encode_ttl(9300, 9, False, RATE),
-                   encode_ttl(9400, 13, True, RATE)]  # line 13: nothing is wired there
+        frames += [
+            encode_ttl(3300, 9, True, RATE),
+            encode_ttl(9300, 9, False, RATE),
+            encode_ttl(9400, 13, True, RATE),
+        ]  # line 13: nothing is wired there
         frames.sort(key=lambda f: json.loads(f[1])["sample_number"])
         frames.append(spike("Electrode 3", 1, 30_000))  # the stream moves on: every word is complete
         for f in frames:
@@ -132,8 +142,14 @@ def test_code_words_and_photodiode_edges_become_event_codes(pub):
     finally:
         src.close()
     codes = sorted((e.time_s, e.code) for e in of(msgs, m.EventCode))
-    assert codes == [(3000 / RATE, 20), (3300 / RATE, m.Codes.PHOTODIODE), (9000 / RATE, 20),
-                     (9300 / RATE, m.Codes.PHOTODIODE), (15000 / RATE, 20), (15300 / RATE, 30)]
+    assert codes == [
+        (3000 / RATE, 20),
+        (3300 / RATE, m.Codes.PHOTODIODE),
+        (9000 / RATE, 20),
+        (9300 / RATE, m.Codes.PHOTODIODE),
+        (15000 / RATE, 20),
+        (15300 / RATE, 30),
+    ]
     assert all(e.clock == "acquisition" and e.trial_id == -1 and e.index == -1 for e in of(msgs, m.EventCode))
     assert src.counters()["unknown_line_events"] == 1 and src.counters()["unknown_lines"] == [13]
 
@@ -170,8 +186,21 @@ def test_bench_ingest_loses_nothing_through_each_source(tmp_path):
     from bench.ingest import main
 
     out = tmp_path / "ingest.json"
-    main(["--sources", "native", "openephys", "--native-spikes", "30000", "--openephys-spikes", "30000",
-          "--units", "64", "--json", str(out)])
+    main(
+        [
+            "--sources",
+            "native",
+            "openephys",
+            "--native-spikes",
+            "30000",
+            "--openephys-spikes",
+            "30000",
+            "--units",
+            "64",
+            "--json",
+            str(out),
+        ]
+    )
     rows = {r["source"]: r for r in json.loads(out.read_text())["sources"]}
     for name, n in (("native", 30000), ("openephys", 30000)):
         r = rows[name]

@@ -1,4 +1,5 @@
 """Image pools: sizes, determinism, gaudy images, and a held-out test set that has colour and shares no pixels."""
+
 import numpy as np
 
 from stimulus.config import ImagesConfig
@@ -90,6 +91,7 @@ def test_gaudy_binarizes_each_channel_at_its_mean():
 
 # ---- the default source is unchanged: the scikit-image photographs give the same pools, image for image ----
 
+
 def pools_digest(p) -> str:
     """One digest over every pool image's hash (stimulus.images.image_hash, the key every process and the session
     store use), in pool order, and the train kinds."""
@@ -172,8 +174,15 @@ def write_lab_folder(folder: Path, n_train: int = 12, n_test: int = 6) -> tuple[
 
 
 def own(tmp_path, **keys) -> ImagesConfig:
-    base = dict(source="folder", path=str(tmp_path / "lab"), size_px=16, pool_size=10, test_size=10,
-                gaudy_share=0.2, cache_dir=str(tmp_path / "cache"))
+    base = dict(
+        source="folder",
+        path=str(tmp_path / "lab"),
+        size_px=16,
+        pool_size=10,
+        test_size=10,
+        gaudy_share=0.2,
+        cache_dir=str(tmp_path / "cache"),
+    )
     return ImagesConfig(**{**base, **keys})
 
 
@@ -230,8 +239,10 @@ def test_folder_decoding_grey_colour_alpha_and_16_bit(tmp_path):
     assert np.array_equal(decode_image_file(lab / "img_04.png"), np.rint(wide / 257).astype(np.uint8))
     grey = ImagesConfig(source="folder", path=str(lab), size_px=16, colour=False)
     colour = grey.model_copy(update={"colour": True})
-    g, c = resize_image(decode_image_file(lab / "img_00.png"), grey), resize_image(
-        decode_image_file(lab / "img_00.png"), colour)
+    g, c = (
+        resize_image(decode_image_file(lab / "img_00.png"), grey),
+        resize_image(decode_image_file(lab / "img_00.png"), colour),
+    )
     assert g.shape == (16, 16, 1) and c.shape == (16, 16, 3)
     assert np.abs(g[..., 0].astype(float) - c.astype(float) @ [0.299, 0.587, 0.114]).max() <= 1.0
     grey_in_colour = resize_image(decode_image_file(lab / "img_01.png"), colour)
@@ -275,8 +286,16 @@ def test_npy_array_with_share_or_a_test_array(tmp_path):
     assert not set(p.test_origin) & set(p.train_origin)
     # A separate array of test images, float in [0, 1] and grey.
     np.save(tmp_path / "held.npy", rng.random((10, 20, 20)).astype(np.float32))
-    q = make_pools(own(tmp_path, source="npy", path=str(tmp_path / "stim.npy"),
-                       test_path=str(tmp_path / "held.npy"), pool_size=30, gaudy_share=0.0))
+    q = make_pools(
+        own(
+            tmp_path,
+            source="npy",
+            path=str(tmp_path / "stim.npy"),
+            test_path=str(tmp_path / "held.npy"),
+            pool_size=30,
+            gaudy_share=0.0,
+        )
+    )
     assert q.test_origin == tuple(f"held.npy[{i}]" for i in range(10))
     assert len(q.train_origin) == 30 and all(n.startswith("stim.npy[") for n in q.train_origin)
     assert np.all(q.test[..., 0] == q.test[..., 1])  # grey entries, colour rig
@@ -353,23 +372,40 @@ def test_every_process_builds_the_same_pools(tmp_path):
     """Two fresh interpreters (as the cortex, model worker and controller are), the first decoding into an empty
     cache and the second reading it, build the same pools as this one (which decodes into another cache)."""
     write_lab_folder(tmp_path / "lab", n_train=20, n_test=10)
-    keys = dict(source="folder", path=str(tmp_path / "lab"), size_px=16, pool_size=15, test_size=10,
-                test_files=["test_*"], cache_dir=str(tmp_path / "shared-cache"))
+    keys = dict(
+        source="folder",
+        path=str(tmp_path / "lab"),
+        size_px=16,
+        pool_size=15,
+        test_size=10,
+        test_files=["test_*"],
+        cache_dir=str(tmp_path / "shared-cache"),
+    )
     runs = []
     for _ in range(2):
-        out = subprocess.run([sys.executable, "-c", BUILD_IN_FRESH_INTERPRETER, json.dumps(keys)], cwd=REPO,
-                             capture_output=True, text=True, timeout=120, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", BUILD_IN_FRESH_INTERPRETER, json.dumps(keys)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
         runs.append(json.loads(out.stdout))
     assert runs[0]["decoded"] == 30 and runs[1]["decoded"] == 0  # the second process read the cache
     here = make_pools(ImagesConfig(**{**keys, "cache_dir": str(tmp_path / "own-cache")}))
-    mine = {"train": [image_hash(x) for x in here.train], "test": [image_hash(x) for x in here.test],
-            "origin": list(here.train_origin) + list(here.test_origin)}
+    mine = {
+        "train": [image_hash(x) for x in here.train],
+        "test": [image_hash(x) for x in here.test],
+        "origin": list(here.train_origin) + list(here.test_origin),
+    }
     for run in runs:
         assert {k: run[k] for k in mine} == mine
     assert len(set(mine["train"])) == 15 and len(set(mine["test"])) == 10
 
 
 # ---- bad input: each error names the file (or key) and why ----
+
 
 def test_config_refuses_keys_that_do_not_fit_the_source():
     from pydantic import ValidationError
@@ -432,11 +468,17 @@ def test_folder_errors_name_the_file_and_why(tmp_path, monkeypatch):
 
 def test_fewer_images_than_asked(tmp_path):
     write_lab_folder(tmp_path / "lab", n_train=12, n_test=10)
-    with pytest.raises(ImageSourceError, match=r"pool_size: 12 training images, but pool_size 20 with gaudy_share "
-                                               r"0.2 asks for 16 natural .* set pool_size to at most 15"):
+    with pytest.raises(
+        ImageSourceError,
+        match=r"pool_size: 12 training images, but pool_size 20 with gaudy_share "
+        r"0.2 asks for 16 natural .* set pool_size to at most 15",
+    ):
         make_pools(own(tmp_path, test_files=["test_*"], pool_size=20))
-    with pytest.raises(ImageSourceError, match=r"test_size: 10 test images \(the files test_files names\), but "
-                                               "test_size asks for 11"):
+    with pytest.raises(
+        ImageSourceError,
+        match=r"test_size: 10 test images \(the files test_files names\), but "
+        "test_size asks for 11",
+    ):
         make_pools(own(tmp_path, test_files=["test_*"], test_size=11))
     assert len(make_pools(own(tmp_path, test_files=["test_*"], pool_size=15)).train) == 15  # the largest pool fits
 

@@ -1,4 +1,5 @@
 """The presenter contract, run against every presenter; plus schedule, geometry, fixation and factory."""
+
 from __future__ import annotations
 
 import math
@@ -54,6 +55,7 @@ def presenter(request, small_display):
     else:
         request.getfixturevalue("psychopy_display")
         from stimulus.presenters.psychopy_window import PsychoPyPresenter
+
         p = PsychoPyPresenter(small_display)
     p.open()
     yield p
@@ -195,8 +197,8 @@ def test_schedule_layout():
     slots = trial_schedule(make_plan(n=2))
     assert len(slots) == FIX + 2 * (ON + OFF) + ITI
     assert [k for k, s in enumerate(slots) if s.onset] == [FIX, FIX + ON + OFF]
-    assert [s.image for s in slots[FIX:FIX + ON + OFF]] == [0] * ON + [-1] * OFF
-    assert all(s.needs_fixation for s in slots[:FIX + 2 * (ON + OFF)])
+    assert [s.image for s in slots[FIX : FIX + ON + OFF]] == [0] * ON + [-1] * OFF
+    assert all(s.needs_fixation for s in slots[: FIX + 2 * (ON + OFF)])
     assert not any(s.needs_fixation or s.fixation_point for s in slots[-ITI:])
 
 

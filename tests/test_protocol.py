@@ -1,4 +1,5 @@
 """The trial protocol and its rules, run with no hardware: a test plays the engine by answering each command."""
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,8 +71,10 @@ def test_aborted_trial_is_not_collected_and_its_images_go_first_into_the_next_pl
     assert len(requeued) == 1, "the aborted trial's images were not shown again exactly once"
     first = requeued[0]
     assert first.trial_id > 1
-    assert [(h, why) for h, _, why in first.items] == [("t1i0", "requeued from trial 1: model"),
-                                                       ("t1i1", "requeued from trial 1: model")]
+    assert [(h, why) for h, _, why in first.items] == [
+        ("t1i0", "requeued from trial 1: model"),
+        ("t1i1", "requeued from trial 1: model"),
+    ]
     # The model was asked for no images that trial (both slots were requeued ones).
     take = [c for c in log if isinstance(c, p.TakeImages) and c.trial_id == first.trial_id]
     assert take[0].n == 0

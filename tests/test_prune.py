@@ -1,4 +1,5 @@
 """Pruning rule (Cowley et al. 2026) and distillation."""
+
 import json
 
 import numpy as np
@@ -25,7 +26,7 @@ def _orthogonal_columns(n: int, k: int, seed: int) -> torch.Tensor:
     """(n, k) centred columns, mutually orthogonal, each with variance exactly 1 (population)."""
     z = torch.randn(n, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     q, _ = torch.linalg.qr(z - z.mean(0))
-    return q * n ** 0.5
+    return q * n**0.5
 
 
 def test_last_layer_rule_keeps_the_fewest_filters_holding_the_r2_fraction():
@@ -45,8 +46,13 @@ def test_last_layer_rule_keeps_the_fewest_filters_holding_the_r2_fraction():
     assert keep(0.40, 9) == [0, 1, 2, 3, 4]
     # Through a softplus readout the same ranking holds and an r^2 near 1 needs every filter.
     soft = torch.nn.functional.softplus(teacher / 10) * 10
-    assert choose_last_layer(contrib / 10, zero, torch.tensor(10.0, dtype=torch.float64), soft, 0.999, 1) == \
-        [0, 1, 2, 3, 4]
+    assert choose_last_layer(contrib / 10, zero, torch.tensor(10.0, dtype=torch.float64), soft, 0.999, 1) == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
 
 
 def _hand_built_network() -> tuple[CompactNet, torch.Tensor]:
@@ -63,7 +69,7 @@ def _hand_built_network() -> tuple[CompactNet, torch.Tensor]:
     """
     spec = CompactSpec(5, 4, (5, 4), (1, 1), 1, readout="linear")
     m = CompactNet(spec)
-    a = 3 ** -0.5
+    a = 3**-0.5
     with torch.no_grad():
         m.conv0.weight.copy_(torch.eye(5)[:, :, None, None])
         for bn in (m.bn0, m.norms[0]):
@@ -130,7 +136,7 @@ def test_explained_variance_curve_and_statistics_match_a_direct_computation():
             w_kept = w.clone()
             w_kept[:, order[kept:]] = 0.0
             yk = torch.einsum("of,bfhw->bohw", w_kept, d)
-            direct = 1 - ((yk - yk.mean(dim=(0, 2, 3), keepdim=True) - yc) ** 2).sum() / (yc ** 2).sum()
+            direct = 1 - ((yk - yk.mean(dim=(0, 2, 3), keepdim=True) - yc) ** 2).sum() / (yc**2).sum()
             assert abs(float(curve[kept]) - float(direct)) < 1e-4, (layer, kept, float(curve[kept]), float(direct))
 
 
@@ -193,14 +199,14 @@ def test_distill_then_retrain_pruned_student_recovers_the_teacher():
     dev = torch.device("cpu")
     targets = teacher_rates(teacher, images, dev)
     assert targets.shape == (450, 1)
-    student, = distill(images, targets, spec, steps=100, lr=1e-2, batch_size=64, device=dev)
+    (student,) = distill(images, targets, spec, steps=100, lr=1e-2, batch_size=64, device=dev)
     x = torch.from_numpy(pool[:100]).permute(0, 3, 1, 2).float() / 255
     t = teacher(x)[:, 0]
     r_student = np.corrcoef(student(x).detach().numpy(), t.numpy())[0, 1]
     assert r_student > 0.9, r_student
     res = prune_model(student, x, student(x).detach(), 0.9, 0.9, 3)
     assert res.params_after < res.params_before
-    retrained, = fit_students([res.model], images, targets, steps=50, lr=3e-3, batch_size=64, device=dev)
+    (retrained,) = fit_students([res.model], images, targets, steps=50, lr=3e-3, batch_size=64, device=dev)
     r_retrained = np.corrcoef(retrained(x).detach().numpy(), t.numpy())[0, 1]
     assert r_retrained > 0.9, (r_retrained, r_student)
 
@@ -227,13 +233,26 @@ def test_compress_from_arrays_end_to_end(tmp_path):
     from models.save import load_model
 
     rig, imgs, counts = small_compress_session(
-        4, 300, kind="compact", filters_per_layer=6, n_layers=3, strides=[2, 2, 1], kernel_size=3, ensemble_size=2,
-        distill_steps=60, retrain_steps=30, form="loop", student_readout="linear", smooth_sigma=0.5,
-        smooth_every_steps=20, prune_images=200, distill_augmented_copies=2,
-        distill_form="loop")
+        4,
+        300,
+        kind="compact",
+        filters_per_layer=6,
+        n_layers=3,
+        strides=[2, 2, 1],
+        kernel_size=3,
+        ensemble_size=2,
+        distill_steps=60,
+        retrain_steps=30,
+        form="loop",
+        student_readout="linear",
+        smooth_sigma=0.5,
+        smooth_every_steps=20,
+        prune_images=200,
+        distill_augmented_copies=2,
+        distill_form="loop",
+    )
     lines = []
-    report = compress_from_arrays(imgs, counts, 0.15, rig, tmp_path, ensemble_steps=60, mei_steps=10,
-                                  log=lines.append)
+    report = compress_from_arrays(imgs, counts, 0.15, rig, tmp_path, ensemble_steps=60, mei_steps=10, log=lines.append)
     rows = report["neurons"]
     assert len(rows) == 4 and any("median parameters" in line for line in lines[-1].splitlines())
     for n, row in enumerate(rows):
@@ -256,11 +275,19 @@ def test_compress_from_arrays_end_to_end(tmp_path):
     assert report["distill"]["form"] == "loop"
     # The distillation set: pool and session images, and two augmented copies of each.
     from stimulus.pools import make_pools
+
     assert report["n_distill_images"] == 3 * (len(make_pools(rig.images).train) + len(imgs))
     on_disk = json.loads((tmp_path / "report.json").read_text())
     assert on_disk["goals"]["param_ratio_met"] == (on_disk["goals"]["median_param_ratio"] >= 10)
-    assert set(on_disk["stage_seconds"]) == {"teacher", "teacher_rates", "distil", "prune", "retrain", "evaluate",
-                                             "pages"}
+    assert set(on_disk["stage_seconds"]) == {
+        "teacher",
+        "teacher_rates",
+        "distil",
+        "prune",
+        "retrain",
+        "evaluate",
+        "pages",
+    }
     # The teacher learned something about the ground truth on held-out images, and the students
     # learned it from the teacher.
     assert np.median([r["r_truth_teacher"] for r in rows]) > 0.2
@@ -272,8 +299,16 @@ def test_teacher_starts_from_the_sessions_checkpoint_when_it_fits(tmp_path):
     from models.config import ModelConfig
     from models.online import CompactOnline
 
-    cfg = ModelConfig(kind="compact", filters_per_layer=3, n_layers=2, strides=[2, 2], kernel_size=3,
-                      ensemble_size=2, form="loop", min_responses_to_train=4)
+    cfg = ModelConfig(
+        kind="compact",
+        filters_per_layer=3,
+        n_layers=2,
+        strides=[2, 2],
+        kernel_size=3,
+        ensemble_size=2,
+        form="loop",
+        min_responses_to_train=4,
+    )
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
     counts = rng.poisson(3.0, (20, 2)).astype(np.float32)
@@ -300,8 +335,19 @@ def test_compress_a_chosen_subset_of_neurons(tmp_path):
     from models.save import load_model
 
     rig, imgs, counts = small_compress_session(
-        4, 300, kind="compact", filters_per_layer=6, n_layers=3, strides=[2, 2, 1], kernel_size=3, ensemble_size=2,
-        distill_steps=20, retrain_steps=10, form="loop", prune_images=100)
+        4,
+        300,
+        kind="compact",
+        filters_per_layer=6,
+        n_layers=3,
+        strides=[2, 2, 1],
+        kernel_size=3,
+        ensemble_size=2,
+        distill_steps=20,
+        retrain_steps=10,
+        form="loop",
+        prune_images=100,
+    )
     kw = dict(ensemble_steps=30, mei_steps=3, log=lambda *_: None)
     every = compress_from_arrays(imgs, counts, 0.15, rig, tmp_path / "all", **kw)["neurons"]
     some = compress_from_arrays(imgs, counts, 0.15, rig, tmp_path / "some", neurons=[3, 1], **kw)["neurons"]

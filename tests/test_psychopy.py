@@ -5,6 +5,7 @@ viewing distance, tangent), independently of stimulus/presenters/geometry.py.
 Under Xvfb there is no vsync: these tests prove what is drawn and how it is
 stamped, not the rig's real timing.
 """
+
 from __future__ import annotations
 
 import math
@@ -92,7 +93,7 @@ def test_photodiode_patch_in_its_corner_toggles_at_each_onset(window, small_disp
     s = small_display.photodiode_size_px
     levels = []
     for _, frame in window.grabbed:
-        patch = frame[H - s:H, W - s:W].astype(int)
+        patch = frame[H - s : H, W - s : W].astype(int)
         assert patch.min() == patch.max()  # uniform square, flush with the bottom-right corner
         levels.append(int(patch[0, 0, 0]))
         # One pixel beyond its inner edges is background again.

@@ -4,6 +4,7 @@ time budget, and spikes from the acquisition stream keep being handled meanwhile
 The parts are the real ones: the virtual cortex process streams spikes on the wall clock, the flood is 100,000
 valid OnsetReports pushed into the controller's inbox by another process, the engine is the session's own.
 """
+
 import os
 import subprocess
 import sys
@@ -52,9 +53,22 @@ def test_a_flood_of_onset_reports_keeps_each_pump_within_budget_and_spikes_flowi
     session_dir = tmp_path / "flood"
     endpoints = prepare_session_dir(rig, session_dir)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cortex = subprocess.Popen([sys.executable, "-m", "controller.cli", "serve", "cortex", "--rig",
-                               str(session_dir / "rig.json"), "--session-dir", str(session_dir), "--endpoints",
-                               str(session_dir / "endpoints.json")], env=env)
+    cortex = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "serve",
+            "cortex",
+            "--rig",
+            str(session_dir / "rig.json"),
+            "--session-dir",
+            str(session_dir),
+            "--endpoints",
+            str(session_dir / "endpoints.json"),
+        ],
+        env=env,
+    )
     stop = threading.Event()
     model = threading.Thread(target=_answer_model_status, args=(endpoints["model"], stop), daemon=True)
     model.start()
@@ -63,8 +77,12 @@ def test_a_flood_of_onset_reports_keeps_each_pump_within_budget_and_spikes_flowi
     flooder = None
     try:
         engine.start(timeout_s=60)
-        flooder = subprocess.Popen([sys.executable, "-c", FLOODER, endpoints["controller_inbox"], str(N_FLOOD)],
-                                   env=env, stdout=subprocess.PIPE, text=True)
+        flooder = subprocess.Popen(
+            [sys.executable, "-c", FLOODER, endpoints["controller_inbox"], str(N_FLOOD)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         # Until the flood is under way: the first of it handled.
         deadline = time.monotonic() + 60
         while not engine.onsets and time.monotonic() < deadline:
@@ -102,8 +120,10 @@ def test_a_flood_of_onset_reports_keeps_each_pump_within_budget_and_spikes_flowi
     budget = SessionEngine.PUMP_BUDGET_S
     ordered = sorted(durations)
     p95 = ordered[int(0.95 * (len(ordered) - 1))]
-    print(f"flood: {len(durations)} pumps in 3 s, p95 {p95 * 1000:.0f} ms, longest {ordered[-1] * 1000:.0f} ms "
-          f"(budget {budget * 1000:.0f} ms); {handled} onsets handled; spikes {spikes_at[0][1]} -> {spikes_at[-1][1]}")
+    print(
+        f"flood: {len(durations)} pumps in 3 s, p95 {p95 * 1000:.0f} ms, longest {ordered[-1] * 1000:.0f} ms "
+        f"(budget {budget * 1000:.0f} ms); {handled} onsets handled; spikes {spikes_at[0][1]} -> {spikes_at[-1][1]}"
+    )
     assert len(durations) >= 20, len(durations)
     assert p95 < budget + 0.1, (p95, ordered[-5:])
     assert ordered[-1] < 1.0, ordered[-5:]

@@ -1,4 +1,5 @@
 """`cortexloop report`: a short simulated session's HTML page, opened in headless Chromium."""
+
 from __future__ import annotations
 
 import base64
@@ -25,21 +26,32 @@ from transport.launch import run_session
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed "
-                                                              "(Debian: apt-get install chromium)")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)"
+)
 
 
 def short_rig():
     """The default rig, small and on a virtual clock; every image kind, MEIs and repeats within 5 trials."""
     rig = load_rig(ROOT / "rigs" / "sim.toml")
     return with_overrides(
-        rig, session={"n_trials": 5, "speed": "max", "experimenter": ["Doe, Jane"], "institution": "Test Institute",
-                      "lab": "Vision Lab"},
-        display={"presenter": "headless"}, images={"pool_size": 300, "test_size": 40},
+        rig,
+        session={
+            "n_trials": 5,
+            "speed": "max",
+            "experimenter": ["Doe, Jane"],
+            "institution": "Test Institute",
+            "lab": "Vision Lab",
+        },
+        display={"presenter": "headless"},
+        images={"pool_size": 300, "test_size": 40},
         cortex={"population": {"n_neurons": 6, "seed": 3}},
         fixation={"source": "simulated", "break_probability": 0.1, "seed": 2},
-        selection={"mix": {"random": 0.2, "selected": 0.2, "synthesized": 0.1, "mei": 0.2, "repeat": 0.3},
-                   "repeat_set_size": 3})
+        selection={
+            "mix": {"random": 0.2, "selected": 0.2, "synthesized": 0.1, "mei": 0.2, "repeat": 0.3},
+            "repeat_set_size": 3,
+        },
+    )
 
 
 _SHORT: dict = {}
@@ -78,8 +90,10 @@ def _kept(path) -> dict:
     import sqlite3
 
     db = sqlite3.connect(path / "session.sqlite")
-    return {k: db.execute("SELECT COUNT(*) FROM log WHERE kind = ?", (k,)).fetchone()[0]
-            for k in ("plan_latency", "heldout", "evidence")}
+    return {
+        k: db.execute("SELECT COUNT(*) FROM log WHERE kind = ?", (k,)).fetchone()[0]
+        for k in ("plan_latency", "heldout", "evidence")
+    }
 
 
 def _data_images(text: str) -> list[bytes]:
@@ -92,8 +106,18 @@ def test_report_has_every_section_and_every_image_decodes(session, report):
     rig, path, summary = session
     assert summary["status"] == "completed"
     text = report.read_text()
-    for section in ("overview", "accuracy", "predicted", "images", "neurons", "evidence", "timing", "clock",
-                    "compression", "rig"):
+    for section in (
+        "overview",
+        "accuracy",
+        "predicted",
+        "images",
+        "neurons",
+        "evidence",
+        "timing",
+        "clock",
+        "compression",
+        "rig",
+    ):
         assert f"<section id='{section}'>" in text
     pngs = _data_images(text)
     # accuracy, predicted/observed, MEI check, images by reason, per-neuron images, evidence, model versions,
@@ -110,9 +134,14 @@ def test_report_has_every_section_and_every_image_decodes(session, report):
     assert "<script" not in text and not re.search(r"""(src|href)=["'](?!data:|#)""", text)
     # What the store does not hold is said, and only that.
     missing = re.findall(r"<b>([^<]+): not recorded in this session\.</b>", text)
-    assert sorted(missing) == sorted(title for kind, title in [("heldout", "Held-out accuracy after each trial"),
-                                                                ("evidence", "Hypothesis evidence after each trial")]
-                                     if not kept[kind])
+    assert sorted(missing) == sorted(
+        title
+        for kind, title in [
+            ("heldout", "Held-out accuracy after each trial"),
+            ("evidence", "Hypothesis evidence after each trial"),
+        ]
+        if not kept[kind]
+    )
     assert "Compression: not run on this session." in text
     # The rig file, as stored, written as TOML that reads back as the same rig.
     rig_text = re.search(r"<section id='rig'>.*?<pre>(.*?)</pre>", text, re.S).group(1)
@@ -158,8 +187,17 @@ def test_report_command_says_where_and_refuses_a_directory_without_a_session(rep
 
 
 def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
-    cmd = [CHROMIUM, "--headless", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
-           f"--user-data-dir={tmp / 'profile'}", "--enable-logging=stderr", "--v=0", *args]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--disable-gpu",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        *args,
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.insert(1, "--no-sandbox")  # Chromium refuses to run as root with its sandbox
     return subprocess.run(cmd, capture_output=True, text=True, timeout=90)

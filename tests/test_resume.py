@@ -1,4 +1,5 @@
 """A session whose controller is killed mid-trial goes on with `cortexloop run --resume`, losing and repeating nothing."""
+
 import json
 import os
 import signal
@@ -23,8 +24,9 @@ def _running(pid: int) -> bool:
 
 
 def test_a_killed_controller_resumes_and_nothing_committed_is_lost_or_repeated(tmp_path):
-    rig = with_overrides(small_rig(n_trials=14, speed="realtime"), model={"kind": "baseline"},
-                         trial={"iti_ms": 100, "fixation_ms": 100})
+    rig = with_overrides(
+        small_rig(n_trials=14, speed="realtime"), model={"kind": "baseline"}, trial={"iti_ms": 100, "fixation_ms": 100}
+    )
     session = tmp_path / "s"
     launcher = start_launcher(rig, tmp_path, session="s")
     db_path = session / "session.sqlite"
@@ -46,15 +48,26 @@ def test_a_killed_controller_resumes_and_nothing_committed_is_lost_or_repeated(t
     # Nobody else tells them the session is over: the launcher stops them at once, not after its 10 s grace.
     assert stopped_after_s < 5.0, (stopped_after_s, out[-2000:])
     db = sqlite3.connect(db_path)
-    before = {table: db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
-              for table in ("plans", "onsets", "spike_batches", "responses", "event_codes")}
+    before = {
+        table: db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+        for table in ("plans", "onsets", "spike_batches", "responses", "event_codes")
+    }
     db.close()
-    unfinished = [t for (t,) in sqlite3.connect(db_path).execute(
-        "SELECT trial_id FROM plans WHERE trial_id NOT IN (SELECT trial_id FROM trials)")]
+    unfinished = [
+        t
+        for (t,) in sqlite3.connect(db_path).execute(
+            "SELECT trial_id FROM plans WHERE trial_id NOT IN (SELECT trial_id FROM trials)"
+        )
+    ]
     assert unfinished, "the controller was killed between trials; the test wants a trial in flight"
 
-    resumed = subprocess.run([sys.executable, "-m", "controller.cli", "run", "--resume", str(session)], env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "run", "--resume", str(session)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     summary = json.loads((session / "summary.json").read_text())
     assert resumed.returncode == 0 and summary["status"] == "completed", resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert summary["resumed"] == 1 and summary["trials_done"] == rig.session.n_trials
@@ -62,14 +75,18 @@ def test_a_killed_controller_resumes_and_nothing_committed_is_lost_or_repeated(t
     # Nothing committed before the kill was changed or lost.
     for table, rows in before.items():
         after = db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
-        assert after[:len(rows)] == rows or (table == "responses" and set(rows) <= set(after)), table
+        assert after[: len(rows)] == rows or (table == "responses" and set(rows) <= set(after)), table
     # The interrupted trials are recorded as aborted, and their images came first in a later plan.
     for tid in unfinished:
         status, reason = db.execute("SELECT status, reason FROM trials WHERE trial_id=?", (tid,)).fetchone()
         assert status == "aborted" and reason.startswith("interrupted")
         hashes = json.loads(db.execute("SELECT image_hashes FROM plans WHERE trial_id=?", (tid,)).fetchone()[0])
-        later = [(json.loads(h), json.loads(r)) for h, r in db.execute(
-            "SELECT image_hashes, reasons FROM plans WHERE trial_id > ? ORDER BY trial_id", (tid,))]
+        later = [
+            (json.loads(h), json.loads(r))
+            for h, r in db.execute(
+                "SELECT image_hashes, reasons FROM plans WHERE trial_id > ? ORDER BY trial_id", (tid,)
+            )
+        ]
         again = {h for hs, rs in later for h, r in zip(hs, rs) if r.startswith(f"requeued from trial {tid}:")}
         assert set(hashes) <= again
     # Every done trial has exactly its images' responses; none is repeated (one row per trial and image).

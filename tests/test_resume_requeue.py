@@ -1,4 +1,5 @@
 """On resume, a trial shown while nothing usable was recorded has its images shown again."""
+
 import json
 import shutil
 
@@ -39,8 +40,9 @@ def test_a_trial_recorded_into_the_void_is_shown_again(recorded, tmp_path):
     rig, store, last = _stopped_after_last_trial(recorded, tmp_path, cut_stream=True)
     try:
         point = resume_point(store, rig)
-        hashes = json.loads(store.conn.execute("SELECT image_hashes FROM plans WHERE trial_id=?",
-                                               (last,)).fetchone()[0])
+        hashes = json.loads(
+            store.conn.execute("SELECT image_hashes FROM plans WHERE trial_id=?", (last,)).fetchone()[0]
+        )
         valid = store.conn.execute("SELECT SUM(valid), COUNT(*) FROM responses WHERE trial_id=?", (last,)).fetchone()
     finally:
         store.close()

@@ -1,4 +1,5 @@
 """Who may talk to a session's sockets: loopback without keys, CURVE keys for anything else, strangers refused."""
+
 import os
 import stat
 import threading
@@ -34,11 +35,15 @@ def keyring(tmp_path):
     make_keys(d, "stranger")
     (d / "authorized").mkdir()
     (d / "authorized" / "this-machine.key").write_bytes(client_pub.read_bytes())
-    return {"server_key": str(d / "rig-server.key_secret"), "client_key": str(d / "this-machine.key_secret"),
-            "authorized_keys": str(d / "authorized")}
+    return {
+        "server_key": str(d / "rig-server.key_secret"),
+        "client_key": str(d / "this-machine.key_secret"),
+        "authorized_keys": str(d / "authorized"),
+    }
 
 
 # -- the rig file -----------------------------------------------------------------------------------------
+
 
 def _rig_with(endpoints=None, security=None):
     data = load_rig(ROOT / "rigs" / "sim.toml").model_dump()
@@ -47,17 +52,32 @@ def _rig_with(endpoints=None, security=None):
     return parse_rig(data, "rig.toml")
 
 
-@pytest.mark.parametrize("endpoint", ["tcp://*:5555", "tcp://0.0.0.0:5555", "tcp://192.168.1.30:5601",
-                                      "tcp://gpu-server:5603", "tcp://127.0.0.1;10.0.0.2:5555"])
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "tcp://*:5555",
+        "tcp://0.0.0.0:5555",
+        "tcp://192.168.1.30:5601",
+        "tcp://gpu-server:5603",
+        "tcp://127.0.0.1;10.0.0.2:5555",
+    ],
+)
 def test_an_endpoint_off_loopback_without_keys_is_refused_naming_the_key(endpoint):
-    with pytest.raises(RigFileError,
-                       match=r"endpoints\.model = .* is not on loopback.*under \[security\] \(server_key"):
+    with pytest.raises(
+        RigFileError, match=r"endpoints\.model = .* is not on loopback.*under \[security\] \(server_key"
+    ):
         _rig_with({"model": endpoint})
 
 
 def test_loopback_and_ipc_endpoints_need_no_keys_and_keys_admit_any_endpoint(keyring):
-    rig = _rig_with({"model": "tcp://127.0.0.1:5603", "presenter_plans": "tcp://[::1]:5601",
-                     "controller_inbox": "ipc:///tmp/x", "acquisition_pub": "tcp://localhost:5600"})
+    rig = _rig_with(
+        {
+            "model": "tcp://127.0.0.1:5603",
+            "presenter_plans": "tcp://[::1]:5601",
+            "controller_inbox": "ipc:///tmp/x",
+            "acquisition_pub": "tcp://localhost:5600",
+        }
+    )
     assert keys_for(rig) is None
     rig = _rig_with({"model": "tcp://*:5603"}, keyring)
     keys = keys_for(rig)
@@ -103,6 +123,7 @@ def test_the_launcher_names_a_bad_key_file_before_starting_anything(keyring, tmp
 
 # -- cortexloop keys --------------------------------------------------------------------------------------
 
+
 def test_cortexloop_keys_makes_a_pair_whose_secret_only_this_user_reads(tmp_path, capsys):
     old = os.umask(0)  # the most permissive umask: the modes come from the code, not from it
     try:
@@ -123,6 +144,7 @@ def test_cortexloop_keys_makes_a_pair_whose_secret_only_this_user_reads(tmp_path
 
 # -- sockets ----------------------------------------------------------------------------------------------
 
+
 def test_a_socket_off_loopback_is_not_opened_without_keys():
     """Endpoints may come from an endpoints file rather than the checked rig: refused where they are used too."""
     sock = zmq.Context.instance().socket(zmq.PULL)
@@ -142,7 +164,7 @@ def test_auto_endpoints_are_ipc_sockets_in_a_directory_only_this_user_opens(tmp_
     finally:
         os.umask(old)
     for eps in (endpoints, long_endpoints):
-        dirs = {os.path.dirname(e[len("ipc://"):]) for e in eps.values()}
+        dirs = {os.path.dirname(e[len("ipc://") :]) for e in eps.values()}
         assert all(e.startswith("ipc://") for e in eps.values()) and len(dirs) == 1
         assert stat.S_IMODE(os.stat(dirs.pop()).st_mode) == 0o700
 
@@ -174,21 +196,30 @@ def test_with_keys_the_session_pair_works_and_a_peer_without_the_key_gets_and_de
     """The virtual cortex process's sockets (a PUB of spikes and heartbeats, a PULL for event codes and
     Shutdown) and the controller's acquisition part, over tcp on every interface, with CURVE keys."""
     pub_port, events_port = free_port(), free_port()
-    rig = with_overrides(small_rig(speed="realtime"), security=keyring,
-                         endpoints={"acquisition_pub": f"tcp://*:{pub_port}",
-                                    "acquisition_events": f"tcp://*:{events_port}", "openephys_pub": "off"})
-    endpoints = {"acquisition_pub": f"tcp://127.0.0.1:{pub_port}",
-                 "acquisition_events": f"tcp://127.0.0.1:{events_port}"}
+    rig = with_overrides(
+        small_rig(speed="realtime"),
+        security=keyring,
+        endpoints={
+            "acquisition_pub": f"tcp://*:{pub_port}",
+            "acquisition_events": f"tcp://*:{events_port}",
+            "openephys_pub": "off",
+        },
+    )
+    endpoints = {
+        "acquisition_pub": f"tcp://127.0.0.1:{pub_port}",
+        "acquisition_events": f"tcp://127.0.0.1:{events_port}",
+    }
     # Each side in its own context, as in its own process (each has its own ZAP handler).
     server_ctx, client_ctx, stranger_ctx = zmq.Context(), zmq.Context(), zmq.Context()
-    cortex = VirtualCortexService(rig, {"acquisition_pub": f"tcp://*:{pub_port}",
-                                        "acquisition_events": f"tcp://*:{events_port}"}, ctx=server_ctx)
+    cortex = VirtualCortexService(
+        rig, {"acquisition_pub": f"tcp://*:{pub_port}", "acquisition_events": f"tcp://*:{events_port}"}, ctx=server_ctx
+    )
     running = threading.Thread(target=cortex.run, daemon=True)
     running.start()
-    listeners = {how: _stranger(stranger_ctx, zmq.SUB, endpoints["acquisition_pub"], keyring, how)
-                 for how in STRANGERS}
-    senders = {how: _stranger(stranger_ctx, zmq.PUSH, endpoints["acquisition_events"], keyring, how)
-               for how in STRANGERS}
+    listeners = {how: _stranger(stranger_ctx, zmq.SUB, endpoints["acquisition_pub"], keyring, how) for how in STRANGERS}
+    senders = {
+        how: _stranger(stranger_ctx, zmq.PUSH, endpoints["acquisition_events"], keyring, how) for how in STRANGERS
+    }
     source = ZmqAcquisitionSource(endpoints, ctx=client_ctx, rig=rig)
     try:
         # The key holder hears the cortex: its description, then spikes.
@@ -257,21 +288,31 @@ def test_a_refused_key_looks_like_silence_and_the_session_says_what_to_check(key
     only_stranger = tmp_path / "keys" / "only-stranger"
     only_stranger.mkdir()
     (only_stranger / "stranger.key").write_bytes((tmp_path / "keys" / "stranger.key").read_bytes())
-    rig = with_overrides(small_rig(speed="realtime"), security={**keyring, "authorized_keys": str(only_stranger)},
-                         endpoints={"openephys_pub": "off"})
+    rig = with_overrides(
+        small_rig(speed="realtime"),
+        security={**keyring, "authorized_keys": str(only_stranger)},
+        endpoints={"openephys_pub": "off"},
+    )
     endpoints = resolve_endpoints(rig.endpoints, tmp_path / "s")
     server_ctx, client_ctx = zmq.Context(), zmq.Context()
     cortex = VirtualCortexService(rig, endpoints, ctx=server_ctx)
     running = threading.Thread(target=cortex.run, daemon=True)
     running.start()
     store = SessionStore.create(tmp_path / "s", rig.model_dump_json())
-    parts = SessionParts(make_clock("realtime"), ZmqAcquisitionSource(endpoints, ctx=client_ctx, rig=rig),
-                         ZmqPresenter(endpoints, ctx=client_ctx, rig=rig), ZmqModel(endpoints, ctx=client_ctx, rig=rig),
-                         "processes")
+    parts = SessionParts(
+        make_clock("realtime"),
+        ZmqAcquisitionSource(endpoints, ctx=client_ctx, rig=rig),
+        ZmqPresenter(endpoints, ctx=client_ctx, rig=rig),
+        ZmqModel(endpoints, ctx=client_ctx, rig=rig),
+        "processes",
+    )
     engine = SessionEngine(rig, store, parts, make_pools(rig.images))
     try:
-        with pytest.raises(SessionAbort, match=r"did not describe its stream within 3 s \(the sockets use CURVE "
-                                               r"keys: a refused key looks like silence.*authorized_keys"):
+        with pytest.raises(
+            SessionAbort,
+            match=r"did not describe its stream within 3 s \(the sockets use CURVE "
+            r"keys: a refused key looks like silence.*authorized_keys",
+        ):
             engine.start(timeout_s=3)
     finally:
         engine.close()
@@ -279,7 +320,8 @@ def test_a_refused_key_looks_like_silence_and_the_session_says_what_to_check(key
         # The engine's Shutdown was refused too; the one key the cortex admits here stops it.
         admitted = server_ctx.socket(zmq.PUSH)
         admitted.curve_publickey, admitted.curve_secretkey = zmq.auth.load_certificate(
-            tmp_path / "keys" / "stranger.key_secret")
+            tmp_path / "keys" / "stranger.key_secret"
+        )
         admitted.curve_serverkey = zmq.auth.load_certificate(keyring["server_key"])[0]
         admitted.connect(endpoints["acquisition_events"])
         m.send(admitted, m.Shutdown("test over"))
@@ -310,7 +352,8 @@ def test_a_stored_session_recorded_without_keys_still_opens_and_replays(tmp_path
 def test_check_and_serve_name_a_missing_key_file_without_a_traceback(tmp_path, capsys):
     rig_text = (ROOT / "rigs" / "sim.toml").read_text() + (
         f'\n[security]\nserver_key = "{tmp_path}/none/rig-server.key_secret"\n'
-        f'client_key = "{tmp_path}/none/this-machine.key_secret"\nauthorized_keys = "{tmp_path}/none/authorized"\n')
+        f'client_key = "{tmp_path}/none/this-machine.key_secret"\nauthorized_keys = "{tmp_path}/none/authorized"\n'
+    )
     rig_file = tmp_path / "rig.toml"
     rig_file.write_text(rig_text)
     assert cli_main(["check", str(rig_file)]) == 2

@@ -1,4 +1,5 @@
 """Image selection: the block mix, diverse scored picks, synthesis and MEIs through the chooser, deadlines."""
+
 import time
 
 import numpy as np
@@ -21,7 +22,7 @@ class MembersDisagreeOnBrightLeft:
         left = images[:, :, :, : images.shape[-1] // 2].mean(dim=(1, 2, 3))
         base = 10.0 + 5.0 * images.mean(dim=(1, 2, 3))
         r0 = torch.stack([base, base, base], 1)
-        r1 = torch.stack([base + 40.0 * left ** 2, base, base], 1)
+        r1 = torch.stack([base + 40.0 * left**2, base, base], 1)
         out = torch.stack([r0, r1])
         return out if neurons is None else out[:, :, list(neurons)]
 
@@ -134,6 +135,7 @@ def test_synthesis_respects_a_near_deadline():
 
 # ----------------------------------------------------------------------------- candidates, EPIG, diversity
 
+
 def natural_and_gaudy_pool(n=40, seed=0):
     """Smooth natural-like images (varying left-half brightness) and their gaudy versions (Cowley et al.)."""
     from stimulus.pools import gaudy
@@ -170,8 +172,14 @@ def test_candidates_from_restricts_the_pool_and_an_empty_choice_is_refused():
     pools = natural_and_gaudy_pool()
     p = MembersDisagreeMostOnGaudy()
     for source, allowed in (("natural", range(0, 40)), ("gaudy", range(40, 80))):
-        cfg = SelectionConfig(mix={"selected": 1.0}, objective="disagreement", candidates_from=source,
-                              candidates=30, diversity="thumbnails", min_distance=0.0)
+        cfg = SelectionConfig(
+            mix={"selected": 1.0},
+            objective="disagreement",
+            candidates_from=source,
+            candidates=30,
+            diversity="thumbnails",
+            min_distance=0.0,
+        )
         chooser = ImageChooser(cfg, pools, seed=0)
         for t in range(3):
             for c in chooser.choose(t, 5, p, None):
@@ -191,9 +199,15 @@ def test_candidates_from_restricts_the_pool_and_an_empty_choice_is_refused():
 
 
 def test_bad_selection_values_are_refused_naming_the_key():
-    for key, value in (("objective", "infomax"), ("candidates_from", "photos"), ("diversity", "pixels"),
-                       ("contrast_bound", "loose"), ("mei_spread_penalty", -1.0), ("fano_factor", 0.0),
-                       ("contrast_percentiles", (99.0, 1.0))):
+    for key, value in (
+        ("objective", "infomax"),
+        ("candidates_from", "photos"),
+        ("diversity", "pixels"),
+        ("contrast_bound", "loose"),
+        ("mei_spread_penalty", -1.0),
+        ("fano_factor", 0.0),
+        ("contrast_percentiles", (99.0, 1.0)),
+    ):
         with pytest.raises(ValidationError, match=key):
             SelectionConfig(**{key: value})
 
@@ -212,8 +226,9 @@ def test_epig_picks_natural_images_where_disagreement_picks_gaudy_ones():
     p = MembersDisagreeMostOnGaudy()
     picked = {}
     for objective in ("disagreement", "epig"):
-        cfg = SelectionConfig(mix={"selected": 1.0}, objective=objective, candidates_from="both", candidates=80,
-                              reference_size=20)
+        cfg = SelectionConfig(
+            mix={"selected": 1.0}, objective=objective, candidates_from="both", candidates=80, reference_size=20
+        )
         out = ImageChooser(cfg, pools, seed=0).choose(0, 5, p, None)
         picked[objective] = [pools.train_kind[int(c.reason.split("pool#")[1].split()[0])] for c in out]
         assert all(c.reason.startswith(f"selected {objective} ") for c in out)
@@ -234,8 +249,14 @@ def test_epig_reference_set_is_natural_pool_images_and_never_the_test_set():
 def test_synthesized_images_under_epig_gain_information_and_stay_in_the_natural_range():
     pools = natural_and_gaudy_pool()
     p = MembersDisagreeMostOnGaudy()
-    cfg = SelectionConfig(mix={"synthesized": 1.0}, objective="epig", candidates_from="natural", synthesis_steps=30,
-                          synthesis_step_size=0.05, reference_size=20)
+    cfg = SelectionConfig(
+        mix={"synthesized": 1.0},
+        objective="epig",
+        candidates_from="natural",
+        synthesis_steps=30,
+        synthesis_step_size=0.05,
+        reference_size=20,
+    )
     chooser = ImageChooser(cfg, pools, seed=0)
     out = chooser.choose(0, 2, p, None)
     for c in out:
@@ -263,13 +284,15 @@ class FeaturesSayGroups(MembersDisagreeOnBrightLeft):
 def test_model_space_diversity_uses_the_predictors_features_when_it_has_them():
     pools = make_pool()
     p = FeaturesSayGroups()
-    cfg = SelectionConfig(mix={"selected": 1.0}, objective="js", diversity="model", feature_min_distance=0.05,
-                          candidates=10_000)
+    cfg = SelectionConfig(
+        mix={"selected": 1.0}, objective="js", diversity="model", feature_min_distance=0.05, candidates=10_000
+    )
     out = ImageChooser(cfg, pools, seed=0).choose(0, 4, p, None)
     assert p.calls > 0
     f = p.features(torch.from_numpy(np.stack([c.pixels for c in out])).permute(0, 3, 1, 2).float() / 255).numpy()
-    distinct_in_pool = len(np.unique(p.features(torch.from_numpy(pools.train).permute(0, 3, 1, 2).float() / 255)
-                                      .numpy(), axis=0))
+    distinct_in_pool = len(
+        np.unique(p.features(torch.from_numpy(pools.train).permute(0, 3, 1, 2).float() / 255).numpy(), axis=0)
+    )
     assert len(np.unique(f, axis=0)) == min(4, distinct_in_pool)  # no two picks the same to the model
     # standardized: unrelated rows about 1 apart, identical rows 0.
     z = standardized(np.random.default_rng(0).normal(size=(400, 30)) * 7.0 + 3.0)
@@ -286,5 +309,6 @@ def test_meis_start_from_the_models_best_natural_image_and_keep_natural_contrast
     for c in out:
         start = int(c.reason.split("from pool#")[1].split()[0])
         assert pools.train_kind[start] == "natural"
-        assert chooser.natural_range.contains(torch.from_numpy(c.pixels[None]).permute(0, 3, 1, 2).float() / 255,
-                                              tol=2 / 255).all()
+        assert chooser.natural_range.contains(
+            torch.from_numpy(c.pixels[None]).permute(0, 3, 1, 2).float() / 255, tol=2 / 255
+        ).all()

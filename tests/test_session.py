@@ -1,4 +1,5 @@
 """A real multi-process session on loopback (ipc): cortex, model worker, presenter, controller."""
+
 import json
 import os
 import signal
@@ -19,10 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def small_rig(**session):
     rig = load_rig(ROOT / "rigs" / "sim.toml")
-    return with_overrides(rig, session={"n_trials": 6, "speed": "max", **session},
-                          display={"presenter": "headless"}, images={"pool_size": 300, "test_size": 40},
-                          cortex={"population": {"n_neurons": 8, "seed": 3}},
-                          fixation={"source": "simulated", "break_probability": 0.15, "seed": 2})
+    return with_overrides(
+        rig,
+        session={"n_trials": 6, "speed": "max", **session},
+        display={"presenter": "headless"},
+        images={"pool_size": 300, "test_size": 40},
+        cortex={"population": {"n_neurons": 8, "seed": 3}},
+        fixation={"source": "simulated", "break_probability": 0.15, "seed": 2},
+    )
 
 
 def _children_of(pid: int) -> list[int]:
@@ -34,9 +39,21 @@ def start_launcher(rig, tmp_path: Path, session: str = "k", output=subprocess.PI
     """`cortexloop run` in its own process, as a person would start it, on `rig` (written to tmp_path/rig.json)."""
     (tmp_path / "rig.json").write_text(rig.model_dump_json())
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "controller.cli", "run", str(tmp_path / "rig.json"),
-                             "--session-dir", str(tmp_path / session)], env=env, stdout=output,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "controller.cli",
+            "run",
+            str(tmp_path / "rig.json"),
+            "--session-dir",
+            str(tmp_path / session),
+        ],
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_for_trials(db: Path, n: int, where: str = "", timeout_s: float = 120.0) -> None:
@@ -83,7 +100,9 @@ def test_session_at_max_speed_stores_everything_and_summarises(recorded):
     # Loop latency: from a trial's responses being complete to the plan it lets be requested being ready. On
     # the virtual clock the worker trains its step budget first, so it is positive and well inside the time
     # after which a plan counts as late.
-    assert 0 < summary["loop_latency_p50_ms"] <= summary["loop_latency_p99_ms"] < rig.trial.virtual_plan_timeout_s * 1000
+    assert (
+        0 < summary["loop_latency_p50_ms"] <= summary["loop_latency_p99_ms"] < rig.trial.virtual_plan_timeout_s * 1000
+    )
     assert len(summary["heldout_r_per_neuron"]) == 8
     assert summary["clock_alignment"]["drift_ppm"] == pytest.approx(rig.cortex.recording.clock_drift_ppm, abs=1.0)
     assert summary["clock_alignment"]["offset_s"] == pytest.approx(rig.cortex.recording.clock_offset_s, abs=1e-3)
@@ -99,8 +118,9 @@ def test_session_at_max_speed_stores_everything_and_summarises(recorded):
     n_resp = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
     assert n_done == 6 and n_resp == 6 * rig.trial.images_per_trial
     # Every shown image is stored once, by hash; every response's image is there.
-    missing = db.execute("SELECT COUNT(*) FROM responses r LEFT JOIN images i ON r.image_hash = i.hash "
-                         "WHERE i.hash IS NULL").fetchone()[0]
+    missing = db.execute(
+        "SELECT COUNT(*) FROM responses r LEFT JOIN images i ON r.image_hash = i.hash WHERE i.hash IS NULL"
+    ).fetchone()[0]
     assert missing == 0
     # Plans were written, each says which model version chose it.
     assert db.execute("SELECT COUNT(*) FROM plans").fetchone()[0] >= 6
@@ -143,8 +163,12 @@ def test_realtime_session_runs_on_the_wall_clock(tmp_path):
 
 def test_a_dying_cortex_ends_the_session_cleanly_without_orphans(tmp_path):
     rig = load_rig(ROOT / "rigs" / "sim.toml")
-    rig = with_overrides(rig, session={"n_trials": 10000, "speed": "realtime"}, display={"presenter": "headless"},
-                         images={"pool_size": 300, "test_size": 40})
+    rig = with_overrides(
+        rig,
+        session={"n_trials": 10000, "speed": "realtime"},
+        display={"presenter": "headless"},
+        images={"pool_size": 300, "test_size": 40},
+    )
     launcher = start_launcher(rig, tmp_path)
     try:
         wait_for_trials(tmp_path / "k" / "session.sqlite", 1)
@@ -165,8 +189,11 @@ def test_a_dying_cortex_ends_the_session_cleanly_without_orphans(tmp_path):
     assert summary["trials_done"] >= 1
     for pid in children:
         assert not Path(f"/proc/{pid}").exists() or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
-    status = sqlite3.connect(tmp_path / "k" / "session.sqlite").execute(
-        "SELECT value FROM meta WHERE key='status'").fetchone()[0]
+    status = (
+        sqlite3.connect(tmp_path / "k" / "session.sqlite")
+        .execute("SELECT value FROM meta WHERE key='status'")
+        .fetchone()[0]
+    )
     assert status == summary["status"]
 
 
@@ -199,15 +226,20 @@ def test_max_speed_runs_are_reproducible(recorded, tmp_path):
 
     def counts(p):
         db = sqlite3.connect(p / "session.sqlite")
-        return [(t, i, h, c) for t, i, h, c in db.execute(
-            "SELECT trial_id, idx, image_hash, counts FROM responses ORDER BY trial_id, idx")]
+        return [
+            (t, i, h, c)
+            for t, i, h, c in db.execute(
+                "SELECT trial_id, idx, image_hash, counts FROM responses ORDER BY trial_id, idx"
+            )
+        ]
 
     assert counts(path) == counts(tmp_path / "again")
 
 
 def test_lost_packets_are_counted_and_their_responses_kept_out_of_training(tmp_path):
-    rig = with_overrides(small_rig(n_trials=4), cortex={"recording": {"packet_loss": 0.3}},
-                         fixation={"break_probability": 0.0})
+    rig = with_overrides(
+        small_rig(n_trials=4), cortex={"recording": {"packet_loss": 0.3}}, fixation={"break_probability": 0.0}
+    )
     summary = run_session(rig, tmp_path / "lossy")
     assert summary["status"] == "completed"
     assert summary["batches_lost"] > 0 and summary["spikes_lost"] > 0
@@ -223,9 +255,13 @@ def test_lost_packets_are_counted_and_their_responses_kept_out_of_training(tmp_p
 
 
 def test_the_controller_ends_the_session_itself_when_its_launcher_is_killed(tmp_path):
-    rig = with_overrides(load_rig(ROOT / "rigs" / "sim.toml"), session={"n_trials": 10000, "speed": "realtime"},
-                         display={"presenter": "headless"}, images={"pool_size": 300, "test_size": 40},
-                         model={"kind": "baseline"})
+    rig = with_overrides(
+        load_rig(ROOT / "rigs" / "sim.toml"),
+        session={"n_trials": 10000, "speed": "realtime"},
+        display={"presenter": "headless"},
+        images={"pool_size": 300, "test_size": 40},
+        model={"kind": "baseline"},
+    )
     launcher = start_launcher(rig, tmp_path, output=subprocess.DEVNULL)
     wait_for_trials(tmp_path / "k" / "session.sqlite", 1)
     children = _children_of(launcher.pid)
@@ -245,10 +281,15 @@ def test_the_controller_ends_the_session_itself_when_its_launcher_is_killed(tmp_
 
 def model_fault_rig(n_trials: int):
     """A short real-time session, no fixation breaks, a quick model: what a model worker's fault is tried on."""
-    return with_overrides(load_rig(ROOT / "rigs" / "sim.toml"), session={"n_trials": n_trials, "speed": "realtime"},
-                          display={"presenter": "headless"}, images={"pool_size": 300, "test_size": 40},
-                          model={"kind": "baseline"}, fixation={"break_probability": 0.0},
-                          cortex={"population": {"n_neurons": 8, "seed": 3}})
+    return with_overrides(
+        load_rig(ROOT / "rigs" / "sim.toml"),
+        session={"n_trials": n_trials, "speed": "realtime"},
+        display={"presenter": "headless"},
+        images={"pool_size": 300, "test_size": 40},
+        model={"kind": "baseline"},
+        fixation={"break_probability": 0.0},
+        cortex={"population": {"n_neurons": 8, "seed": 3}},
+    )
 
 
 def test_a_killed_model_worker_is_started_again_and_gets_the_stored_responses_back(tmp_path):

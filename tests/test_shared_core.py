@@ -1,4 +1,5 @@
 """Shared-core online model: interface, learning, held-out best weights, checkpoints, torchvision-format cores."""
+
 import numpy as np
 import pytest
 import torch
@@ -13,9 +14,18 @@ SHAPE = (16, 16, 3)
 
 
 def _cfg(**kw) -> ModelConfig:
-    base = dict(kind="shared", core="resnet18", core_channels=8, ensemble_size=2, batch_size=32,
-                learning_rate=1e-2, min_responses_to_train=16, max_stored_responses=1000, validation_every=5,
-                validate_every_steps=10)
+    base = dict(
+        kind="shared",
+        core="resnet18",
+        core_channels=8,
+        ensemble_size=2,
+        batch_size=32,
+        learning_rate=1e-2,
+        min_responses_to_train=16,
+        max_stored_responses=1000,
+        validation_every=5,
+        validate_every_steps=10,
+    )
     return ModelConfig(**{**base, **kw})
 
 
@@ -100,8 +110,9 @@ def test_published_weights_are_the_best_on_held_out_responses():
             p = net(x).mean(0).numpy()
         return float(np.median([np.corrcoef(p[:, n], test_rates[:, n])[0, 1] for n in range(3)]))
 
-    model = make_online_model(_cfg(core_channels=16, learning_rate=3e-2, validation_every=3,
-                                   readout_l1=0.0, weight_decay=0.0), 3, SHAPE)
+    model = make_online_model(
+        _cfg(core_channels=16, learning_rate=3e-2, validation_every=3, readout_l1=0.0, weight_decay=0.0), 3, SHAPE
+    )
     model.add_responses(images, counts, 0.05)
     model.train(400)
     assert model.best_changes > 0 and model.best_r.isfinite().all()
@@ -176,8 +187,8 @@ def test_loaded_running_statistics_are_used_but_never_updated(tmp_path):
     bn = model.net.cores[0].bn1
     x = torch.randn(4, 8, 5, 5)
     expected = (x - state["bn1.running_mean"][:, None, None]) / torch.sqrt(
-        state["bn1.running_var"][:, None, None] + 1e-5) * state["bn1.weight"][:, None, None] \
-        + state["bn1.bias"][:, None, None]
+        state["bn1.running_var"][:, None, None] + 1e-5
+    ) * state["bn1.weight"][:, None, None] + state["bn1.bias"][:, None, None]
     torch.testing.assert_close(bn(x), expected)
     images, counts, _ = _data(80)
     model.add_responses(images, counts, 0.2)
@@ -185,10 +196,13 @@ def test_loaded_running_statistics_are_used_but_never_updated(tmp_path):
     torch.testing.assert_close(model.net.cores[0].bn1.running_mean, state["bn1.running_mean"])
 
 
-@pytest.mark.parametrize("drop,reshape,match", [
-    ("layer1.1.bn2.running_var", None, "no key 'layer1.1.bn2.running_var'"),
-    (None, "conv1.weight", "key 'conv1.weight' has shape"),
-])
+@pytest.mark.parametrize(
+    "drop,reshape,match",
+    [
+        ("layer1.1.bn2.running_var", None, "no key 'layer1.1.bn2.running_var'"),
+        (None, "conv1.weight", "key 'conv1.weight' has shape"),
+    ],
+)
 def test_bad_core_weights_file_names_file_and_key(tmp_path, drop, reshape, match):
     path = tmp_path / "bad.pth"
     _torchvision_like_file(path, drop=drop, reshape=reshape)
@@ -245,14 +259,35 @@ def test_compress_end_to_end_from_a_shared_session_checkpoint(tmp_path):
     from tests.test_prune import small_compress_session
 
     rig, imgs, counts = small_compress_session(
-        3, 120, kind="shared", core_channels=8, filters_per_layer=4, n_layers=3, strides=[2, 2, 1], kernel_size=3,
-        ensemble_size=2, distill_steps=20, retrain_steps=10, form="loop", prune_images=100)
+        3,
+        120,
+        kind="shared",
+        core_channels=8,
+        filters_per_layer=4,
+        n_layers=3,
+        strides=[2, 2, 1],
+        kernel_size=3,
+        ensemble_size=2,
+        distill_steps=20,
+        retrain_steps=10,
+        form="loop",
+        prune_images=100,
+    )
     session_model = make_online_model(rig.model, 3, imgs.shape[1:])
     session_model.add_responses(imgs, counts, 0.15)
     session_model.train(15)
     ckpt = tmp_path / "model.pt"
     torch.save({"kind": "shared", "n_neurons": 3, "model": session_model.weights_state()}, ckpt)
-    report = compress_from_arrays(imgs, counts, 0.15, rig, tmp_path / "out", ensemble_steps=5, mei_steps=2,
-                                  log=lambda line: None, teacher_checkpoint=ckpt)
+    report = compress_from_arrays(
+        imgs,
+        counts,
+        0.15,
+        rig,
+        tmp_path / "out",
+        ensemble_steps=5,
+        mei_steps=2,
+        log=lambda line: None,
+        teacher_checkpoint=ckpt,
+    )
     assert "shared" in report["teacher_from"] and report["ensemble_form"] == "shared resnet18 core"
     assert len(report["neurons"]) == 3 and (tmp_path / "out" / "models.pt2").exists()

@@ -1,4 +1,5 @@
 """Spikes from rates: Fano factor, latency, time course, refractoriness, drift, lost units, noise ceiling."""
+
 import time
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The live status of a running session: a panel on a terminal, plain lines elsewhere, a warning when plans fall back."""
+
 import io
 import os
 import pty
@@ -28,8 +29,9 @@ class SilentModel(InProcessPart):
 
 
 def test_plain_status_lines_and_a_warning_when_plans_fall_back(tmp_path):
-    rig = with_overrides(small_rig(n_trials=3), trial={"virtual_plan_timeout_s": 0.2},
-                         fixation={"break_probability": 0.0})
+    rig = with_overrides(
+        small_rig(n_trials=3), trial={"virtual_plan_timeout_s": 0.2}, fixation={"break_probability": 0.0}
+    )
     parts = in_process_parts(rig)
     parts.model = SilentModel()
     out = io.StringIO()
@@ -51,8 +53,18 @@ def test_a_terminal_gets_a_live_panel_then_the_summary(tmp_path):
     pid, fd = pty.fork()
     if pid == 0:  # the child: `cortexloop run` on a pseudo-terminal, as a person would start it
         os.environ["PYTHONPATH"] = str(ROOT)
-        os.execv(sys.executable, [sys.executable, "-m", "controller.cli", "run", str(tmp_path / "rig.json"),
-                                  "--session-dir", str(tmp_path / "s")])
+        os.execv(
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "controller.cli",
+                "run",
+                str(tmp_path / "rig.json"),
+                "--session-dir",
+                str(tmp_path / "s"),
+            ],
+        )
     buf, end = b"", time.monotonic() + 240
     while time.monotonic() < end:
         ready, _, _ = select.select([fd], [], [], 1.0)
@@ -76,7 +88,14 @@ def test_the_status_latency_percentiles_are_in_order_with_few_trials():
     from types import SimpleNamespace
 
     board = StatusBoard(8, stream=io.StringIO())
-    engine = SimpleNamespace(trial_reports={}, streams={}, plans_on_time=2, plans_late=0, latencies_s=[0.198, 0.296],
-                             model_version_seen=0, dropped_frames=0)
+    engine = SimpleNamespace(
+        trial_reports={},
+        streams={},
+        plans_on_time=2,
+        plans_late=0,
+        latencies_s=[0.198, 0.296],
+        model_version_seen=0,
+        dropped_frames=0,
+    )
     p50, p99 = board.figures(engine)["loop latency p50/p99"].removesuffix(" ms").split(" / ")
     assert int(p50) == 247 and int(p99) == 295  # the summary's (interpolated) percentiles

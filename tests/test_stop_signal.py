@@ -1,4 +1,5 @@
 """A stop signal whose exception is swallowed where it lands still stops the session."""
+
 import signal
 
 import pytest

@@ -1,5 +1,6 @@
 """The session store: what passed validation always stores; what was committed survives a kill; a trial's
 end is fsynced to the disk."""
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,11 @@ def store():
     shutil.rmtree(d)
 
 
-@settings(FUZZ, max_examples=int(200 * SCALE),
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    FUZZ,
+    max_examples=int(200 * SCALE),
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(msg=valid_messages())
 def test_whatever_passes_validation_stores_without_error(store, msg):
     decoded = m.decode([bytes(f) for f in m.encode(msg)])
@@ -68,8 +72,10 @@ def test_whatever_passes_validation_stores_without_error(store, msg):
         store.conn.execute("DELETE FROM spike_batches WHERE stream = ? AND seq = ?", (decoded.stream, decoded.seq))
     put(store, decoded)
     if isinstance(decoded, m.SpikeBatch):
-        row = store.conn.execute("SELECT t_start_s, total_spikes, time_s FROM spike_batches "
-                                 "WHERE stream = ? AND seq = ?", (decoded.stream, decoded.seq)).fetchone()
+        row = store.conn.execute(
+            "SELECT t_start_s, total_spikes, time_s FROM spike_batches WHERE stream = ? AND seq = ?",
+            (decoded.stream, decoded.seq),
+        ).fetchone()
         assert row[0] == decoded.t_start_s and row[1] == decoded.total_spikes
         assert np.array_equal(np.frombuffer(row[2], np.float64), decoded.time_s)
     elif isinstance(decoded, m.TrialPlan):
@@ -79,8 +85,15 @@ def test_whatever_passes_validation_stores_without_error(store, msg):
 
 def test_a_repeated_batch_is_stored_once_and_reported(tmp_path):
     s = SessionStore.create(tmp_path / "s", "{}")
-    batch = m.SpikeBatch(stream="s", seq=3, t_start_s=0.0, t_end_s=0.02, total_spikes=1,
-                         neuron=np.array([2], np.uint16), time_s=np.array([0.01]))
+    batch = m.SpikeBatch(
+        stream="s",
+        seq=3,
+        t_start_s=0.0,
+        t_end_s=0.02,
+        total_spikes=1,
+        neuron=np.array([2], np.uint16),
+        time_s=np.array([0.01]),
+    )
     assert s.put_spikes(batch) is True
     assert s.put_spikes(batch) is False  # the caller must not bin it again
     assert s.count("spike_batches") == 1
@@ -116,8 +129,13 @@ WRITER = textwrap.dedent("""
 
 
 def test_a_killed_writer_loses_no_committed_row(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "s")], cwd=ROOT, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path / "s")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         acknowledged = -1
         for line in proc.stdout:
@@ -132,7 +150,7 @@ def test_a_killed_writer_loses_no_committed_row(tmp_path):
     db = sqlite3.connect(tmp_path / "s" / DB_NAME)
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     seqs = [r[0] for r in db.execute("SELECT seq FROM spike_batches ORDER BY seq")]
-    assert seqs[:acknowledged + 1] == list(range(acknowledged + 1))  # every acknowledged batch, in order
+    assert seqs[: acknowledged + 1] == list(range(acknowledged + 1))  # every acknowledged batch, in order
     trials = db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
     assert trials >= (acknowledged + 1) // 10
 
@@ -159,9 +177,25 @@ def test_a_trial_end_is_fsynced_and_spike_batches_are_not(tmp_path):
     """Power-loss safety of a committed trial: its commit waits for the WAL to reach the disk, which also carries
     every earlier commit. Observed as system calls, since a power cut cannot be staged here."""
     trace = tmp_path / "trace"
-    run = subprocess.run(["strace", "-f", "-y", "-e", "trace=fsync,fdatasync,write", "-o", str(trace),
-                          sys.executable, "-c", FSYNC_PROBE, str(tmp_path / "s")], cwd=ROOT, capture_output=True,
-                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    run = subprocess.run(
+        [
+            "strace",
+            "-f",
+            "-y",
+            "-e",
+            "trace=fsync,fdatasync,write",
+            "-o",
+            str(trace),
+            sys.executable,
+            "-c",
+            FSYNC_PROBE,
+            str(tmp_path / "s"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     if run.returncode != 0 and "ptrace" in run.stderr:
         pytest.skip(f"strace cannot trace here: {run.stderr.strip()[:200]}")
     assert run.returncode == 0, run.stderr

@@ -1,4 +1,5 @@
 """The session summary's noise ceilings (truth and repeats) and training steps per trial."""
+
 import json
 
 import numpy as np
@@ -30,8 +31,9 @@ def test_truth_ceiling_is_what_single_presentation_counts_reach_on_a_known_case(
     ceil = noise_ceilings(rig, pop.rates, images, None, None)
     got = np.array(ceil["truth"]["per_neuron"])
     # The same spiking model, run for real: the correlation of one presentation's count with the true rate.
-    counts = simulate_counts(pop, rig.cortex.spiking, images, (0.05, 0.2), seed=rig.cortex.population.seed + 1,
-                             n_repeats=4)
+    counts = simulate_counts(
+        pop, rig.cortex.spiking, images, (0.05, 0.2), seed=rig.cortex.population.seed + 1, n_repeats=4
+    )
     rates = pop.rates(images)
     emp = np.array([np.mean([np.corrcoef(counts[k, :, i], rates[:, i])[0, 1] for k in range(4)]) for i in range(2)])
     np.testing.assert_allclose(got[:2], emp, atol=0.06)
@@ -47,8 +49,14 @@ def test_repeats_ceiling_agrees_with_the_truth_where_both_are_known():
     images[1::2, 0, 0, 0] = 1
     images[:, 1, 1, 0] = np.arange(40)  # 40 distinct images (distinct hashes)
     rig = bench_rig(cortex={"spiking": {"fano_factor": 1.0, "refractory_ms": 0.0}})
-    counts = simulate_counts(pop, SpikingConfig(fano_factor=1.0, refractory_ms=0.0), images, (0.05, 0.2),
-                             seed=rig.cortex.population.seed + 1, n_repeats=12)
+    counts = simulate_counts(
+        pop,
+        SpikingConfig(fano_factor=1.0, refractory_ms=0.0),
+        images,
+        (0.05, 0.2),
+        seed=rig.cortex.population.seed + 1,
+        n_repeats=12,
+    )
     stored = {"image_hash": [f"img{j}" for _ in range(12) for j in range(40)], "counts": counts.reshape(-1, 3)}
     ceil = noise_ceilings(rig, pop.rates, images, stored, None)
     rep, truth = ceil["repeats"], ceil["truth"]
@@ -63,11 +71,13 @@ def test_repeats_ceiling_agrees_with_the_truth_where_both_are_known():
 def test_session_summary_reports_both_ceilings_next_to_heldout_accuracy_and_steps_per_trial(tmp_path):
     from controller.session import run_in_process, summary_from_store
 
-    rig = bench_rig(session={"n_trials": 8, "seed": 2},
-                    images={"size_px": 16, "pool_size": 60, "test_size": 20, "seed": 2},
-                    cortex={"population": {"n_neurons": 4, "seed": 2}},
-                    model={"kind": "baseline", "steps_per_trial": 3},
-                    selection={"mix": {"random": 0.5, "repeat": 0.5}, "repeat_set_size": 4, "hypotheses": []})
+    rig = bench_rig(
+        session={"n_trials": 8, "seed": 2},
+        images={"size_px": 16, "pool_size": 60, "test_size": 20, "seed": 2},
+        cortex={"population": {"n_neurons": 4, "seed": 2}},
+        model={"kind": "baseline", "steps_per_trial": 3},
+        selection={"mix": {"random": 0.5, "repeat": 0.5}, "repeat_set_size": 4, "hypotheses": []},
+    )
     summary, _ = run_in_process(rig, tmp_path / "s")
     assert len(summary["heldout_r_per_neuron"]) == 4
     truth, rep = summary["noise_ceiling"]["truth"], summary["noise_ceiling"]["repeats"]

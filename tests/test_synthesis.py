@@ -1,4 +1,5 @@
 """Gradient-based synthesis: raises its objective, stays presentable, honours step budgets and deadlines."""
+
 import math
 import time
 
@@ -49,8 +50,10 @@ class TinyPredictor:
 
 def test_synthesis_raises_the_objective_and_keeps_pixels_in_range():
     p = TinyPredictor()
+
     def objective(x):
         return p.rates(x, neurons=[1]).mean(0)[:, 0]
+
     init = noise_images(3, SHAPE, seed=1)
     before = objective(init).detach()
     res = synthesize(objective, init, max_steps=60, transform=Jitter(1, seed=0))
@@ -63,8 +66,10 @@ def test_synthesis_raises_the_objective_and_keeps_pixels_in_range():
 
 def test_synthesis_stops_at_the_deadline_with_its_best_images():
     p = TinyPredictor()
+
     def objective(x):
         return p.rates(x).mean(0).sum(1)
+
     init = noise_images(2, SHAPE, seed=2)
     t0 = time.perf_counter()
     res = synthesize(objective, init, max_steps=10_000_000, deadline_s=t0 + 0.3)
@@ -137,7 +142,9 @@ def test_natural_range_is_the_pools_percentiles_and_the_projection_lands_inside_
     nat = natural_like()
     rng = NaturalRange.of(nat, (5.0, 95.0))
     mean, rms = (v.numpy() for v in image_stats(from_pixels(nat)))
-    assert np.isclose(rng.mean_range[0], np.percentile(mean, 5)) and np.isclose(rng.rms_range[1], np.percentile(rms, 95))
+    assert np.isclose(rng.mean_range[0], np.percentile(mean, 5)) and np.isclose(
+        rng.rms_range[1], np.percentile(rms, 95)
+    )
     wild = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(3))  # uniform noise: RMS ~0.29
     wild[0] = 0.97  # flat and bright
     wild[1] = (wild[1] > 0.5).float()  # binary: the most contrast there is

@@ -1,4 +1,5 @@
 """The training benchmark's bandwidth estimate: the bytes a step must move, on a size worked out by hand."""
+
 from bench.training import step_bytes
 from models.compact import CompactSpec, make_models
 

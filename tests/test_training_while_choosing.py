@@ -1,4 +1,5 @@
 """On the wall clock the model trains in a thread; whether it keeps training while a plan is chosen."""
+
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,13 @@ def test_auto_trains_while_choosing_only_with_three_cores(monkeypatch):
 @pytest.mark.parametrize("setting", ["always", "never"])
 def test_training_during_choice_follows_the_setting(setting):
     rig = load_rig(ROOT / "rigs" / "sim.toml")
-    rig = with_overrides(rig, session={"speed": "realtime"}, images={"pool_size": 200, "test_size": 20},
-                         model={"train_while_choosing": setting, "core_channels": 8, "ensemble_size": 2},
-                         cortex={"population": {"n_neurons": 4, "seed": 3}})
+    rig = with_overrides(
+        rig,
+        session={"speed": "realtime"},
+        images={"pool_size": 200, "test_size": 20},
+        model={"train_while_choosing": setting, "core_channels": 8, "ensemble_size": 2},
+        cortex={"population": {"n_neurons": 4, "seed": 3}},
+    )
     pools = make_pools(rig.images)
     worker = ModelWorker(rig, make_clock("realtime"), pools=pools)
     rng = np.random.default_rng(0)

@@ -1,4 +1,5 @@
 """Code words on TTL lines: written under each scheme, read back with none lost, repeated or not."""
+
 import pytest
 
 from acquisition.config import TtlConfig
@@ -31,12 +32,21 @@ def test_repeated_codes_each_come_back_once_at_their_sample(lines):
 
 
 def test_return_to_zero_goes_back_to_zero_and_strobe_rises_with_the_data():
-    assert encode_word(RTZ, 20, 100, 5) == [Transition(100, 2, True), Transition(100, 4, True),
-                                            Transition(105, 2, False), Transition(105, 4, False)]
+    assert encode_word(RTZ, 20, 100, 5) == [
+        Transition(100, 2, True),
+        Transition(100, 4, True),
+        Transition(105, 2, False),
+        Transition(105, 4, False),
+    ]
     # Strobe on line 7: bit k on the k-th data line (line 7 skipped, so bit 7 would go on line 8 - none here).
-    assert encode_word(STROBE, 20, 100, 5) == [Transition(100, 2, True), Transition(100, 4, True),
-                                               Transition(100, 7, True), Transition(105, 2, False),
-                                               Transition(105, 4, False), Transition(105, 7, False)]
+    assert encode_word(STROBE, 20, 100, 5) == [
+        Transition(100, 2, True),
+        Transition(100, 4, True),
+        Transition(100, 7, True),
+        Transition(105, 2, False),
+        Transition(105, 4, False),
+        Transition(105, 7, False),
+    ]
     strobe_mid = Lines(8, "strobe", strobe_line=3)
     assert strobe_mid.word_lines(0b1111) == 0b10111  # bit 3 moves past the strobe to line 4
     assert strobe_mid.code_of(0b10111) == 0b1111
@@ -61,10 +71,18 @@ def test_a_word_read_only_once_all_lines_of_its_sample_are_in():
 
 
 def test_unknown_lines_are_counted_and_change_no_code():
-    transitions = [Transition(100, 2, True), Transition(100, 12, True), Transition(100, 4, True),
-                   Transition(103, 12, False), Transition(105, 2, False), Transition(105, 4, False),
-                   Transition(200, 7, True), Transition(200, 2, True), Transition(205, 7, False),
-                   Transition(205, 2, False)]
+    transitions = [
+        Transition(100, 2, True),
+        Transition(100, 12, True),
+        Transition(100, 4, True),
+        Transition(103, 12, False),
+        Transition(105, 2, False),
+        Transition(105, 4, False),
+        Transition(200, 7, True),
+        Transition(200, 2, True),
+        Transition(205, 7, False),
+        Transition(205, 2, False),
+    ]
     words, unknown = decode_transitions(RTZ, transitions)
     # Line 7 is a code line under return_to_zero: 2 + 7 -> code 0b10000100 = 132, never 20 or 4.
     assert [(d.sample, d.value) for d in words] == [(100, 20), (200, 132)]
@@ -75,16 +93,21 @@ def test_unknown_lines_are_counted_and_change_no_code():
 
 
 def test_strobe_reads_data_only_at_its_rising_edge_and_reports_the_photodiode():
-    tr = [Transition(100, 1, True),  # data change without strobe: no word
-          Transition(110, 9, True),  # photodiode edge
-          Transition(120, 7, True),  # strobe rises: the data lines hold 2
-          Transition(125, 7, False), Transition(125, 1, False),
-          Transition(130, 7, True),  # strobe with no data: code 0 is a word under the strobe scheme
-          Transition(131, 9, False), Transition(135, 7, False)]
+    tr = [
+        Transition(100, 1, True),  # data change without strobe: no word
+        Transition(110, 9, True),  # photodiode edge
+        Transition(120, 7, True),  # strobe rises: the data lines hold 2
+        Transition(125, 7, False),
+        Transition(125, 1, False),
+        Transition(130, 7, True),  # strobe with no data: code 0 is a word under the strobe scheme
+        Transition(131, 9, False),
+        Transition(135, 7, False),
+    ]
     words, unknown = decode_transitions(STROBE, tr)
     # A photodiode edge comes out at once; a word once its sample is closed, so compare in sample order.
-    assert sorted((d.sample, d.kind, d.value) for d in words) == [(s, k, v) for k, s, v in [
-        ("photodiode", 110, 1), ("word", 120, 2), ("word", 130, 0), ("photodiode", 131, 0)]]
+    assert sorted((d.sample, d.kind, d.value) for d in words) == [
+        (s, k, v) for k, s, v in [("photodiode", 110, 1), ("word", 120, 2), ("word", 130, 0), ("photodiode", 131, 0)]
+    ]
     assert unknown == 0
 
 
@@ -108,9 +131,14 @@ def test_codes_that_do_not_fit_the_lines_are_refused():
 
 def test_rig_file_ttl_section_is_checked():
     assert TtlConfig().lines() == Lines(8, "return_to_zero", None, None)
-    for bad, why in [({"scheme": "strobe"}, "needs strobe_line"), ({"strobe_line": 3}, "only used with"),
-                     ({"scheme": "strobe", "strobe_line": 8}, "not one of"), ({"photodiode_line": 2}, "own line"),
-                     ({"n_lines": 4}, "greater than or equal"), ({"pulse_ms": 0}, "greater than or equal"),
-                     ({"lines": 8}, "Extra inputs")]:
+    for bad, why in [
+        ({"scheme": "strobe"}, "needs strobe_line"),
+        ({"strobe_line": 3}, "only used with"),
+        ({"scheme": "strobe", "strobe_line": 8}, "not one of"),
+        ({"photodiode_line": 2}, "own line"),
+        ({"n_lines": 4}, "greater than or equal"),
+        ({"pulse_ms": 0}, "greater than or equal"),
+        ({"lines": 8}, "Extra inputs"),
+    ]:
         with pytest.raises(ValueError, match=why):
             TtlConfig(**bad)

@@ -16,6 +16,7 @@ talk only over ZeroMQ. The launcher watches them:
 Children run in their own process groups (Ctrl-C reaches only the launcher, which
 then stops them in order) and exit by themselves if the launcher disappears.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,12 +58,24 @@ def prepare_session_dir(rig: RigConfig, session_dir: Path) -> dict[str, str]:
 
 
 def _spawn(role: str, session_dir: Path, env: dict, extra: list[str] = ()) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "controller.cli", "serve", role, "--rig", str(session_dir / "rig.json"),
-           "--session-dir", str(session_dir), "--endpoints", str(session_dir / "endpoints.json"),
-           "--parent-pid", str(os.getpid()), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "controller.cli",
+        "serve",
+        role,
+        "--rig",
+        str(session_dir / "rig.json"),
+        "--session-dir",
+        str(session_dir),
+        "--endpoints",
+        str(session_dir / "endpoints.json"),
+        "--parent-pid",
+        str(os.getpid()),
+        *extra,
+    ]
     out = None if role == "controller" else open(session_dir / "logs" / f"{role}.log", "a")
-    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, env=env,
-                            start_new_session=True)
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, env=env, start_new_session=True)
 
 
 def session_roles(rig: RigConfig) -> tuple[str, ...]:
@@ -87,8 +100,7 @@ def resume_args(session_dir: Path) -> dict[str, list[str]]:
     return {"controller": ["--resume"], "cortex": ["--epoch", str(epoch), *clock], "presenter": clock}
 
 
-def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | None = None,
-                resume: bool = False) -> dict:
+def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | None = None, resume: bool = False) -> dict:
     """Run a session's processes until the controller ends. resume: go on with the stopped session in
     session_dir (records/resume.py); its summary.json is written anew at the end."""
     session_dir = Path(session_dir) if session_dir else new_session_dir(rig)
@@ -125,14 +137,21 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
             if (dead or interrupted) and not told_controller:
                 # The controller ends the session cleanly on SIGTERM; the reason file says why, so its status
                 # names the process that died rather than "interrupted".
-                why = (f"the {dead[0]} process died (exit code {procs[dead[0]].returncode})" if dead
-                       else f"interrupted ({signal.Signals(interrupted[0]).name})")
+                why = (
+                    f"the {dead[0]} process died (exit code {procs[dead[0]].returncode})"
+                    if dead
+                    else f"interrupted ({signal.Signals(interrupted[0]).name})"
+                )
                 (session_dir / STOP_REASON).write_text(why)
                 controller.send_signal(signal.SIGTERM)
                 told_controller = True
             if len(interrupted) >= 2:  # a second Ctrl-C: stop now, whatever is running
-                print("cortexloop: second interrupt: stopping every process now (the store keeps what was "
-                      "committed; cortexloop run --resume goes on from it)", file=sys.stderr, flush=True)
+                print(
+                    "cortexloop: second interrupt: stopping every process now (the store keeps what was "
+                    "committed; cortexloop run --resume goes on from it)",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 for proc in procs.values():
                     if proc.poll() is None:
                         proc.kill()
@@ -147,15 +166,23 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
                     print(f"cortexloop: model worker not answering ({why}); replaced", file=sys.stderr, flush=True)
                 elif not waited_noted:
                     waited_noted = True
-                    print(f"cortexloop: model worker not answering ({why}), but it was started "
-                          f"{time.time() - model_started:.0f} s ago and has not answered yet: it is starting, and has "
-                          f"until {MODEL_START_GRACE_S:.0f} s after its start", file=sys.stderr, flush=True)
+                    print(
+                        f"cortexloop: model worker not answering ({why}), but it was started "
+                        f"{time.time() - model_started:.0f} s ago and has not answered yet: it is starting, and has "
+                        f"until {MODEL_START_GRACE_S:.0f} s after its start",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             code = procs["model"].poll()
             # Exit code 0: the worker was told the session is over (the controller is writing its summary).
             if code not in (None, 0) and model_restarts < MAX_MODEL_RESTARTS:
                 model_restarts += 1
-                print(f"cortexloop: model worker exited ({code}); started again from its "
-                      f"last checkpoint (pool images meanwhile)", file=sys.stderr, flush=True)
+                print(
+                    f"cortexloop: model worker exited ({code}); started again from its "
+                    f"last checkpoint (pool images meanwhile)",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 procs["model"] = _spawn("model", session_dir, env)
                 model_started, waited_noted = time.time(), False
     finally:
@@ -164,17 +191,21 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
         # theirs is lost by SIGTERM: the store is the controller's, the cortex's ledger lines are flushed as
         # written, and the model worker's checkpoint is written to a temporary file and renamed into place
         # (ModelWorker.save_checkpoint), so a stop mid-write leaves the last whole one.
-        told = "controller" in procs and procs["controller"].poll() is not None and (
-            session_dir / "summary.json").exists()
+        told = (
+            "controller" in procs and procs["controller"].poll() is not None and (session_dir / "summary.json").exists()
+        )
         _stop_all(procs, grace_s=10.0 if told else 0.0)
         for s, h in previous.items():
             signal.signal(s, h)
     summary_path = session_dir / "summary.json"
     for role, proc in procs.items():
         if proc.returncode not in (0, None) and role != "controller":
-            print(f"cortexloop: the {role} process exited with code {proc.returncode}; the end of its log "
-                  f"({session_dir / 'logs' / (role + '.log')}):\n{_tail(session_dir / 'logs' / (role + '.log'))}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"cortexloop: the {role} process exited with code {proc.returncode}; the end of its log "
+                f"({session_dir / 'logs' / (role + '.log')}):\n{_tail(session_dir / 'logs' / (role + '.log'))}",
+                file=sys.stderr,
+                flush=True,
+            )
     if not summary_path.exists():
         # The controller died before it could write one (killed, crashed): the summary comes from the store alone.
         code = procs["controller"].returncode if "controller" in procs else None
@@ -210,6 +241,8 @@ def restart_verdict(request: Path, worker_started_wall: float, now_wall: float) 
         return text, True
     answered = isinstance(last_reply, (int, float)) and last_reply >= worker_started_wall
     return why, answered or now_wall - worker_started_wall >= MODEL_START_GRACE_S
+
+
 STOP_REASON = "stop_reason"  # written by the launcher before it asks the controller to stop: why
 
 

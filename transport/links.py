@@ -1,4 +1,5 @@
 """ZeroMQ endpoints and sockets: resolving "auto" endpoints, size and queue limits, counting-and-dropping receive."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,14 @@ from contract import messages
 from controller.config import EndpointsConfig
 from transport.security import CurveKeys, as_client, as_server, require_keys_off_loopback
 
-ENDPOINT_NAMES = ("acquisition_pub", "acquisition_events", "presenter_plans", "controller_inbox", "model",
-                  "openephys_pub")
+ENDPOINT_NAMES = (
+    "acquisition_pub",
+    "acquisition_events",
+    "presenter_plans",
+    "controller_inbox",
+    "model",
+    "openephys_pub",
+)
 
 
 def resolve_endpoints(endpoints: EndpointsConfig, session_dir: Path) -> dict[str, str]:
@@ -47,8 +54,9 @@ SOCKET_HWM = {
 _HEADER_ALLOWANCE = messages.MAX_HEADER_BYTES  # every message's JSON header frame stays below this
 
 
-def socket_limits(name: str, *, image_shape: tuple, images_per_trial: int, n_neurons: int,
-                  predict_images: int, ensemble_size: int) -> tuple[int, int]:
+def socket_limits(
+    name: str, *, image_shape: tuple, images_per_trial: int, n_neurons: int, predict_images: int, ensemble_size: int
+) -> tuple[int, int]:
     """(max_bytes, hwm) for one of ENDPOINT_NAMES, sized from the rig so that no valid message is refused.
 
     max_bytes bounds every single frame a peer may send (ZeroMQ's MAXMSGSIZE is checked per frame);
@@ -64,8 +72,9 @@ def socket_limits(name: str, *, image_shape: tuple, images_per_trial: int, n_neu
         "presenter_plans": images_per_trial * image_bytes,  # one TrialPlan's pixels
         "controller_inbox": 4 * messages.MAX_TRIAL_FRAMES,  # frame intervals of a trial, float32
         # plan and predict pixels (both sides), rates (members, n, neurons) float32 (controller side)
-        "model": max(max(predict_images, images_per_trial) * image_bytes,
-                     4 * ensemble_size * predict_images * n_neurons),
+        "model": max(
+            max(predict_images, images_per_trial) * image_bytes, 4 * ensemble_size * predict_images * n_neurons
+        ),
         "openephys_pub": 0,  # JSON only (acquisition.openephys.MAX_BODY_BYTES is 1 MiB)
     }[name]
     return max(largest_array, _HEADER_ALLOWANCE), SOCKET_HWM[name]

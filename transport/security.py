@@ -17,6 +17,7 @@ stranger: with keys in use only key holders can send anything at all.
 `cortexloop keys DIR` writes a key pair (zmq's certificate format: NAME.key public, NAME.key_secret both
 halves, readable by this user only).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -37,13 +38,14 @@ class SecurityError(ValueError):
 
 # -- endpoints -------------------------------------------------------------------------------------------
 
+
 def tcp_host(endpoint: str) -> str | None:
     """The host of a tcp endpoint ("*" for every interface), None for any other transport."""
     if not endpoint.startswith("tcp://"):
         return None
-    rest = endpoint[len("tcp://"):]
+    rest = endpoint[len("tcp://") :]
     if rest.startswith("["):  # [::1]:5555
-        return rest[1:rest.find("]")] if "]" in rest else rest
+        return rest[1 : rest.find("]")] if "]" in rest else rest
     host = rest.rsplit(":", 1)[0] if ":" in rest else rest
     return host.split(";")[-1]  # "source;dest": the address the connection goes to
 
@@ -66,24 +68,36 @@ def is_loopback(endpoint: str) -> bool:
 def require_keys_off_loopback(name: str, endpoint: str, keys) -> None:
     """Refuse to open `endpoint` without keys where another machine could reach it."""
     if keys is None and not is_loopback(endpoint):
-        raise SecurityError(f"endpoints.{name} = {endpoint!r} is not on loopback: another machine could connect. "
-                            f"Name CURVE keys in the rig file ([security] server_key, client_key, "
-                            f"authorized_keys; `cortexloop keys DIR` makes a pair), or use \"auto\" (ipc) or "
-                            f"tcp://127.0.0.1:PORT on one machine")
+        raise SecurityError(
+            f"endpoints.{name} = {endpoint!r} is not on loopback: another machine could connect. "
+            f"Name CURVE keys in the rig file ([security] server_key, client_key, "
+            f'authorized_keys; `cortexloop keys DIR` makes a pair), or use "auto" (ipc) or '
+            f"tcp://127.0.0.1:PORT on one machine"
+        )
 
 
 # -- key files -------------------------------------------------------------------------------------------
+
 
 def _write_key_file(path: Path, public: bytes, secret: bytes | None) -> None:
     """One certificate in ZeroMQ's text format (what zmq.auth.load_certificate reads). The file is created
     with mode 0600 where it holds a secret (never readable by others, not even for a moment) and fails if it
     exists (a key pair is never overwritten: machines may already trust it)."""
     kind = "Secret" if secret is not None else "Public"
-    lines = [f"#   ZeroMQ CURVE {kind} Certificate, made by cortexloop keys on "
-             f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}",
-             "#   " + ("Keep it on this machine, readable by its user only." if secret is not None
-                       else "Copy it to the machines that should trust this key."),
-             "", "metadata", "curve", f'    public-key = "{public.decode("ascii")}"']
+    lines = [
+        f"#   ZeroMQ CURVE {kind} Certificate, made by cortexloop keys on "
+        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+        "#   "
+        + (
+            "Keep it on this machine, readable by its user only."
+            if secret is not None
+            else "Copy it to the machines that should trust this key."
+        ),
+        "",
+        "metadata",
+        "curve",
+        f'    public-key = "{public.decode("ascii")}"',
+    ]
     if secret is not None:
         lines.append(f'    secret-key = "{secret.decode("ascii")}"')
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if secret is not None else 0o644)
@@ -101,8 +115,10 @@ def make_keys(directory: str | Path, name: str = "cortexloop") -> tuple[Path, Pa
     public_path, secret_path = directory / f"{name}.key", directory / f"{name}.key_secret"
     for p in (public_path, secret_path):
         if p.exists():
-            raise SecurityError(f"{p} exists: a key pair is never overwritten (other machines may trust it); "
-                                f"choose another name or directory")
+            raise SecurityError(
+                f"{p} exists: a key pair is never overwritten (other machines may trust it); "
+                f"choose another name or directory"
+            )
     public, secret = zmq.curve_keypair()
     _write_key_file(secret_path, public, secret)
     _write_key_file(public_path, public, None)
@@ -136,8 +152,10 @@ def _load(key: str, path_text: str, need_secret: bool) -> tuple[bytes, bytes | N
         raise SecurityError(f"security.{key} = {path_text!r}: holds no secret key (name the .key_secret file)")
     mode = path.stat().st_mode & 0o777
     if secret is not None and mode & 0o077:
-        raise SecurityError(f"security.{key} = {path_text!r} holds a secret key that others may read (mode "
-                            f"{oct(mode)}): chmod 600 {path}")
+        raise SecurityError(
+            f"security.{key} = {path_text!r} holds a secret key that others may read (mode "
+            f"{oct(mode)}): chmod 600 {path}"
+        )
     return public, secret
 
 
@@ -149,11 +167,14 @@ def load_keys(cfg) -> CurveKeys | None:
     client_public, client_secret = _load("client_key", cfg.client_key, need_secret=True)
     authorized = Path(cfg.authorized_keys).expanduser()
     if not authorized.is_dir():
-        raise SecurityError(f"security.authorized_keys = {cfg.authorized_keys!r}: no such directory (it holds the "
-                            f"public keys, NAME.key, of the machines that may connect)")
+        raise SecurityError(
+            f"security.authorized_keys = {cfg.authorized_keys!r}: no such directory (it holds the "
+            f"public keys, NAME.key, of the machines that may connect)"
+        )
     if not any(authorized.glob("*.key")):
-        raise SecurityError(f"security.authorized_keys = {cfg.authorized_keys!r}: no public key (*.key) in it: no "
-                            f"one could connect")
+        raise SecurityError(
+            f"security.authorized_keys = {cfg.authorized_keys!r}: no public key (*.key) in it: no one could connect"
+        )
     return CurveKeys(server_public, server_secret, client_public, client_secret, authorized, cfg.server_key)
 
 
@@ -193,8 +214,10 @@ def stop_authenticator(ctx: zmq.Context) -> None:
 def as_server(sock: zmq.Socket, keys: CurveKeys, name: str = "") -> None:
     """Make sock a CURVE server (before bind)."""
     if keys.server_secret is None:
-        raise SecurityError(f"security.server_key = {keys.server_key_file!r} holds only a public key, but this "
-                            f"process binds endpoints.{name}: it needs the .key_secret file")
+        raise SecurityError(
+            f"security.server_key = {keys.server_key_file!r} holds only a public key, but this "
+            f"process binds endpoints.{name}: it needs the .key_secret file"
+        )
     authenticator(sock.context, keys)
     sock.curve_secretkey = keys.server_secret
     sock.curve_publickey = keys.server_public
@@ -232,12 +255,14 @@ def cmd_keys(args) -> int:
     import socket
 
     host = socket.gethostname()
-    print(f"public key: {public}\n"
-          f"  a machine's own pair: copy this file, renamed after the machine (e.g. {host}.key), into the "
-          f"authorized_keys directory of every machine of the rig (this one too)\n"
-          f"  the rig's server pair: every machine needs the secret file below instead\n"
-          f"secret key: {secret} (mode 600: never readable by others, never in a shared or version-controlled "
-          f"place)\n"
-          f"rig file:   [security] client_key (a machine's own pair) or server_key (the server pair) = "
-          f"\"{secret}\"; authorized_keys = the directory of public keys")
+    print(
+        f"public key: {public}\n"
+        f"  a machine's own pair: copy this file, renamed after the machine (e.g. {host}.key), into the "
+        f"authorized_keys directory of every machine of the rig (this one too)\n"
+        f"  the rig's server pair: every machine needs the secret file below instead\n"
+        f"secret key: {secret} (mode 600: never readable by others, never in a shared or version-controlled "
+        f"place)\n"
+        f"rig file:   [security] client_key (a machine's own pair) or server_key (the server pair) = "
+        f'"{secret}"; authorized_keys = the directory of public keys'
+    )
     return 0

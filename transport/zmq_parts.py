@@ -6,6 +6,7 @@ end (transport/processes/) wrap the in-process parts: VirtualCortex,
 PresenterRunner, ModelWorker. `ZmqEventOutput` is the presenter process's way
 of telling the simulated recording system what it showed.
 """
+
 from __future__ import annotations
 
 import time
@@ -29,10 +30,17 @@ def limit_for(sock: zmq.Socket, name: str, rig=None) -> zmq.Socket:
     """Bound the socket's message size and queues for its endpoint (transport.links.socket_limits), from the
     rig where it is given, else from generous defaults; before bind/connect."""
     img = rig.images.shape if rig is not None else (512, 512, 3)
-    limit_socket(sock, *socket_limits(
-        name, image_shape=img, images_per_trial=rig.trial.images_per_trial if rig is not None else 100,
-        n_neurons=MAX_NEURONS, predict_images=rig.images.test_size if rig is not None else 10_000,
-        ensemble_size=rig.model.ensemble_size if rig is not None else 32))
+    limit_socket(
+        sock,
+        *socket_limits(
+            name,
+            image_shape=img,
+            images_per_trial=rig.trial.images_per_trial if rig is not None else 100,
+            n_neurons=MAX_NEURONS,
+            predict_images=rig.images.test_size if rig is not None else 10_000,
+            ensemble_size=rig.model.ensemble_size if rig is not None else 32,
+        ),
+    )
     return sock
 
 
@@ -109,8 +117,12 @@ class ZmqPresenter:
     def __init__(self, endpoints: dict[str, str], ctx: zmq.Context | None = None, rig=None):
         ctx = ctx or zmq.Context.instance()
         keys = keys_for(rig)
-        self.inbox = bind(limit_for(ctx.socket(zmq.PULL), "controller_inbox", rig), "controller_inbox",
-                          endpoints["controller_inbox"], keys)
+        self.inbox = bind(
+            limit_for(ctx.socket(zmq.PULL), "controller_inbox", rig),
+            "controller_inbox",
+            endpoints["controller_inbox"],
+            keys,
+        )
         self.plans_out = limit_for(ctx.socket(zmq.PUSH), "presenter_plans", rig)
         self.plans_out.setsockopt(zmq.LINGER, 1000)
         connect(self.plans_out, "presenter_plans", endpoints["presenter_plans"], keys)
@@ -179,8 +191,19 @@ class ZmqEventOutput:
 
     def write(self, code: int, time_s: float, trial_id: int, index: int, image_hash: str) -> None:
         self.seq += 1
-        m.send(self.sock, m.EventCode(stream="presenter", seq=self.seq, code=code, time_s=time_s, clock="presenter",
-                                      trial_id=trial_id, index=index, image_hash=image_hash))
+        m.send(
+            self.sock,
+            m.EventCode(
+                stream="presenter",
+                seq=self.seq,
+                code=code,
+                time_s=time_s,
+                clock="presenter",
+                trial_id=trial_id,
+                index=index,
+                image_hash=image_hash,
+            ),
+        )
 
     def show(self, image_hash: str, pixels: np.ndarray) -> None:
         m.send(self.sock, m.ScreenImage(image_hash=image_hash, pixels=pixels))

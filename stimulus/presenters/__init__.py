@@ -12,6 +12,7 @@ make_presenter() picks one from the rig's display section:
   broken display (no $DISPLAY, a dead X server, a 16-bit Xvfb on which pyglet
   hangs) can neither crash nor hang the presenter process.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,10 @@ def choose_presenter_kind(display: DisplayConfig, clock) -> tuple[str, str]:
         return "headless", "display.presenter is headless"
     if display.presenter == "psychopy":
         if not clock.passes_while_waiting:
-            raise ValueError('display.presenter "psychopy" needs session.speed "realtime": '
-                             "a window cannot run on a virtual clock (use presenter \"headless\" or \"auto\")")
+            raise ValueError(
+                'display.presenter "psychopy" needs session.speed "realtime": '
+                'a window cannot run on a virtual clock (use presenter "headless" or "auto")'
+            )
         return "psychopy", "display.presenter is psychopy"
     if not clock.passes_while_waiting:
         return "headless", "virtual clock (speed max)"
@@ -62,6 +65,7 @@ def make_presenter(display: DisplayConfig, clock, grab_onset_frames: bool = Fals
     kind, _ = choose_presenter_kind(display, clock)
     if kind == "psychopy":
         from stimulus.presenters.psychopy_window import PsychoPyPresenter
+
         return PsychoPyPresenter(display, grab_onset_frames=grab_onset_frames)
     return HeadlessPresenter(display.refresh_hz, clock)
 

@@ -6,6 +6,7 @@ Durations are whole frames. The presenter's clock is `now()`: wall-clock seconds
 for a real window; for the headless presenter, whatever clock it was handed (on a
 virtual clock, frames / refresh).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

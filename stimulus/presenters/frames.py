@@ -11,6 +11,7 @@ A trial, in whole frames:
       off_frames      fixation point, no image          (fixation required)
     iti_frames        background only                   (fixation not required)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,8 +66,17 @@ def frames_for(duration_s: float, refresh_hz: float) -> int:
     return max(0, int(round(duration_s * refresh_hz)))
 
 
-def trial_outcome(trial_id: int, status: str, start_s: float, flips: list[float], n_onsets: int, frame_s: float,
-                  reason: str = "") -> TrialOutcome:
+def trial_outcome(
+    trial_id: int, status: str, start_s: float, flips: list[float], n_onsets: int, frame_s: float, reason: str = ""
+) -> TrialOutcome:
     """The outcome both presenters report: its end is the last flip, its timing comes from all the flips."""
-    return TrialOutcome(trial_id, status, start_s, flips[-1] if flips else start_s, n_onsets,
-                        count_dropped_frames(flips, frame_s), np.diff(flips).astype(np.float32), reason)
+    return TrialOutcome(
+        trial_id,
+        status,
+        start_s,
+        flips[-1] if flips else start_s,
+        n_onsets,
+        count_dropped_frames(flips, frame_s),
+        np.diff(flips).astype(np.float32),
+        reason,
+    )

@@ -16,6 +16,7 @@ Pixel coordinates here are PsychoPy's "pix" units: origin at the screen centre,
 x to the right, y up. Edges are rounded to whole pixels so that image pixels
 map onto screen pixels without half-pixel seams.
 """
+
 from __future__ import annotations
 
 import math

@@ -10,6 +10,7 @@ What would be on screen is kept (`screen`, `photodiode_white`,
 `fixation_point_on`) so tests can check the same things they check in a real
 window's pixels.
 """
+
 from __future__ import annotations
 
 import numpy as np

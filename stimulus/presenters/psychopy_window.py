@@ -31,6 +31,7 @@ photodiode sees is exactly one image onset.
 PsychoPy is imported when the window opens, not at import time: `import
 psychopy.visual` needs a display, and PsychoPy writes preferences under $HOME.
 """
+
 from __future__ import annotations
 
 import time
@@ -70,16 +71,26 @@ class PsychoPyPresenter:
         from psychopy import monitors, visual
 
         d = self.display
-        monitor = monitors.Monitor("cortexloop", width=d.screen_width_cm, distance=d.viewing_distance_cm,
-                                   autoLog=False)
+        monitor = monitors.Monitor("cortexloop", width=d.screen_width_cm, distance=d.viewing_distance_cm, autoLog=False)
         monitor.setSizePix(list(d.resolution_px))
         if d.gamma is not None:
             monitor.setGamma(d.gamma)
         self.win = visual.Window(
-            size=list(d.resolution_px), monitor=monitor, units="deg", screen=d.screen_index,
-            fullscr=d.fullscreen, allowGUI=False, color=d.background_rgb, colorSpace="rgb",
-            gamma=d.gamma, gammaErrorPolicy="raise", waitBlanking=True, checkTiming=False,
-            winType="pyglet", autoLog=False)
+            size=list(d.resolution_px),
+            monitor=monitor,
+            units="deg",
+            screen=d.screen_index,
+            fullscr=d.fullscreen,
+            allowGUI=False,
+            color=d.background_rgb,
+            colorSpace="rgb",
+            gamma=d.gamma,
+            gammaErrorPolicy="raise",
+            waitBlanking=True,
+            checkTiming=False,
+            winType="pyglet",
+            autoLog=False,
+        )
         self.win.recordFrameIntervals = False  # intervals come from our own flip times
         self.win.mouseVisible = False
         # The clock win.flip() stamps with; now() reads the same one.
@@ -87,8 +98,9 @@ class PsychoPyPresenter:
         size = tuple(int(v) for v in self.win.size)
         if size != tuple(d.resolution_px):
             self.close()
-            raise RuntimeError(f"window opened at {size} px, but display.resolution_px is {d.resolution_px}: "
-                               "degrees would be wrong")
+            raise RuntimeError(
+                f"window opened at {size} px, but display.resolution_px is {d.resolution_px}: degrees would be wrong"
+            )
         self._make_fixed_stims()
         self._choose_pacing()
 
@@ -97,13 +109,30 @@ class PsychoPyPresenter:
 
         d = self.display
         pd = photodiode_rect_px(d)
-        self._photodiode = visual.Rect(self.win, width=pd.size[0], height=pd.size[1], pos=pd.centre,
-                                       units="pix", lineWidth=0, fillColor=(-1, -1, -1), colorSpace="rgb",
-                                       autoLog=False)
+        self._photodiode = visual.Rect(
+            self.win,
+            width=pd.size[0],
+            height=pd.size[1],
+            pos=pd.centre,
+            units="pix",
+            lineWidth=0,
+            fillColor=(-1, -1, -1),
+            colorSpace="rgb",
+            autoLog=False,
+        )
         fix = rect_deg_to_px(d.fixation_pos_deg, d.fixation_size_deg, d)
         diameter = max(2.0, size_deg_to_px(d.fixation_size_deg, d))
-        self._fixation = visual.Circle(self.win, radius=diameter / 2.0, pos=fix.centre, units="pix", edges=32,
-                                       lineWidth=0, fillColor=d.fixation_rgb, colorSpace="rgb", autoLog=False)
+        self._fixation = visual.Circle(
+            self.win,
+            radius=diameter / 2.0,
+            pos=fix.centre,
+            units="pix",
+            edges=32,
+            lineWidth=0,
+            fillColor=d.fixation_rgb,
+            colorSpace="rgb",
+            autoLog=False,
+        )
         self._image_rect = rect_deg_to_px(d.image_pos_deg, d.image_size_deg, d)
 
     def _measure_flip_interval(self, n: int = 30) -> float:
@@ -127,19 +156,25 @@ class PsychoPyPresenter:
             self.pacing = "software" if self.measured_refresh_hz > 1.5 * self.refresh_hz else "vsync"
             if self.pacing == "software":
                 from psychopy import logging as pp_logging
-                pp_logging.warning(f"cortexloop: flips return at {self.measured_refresh_hz:.0f} Hz (no vsync); "
-                                   f"pacing frames in software at {self.refresh_hz:g} Hz. Timing is not "
-                                   "rig-accurate on this display.")
+
+                pp_logging.warning(
+                    f"cortexloop: flips return at {self.measured_refresh_hz:.0f} Hz (no vsync); "
+                    f"pacing frames in software at {self.refresh_hz:g} Hz. Timing is not "
+                    "rig-accurate on this display."
+                )
                 return
         off = abs(self.measured_refresh_hz - self.refresh_hz) / self.refresh_hz
         if off > d.refresh_tolerance:
             self.close()
-            raise RuntimeError(f"display runs at {self.measured_refresh_hz:.2f} Hz but display.refresh_hz is "
-                               f"{self.refresh_hz:g}: frame counts would give the wrong durations")
+            raise RuntimeError(
+                f"display runs at {self.measured_refresh_hz:.2f} Hz but display.refresh_hz is "
+                f"{self.refresh_hz:g}: frame counts would give the wrong durations"
+            )
 
     def now(self) -> float:
         if self._clock is None:
             from psychopy import logging as pp_logging
+
             self._clock = pp_logging.defaultClock
         return float(self._clock.getTime())
 
@@ -170,16 +205,23 @@ class PsychoPyPresenter:
                 continue
             pixels = np.ascontiguousarray(plan.pixels[i])
             if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
-                raise ValueError(f"trial {plan.trial_id} image {i}: need uint8 HxWx1 or HxWx3, "
-                                 f"got {pixels.dtype} {pixels.shape}")
+                raise ValueError(
+                    f"trial {plan.trial_id} image {i}: need uint8 HxWx1 or HxWx3, got {pixels.dtype} {pixels.shape}"
+                )
             # A PIL image, not a numpy array: PsychoPy then flips rows itself (row 0
             # is the top of the image, as everywhere else in cortexloop) and keeps
             # the 0..255 range exactly. Numpy textures would need a signed -1..1 range
             # for grey images and an unsigned 0..1 one for RGB in PsychoPy 2026.
             image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
             self._stims[h] = visual.ImageStim(
-                self.win, image=image, units="pix", size=r.size, pos=r.centre,
-                interpolate=self.display.image_interpolation == "linear", autoLog=False)
+                self.win,
+                image=image,
+                units="pix",
+                size=r.size,
+                pos=r.centre,
+                interpolate=self.display.image_interpolation == "linear",
+                autoLog=False,
+            )
             # Drivers may defer the real upload to the first draw: draw once now,
             # off screen, so the on period never pays for it.
             self._stims[h].draw()

@@ -18,6 +18,7 @@ Two outputs, each switched off by its endpoint = "off":
 The fault `recording.stop_after_s` stops both (the process keeps running and
 draining its input), as a recording system that stops streaming would.
 """
+
 from __future__ import annotations
 
 import time
@@ -34,9 +35,16 @@ from transport.security import keys_for
 
 
 class VirtualCortexService:
-    def __init__(self, rig: RigConfig, endpoints: dict[str, str], ctx: zmq.Context | None = None,
-                 parent_pid: int | None = None, population: Population | None = None, epoch: int = 0,
-                 clock_start_s: float = 0.0):
+    def __init__(
+        self,
+        rig: RigConfig,
+        endpoints: dict[str, str],
+        ctx: zmq.Context | None = None,
+        parent_pid: int | None = None,
+        population: Population | None = None,
+        epoch: int = 0,
+        clock_start_s: float = 0.0,
+    ):
         self.rig = rig
         self.parent_pid = parent_pid
         ctx = ctx or zmq.Context.instance()
@@ -54,8 +62,10 @@ class VirtualCortexService:
         if rig.cortex.source == "lsl" and rig.cortex.lsl.virtual_cortex:
             from acquisition.lsl_source import LslCodeOutlet, LslSpikeOutlet
 
-            self.lsl_out = (LslSpikeOutlet(rig.cortex.lsl.spike_stream, n_units=rig.cortex.lsl.n_neurons),
-                            LslCodeOutlet(rig.cortex.lsl.code_stream))
+            self.lsl_out = (
+                LslSpikeOutlet(rig.cortex.lsl.spike_stream, n_units=rig.cortex.lsl.n_neurons),
+                LslCodeOutlet(rig.cortex.lsl.code_stream),
+            )
         self.oe_pub = None
         if endpoints.get("openephys_pub"):
             self.oe_pub = ctx.socket(zmq.PUB)
@@ -63,10 +73,17 @@ class VirtualCortexService:
             self.oe_pub.setsockopt(zmq.LINGER, 0)
             bind(self.oe_pub, "openephys_pub", endpoints["openephys_pub"], keys)
         if self.pub is None and self.oe_pub is None and self.lsl_out is None:
-            raise ValueError("the virtual cortex has no output: endpoints acquisition_pub and openephys_pub are "
-                             "both \"off\" and it publishes no LSL streams")
-        self.cortex = VirtualCortex(rig, make_clock(rig.session.speed, clock_start_s), population, epoch=epoch,
-                                    openephys_out=self._send_openephys if self.oe_pub is not None else None)
+            raise ValueError(
+                "the virtual cortex has no output: endpoints acquisition_pub and openephys_pub are "
+                'both "off" and it publishes no LSL streams'
+            )
+        self.cortex = VirtualCortex(
+            rig,
+            make_clock(rig.session.speed, clock_start_s),
+            population,
+            epoch=epoch,
+            openephys_out=self._send_openephys if self.oe_pub is not None else None,
+        )
 
     def _send_openephys(self, frames) -> None:
         if not self.cortex.stopped():
@@ -114,6 +131,3 @@ class VirtualCortexService:
         if self.oe_pub is not None:
             self.oe_pub.close(linger=0)
         self.events_in.close(linger=0)
-
-
-

@@ -4,6 +4,7 @@ Requests (plan, predict, status) are answered at once to the peer that asked;
 responses are learned from. See models/worker.py for how training is
 budgeted on each clock.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,14 @@ from transport.zmq_parts import image_context, limit_for
 
 
 class ModelWorkerService:
-    def __init__(self, rig: RigConfig, endpoints: dict[str, str], ctx: zmq.Context | None = None,
-                 parent_pid: int | None = None, session_dir=None):
+    def __init__(
+        self,
+        rig: RigConfig,
+        endpoints: dict[str, str],
+        ctx: zmq.Context | None = None,
+        parent_pid: int | None = None,
+        session_dir=None,
+    ):
         self.parent_pid = parent_pid
         prepare_model_process()
         if hasattr(os, "nice"):

@@ -5,6 +5,7 @@ from the flip, trial reports, gaps, heartbeats) goes to the controller's inbox.
 Event codes leave through the rig's event output (to the virtual cortex on the
 simulated rig), written at the flip.
 """
+
 from __future__ import annotations
 
 import zmq
@@ -30,23 +31,35 @@ def make_rig_event_output(rig: RigConfig, endpoints: dict[str, str], screen, ctx
 
 
 class PresenterService:
-    def __init__(self, rig: RigConfig, endpoints: dict[str, str], presenter=None, ctx: zmq.Context | None = None,
-                 parent_pid: int | None = None, clock_start_s: float = 0.0):
+    def __init__(
+        self,
+        rig: RigConfig,
+        endpoints: dict[str, str],
+        presenter=None,
+        ctx: zmq.Context | None = None,
+        parent_pid: int | None = None,
+        clock_start_s: float = 0.0,
+    ):
         self.rig = rig
         self.parent_pid = parent_pid
         clock = make_clock(rig.session.speed, clock_start_s)
         screen = presenter if presenter is not None else make_presenter(rig.display, clock)
         ctx = ctx or zmq.Context.instance()
         keys = keys_for(rig)
-        self.plans_in = bind(limit_for(ctx.socket(zmq.PULL), "presenter_plans", rig), "presenter_plans",
-                             endpoints["presenter_plans"], keys)
+        self.plans_in = bind(
+            limit_for(ctx.socket(zmq.PULL), "presenter_plans", rig),
+            "presenter_plans",
+            endpoints["presenter_plans"],
+            keys,
+        )
         self.receiver = Receiver(self.plans_in, context=image_context(rig))
         self.to_controller = limit_for(ctx.socket(zmq.PUSH), "controller_inbox", rig)
         self.to_controller.setsockopt(zmq.LINGER, 2000)
         connect(self.to_controller, "controller_inbox", endpoints["controller_inbox"], keys)
         self.events = make_rig_event_output(rig, endpoints, screen, ctx)
-        self.runner = PresenterRunner(screen, make_fixation(rig.fixation, rig.display), self.events, clock,
-                                      live_out=self._send_now)
+        self.runner = PresenterRunner(
+            screen, make_fixation(rig.fixation, rig.display), self.events, clock, live_out=self._send_now
+        )
         self.stopping = False
 
     def _send_now(self, msg) -> None:
