@@ -1,7 +1,7 @@
 """The statistics the benchmarks report: bootstrap intervals over paired seeds, trials-to-target with runs that
 never get there, and intervals for how often something happens over repeated runs.
 
-Pure numpy/scipy, no sessions: tested on cases whose answer is known (tests/test_bench_stats.py).
+Pure numpy/scipy, no sessions: tested on cases whose answer is known (tests/bench/test_bench_stats.py).
 """
 
 from __future__ import annotations

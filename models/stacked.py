@@ -1,6 +1,6 @@
 """K compact models of one architecture held in one network, and the plain loop over them.
 
-Two forms compute the same thing (tests/test_compact.py proves it on the same weights):
+Two forms compute the same thing (tests/models/test_compact.py proves it on the same weights):
 
 - `LoopForm`: a list of `CompactNet`, run one after the other. Least arithmetic and
   no grouped-convolution kernels, which is what a CPU wants (a 2-core CPU ran a loop

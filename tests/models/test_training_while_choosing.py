@@ -11,7 +11,7 @@ from controller.config import load_rig, with_overrides
 from models.worker import ModelWorker, trains_while_choosing
 from stimulus.pools import make_pools
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_auto_trains_while_choosing_only_with_three_cores(monkeypatch):

@@ -8,7 +8,7 @@ from models.config import ModelConfig
 from models.factory import make_online_model
 from models.shared_core import CoreWeightsError, ResNetStemCore, SharedCoreOnline, SharedCorePredictor
 from stimulus.synthesis import from_pixels
-from tests.test_online import _data
+from tests.models.test_online import _data
 
 SHAPE = (16, 16, 3)
 
@@ -256,7 +256,7 @@ def test_compress_reads_a_shared_session_checkpoint_as_its_teacher(tmp_path):
 def test_compress_end_to_end_from_a_shared_session_checkpoint(tmp_path):
     """The whole of compress (teacher, distil, prune, retrain, pages, report) on a shared-kind checkpoint."""
     from models.compress import compress_from_arrays
-    from tests.test_prune import small_compress_session
+    from tests.models.test_prune import small_compress_session
 
     rig, imgs, counts = small_compress_session(
         3,

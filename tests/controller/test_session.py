@@ -15,7 +15,7 @@ import pytest
 from controller.config import load_rig, with_overrides
 from transport.launch import run_session
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def small_rig(**session):

@@ -13,7 +13,7 @@ import pytest
 from contract import messages as m
 from records.nwb import image_kind
 from records.store import SessionStore
-from tests.test_report import short_session
+from tests.records.test_report import short_session
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_a_session_that_recorded_nothing_exports_and_passes(tmp_path):
     """Killed before its first spike batch: an NWB file with the metadata and nothing else, still acceptable."""
     from controller.config import load_rig
     from records.nwb import export_nwb
-    from tests.test_report import ROOT
+    from tests.records.test_report import ROOT
 
     SessionStore.create(tmp_path / "empty", load_rig(ROOT / "rigs" / "sim.toml").model_dump_json()).close()
     result = export_nwb(tmp_path / "empty", tmp_path / "e.nwb")

@@ -12,7 +12,7 @@ from controller.config import with_overrides
 from controller.session import run_controller
 from controller.status import StatusBoard
 from controller.worlds import in_process_parts
-from tests.test_session import ROOT, small_rig
+from tests.controller.test_session import ROOT, small_rig
 
 
 class SilentModel(InProcessPart):

@@ -7,8 +7,8 @@ import pytest
 
 from contract import messages as m
 from controller.config import with_overrides
-from tests.test_openephys_session import responses
-from tests.test_session import small_rig
+from tests.controller.test_openephys_session import responses
+from tests.controller.test_session import small_rig
 from transport.launch import run_session, session_roles
 
 pytest.importorskip("pylsl")

@@ -6,7 +6,7 @@ import pytest
 
 from controller.config import RigFileError, load_rig, with_overrides
 
-RIGS = Path(__file__).resolve().parent.parent / "rigs"
+RIGS = Path(__file__).resolve().parents[2] / "rigs"
 
 
 def write(tmp_path, text: str) -> Path:

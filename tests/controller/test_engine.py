@@ -13,7 +13,7 @@ from controller.session import run_controller, run_in_process
 from controller.worlds import in_process_parts
 from records.store import SessionStore
 from stimulus.pools import make_pools
-from tests.test_session import small_rig
+from tests.controller.test_session import small_rig
 from transport.launch import run_session
 
 
@@ -283,7 +283,7 @@ def test_the_rig_files_serial_event_output_writes_every_code_of_a_trial_followed
 
 def test_a_late_plan_shows_what_a_random_slot_would_not_the_whole_pool(tmp_path):
     from controller.config import with_overrides
-    from tests.test_status import SilentModel
+    from tests.controller.test_status import SilentModel
 
     rig = with_overrides(
         small_rig(n_trials=4),

@@ -11,7 +11,7 @@ import zmq
 from contract import messages as m
 from controller.cli import main as cli_main
 from controller.config import RigFileError, load_rig, parse_rig, with_overrides
-from tests.test_session import ROOT, small_rig
+from tests.controller.test_session import ROOT, small_rig
 from transport.launch import run_session
 from transport.links import bind, resolve_endpoints
 from transport.processes.acquisition import VirtualCortexService
@@ -268,7 +268,7 @@ def test_a_whole_session_runs_with_keys_on_every_socket(keyring, tmp_path):
 def test_the_simulated_open_ephys_broadcaster_uses_the_keys_too(keyring, tmp_path):
     """The virtual cortex's Open Ephys socket is one of the session's: with keys, the controller's Open Ephys
     source reads it as a CURVE client (and tells the simulated recording system to stop through a keyed socket)."""
-    from tests.test_openephys_session import openephys_rig
+    from tests.controller.test_openephys_session import openephys_rig
 
     rig = with_overrides(openephys_rig(small_rig(n_trials=2)), security=keyring, model={"kind": "baseline"})
     summary = run_session(rig, tmp_path / "oe-keyed")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from controller.config import with_overrides
-from tests.test_session import ROOT, child_pid, small_rig, start_launcher, wait_for_trials
+from tests.controller.test_session import ROOT, child_pid, small_rig, start_launcher, wait_for_trials
 
 
 def _running(pid: int) -> bool:

@@ -287,7 +287,7 @@ def test_make_fixation_from_config():
     d = DisplayConfig()
     assert isinstance(make_fixation(FixationConfig(source="none"), d), AlwaysFixating)
     assert isinstance(make_fixation(FixationConfig(break_probability=0.5), d), SimulatedFixation)
-    cfg = FixationConfig(source="eyetracker", tracker_class="tests.test_presenters:ScriptedTracker")
+    cfg = FixationConfig(source="eyetracker", tracker_class="tests.stimulus.test_presenters:ScriptedTracker")
     fix = make_fixation(cfg, d)
     # (the class is loaded by name, so compare names: pytest imports this file under another module name)
     assert isinstance(fix, EyeTrackerFixation) and type(fix.tracker).__name__ == "ScriptedTracker"

@@ -18,7 +18,7 @@ from controller.engine import SessionEngine
 from controller.worlds import process_parts
 from records.store import SessionStore
 from stimulus.pools import make_pools
-from tests.test_session import ROOT, small_rig
+from tests.controller.test_session import ROOT, small_rig
 from transport.launch import prepare_session_dir
 
 N_FLOOD = 100_000

@@ -6,7 +6,7 @@ import time
 
 from contract import messages as m
 from controller.config import with_overrides
-from tests.test_session import small_rig
+from tests.controller.test_session import small_rig
 from transport.launch import run_session, session_roles
 
 N_NEURONS = 8
@@ -104,7 +104,7 @@ def test_the_example_live_rig_reads_open_ephys_and_starts_no_virtual_cortex():
     from controller.config import load_rig
     from controller.session import rig_truth
     from controller.worlds import acquisition_part
-    from tests.test_session import ROOT
+    from tests.controller.test_session import ROOT
 
     rig = load_rig(ROOT / "rigs" / "openephys.toml")
     assert rig.cortex.source == "openephys" and not rig.cortex.has_virtual_cortex

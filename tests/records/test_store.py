@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 
 from contract import messages as m
 from records.store import DB_NAME, SessionStore
-from tests.test_fuzz import FUZZ, SCALE, valid_messages
+from tests.contract.test_fuzz import FUZZ, SCALE, valid_messages
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def put(store: SessionStore, msg) -> None:

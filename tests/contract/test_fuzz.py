@@ -33,7 +33,7 @@ from acquisition.openephys import (
 )
 from contract import messages as m
 from contract.images import image_hash
-from tests.test_messages import examples
+from tests.contract.test_messages import examples
 from transport.links import Receiver
 
 # No example database: nothing is written into the checkout. Sized so the file runs in well under 30 s on 2 cores;

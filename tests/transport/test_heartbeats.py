@@ -9,7 +9,7 @@ from controller.config import with_overrides
 from controller.engine import SessionEngine
 from controller.session import run_controller
 from controller.worlds import process_parts
-from tests.test_session import ROOT, small_rig
+from tests.controller.test_session import ROOT, small_rig
 from transport.launch import prepare_session_dir
 
 SILENCE_LIMIT_S = 1.0

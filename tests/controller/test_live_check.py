@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from controller.config import with_overrides
-from tests.test_session import ROOT, small_rig
+from tests.controller.test_session import ROOT, small_rig
 from transport.launch import prepare_session_dir
 
 

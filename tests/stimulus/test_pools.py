@@ -121,7 +121,7 @@ def test_default_photo_pools_are_unchanged():
 
     from controller.config import load_rig
 
-    sim = load_rig(Path(__file__).resolve().parent.parent / "rigs" / "sim.toml").images
+    sim = load_rig(Path(__file__).resolve().parents[2] / "rigs" / "sim.toml").images
     assert sim.source == "photos" and ImagesConfig().source == "photos"  # still the default
     assert sim.model_dump(include=set(PHOTO_POOL_DIGESTS[0][0])) == PHOTO_POOL_DIGESTS[0][0]  # the default rig
     for keys, digest in PHOTO_POOL_DIGESTS:
@@ -142,7 +142,7 @@ import stimulus.pools as pools  # noqa: E402
 from contract.images import image_hash  # noqa: E402
 from stimulus.pools import ImageSourceError, decode_image_file, resize_image  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_lab_folder(folder: Path, n_train: int = 12, n_test: int = 6) -> tuple[list[str], list[str]]:

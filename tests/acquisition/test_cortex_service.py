@@ -12,7 +12,7 @@ from acquisition.openephys import UnitLayout, decode_message, spikes_from_messag
 from acquisition.ttl import decode_transitions
 from contract import messages as m
 from controller.config import load_rig, with_overrides
-from tests.test_session import ROOT
+from tests.controller.test_session import ROOT
 from transport.links import resolve_endpoints
 from transport.processes.acquisition import VirtualCortexService
 
