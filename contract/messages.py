@@ -1,24 +1,17 @@
 """Every message that crosses a socket in cortexloop, its wire encoding and its validation.
 
-Wire format (ZeroMQ multipart, no pickle):
+A message is a ZeroMQ multipart: type name, JSON header, one raw numpy buffer per array field
+(no pickle; the frame layout: docs/wire-protocol.md).
 
-    frame 0   message type, ASCII (e.g. b"SpikeBatch")
-    frame 1   JSON header: {"v": PROTOCOL_VERSION, "fields": {...}, "arrays": [[name, dtype, shape], ...]}
-    frame 2+  one raw, C-contiguous numpy buffer per array, in the order of "arrays"
+`decode` checks the type, the protocol version, every field's presence and JSON type, every
+buffer's size against its dtype and shape, and then the message's own `validate()` (lengths
+agree, times finite, integers in range, hashes match their pixels, sizes bounded). For any input
+whatever it raises MessageError and nothing else; receivers count and drop such messages, so a
+malformed message never stops a session.
 
-`decode` checks the type, the protocol version, every field's presence and JSON
-type, every buffer's size against its dtype and shape, and then the message's own
-`validate()`: lengths agree, times are finite, integers are in range, content
-hashes match their pixels, arrays have the right rank and sizes are bounded.
-`decode` raises MessageError and nothing else, for any input whatever; receivers
-count and drop such messages, so a malformed or hostile message never stops a
-session and nothing that decodes can crash the process that acts on it.
-
-Checks that need the rig (how many neurons, the image shape, who may send what on
-a socket) are in `check_context`, which receivers call with what they know.
-
-The checks run once per message (a spike batch carries ~1,000 spikes), never per
-spike in Python.
+Checks that need the rig (neuron count, image shape, who may send what on a socket) are in
+`check_context`, which receivers call with what they know. Checks run per message, never per spike
+in Python.
 """
 
 from __future__ import annotations
@@ -166,7 +159,7 @@ def _check_image_shape(msg: Any, name: str, shape: tuple) -> None:
 
 
 def _hashes_match(msg: Any, hashes_name: str, pixels_name: str) -> None:
-    """One content hash per image, each the hash of its image (stimulus.images.image_hash)."""
+    """One content hash per image, each the hash of its image (contract.images.image_hash)."""
     hashes, pixels = getattr(msg, hashes_name), np.asarray(getattr(msg, pixels_name))
     n = len(pixels) if pixels.ndim == 4 else 0
     if len(hashes) != n:
@@ -449,6 +442,8 @@ class ModelReply:
 
 @dataclass
 class Shutdown:
+    """Asks the receiving process to stop, saying why."""
+
     reason: str
 
     def validate(self) -> None:
@@ -676,6 +671,7 @@ def check_context(
 
 
 def send(sock, msg: Any, flags: int = 0) -> None:
+    """Encode and send a message on a ZeroMQ socket."""
     sock.send_multipart(encode(msg), flags=flags, copy=False)
 
 

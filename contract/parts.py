@@ -1,22 +1,10 @@
-"""The parts a session is made of, declared once; every world plugs in its own.
+"""The parts a session is made of (Clock, AcquisitionSource, Presenter, EventOutput, Model), declared once.
 
-One engine (controller/engine.py) runs every world: a live rig, the simulated
-rig, a replay and each benchmark. What differs is which parts are plugged in:
+One engine (controller/engine.py) runs every world; a world is the choice of parts plugged in
+(which part each world uses: docs/architecture.md). The engine uses only the methods declared here,
+and parts exchange the messages of contract/messages.py whether in process or behind a socket.
 
-| part              | live rig                    | simulated rig (processes)      | in process (tests, benchmarks, replay) |
-|-------------------|-----------------------------|--------------------------------|----------------------------------------|
-| Clock             | WallClock                   | WallClock or VirtualClock      | VirtualClock                           |
-| AcquisitionSource | a recording system's stream | ZmqAcquisitionSource <- cortex process (VirtualCortex) | VirtualCortex, StoredStream |
-| Presenter         | ZmqPresenter <- PsychoPy    | ZmqPresenter <- presenter process (PresenterRunner) | PresenterRunner (headless), StoredPresenter |
-| EventOutput       | TTL lines, LSL markers      | ZmqEventOutput -> cortex process | VirtualCortex itself, none for a replay |
-| Model             | ZmqModel <- GPU worker      | ZmqModel <- model process (ModelWorker) | ModelWorker, StoredPlans      |
-
-The engine sees only these methods. Messages are the ones in contract/messages.py,
-whichever side of a socket a part is on, so a part works in process and behind a
-socket alike: the process versions (transport/processes/) wrap the same objects.
-
-`check_part` refuses, at start-up, an object that lacks a method of its part,
-naming the part and the method.
+`check_part` refuses, at start-up, an object that lacks a method of its part, naming the part and the method.
 """
 
 from __future__ import annotations
