@@ -1,20 +1,16 @@
-"""Clocks: the one place that knows real time from virtual time.
+"""Clocks: the one place that knows real time from virtual time (times in seconds).
 
-Every part that needs time (the engine, the presenter, the virtual cortex, the
-model worker) is handed a Clock and asks it; none of them tests a "realtime"
-flag. What differs between the two worlds is said here, once:
+Every part that needs time is handed a Clock and asks it; none tests a "realtime" flag.
 
-| question                                     | WallClock                    | VirtualClock                      |
-|----------------------------------------------|------------------------------|-----------------------------------|
-| now()                                        | time.monotonic()             | the latest time anything set      |
-| sleep_until(t) (a frame boundary)            | sleeps                       | jumps to t, at once               |
-| stamp(t) (a time another part reported)      | ignores it: stamps now()     | moves to t (never backwards)      |
-| does time pass while a part waits for work?  | yes: screens idle, plans can be late | no: nothing happens until work comes |
-| model budget between plans                   | None: train in the background, answer from the newest snapshot | `steps_per_trial` training steps, so runs are reproducible |
-| deadline for choosing images                 | a perf_counter() value       | None: only step budgets count     |
+- WallClock: now() is time.monotonic(); sleep_until sleeps; stamp() ignores the reported time and
+  stamps arrival; time passes while a part waits; no training budget (the model trains in the
+  background); deadlines are perf_counter() values.
+- VirtualClock: now() is the latest time any part set; sleep_until and stamp move it forward, never
+  back; nothing happens while a part waits; plans get `steps_per_trial` training steps, so runs are
+  reproducible; no deadlines.
 
-Each process (or each part in one process) has its own clock object, as each
-machine of a rig has its own clock; clock alignment maps one to another.
+Each process (or each part in one process) has its own clock object, as each machine of a rig has its
+own clock; clock alignment maps one to another.
 """
 
 from __future__ import annotations

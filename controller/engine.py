@@ -85,6 +85,9 @@ def spike_batch_problem(msg: m.SpikeBatch, n_neurons: int) -> str | None:
 
 
 class SessionEngine:
+    """One session over its parts: `start()` (the stream describes itself, the model answers), `run(protocol)`,
+    `close()`. Raises SessionAbort when a part needed for recording falls silent."""
+
     DEAD_AFTER_S = 10.0  # a recording part silent this long (wall) ends the session
     # Wall time one pump() spends handling messages (each part polled once, then its share of this). A message
     # under way is finished, so a pump returns within this plus one message's handling plus each socket's
@@ -352,7 +355,7 @@ class SessionEngine:
     def _check_alive(self) -> None:
         now = time.monotonic()
         # The presenter heartbeats between trials and, during a trial, right after its flips (rate-limited,
-        # presenting.py); the inter-trial interval's frames have no such moment, so its limit allows for that
+        # stimulus/presenter_part.py); the inter-trial interval's frames have no such moment, so its limit allows for that
         # interval. The acquisition stream speaks all the time.
         limits = {
             "acquisition": self.DEAD_AFTER_S,

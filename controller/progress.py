@@ -1,6 +1,6 @@
 """A progress bar on the terminal (rich, on stderr) for the long commands: benchmarks, replay.
 
-Nothing is drawn where stderr is not a terminal (a log file, CI): the commands print their tables as before.
+Nothing is drawn where stderr is not a terminal (a log file, CI): the commands print only their tables.
 """
 
 from __future__ import annotations

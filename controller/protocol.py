@@ -35,6 +35,8 @@ Item = tuple
 
 @dataclass
 class RequestPlan:
+    """Ask the model for a plan for trial_id; returns nothing."""
+
     trial_id: int
 
 
@@ -57,6 +59,8 @@ class TakeImages:
 
 @dataclass
 class Present:
+    """Send a trial's plan (items, where they came from) to the presenter; returns nothing."""
+
     trial_id: int
     items: list
     source: str
@@ -79,11 +83,15 @@ class CollectResponses:
 
 @dataclass
 class UpdateModel:
+    """Send a completed trial's response rows to the model; returns nothing."""
+
     rows: list
 
 
 @dataclass
 class Finish:
+    """The protocol's return value: trials completed and aborted."""
+
     completed: int
     aborted: int
 
@@ -247,6 +255,8 @@ def trial_protocol(
     max_attempts: int | None = None,
     resume: ResumePoint | None = None,
 ):
+    """The generator described above; `max_attempts` defaults to 2 * n_trials, `resume` continues a stopped
+    session."""
     max_attempts = max_attempts if max_attempts is not None else 2 * n_trials
     resume = resume or ResumePoint()
     requested: deque[int] = deque()

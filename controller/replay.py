@@ -33,6 +33,8 @@ from stimulus.presenter_part import StoredPresenter
 
 
 def run_replay(source_dir: Path, out_dir: Path) -> dict:
+    """Replay the session in source_dir into a new session directory out_dir; return (and write to
+    out_dir/replay.json) the counts of what was replayed and how many responses came out identical."""
     source_dir, out_dir = Path(source_dir), Path(out_dir)
     src = SessionStore.open(source_dir)
     try:

@@ -33,14 +33,14 @@ log = logging.getLogger("cortexloop.controller")
 
 
 class Interrupted(Exception):
-    pass
+    """The session was stopped by SIGINT or SIGTERM; the message is the signal's name."""
 
 
 class _StopSignals:
     """SIGINT/SIGTERM raise Interrupted where the controller is. Python runs a signal handler at whatever line it
-    reaches next, and there the exception can be swallowed (inside a zmq frame's __dealloc__ it is printed as
-    "Exception ignored" and the session went on until a part fell silent); so the signal is also remembered and
-    raised again from the engine's once-a-second check (`alive`, its launcher_alive)."""
+    reaches next, and there the exception can be swallowed (inside a zmq frame's __dealloc__ it is only printed as
+    "Exception ignored"); so the signal is also remembered and raised again from the engine's once-a-second check
+    (`alive`, its launcher_alive)."""
 
     def __init__(self, launcher_alive=None):
         self.received: list[str] = []

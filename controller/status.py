@@ -27,6 +27,8 @@ from records.summary import percentile
 
 
 class StatusBoard:
+    """The live panel (or plain lines) of one session; `tick(engine)` from the message loop, `close()` at the end."""
+
     def __init__(
         self,
         n_trials: int,
@@ -138,7 +140,7 @@ class StatusBoard:
             "spikes/s": ", ".join(f"{name} {st.received_spikes / elapsed:,.0f}" for name, st in engine.streams.items())
             or "none yet",
             "spikes lost": sum(st.lost_spikes for st in engine.streams.values()),
-            # The summary's percentiles (interpolated): with two latencies an index rule put "p50" above "p99".
+            # The summary's interpolated percentiles: with few latencies an index rule can put "p50" above "p99".
             "loop latency p50/p99": (
                 f"{percentile(lat, 50) * 1000:.0f} / {percentile(lat, 99) * 1000:.0f} ms" if lat else "n/a"
             ),

@@ -81,6 +81,7 @@ def acquisition_part(rig: RigConfig, endpoints: dict[str, str]):
 
 
 def process_parts(rig: RigConfig, endpoints: dict[str, str]) -> SessionParts:
+    """The controller's side of a rig whose parts run in their own processes, reached at `endpoints`."""
     return SessionParts(
         clock=make_clock(rig.session.speed),
         source=acquisition_part(rig, endpoints),
