@@ -14,6 +14,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ClockFit:
+    """acquisition_s = offset_s + rate * presenter_s, and how well the pairs fit it."""
+
     offset_s: float
     rate: float  # acquisition seconds per presenter second
     residual_rms_s: float
@@ -29,6 +31,7 @@ class ClockFit:
 
 
 def fit_clock(presenter_s: np.ndarray, acquisition_s: np.ndarray) -> ClockFit:
+    """Least-squares fit over paired times (one pair: offset only); ValueError for no pairs or unequal lengths."""
     p = np.asarray(presenter_s, np.float64)
     a = np.asarray(acquisition_s, np.float64)
     if len(p) != len(a):

@@ -1,50 +1,24 @@
-"""Spikes and event codes from Lab Streaming Layer (LSL): the bridge most acquisition systems already speak.
+"""Spikes and event codes from Lab Streaming Layer (LSL): LslAcquisitionSource, and outlets that publish such
+streams (LslSpikeOutlet, LslCodeOutlet) for a simulated recording system or a test. The stream formats and
+the rig set-up: docs/live-rig.md.
 
-Public API:
+Streams are found by name, with short timeouts:
 
-    LslAcquisitionSource(spike_stream, code_stream, n_neurons, margin_ms=200.0, stale_after_s=5.0,
-                         heartbeat_ms=100.0)
-        an AcquisitionSource (contract/parts.py): describe(timeout_s), poll(timeout_s), waitables(),
-        malformed(), close(); counters unknown_units, malformed_units, malformed_codes.
-    LslSpikeOutlet(name), LslCodeOutlet(name)
-        publish such streams (a simulated recording system, a test): push(units, times_s) / push(code, time_s).
-    use_lsl_config(directory, resolve_scope="machine") -> Path
-        writes lsl_api.cfg into `directory` and points LSLAPICFG at it (only when called).
-    LslStreamError
-        a stream that is missing or has the wrong shape; describe() raises it as the engine's SessionAbort (from
-        LslStreamError), so the session ends cleanly with the reason in its summary.
+- spike stream: one numeric channel (the unit; a float must hold whole numbers), one sample per spike, its
+  LSL timestamp the spike time. Unit u is neuron u; units >= n_neurons are counted (`unknown_units`) and
+  skipped.
+- code stream: one channel, the code word (an integer, or a string holding one), stamped when the code was
+  seen (the flip, or the TTL edge).
 
-The streams, found by name only (LSL's "name" field), with short timeouts:
+Any other shape is refused with LslStreamError, which describe() raises as SessionAbort.
 
-- spike stream: ONE channel, the unit index (int32 preferred; a float channel must hold whole numbers), one
-  sample per spike, and the sample's LSL timestamp is the spike time (push_sample(unit, timestamp=t) with t on
-  the sender's pylsl.local_clock()). Unit u is neuron u; units >= n_neurons are counted (`unknown_units`) and
-  skipped, never mapped to another neuron. Nominal rate: irregular.
-- code stream: ONE channel, the event code word (int32, or a string holding a whole number, as many marker
-  streams are), stamped with the time the code was seen (the flip, for LslEventOutput in
-  stimulus/event_outputs.py; the TTL edge, for a recording system that reads TTL lines).
+Clock: the spike stream's own. Code times are moved onto it with each inlet's LSL time correction, unless both
+streams come from one host. Heartbeats (LSL has none) give, every heartbeat_ms, a lower bound of the spike
+stream's clock (a spike stamped t that arrived at monotonic time a says it is now at least t + (now - a)),
+less margin_ms, which must cover the longest spike latency so that no spike in flight falls in a completed
+window. No spike for stale_after_s: heartbeats stop, and the engine ends the session ("acquisition silent").
 
-Either stream with another channel count, or a string spike stream, is refused with LslStreamError naming it.
-
-Clocks: the acquisition clock is the spike stream's own clock: spike times are used as stamped. Code times are
-moved onto it with LSL's time correction of each inlet (inlet.time_correction(): what to add to a remote stamp to
-get this machine's local_clock()): t_spike_clock = t_code + correction(code) - correction(spike). Streams of one
-host share its clock and are not moved (the measured corrections are only noise there).
-
-Heartbeats: LSL has none, so this source makes them. While the spike stream delivers, each poll adds at most one
-Heartbeat(role="acquisition", stream=<spike stream>) every heartbeat_ms, whose clock_s is how far the spike
-stream's clock has surely got, less margin_ms. A spike stamped t that arrived at this machine's monotonic time a
-says the stream's clock read at least t then, so now it reads at least t + (now - a) (the best such bound over
-the last seconds of spikes is taken). It needs no assumption about the sender's clock base. The margin must cover
-the longest spike latency (detection, sorting, LSL transport): a spike still in flight was stamped later than
-(bound - longest latency), so it cannot fall in a window the heartbeat completed. So quiet streams still complete
-response windows. When no spike has arrived for stale_after_s, heartbeats stop: the engine then ends the session
-cleanly as "acquisition silent".
-
-Discovery: liblsl reads its configuration (lsl_api.cfg) once per process, at its first stream or resolve.
-use_lsl_config(directory) writes one that keeps discovery on this machine and off IPv6 (tests, or every process
-on one computer); for a rig spread over machines pass resolve_scope="link" or "site". Without the call nothing
-is changed: liblsl's own search (LSLAPICFG, ./lsl_api.cfg, ~/lsl_api/lsl_api.cfg, /etc/lsl_api/) applies.
+use_lsl_config writes an lsl_api.cfg that sets liblsl's discovery scope; without it liblsl's own search applies.
 """
 
 from __future__ import annotations
@@ -100,7 +74,7 @@ def use_lsl_config(directory: str | os.PathLike, resolve_scope: str = "machine")
 
 
 class LslAcquisitionSource:
-    """The AcquisitionSource of a recording system that publishes on LSL (the formats in the module notes).
+    """The AcquisitionSource of a recording system that publishes on LSL (the formats in the module docstring).
 
     A live source: its heartbeats move with the wall clock (time.monotonic()), so it belongs with WallClock,
     never with the virtual clock of `--speed max`. counters() gives what was read and skipped, for the summary."""
@@ -173,7 +147,7 @@ class LslAcquisitionSource:
         self.spike_inlet = pl.StreamInlet(spike_info, max_buflen=BUFFER_SAMPLES // 100, recover=True)
         self.code_inlet = pl.StreamInlet(code_info, max_buflen=BUFFER_SAMPLES // 100, recover=True)
         # Two streams of one machine are stamped by one clock: the code stamps need no moving, and LSL's
-        # measured corrections (tens of microseconds of noise each) would only shift them.
+        # estimated corrections, noise there, would only shift them.
         self.same_host = bool(spike_info.hostname()) and spike_info.hostname() == code_info.hostname()
         if not self.same_host:
             corrections = self._first_corrections(max(end - time.monotonic(), 0.5))
@@ -268,7 +242,7 @@ class LslAcquisitionSource:
             )
 
     def _first_corrections(self, timeout_s: float) -> tuple[float, float]:
-        """Both inlets' first correction, measured at once (liblsl takes about 0.6 s per stream for the first)."""
+        """Both inlets' first correction, taken at the same time (liblsl's first estimate of a stream is slow)."""
         result: dict[str, float | BaseException] = {}
 
         def take(key: str, inlet) -> None:

@@ -1,32 +1,12 @@
 """The neuron zoo of the virtual cortex: each neuron a fixed, known function of the image.
 
-Every built-in neuron has a receptive field (centre, diameter) inside the image
-and returns a *drive*: a number that grows with how much the image contains
-what the neuron prefers (signed for types whose anti-preferred stimulus
-suppresses them). Population (acquisition/population.py) calibrates the drives
-on natural patches, normalizes them across the population and maps them to
-spikes/s.
+Every built-in neuron has a receptive field (centre, diameter) inside the image and returns a *drive*: a
+number that grows with how much the image holds what the neuron prefers (signed for types whose
+anti-preferred stimulus suppresses them). Population (acquisition/population.py) turns drives into spikes/s.
 
-Types (V4-like, after Pasupathy & Connor 2001, Okazawa et al. 2015, Bushnell &
-Pasupathy 2012, Conway 2007):
-
-    oriented   complex-cell orientation energy, pooled over the RF (position
-               invariant), with cross-orientation suppression
-    curvature  contour fragments: a soft AND of orientation energy along an arc
-               (a curved contour at one angular position), the best of a few
-               positions in the RF
-    dot        small-blob detectors: the weaker principal curvature (Hessian) at one
-               polarity and size, best position in the RF (zero for lines and edges)
-    texture    texture statistics: spectral shape (energy per orientation and
-               scale) pooled over a large RF, tuned to a preferred shape
-    colour     single-opponent hue units: the RF's mean colour projected on a
-               preferred hue direction (luminance polarity in grey rigs)
-    cnn        units of a frozen, randomly initialized deep CNN (7x7 and dilated
-               3x3 convolutions, max pooling, full-wave rectification, divisive
-               channel normalization, Gaussian spatial readout)
-
-The early features (an analytic Gabor bank and Hessian maps) are computed once
-per batch in the Fourier domain and shared by all units.
+Types (V4-like; each explained in docs/virtual-cortex.md): oriented, curvature, dot, texture, colour and cnn
+(units of a frozen, randomly initialized CNN). The early features (a Gabor bank, Hessian maps) are computed
+once per batch in the Fourier domain and shared by all units.
 """
 
 from __future__ import annotations
@@ -75,7 +55,7 @@ class FeatureBank:
         # Each analytic Gabor's spectrum is a Gaussian bump around its centre frequency.
         # Only a Q x Q block of bins around it (+-3 sigma_f) is kept and inverted at
         # size Q: that gives the response demodulated to zero frequency, sampled every
-        # P/Q pixels (same magnitude), 5-7x cheaper than inverting at full size.
+        # P/Q pixels (same magnitude), far cheaper than inverting at full size.
         # Magnitudes are then interpolated back to the pixel grid.
         self.bands = []  # per scale: (rows (K, Q), cols (K, Q), spectra (K, Q, Q), upsample (S, Q), Q)
         p = self.pad
@@ -156,7 +136,7 @@ class FeatureBank:
 
 
 def _no_denormals(w):
-    """Zero the far tails of Gaussians: float32 denormals make CPU matrix products ~10x slower."""
+    """Zero the far tails of Gaussians: float32 denormals make CPU matrix products much slower."""
     return w * (abs(w) > 1e-7 * abs(w).max())
 
 

@@ -1,20 +1,8 @@
 """The Open Ephys GUI Event Broadcaster wire format (JSON output), as pure encode/decode functions.
 
-The Event Broadcaster plugin publishes on a ZeroMQ PUB socket (tcp port 5557 by
-default). Every event is one two-frame message:
-
-    frame 0   uint16, native byte order (little-endian on the rig PCs): 0 = TTL event, 1 = spike
-    frame 1   UTF-8 JSON object
-
-    spike: event_type "spike", stream, source_node, electrode, num_channels,
-           sample_rate, sample_number, sorted_id, amp1 .. ampN (N = num_channels, microvolts)
-    TTL:   event_type "ttl", stream, source_node, sample_rate, channel_name,
-           sample_number, line, state
-
-Times travel as sample numbers on the acquisition clock: time_s = sample_number / sample_rate.
-A sorted unit is the pair (electrode, sorted_id); sorted_id 0 means unsorted.
-No sockets here: the acquisition source (and the virtual cortex, when it
-speaks this format) does the sending and receiving.
+Every event is one two-frame message: a uint16 type (0 TTL, 1 spike) and a UTF-8 JSON object (the fields:
+docs/live-rig.md). Times travel as sample numbers on the acquisition clock (time_s = sample_number /
+sample_rate). A sorted unit is (electrode, sorted_id); sorted_id 0 means unsorted. No sockets here.
 """
 
 from __future__ import annotations
@@ -140,7 +128,8 @@ def encode_ttl(
 def encode_word(
     code: int, previous_code: int, time_s: float, n_lines: int = 8, sample_rate: float = 30000.0, **kw
 ) -> list[list[bytes]]:
-    """An event code word on parallel TTL lines: one message per line whose state changes."""
+    """An event code word on parallel TTL lines, changed from previous_code at once: one message per line whose
+    state changes (no return to zero, no strobe; the rig's schemes are written by acquisition/ttl.py)."""
     sample = int(round(time_s * sample_rate))
     out = []
     for line in range(n_lines):
@@ -361,7 +350,8 @@ def spikes_from_messages(bodies: list[dict], layout: UnitLayout = UnitLayout()) 
 
 
 class WordDecoder:
-    """Rebuilds event code words from TTL line changes (lines that change in the same sample form one word)."""
+    """Rebuilds event code words from TTL line changes (lines that change in the same sample form one word);
+    the inverse of encode_word. The rig's schemes are read by acquisition/ttl.py's TtlDecoder."""
 
     def __init__(self, n_lines: int = 8):
         self.n_lines = n_lines

@@ -1,40 +1,25 @@
 """Spikes and event codes from the Open Ephys GUI's Event Broadcaster: an AcquisitionSource (contract/parts.py).
 
-The Event Broadcaster (JSON format) publishes every spike and every TTL
-transition as one message on a ZeroMQ PUB socket (acquisition/openephys.py has
-the format). This part subscribes to it and gives the engine what every
-acquisition source gives, on the recording system's own clock
-(time = sample_number / sample_rate):
+It subscribes to the broadcaster's PUB socket (format: acquisition/openephys.py) and gives the engine, on
+the recording system's clock (time = sample_number / sample_rate):
 
-- SpikeBatch: the spikes of the sorted units the rig file names (`units`:
-  neuron k is units[k] = (electrode, sorted_id)), one batch per poll with its own
-  consecutive `seq` and cumulative `total_spikes`. Unsorted spikes (sorted_id 0),
-  units not in the map, and events of another stream or sample rate (another
-  clock: the rig file's `stream`, else the first stream heard) are skipped and
-  counted (`counters()`), never mapped to a neuron or put on this clock.
-- EventCode (clock "acquisition", trial_id -1, index -1): the code words rebuilt
-  from the TTL lines under the rig's scheme (acquisition/ttl.py), so repeated codes
-  survive; the engine pairs onset codes with the flips in order. Edges on the
-  photodiode line become EventCode(PHOTODIODE). TTLs on other lines are counted.
-- Heartbeat (role "acquisition"): how far the stream's clock has surely got. A
-  message with sample time t that arrived when this part's clock read a says the
-  stream's clock read at least t then, so now at least t + (now - a); the best
-  such bound over the last seconds, less `clock_margin_ms`, is the heartbeat's
-  clock. The margin covers how much later than a later-sample event an event may
-  arrive (spike detection, a word's lines arriving as several messages); a spike
-  that arrives behind a clock already announced is counted (`late_spikes`). So a
-  quiet stream still completes response windows.
+- SpikeBatch: spikes of the rig file's `units` (neuron k is units[k] = (electrode, sorted_id)), one batch
+  per poll, consecutive `seq`, cumulative `total_spikes`. Unsorted spikes, units not in the map, and events
+  of another stream or sample rate (another clock: the rig file's `stream`, else the first stream heard)
+  are skipped and counted in `counters()`.
+- EventCode (clock "acquisition", trial_id -1, index -1): code words rebuilt from the TTL lines under the
+  rig's scheme (acquisition/ttl.py); photodiode edges as PHOTODIODE. TTLs on other lines are counted.
+- Heartbeat (role "acquisition"): a lower bound of the stream's clock, so a quiet stream still completes
+  response windows. A message of sample time t that arrived at a (this part's clock) says the stream's
+  clock is now at least t + (now - a); the heartbeat gives the best such bound over the last
+  CLOCK_BOUND_WINDOW_S, less `clock_margin_ms` (how much later an earlier-sample event may arrive). A spike
+  arriving behind an announced clock is counted (`late_spikes`).
 
-Time between messages is measured on the injected clock, like every part's: on
-a wall clock the bound moves forward with it, and a stream with nothing for
-`stale_after_s` is taken as stopped: heartbeats stop, and the engine ends the
-session cleanly ("acquisition silent"). On a virtual clock (the simulated rig
-at `--speed max`) time moves only with the stream, so its clock is the latest
-sample received less the margin, and silence means nothing happened.
+On a wall clock, a stream silent for `stale_after_s` is taken as stopped: heartbeats stop and the engine ends
+the session ("acquisition silent"). On a virtual clock the stream's clock is the latest sample less the margin.
 
-The Event Broadcaster has no sequence numbers, so a message lost on the way
-cannot be noticed here; ZeroMQ drops none between a live PUB and this SUB
-(both queues unbounded) unless the connection itself breaks.
+The broadcaster has no sequence numbers, so a lost message cannot be noticed here; ZeroMQ drops none
+between a live PUB and this SUB (both queues unbounded) unless the connection breaks.
 """
 
 from __future__ import annotations
@@ -64,6 +49,8 @@ SETTLE_S = 0.05  # after the connection, for the subscription to reach the publi
 
 
 class OpenEphysSource:
+    """The AcquisitionSource of `cortex.source = "openephys"` (the module docstring says what it gives)."""
+
     def __init__(
         self,
         cfg: OpenEphysConfig,

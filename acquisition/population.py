@@ -12,19 +12,12 @@ result to spikes/s:
     S_i  = min(1, s_i * pool / (c50^2 + pool) + n_i^2 / (c50^2 + n_i^2))
     rate = baseline_i * (1 - S_i) + (peak_i - baseline_i) * E_i
 
-so a natural patch at the 95th percentile reaches about 2/3 of peak, an
-optimized image can approach the peak, and images that drive the rest of the
-population (or the neuron's anti-preferred stimulus) push it below baseline.
-Custom neuron types (PopulationConfig.custom) return spikes/s directly and are
-appended after the built-in ones.
+Custom neuron types (PopulationConfig.custom) return spikes/s directly and come after the built-in ones.
+What the model means for a neuron: docs/virtual-cortex.md.
 
-Interface (used by the recording system, benchmarks and the session summary):
-    Population(cfg: PopulationConfig, size_px, colour)
-    .n_neurons, .baseline_hz (N,)
     .rates(images) -> (B, N) spikes/s, images uint8 (B, H, W, C) or float in [0, 1]
-    .describe() -> list of dicts, one per neuron
-Also: .peak_hz (N,), .types (list of str), .rf_centre_yx_px (N, 2), .rf_diameter_px (N,)
-(NaN for custom neurons, whose receptive field is unknown).
+    .n_neurons, .baseline_hz (N,), .peak_hz (N,), .types, .describe() (one dict per neuron)
+    .rf_centre_yx_px (N, 2), .rf_diameter_px (N,): NaN for custom neurons (receptive field unknown)
 """
 
 from __future__ import annotations
@@ -72,6 +65,8 @@ def split_counts(n: int, shares: dict[str, float]) -> dict[str, int]:
 
 
 class Population:
+    """The rig file's population (the module docstring says what it computes); calibrated on construction."""
+
     def __init__(self, cfg: PopulationConfig, size_px: int, colour: bool, calibration_images: np.ndarray | None = None):
         self.cfg = cfg
         self.size = size_px
@@ -169,6 +164,7 @@ class Population:
         return (self._builtin_drive(images) / self._scale).numpy().astype(np.float64)
 
     def rates(self, images: np.ndarray) -> np.ndarray:
+        """(B, N) true rates in spikes/s."""
         images = np.asarray(images)
         parts = []
         if self.n_builtin:

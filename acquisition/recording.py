@@ -19,6 +19,8 @@ from acquisition.config import RecordingConfig
 
 @dataclass(frozen=True)
 class RecordingClock:
+    """The simulated recording system's clock against the presenter's (the module's clock model)."""
+
     offset_s: float
     drift_ppm: float
 

@@ -36,7 +36,7 @@ def replay_order(batches: list[tuple], events: list[tuple]) -> list[ReplayItem]:
 
 
 def recorded_neuron_count(store) -> int:
-    """The stream's neuron count as recorded (older sessions: the width of the stored responses)."""
+    """The stream's neuron count as recorded (a store without that record: the width of its stored responses)."""
     stored = store.meta("neurons")
     if stored is not None:
         return int(stored)
@@ -45,6 +45,8 @@ def recorded_neuron_count(store) -> int:
 
 
 class StoredStream(InProcessPart):
+    """The AcquisitionSource of a replay: a stored session's batches and acquisition-clock event codes."""
+
     def __init__(self, store):
         self.n_neurons = recorded_neuron_count(store)
         self.items = replay_order(store.spike_batches(), store.event_codes(clock="acquisition"))

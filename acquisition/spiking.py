@@ -1,32 +1,15 @@
 """From rates to spike times, on the recording system's clock.
 
-Noise model (each piece a rig key in [cortex.spiking], see docs/virtual_cortex.md):
+The noise model (each piece a rig key in [cortex.spiking]; explained in docs/virtual-cortex.md): baseline
+firing; per onset, from its latency, a response time course with mean one over the response, so the mean
+rate over it is Population.rates' R; a gamma gain per (onset, neuron) giving the count the configured Fano
+factor; slow log-gain drift (Ornstein-Uhlenbeck); units lost at a time in lost_window_s; a refractory
+period whose dead-time deletion leaves the mean rate unchanged.
 
-- Each neuron fires at its baseline rate when nothing is on screen.
-- An onset at time t0 with rate R (Population.rates, the mean rate over the
-  response) adds, from t0 + latency_i for response_duration, a time course
-  k(u) = rise(u) * (1 + (transient_ratio - 1) * exp(-u / transient_tau)),
-  scaled so its mean over the response is one: the rate is
-  baseline + (R - baseline) * k(u). Suppression (R < baseline) follows the
-  rise without the overshoot, so the rate never has to go below zero.
-- Overdispersion: each (onset, neuron) draws a gain g ~ Gamma with mean 1 and
-  variance (F - 1) / mu, mu = R * duration the expected count of the response,
-  so the count over the response has Fano factor F (gamma-Poisson).
-- Slow drift: a log gain per neuron follows an Ornstein-Uhlenbeck process
-  (gain_drift_sd, gain_drift_timescale_s), sampled at each onset.
-- Lost units: n_lost_neurons neurons fall silent at a time in lost_window_s.
-- Refractory period: spikes of the underlying Poisson process that follow the
-  previous one within refractory_ms are deleted; the process runs at a raised
-  rate lambda' with lambda' * exp(-lambda' * tau) = lambda, so the mean rate
-  stays what Population.rates says.
+Spikes come from thinning a Poisson process at each neuron's maximum rate: exact in continuous time, so the
+spikes do not depend on how often advance() is called.
 
-Spikes come from thinning a homogeneous Poisson process at each neuron's
-maximum rate in the interval: vectorized over neurons, onsets and candidate
-spikes, exact in continuous time, the same whether advance() is called every
-20 ms or once per trial.
-
-Interface (stateful, time only moves forward):
-    SpikingModel(cfg: SpikingConfig, baseline_hz (N,), seed, start_s=0.0)
+    SpikingModel(cfg: SpikingConfig, baseline_hz (N,), seed, start_s=0.0)   # stateful; time only moves forward
     .add_onset(onset_s, rates_hz (N,), duration_s=None)   # an image appeared at onset_s (acquisition clock)
     .advance(t_end_s) -> (neuron uint16, time_s float64), spikes in [previous t_end, t_end), time-sorted
 Ground truth: .latency_s (N,), .lost_at_s (N,) (inf: never lost),

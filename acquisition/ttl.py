@@ -1,31 +1,12 @@
-"""Event code words on TTL lines: how a word is written onto the lines, and how it is read back.
+"""Event code words on TTL lines: written onto the lines (TtlEncoder), read back from transitions (TtlDecoder).
 
-A recording system sees lines change, not words written. Two equal codes in a
-row would change no line, so the second would vanish; the rig therefore uses
-one of two schemes (the rig file's `[cortex.ttl]`, the same as the stimulus
-machine's event output):
+`Lines.scheme` (the rig file's `[cortex.ttl]`) is "return_to_zero" (a word is read when lines rise; zero is
+the idle word and cannot be sent) or "strobe" (a word is read at the strobe line's rising edge). Code bit k
+goes on the k-th data line. A word holds the lines `pulse` samples and the zero word then holds them as long:
+a word asked for sooner is delayed, never merged or dropped. Every edge on `photodiode_line` is one onset as
+the screen showed it. The code-word scheme: docs/live-rig.md.
 
-- "return_to_zero": the word's bits go high together at the word's sample, and
-  every line goes back to zero `pulse` later. A word is read when lines rise:
-  the state of the data lines once all changes of that sample are applied.
-  Zero is the idle word and cannot be sent.
-- "strobe": the data lines are all lines but `strobe_line`; the word is set on
-  them and the strobe line rises in the same sample (data first, so they are
-  steady when it rises); all go back to zero `pulse` later. A word is read at
-  the strobe's rising edge, whatever the data lines did before.
-
-Either way a word holds the lines for `pulse` and the zero word holds them for
-`pulse` before the next word: two codes closer than 2 x pulse are written one
-after the other, the later one delayed (stimulus/event_outputs.py writes words
-on hardware by the same rule). Code bit k goes on the k-th data line.
-
-A photodiode wired to its own line (`photodiode_line`) reports each edge: the
-presenter's photodiode patch toggles at every image onset, so every edge, rising
-or falling, is one onset as the screen showed it.
-
-Pure logic with sample numbers on the recording system's clock: no sockets, no
-wall time. The virtual cortex writes with `TtlEncoder`; the Open Ephys source
-reads with `TtlDecoder`.
+Pure logic on sample numbers of the recording system's clock: no sockets, no wall time.
 """
 
 from __future__ import annotations

@@ -12,15 +12,11 @@ flip time on a virtual clock) and mapped through the recording clock's offset an
 drift. `poll` also brings the stream up to the clock's present, so on the wall
 clock spikes flow while nothing happens, and on a virtual clock they do not.
 
-Like a real recording system it has samples (`session.acquisition_sample_rate_hz`):
-every spike and every recorded code falls on the sample grid, so its native
-stream and its Open Ephys stream carry exactly the same times. Codes reach it
-as TTL words under the rig's scheme (`[cortex.ttl]`, acquisition/ttl.py): a
-code is recorded at the sample its word is raised, which is later than asked
-when the code comes before the previous word and its zero have held the lines.
-The screen shows each flip `photodiode_lag_ms` (+ jitter) later; the neurons
-see the image then, and a photodiode line (when the rig has one) toggles then,
-recorded as a PHOTODIODE code.
+Every spike and recorded code falls on the sample grid (`session.acquisition_sample_rate_hz`), so the
+native stream and the Open Ephys stream carry the same times. A code is recorded at the sample its TTL
+word is raised (acquisition/ttl.py: later than asked when the lines are still busy). The screen shows
+each flip `photodiode_lag_ms` (+ jitter) later: the neurons see the image then, and the photodiode line
+(if any) toggles then, recorded as a PHOTODIODE code. More: docs/virtual-cortex.md.
 """
 
 from __future__ import annotations
@@ -42,6 +38,9 @@ STREAM = "virtual-cortex"
 
 
 class VirtualCortex(InProcessPart):
+    """The simulated recording system as an AcquisitionSource and the target of event codes (`on_event`, `show`);
+    `epoch` > 0 numbers the stream of a resumed recording afresh."""
+
     def __init__(self, rig, clock, population: Population | None = None, openephys_out=None, epoch: int = 0):
         # A recording resumed after the controller stopped is a new stream (its batches are numbered afresh).
         self.stream = STREAM if epoch == 0 else f"{STREAM}-{epoch}"
@@ -61,7 +60,9 @@ class VirtualCortex(InProcessPart):
             self.jump_from_s = self.start_s + cc.recording.clock_jump_after_s
         # The simulated fault recording.reorder: a batch held back, sent after the next one.
         self.reorder = cc.recording.reorder
-        self.reorder_rng = np.random.default_rng(cc.population.seed + 104_729)  # the loss draws stay as they were
+        self.reorder_rng = np.random.default_rng(
+            cc.population.seed + 104_729
+        )  # its own: loss draws do not depend on it
         self.held: m.SpikeBatch | None = None
         self.spiking = SpikingModel(cc.spiking, self.population.baseline_hz, cc.population.seed + 1, start_s=self.now_s)
         self.batcher = SpikeBatcher(cc.recording, cc.population.seed)
