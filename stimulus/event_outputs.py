@@ -1,48 +1,17 @@
-"""Event codes out of the stimulus machine on hardware: TTL lines (parallel port, serial TTL box) or LSL markers.
+"""Event codes out of the stimulus machine: TTL lines (parallel port, serial TTL box), LSL markers, and the
+simulated rig's in-process output to the virtual cortex. Each is an `EventOutput` (contract/parts.py) with
+stats() ({"words", "delayed_words", "queued", "max_delay_ms"}) for the session summary.
 
-Public API (the presenter's `EventOutput` part, contract/parts.py):
+On TTL lines (the code-word scheme: docs/live-rig.md) write() runs inside PsychoPy's flip callback and never
+waits: a free word is raised at once, and one background thread per output returns the lines to zero and
+raises queued words. A word asked for less than 2 x pulse_ms after the one before is queued and raised as soon
+as the spacing allows: delayed (counted in stats()), never merged, never dropped. Code bit k goes on the k-th
+line that is not the strobe (line 0 is the parallel port's pin 2, D0; on a serial box, bit 0 of the byte).
 
-    EventOutputConfig        the rig file's event output section (keys below)
-    make_event_output(cfg, codes=(), presenter_now=None)
-                             ParallelEventOutput | SerialEventOutput | LslEventOutput for cfg.kind
-    ParallelEventOutput(address, pulse_ms=5.0, n_lines=8, scheme="return_to_zero", strobe_line=None, port=None)
-    SerialEventOutput(url, baud=115200, pulse_ms=5.0, n_lines=8, scheme="return_to_zero", strobe_line=None,
-                      port=None)
-    LslEventOutput(stream_name, presenter_now=None)
+An LSL marker is one int32 sample per code, stamped with the flip time on LSL's clock.
 
-Each has write(code, time_s, trial_id, index, image_hash), show(image_hash, pixels) (nothing: hardware does
-not see the screen) and close(). Each also has stats() -> {"words": .., "delayed_words": .., "queued": ..,
-"max_delay_ms": ..} for the session summary.
-
-Config keys (EventOutputConfig): kind ("zmq" | "parallel" | "serial" | "lsl"; "zmq", the simulated rig, is built
-by the controller, not here), parallel_address, serial_url, baud, lsl_stream_name, pulse_ms, n_lines, scheme
-("return_to_zero" | "strobe"), strobe_line.
-
-How a word goes out on TTL lines, and why:
-
-- A recording system sees lines change, not writes. Two equal codes in a row would change no line and the
-  second would vanish; so every word is followed by the zero word ("return_to_zero"), or raised together with
-  a strobe line ("strobe": data lines first, then the strobe line; the recording system reads the data lines
-  at the strobe's rising edge). Either way the lines go back to all-zero after `pulse_ms`, and stay there for
-  at least `pulse_ms` before the next word is raised. The minimum spacing of two codes is therefore
-  2 x pulse_ms (10 ms at the default 5 ms).
-- write() runs inside PsychoPy's flip callback, so it must never wait. When the lines are free it raises the
-  word at once (the edge is the flip, to within the port's write time); the return to zero is left to one
-  background thread per output that sleeps until the deadline. One long-lived thread rather than a timer per
-  word: no thread is created at the flip, and one thread keeps the words in order. write() also performs any
-  return to zero that is overdue (the thread may be kept from running by the interpreter lock for a few
-  milliseconds), so a late thread can lengthen a pulse but never merge two words.
-- A code that comes while the lines are busy (less than 2 x pulse_ms after the one before) is queued and raised
-  by the thread as soon as the spacing allows: never merged, never dropped. Its edge is then late by the wait;
-  stats() reports how many words were delayed and the longest delay, so a rig whose codes crowd is noticed.
-- code bit k goes on the k-th line that is not the strobe line (line 0 is the parallel port's pin 2, D0; on a
-  serial TTL box, bit 0 of the byte).
-
-LSL markers need none of this: each code is one sample of an int32 marker stream, stamped with the flip time
-mapped to LSL's clock (pylsl.local_clock()), so equal codes are separate samples anyway.
-
-Imports point one way: this module knows nothing of controller/; the code words are passed in (`codes`) so a
-word that does not fit the lines is refused when the output is made, not at the first flip.
+This module knows nothing of controller/: the presenter's code words are passed in (`codes`), so a word that
+does not fit the lines is refused when the output is made, not at the first flip.
 """
 
 from __future__ import annotations
@@ -119,12 +88,16 @@ class EventOutputConfig(Strict):
 
 
 def data_lines_max_code(n_lines: int, scheme: str) -> int:
+    """The largest code n_lines TTL lines carry under `scheme` (the strobe carries no data)."""
     return 2 ** (n_lines - (1 if scheme == "strobe" else 0)) - 1
 
 
 class TtlWords:
     """Words on n_lines TTL lines through set_lines(int): raised at write(), back to zero after pulse_s, the zero
-    held pulse_s before the next word; words that come too soon are queued (see the module notes)."""
+    held pulse_s before the next word; words that come too soon are queued (see the module docstring).
+
+    write() also performs an overdue return to zero (the thread may be kept from running by the interpreter
+    lock), so a late thread can lengthen a pulse but never merge two words."""
 
     def __init__(
         self,
@@ -369,8 +342,8 @@ class LslEventOutput:
 
     Each sample is stamped on LSL's clock with the time of the flip: `presenter_now` is the presenter's clock
     (the one time_s is read from); the flip's age on it is subtracted from pylsl.local_clock(). Without it a
-    sample is stamped when write() is called, which inside the flip callback is the flip to within
-    microseconds, but late for a code written after the fact (the trial end)."""
+    sample is stamped when write() is called: the flip, inside the flip callback, but late for a code written
+    after the fact (the trial end)."""
 
     def __init__(self, stream_name: str = "cortexloop-codes", presenter_now: Callable[[], float] | None = None):
         pylsl = import_pylsl()
@@ -402,6 +375,7 @@ class LslEventOutput:
 
 
 def import_pylsl():
+    """pylsl, or a RuntimeError saying how to install it (also when liblsl is missing)."""
     try:
         import pylsl
     except (ImportError, RuntimeError, OSError) as e:  # pylsl raises RuntimeError when liblsl is missing

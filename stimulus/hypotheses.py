@@ -45,6 +45,7 @@ def load_hypothesis(path: str) -> HypothesisFn:
 
 
 def member_hypothesis(predictor, member: int) -> HypothesisFn:
+    """One ensemble member of `predictor` as a hypothesis."""
     if not 0 <= member < predictor.n_members:
         raise ValueError(f"member {member} out of range: the model has {predictor.n_members} members")
     return lambda images, neurons=None: predictor.rates(images, neurons=neurons)[member]
@@ -158,12 +159,14 @@ class EvidenceTracker:
         return post
 
     def posterior(self) -> np.ndarray:
+        """(M,) posterior over the hypotheses, from the prior and the log-likelihoods so far."""
         z = self.log_prior + self.log_likelihood
         z = z - z.max()
         p = np.exp(z)
         return p / p.sum()
 
     def report(self) -> dict:
+        """The evidence as the session summary shows it (JSON-ready)."""
         post = self.posterior()
         best = int(np.argmax(post))
         return {

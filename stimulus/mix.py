@@ -12,6 +12,8 @@ from __future__ import annotations
 
 
 class MixSchedule:
+    """The kinds of each trial's image slots under `shares` (normalized to sum to one), block by block."""
+
     def __init__(self, shares: dict[str, float], block_trials: int):
         if not shares:
             raise ValueError("a mix needs at least one kind with a share above zero")

@@ -1,28 +1,15 @@
 """Objectives: how much an image is worth showing, given what the hypotheses predict.
 
-Every objective takes predicted rates `(M, B, N)` in spikes/s (M hypotheses or
-ensemble members, B images, N neurons) and returns a per-neuron score `(B, N)`;
-`population_score` sums (or weights) it over neurons to one number per image.
-All are plain torch, so the same code scores a candidate pool (under no_grad)
-and drives gradient ascent in synthesis.
+Every objective takes predicted rates `(M, B, N)` in spikes/s (M hypotheses or ensemble members, B images, N
+neurons) and returns a per-neuron score `(B, N)`; `population_score` sums (or weights) it over neurons to one
+number per image. All are plain torch: the same code scores a pool under no_grad and drives gradient ascent
+in synthesis.
 
-Why spike-count divergences and not rate differences: a neuron's count in a
-response window is roughly Poisson, so a 5 Hz difference at 2 Hz is easy to
-see and the same difference at 80 Hz is lost in the noise. The Poisson
-KL / Jensen-Shannon divergences below weigh each difference by that noise;
-the Jensen-Shannon divergence with hypothesis weights is exactly the
-expected information (in nats) one presentation gives about which hypothesis
-is true (the infomax criterion of Lewi et al. 2009).
-
-Those scores ask which hypothesis is true. When the hypotheses are ensemble
-members fitted to the data so far, the question a lab cares about is another:
-how much better will the model predict the neurons' responses to natural
-images? `predictive_information` (EPIG, objective "epig") scores that, against
-a reference set of natural pool images. Disagreement alone rewards any image
-the members disagree on, and they disagree most on images unlike anything they
-were trained on (issue 14: on the default rig the disagreement score
-correlated r = 0.85 with RMS contrast and picked almost only gaudy images);
-EPIG counts only disagreement that carries over to the reference images.
+The divergences work on spike counts in the response window (roughly Poisson), so a rate difference is
+weighed by the count noise at that rate; `poisson_js` with hypothesis weights is the expected information
+one presentation gives about which hypothesis is true. `predictive_information` ("epig") scores instead how
+much a presentation improves predictions on reference natural images, which plain disagreement does not:
+members disagree most on images unlike anything they were trained on. Why each objective: docs/image-selection.md.
 """
 
 from __future__ import annotations
@@ -141,44 +128,19 @@ def predictive_information(
 ) -> torch.Tensor:
     """Expected predictive information gain (EPIG) about responses to reference images, (M, B, N) -> (B, N) nats.
 
-    What the lab wants from a presentation is better predictions of the neurons' responses to natural
-    images, not a sharper posterior over parameters that matter nowhere else. EPIG (Smith et al. 2023,
-    "Prediction-oriented Bayesian active learning") scores a candidate x by the mutual information
-    between the count y it would evoke and the count y* the same neuron gives to a reference image x*,
-    averaged over x* drawn from the distribution predictions are wanted for:
+    EPIG(x) = E_{x*} [ I(y ; y* | x, x*) ] (Smith et al. 2023): the mutual information between the count y a
+    candidate x evokes and the count y* of the same neuron for a reference image x*. `reference_hz` (M, R, N)
+    are the members' rates for R reference images from the natural pool (never the held-out test set); the M
+    members stand in for samples of the posterior.
 
-        EPIG(x) = E_{x*} [ I(y ; y* | x, x*) ]
+    Gaussian approximation, per neuron, in counts over `window_s`: y = f(x) + e with count noise of variance
+    F * E[f] (F = `fano_factor`), so var y = var_m f(x) + F * mean_m f(x), cov = cov_m (f(x), f(x*)), and
+    EPIG(x) ~ mean over x* of -0.5 log(1 - rho^2), rho = cov / sqrt(var y * var y*).
 
-    Here `reference_hz` (M, R, N) are the members' rates for R reference images drawn from the natural
-    pool (never the held-out test set), and the M members stand in for samples of the posterior over
-    the neuron's tuning function f.
-
-    Gaussian approximation (cheap and differentiable). Per neuron, in counts over the response window
-    (mean rate times `window_s`), y = f(x) + e and y* = f(x*) + e*, with f drawn from the members and
-    e, e* independent count noise of variance F * E[f] (Poisson: F = 1; an overdispersed neuron's Fano
-    factor F > 1 makes each count less informative). Then (y, y*) is approximately bivariate normal with
-
-        var y  = var_m f(x)  + F * mean_m f(x)
-        var y* = var_m f(x*) + F * mean_m f(x*)
-        cov    = cov_m (f(x), f(x*))
-
-    and the mutual information of a bivariate normal with correlation rho is -0.5 log(1 - rho^2). So
-
-        EPIG(x) ~ mean over x* of -0.5 log(1 - rho(x, x*)^2),  rho = cov / sqrt(var y * var y*)
-
-    summed over neurons by `population_score` (neurons taken as independent given the image).
-    Properties the tests check: members that agree on x (or on every x*) give exactly 0; a candidate on
-    which the members' disagreement co-varies with their disagreement on the references beats one on
-    which it does not, even at equal variance (which is where it differs from plain disagreement, which
-    rewards any disagreement, e.g. on gaudy images unlike anything the lab wants predicted); and a loud
-    neuron's disagreement counts for less, because its counts are noisier.
-
-    A limit of the member estimate: the members' centred predictions live in M - 1 dimensions, so the
-    averaged rho^2 is roughly var/(var + noise) on x times how well x's direction of disagreement lines up
-    with the references' dominant directions, and with few members (4 by default) every direction lines up
-    with some of them. Then EPIG behaves much like a noise-normalised disagreement and still ranks images
-    unlike the references (gaudy ones) high when they are candidates; candidates_from = "natural" is what
-    keeps them out. More members sharpen it.
+    Guarantees (tested): members that agree on x, or on every x*, give exactly 0; disagreement on x that
+    co-varies with disagreement on the references beats disagreement that does not, at equal variance; a
+    loud neuron's disagreement counts for less. With few members EPIG behaves much like a noise-normalised
+    disagreement (docs/image-selection.md), so candidates_from = "natural" is what keeps gaudy images out.
     """
     m = rates_hz.shape[0]
     if reference_hz.shape[0] != m or reference_hz.shape[-1] != rates_hz.shape[-1]:

@@ -1,23 +1,15 @@
 """Image pools: the training pool ("natural" and "gaudy" images) and the held-out test set.
 
-Deterministic in the rig's [images] section, so every process builds the same
-pools (same order, same image hashes) without shipping them.
+Deterministic in the rig's [images] section, so every process builds the same pools (same order, same image
+hashes) without shipping them. No test image shares a pixel with the training pool:
 
-source = "photos" (the default) cuts natural patches from the photographs that
-ship with scikit-image. The held-out test set never shares a pixel with the
-training pool, and it is not only grey: every colour photograph is split into a
-training region and a held-out strip (its right quarter, or bottom quarter for
-portrait images), and test patches are cut from the strips (three quarters of
-the test set in a colour rig) and from grey photographs that the training pool
-never uses. Crops lie wholly inside their region, so no test patch overlaps a
-training patch.
+- source = "photos": patches of the scikit-image photographs. Each colour photograph is split into a
+  training region and a held-out strip; test patches come from the strips and from grey photographs the
+  training pool never uses, and every crop lies wholly inside its region.
+- source = "folder" or "npy": a lab's own set, one image per file (or array entry), split by file. Resized
+  images are cached on disk under a key of the files' content and the resize settings.
 
-source = "folder" or "npy" is a lab's own stimulus set: one pool image per file
-(or array entry), never a crop of one. The test set is chosen by file, so no
-test image comes from a training file. Each image is resized to size_px once;
-the resized images are cached on disk under a key made of the files' content
-and the resize settings, so the processes of a session (and later sessions)
-read them instead of decoding every file again.
+How the pools are built and used: docs/image-selection.md.
 """
 
 from __future__ import annotations
@@ -48,13 +40,15 @@ TEST_ONLY_SOURCES = ("camera", "coins", "moon", "page", "text", "clock", "horse"
 HELD_OUT_FRACTION = 0.25  # of each colour photograph, as a strip along its long side
 TEST_COLOUR_SHARE = 0.75  # of the test set cut from held-out colour strips (colour rigs)
 
-# Kept for callers that list sources: everything the training pool may draw from, and the test-only images.
+# For callers that list sources: everything the training pool may draw from, and the test-only images.
 TRAIN_SOURCES = COLOUR_SOURCES + TRAIN_ONLY_SOURCES
 TEST_SOURCES = TEST_ONLY_SOURCES
 
 
 @dataclass(frozen=True)
 class Pools:
+    """The pools of one rig: uint8 (n, H, W, C) images, the training pool's kinds and, for own sets, origins."""
+
     train: np.ndarray  # (P, H, W, C) uint8, the pool that selection and training draw from
     train_kind: tuple  # "natural" or "gaudy", per train image
     test: np.ndarray  # (T, H, W, C) uint8, held out: never shown for training

@@ -26,6 +26,7 @@ from stimulus.presenters.base import ShowPlan
 
 
 def show_plan(plan: m.TrialPlan) -> ShowPlan:
+    """A wire TrialPlan as the screen takes it."""
     return ShowPlan(
         plan.trial_id,
         np.asarray(plan.pixels),
@@ -38,6 +39,8 @@ def show_plan(plan: m.TrialPlan) -> ShowPlan:
 
 
 class PresenterRunner(InProcessPart):
+    """The Presenter part over a screen, a fixation source and an EventOutput (the module docstring)."""
+
     IDLE_S = 0.005  # how long the idle frame is shown before the queue is looked at again
     HEARTBEAT_S = 0.5  # wall clock: says the presenter is alive (between trials, and between a trial's flips)
 
@@ -99,7 +102,7 @@ class PresenterRunner(InProcessPart):
 
     def _beat_between_flips(self) -> None:
         """During a trial: a heartbeat at most every HEARTBEAT_S. Called right after a flip, where the next
-        frame is furthest away; it costs one clock read, and twice a second a small message sent without
+        frame is furthest away; it costs one clock read, and every HEARTBEAT_S a small message sent without
         waiting (no display description: nothing that could take long)."""
         now = time.monotonic()
         if now - self.last_heartbeat >= self.HEARTBEAT_S:
@@ -189,6 +192,9 @@ class _BeatAfterFlips:
 
 
 class StoredPresenter(InProcessPart):
+    """The Presenter of a replay: each submitted trial's recorded onsets and report (nothing for a trial the
+    recording never showed)."""
+
     def __init__(self, store):
         self.trials = {t["trial_id"]: t for t in store.trials()}
         self.onsets: dict[int, list] = {}

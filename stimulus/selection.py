@@ -1,36 +1,16 @@
-"""Choosing the next images.
+"""Choosing the next images: `ImageChooser.choose(trial_id, n_images, predictor | None, deadline_s | None)`
+-> list[Choice], for the model worker.
 
-Interface used by the model worker:
-    ImageChooser(cfg: SelectionConfig, pools: Pools, seed, window_s)
-    .choose(trial_id, n_images, predictor | None, deadline_s | None) -> list[Choice]
-deadline_s is a time.perf_counter() value by which the answer is due (None: no deadline; then
-only the step budgets in the config count, so runs on a virtual clock are reproducible).
+deadline_s is a time.perf_counter() value by which the answer is due; None means no deadline, and then only
+the config's step budgets count, so runs on a virtual clock are reproducible.
 
-Each trial's slots are split among the kinds of the block mix (stimulus/mix.py):
-random natural images, pool images the objective scores highest, images
-synthesized to maximise the objective, MEI checks and repeats of a fixed set.
-Kinds that need a model fall back to random natural images until a predictor
-exists, and say so. Every Choice carries why it was chosen (kind and score);
-the caller records the model version beside it.
-
-Candidates for "selected" (and the seeds of "synthesized") are drawn from the
-pool images `candidates_from` names: "natural", "gaudy" or "both"; "random"
-images from those `random_from` names. With the
-objective "epig" they are scored by how much their responses would tell about
-the responses to a fixed reference set of natural pool images (never the
-held-out test set); see stimulus/objectives.py.
-
-Scored pool images are picked greedily, best first, skipping any image too close
-to one already chosen in this block, so one trial never spends its slots on
-near-copies of the same image. "Close" is measured where it matters, in the
-model's feature space (`diversity = "model"`: the predictor's `features(images)
--> (B, D)` where it has one, else the members' mean predicted rates), or on 8x8
-thumbnails (`diversity = "thumbnails"`).
-
-Synthesized images and MEIs stay within the natural pool's range of mean level
-and RMS contrast (`contrast_bound`); MEIs start from the model's best natural
-pool image for the neuron and maximise the members' mean minus
-`mei_spread_penalty` times their spread.
+Each trial's slots are split among the kinds of the block mix (stimulus/mix.py): random natural images, the
+pool images the objective scores highest, synthesized images, MEI checks and repeats of a fixed set. Kinds
+that need a model fall back to random images until a predictor exists, and say so; every Choice says why it
+was chosen. Scored images are picked best first, skipping any too close (in model features or thumbnails,
+`diversity`) to one already chosen in this block. Synthesized images and MEIs stay within the natural pool's
+mean level and RMS contrast (`contrast_bound`). The "epig" reference set is natural pool images, never the
+held-out test set. What each kind and setting does: docs/image-selection.md.
 """
 
 from __future__ import annotations
@@ -60,6 +40,8 @@ from stimulus.synthesis import (
 
 @dataclass
 class Choice:
+    """One chosen image and why it was chosen."""
+
     pixels: np.ndarray  # (H, W, C) uint8
     reason: str  # e.g. "random pool#123", "js 0.41 pool#88", "synthesized js 0.8 neurons[3,7] from pool#12"
 
@@ -151,6 +133,8 @@ def random_pool_indices(kinds, random_from: str) -> np.ndarray:
 
 
 class ImageChooser:
+    """The model worker's image chooser (the module docstring says how it chooses)."""
+
     def __init__(self, cfg: SelectionConfig, pools: Pools, seed: int = 0, window_s: float = 0.15):
         """window_s: length of the response window the counts are taken in (the rig file's [response],
         passed by the model worker; the count divergences assume it)."""

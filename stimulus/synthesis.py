@@ -8,18 +8,13 @@
     project    where images may go: `NaturalRange` keeps each image's mean level and RMS
                contrast within the natural pool's range (applied to the start and after every step)
 
-The loop follows Cowley et al.: gradient ascent in pixel space, the gradient
-smoothed and normalised by its RMS (so one step size suits any model and any
-rate scale), the image kept in range by clamping and smoothed lightly so it
-stays presentable (no single-pixel checkerboards). Every image keeps the best
-version seen, which is what comes back when the deadline arrives.
+The loop (after Cowley et al.): gradient ascent in pixel space, the gradient smoothed and normalised by
+its RMS (one step size suits any model and rate scale), images clamped to [0, 1] and lightly smoothed. Each
+image keeps the best version seen, which is what comes back at the deadline.
 
-`most_exciting_images` (MEIs) is the entry point other parts of cortexloop use. An
-MEI meant to work on the neuron, not only on the model (Cowley et al. tested theirs
-on the neurons), starts from the model's best pool image for the neuron, stays within
-the natural range of contrast and mean level, and maximises the members' mean rate
-minus a multiple of their spread: the models were fitted on natural images and their
-predictions far off that manifold, where members disagree, are extrapolation.
+`most_exciting_images` (MEIs) starts from the model's best pool image for each neuron, stays within the
+natural range of contrast and mean level, and maximises the members' mean rate minus a multiple of their
+spread, so that it works on the neuron and not only on the model (docs/image-selection.md).
 """
 
 from __future__ import annotations
@@ -41,6 +36,8 @@ ImageObjective = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass
 class SynthesisResult:
+    """What `synthesize` returns."""
+
     images: torch.Tensor  # (B, C, H, W) float in [0, 1], the best version of each image
     scores: torch.Tensor  # (B,) objective of those images (as seen through the transform)
     steps: int  # gradient steps taken

@@ -17,6 +17,8 @@ import numpy as np
 
 @dataclass
 class ShowPlan:
+    """One trial as a presenter shows it: images and durations in whole frames."""
+
     trial_id: int
     pixels: np.ndarray  # (n_images, H, W, C) uint8
     image_hashes: list[str]
@@ -28,6 +30,8 @@ class ShowPlan:
 
 @dataclass
 class TrialOutcome:
+    """How a trial went, in the presenter's clock."""
+
     trial_id: int
     status: str  # "done" or "aborted"
     start_s: float
@@ -51,6 +55,8 @@ class FixationSource(Protocol):
 
 
 class Presenter(Protocol):
+    """A screen: open, prepare and run trials (calling back at each onset's flip), idle, close."""
+
     refresh_hz: float
     pacing: str  # how frames are paced: "vsync", "software", "wall clock", "virtual clock"
     measured_refresh_hz: float | None  # what the display really does, once open (None: not measured)

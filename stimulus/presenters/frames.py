@@ -23,6 +23,8 @@ from stimulus.presenters.base import ShowPlan, TrialOutcome
 
 @dataclass(frozen=True)
 class FrameSlot:
+    """What one frame of a trial shows."""
+
     image: int  # index into plan.pixels shown on this frame, -1 for none
     onset: bool  # first frame of an image: the onset is stamped at this flip
     fixation_point: bool  # draw the fixation point on this frame
@@ -34,6 +36,7 @@ IDLE_SLOT = FrameSlot(-1, False, True, False)
 
 
 def trial_schedule(plan: ShowPlan) -> list[FrameSlot]:
+    """Every frame of the trial, in order (the module docstring's layout); ValueError for an inconsistent plan."""
     if plan.on_frames < 1:
         raise ValueError(f"trial {plan.trial_id}: on_frames must be >= 1 (got {plan.on_frames})")
     n_images = len(plan.image_hashes)

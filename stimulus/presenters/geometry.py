@@ -27,6 +27,8 @@ from stimulus.config import DisplayConfig
 
 @dataclass(frozen=True)
 class RectPx:
+    """A rectangle in PsychoPy "pix" units (whole pixels, origin at the centre, y up)."""
+
     left: int
     right: int
     bottom: int

@@ -20,6 +20,8 @@ from stimulus.presenters.frames import IDLE_SLOT, FrameSlot, frames_for, trial_o
 
 
 class HeadlessPresenter:
+    """The Presenter without a window (the module docstring says how frames are paced)."""
+
     measured_refresh_hz = None
 
     def __init__(self, refresh_hz: float, clock):

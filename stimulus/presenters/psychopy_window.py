@@ -1,35 +1,19 @@
 """The PsychoPy presenter: a pyglet window, frame-accurate onsets, a photodiode patch.
 
-Geometry comes from the rig's monitor calibration (stimulus/presenters/geometry.py):
-images, the fixation point and the photodiode patch are placed in pixels
-computed from degrees, so what the rig file says is what the subject sees.
+Images, the fixation point and the photodiode patch are placed in pixels computed from degrees and the rig's
+monitor calibration (stimulus/presenters/geometry.py). Timing (docs/presentation.md):
 
-Timing:
-- Every frame of a trial is one win.flip(); durations are whole frames
-  (stimulus/presenters/frames.py gives the schedule, shared with the headless
-  presenter).
-- Each onset is stamped from inside the flip (win.callOnFlip): the callback
-  reads the presenter clock right after the buffer swap returns and passes that
-  time to on_onset, which sends the onset report and the event code at once.
-- The flip time itself (what win.flip() returns, taken after the swap and
-  glFinish) is recorded for every frame; frame intervals and dropped frames
-  come from those times. The onset-to-flip error of an onset is
-  (time stamped in the callback) - (time returned by that flip): how far the
-  reported onset is from the flip as PsychoPy measured it.
-- With frame_pacing "vsync" the flip waits for the vertical blank. A display
-  without vsync (Xvfb) returns at once, so with "software" pacing the presenter
-  sleeps to each frame boundary itself. "auto" measures at open and chooses.
-  Under Xvfb the intervals prove the code path, not the rig's timing: check
-  that on the rig with the photodiode.
-- Textures are uploaded before the first frame of a trial (prepare()), never
-  during the on period, and cached by image hash.
+- Every frame of a trial is one win.flip(), on the schedule of stimulus/presenters/frames.py.
+- Each onset is stamped inside the flip (win.callOnFlip), and on_onset sends the onset report and the event
+  code at once. Frame intervals and dropped frames come from the times win.flip() returns; an onset's
+  onset-to-flip error is its callback stamp minus its flip's return time.
+- frame_pacing "vsync" waits for the vertical blank; "software" sleeps to each frame boundary (a display
+  without vsync, such as Xvfb, where intervals prove the code path, not the rig's timing); "auto" measures at
+  open and chooses.
+- Textures are uploaded before a trial's first frame (prepare()), cached by image hash.
 
-Photodiode: a patch in one corner that toggles black/white at every onset and
-keeps its state otherwise (between trials too), so every transition a
-photodiode sees is exactly one image onset.
-
-PsychoPy is imported when the window opens, not at import time: `import
-psychopy.visual` needs a display, and PsychoPy writes preferences under $HOME.
+The photodiode patch toggles black/white at every onset and holds otherwise, so every transition is exactly
+one onset. PsychoPy is imported when the window opens: `import psychopy.visual` needs a display.
 """
 
 from __future__ import annotations
@@ -47,6 +31,8 @@ from stimulus.presenters.geometry import photodiode_rect_px, rect_deg_to_px, siz
 
 
 class PsychoPyPresenter:
+    """The Presenter on a PsychoPy window (not opened until open())."""
+
     def __init__(self, display: DisplayConfig, grab_onset_frames: bool = False):
         self.display = display
         self.refresh_hz = float(display.refresh_hz)
