@@ -1,1 +1,2 @@
-"""Per-neuron models of visual cortex. Pure torch: no sockets, no files it was not handed."""
+"""Per-neuron models of visual cortex, the Model part that fits them online (worker.py), a replay's stored
+plans, and `cortexloop compress`. No sockets, no files it was not handed."""

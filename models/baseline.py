@@ -53,6 +53,8 @@ class RidgePredictor:
 
 
 class RidgeBaseline:
+    """The baseline online model (the module docstring)."""
+
     def __init__(self, cfg: ModelConfig, n_neurons: int, image_shape: tuple[int, int, int]):
         self.cfg = cfg
         self.n_neurons = n_neurons

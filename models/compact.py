@@ -15,7 +15,7 @@ pruning makes them differ.
 
 The softplus readout is what the online ensemble uses (its Poisson loss needs a rate
 that is never negative). Cowley et al. distilled into a linear readout trained with
-squared error; `cortexloop compress` offers both (`model.student_readout`).
+squared error; `cortexloop compress` offers both (`compression.student_readout`).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class CompactSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CompactSpec":
-        # Files written before the linear readout existed have no "readout": they used softplus.
+        # A spec without "readout" (format cortexloop.compact/1) means softplus.
         return cls(
             int(d["in_channels"]),
             int(d["image_size"]),
@@ -207,9 +207,10 @@ def smooth_kernels(net: nn.Module, sigma: float) -> None:
     smooth(net.readout_weight, (-1, m, m))
 
 
-def student_spec(cfg, image_shape: tuple[int, int, int]) -> CompactSpec:
-    """The architecture `cortexloop compress` distils into, from a ModelConfig and the image shape (H, W, C)."""
+def student_spec(cfg, compression, image_shape: tuple[int, int, int]) -> CompactSpec:
+    """The architecture `cortexloop compress` distils into, from a ModelConfig, a CompressionConfig and the image
+    shape (H, W, C)."""
     spec = CompactSpec.from_config(cfg, image_shape)
-    filters = cfg.student_filters_per_layer or cfg.filters_per_layer
-    strides = tuple(cfg.layer_strides(cfg.student_strides or None))
-    return replace(spec, filters=(filters,) * cfg.n_layers, strides=strides, readout=cfg.student_readout)
+    filters = compression.student_filters_per_layer or cfg.filters_per_layer
+    strides = tuple(cfg.layer_strides(compression.student_strides or None))
+    return replace(spec, filters=(filters,) * cfg.n_layers, strides=strides, readout=compression.student_readout)

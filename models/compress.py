@@ -5,7 +5,7 @@ Stages (each with a progress bar, all neurons at once):
 1. teacher   train the ensemble on the session's responses, as the model worker does,
              starting from the model worker's checkpoint of the session where there is one.
 2. distil    one student per neuron (of all recorded neurons, or those chosen), all students
-             together as one stacked network or a loop (model.distill_form), on the pool
+             together as one stacked network or a loop (compression.distill_form), on the pool
              images, the session's images and augmented copies of both (models/distill.py).
 3. prune     the authors' rule, layer by layer from the last (models/prune.py); the
              statistics come from one pass of the stacked students.
@@ -16,8 +16,8 @@ Stages (each with a progress bar, all neurons at once):
 6. pages     one PNG per neuron: MEI (bounded by the range of rates the model was trained
              on), best pool images, kept filters drawn, figures before and after.
 
-Writes `neuron_NNN.pt`, `models.pt2`, `neuron_NNN.png` and `report.json` (the table as
-data, with the compression goals and whether they were met).
+Writes `neuron_NNN.pt`, `models.pt2` (models/save.py), `neuron_NNN.png` and `report.json` (the table as
+data, with the compression goals and whether they were met). The stages and the report: docs/compress.md.
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ def compress_from_arrays(
     # The teacher is the kind of ensemble the session trained (shared core or compact); a ridge baseline is
     # not a teacher worth copying, so its sessions get the shared-core ensemble, trained here from scratch.
     mcfg = rig.model.model_copy(update={"kind": "shared" if rig.model.kind == "baseline" else rig.model.kind})
+    ccfg = rig.compression
     device = resolve_device(mcfg.device)
     prepare_torch_for(device, mcfg.cpu_threads)
     n_recorded = counts.shape[1]
@@ -140,7 +141,7 @@ def compress_from_arrays(
 
         pools = make_pools(rig.images)
         distill_images = augmented_images(
-            np.concatenate([pools.train, images]), mcfg.distill_augmented_copies, seed=mcfg.seed
+            np.concatenate([pools.train, images]), ccfg.distill_augmented_copies, seed=mcfg.seed
         )
         with stages.stage("teacher_rates", f"teacher rates: {len(distill_images)} images", 1):
             targets = teacher_rates(teach, distill_images, device)[:, chosen]
@@ -148,60 +149,60 @@ def compress_from_arrays(
 
         # 2. Distil: all students together, in the form chosen once here (timed where "auto") for both
         # distillation and retraining.
-        spec = student_spec(mcfg, images.shape[1:])
+        spec = student_spec(mcfg, ccfg, images.shape[1:])
         form = student_form(
-            mcfg.distill_form, device, spec, n_neurons, min(mcfg.distill_batch_size, len(distill_images))
+            ccfg.distill_form, device, spec, n_neurons, min(ccfg.distill_batch_size, len(distill_images))
         )
-        steps = mcfg.distill_steps
+        steps = ccfg.distill_steps
         with stages.stage("distil", f"distil: {n_neurons} students", steps) as done:
             students = distill(
                 distill_images,
                 targets,
                 spec,
                 steps,
-                mcfg.distill_learning_rate,
-                mcfg.distill_batch_size,
+                ccfg.distill_learning_rate,
+                ccfg.distill_batch_size,
                 device,
                 seed=mcfg.seed,
-                smooth_sigma=mcfg.smooth_sigma,
-                smooth_every=mcfg.smooth_every_steps,
+                smooth_sigma=ccfg.smooth_sigma,
+                smooth_every=ccfg.smooth_every_steps,
                 form=form,
-                schedule=mcfg.distill_schedule,
+                schedule=ccfg.distill_schedule,
                 progress=done,
             )
 
         # 3. Prune. Decisions use distillation images (never the test set), against the teacher.
         rng = np.random.default_rng(mcfg.seed)
-        prune_idx = rng.choice(len(distill_images), min(mcfg.prune_images, len(distill_images)), replace=False)
+        prune_idx = rng.choice(len(distill_images), min(ccfg.prune_images, len(distill_images)), replace=False)
         x_prune = to_tensor(distill_images[prune_idx]).to(device)
         with stages.stage("prune", f"prune: {n_neurons} students", n_neurons) as done:
             pruned = prune_models(
                 students,
                 x_prune,
                 targets[prune_idx].to(device),
-                mcfg.prune_keep_r2_frac,
-                mcfg.prune_keep_variance_frac,
-                mcfg.prune_min_filters,
+                ccfg.prune_keep_r2_frac,
+                ccfg.prune_keep_variance_frac,
+                ccfg.prune_min_filters,
                 progress=lambda k: done(k + 1),
             )
         del x_prune
 
         # 4. Retrain the pruned students on the teacher.
-        steps = mcfg.retrain_steps
+        steps = ccfg.retrain_steps
         with stages.stage("retrain", f"retrain: {n_neurons} pruned students", steps) as done:
             final = fit_students(
                 [p.model for p in pruned],
                 distill_images,
                 targets,
                 steps,
-                mcfg.distill_learning_rate / 2,
-                mcfg.distill_batch_size,
+                ccfg.distill_learning_rate / 2,
+                ccfg.distill_batch_size,
                 device,
                 seed=mcfg.seed + 1,
-                smooth_sigma=mcfg.smooth_sigma,
-                smooth_every=mcfg.smooth_every_steps,
+                smooth_sigma=ccfg.smooth_sigma,
+                smooth_every=ccfg.smooth_every_steps,
                 form=form,
-                schedule=mcfg.distill_schedule,
+                schedule=ccfg.distill_schedule,
                 progress=done,
             )
 
@@ -273,19 +274,19 @@ def compress_from_arrays(
         "n_test_images": int(len(pools.test)),
         "n_distill_images": int(len(distill_images)),
         "student_spec": spec.to_dict(),
-        "smooth_sigma": mcfg.smooth_sigma,
+        "smooth_sigma": ccfg.smooth_sigma,
         "steps": {
             "ensemble": ensemble_steps,
-            "distill": mcfg.distill_steps,
-            "retrain": mcfg.retrain_steps,
+            "distill": ccfg.distill_steps,
+            "retrain": ccfg.retrain_steps,
             "mei": mei_steps,
         },
         "distill": {
             "form": form,
-            "form_setting": mcfg.distill_form,
-            "schedule": mcfg.distill_schedule,
-            "learning_rate": mcfg.distill_learning_rate,
-            "batch_size": mcfg.distill_batch_size,
+            "form_setting": ccfg.distill_form,
+            "schedule": ccfg.distill_schedule,
+            "learning_rate": ccfg.distill_learning_rate,
+            "batch_size": ccfg.distill_batch_size,
         },
         "goals": goals(rows),
         "seconds": round(time.perf_counter() - t0, 1),
@@ -578,7 +579,7 @@ def _draw_page(
     ax.set_ylabel("filters", fontsize=8)
     ax.legend(fontsize=7, frameon=False)
     fig.suptitle(f"neuron {row['neuron']}", fontsize=10)
-    # Fixed margins: tight_layout cost half of a page's time.
+    # Fixed margins: tight_layout is slow for a page of this many panels.
     fig.subplots_adjust(left=0.03, right=0.99, top=0.88, bottom=0.08, wspace=0.25, hspace=0.35)
     fig.savefig(path, dpi=72)
     plt.close(fig)
@@ -654,7 +655,7 @@ def compress_main(argv: list[str]) -> int:
     ap.add_argument("--out", help="output directory (default SESSION/compact)")
     ap.add_argument(
         "--rig",
-        help="rig file whose [model] section replaces the stored one (e.g. rigs/paper.toml); "
+        help="rig file whose [model] and [compression] sections replace the stored ones (e.g. rigs/paper.toml); "
         "used whole where the stored rig no longer validates",
     )
     ap.add_argument(
@@ -663,8 +664,8 @@ def compress_main(argv: list[str]) -> int:
         default=100,
         help="teacher training steps (default 100), on top of the session's checkpoint where it has one",
     )
-    ap.add_argument("--distill-steps", type=int, help="overrides model.distill_steps")
-    ap.add_argument("--retrain-steps", type=int, help="overrides model.retrain_steps")
+    ap.add_argument("--distill-steps", type=int, help="overrides compression.distill_steps")
+    ap.add_argument("--retrain-steps", type=int, help="overrides compression.retrain_steps")
     ap.add_argument(
         "--neurons",
         help="recorded neurons to compress, e.g. 0,3,7 or 0-4 (default all); the teacher still learns every neuron",
@@ -677,13 +678,13 @@ def compress_main(argv: list[str]) -> int:
         neurons = check_neurons(parse_neurons(args.neurons), counts.shape[1]) if args.neurons else None
     except ValueError as e:
         raise SystemExit(f"cortexloop compress {args.session}: {e}") from None
-    model = rig.model if args.rig is None else load_rig(args.rig).model
+    given = rig if args.rig is None else load_rig(args.rig)
     updates = {
         k: v
         for k, v in {"distill_steps": args.distill_steps, "retrain_steps": args.retrain_steps}.items()
         if v is not None
     }
-    rig = rig.model_copy(update={"model": model.model_copy(update=updates)})
+    rig = rig.model_copy(update={"model": given.model, "compression": given.compression.model_copy(update=updates)})
     out = Path(args.out) if args.out else Path(args.session) / "compact"
     compress_from_arrays(
         images,

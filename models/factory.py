@@ -6,6 +6,7 @@ from models.config import ModelConfig
 
 
 def make_online_model(cfg: ModelConfig, n_neurons: int, image_shape: tuple[int, int, int]):
+    """The online model of `cfg.kind` ("baseline", "compact", "shared"); ValueError for another kind."""
     if cfg.kind == "baseline":
         from models.baseline import RidgeBaseline
 

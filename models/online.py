@@ -49,12 +49,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def prepare_torch_for(device: torch.device, cpu_threads: int = 0) -> None:
-    """Process-wide settings the training benchmarks (`cortexloop bench training`) were measured with."""
+    """Process-wide torch settings for training: the CPU thread count (0: torch's default), denormals flushed."""
     if device.type == "cpu":
         if cpu_threads > 0:
             torch.set_num_threads(cpu_threads)
-        # Tiny activations late in training become denormal floats; flushing them
-        # to zero avoided a 2x slowdown on CPU.
+        # Tiny activations late in training become denormal floats, which make CPU arithmetic slow; flushing
+        # them to zero avoids that.
         torch.set_flush_denormal(True)
 
 
@@ -105,6 +105,8 @@ class CompactPredictor:
 
 
 class CompactOnline:
+    """The model.kind = "compact" online model (the module docstring)."""
+
     def __init__(self, cfg: ModelConfig, n_neurons: int, image_shape: tuple[int, int, int]):
         self.cfg = cfg
         self.n_neurons = n_neurons

@@ -1,39 +1,21 @@
-"""Filter pruning of compact models, with the rule of Cowley et al. 2026.
+"""Filter pruning of compact models, with the rule of Cowley et al. 2026 (the rule explained: docs/compress.md).
 
-From the last layer back, one layer at a time:
+From the last layer back, one layer at a time, never below `min_filters` filters:
 
-- last layer L-1: each filter's contribution to the output drive is
-  c_f(x) = sum over positions of readout_weight[f] * activation_f(x). Filters are
-  ranked by the spread (standard deviation over images) of c_f; the fewest
-  top-ranked filters are kept whose model still reaches an r^2 with the teacher of
-  at least `keep_r2_frac` of the unpruned model's r^2.
-- every earlier layer l: a filter of layer l only reaches the rest of the network
-  through the next layer's depthwise kernel and pointwise weights. Let d_j be the
-  depthwise output of filter j (inside layer l+1) and w_j its pointwise weights to
-  the filters of layer l+1 that are still kept. Filters are ranked by
-  var(d_j) * |w_j|^2 (variance over images at each position, summed over
-  positions); then the fewest top-ranked filters are kept whose pointwise output
-  (before layer l+1's batch norm) keeps at least `keep_variance_frac` of its
-  variance explained: fv = 1 - |Y - Y_kept|^2 / |Y|^2, both centred per output
-  channel (a constant offset is absorbed, see below).
-- never fewer than `min_filters` filters in a layer.
+- last layer: filters ranked by the spread over images of their contribution to the output drive; the fewest
+  top-ranked kept whose model still reaches `keep_r2_frac` of the unpruned model's r^2 with the teacher.
+- earlier layer l: filters ranked by var(d_j) * |w_j|^2 (d_j: filter j's depthwise output inside layer l+1,
+  w_j: its pointwise weights to the kept filters); the fewest kept whose pointwise output keeps
+  `keep_variance_frac` of its variance explained, fv = 1 - |Y - Y_kept|^2 / |Y|^2 (centred per channel).
+  fv of every candidate count comes exactly from one Gram matrix per layer.
 
-fv for every candidate count comes from one Gram matrix per layer: with D_j the
-centred d_j, Y - Y_kept = sum over removed j of w_j D_j, so |Y - Y_kept|^2 is a sum
-of entries of G = (D D^T) * (W^T W). The activations a layer's rule looks at do not
-change when later layers are pruned (eval-mode batch norm is per channel), so one
-forward pass gives every layer's statistics, for all models at once when they are
-stacked.
+One forward pass gives every layer's statistics (eval-mode batch norm is per channel, so pruning a later layer
+does not change them), for all models at once when stacked. A removed filter's mean output is folded into what
+follows (readout bias, or the next batch norm's running mean), so the pruned model starts close to the original;
+retraining (models/distill.py) recovers the rest. Models must be in eval mode.
 
-A removed filter is replaced by its mean output, folded into what follows (the
-readout bias for the last layer, the next batch norm's running mean otherwise), so
-the pruned model starts close to the original. Retraining (models/distill.py)
-then recovers the rest. Works on models in eval mode (running statistics).
-
-Read from the authors' description and code (cowleygroup/V4_compact_models), not
-copied. Where this differs: the authors find the count by a bisection that assumes
-fv falls as filters are removed, and leave removed filters' means out; here every
-count is evaluated exactly and means are folded in.
+Read from the authors' description and code (cowleygroup/V4_compact_models), not copied; unlike theirs, every
+count is evaluated exactly (no bisection) and removed filters' means are folded in.
 """
 
 from __future__ import annotations
@@ -60,6 +42,8 @@ class LayerStats:
 
 @dataclass
 class PruneResult:
+    """One pruned model and what pruning kept."""
+
     model: CompactNet
     filters_before: list[int]
     filters_after: list[int]

@@ -1,21 +1,15 @@
-"""Saving compact models in a format that loads without cortexloop.
+"""Saving compact models in a format that loads without cortexloop (the format, and the forward pass in plain
+torch: docs/compress.md).
 
-Two files, both readable with torch alone (see README.md, "File format"):
-
-- `<name>.pt`: `torch.save` of a plain dict that `torch.load(path, weights_only=True)`
-  reads anywhere torch is installed:
+- `<name>.pt`: `torch.save` of a plain dict that `torch.load(path, weights_only=True)` reads:
       {"format": "cortexloop.compact/2",
        "spec": {"in_channels", "image_size", "filters" [per layer], "strides" [per layer], "kernel_size",
                 "readout" ("softplus": rate_scale * softplus(drive); "linear": rate_scale * drive)},
        "state_dict": {name: tensor},        # names as in models/compact.py
        "meta": {"neuron": int, "units": "spikes/s", "input": "(B, C, H, W) float in [0, 1]", ...}}
-  The forward pass is short enough to rewrite anywhere; README.md gives it in
-  plain torch.nn.functional.
-- `models.pt2`: one `torch.export` program holding every model of a session, in
-  eval mode: `torch.export.load(path).module()(images)` -> (B, n_models) runs it with
-  no Python code of ours at all; the specs and metadata travel in it as the extra
-  file "cortexloop.json". (TorchScript is deprecated in this torch; torch.export is
-  its successor.)
+- `models.pt2`: one `torch.export` program holding every model of a session, in eval mode:
+  `torch.export.load(path).module()(images)` -> (B, n_models), no cortexloop code needed; the specs and
+  metadata travel in it as the extra file "cortexloop.json". (torch.export, not the deprecated TorchScript.)
 """
 
 from __future__ import annotations
@@ -28,11 +22,12 @@ import torch
 from models.compact import CompactNet, CompactSpec
 
 FORMAT = "cortexloop.compact/2"
-# Version 1 had no "readout" in the spec (always softplus); it still loads.
+# Format /1 files (no "readout" in the spec: softplus) load too.
 READABLE = ("cortexloop.compact/1", FORMAT)
 
 
 def model_record(model: CompactNet, meta: dict | None = None) -> dict:
+    """The plain dict `save_model` writes (the module docstring's layout)."""
     return {
         "format": FORMAT,
         "spec": model.spec.to_dict(),
@@ -63,7 +58,7 @@ class _AllNeurons(torch.nn.Module):
 def export_models(models: list[CompactNet], path: str | Path, meta: dict | None = None) -> Path:
     """Writes one `torch.export` program computing every model at once: torch.export.load(path).module()(x).
 
-    One program for the whole set, because exporting costs seconds per call, not per model.
+    One program for the whole set, because exporting has a large cost per call, not per model.
     The specs and `meta` go along as the extra file "cortexloop.json".
     """
     path = Path(path)

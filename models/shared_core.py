@@ -1,5 +1,5 @@
 """The model.kind = "shared" online model: per ensemble member, one convolutional core shared by all
-neurons and a factorized readout per neuron.
+neurons and a factorized readout per neuron (why, and how to set it up: docs/models.md).
 
 Same interface as CompactOnline (models/online.py) and RidgeBaseline (models/baseline.py):
     model = SharedCoreOnline(cfg, n_neurons, image_shape (H, W, C))
@@ -8,40 +8,23 @@ Same interface as CompactOnline (models/online.py) and RidgeBaseline (models/bas
     model.snapshot() -> SharedCorePredictor (.version, .n_members, .n_neurons, .rates(), .features())
     model.weights_state() / model.load_weights_state(state)
 
-Why a shared core: a training step of one core plus N small readouts costs about the same for 10 or
-300 neurons, where the compact kind trains N x members separate CNNs per step and so, on a CPU in
-real time, takes about one step per trial. Every neuron's responses also teach the core features
-that the other neurons' readouts use.
+Members differ by their initial weights (seeded by member) and by an online bootstrap (one Poisson(1)
+weight per stored presentation and member; member 0 weights every presentation 1), as in CompactOnline.
 
-Members differ by their initial weights (seeded by member) and by an online bootstrap: each stored
-presentation gets one Poisson(1) weight per member when it arrives; member 0 weights every
-presentation 1 (the best single estimate), as in CompactOnline.
+Published weights are chosen on held-out responses: every `validation_every`-th presentation is kept out
+of training; every `validate_every_steps` steps the current and the best weights are scored, per member,
+by correlation with the held-out counts, and snapshots publish the best. A few hundred presentations
+overfit when trained on many times over, which a model training in real time does.
 
-Held-out responses choose the published weights: every `validation_every`-th presentation is kept
-out of training. Every `validate_every_steps` steps the current weights and the best weights so far
-are both scored on the (growing) validation set, per member, by their correlation with the held-out
-counts, and the better ones are kept as the best; snapshots publish the best. A few hundred
-presentations overfit after a few thousand steps (median r with the truth 0.65 -> 0.50 in the check
-of issue 14), and on a CPU in real time the model sees each presentation many times before the next
-arrives. Strong decoupled weight decay on the core (rigs/sim.toml: 1.0) is the other half: without
-it, the many steps taken on the first trials' few presentations spoil what later trials teach
-(README, "The shared-core model").
+Normalization never learns from batches (`FixedNorm`, fixed ImageNet input statistics): the closed loop
+shows mostly off-distribution (gaudy) images, which would set batch statistics, and per-image norms would
+remove the contrast that drives the neurons. The loss is each neuron's Poisson NLL divided by its mean
+count, so high-rate neurons do not dominate the core's gradient.
 
-Normalization: a fixed input normalization (ImageNet channel means and spreads, which is also what
-torchvision weights expect) and per-channel affine layers that never learn statistics from batches
-(`FixedNorm`). Batch statistics would come from whatever the batch holds: the closed loop mostly
-shows gaudy, high-contrast images, so BatchNorm's running statistics (and the train/eval mismatch)
-would be set by off-distribution images. Per-image normalizations (GroupNorm, LayerNorm) would
-remove an image's contrast, which is what drives the neurons' rates. The loss is the Poisson NLL
-per neuron divided by that neuron's mean count, so high-rate neurons, and the high rates that
-high-contrast images drive, do not dominate the shared core's gradient.
-
-Cores (`model.core`):
-  "conv": `core_layers` convolutions (5x5 then 3x3), `core_channels` wide, strides `core_strides`.
-  "resnet18": the stem and first stage of torchvision's resnet18 (conv1, bn1, maxpool, layer1 of two
-      BasicBlocks), with torchvision's state-dict names, so `model.core_weights` can name a
-      torchvision-format file (a whole resnet18 state dict will do: the other keys are ignored).
-      Its width is core_channels (64 to load torchvision's resnet18 weights).
+Cores (`model.core`): "conv" (`core_layers` convolutions, 5x5 then 3x3, `core_channels` wide, strides
+`core_strides`), or "resnet18" (the stem and first stage of torchvision's resnet18 under its state-dict
+names, so `model.core_weights` can name a torchvision-format file; width core_channels, 64 for those
+weights).
 """
 
 from __future__ import annotations
@@ -294,6 +277,8 @@ class SharedCorePredictor:
 
 
 class SharedCoreOnline:
+    """The model.kind = "shared" online model (the module docstring)."""
+
     def __init__(self, cfg: ModelConfig, n_neurons: int, image_shape: tuple[int, int, int]):
         self.cfg = cfg
         self.n_neurons = n_neurons
@@ -314,7 +299,8 @@ class SharedCoreOnline:
             for p in self.net.cores.parameters():
                 p.requires_grad_(False)
         self.net.to(self.device)
-        # Weight decay on the core's convolutions only; the readouts have their own L1 penalty.
+        # Weight decay on the core's convolutions only (strong decay keeps the many steps taken on the first
+        # trials' few presentations from spoiling what later trials teach); the readouts have their own L1 penalty.
         core_params = [p for p in self.net.cores.parameters() if p.requires_grad]
         groups = [{"params": list(self.net.readouts.parameters()), "weight_decay": 0.0}]
         if core_params:

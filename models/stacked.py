@@ -2,17 +2,15 @@
 
 Two forms compute the same thing (tests/models/test_compact.py proves it on the same weights):
 
-- `LoopForm`: a list of `CompactNet`, run one after the other. Least arithmetic and
-  no grouped-convolution kernels, which is what a CPU wants (a 2-core CPU ran a loop
-  over 200 small models 1.3x faster than grouped convolutions).
-- `StackedCompact`: one network. The first conv is one dense conv C -> K*F0 (every
-  model sees the same image, so this is a single large matrix product); the
-  depthwise convs are already per channel; the pointwise convs become grouped
-  1x1 convs with K groups; batch norm over K*F channels is per model by
-  construction; the readout is one einsum. A GPU runs this 3x faster than a loop
-  at K=100 (kernel launches, not arithmetic, dominate small models).
+- `LoopForm`: a list of `CompactNet`, run one after the other: least arithmetic and no
+  grouped-convolution kernels, which suits a CPU.
+- `StackedCompact`: one network: the first conv one dense conv C -> K*F0 (every model sees the
+  same image), the pointwise convs grouped 1x1 convs with K groups, batch norm over K*F channels
+  per model by construction, the readout one einsum. Fewer kernel launches, which dominate small
+  models on a GPU.
 
-Both take images (B, C, H, W) and return rates (B, K).
+Both take images (B, C, H, W) and return rates (B, K). `resolve_form("auto")` times both here and
+takes the faster.
 """
 
 from __future__ import annotations
@@ -27,6 +25,8 @@ from models.compact import CompactNet, CompactSpec, make_models
 
 
 class LoopForm(nn.Module):
+    """K CompactNets run in turn: (B, C, H, W) -> (B, K), or (B, len(index)) for the models `index`."""
+
     def __init__(self, models: Sequence[CompactNet]):
         super().__init__()
         self.models = nn.ModuleList(models)
@@ -44,6 +44,8 @@ class LoopForm(nn.Module):
 
 
 class StackedCompact(nn.Module):
+    """K compact models of one spec as one network: (B, C, H, W) -> (B, K)."""
+
     def __init__(self, spec: CompactSpec, n_models: int):
         super().__init__()
         self.spec = spec

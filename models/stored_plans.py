@@ -9,6 +9,9 @@ from contract.parts import InProcessPart
 
 
 class StoredPlans(InProcessPart):
+    """A replay's Model: a plan request gets the trial's recorded plan, without the images the protocol requeued
+    itself; any other request an empty reply (model_version -1). Responses are ignored."""
+
     def __init__(self, store):
         self.plans = {p["trial_id"]: p for p in store.plans()}
         self.store = store

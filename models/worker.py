@@ -49,9 +49,8 @@ def usable_cores() -> int:
 def trains_while_choosing(setting: str) -> bool:
     """model.train_while_choosing: "auto" keeps training during a choice where the model process has two cores
     of its own for its two threads (torch runs one thread per calling thread), one core being left to the rig's
-    other processes as in prepare_model_process: 3 or more cores. On 2 cores, `make run` trained as many steps
-    per trial either way (27-30 training during choices, 28 pausing) and the choice took twice as long
-    (median 0.57 s against 0.30 s): the CPU could not do both (README, "The shared-core model")."""
+    other processes as in prepare_model_process: 3 or more cores. On fewer, training during a choice adds no
+    steps per trial and only slows the choice: the CPU cannot do both. "always" and "never" force it."""
     if setting == "auto":
         return usable_cores() >= 3
     return setting == "always"
@@ -66,7 +65,7 @@ def prepare_model_process() -> None:
     """Process-wide torch settings of a model worker, the same in process and in its own process.
 
     One core is left to the rig's other processes (the model must never slow the presentation), and
-    denormal floats are flushed (a 2x slowdown on CPU otherwise)."""
+    denormal floats are flushed (they make CPU arithmetic slow)."""
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     with warnings.catch_warnings():  # numpy notices flushed denormals; that is the point
         warnings.simplefilter("ignore")
@@ -77,7 +76,7 @@ def prepare_model_process() -> None:
 class BackgroundTrainer(threading.Thread):
     """Owns the model on the wall clock: new responses in through a queue, snapshots out through `latest`."""
 
-    SNAPSHOT_EVERY_S = 1.0  # a snapshot is one copy of the weights (milliseconds), so this is cheap
+    SNAPSHOT_EVERY_S = 1.0  # a snapshot is one copy of the weights, so this is cheap
 
     def __init__(self, model, window_s: float, on_snapshot=None):
         super().__init__(name="trainer", daemon=True)
@@ -127,6 +126,8 @@ class BackgroundTrainer(threading.Thread):
 
 
 class ModelWorker(InProcessPart):
+    """The Model part in process (the module docstring says how it trains and answers)."""
+
     CHECKPOINT_EVERY_VERSIONS = 5
 
     def __init__(self, rig, clock, hypotheses=None, checkpoint_dir=None, pools=None):
