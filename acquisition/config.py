@@ -134,12 +134,12 @@ class SpikingConfig(Strict):
 
 
 class RecordingConfig(Strict):
-    """The simulated recording system: its clock and its faults."""
+    """The simulated recording system (the virtual cortex's): its clock, its batches and heartbeats, and when the
+    screen shows what the presenter flipped."""
 
     clock_offset_s: float = Field(12.5, ge=-1e6, le=1e6)
     clock_drift_ppm: float = Field(20.0, ge=-1000.0, le=1000.0)
     batch_ms: float = Field(20.0, ge=1.0, le=1000.0)
-    packet_loss: float = Field(0.0, ge=0.0, le=0.5)
     heartbeat_ms: float = Field(100.0, ge=10.0, le=10000.0)
     # The screen shows a flip this long after it (display lag: a monitor's input lag and scan-out), plus a
     # uniform jitter in [0, photodiode_jitter_ms). The neurons see the image then, and the photodiode (when
@@ -147,21 +147,52 @@ class RecordingConfig(Strict):
     # as the onset the neurons see, so sessions on older rig files record what they recorded.
     photodiode_lag_ms: float = Field(0.0, ge=0.0, le=1000.0)
     photodiode_jitter_ms: float = Field(0.0, ge=0.0, le=1000.0)
-    # A fault, for tests of how a session ends: the recording system stops publishing (spikes, codes,
-    # heartbeats, on every socket) once it has recorded this long (seconds of its clock); None: never.
-    stop_after_s: float | None = Field(None, gt=0.0, le=1e6)
-    # A fault: this share of the native stream's spike batches is held back and sent after the next one
-    # (out of order, as a network that reorders datagrams would deliver them); none is lost by it.
-    reorder: float = Field(0.0, ge=0.0, le=0.5)
-    # A fault: the recording clock jumps clock_jump_s forward once it has recorded clock_jump_after_s
-    # (seconds of its clock); None: never. Forward only: the simulated recorder never stamps a spike or a code
-    # earlier than one it sent, so a clock running back is not something it can show.
-    clock_jump_s: float = Field(0.0, ge=0.0, le=1e4)
-    clock_jump_after_s: float | None = Field(None, gt=0.0, le=1e6)
-    # The ground truth of what the stream carried, for fault benchmarks: one line per spike batch made
-    # ("ledger STREAM SEQ SPIKES FATE", fate sent, dropped (packet_loss), delayed (reorder) or stopped
-    # (stop_after_s)) on the recording system's output (logs/cortex.log in a session).
-    ledger: bool = False
+
+
+class RehearsalConfig(Strict):
+    """Faults injected into the simulated recording system, for rehearsal and benchmarks only (bench/faults.py,
+    tests): packets lost or reordered, a clock jump, a stream that stops, and a ledger of what the stream carried.
+    A rig whose recording system is not the virtual cortex is refused if it sets any of them."""
+
+    packet_loss: float = Field(
+        0.0, ge=0.0, le=0.5, description="Share of spike batches the recording system drops (never sent)."
+    )
+    reorder: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.5,
+        description="Share of spike batches held back and sent after the next one (out of order, none lost).",
+    )
+    clock_jump_s: float = Field(
+        0.0,
+        ge=0.0,
+        le=1e4,
+        description="The recording clock jumps this far forward, once, at clock_jump_after_s (forward only).",
+    )
+    clock_jump_after_s: float | None = Field(
+        None,
+        gt=0.0,
+        le=1e6,
+        description="When the clock jumps: seconds of the recording clock after its start (unset: never).",
+    )
+    stop_after_s: float | None = Field(
+        None,
+        gt=0.0,
+        le=1e6,
+        description="The recording system stops publishing (spikes, codes, heartbeats, on every socket) after this "
+        "many seconds of its clock (unset: never).",
+    )
+    ledger: bool = Field(
+        False,
+        description="One line per spike batch made on the recording system's output (\"ledger STREAM SEQ SPIKES "
+        'FATE", fate sent, dropped, delayed or stopped): the ground truth of fault benchmarks.',
+    )
+
+    @property
+    def faults(self) -> dict:
+        """The keys set away from their defaults."""
+        defaults = RehearsalConfig()
+        return {k: v for k, v in self.model_dump().items() if v != getattr(defaults, k)}
 
 
 class TtlConfig(Strict):

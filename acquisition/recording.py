@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from acquisition.config import RecordingConfig
+from acquisition.config import RehearsalConfig
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class SpikeBatcher:
     a sequence gap also knows how many spikes it lost.
     """
 
-    def __init__(self, cfg: RecordingConfig, seed: int = 0):
+    def __init__(self, cfg: RehearsalConfig, seed: int = 0):
         self.cfg = cfg
         self.rng = np.random.default_rng(seed + 7919)
         self.seq = 0

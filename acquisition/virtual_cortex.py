@@ -50,22 +50,23 @@ class VirtualCortex(InProcessPart):
         self.population = population or Population(cc.population, rig.images.size_px, rig.images.colour)
         self.recording_clock = RecordingClock(cc.recording.clock_offset_s, cc.recording.clock_drift_ppm)
         self.sample_rate = float(rig.session.acquisition_sample_rate_hz)
-        self.jump_from_s = None  # the simulated fault recording.clock_jump_s: set once start_s is known
+        self.jump_from_s = None  # the simulated fault rehearsal.clock_jump_s: set once start_s is known
         self.jumped = False
-        self.ledger = rig.cortex.recording.ledger
+        faults = rig.rehearsal
+        self.ledger = faults.ledger
         self.now_s = self._acq(clock.now())
         self.start_s = self.now_s
-        self.jump_s = cc.recording.clock_jump_s
-        if cc.recording.clock_jump_after_s is not None and self.jump_s:
-            self.jump_from_s = self.start_s + cc.recording.clock_jump_after_s
-        # The simulated fault recording.reorder: a batch held back, sent after the next one.
-        self.reorder = cc.recording.reorder
+        self.jump_s = faults.clock_jump_s
+        if faults.clock_jump_after_s is not None and self.jump_s:
+            self.jump_from_s = self.start_s + faults.clock_jump_after_s
+        # The simulated fault rehearsal.reorder: a batch held back, sent after the next one.
+        self.reorder = faults.reorder
         self.reorder_rng = np.random.default_rng(
             cc.population.seed + 104_729
         )  # its own: loss draws do not depend on it
         self.held: m.SpikeBatch | None = None
         self.spiking = SpikingModel(cc.spiking, self.population.baseline_hz, cc.population.seed + 1, start_s=self.now_s)
-        self.batcher = SpikeBatcher(cc.recording, cc.population.seed)
+        self.batcher = SpikeBatcher(faults, cc.population.seed)
         self.images: dict[str, np.ndarray] = {}
         self.outbox: list = []
         self.event_seq = 0
@@ -84,7 +85,7 @@ class VirtualCortex(InProcessPart):
         self.display_rng = np.random.default_rng(cc.population.seed + 15_485_863)
         self.pending: list[Transition] = []
         self.codes_not_on_lines = 0  # codes the lines cannot carry (recorded natively at the flip only)
-        self.stop_after_s = cc.recording.stop_after_s
+        self.stop_after_s = faults.stop_after_s
         # Frames for an Open Ephys Event Broadcaster socket, when one is wanted (a callable taking frames).
         self.openephys_out = openephys_out
 
@@ -265,5 +266,5 @@ class VirtualCortex(InProcessPart):
         )
 
     def stopped(self) -> bool:
-        """The simulated fault `recording.stop_after_s`: the recording system has stopped publishing."""
+        """The simulated fault `rehearsal.stop_after_s`: the recording system has stopped publishing."""
         return self.stop_after_s is not None and self.now_s - self.start_s >= self.stop_after_s

@@ -8,15 +8,15 @@ on rigs/sim.toml made small (8 neurons, a 300-image pool, the baseline model,
 100 ms fixation and inter-trial interval), at the speed the fault needs. The
 fault is injected from outside, as it would happen on a rig: a signal to one
 process, junk or a flood of messages from a process of its own connected to a
-socket, or a rig key of the virtual cortex's recording section (packet loss,
-reordering, a clock jump: acquisition/config.py RecordingConfig).
+socket, or a key of the rig's [rehearsal] section (packet loss, reordering,
+a clock jump: acquisition/config.py RehearsalConfig).
 
 Figures per row:
 
 - trials before / after: trials done when the fault was injected, and done
   after it (a resumed session's included); `throughout` where the fault is a
   rig key acting all session long;
-- spikes: the virtual cortex's own ledger (`recording.ledger`: one line per
+- spikes: the virtual cortex's own ledger (`rehearsal.ledger`: one line per
   spike batch it made, with its fate: sent, dropped on purpose, delayed on
   purpose) against the store's spike_batches, per stream, over the batches the
   store's range covers (from its first stored batch to its last). `injected`
@@ -64,7 +64,7 @@ class Fault:
     speed: str  # "realtime" or "max"
     recovered_means: str
     inject: str = ""  # how: "kill:ROLE", "stop:ROLE", "socket:ENDPOINT", "" (a rig key acting from the start)
-    recording: dict = field(default_factory=dict)  # keys of [cortex.recording] for this fault
+    rehearsal: dict = field(default_factory=dict)  # keys of [rehearsal] for this fault
     after_trials: int = 3  # done trials before the fault is injected
     ends_session: bool = False  # the session must end (cleanly); then `--resume` finishes it
     resume: bool = False  # the launcher ends; `cortexloop run --resume` continues the session
@@ -119,14 +119,14 @@ FAULTS = (
         "20% of spike batches dropped by the recording system",
         "max",
         CONTINUES + "; every dropped batch counted by the engine",
-        recording={"packet_loss": 0.2},
+        rehearsal={"packet_loss": 0.2},
     ),
     Fault(
         "packets-reordered",
         "10% of spike batches sent after the next one",
         "max",
         CONTINUES,
-        recording={"reorder": 0.1},
+        rehearsal={"reorder": 0.1},
     ),
     Fault(
         "junk+flood controller_inbox",
@@ -173,7 +173,7 @@ FAULTS = (
         "the acquisition clock jumps 2 s forward mid-session",
         "max",
         CONTINUES + "; every response valid",
-        recording={"clock_jump_s": 2.0, "clock_jump_after_s": None},
+        rehearsal={"clock_jump_s": 2.0, "clock_jump_after_s": None},
     ),  # None: after 60% of the trials
     Fault(
         "cortex-silent",
@@ -190,15 +190,15 @@ BY_NAME = {f.name: f for f in FAULTS}
 
 
 def fault_rig(fault: Fault, n_trials: int, rig_path: Path = DEFAULT_RIG):
-    """rigs/sim.toml made small and fast, with the ledger on and the fault's recording keys."""
+    """rigs/sim.toml made small and fast, with the ledger on and the fault's [rehearsal] keys."""
     from controller.config import load_rig, with_overrides
 
     rig = load_rig(rig_path)
-    recording = {**rig.cortex.recording.model_dump(), "ledger": True, **fault.recording}
-    jump_mid_session = "clock_jump_after_s" in fault.recording and fault.recording["clock_jump_after_s"] is None
+    rehearsal = {**rig.rehearsal.model_dump(), "ledger": True, **fault.rehearsal}
+    jump_mid_session = "clock_jump_after_s" in fault.rehearsal and fault.rehearsal["clock_jump_after_s"] is None
     if jump_mid_session:
-        recording["clock_jump_after_s"] = 1.0  # placed below, once the trial's duration is known
-    cortex = {"population": {**rig.cortex.population.model_dump(), "n_neurons": 8, "seed": 3}, "recording": recording}
+        rehearsal["clock_jump_after_s"] = 1.0  # placed below, once the trial's duration is known
+    cortex = {"population": {**rig.cortex.population.model_dump(), "n_neurons": 8, "seed": 3}}
     rig = with_overrides(
         rig,
         session={"n_trials": n_trials, "speed": fault.speed},
@@ -208,10 +208,11 @@ def fault_rig(fault: Fault, n_trials: int, rig_path: Path = DEFAULT_RIG):
         fixation={"source": "simulated", "break_probability": 0.0},
         trial={"fixation_ms": 100, "iti_ms": 100},
         cortex=cortex,
+        rehearsal=rehearsal,
     )
     if jump_mid_session:  # whatever the number of trials, 60% of them are recorded before the jump
-        recording["clock_jump_after_s"] = round(0.6 * n_trials * rig.trial_duration_ms / 1000, 3)
-        rig = with_overrides(rig, cortex={**cortex, "recording": recording})
+        rehearsal["clock_jump_after_s"] = round(0.6 * n_trials * rig.trial_duration_ms / 1000, 3)
+        rig = with_overrides(rig, rehearsal=rehearsal)
     return rig
 
 

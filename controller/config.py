@@ -8,6 +8,7 @@ with an error naming the file, the key and why.
 
 from __future__ import annotations
 
+import copy
 import json
 import tomllib
 from dataclasses import dataclass
@@ -16,9 +17,9 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, model_validator
 
-from acquisition.config import CortexConfig
+from acquisition.config import CortexConfig, RehearsalConfig
 from contract.schema import Strict
-from models.config import ModelConfig
+from models.config import CompressionConfig, ModelConfig
 from stimulus.config import DisplayConfig, FixationConfig, ImagesConfig
 from stimulus.event_outputs import EventOutputConfig
 from stimulus.selection_config import SelectionConfig
@@ -214,11 +215,25 @@ class RigConfig(Strict):
     fixation: FixationConfig = FixationConfig()
     cortex: CortexConfig = CortexConfig()
     model: ModelConfig = ModelConfig()
+    compression: CompressionConfig = CompressionConfig()
     selection: SelectionConfig = SelectionConfig()
     endpoints: EndpointsConfig = EndpointsConfig()
     security: SecurityConfig = SecurityConfig()
     # How event codes leave the stimulus machine ("zmq": to the virtual cortex; or TTL lines, LSL markers).
     event_output: EventOutputConfig = EventOutputConfig()
+    rehearsal: RehearsalConfig = RehearsalConfig()
+
+    @model_validator(mode="after")
+    def _rehearsal_on_the_simulator(self) -> "RigConfig":
+        """Faults are injected by the virtual cortex: a rig whose recording system is a live one cannot have them."""
+        faults = self.rehearsal.faults
+        if faults and not self.cortex.has_virtual_cortex:
+            raise ValueError(
+                f"rehearsal: {', '.join(sorted(faults))} set, but the recording system is not the virtual cortex "
+                f"(cortex.source = {self.cortex.source!r}, no virtual_cortex): [rehearsal] is for rehearsal and "
+                f"benchmarks on the simulated rig only"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_wiring(self) -> "RigConfig":
@@ -273,7 +288,11 @@ def _format_validation(path: str, err: ValidationError) -> str:
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (not part of the rig file format)"
+            moved = MOVED_KEYS.get(tuple(str(p) for p in e["loc"]))
+            if moved:
+                msg = f"moved: this key now belongs under [{moved}] ({moved}.{e['loc'][-1]})"
+            else:
+                msg = "unknown key (not part of the rig file format)"
         given = e.get("input")
         given_txt = "" if isinstance(given, dict) else f" (got {given!r})"
         lines.append(f"  {key}: {msg}{given_txt}")
@@ -286,14 +305,37 @@ RETIRED_KEYS = {
 }
 
 
+# Keys that moved to another section: (old section path..., key) -> the section it belongs under now. A rig file
+# with one in its old place is refused with where it goes; a stored session's rig has it moved on reading.
+MOVED_KEYS: dict[tuple[str, ...], str] = {
+    **{("model", key): "compression" for key in CompressionConfig.model_fields},
+    **{("cortex", "recording", key): "rehearsal" for key in RehearsalConfig.model_fields},
+}
+
+
+def _move_keys(data: dict) -> dict:
+    """A stored rig with keys in their old places, each moved to the section it belongs under now (a copy)."""
+    data = copy.deepcopy(data)
+    for (*old, key), new in MOVED_KEYS.items():
+        node = data
+        for part in old:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key in node:
+            value = node.pop(key)
+            target = data.setdefault(new, {})
+            if isinstance(target, dict):
+                target.setdefault(key, value)
+    return data
+
+
 def parse_rig(
     data: dict, source: str = "<rig>", stored: bool = False, check_endpoints: bool | None = None
 ) -> RigConfig:
-    """A RigConfig from parsed TOML/JSON. stored: a rig read back from a session (a retired key is dropped, not
-    refused: the session was recorded when it was part of the format; its endpoints are not checked for keys:
+    """A RigConfig from parsed TOML/JSON. stored: a rig read back from a session (a retired key is dropped and a
+    moved key moved, not refused: the session was recorded when they were part of the format; its endpoints are not checked for keys:
     it is read, not run, and may have been recorded before keys were required). check_endpoints: whether
     endpoints off loopback without keys are refused (default: unless stored)."""
-    data = dict(data)
+    data = _move_keys(data) if stored else dict(data)
     for (section, key), why in RETIRED_KEYS.items():
         if isinstance(data.get(section), dict) and key in data[section]:
             if not stored:

@@ -11,15 +11,9 @@ from controller.clocks import VirtualClock
 from controller.config import with_overrides
 
 
-def _cortex(**recording):
+def _cortex(**rehearsal):
     rig = fault_rig(BY_NAME["packets-reordered"], 5)
-    rig = with_overrides(
-        rig,
-        cortex={
-            "population": rig.cortex.population.model_dump(),
-            "recording": {**rig.cortex.recording.model_dump(), **recording},
-        },
-    )
+    rig = with_overrides(rig, rehearsal={**rig.rehearsal.model_dump(), **rehearsal})
     clock = VirtualClock(0.0)
     return VirtualCortex(rig, clock), clock
 

@@ -101,3 +101,51 @@ def test_a_retired_key_is_refused_in_a_rig_file_but_a_stored_session_with_it_sti
     ):
         parse_rig(old, "my.toml")
     assert parse_rig(old, "session.sqlite", stored=True).selection.objective == "js"
+
+
+def test_a_compression_key_under_model_names_its_new_section(tmp_path):
+    p = write(tmp_path, "[model]\nkind = 'compact'\ndistill_steps = 10\nprune_images = 50\n")
+    with pytest.raises(RigFileError) as err:
+        load_rig(p)
+    text = str(err.value)
+    assert "model.distill_steps: moved: this key now belongs under [compression] (compression.distill_steps)" in text
+    assert "model.prune_images: moved" in text
+    rig = load_rig(write(tmp_path, "[model]\nkind = 'compact'\n[compression]\ndistill_steps = 10\n"))
+    assert rig.compression.distill_steps == 10 and rig.model.kind == "compact"
+
+
+def test_a_fault_key_under_cortex_recording_names_rehearsal(tmp_path):
+    with pytest.raises(RigFileError, match=r"cortex.recording.packet_loss: moved: .* \[rehearsal\]"):
+        load_rig(write(tmp_path, "[cortex.recording]\nbatch_ms = 20\npacket_loss = 0.1\n"))
+    assert load_rig(write(tmp_path, "[rehearsal]\npacket_loss = 0.1\n")).rehearsal.packet_loss == 0.1
+
+
+def test_a_stored_session_with_keys_in_their_old_places_still_opens():
+    from controller.config import parse_rig
+
+    old = {
+        "model": {"kind": "compact", "distill_steps": 7, "student_readout": "linear"},
+        "cortex": {"recording": {"batch_ms": 10.0, "packet_loss": 0.2, "ledger": True}},
+    }
+    rig = parse_rig(old, "session.sqlite", stored=True)
+    assert rig.compression.distill_steps == 7 and rig.compression.student_readout == "linear"
+    assert rig.rehearsal.packet_loss == 0.2 and rig.rehearsal.ledger and rig.cortex.recording.batch_ms == 10.0
+    assert "distill_steps" in old["model"]  # the caller's data is left as it was
+
+
+def test_rehearsal_faults_are_refused_on_a_live_recording_system():
+    from controller.config import RigConfig
+
+    live = with_overrides(
+        RigConfig(),
+        cortex={"source": "openephys", "openephys": {"units": [[1, 1]]}},
+        endpoints={"openephys_pub": "off"},
+    )
+    for fault in ({"packet_loss": 0.1}, {"stop_after_s": 5.0}, {"ledger": True}):
+        with pytest.raises(RigFileError, match=r"rehearsal: .* is not the virtual cortex"):
+            with_overrides(live, rehearsal=fault)
+    # The same faults are fine where the virtual cortex publishes the Open Ephys stream (a rehearsal).
+    rehearsed = with_overrides(live, cortex={"openephys": {"units": [[1, 1]], "virtual_cortex": True}})
+    assert with_overrides(rehearsed, rehearsal={"packet_loss": 0.1}).rehearsal.packet_loss == 0.1
+    # Defaults written out are no fault.
+    assert with_overrides(live, rehearsal={"packet_loss": 0.0, "ledger": False}).cortex.source == "openephys"

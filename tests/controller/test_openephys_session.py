@@ -83,7 +83,7 @@ def test_a_stream_that_stops_ends_the_session_cleanly_with_a_summary(tmp_path):
     rig = small_rig(n_trials=200, speed="realtime")
     rig = with_overrides(
         rig,
-        cortex={"recording": {**rig.cortex.recording.model_dump(), "stop_after_s": 8.0}},
+        rehearsal={"stop_after_s": 8.0},
         model={"kind": "baseline"},
     )
     rig = openephys_rig(rig, stale_after_s=0.5)

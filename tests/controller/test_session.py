@@ -237,9 +237,7 @@ def test_max_speed_runs_are_reproducible(recorded, tmp_path):
 
 
 def test_lost_packets_are_counted_and_their_responses_kept_out_of_training(tmp_path):
-    rig = with_overrides(
-        small_rig(n_trials=4), cortex={"recording": {"packet_loss": 0.3}}, fixation={"break_probability": 0.0}
-    )
+    rig = with_overrides(small_rig(n_trials=4), rehearsal={"packet_loss": 0.3}, fixation={"break_probability": 0.0})
     summary = run_session(rig, tmp_path / "lossy")
     assert summary["status"] == "completed"
     assert summary["batches_lost"] > 0 and summary["spikes_lost"] > 0

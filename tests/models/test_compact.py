@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models.compact import CompactNet, CompactSpec, count_parameters, make_models
-from models.config import ModelConfig
+from models.config import CompressionConfig, ModelConfig
 from models.save import export_models, load_model, save_model
 from models.stacked import LoopForm, StackedCompact
 
@@ -243,21 +243,16 @@ def test_student_keys_give_the_paper_architecture_and_are_bounded():
 
     from models.compact import student_spec
 
-    cfg = ModelConfig(
-        kind="compact",
-        filters_per_layer=8,
-        strides=[2, 2, 2, 1, 1],
-        student_filters_per_layer=100,
-        student_strides=[1, 2, 2, 1, 1],
-        student_readout="linear",
-        smooth_sigma=0.5,
+    cfg = ModelConfig(kind="compact", filters_per_layer=8, strides=[2, 2, 2, 1, 1])
+    students = CompressionConfig(
+        student_filters_per_layer=100, student_strides=[1, 2, 2, 1, 1], student_readout="linear", smooth_sigma=0.5
     )
-    spec = student_spec(cfg, (112, 112, 3))
+    spec = student_spec(cfg, students, (112, 112, 3))
     assert spec == CompactSpec(3, 112, (100,) * 5, (1, 2, 2, 1, 1), 5, readout="linear")
     assert spec.map_size == 28
     # Defaults: the students are the ensemble's architecture.
     plain = ModelConfig(kind="compact")
-    assert student_spec(plain, (32, 32, 3)) == CompactSpec.from_config(plain, (32, 32, 3))
+    assert student_spec(plain, CompressionConfig(), (32, 32, 3)) == CompactSpec.from_config(plain, (32, 32, 3))
     for bad in (
         {"smooth_sigma": 5.0},
         {"student_readout": "relu"},
@@ -267,7 +262,7 @@ def test_student_keys_give_the_paper_architecture_and_are_bounded():
         {"student_filter": 3},
     ):
         with pytest.raises(ValidationError):
-            ModelConfig(**bad)
+            CompressionConfig(**bad)
 
 
 def test_students_train_alike_as_a_loop_and_as_a_stack():

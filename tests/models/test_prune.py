@@ -211,14 +211,19 @@ def test_distill_then_retrain_pruned_student_recovers_the_teacher():
     assert r_retrained > 0.9, (r_retrained, r_student)
 
 
-def small_compress_session(n_neurons: int, n_shown: int, **model):
-    """A 16x16 rig with `model` keys and what a session of it recorded: (rig, images shown, counts in 0.15 s),
-    counts drawn from the virtual cortex's true rates."""
+def small_compress_session(n_neurons: int, n_shown: int, compression: dict | None = None, **model):
+    """A 16x16 rig with `model` and `compression` keys and what a session of it recorded: (rig, images shown,
+    counts in 0.15 s), counts drawn from the virtual cortex's true rates."""
     from acquisition.population import Population
     from controller.config import RigConfig, with_overrides
     from stimulus.pools import make_pools
 
-    rig = with_overrides(RigConfig(), images={"size_px": 16, "pool_size": 200, "test_size": 50}, model=model)
+    rig = with_overrides(
+        RigConfig(),
+        images={"size_px": 16, "pool_size": 200, "test_size": 50},
+        model=model,
+        compression=compression or {},
+    )
     pop_cfg = rig.cortex.population.model_copy(update={"n_neurons": n_neurons})
     rig = rig.model_copy(update={"cortex": rig.cortex.model_copy(update={"population": pop_cfg})})
     pools = make_pools(rig.images)
@@ -241,15 +246,17 @@ def test_compress_from_arrays_end_to_end(tmp_path):
         strides=[2, 2, 1],
         kernel_size=3,
         ensemble_size=2,
-        distill_steps=60,
-        retrain_steps=30,
         form="loop",
-        student_readout="linear",
-        smooth_sigma=0.5,
-        smooth_every_steps=20,
-        prune_images=200,
-        distill_augmented_copies=2,
-        distill_form="loop",
+        compression=dict(
+            distill_steps=60,
+            retrain_steps=30,
+            student_readout="linear",
+            smooth_sigma=0.5,
+            smooth_every_steps=20,
+            prune_images=200,
+            distill_augmented_copies=2,
+            distill_form="loop",
+        ),
     )
     lines = []
     report = compress_from_arrays(imgs, counts, 0.15, rig, tmp_path, ensemble_steps=60, mei_steps=10, log=lines.append)
@@ -343,10 +350,8 @@ def test_compress_a_chosen_subset_of_neurons(tmp_path):
         strides=[2, 2, 1],
         kernel_size=3,
         ensemble_size=2,
-        distill_steps=20,
-        retrain_steps=10,
         form="loop",
-        prune_images=100,
+        compression=dict(distill_steps=20, retrain_steps=10, prune_images=100),
     )
     kw = dict(ensemble_steps=30, mei_steps=3, log=lambda *_: None)
     every = compress_from_arrays(imgs, counts, 0.15, rig, tmp_path / "all", **kw)["neurons"]

@@ -268,10 +268,8 @@ def test_compress_end_to_end_from_a_shared_session_checkpoint(tmp_path):
         strides=[2, 2, 1],
         kernel_size=3,
         ensemble_size=2,
-        distill_steps=20,
-        retrain_steps=10,
         form="loop",
-        prune_images=100,
+        compression=dict(distill_steps=20, retrain_steps=10, prune_images=100),
     )
     session_model = make_online_model(rig.model, 3, imgs.shape[1:])
     session_model.add_responses(imgs, counts, 0.15)

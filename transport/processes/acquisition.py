@@ -15,7 +15,7 @@ Two outputs, each switched off by its endpoint = "off":
 - `openephys_pub`: the same spikes and codes in the Open Ephys GUI Event
   Broadcaster's format (spikes, TTL lines), what a live rig's acquisition PC sends.
 
-The fault `recording.stop_after_s` stops both (the process keeps running and
+The fault `rehearsal.stop_after_s` stops both (the process keeps running and
 draining its input), as a recording system that stops streaming would.
 """
 
