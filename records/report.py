@@ -6,10 +6,9 @@ figure is a matplotlib PNG embedded as base64, so the page is one file with no
 scripts and nothing to fetch: it opens offline, in any browser, years later.
 
 What the store does not hold is said so on the page ("not recorded in this
-session") rather than guessed: the session keeps held-out accuracy, hypothesis
-evidence and loop latency as end-of-session figures (summary.json), not as
-series over trials. Where a figure can be computed cheaply from what is
-stored, it is:
+session") rather than guessed. Series over trials (held-out accuracy, hypothesis
+evidence, plan latency) come from the session log where the session logged them.
+Where a figure can be computed cheaply from what is stored, it is:
 
 - noise ceiling: from images shown more than once (the "repeat" images);
 - predicted against observed: the compact models from `compress` where they

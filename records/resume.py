@@ -34,6 +34,7 @@ INTERRUPTED = "interrupted: the controller stopped during this trial"
 
 
 def resume_point(store: SessionStore, rig: RigConfig) -> p.ResumePoint:
+    """Where the stored session stands, after recording its interrupted trials and binning its unbinned ones."""
     trials = {t["trial_id"]: t for t in store.trials()}
     plans = store.plans()
     onsets_by_trial: dict[int, int] = {}

@@ -4,14 +4,14 @@ Everything that happens is appended here before it is used: the rig config,
 every plan, onset, event code, spike batch, response, image (content-hashed,
 stored once) and model version.
 
-Durability (see the README, "When things fail"):
+Durability (docs/session-store.md):
 - every put_* commits, so a killed process (SIGKILL, a crash) loses nothing it had committed;
 - the commit of a trial's end (put_trial) is flushed to the disk (the WAL file is fsynced), and with it every
   commit before it, so a power loss or an OS crash loses at most what came after the last stored trial.
-  The other commits (spike batches every 20 ms, event codes, onsets) are not fsynced one by one: at one fsync
-  each (1.5-4 ms here) the controller would spend a large share of its time waiting for the disk.
+  The other commits (spike batches, event codes, onsets) are not fsynced one by one: the controller would
+  spend a large share of its time waiting for the disk.
 
-Whatever passed messages.decode (finite times, integers within 64 bits, valid text) stores without error.
+Whatever passed contract.messages.decode (finite times, integers within 64 bits, valid text) stores without error.
 """
 
 from __future__ import annotations
@@ -56,10 +56,12 @@ DB_NAME = "session.sqlite"
 
 
 class StoreError(RuntimeError):
-    pass
+    """A store that cannot be created or opened, or lacks what was asked of it (the rig, an image); says which."""
 
 
 class SessionStore:
+    """One session's database: `create` a new one, `open` an existing one; put_* write, the rest read."""
+
     def __init__(self, path: Path, conn: sqlite3.Connection):
         self.path = path
         self.conn = conn

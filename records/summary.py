@@ -10,6 +10,7 @@ import numpy as np
 
 
 def percentile(values: list[float], q: float) -> float | None:
+    """numpy's interpolated q-th percentile; None for no values."""
     return float(np.percentile(values, q)) if values else None
 
 
