@@ -368,10 +368,17 @@ def load_rig(path: str | Path) -> RigConfig:
     return parse_rig(data, str(path))
 
 
+def _merged(current, override):
+    """`override` laid over the values of `current`: into a section (and the sections nested in it) it merges key by
+    key; any other value (a number, a list, a table of values such as selection.mix) it replaces."""
+    if not (isinstance(current, Strict) and isinstance(override, dict)):
+        return override
+    return {**current.model_dump(), **{k: _merged(getattr(current, k, None), v) for k, v in override.items()}}
+
+
 def with_overrides(rig: RigConfig, **sections: dict) -> RigConfig:
-    """A copy of `rig` with some keys replaced, validated again (used by CLI flags and tests)."""
-    data = rig.model_dump()
-    for section, values in sections.items():
-        data[section] = {**data[section], **values}
+    """A copy of `rig` with some keys replaced, validated again (used by CLI flags and tests). Nested sections merge
+    into the rig's own: cortex={"population": {"n_neurons": 5}} changes n_neurons and keeps population's other keys."""
+    data = _merged(rig, sections)
     # `rig` was checked when it was read (or is a stored one, exempt): only new endpoints or keys need it again.
     return parse_rig(data, "<overrides>", check_endpoints=bool({"endpoints", "security"} & set(sections)))

@@ -149,3 +149,25 @@ def test_rehearsal_faults_are_refused_on_a_live_recording_system():
     assert with_overrides(rehearsed, rehearsal={"packet_loss": 0.1}).rehearsal.packet_loss == 0.1
     # Defaults written out are no fault.
     assert with_overrides(live, rehearsal={"packet_loss": 0.0, "ledger": False}).cortex.source == "openephys"
+
+
+def test_an_override_of_one_nested_key_keeps_the_sections_other_keys():
+    rig = with_overrides(
+        load_rig(RIGS / "sim.toml"),
+        cortex={
+            "population": {
+                "custom": ["tests.cortex_custom_neurons:brightness_and_redness"],
+                "type_shares": {"oriented": 1.0},
+            }
+        },
+        selection={"mix": {"random": 0.5, "repeat": 0.5}},
+    )
+    again = with_overrides(rig, cortex={"population": {"n_neurons": 5}, "spiking": {"fano_factor": 2.0}})
+    pop = again.cortex.population
+    assert pop.n_neurons == 5 and pop.seed == rig.cortex.population.seed == 1
+    assert pop.custom == ["tests.cortex_custom_neurons:brightness_and_redness"] and pop.type_shares == {"oriented": 1.0}
+    assert again.cortex.spiking.fano_factor == 2.0 and again.cortex.spiking.latency_ms == (50.0, 80.0)
+    assert again.cortex.recording == rig.cortex.recording
+    # A table of values (selection.mix, population.type_shares) is one value: an override replaces it whole.
+    assert with_overrides(rig, selection={"mix": {"random": 1.0}}).selection.mix == {"random": 1.0}
+    assert again.selection.mix == {"random": 0.5, "repeat": 0.5}
