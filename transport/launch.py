@@ -9,12 +9,14 @@ talk only over ZeroMQ. The launcher watches them:
   failing that, terminated;
 - the cortex or the presenter dying ends the session cleanly (the controller is
   sent SIGTERM, writes its summary and closes the store);
-- the model worker dying does not: the controller carries on with pool images
-  and records that each plan was late (a dead GPU must not cost a recording day);
+- the model worker dying, or hanging as the controller reports, does not: it is
+  started again from its last checkpoint (at most MAX_MODEL_RESTARTS times), and
+  the controller carries on with pool images meanwhile, recording each late plan;
 - Ctrl-C does the same as a dying process: clean end, summary, store closed.
 
 Children run in their own process groups (Ctrl-C reaches only the launcher, which
 then stops them in order) and exit by themselves if the launcher disappears.
+What each failure leaves behind: docs/failures.md.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ ROLES = ("cortex", "model", "presenter", "controller")
 
 
 def new_session_dir(rig: RigConfig, root: str | Path | None = None) -> Path:
+    """A fresh directory path under root (default session.store_dir): the session name and a time stamp."""
     root = Path(root or rig.session.store_dir)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     path = root / f"{rig.session.name}-{stamp}"

@@ -10,12 +10,11 @@ socket of the session uses ZeroMQ's CURVE (encrypted, and a peer proves it holds
 - a process that connects is a CURVE client with this machine's own key pair, and checks that the server
   holds the rig's server key.
 
-A peer without an authorized key (a plain socket, a wrong key) never completes the handshake: nothing it
-sends is delivered, so it is not even counted as malformed. This is also why a Shutdown cannot come from a
-stranger: with keys in use only key holders can send anything at all.
+A peer without an authorized key never completes the handshake: nothing it sends is delivered (not even
+counted as malformed), so only key holders can send anything at all, a Shutdown included.
 
 `cortexloop keys DIR` writes a key pair (zmq's certificate format: NAME.key public, NAME.key_secret both
-halves, readable by this user only).
+halves, readable by this user only). Setting up keys on a rig: docs/live-rig.md.
 """
 
 from __future__ import annotations

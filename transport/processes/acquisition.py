@@ -35,6 +35,8 @@ from transport.security import keys_for
 
 
 class VirtualCortexService:
+    """The virtual cortex process's loop: `run()` until a Shutdown or the launcher is gone, then `close()`."""
+
     def __init__(
         self,
         rig: RigConfig,

@@ -22,6 +22,8 @@ from transport.zmq_parts import image_context, limit_for
 
 
 class ModelWorkerService:
+    """The model worker process's loop: `run()` until a Shutdown or the launcher is gone, then `close()`."""
+
     def __init__(
         self,
         rig: RigConfig,

@@ -31,6 +31,8 @@ def make_rig_event_output(rig: RigConfig, endpoints: dict[str, str], screen, ctx
 
 
 class PresenterService:
+    """The presenter process's loop: `run()` until a Shutdown or the launcher is gone, then `close()`."""
+
     def __init__(
         self,
         rig: RigConfig,
@@ -64,7 +66,7 @@ class PresenterService:
 
     def _send_now(self, msg) -> None:
         """A message sent during a trial (a heartbeat): never waited for; a full queue drops it (the frame
-        comes first, and the next heartbeat is half a second away)."""
+        comes first, and the next heartbeat is HEARTBEAT_S away)."""
         try:
             m.send(self.to_controller, msg, zmq.NOBLOCK)
         except zmq.Again:
