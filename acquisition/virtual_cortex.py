@@ -61,9 +61,8 @@ class VirtualCortex(InProcessPart):
             self.jump_from_s = self.start_s + faults.clock_jump_after_s
         # The simulated fault rehearsal.reorder: a batch held back, sent after the next one.
         self.reorder = faults.reorder
-        self.reorder_rng = np.random.default_rng(
-            cc.population.seed + 104_729
-        )  # its own: loss draws do not depend on it
+        # Its own generator, so the loss draws do not depend on the reorder draws.
+        self.reorder_rng = np.random.default_rng(cc.population.seed + 104_729)
         self.held: m.SpikeBatch | None = None
         self.spiking = SpikingModel(cc.spiking, self.population.baseline_hz, cc.population.seed + 1, start_s=self.now_s)
         self.batcher = SpikeBatcher(faults, cc.population.seed)
