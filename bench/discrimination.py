@@ -368,6 +368,7 @@ def print_table(results: dict, args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`cortexloop bench discrimination` (the module docstring says what it runs and reports); returns the exit code."""
     ap = argparse.ArgumentParser(prog="cortexloop bench discrimination", description=__doc__.split("\n")[0])
     ap.add_argument("--pair", nargs="+", default=["orientation", "dot"], choices=["orientation", "dot"])
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))

@@ -487,6 +487,7 @@ def plot_curves(summ: dict, path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`cortexloop bench efficiency` (the module docstring says what it runs and reports); returns the exit code."""
     ap = argparse.ArgumentParser(prog="cortexloop bench efficiency", description=__doc__.split("\n")[0])
     ap.add_argument("--rig", help="rig file the arms start from (default rigs/sim.toml)")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))

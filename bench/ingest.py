@@ -370,6 +370,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`cortexloop bench ingest` (the module docstring says what it runs and reports); returns the exit code."""
     ap = argparse.ArgumentParser(prog="cortexloop bench ingest", description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument(

@@ -134,6 +134,7 @@ def parse_variant(text: str) -> tuple[str, str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`cortexloop bench mei` (the module docstring says what it runs and reports); returns the exit code."""
     ap = argparse.ArgumentParser(prog="cortexloop bench mei", description=__doc__.split("\n")[0])
     ap.add_argument("--presentations", type=int, default=1500, help="random natural images shown before synthesis")
     ap.add_argument("--model", default=None, help="model kind (default: the rig file's [model] kind)")

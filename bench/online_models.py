@@ -1,4 +1,4 @@
-"""Checks of the online models on the virtual cortex, outside a session (figures in README, "The shared-core model").
+"""Checks of the online models on the virtual cortex, outside a session.
 
     python -m bench.online_models overfit [--steps 1500] [--every 250] [--set key=value ...]
         The rig's [model] trained on `--images` natural pool images, one presentation each (Poisson counts of the
@@ -9,7 +9,7 @@
         --steps-per-trial steps), as the session's model worker would be: r after every 20 trials.
 
 --set overrides [model] keys (e.g. --set learning_rate=0.003 --set kind=compact). Times are for one torch
-thread on whatever else the machine runs.
+thread on whatever else the machine runs. What the checks are for: docs/models.md.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def _published(model):
 
 
 def main(argv=None) -> None:
+    """`python -m bench.online_models overfit|replay ...` (the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["overfit", "replay"])
     ap.add_argument("session", nargs="?")

@@ -280,6 +280,7 @@ def run_session_mode(args) -> int:
 
 
 def main(argv: list[str]) -> int:
+    """`cortexloop bench presentation` (the module docstring says what it runs and reports); returns the exit code."""
     ap = argparse.ArgumentParser(prog="cortexloop bench presentation", description=__doc__.splitlines()[0])
     ap.add_argument(
         "--in-process",

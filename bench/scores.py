@@ -38,6 +38,7 @@ from stimulus.synthesis import from_pixels, image_stats
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.scores` (the module docstring says what it runs and reports); returns the exit code."""
     ap = argparse.ArgumentParser(prog="python -m bench.scores", description=__doc__.split("\n")[0])
     ap.add_argument("--presentations", type=int, default=300, help="random natural images shown before scoring")
     ap.add_argument("--model", default=None, help="model kind (default: the rig file's)")

@@ -57,6 +57,7 @@ def copy_bandwidth(device: torch.device) -> float:
 
 
 def time_step(form: str, spec: CompactSpec, k: int, batch: int, steps: int, device: torch.device) -> float:
+    """Seconds per training step of k models in `form`, averaged over `steps` steps after one warm-up step."""
     net = build_form(form, make_models(spec, k)).to(device)
     amp = device.type == "cuda"
     if amp:
@@ -83,6 +84,7 @@ def time_step(form: str, spec: CompactSpec, k: int, batch: int, steps: int, devi
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`cortexloop bench training` (the module docstring says what it runs and reports); returns the exit code."""
     ap = argparse.ArgumentParser(prog="cortexloop bench training", description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     ap.add_argument("--rig", help="rig file whose [model] and [images] sizes to use (default: built-in defaults)")
