@@ -1,7 +1,7 @@
 """Rig-file sections owned by acquisition: the virtual cortex and the recording system.
 
 Every number is bounded and carries its unit in its name. Unknown keys are refused.
-See docs/virtual_cortex.md for what each key does to the simulated neurons.
+See docs/virtual-cortex.md for what each key does to the simulated neurons.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ def _ordered_pair(v: tuple[float, float], name: str) -> tuple[float, float]:
 
 
 class PopulationConfig(Strict):
-    """Which ground-truth neurons the virtual cortex holds."""
+    """Which ground-truth neurons the virtual cortex holds: built-in neuron types drawn by share, and custom ones.
+    Each pair of values is (low, high): every neuron draws its own value in that range."""
 
-    # Built-in neurons, drawn from type_shares. Neurons of `custom` come in addition.
-    n_neurons: int = Field(30, ge=0, le=2000)
-    seed: int = Field(0, ge=0)
-    # Share of each neuron type; normalised to sum to one. Keys are type names
-    # (oriented, curvature, dot, texture, colour, cnn).
+    n_neurons: int = Field(
+        30, ge=0, le=2000, description="Built-in neurons, drawn from type_shares; neurons of `custom` come in addition."
+    )
+    seed: int = Field(0, ge=0, description="Seed of the population (types, tuning, receptive fields) and its spikes.")
     type_shares: dict[str, float] = Field(
         default_factory=lambda: {
             "oriented": 0.25,
@@ -38,25 +38,48 @@ class PopulationConfig(Strict):
             "texture": 0.15,
             "colour": 0.15,
             "cnn": 0.15,
-        }
+        },
+        description="Share of each built-in neuron type (oriented, curvature, dot, texture, colour, cnn), "
+        "normalised to sum to one; non-negative.",
     )
-    baseline_hz: tuple[float, float] = (2.0, 10.0)
-    # Asymptotic rate for an optimal stimulus; natural images reach roughly 60-85 % of it.
-    peak_hz: tuple[float, float] = (20.0, 100.0)
-    rf_size_frac: tuple[float, float] = Field((0.25, 0.5), description="RF diameter as a fraction of the image side")
-    # Divisive normalization: weight of the population's mean drive in each neuron's denominator.
-    normalization_strength: float = Field(0.5, ge=0.0, le=10.0)
-    # Calibrated drive at which a neuron reaches half its evoked range (1.0 = the drive
-    # of the 95th-percentile natural patch).
-    semi_saturation: float = Field(0.6, gt=0.0, le=10.0)
-    # Range of each neuron's suppression index: how far a strongly driven population
-    # (or an anti-preferred stimulus) pushes its rate below baseline (0: never, 1: to zero).
-    suppression: tuple[float, float] = (0.0, 0.6)
-    # Natural patches used to calibrate every neuron's gain (cut from scikit-image photographs).
-    calibration_images: int = Field(256, ge=16, le=10000)
-    # Custom ground truth: "package.module:function", a function from an image batch
-    # (B, H, W, C float32 in [0, 1]) to rates (B, n) in spikes/s.
-    custom: list[str] = Field(default_factory=list, max_length=64)
+    baseline_hz: tuple[float, float] = Field(
+        (2.0, 10.0), description="Range of the neurons' spontaneous rates, in spikes/s, within [0, 200]."
+    )
+    peak_hz: tuple[float, float] = Field(
+        (20.0, 100.0),
+        description="Range of the rates an optimal stimulus reaches, in spikes/s: above baseline_hz, at most 500.",
+    )
+    rf_size_frac: tuple[float, float] = Field(
+        (0.25, 0.5),
+        description="Range of receptive field diameters, as a fraction of the image side, within [0.05, 1].",
+    )
+    normalization_strength: float = Field(
+        0.5,
+        ge=0.0,
+        le=10.0,
+        description="Divisive normalization: weight of the population's mean drive in each neuron's denominator.",
+    )
+    semi_saturation: float = Field(
+        0.6,
+        gt=0.0,
+        le=10.0,
+        description="Drive at which a neuron reaches half its evoked range (1.0: the drive of the 95th-percentile "
+        "natural patch).",
+    )
+    suppression: tuple[float, float] = Field(
+        (0.0, 0.6),
+        description="Range of the neurons' suppression index, within [0, 1]: how far a strongly driven population "
+        "or an anti-preferred stimulus pushes the rate below baseline (0: never, 1: to zero).",
+    )
+    calibration_images: int = Field(
+        256, ge=16, le=10000, description="Natural patches every neuron's gain is calibrated on."
+    )
+    custom: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description='Custom ground-truth neuron types, each "package.module:function": a function from an image '
+        "batch (B, H, W, C float32 in [0, 1]) to rates (B, n) in spikes/s.",
+    )
 
     @field_validator("custom")
     @classmethod
@@ -100,27 +123,46 @@ class PopulationConfig(Strict):
 
 
 class SpikingConfig(Strict):
-    """From rate to spikes."""
+    """How the virtual cortex turns rates into spikes: latency, response time course, variability, drift and lost
+    units."""
 
-    latency_ms: tuple[float, float] = (50.0, 80.0)
-    # How long each onset's response lasts (the presenter's on-time is typically 100 ms;
-    # V4 responses outlast it a little).
-    response_duration_ms: float = Field(150.0, ge=10.0, le=2000.0)
-    # Onset transient: peak rate relative to the sustained rate, and its decay time.
-    transient_ratio: float = Field(2.0, ge=1.0, le=10.0)
-    transient_tau_ms: float = Field(30.0, ge=1.0, le=1000.0)
-    rise_ms: float = Field(5.0, ge=0.1, le=100.0)
-    # Fano factor of the spike count over a response (gamma-distributed gain per
-    # presentation and neuron on top of Poisson spiking; 1 = Poisson).
-    fano_factor: float = Field(1.2, ge=1.0, le=5.0)
-    refractory_ms: float = Field(1.5, ge=0.0, le=10.0)
-    # Slow drift of each neuron's responsiveness over the session: standard deviation of
-    # its log gain (0: none) and the time scale of the drift.
-    gain_drift_sd: float = Field(0.0, ge=0.0, le=2.0)
-    gain_drift_timescale_s: float = Field(600.0, ge=1.0, le=1e6)
-    # Units lost partway through (electrode drift): how many, and when (seconds after the start).
-    n_lost_neurons: int = Field(0, ge=0, le=2000)
-    lost_window_s: tuple[float, float] = (300.0, 1800.0)
+    latency_ms: tuple[float, float] = Field(
+        (50.0, 80.0), description="Range of the neurons' response latencies after onset, in ms, within [0, 1000]."
+    )
+    response_duration_ms: float = Field(
+        150.0, ge=10.0, le=2000.0, description="How long each onset's response lasts, in ms."
+    )
+    transient_ratio: float = Field(
+        2.0, ge=1.0, le=10.0, description="Peak rate of the onset transient relative to the sustained rate."
+    )
+    transient_tau_ms: float = Field(30.0, ge=1.0, le=1000.0, description="Decay time of the onset transient, in ms.")
+    rise_ms: float = Field(5.0, ge=0.1, le=100.0, description="Rise time of the response, in ms.")
+    fano_factor: float = Field(
+        1.2,
+        ge=1.0,
+        le=5.0,
+        description="Fano factor of the spike count over a response (a gamma-distributed gain per presentation and "
+        "neuron on top of Poisson spiking; 1: Poisson).",
+    )
+    refractory_ms: float = Field(1.5, ge=0.0, le=10.0, description="Absolute refractory period, in ms.")
+    gain_drift_sd: float = Field(
+        0.0,
+        ge=0.0,
+        le=2.0,
+        description="Slow drift of each neuron's responsiveness over the session: standard deviation of its log gain "
+        "(0: none).",
+    )
+    gain_drift_timescale_s: float = Field(
+        600.0, ge=1.0, le=1e6, description="Time scale of the gain drift, in seconds."
+    )
+    n_lost_neurons: int = Field(
+        0, ge=0, le=2000, description="Units lost partway through the session (electrode drift): they stop firing."
+    )
+    lost_window_s: tuple[float, float] = Field(
+        (300.0, 1800.0),
+        description="When lost units go: each at a time drawn in this range, in seconds after the start (not "
+        "negative).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "SpikingConfig":
@@ -137,16 +179,27 @@ class RecordingConfig(Strict):
     """The simulated recording system (the virtual cortex's): its clock, its batches and heartbeats, and when the
     screen shows what the presenter flipped."""
 
-    clock_offset_s: float = Field(12.5, ge=-1e6, le=1e6)
-    clock_drift_ppm: float = Field(20.0, ge=-1000.0, le=1000.0)
-    batch_ms: float = Field(20.0, ge=1.0, le=1000.0)
-    heartbeat_ms: float = Field(100.0, ge=10.0, le=10000.0)
-    # The screen shows a flip this long after it (display lag: a monitor's input lag and scan-out), plus a
-    # uniform jitter in [0, photodiode_jitter_ms). The neurons see the image then, and the photodiode (when
-    # [cortex.ttl] photodiode_line is set) reports it then. 0 by default: the simulated rig keeps the flip
-    # as the onset the neurons see, so sessions on older rig files record what they recorded.
-    photodiode_lag_ms: float = Field(0.0, ge=0.0, le=1000.0)
-    photodiode_jitter_ms: float = Field(0.0, ge=0.0, le=1000.0)
+    clock_offset_s: float = Field(
+        12.5, ge=-1e6, le=1e6, description="Offset of the recording clock from the presenter's, in seconds."
+    )
+    clock_drift_ppm: float = Field(
+        20.0,
+        ge=-1000.0,
+        le=1000.0,
+        description="Drift of the recording clock against the presenter's, in parts per million.",
+    )
+    batch_ms: float = Field(20.0, ge=1.0, le=1000.0, description="Spikes are sent in batches of this span, in ms.")
+    heartbeat_ms: float = Field(100.0, ge=10.0, le=10000.0, description="Interval between heartbeats, in ms.")
+    photodiode_lag_ms: float = Field(
+        0.0,
+        ge=0.0,
+        le=1000.0,
+        description="Display lag: the screen shows a flip this long (ms) after it. The neurons see the image then, "
+        "and the photodiode ([cortex.ttl] photodiode_line) reports it then.",
+    )
+    photodiode_jitter_ms: float = Field(
+        0.0, ge=0.0, le=1000.0, description="Uniform jitter in [0, this) ms added to photodiode_lag_ms per flip."
+    )
 
 
 class RehearsalConfig(Strict):
@@ -198,21 +251,38 @@ class RehearsalConfig(Strict):
 class TtlConfig(Strict):
     """The recording system's digital inputs: how event code words arrive on TTL lines (acquisition/ttl.py).
 
-    Must match the stimulus machine's event output, line for line: the same n_lines, scheme, strobe_line
+    Must match the stimulus machine's [event_output], line for line: the same n_lines, scheme, strobe_line
     and pulse_ms."""
 
-    # Lines carrying code words (strobe included), 0..n_lines-1; code bit k on the k-th data line.
-    # The presenter's codes go up to 31, so at least 5 data lines.
-    n_lines: int = Field(8, ge=5, le=32)
-    # "return_to_zero": each word, then all lines to zero after pulse_ms. "strobe": data lines, and the
-    # strobe line rising with them; the word is read at the strobe's rising edge.
-    scheme: Literal["return_to_zero", "strobe"] = "return_to_zero"
-    strobe_line: int | None = Field(None, ge=0, le=31)
-    # How long a word holds the lines (and the zero word after it): codes closer than 2 x pulse_ms are delayed.
-    pulse_ms: float = Field(5.0, ge=0.05, le=100.0)
-    # The photodiode's digital line (each edge is an onset as the screen showed it); None: no photodiode.
-    # Not one of the code lines; Open Ephys numbers lines 0..255.
-    photodiode_line: int | None = Field(None, ge=0, le=255)
+    n_lines: int = Field(
+        8,
+        ge=5,
+        le=32,
+        description="Lines carrying code words, strobe included (0..n_lines-1; code bit k on the k-th data line). "
+        "Codes go up to 31, so at least 5 data lines.",
+    )
+    scheme: Literal["return_to_zero", "strobe"] = Field(
+        "return_to_zero",
+        description='"return_to_zero": each word, then all lines to zero after pulse_ms. "strobe": the data lines '
+        "and the strobe line rising with them; the word is read at the strobe's rising edge (n_lines at least 6).",
+    )
+    strobe_line: int | None = Field(
+        None, ge=0, le=31, description='scheme "strobe" only: the strobe line, one of the code lines.'
+    )
+    pulse_ms: float = Field(
+        5.0,
+        ge=0.05,
+        le=100.0,
+        description="How long a word holds the lines (and the zero word after it), in ms: codes closer than "
+        "2 x pulse_ms are delayed.",
+    )
+    photodiode_line: int | None = Field(
+        None,
+        ge=0,
+        le=255,
+        description="The photodiode's digital line, not one of the code lines; each edge is an onset as the screen "
+        "showed it (unset: no photodiode).",
+    )
 
     @model_validator(mode="after")
     def _lines(self) -> "TtlConfig":
@@ -242,46 +312,77 @@ class TtlConfig(Strict):
 
 
 class LslConfig(Strict):
-    """Lab Streaming Layer streams of a recording system (acquisition/lsl_source.py): spikes and event codes."""
+    """Lab Streaming Layer streams of a recording system (acquisition/lsl_source.py), resolved by name: the spike
+    stream (one channel: the unit number, 0..n_neurons-1; each sample's timestamp is the spike time) and the
+    marker stream of code words (one channel)."""
 
-    # The spike stream (one channel: the unit number, 0..n_neurons-1; each sample's timestamp is the spike time)
-    # and the marker stream of code words (one channel), both resolved by name.
-    spike_stream: str = Field("cortexloop-spikes", min_length=1, max_length=200)
-    code_stream: str = Field("cortexloop-codes", min_length=1, max_length=200)
-    n_neurons: int = Field(..., ge=1, le=65535)
-    # The stream's clock is the latest spike time, estimated forward by the wall clock, less this margin.
-    clock_margin_ms: float = Field(200.0, ge=0.0, le=10_000.0)
-    # With nothing for this long the stream is taken as stopped (no heartbeats: the session ends cleanly).
-    stale_after_s: float = Field(5.0, gt=0.0, le=3600.0)
-    # The streams come from cortexloop's virtual cortex (the simulated rig): `cortexloop run` starts it.
-    virtual_cortex: bool = False
+    spike_stream: str = Field("cortexloop-spikes", min_length=1, max_length=200, description="The spike stream's name.")
+    code_stream: str = Field(
+        "cortexloop-codes", min_length=1, max_length=200, description="The event code marker stream's name."
+    )
+    n_neurons: int = Field(..., ge=1, le=65535, description="Units on the spike stream (required).")
+    clock_margin_ms: float = Field(
+        200.0,
+        ge=0.0,
+        le=10_000.0,
+        description="The stream's clock is the latest spike time, estimated forward by the wall clock, less this "
+        "margin (ms).",
+    )
+    stale_after_s: float = Field(
+        5.0,
+        gt=0.0,
+        le=3600.0,
+        description="With nothing for this long (s) the stream is taken as stopped and the session ends cleanly.",
+    )
+    virtual_cortex: bool = Field(
+        False,
+        description="The streams come from cortexloop's virtual cortex (the simulated rig): `cortexloop run` "
+        "starts it.",
+    )
 
 
 class OpenEphysConfig(Strict):
     """Where the Open Ephys GUI's Event Broadcaster publishes, and which sorted units are the session's neurons."""
 
-    # ZeroMQ endpoint of the Event Broadcaster (its default port is 5557), e.g. "tcp://192.168.1.20:5557".
-    # "auto": the simulated rig's openephys_pub endpoint (the virtual cortex publishes there).
-    endpoint: str = Field("auto", min_length=1, max_length=500)
-    # The session's neurons, in order: neuron k is units[k] = [electrode, sorted_id]. The electrode is the
-    # name the GUI gives it ("Electrode 3", "Tetrode 2") or a number k for "Electrode k". Spikes of other
-    # units, and unsorted spikes (sorted_id 0), are skipped and counted.
-    units: list[tuple[str | int, int]] = Field(default_factory=list, max_length=65535)
-    # The Open Ephys stream whose samples are the session's clock; spikes and code lines must both be on it
-    # (e.g. the acquisition board's digital inputs). "": the first stream heard. Other streams' events count
-    # samples on another clock: they are skipped and counted.
-    stream: str = Field("", max_length=256)
-    # The stream's clock is known up to the latest sample received less this margin (events of one sample
-    # may arrive over several messages, spikes detected after a TTL of a later sample); in real time it is
-    # estimated forward by the wall clock from the latest sample, less the margin.
-    clock_margin_ms: float = Field(100.0, ge=0.0, le=10_000.0)
-    # In real time, a stream with nothing for this long is taken as stopped: the source stops its
-    # heartbeats, and the session ends (after the controller's own silence limit) with a summary.
-    stale_after_s: float = Field(2.0, gt=0.0, le=3600.0)
-    # The stream comes from cortexloop's virtual cortex (the simulated rig): `cortexloop run` starts the
-    # cortex process to publish it, the ground truth scores held-out accuracy, and the controller tells the
-    # cortex process when the session is over. False on a live rig.
-    virtual_cortex: bool = False
+    endpoint: str = Field(
+        "auto",
+        min_length=1,
+        max_length=500,
+        description='ZeroMQ endpoint of the Event Broadcaster, e.g. "tcp://192.168.1.20:5557" (its default port is '
+        '5557). "auto": the simulated rig\'s openephys_pub endpoint.',
+    )
+    units: list[tuple[str | int, int]] = Field(
+        default_factory=list,
+        max_length=65535,
+        description="The session's neurons, in order: neuron k is units[k] = [electrode, sorted_id]; the electrode "
+        'is the GUI\'s name ("Electrode 3", "Tetrode 2") or a number k for "Electrode k", sorted_id at least 1. '
+        "Other units' spikes and unsorted spikes are skipped and counted.",
+    )
+    stream: str = Field(
+        "",
+        max_length=256,
+        description="The Open Ephys stream whose samples are the session's clock; spikes and code lines must be on "
+        'it ("": the first stream heard). Other streams\' events are skipped and counted.',
+    )
+    clock_margin_ms: float = Field(
+        100.0,
+        ge=0.0,
+        le=10_000.0,
+        description="The stream's clock is the latest sample received less this margin (ms), estimated forward by "
+        "the wall clock in real time; it must exceed how late a spike can arrive behind a later event.",
+    )
+    stale_after_s: float = Field(
+        2.0,
+        gt=0.0,
+        le=3600.0,
+        description="In real time, a stream with nothing for this long (s) is taken as stopped: the session ends "
+        "with a summary.",
+    )
+    virtual_cortex: bool = Field(
+        False,
+        description="The stream comes from cortexloop's virtual cortex (the simulated rig): `cortexloop run` starts "
+        "it, its ground truth scores held-out accuracy. False on a live rig.",
+    )
 
     @model_validator(mode="after")
     def _units(self) -> "OpenEphysConfig":
@@ -312,16 +413,25 @@ class OpenEphysConfig(Strict):
 
 
 class CortexConfig(Strict):
-    population: PopulationConfig = PopulationConfig()
-    spiking: SpikingConfig = SpikingConfig()
-    recording: RecordingConfig = RecordingConfig()
-    ttl: TtlConfig = TtlConfig()
-    # Where spikes and event codes come from: "virtual", the virtual cortex's native stream; "openephys",
-    # an Open Ephys GUI's Event Broadcaster ([cortex.openephys]). Another recording system plugs in as an
-    # AcquisitionSource part (README, "Adding a world").
-    source: Literal["virtual", "openephys", "lsl"] = "virtual"
-    openephys: OpenEphysConfig | None = None
-    lsl: LslConfig | None = None
+    """The recording system: where spikes and event codes come from. The virtual cortex (a simulated V4 population
+    behind a simulated recorder) or a live system heard through Open Ephys or LSL; another plugs in as an
+    AcquisitionSource part."""
+
+    population: PopulationConfig = Field(PopulationConfig(), description="The virtual cortex's ground-truth neurons.")
+    spiking: SpikingConfig = Field(SpikingConfig(), description="How the virtual cortex turns rates into spikes.")
+    recording: RecordingConfig = Field(
+        RecordingConfig(), description="The simulated recording system's clock, batches and display lag."
+    )
+    ttl: TtlConfig = Field(TtlConfig(), description="The recording system's digital inputs for event codes.")
+    source: Literal["virtual", "openephys", "lsl"] = Field(
+        "virtual",
+        description='Where spikes and event codes come from: "virtual" (the virtual cortex\'s native stream), '
+        '"openephys" ([cortex.openephys]) or "lsl" ([cortex.lsl]).',
+    )
+    openephys: OpenEphysConfig | None = Field(
+        None, description='The Open Ephys GUI\'s stream (needed by source "openephys").'
+    )
+    lsl: LslConfig | None = Field(None, description='The LSL streams (needed by source "lsl").')
 
     @model_validator(mode="after")
     def _source(self) -> "CortexConfig":

@@ -26,34 +26,66 @@ from stimulus.selection_config import SelectionConfig
 
 
 class SessionConfig(Strict):
-    name: str = Field("session", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    n_trials: int = Field(100, ge=1, le=1_000_000)
-    # "realtime": wall-clock timing, as on a rig. "max": virtual clock, as fast as the CPU goes.
-    speed: Literal["realtime", "max"] = "realtime"
-    store_dir: str = "sessions"
-    seed: int = Field(0, ge=0)
+    """The session as a whole: its name, length, speed, where it is stored, and what its NWB export says about it
+    (the metadata DANDI checks; the defaults describe the simulated rig, a rig with an animal sets every subject_
+    key)."""
 
-    # What the NWB export says about the session: the metadata DANDI checks. The defaults describe the
-    # simulated rig (no animal, so the subject is marked simulated); a rig with an animal sets every subject_ key.
-    description: str = Field("", max_length=2000)  # "": written from the rig (trials, images, neurons)
+    name: str = Field(
+        "session",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The session's name: its directory under store_dir is NAME-TIMESTAMP.",
+    )
+    n_trials: int = Field(100, ge=1, le=1_000_000, description="Trials the session runs (completed trials).")
+    speed: Literal["realtime", "max"] = Field(
+        "realtime",
+        description='"realtime": wall-clock timing, as on a rig. "max": a virtual clock, as fast as the CPU goes '
+        "(the simulated rig only).",
+    )
+    store_dir: str = Field("sessions", description="Directory the session directories are made in.")
+    seed: int = Field(0, ge=0, description="Seed of the controller's own random draws (the pool images it offers).")
+    description: str = Field(
+        "",
+        max_length=2000,
+        description='NWB: the session description ("": written from the rig: trials, images, neurons).',
+    )
     keywords: list[str] = Field(
-        ["closed-loop", "visual cortex", "V4", "stimulus selection", "simulated"], max_length=32
+        ["closed-loop", "visual cortex", "V4", "stimulus selection", "simulated"],
+        max_length=32,
+        description="NWB: keywords, each 1 to 64 characters.",
     )
-    experimenter: list[str] = Field([], max_length=32)  # each "Last, First" (DANDI's form)
-    institution: str = Field("", max_length=256)
-    lab: str = Field("", max_length=256)
-    subject_id: str = Field("virtual-cortex", min_length=1, max_length=64)  # no slashes
-    # Latin binomial ("Macaca mulatta", "Mus musculus") or an NCBI taxonomy IRI; the simulated rig models macaque V4.
-    subject_species: str = Field("Macaca mulatta", max_length=128)
-    subject_sex: Literal["M", "F", "O", "U"] = "U"  # male, female, other, unknown
-    # ISO 8601 duration ("P7Y", "P30D"), or a range ("P5Y/P7Y"; "P90D/": at least 90 days). "P0D/": not known.
-    subject_age: str = Field("P0D/", max_length=64)
+    experimenter: list[str] = Field([], max_length=32, description='NWB: experimenters, each "Last, First".')
+    institution: str = Field("", max_length=256, description="NWB: the institution.")
+    lab: str = Field("", max_length=256, description="NWB: the lab.")
+    subject_id: str = Field(
+        "virtual-cortex", min_length=1, max_length=64, description="NWB: the subject's identifier (no slashes)."
+    )
+    subject_species: str = Field(
+        "Macaca mulatta",
+        max_length=128,
+        description='NWB: a Latin binomial ("Macaca mulatta", "Mus musculus") or an NCBI taxonomy IRI.',
+    )
+    subject_sex: Literal["M", "F", "O", "U"] = Field("U", description="NWB: male, female, other or unknown.")
+    subject_age: str = Field(
+        "P0D/",
+        max_length=64,
+        description='NWB: an ISO 8601 duration ("P7Y", "P30D") or a range ("P5Y/P7Y"; "P90D/": at least 90 days; '
+        '"P0D/": not known).',
+    )
     subject_description: str = Field(
-        "simulated: cortexloop's virtual cortex, a model V4 population; no animal", min_length=1, max_length=1000
+        "simulated: cortexloop's virtual cortex, a model V4 population; no animal",
+        min_length=1,
+        max_length=1000,
+        description="NWB: a description of the subject.",
     )
-    # The acquisition system's sample rate: spike and code times fall on its grid, so they are known to 1 / this
-    # (NWB Units resolution). The virtual cortex records on this grid; an Open Ephys stream must carry this rate.
-    acquisition_sample_rate_hz: float = Field(30_000.0, ge=100.0, le=10_000_000.0)
+    acquisition_sample_rate_hz: float = Field(
+        30_000.0,
+        ge=100.0,
+        le=10_000_000.0,
+        description="The acquisition system's sample rate, in Hz: spike and code times fall on its grid. The virtual "
+        "cortex records on it; an Open Ephys stream must carry it.",
+    )
 
     @model_validator(mode="after")
     def _nwb_metadata(self) -> "SessionConfig":
@@ -84,23 +116,45 @@ class SessionConfig(Strict):
 
 
 class TrialConfig(Strict):
-    fixation_ms: float = Field(300.0, ge=0.0, le=10_000.0)
-    images_per_trial: int = Field(5, ge=1, le=100)
-    on_ms: float = Field(100.0, gt=0.0, le=10_000.0)
-    off_ms: float = Field(100.0, ge=0.0, le=10_000.0)
-    iti_ms: float = Field(300.0, ge=0.0, le=60_000.0)
-    # Plans queued at the presenter ahead of the one being shown.
-    queue_depth: int = Field(2, ge=1, le=16)
-    # A plan must reach the presenter this long before the trial it is for starts.
-    plan_margin_ms: float = Field(150.0, ge=0.0, le=10_000.0)
-    # On a virtual clock nothing is ever late in wall time, but a dead model worker
-    # must still not stall the session: after this long the pool plan is used.
-    virtual_plan_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
+    """One trial: fixation, then images_per_trial images each shown on_ms and followed by off_ms, then the
+    inter-trial interval; and how far ahead the controller plans trials. Durations are rounded to whole frames of
+    [display] refresh_hz."""
+
+    fixation_ms: float = Field(300.0, ge=0.0, le=10_000.0, description="Fixation before the first image, in ms.")
+    images_per_trial: int = Field(5, ge=1, le=100, description="Images shown in a trial.")
+    on_ms: float = Field(100.0, gt=0.0, le=10_000.0, description="How long each image is shown, in ms.")
+    off_ms: float = Field(100.0, ge=0.0, le=10_000.0, description="Blank after each image, in ms.")
+    iti_ms: float = Field(300.0, ge=0.0, le=60_000.0, description="Inter-trial interval, in ms.")
+    queue_depth: int = Field(
+        2, ge=1, le=16, description="Plans queued at the presenter ahead of the trial being shown."
+    )
+    plan_margin_ms: float = Field(
+        150.0,
+        ge=0.0,
+        le=10_000.0,
+        description="A plan must reach the presenter this long (ms) before its trial starts, or the pool plan is used.",
+    )
+    virtual_plan_timeout_s: float = Field(
+        30.0,
+        gt=0.0,
+        le=3600.0,
+        description="On a virtual clock, how long (wall seconds) the controller waits for a plan before it uses the "
+        "pool plan, so a dead model worker cannot stall the session.",
+    )
 
 
 class ResponseConfig(Strict):
-    window_start_ms: float = Field(50.0, ge=0.0, le=5_000.0)
-    window_end_ms: float = Field(200.0, gt=0.0, le=10_000.0)
+    """The response window: the spikes counted as a neuron's response to an image, relative to its onset."""
+
+    window_start_ms: float = Field(
+        50.0, ge=0.0, le=5_000.0, description="Start of the response window after image onset, in ms."
+    )
+    window_end_ms: float = Field(
+        200.0,
+        gt=0.0,
+        le=10_000.0,
+        description="End of the response window after image onset, in ms; greater than window_start_ms.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> "ResponseConfig":
@@ -110,18 +164,22 @@ class ResponseConfig(Strict):
 
 
 class EndpointsConfig(Strict):
-    """ZeroMQ endpoints. "auto" puts ipc sockets in the session directory."""
+    """The ZeroMQ endpoints the session's processes bind and connect to. Each is "auto" (an ipc socket in the
+    session directory), "off", ipc://PATH, inproc://NAME or tcp://HOST:PORT; tcp off loopback (another host's
+    address, or tcp://*:PORT) needs [security] keys."""
 
-    acquisition_pub: str = "auto"  # cortex PUB: spike batches, event codes, heartbeats
-    acquisition_events: str = "auto"  # cortex PULL: event codes from the presenter
-    presenter_plans: str = "auto"  # presenter PULL: trial plans from the controller
-    controller_inbox: str = "auto"  # controller PULL: onset reports, status
-    model: str = "auto"  # model worker ROUTER: requests from the controller
-    # The virtual cortex also speaks the Open Ephys GUI Event Broadcaster format here (PUB), so Open Ephys
-    # clients can read the simulated rig. "off" disables it.
-    openephys_pub: str = "auto"
-    # Each: "auto", "off", ipc://PATH, inproc://NAME or tcp://HOST:PORT. tcp off loopback (another host's
-    # address, or tcp://*:PORT, every interface) needs [security] keys: the rig check refuses it without them.
+    acquisition_pub: str = Field(
+        "auto", description="Virtual cortex PUB: spike batches, event codes, heartbeats (its native stream)."
+    )
+    acquisition_events: str = Field("auto", description="Virtual cortex PULL: event codes from the presenter.")
+    presenter_plans: str = Field("auto", description="Presenter PULL: trial plans from the controller.")
+    controller_inbox: str = Field("auto", description="Controller PULL: onset reports and status from the parts.")
+    model: str = Field("auto", description="Model worker ROUTER: requests from the controller.")
+    openephys_pub: str = Field(
+        "auto",
+        description="Virtual cortex PUB in the Open Ephys GUI Event Broadcaster's format, so Open Ephys clients can "
+        'read the simulated rig ("off": none).',
+    )
 
     @model_validator(mode="after")
     def _transports(self) -> "EndpointsConfig":
@@ -136,19 +194,29 @@ class EndpointsConfig(Strict):
 
 class SecurityConfig(Strict):
     """CURVE keys (ZeroMQ public-key encryption and authentication) for every socket of the session
-    (transport/security.py). Needed where an endpoint is tcp off loopback; used for every socket once set.
+    (transport/security.py). Needed where an endpoint is tcp off loopback; used for every socket once set. All three
+    keys or none.
 
     Paths are absolute or start with ~ (the rig is copied into each session directory, where a relative path
     would mean something else). `cortexloop keys DIR` makes a pair: NAME.key (public) and NAME.key_secret."""
 
-    # The rig's server key pair: every process that binds a socket serves with it (NAME.key_secret). A
-    # machine that only connects may name the public half (NAME.key).
-    server_key: str = Field("", max_length=1000)
-    # This machine's own key pair (NAME.key_secret): what its processes connect with.
-    client_key: str = Field("", max_length=1000)
-    # A directory of the public keys (NAME.key) of the machines whose processes may connect: no other key is
-    # admitted by the servers.
-    authorized_keys: str = Field("", max_length=1000)
+    server_key: str = Field(
+        "",
+        max_length=1000,
+        description="The rig's server key pair (NAME.key_secret), which every process that binds a socket serves "
+        "with; a machine that only connects may name the public half (NAME.key).",
+    )
+    client_key: str = Field(
+        "",
+        max_length=1000,
+        description="This machine's own key pair (NAME.key_secret), which its processes connect with.",
+    )
+    authorized_keys: str = Field(
+        "",
+        max_length=1000,
+        description="A directory of the public keys (NAME.key) of the machines whose processes may connect; no "
+        "other key is admitted.",
+    )
 
     @model_validator(mode="after")
     def _all_or_none(self) -> "SecurityConfig":
@@ -207,21 +275,37 @@ class TrialTiming:
 
 
 class RigConfig(Strict):
-    session: SessionConfig = SessionConfig()
-    trial: TrialConfig = TrialConfig()
-    response: ResponseConfig = ResponseConfig()
-    images: ImagesConfig = ImagesConfig()
-    display: DisplayConfig = DisplayConfig()
-    fixation: FixationConfig = FixationConfig()
-    cortex: CortexConfig = CortexConfig()
-    model: ModelConfig = ModelConfig()
-    compression: CompressionConfig = CompressionConfig()
-    selection: SelectionConfig = SelectionConfig()
-    endpoints: EndpointsConfig = EndpointsConfig()
-    security: SecurityConfig = SecurityConfig()
-    # How event codes leave the stimulus machine ("zmq": to the virtual cortex; or TTL lines, LSL markers).
-    event_output: EventOutputConfig = EventOutputConfig()
-    rehearsal: RehearsalConfig = RehearsalConfig()
+    """A rig file: every section, each with its defaults."""
+
+    session: SessionConfig = Field(
+        SessionConfig(), description="The session: name, length, speed, storage, NWB metadata."
+    )
+    trial: TrialConfig = Field(TrialConfig(), description="The trial's timing and how far ahead trials are planned.")
+    response: ResponseConfig = Field(ResponseConfig(), description="The response window after each image onset.")
+    images: ImagesConfig = Field(ImagesConfig(), description="The image pools: where the images come from, how many.")
+    display: DisplayConfig = Field(DisplayConfig(), description="The stimulus screen and what is drawn on it.")
+    fixation: FixationConfig = Field(FixationConfig(), description='Where "holding fixation" comes from.')
+    cortex: CortexConfig = Field(
+        CortexConfig(), description="The recording system: the virtual cortex, or a live one (Open Ephys, LSL)."
+    )
+    model: ModelConfig = Field(ModelConfig(), description="The online model the model worker trains between trials.")
+    compression: CompressionConfig = Field(
+        CompressionConfig(), description="What `cortexloop compress` distils the online model into."
+    )
+    selection: SelectionConfig = Field(
+        SelectionConfig(), description="Which images are shown: the mix of kinds, objectives, synthesis, hypotheses."
+    )
+    endpoints: EndpointsConfig = Field(
+        EndpointsConfig(), description="The ZeroMQ endpoints of the session's processes."
+    )
+    security: SecurityConfig = Field(SecurityConfig(), description="CURVE keys for every socket of the session.")
+    event_output: EventOutputConfig = Field(
+        EventOutputConfig(),
+        description='How event codes leave the stimulus machine ("zmq" to the virtual cortex; TTL lines; LSL markers).',
+    )
+    rehearsal: RehearsalConfig = Field(
+        RehearsalConfig(), description="Faults of the simulated recording system, for rehearsal and benchmarks only."
+    )
 
     @model_validator(mode="after")
     def _rehearsal_on_the_simulator(self) -> "RigConfig":

@@ -26,29 +26,58 @@ class ImagesConfig(Strict):
     session's rig must stay readable on a machine without its images.
     """
 
-    size_px: int = Field(32, ge=8, le=512)
-    colour: bool = True
-    pool_size: int = Field(2000, ge=10, le=1_000_000)
-    test_size: int = Field(200, ge=10, le=100_000)
-    gaudy_share: float = Field(0.2, ge=0.0, le=1.0)
-    seed: int = Field(0, ge=0)
-    source: Literal["photos", "folder", "npy"] = "photos"
-    # "folder": a folder of PNG, JPEG, TIFF, BMP, GIF or WebP files (not its subfolders);
-    # "npy": a .npy array (N, H, W) or (N, H, W, 1 | 3 | 4), uint8 or float in [0, 1].
-    path: str = ""
-    # "folder": the held-out test files, by name or glob pattern ("test_*.png"); never used for training.
-    test_files: tuple[Annotated[str, Field(min_length=1, max_length=1000)], ...] = Field((), max_length=10_000)
-    # "npy": a second array holding the held-out test images.
-    test_path: str = ""
-    # When neither test_files nor test_path names the test set: this share of the files (or array entries),
-    # chosen by seed, is held out. Unset: 0.2.
-    test_share: float | None = Field(None, gt=0.0, lt=1.0)
-    # How an image becomes size_px x size_px: "crop" its centred square (the short side), "stretch" the whole
-    # image (the aspect ratio is not kept). Both resize with antialiasing.
-    fit: Literal["crop", "stretch"] = "crop"
-    # Where resized images are cached, keyed by the files' content and the resize settings.
-    # "": $XDG_CACHE_HOME/cortexloop/images, i.e. ~/.cache/cortexloop/images.
-    cache_dir: str = ""
+    size_px: int = Field(
+        32, ge=8, le=512, description="Side of every pool image, in pixels (images are square); the models' input."
+    )
+    colour: bool = Field(True, description="Colour images (3 channels); false: grey (1 channel).")
+    pool_size: int = Field(
+        2000, ge=10, le=1_000_000, description="Images in the training pool the session chooses from."
+    )
+    test_size: int = Field(
+        200, ge=10, le=100_000, description="Held-out natural test images: never shown, used to score the models."
+    )
+    gaudy_share: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Share of the pool that is gaudy images (each colour channel of a natural image binarized at its "
+        "mean).",
+    )
+    seed: int = Field(0, ge=0, description="Seed of the pool: which patches or files, which test images.")
+    source: Literal["photos", "folder", "npy"] = Field(
+        "photos",
+        description='"photos": patches of scikit-image\'s photographs; "folder": a folder of image files; "npy": a '
+        ".npy array.",
+    )
+    path: str = Field(
+        "",
+        description='"folder": a folder of PNG, JPEG, TIFF, BMP, GIF or WebP files (not its subfolders); "npy": a '
+        ".npy array (N, H, W) or (N, H, W, 1 | 3 | 4), uint8 or float in [0, 1].",
+    )
+    test_files: tuple[Annotated[str, Field(min_length=1, max_length=1000)], ...] = Field(
+        (),
+        max_length=10_000,
+        description='"folder": the held-out test files, by name or glob pattern ("test_*.png"); never used for '
+        "training.",
+    )
+    test_path: str = Field("", description='"npy": a second array holding the held-out test images.')
+    test_share: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Where neither test_files nor test_path names the test set: this share of the files (or array "
+        "entries), chosen by seed, is held out (unset: 0.2).",
+    )
+    fit: Literal["crop", "stretch"] = Field(
+        "crop",
+        description='How an image becomes size_px x size_px: "crop" its centred square, "stretch" the whole image '
+        "(aspect ratio not kept); both antialiased.",
+    )
+    cache_dir: str = Field(
+        "",
+        description="Where resized images are cached, keyed by the files' content and the resize settings "
+        '("": $XDG_CACHE_HOME/cortexloop/images, i.e. ~/.cache/cortexloop/images).',
+    )
 
     @field_validator("test_files", mode="before")
     @classmethod
@@ -107,45 +136,84 @@ class DisplayConfig(Strict):
     the window opens.
     """
 
-    # "auto": PsychoPy when the session runs in real time and a window can be
-    # opened on this machine's display, headless otherwise.
-    presenter: Literal["auto", "psychopy", "headless"] = "auto"
-    resolution_px: tuple[Annotated[int, Field(ge=64, le=16384)], Annotated[int, Field(ge=64, le=16384)]] = (1024, 768)
-    refresh_hz: float = Field(60.0, ge=20.0, le=500.0)
-    screen_width_cm: float = Field(40.0, gt=1.0, le=1000.0)
-    viewing_distance_cm: float = Field(57.0, gt=1.0, le=1000.0)
-    # Which physical screen the window opens on (0: the primary one).
-    screen_index: int = Field(0, ge=0, le=16)
-    # PsychoPy rgb space: -1 black, 0 mid grey, 1 white.
-    background_rgb: tuple[Rgb, Rgb, Rgb] = (0.0, 0.0, 0.0)
-    # Display gamma loaded into the graphics card's lookup table when the window
-    # opens. None leaves the lookup table as the operating system has it (the
-    # only choice under Xvfb, which has no lookup table).
-    gamma: float | None = Field(None, gt=0.1, le=5.0)
-    fullscreen: bool = False
-    # "vsync": win.flip() waits for the vertical blank (a real monitor).
-    # "software": the presenter paces flips with the clock (a display without
-    # vsync, e.g. Xvfb). "auto": measure flip intervals at open and pick.
-    frame_pacing: Literal["auto", "vsync", "software"] = "auto"
-    # With vsync, the measured refresh rate must be within this fraction of
-    # refresh_hz or the window refuses to open (durations are counted in frames).
-    refresh_tolerance: float = Field(0.05, gt=0.0, le=0.5)
-    image_size_deg: float = Field(4.0, gt=0.0, le=90.0)
-    image_pos_deg: tuple[float, float] = (0.0, 0.0)
-    # "nearest" shows each image pixel as a block of screen pixels, exactly the
-    # values the models were given; "linear" smooths the upsampling.
-    image_interpolation: Literal["nearest", "linear"] = "nearest"
-    # Textures kept on the graphics card, by image hash (repeated images are not re-uploaded).
-    texture_cache_images: int = Field(512, ge=16, le=100_000)
-    # Mouse rigs without eye tracking usually turn the fixation point off.
-    fixation_point: bool = True
-    fixation_size_deg: float = Field(0.2, gt=0.0, le=5.0)
-    fixation_pos_deg: tuple[float, float] = (0.0, 0.0)
-    fixation_rgb: tuple[Rgb, Rgb, Rgb] = (1.0, -1.0, -1.0)
-    # Draw the fixation point on top of the image when they overlap.
-    fixation_over_image: bool = True
-    photodiode_size_px: int = Field(40, ge=4, le=400)
-    photodiode_corner: Literal["bottom_right", "bottom_left", "top_right", "top_left"] = "bottom_right"
+    presenter: Literal["auto", "psychopy", "headless"] = Field(
+        "auto",
+        description='"psychopy": a PsychoPy window; "headless": no window; "auto": PsychoPy when the session runs in '
+        "real time and a window can be opened on this machine's display, headless otherwise.",
+    )
+    resolution_px: tuple[Annotated[int, Field(ge=64, le=16384)], Annotated[int, Field(ge=64, le=16384)]] = Field(
+        (1024, 768), description="The screen's resolution, [width, height] in pixels."
+    )
+    refresh_hz: float = Field(
+        60.0,
+        ge=20.0,
+        le=500.0,
+        description="The monitor's refresh rate, in Hz: trial durations are whole frames of it.",
+    )
+    screen_width_cm: float = Field(
+        40.0, gt=1.0, le=1000.0, description="Visible width of the screen's image area, in cm."
+    )
+    viewing_distance_cm: float = Field(57.0, gt=1.0, le=1000.0, description="Eye to screen, in cm.")
+    screen_index: int = Field(0, ge=0, le=16, description="Which physical screen the window opens on (0: the primary).")
+    background_rgb: tuple[Rgb, Rgb, Rgb] = Field(
+        (0.0, 0.0, 0.0), description="Background colour in PsychoPy rgb space: -1 black, 0 mid grey, 1 white."
+    )
+    gamma: float | None = Field(
+        None,
+        gt=0.1,
+        le=5.0,
+        description="Display gamma loaded into the graphics card's lookup table when the window opens (unset: the "
+        "table is left as the operating system has it; the only choice under Xvfb).",
+    )
+    fullscreen: bool = Field(False, description="Open the window fullscreen.")
+    frame_pacing: Literal["auto", "vsync", "software"] = Field(
+        "auto",
+        description='"vsync": each flip waits for the vertical blank (a real monitor); "software": the presenter '
+        'paces flips with the clock (a display without vsync, e.g. Xvfb); "auto": measured at open.',
+    )
+    refresh_tolerance: float = Field(
+        0.05,
+        gt=0.0,
+        le=0.5,
+        description="With vsync, the measured refresh rate must be within this fraction of refresh_hz or the window "
+        "refuses to open.",
+    )
+    image_size_deg: float = Field(4.0, gt=0.0, le=90.0, description="Side of the image on screen, in degrees.")
+    image_pos_deg: tuple[float, float] = Field(
+        (0.0, 0.0), description="Centre of the image, [x, y] in degrees from the screen's centre."
+    )
+    image_interpolation: Literal["nearest", "linear"] = Field(
+        "nearest",
+        description='"nearest": each image pixel a block of screen pixels, exactly the values the models were given; '
+        '"linear": smoothed upsampling.',
+    )
+    texture_cache_images: int = Field(
+        512,
+        ge=16,
+        le=100_000,
+        description="Textures kept on the graphics card, by image hash, so repeated images are not uploaded again.",
+    )
+    fixation_point: bool = Field(True, description="Draw the fixation point.")
+    fixation_size_deg: float = Field(0.2, gt=0.0, le=5.0, description="Diameter of the fixation point, in degrees.")
+    fixation_pos_deg: tuple[float, float] = Field(
+        (0.0, 0.0), description="Position of the fixation point, [x, y] in degrees from the screen's centre."
+    )
+    fixation_rgb: tuple[Rgb, Rgb, Rgb] = Field(
+        (1.0, -1.0, -1.0), description="Colour of the fixation point in PsychoPy rgb space (-1 to 1)."
+    )
+    fixation_over_image: bool = Field(
+        True, description="Draw the fixation point on top of the image where they overlap."
+    )
+    photodiode_size_px: int = Field(
+        40,
+        ge=4,
+        le=400,
+        description="Side of the corner patch the photodiode watches, in pixels; at most half the smaller screen "
+        "dimension.",
+    )
+    photodiode_corner: Literal["bottom_right", "bottom_left", "top_right", "top_left"] = Field(
+        "bottom_right", description="The screen corner of the photodiode patch."
+    )
 
     @model_validator(mode="after")
     def _photodiode_fits(self) -> "DisplayConfig":
@@ -164,15 +232,39 @@ class FixationConfig(Strict):
     compared with a circular window around the fixation point.
     """
 
-    source: Literal["simulated", "none", "eyetracker"] = "simulated"
-    break_probability: float = Field(0.0, ge=0.0, le=1.0)
-    seed: int = Field(0, ge=0)
-    tracker_class: str = Field("", pattern=r"^$|^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
-    window_radius_deg: float = Field(1.5, gt=0.0, le=30.0)
-    # Gaze lost (blink, pupil not found) for longer than this is a break.
-    blink_grace_ms: float = Field(100.0, ge=0.0, le=2000.0)
-    # A sample older than this counts as lost: a stalled tracker must not hold a trial.
-    max_sample_age_ms: float = Field(50.0, gt=0.0, le=2000.0)
+    source: Literal["simulated", "none", "eyetracker"] = Field(
+        "simulated",
+        description='"none": always held; "simulated": breaks at random (break_probability); "eyetracker": gaze '
+        "samples from tracker_class.",
+    )
+    break_probability: float = Field(
+        0.0, ge=0.0, le=1.0, description='source "simulated": probability that a trial\'s fixation breaks.'
+    )
+    seed: int = Field(0, ge=0, description='source "simulated": seed of the breaks.')
+    tracker_class: str = Field(
+        "",
+        pattern=r"^$|^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
+        description='source "eyetracker": the lab\'s tracker class, "package.module:ClassName", constructed with no '
+        "arguments.",
+    )
+    window_radius_deg: float = Field(
+        1.5,
+        gt=0.0,
+        le=30.0,
+        description="Radius of the fixation window around the fixation point, in degrees.",
+    )
+    blink_grace_ms: float = Field(
+        100.0,
+        ge=0.0,
+        le=2000.0,
+        description="Gaze lost (a blink, the pupil not found) for longer than this (ms) is a break.",
+    )
+    max_sample_age_ms: float = Field(
+        50.0,
+        gt=0.0,
+        le=2000.0,
+        description="A gaze sample older than this (ms) counts as lost, so a stalled tracker cannot hold a trial.",
+    )
 
     @model_validator(mode="after")
     def _tracker_named(self) -> "FixationConfig":

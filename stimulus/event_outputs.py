@@ -34,25 +34,55 @@ WRITE_TIMEOUT_S = 0.005  # the longest a serial write may wait for the device
 
 
 class EventOutputConfig(Strict):
-    """How event codes leave the stimulus machine (the rig file's event output section)."""
+    """How event codes leave the stimulus machine: to the virtual cortex ("zmq"), on TTL lines (a parallel port or a
+    serial TTL box) or as LSL markers. TTL keys must match [cortex.ttl]: both ends of one cable."""
 
-    # "zmq": the simulated rig (codes to the virtual cortex process); "parallel": psychopy.parallel;
-    # "serial": a TTL box on a serial port (one byte per word); "lsl": an LSL marker outlet.
-    kind: Literal["zmq", "parallel", "serial", "lsl"] = "zmq"
-    # Linux device node ("/dev/parport0") or, for Windows drivers, the I/O address as hex ("0x378").
-    parallel_address: str = Field("/dev/parport0", min_length=1, max_length=200)
-    # Anything pyserial opens: "/dev/ttyUSB0", "COM3", "loop://" (tests).
-    serial_url: str = Field("", max_length=500)
-    baud: int = Field(115200, ge=300, le=4_000_000)
-    lsl_stream_name: str = Field("cortexloop-codes", min_length=1, max_length=200)
-    # How long a word stays on the lines, and how long the zero word stays before the next: the minimum
-    # spacing of two codes is 2 x pulse_ms. The recording system must sample each at least twice.
-    pulse_ms: float = Field(5.0, ge=0.5, le=100.0)
-    # TTL lines wired from the stimulus machine to the recording system's digital inputs (strobe included).
-    n_lines: int = Field(8, ge=1, le=16)
-    scheme: Literal["return_to_zero", "strobe"] = "return_to_zero"
-    # The line the recording system latches the data lines on (scheme "strobe" only).
-    strobe_line: int | None = Field(None, ge=0, le=15)
+    kind: Literal["zmq", "parallel", "serial", "lsl"] = Field(
+        "zmq",
+        description='"zmq": the simulated rig (codes to the virtual cortex process); "parallel": psychopy.parallel; '
+        '"serial": a TTL box on a serial port (one byte per word); "lsl": an LSL marker outlet.',
+    )
+    parallel_address: str = Field(
+        "/dev/parport0",
+        min_length=1,
+        max_length=200,
+        description='kind "parallel": a Linux device node ("/dev/parport0") or, for Windows drivers, the I/O address '
+        'as hex ("0x378").',
+    )
+    serial_url: str = Field(
+        "",
+        max_length=500,
+        description='kind "serial" (required there): anything pyserial opens, e.g. "/dev/ttyUSB0", "COM3", "loop://".',
+    )
+    baud: int = Field(115200, ge=300, le=4_000_000, description='kind "serial": the baud rate.')
+    lsl_stream_name: str = Field(
+        "cortexloop-codes", min_length=1, max_length=200, description='kind "lsl": the marker outlet\'s stream name.'
+    )
+    pulse_ms: float = Field(
+        5.0,
+        ge=0.5,
+        le=100.0,
+        description="How long a word stays on the lines, and the zero word after it, in ms: codes are at least "
+        "2 x pulse_ms apart. The recording system must sample each at least twice.",
+    )
+    n_lines: int = Field(
+        8,
+        ge=1,
+        le=16,
+        description="TTL lines wired to the recording system's digital inputs, strobe included (at most 8 on a "
+        "parallel or serial output: one byte).",
+    )
+    scheme: Literal["return_to_zero", "strobe"] = Field(
+        "return_to_zero",
+        description='"return_to_zero": each word, then all lines to zero after pulse_ms; "strobe": the data lines, '
+        "and the strobe line rising with them.",
+    )
+    strobe_line: int | None = Field(
+        None,
+        ge=0,
+        le=15,
+        description='scheme "strobe" only: the line the recording system latches the data lines on, one of n_lines.',
+    )
 
     @model_validator(mode="after")
     def _lines_fit(self) -> "EventOutputConfig":

@@ -19,24 +19,23 @@ from pydantic import Field, field_validator, model_validator
 
 from contract.schema import Strict
 
-# The kinds of image a block mixes:
-#   random       natural pool images drawn uniformly (the reference arm; needs no model)
-#   selected     the pool images the objective scores highest, kept diverse
-#   synthesized  images made by gradient ascent on the objective, from top pool images or noise
-#   mei          most exciting images of one neuron at a time (checks that the model's MEIs drive it)
-#   repeat       a fixed set shown again and again, for the noise ceiling
+# The kinds of image a block mixes (SelectionConfig says what each is).
 MIX_KINDS = ("random", "selected", "synthesized", "mei", "repeat")
 
 
 class HypothesisSpec(Strict):
-    """One named hypothesis. source "member": ensemble member `member` of the online model;
-    "import": a hand-written model, `path` = "package.module:function", a function from images
-    (B, C, H, W) float in [0, 1] (torch) to rates (B, n_neurons) in spikes/s."""
+    """One named hypothesis the evidence tracker weighs ([[selection.hypotheses]], one table each). source "member":
+    ensemble member `member` of the online model; "import": a hand-written model, `path` = "package.module:function",
+    a function from images (B, C, H, W) float in [0, 1] (torch) to rates (B, n_neurons) in spikes/s."""
 
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    source: Literal["member", "import"] = "import"
-    member: int = Field(0, ge=0, le=1023)
-    path: str = Field("", max_length=300)
+    name: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", description="The hypothesis's name (required)."
+    )
+    source: Literal["member", "import"] = Field(
+        "import", description='"member": a member of the online ensemble; "import": a function named by path.'
+    )
+    member: int = Field(0, ge=0, le=1023, description='source "member": the ensemble member\'s index.')
+    path: str = Field("", max_length=300, description='source "import": the function, "package.module:function".')
 
     @model_validator(mode="after")
     def _path_for_import(self) -> "HypothesisSpec":
@@ -46,60 +45,126 @@ class HypothesisSpec(Strict):
 
 
 class SelectionConfig(Strict):
-    # Share of each kind of image per block; normalised to sum to one.
-    mix: dict[str, float] = Field(default_factory=lambda: {"random": 1.0})
-    seed: int = Field(0, ge=0)
-    # Shares are met exactly over each block of this many trials.
-    block_trials: int = Field(10, ge=1, le=10_000)
-    # What an image is worth (stimulus/objectives.py): "epig" (expected information about the responses
-    # to natural reference images: what the lab wants to predict), "js" (Poisson Jensen-Shannon, the
-    # information one presentation gives about which hypothesis is true), "kl" (symmetrised Poisson KL),
-    # "disagreement" (variance across members / mean rate).
-    objective: Literal["epig", "js", "kl", "disagreement"] = "js"
-    # Which pool images are candidates for "selected" (and the seeds of "synthesized"): "natural",
-    # "gaudy" (each colour channel binarized at its mean) or "both".
-    candidates_from: Literal["natural", "gaudy", "both"] = "both"
-    # Which pool images the "random" kind draws from. "natural" is the reference a session compares with;
-    # the efficiency benchmark also draws random gaudy images or the whole pool, so that a closed loop is
-    # compared with random images from the same candidates it chooses among. Before a model exists, and
-    # past a deadline, the kinds that need one show random images from `candidates_from`.
-    random_from: Literal["natural", "gaudy", "both"] = "natural"
-    # Pool images scored per choice (drawn afresh each time; the whole pool if larger than it).
-    candidates: int = Field(512, ge=1, le=1_000_000)
-    score_batch: int = Field(256, ge=1, le=65_536)
-    # "epig": natural pool images (fixed for the session, never the held-out test set) whose responses
-    # the objective asks to predict better, and the count noise it assumes (Fano factor: 1 = Poisson).
-    reference_size: int = Field(128, ge=2, le=100_000)
-    fano_factor: float = Field(1.0, ge=0.1, le=20.0)
-    # Diversity within a block. "model": distances between the predictor's features (its `features`
-    # method, else the members' mean predicted rates), each dimension standardised over the images
-    # compared and the RMS difference divided by sqrt(2), so two unrelated images are about 1 apart;
-    # closer than `feature_min_distance` counts as a near-duplicate. "thumbnails": RMS difference of
-    # 8x8 thumbnails (0..1), closer than `min_distance`.
-    diversity: Literal["model", "thumbnails"] = "model"
-    feature_min_distance: float = Field(0.2, ge=0.0, le=10.0)
-    min_distance: float = Field(0.05, ge=0.0, le=1.0)
-    # Synthesis budget per image batch: gradient steps (what counts on a virtual clock) and step size.
-    synthesis_steps: int = Field(50, ge=0, le=100_000)
-    synthesis_step_size: float = Field(0.03, gt=0.0, le=1.0)
-    synthesis_jitter_px: int = Field(1, ge=0, le=16)
-    synthesis_start: Literal["pool", "noise"] = "pool"
-    # Synthesized images and MEIs keep their mean level and RMS contrast (over all pixels and channels)
-    # within these percentiles of the natural pool's ("natural"), or anywhere in [0, 1] ("none"): the
-    # models were fitted on natural images and are least trustworthy far from them.
-    contrast_bound: Literal["natural", "none"] = "natural"
-    contrast_percentiles: tuple[float, float] = (1.0, 99.0)
-    # MEIs start from the pool image the model rates highest for the neuron (among `candidates` natural
-    # images drawn afresh) or from noise, and maximise the members' mean rate minus this many standard
-    # deviations across members (0: the mean alone).
-    mei_start: Literal["pool", "noise"] = "pool"
-    mei_spread_penalty: float = Field(1.0, ge=0.0, le=100.0)
-    mei_steps: int = Field(100, ge=0, le=100_000)
-    # The fixed set shown again and again for the noise ceiling (pool images, chosen by seed).
-    repeat_set_size: int = Field(10, ge=1, le=10_000)
-    # Fraction of the time left before a deadline that synthesis may use (the rest is margin).
-    deadline_share: float = Field(0.8, gt=0.0, le=1.0)
-    hypotheses: list[HypothesisSpec] = Field(default_factory=list)
+    """Which images each trial shows: the mix of image kinds per block, what an image is worth (the objective), how
+    candidates are drawn and kept diverse, the synthesis and MEI budgets, and the named hypotheses the evidence
+    tracker weighs. The kinds of image a block mixes:
+
+    - random: natural pool images drawn uniformly (the reference arm; needs no model);
+    - selected: the pool images the objective scores highest, kept diverse;
+    - synthesized: images made by gradient ascent on the objective, from top pool images or noise;
+    - mei: most exciting images of one neuron at a time (checks that the model's MEIs drive it);
+    - repeat: a fixed set shown again and again, for the noise ceiling."""
+
+    mix: dict[str, float] = Field(
+        default_factory=lambda: {"random": 1.0},
+        description="Share of each kind of image per block (random, selected, synthesized, mei, repeat), normalised "
+        "to sum to one; non-negative, not all zero.",
+    )
+    seed: int = Field(0, ge=0, description="Seed of the choices (mix order, candidates, random images).")
+    block_trials: int = Field(
+        10, ge=1, le=10_000, description="Shares are met exactly over each block of this many trials."
+    )
+    objective: Literal["epig", "js", "kl", "disagreement"] = Field(
+        "js",
+        description='What an image is worth (stimulus/objectives.py): "epig" (expected information about the '
+        'responses to natural reference images), "js" (Poisson Jensen-Shannon: information about which hypothesis '
+        'is true), "kl" (symmetrised Poisson KL), "disagreement" (variance across members / mean rate).',
+    )
+    candidates_from: Literal["natural", "gaudy", "both"] = Field(
+        "both",
+        description='Which pool images are candidates for "selected" (and seeds of "synthesized"): "natural", '
+        '"gaudy" or "both".',
+    )
+    random_from: Literal["natural", "gaudy", "both"] = Field(
+        "natural",
+        description='Which pool images the "random" kind draws from. Before a model exists, and past a deadline, '
+        "the kinds that need one show random images from candidates_from.",
+    )
+    candidates: int = Field(
+        512,
+        ge=1,
+        le=1_000_000,
+        description="Pool images scored per choice, drawn afresh each time (the whole pool if it is smaller).",
+    )
+    score_batch: int = Field(
+        256, ge=1, le=65_536, description="Images scored per batch; the deadline is checked between batches."
+    )
+    reference_size: int = Field(
+        128,
+        ge=2,
+        le=100_000,
+        description='objective "epig": natural pool images (fixed for the session, never the test set) whose '
+        "responses the objective asks to predict better.",
+    )
+    fano_factor: float = Field(
+        1.0,
+        ge=0.1,
+        le=20.0,
+        description='objective "epig": the count noise it assumes (Fano factor; 1: Poisson).',
+    )
+    diversity: Literal["model", "thumbnails"] = Field(
+        "model",
+        description='Diversity within a block. "model": distances between the predictor\'s features, standardised, '
+        'so two unrelated images are about 1 apart (feature_min_distance); "thumbnails": RMS difference of 8x8 '
+        "thumbnails, 0..1 (min_distance).",
+    )
+    feature_min_distance: float = Field(
+        0.2,
+        ge=0.0,
+        le=10.0,
+        description='diversity "model": images closer than this count as near-duplicates.',
+    )
+    min_distance: float = Field(
+        0.05, ge=0.0, le=1.0, description='diversity "thumbnails": images closer than this count as near-duplicates.'
+    )
+    synthesis_steps: int = Field(
+        50, ge=0, le=100_000, description="Gradient steps per synthesized image batch (the budget on a virtual clock)."
+    )
+    synthesis_step_size: float = Field(0.03, gt=0.0, le=1.0, description="Step size of synthesis's gradient ascent.")
+    synthesis_jitter_px: int = Field(
+        1, ge=0, le=16, description="Largest random shift, in pixels, of the images at each synthesis step."
+    )
+    synthesis_start: Literal["pool", "noise"] = Field(
+        "pool", description="Synthesis starts from the top pool images or from noise."
+    )
+    contrast_bound: Literal["natural", "none"] = Field(
+        "natural",
+        description='"natural": synthesized images and MEIs keep their mean level and RMS contrast within '
+        'contrast_percentiles of the natural pool\'s; "none": anywhere in [0, 1].',
+    )
+    contrast_percentiles: tuple[float, float] = Field(
+        (1.0, 99.0),
+        description="The percentiles of the natural pool's mean level and contrast that bound synthesized images: "
+        "0 <= low < high <= 100.",
+    )
+    mei_start: Literal["pool", "noise"] = Field(
+        "pool",
+        description="MEIs start from the pool image the model rates highest for the neuron (among `candidates` "
+        "natural images) or from noise.",
+    )
+    mei_spread_penalty: float = Field(
+        1.0,
+        ge=0.0,
+        le=100.0,
+        description="MEIs maximise the members' mean rate minus this many standard deviations across members "
+        "(0: the mean alone).",
+    )
+    mei_steps: int = Field(100, ge=0, le=100_000, description="Gradient steps per MEI.")
+    repeat_set_size: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="The fixed set of pool images (chosen by seed) shown again and again, for the noise ceiling.",
+    )
+    deadline_share: float = Field(
+        0.8,
+        gt=0.0,
+        le=1.0,
+        description="Share of the time left before a deadline that synthesis and MEIs may use (the rest is margin).",
+    )
+    hypotheses: list[HypothesisSpec] = Field(
+        default_factory=list, description="Named hypotheses the evidence tracker weighs ([[selection.hypotheses]])."
+    )
 
     @field_validator("mix")
     @classmethod
