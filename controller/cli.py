@@ -214,6 +214,16 @@ def cmd_cortex_sheet(args) -> int:
     return 0
 
 
+def cmd_rig_reference(args) -> int:
+    from controller.rig_doc import rig_reference, write_rig_reference
+
+    if args.out:
+        print(f"rig-file reference: {write_rig_reference(args.out)}")
+    else:
+        sys.stdout.write(rig_reference())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="cortexloop", description="Closed-loop experiment controller for visual neurophysiology."
@@ -281,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
         "save (cortexloop compress SESSION --help)",
         add_help=False,
     )
+
+    rr = sub.add_parser(
+        "rig-reference",
+        help="write the rig-file reference (every section and key: type, default, bounds, description) as "
+        "Markdown, from the rig schema",
+    )
+    rr.add_argument("--out", help="Markdown file to write, e.g. docs/rig-file.md (default: print it)")
+    rr.set_defaults(func=cmd_rig_reference)
 
     cs = sub.add_parser("cortex-sheet", help="draw the virtual cortex's population on one page (PNG)")
     cs.add_argument("rig")
