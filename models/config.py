@@ -99,25 +99,29 @@ class ModelConfig(Strict):
     core_weights: str = Field(
         "", description='kind "shared": a torchvision-format weights file the core starts from ("": random weights).'
     )
-    core_frozen: bool = Field(False, description="Keep the loaded core weights fixed: only the readouts learn.")
+    core_frozen: bool = Field(
+        False, description='kind "shared": keep the loaded core weights fixed (only the readouts learn).'
+    )
     readout_l1: float = Field(
         1e-4,
         ge=0.0,
         le=10.0,
-        description="L1 penalty on each neuron's readout (sum of |spatial mask| times sum of |feature weights|).",
+        description='kind "shared": L1 penalty on each neuron\'s readout (sum of |spatial mask| times sum of |feature '
+        "weights|).",
     )
     validation_every: int = Field(
         10,
         ge=0,
         le=1000,
-        description="Every validation_every-th presentation is held out of training, to choose the published "
-        "weights (0: none held out).",
+        description='kind "shared": every validation_every-th presentation is held out of training, to choose the '
+        "published weights (0: none held out).",
     )
     validate_every_steps: int = Field(
         20,
         ge=1,
         le=100000,
-        description="Every this many steps the held-out presentations choose the published (best) weights.",
+        description='kind "shared": every this many steps the held-out presentations choose the published (best) '
+        "weights.",
     )
     train_while_choosing: Literal["auto", "always", "never"] = Field(
         "auto",
