@@ -18,8 +18,9 @@ the recording system's clock (time = sample_number / sample_rate):
 On a wall clock, a stream silent for `stale_after_s` is taken as stopped: heartbeats stop and the engine ends
 the session ("acquisition silent"). On a virtual clock the stream's clock is the latest sample less the margin.
 
-The broadcaster has no sequence numbers, so a lost message cannot be noticed here; ZeroMQ drops none
-between a live PUB and this SUB (both queues unbounded) unless the connection breaks.
+The broadcaster has no sequence numbers, so a lost message cannot be noticed here. This SUB socket keeps
+every message it receives; the plugin's PUB socket keeps ZeroMQ's default send queue (1,000 messages), so a
+burst beyond it is dropped in the GUI, unseen by any receiver (docs/live-rig.md).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ hashes) without shipping them. No test image shares a pixel with the training po
 - source = "folder" or "npy": a lab's own set, one image per file (or array entry), split by file. Resized
   images are cached on disk under a key of the files' content and the resize settings.
 
-How the pools are built and used: docs/image-selection.md.
+How the pools are built: docs/virtual-cortex.md; how selection draws on them: docs/image-selection.md.
 """
 
 from __future__ import annotations
