@@ -12,8 +12,19 @@ from pydantic import Field, field_validator, model_validator
 
 from contract.schema import Strict
 
-# The built-in neuron types of the virtual cortex (acquisition/neurons.py).
-NEURON_TYPES = ("oriented", "curvature", "dot", "texture", "colour", "cnn")
+# The built-in neuron types of the virtual cortex (acquisition/neurons.py); the last three are selective.
+NEURON_TYPES = (
+    "oriented",
+    "curvature",
+    "dot",
+    "texture",
+    "colour",
+    "cnn",
+    "conjunction",
+    "sparse_curvature",
+    "sparse_texture",
+)
+SELECTIVE_TYPES = ("conjunction", "sparse_curvature", "sparse_texture")
 
 
 def _ordered_pair(v: tuple[float, float], name: str) -> tuple[float, float]:
@@ -39,8 +50,17 @@ class PopulationConfig(Strict):
             "colour": 0.15,
             "cnn": 0.15,
         },
-        description="Share of each built-in neuron type (oriented, curvature, dot, texture, colour, cnn), "
-        "normalised to sum to one; non-negative.",
+        description="Share of each built-in neuron type (oriented, curvature, dot, texture, colour, cnn, and the "
+        "selective conjunction, sparse_curvature, sparse_texture), normalised to sum to one; non-negative.",
+    )
+    sparseness: float = Field(
+        0.03,
+        gt=0.0,
+        le=0.5,
+        description="Selective types (conjunction, sparse_curvature, sparse_texture): the share of natural "
+        "calibration patches above each unit's threshold, in (0, 0.5]; below it the unit stays at baseline. The "
+        "share of natural pool images that drive a neuron above half its maximum is reported per neuron (the "
+        "cortex sheet, the session summary's `sparseness`).",
     )
     baseline_hz: tuple[float, float] = Field(
         (2.0, 10.0), description="Range of the neurons' spontaneous rates, in spikes/s, within [0, 200]."

@@ -5,7 +5,8 @@ number that grows with how much the image holds what the neuron prefers (signed 
 anti-preferred stimulus suppresses them). Population (acquisition/population.py) turns drives into spikes/s.
 
 Types (V4-like; each explained in docs/virtual-cortex.md): oriented, curvature, dot, texture, colour and cnn
-(units of a frozen, randomly initialized CNN). The early features (a Gabor bank, Hessian maps) are computed
+(units of a frozen, randomly initialized CNN); and selective types that respond to few natural images:
+conjunction (colour and orientation), sparse_curvature (curvature at one position), sparse_texture. The early features (a Gabor bank, Hessian maps) are computed
 once per batch in the Fourier domain and shared by all units.
 """
 
@@ -175,6 +176,7 @@ class NeuronGroup:
     type_name = ""
     needs_amp = False
     needs_blob = False
+    selective = False  # True: Population thresholds the drive so few natural images exceed it
 
     def __init__(self, n: int, size: int, colour: bool, rng: np.random.Generator, diam_frac: tuple[float, float]):
         self.n, self.size, self.colour = n, size, colour
@@ -479,8 +481,98 @@ class RandomCNNUnits(NeuronGroup):
         return {"channels": [int(c) for c in np.flatnonzero(self.readout[i].numpy())]}
 
 
+# ----------------------------------------------------------------------------- selective types
+# Units that respond to few natural images. Each is a conjunction or a narrowly tuned version of a feature
+# above; Population thresholds their drive so that only `population.sparseness` of natural calibration
+# patches exceed it (`selective = True`), and their gain is calibrated on the best natural patch.
+
+
+class ConjunctionUnits(NeuronGroup):
+    """Colour-and-orientation conjunction: oriented energy at one scale in the RF AND the RF's mean colour along
+    one hue axis (luminance polarity in a grey rig), combined by a geometric mean, so either alone drives the
+    unit weakly: a contour of one orientation on a surface of one hue."""
+
+    type_name = "conjunction"
+    needs_amp = True
+    selective = True
+
+    def __init__(self, n, size, colour, rng, diam_frac, bank: FeatureBank):
+        super().__init__(n, size, colour, rng, diam_frac)
+        self.orientation = rng.uniform(0, np.pi, n)
+        self.scale = rng.integers(0, len(bank.wavelengths_px), n)
+        self.wavelength_px = np.array([bank.wavelengths_px[s] for s in self.scale])
+        self.weights = torch.tensor(orientation_weights(self.orientation, 4.0), dtype=torch.float32)
+        self.hue = rng.uniform(0, 2 * np.pi, n)
+        self.bright = rng.random(n) < 0.5
+        opp = np.array([[1.0, -1.0, 0.0], [-0.5, -0.5, 1.0]])
+        opp /= np.linalg.norm(opp, axis=1, keepdims=True)
+        if colour:
+            w = np.cos(self.hue)[:, None] * opp[0] + np.sin(self.hue)[:, None] * opp[1]
+        else:
+            w = np.where(self.bright, 1.0, -1.0)[:, None] * np.array(LUMA)[None]
+        self.colour_weights = torch.tensor(w, dtype=torch.float32)
+        self.window = gaussian_windows(self.centre_yx, self.diameter_px / 4, size)
+
+    def drive(self, feats):
+        b = feats.amp.shape[0]
+        pooled = feats.amp.reshape(b, feats.amp.shape[1], -1) @ self.window.T  # (B, channels, n)
+        chans = torch.as_tensor(self.scale)[:, None] * N_ORIENT + torch.arange(N_ORIENT)[None]
+        energy = (pooled[:, chans, torch.arange(self.n)[:, None]] * self.weights).sum(-1)  # (B, n) >= 0
+        mean_rgb = feats.rgb.reshape(b, 3, -1) @ self.window.T  # (B, 3, n)
+        signal = mean_rgb if self.colour else mean_rgb - 0.5
+        hue = torch.clamp(torch.einsum("bcn,nc->bn", signal, self.colour_weights), min=0.0)
+        return torch.sqrt(energy.clamp(min=0.0) * hue + 1e-12)
+
+    def describe(self, i):
+        out = {"orientation_deg": float(np.degrees(self.orientation[i])), "wavelength_px": float(self.wavelength_px[i])}
+        if self.colour:
+            out["hue_deg"] = float(np.degrees(self.hue[i]) % 360)
+        else:
+            out["polarity"] = "bright" if self.bright[i] else "dark"
+        return out
+
+
+class SparseCurvatureUnits(CurvatureUnits):
+    """Curvature at one position: a longer arc template (7 points, a stricter soft AND) at the RF's centre only,
+    with no tolerance to position, in a smaller RF than the curvature type's."""
+
+    type_name = "sparse_curvature"
+    selective = True
+    n_points = 7
+
+    def __init__(self, n, size, colour, rng, diam_frac, bank: FeatureBank):
+        lo, hi = diam_frac
+        super().__init__(n, size, colour, rng, (max(0.05, lo * 0.7), max(0.05, hi * 0.7)), bank)
+        centre = 4  # the middle of the 3x3 grid of template positions
+        self.point_index = self.point_index[:, centre : centre + 1].contiguous()
+        self.rf_weight = self.rf_weight[:, centre : centre + 1].contiguous()
+
+
+class SparseTextureUnits(TextureUnits):
+    """A sparse texture preference: the texture type's spectral-shape tuning, three to four times sharper, so
+    only textures close to the preferred shape drive the unit."""
+
+    type_name = "sparse_texture"
+    selective = True
+
+    def __init__(self, n, size, colour, rng, diam_frac, bank: FeatureBank):
+        super().__init__(n, size, colour, rng, diam_frac, bank)
+        self.sharpness = rng.uniform(16.0, 32.0, n)
+
+
 GROUP_CLASSES = {
-    c.type_name: c for c in (OrientedUnits, CurvatureUnits, DotUnits, TextureUnits, ColourUnits, RandomCNNUnits)
+    c.type_name: c
+    for c in (
+        OrientedUnits,
+        CurvatureUnits,
+        DotUnits,
+        TextureUnits,
+        ColourUnits,
+        RandomCNNUnits,
+        ConjunctionUnits,
+        SparseCurvatureUnits,
+        SparseTextureUnits,
+    )
 }
 
 

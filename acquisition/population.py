@@ -7,6 +7,8 @@ result to spikes/s:
 
     d_i  = drive_i / (95th percentile of drive_i over natural patches)   (signed; the
            percentile is floored at a fifth of the median over units of the same type)
+           selective types first lose a threshold, their (1 - sparseness) quantile over the natural
+           patches (rectified), and are divided by their largest drive over the patches instead
     e_i  = max(d_i, 0),  n_i = max(-d_i, 0),  pool = mean_j min(e_j, 3)^2
     E_i  = e_i^2 / (c50^2 + e_i^2 + normalization_strength * pool)
     S_i  = min(1, s_i * pool / (c50^2 + pool) + n_i^2 / (c50^2 + n_i^2))
@@ -18,6 +20,7 @@ What the model means for a neuron: docs/virtual-cortex.md.
     .rates(images) -> (B, N) spikes/s, images uint8 (B, H, W, C) or float in [0, 1]
     .n_neurons, .baseline_hz (N,), .peak_hz (N,), .types, .describe() (one dict per neuron)
     .rf_centre_yx_px (N, 2), .rf_diameter_px (N,): NaN for custom neurons (receptive field unknown)
+    sparseness(rates, baseline_hz) -> (N,) share of images driving each neuron above half its maximum
 """
 
 from __future__ import annotations
@@ -91,11 +94,20 @@ class Population:
         if calibration_images is None:
             calibration_images = natural_patches(cfg.calibration_images, size_px, colour, cfg.seed + 104729)
         self._scale = torch.ones(nb)
+        # Selective units: a threshold at their (1 - sparseness) quantile over the natural calibration patches.
+        self._selective = torch.tensor([g.selective for g in self.groups for _ in range(g.n)], dtype=torch.bool)
+        self._threshold = torch.zeros(nb)
         if nb:
             drive = self._builtin_drive(calibration_images)
+            if self._selective.any():
+                sel = self._selective
+                self._threshold[sel] = torch.quantile(drive[:, sel], 1.0 - cfg.sparseness, dim=0)
+                drive = self._thresholded(drive)
             pos = torch.clamp(drive, min=0)
             scale = torch.quantile(pos, 0.95, dim=0)
             fallback = pos.amax(0)
+            # Selective units: the best natural patch is their unit of drive (their 95th percentile is zero).
+            scale = torch.where(self._selective, fallback, scale)
             # A unit that natural patches never drive (rare) keeps its largest response as its unit.
             scale = torch.where(scale > 1e-9, scale, torch.where(fallback > 1e-9, fallback, torch.ones_like(scale)))
             # A unit whose preferred feature is rare in natural images (a green-hue unit, say)
@@ -151,6 +163,12 @@ class Population:
                 out.append(torch.cat([g.drive(feats) for g in self.groups], 1))
         return torch.cat(out, 0) if out else torch.zeros(0, self.n_builtin)
 
+    def _thresholded(self, drive: torch.Tensor) -> torch.Tensor:
+        """Selective units' drive less their threshold, rectified; other units' unchanged."""
+        if not self._selective.any():
+            return drive
+        return torch.where(self._selective, torch.clamp(drive - self._threshold, min=0.0), drive)
+
     def _call_custom(self, fn, path: str, x: np.ndarray) -> np.ndarray:
         r = np.asarray(fn(x), np.float64)
         if r.ndim != 2 or r.shape[0] != len(x):
@@ -161,7 +179,7 @@ class Population:
 
     def normalized_drive(self, images: np.ndarray) -> np.ndarray:
         """(B, n_builtin) calibrated, signed drive (1 = a 95th-percentile natural patch)."""
-        return (self._builtin_drive(images) / self._scale).numpy().astype(np.float64)
+        return (self._thresholded(self._builtin_drive(images)) / self._scale).numpy().astype(np.float64)
 
     def rates(self, images: np.ndarray) -> np.ndarray:
         """(B, N) true rates in spikes/s."""
@@ -220,6 +238,15 @@ class Population:
                 )
                 i += 1
         return out
+
+
+def sparseness(rates: np.ndarray, baseline_hz: np.ndarray) -> np.ndarray:
+    """(N,) share of the images (rows of `rates`, (B, N) spikes/s) that drive each neuron above half its maximum:
+    rate - baseline > 0.5 * (max rate - baseline). Over natural images, low values mean a selective neuron."""
+    rates = np.asarray(rates, np.float64)
+    evoked = rates - np.asarray(baseline_hz, np.float64)[None]
+    top = evoked.max(0)
+    return np.where(top > 0, (evoked > 0.5 * top[None]).mean(0), 0.0)
 
 
 def population_size(cfg: PopulationConfig, size_px: int, colour: bool) -> int:

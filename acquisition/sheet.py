@@ -6,7 +6,8 @@ Top left: every receptive field drawn over an image (circles of the RF diameter,
 coloured by type, numbered). Top right: each neuron's rates over `images`
 (box: quartiles, whiskers: 5th-95th percentile, dot: baseline). Below, one cell
 per neuron: its three preferred images with their rates, and a histogram of its
-rates over `images`.
+rates over `images` headed by its sparseness (acquisition.population.sparseness: the share
+of the natural images that drive it above half its maximum); the title holds the median.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ TYPE_COLOURS = {
     "texture": "#9467bd",
     "colour": "#d62728",
     "cnn": "#8c564b",
+    "conjunction": "#e377c2",
+    "sparse_curvature": "#bcbd22",
+    "sparse_texture": "#17becf",
     "custom": "#7f7f7f",
 }
 MAX_CELLS = 48  # neurons drawn in the per-neuron grid (the page stays readable)
@@ -45,6 +49,13 @@ def _label(d: dict) -> str:
         return f"hue {d['hue_deg']:.0f}°" if "hue_deg" in d else f"lum {d['polarity']}"
     if t == "cnn":
         return "cnn"
+    if t == "conjunction":
+        hue = f"hue {d['hue_deg']:.0f}°" if "hue_deg" in d else d["polarity"]
+        return f"conj {d['orientation_deg']:.0f}°+{hue}"
+    if t == "sparse_curvature":
+        return f"s-curv {d['turning_deg']:.0f}°"
+    if t == "sparse_texture":
+        return f"s-tex {d['texture']}"
     return "custom"
 
 
@@ -60,9 +71,14 @@ def _show(ax, img: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def draw_cortex_sheet(population, images: np.ndarray, out_path: str | Path, title: str = "") -> Path:
-    """Draw `population` (acquisition.population.Population) against `images` (uint8 (B, H, W, C)); write a PNG."""
+def draw_cortex_sheet(
+    population, images: np.ndarray, out_path: str | Path, title: str = "", natural: np.ndarray | None = None
+) -> Path:
+    """Draw `population` (acquisition.population.Population) against `images` (uint8 (B, H, W, C)); write a PNG.
+    natural: (B,) bool, which images are natural (sparseness is measured on those; default all)."""
     import matplotlib
+
+    from acquisition.population import sparseness
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -73,6 +89,8 @@ def draw_cortex_sheet(population, images: np.ndarray, out_path: str | Path, titl
     rates = population.rates(images)
     desc = population.describe()
     n = population.n_neurons
+    nat = np.ones(len(images), bool) if natural is None else np.asarray(natural, bool)
+    sparse = sparseness(rates[nat], population.baseline_hz)
     shown = min(n, MAX_CELLS)
     cols = 8
     rows = int(np.ceil(shown / cols))
@@ -80,8 +98,10 @@ def draw_cortex_sheet(population, images: np.ndarray, out_path: str | Path, titl
     gs = GridSpec(
         1 + rows, cols, figure=fig, height_ratios=[2.6] + [1.0] * rows, hspace=0.55, wspace=0.25, top=0.95, bottom=0.03
     )
+    heading = title or f"virtual cortex: {n} neurons, {len(images)} images, {population.size}x{population.size} px"
     fig.suptitle(
-        title or f"virtual cortex: {n} neurons, {len(images)} images, {population.size}x{population.size} px",
+        f"{heading}  ·  sparseness (share of {int(nat.sum())} natural images above half max): "
+        f"median {np.median(sparse):.3f}",
         fontsize=14,
         y=0.99,
     )
@@ -144,6 +164,7 @@ def draw_cortex_sheet(population, images: np.ndarray, out_path: str | Path, titl
         h.axvline(population.baseline_hz[i], color="k", lw=0.8)
         h.tick_params(labelsize=6, pad=1)
         h.set_yticks([])
+        h.set_title(f"sparseness {sparse[i]:.3f}", fontsize=6, pad=1, loc="right")
     if shown < n:
         fig.text(0.5, 0.005, f"first {shown} of {n} neurons shown", ha="center", fontsize=9)
 

@@ -209,7 +209,9 @@ def cmd_cortex_sheet(args) -> int:
 
     rig = _load(args.rig)
     pop = Population(rig.cortex.population, rig.images.size_px, rig.images.colour)
-    out = draw_cortex_sheet(pop, make_pools(rig.images).train, Path(args.out), title=str(args.rig))
+    pools = make_pools(rig.images)
+    natural = [k == "natural" for k in pools.train_kind]
+    out = draw_cortex_sheet(pop, pools.train, Path(args.out), title=str(args.rig), natural=natural)
     print(f"cortex sheet: {out}")
     return 0
 
