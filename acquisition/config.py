@@ -59,8 +59,8 @@ class PopulationConfig(Strict):
         le=0.5,
         description="Selective types (conjunction, sparse_curvature, sparse_texture): the share of natural "
         "calibration patches above each unit's threshold, in (0, 0.5]; below it the unit stays at baseline. The "
-        "share of natural pool images that drive a neuron above half its maximum is reported per neuron (the "
-        "cortex sheet, the session summary's `sparseness`).",
+        "share of natural pool images that drive a neuron above half its maximum is reported per neuron on the "
+        "cortex sheet and per neuron type by `bench efficiency`.",
     )
     baseline_hz: tuple[float, float] = Field(
         (2.0, 10.0), description="Range of the neurons' spontaneous rates, in spikes/s, within [0, 200]."
@@ -254,6 +254,16 @@ class RehearsalConfig(Strict):
         le=1e6,
         description="The recording system stops publishing (spikes, codes, heartbeats, on every socket) after this "
         "many seconds of its clock (unset: never).",
+    )
+    stall_after_s: float | None = Field(
+        None,
+        gt=0.0,
+        le=1e6,
+        description="The recording system stalls after this many seconds of its clock (unset: never): for stall_s "
+        "it publishes nothing on any socket, then goes on; what it recorded meanwhile is lost.",
+    )
+    stall_s: float = Field(
+        0.0, ge=0.0, le=3600.0, description="How long the stall of stall_after_s lasts, in seconds of its clock."
     )
     ledger: bool = Field(
         False,
