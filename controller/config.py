@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,7 +168,7 @@ class ResponseConfig(Strict):
 class EndpointsConfig(Strict):
     """The ZeroMQ endpoints the session's processes bind and connect to. Each is "auto" (an ipc socket in the
     session directory), "off", ipc://PATH, inproc://NAME or tcp://HOST:PORT; tcp off loopback (another host's
-    address, or tcp://*:PORT) needs [security] keys."""
+    address) needs [security] keys. tcp://*:PORT is refused: the processes that connect use the same address."""
 
     acquisition_pub: str = Field(
         "auto", description="Virtual cortex PUB: spike batches, event codes, heartbeats (its native stream)."
@@ -274,6 +276,18 @@ class TrialTiming:
         )
 
 
+def _stored(info: ValidationInfo) -> bool:
+    """Whether the rig is a stored session's, read back (parse_rig stored=True): its values were used, and the
+    rules that relate keys to each other are not applied again to it."""
+    return bool((info.context or {}).get("stored"))
+
+
+# A trial duration may be this far (a fraction of a frame) from a whole number of frames of display.refresh_hz.
+FRAME_TOLERANCE = 0.1
+# Simulated fixation breaks at least this likely per trial are refused: a session stops after 2 x n_trials attempts.
+MAX_BREAK_PROBABILITY = 0.5
+
+
 class RigConfig(Strict):
     """A rig file: every section, each with its defaults."""
 
@@ -356,6 +370,134 @@ class RigConfig(Strict):
             frames(t.fixation_ms), max(1, frames(t.on_ms)), frames(t.off_ms), frames(t.iti_ms), t.images_per_trial, hz
         )
 
+    @model_validator(mode="after")
+    def _durations_in_frames(self, info: ValidationInfo) -> "RigConfig":
+        """The screen shows whole frames: a duration that is not one (within FRAME_TOLERANCE of a frame) would be
+        shown for another length than the rig file says."""
+        if _stored(info):
+            return self
+        hz = self.display.refresh_hz
+        frame_ms = 1000.0 / hz
+        for key in ("fixation_ms", "on_ms", "off_ms", "iti_ms"):
+            ms = getattr(self.trial, key)
+            frames = ms / frame_ms
+            least = 1 if key == "on_ms" else 0
+            if round(frames) < least or abs(frames - round(frames)) > FRAME_TOLERANCE:
+                near = sorted({max(least, math.floor(frames)), max(least, math.ceil(frames))})
+                raise ValueError(
+                    f"trial.{key} = {ms:g} ms is not a whole number of frames at display.refresh_hz = {hz:g} "
+                    f"({frames:.2f} frames of {frame_ms:.3f} ms"
+                    + ("; an image is shown for at least one frame" if round(frames) < least else "")
+                    + f"): nearest valid values {' or '.join(f'{n * frame_ms:.3f} ms ({n} frames)' for n in near)}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _window_fits_the_trial(self, info: ValidationInfo) -> "RigConfig":
+        """Each image's response window ends before the next image's window starts (no spike is counted for two
+        images), and the virtual cortex's neurons answer inside it."""
+        if _stored(info):
+            return self
+        timing, r = self.timing, self.response
+        frame_ms = 1000.0 / timing.refresh_hz
+        if timing.images_per_trial > 1:
+            spacing_ms, what = (timing.on_frames + timing.off_frames) * frame_ms, "trial.on_ms + trial.off_ms"
+        else:
+            spacing_ms, what = timing.trial_frames * frame_ms, "one image a trial: the whole trial"
+        if r.window_end_ms > spacing_ms + r.window_start_ms + 1e-6:
+            need_off = r.window_end_ms - r.window_start_ms - spacing_ms + timing.off_frames * frame_ms
+            raise ValueError(
+                f"response.window_end_ms = {r.window_end_ms:g} with trial.off_ms = {self.trial.off_ms:g} reaches into "
+                f"the next image's window: images start "
+                f"every {spacing_ms:g} ms ({what}), so a window from {r.window_start_ms:g} ms must end by "
+                f"{spacing_ms + r.window_start_ms:g} ms, or spikes are counted for two images. Shorten the window "
+                f"or lengthen trial.off_ms (to at least {need_off:g} ms)"
+            )
+        if self.cortex.has_virtual_cortex:
+            low, high = self.cortex.spiking.latency_ms
+            if high >= r.window_end_ms:
+                raise ValueError(
+                    f"cortex.spiking.latency_ms = [{low:g}, {high:g}]: neurons start answering up to {high:g} ms "
+                    f"after onset, at or after the response window's end (response.window_end_ms = "
+                    f"{r.window_end_ms:g}): their responses would not be counted"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _pool_and_test(self, info: ValidationInfo) -> "RigConfig":
+        """The models learn from the pool and are scored on the test set: a pool smaller than the test set trains
+        on fewer images than it is judged by."""
+        if _stored(info):
+            return self
+        i = self.images
+        if i.source != "npy" or not i.test_path:
+            if i.pool_size < i.test_size:
+                raise ValueError(
+                    f"images.pool_size = {i.pool_size} is smaller than images.test_size = {i.test_size}: the models "
+                    f"would learn from fewer images than they are scored on; raise pool_size or lower test_size"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _model_and_selection(self, info: ValidationInfo) -> "RigConfig":
+        """Kinds of images chosen by the model need a model that learns (on a virtual clock its budget is
+        steps_per_trial) and, for objectives that weigh members against each other, more than one member."""
+        if _stored(info):
+            return self
+        mix, sel, model = self.selection.shares(), self.selection, self.model
+        chosen = [k for k in ("selected", "synthesized", "mei") if mix.get(k, 0) > 0]
+        if chosen and self.session.speed == "max" and model.kind != "baseline" and model.steps_per_trial == 0:
+            raise ValueError(
+                f'model.steps_per_trial = 0 on a virtual clock (session.speed = "max"): the model never trains, '
+                f"yet selection.mix asks it to choose images ({', '.join(chosen)}); give it steps (the default is 20) "
+                f"or show random images only"
+            )
+        needs_members = sel.objective in ("epig", "kl", "disagreement") or (
+            sel.objective == "js" and not sel.hypotheses
+        )
+        uses_objective = [k for k in ("selected", "synthesized") if mix.get(k, 0) > 0]
+        if uses_objective and needs_members and model.ensemble_size < 2:
+            raise ValueError(
+                f"model.ensemble_size = {model.ensemble_size}: selection.objective = {sel.objective!r} weighs "
+                f"ensemble members against each other (with one member every image scores the same), and "
+                f"selection.mix asks for {', '.join(uses_objective)} images; use at least 2 members"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fixation_can_complete(self, info: ValidationInfo) -> "RigConfig":
+        """A session gives up after 2 x n_trials attempts: simulated breaks at or above one trial in two would
+        end most sessions short."""
+        if _stored(info):
+            return self
+        f = self.fixation
+        if f.source == "simulated" and f.break_probability >= MAX_BREAK_PROBABILITY:
+            raise ValueError(
+                f"fixation.break_probability = {f.break_probability:g}: a session stops after 2 x n_trials "
+                f"attempts, so with breaks this often it expects to end short of session.n_trials; use less than "
+                f"{MAX_BREAK_PROBABILITY:g}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _endpoints_connectable(self, info: ValidationInfo) -> "RigConfig":
+        """Every endpoint is bound by one process and connected to by another, with the same address: one that
+        names every interface can be bound but not connected to."""
+        if _stored(info) or not (info.context or {}).get("check_endpoints", True):
+            return self
+        named = dict(self.endpoints.model_dump())
+        if self.cortex.openephys is not None:
+            named["cortex.openephys.endpoint"] = self.cortex.openephys.endpoint
+        for name, value in named.items():
+            if re.match(r"^tcp://(\*|0\.0\.0\.0|\[::\]|\[\*\]):", value):
+                key = name if "." in name else f"endpoints.{name}"
+                raise ValueError(
+                    f"{key} = {value!r}: a connecting process cannot use an address of every interface (the same "
+                    f"address is bound by one process and connected to by the others). Name the address of the "
+                    f"machine that binds it, e.g. tcp://192.168.1.20:{value.rsplit(':', 1)[-1]}"
+                )
+        return self
+
     @property
     def trial_duration_ms(self) -> float:
         """The trial as shown: whole frames (see TrialTiming)."""
@@ -427,7 +569,8 @@ def parse_rig(
             data[section] = {k: v for k, v in data[section].items() if k != key}
     try:
         return RigConfig.model_validate(
-            data, context={"check_endpoints": not stored if check_endpoints is None else check_endpoints}
+            data,
+            context={"check_endpoints": not stored if check_endpoints is None else check_endpoints, "stored": stored},
         )
     except ValidationError as err:
         raise RigFileError(_format_validation(source, err)) from None

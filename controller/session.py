@@ -106,13 +106,16 @@ def run_controller(
         engine.start()
         if resume:
             engine.relearn_stored_responses()
-        engine.run(
+        finish = engine.run(
             trial_protocol(
                 rig.session.n_trials, rig.trial.queue_depth, rig.trial.images_per_trial, max_attempts, resume=point
             )
         )
         if engine.ended_early:
             status = f"completed (ended early: {engine.ended_early})"
+        elif finish is not None and finish.completed < rig.session.n_trials:
+            status = stopped_short(finish.completed, finish.aborted, rig.session.n_trials, max_attempts)
+            store.log("session", status)
     except Interrupted as why:
         reason = session_dir / "stop_reason"  # the launcher's word on why it stopped the session
         told = reason.read_text().strip() if reason.exists() else ""
@@ -139,6 +142,16 @@ def run_controller(
     if not quiet:
         print(format_table(summary), flush=True)
     return summary
+
+
+def stopped_short(completed: int, aborted: int, n_trials: int, max_attempts: int | None) -> str:
+    """The status of a session the protocol ended before n_trials were done: it made the most attempts a session
+    makes (max_attempts; by default 2 x n_trials)."""
+    cap = "2 x session.n_trials" if max_attempts is None else f"{max_attempts}"
+    return (
+        f"stopped short: {completed} of {n_trials} trials done after {completed + aborted} attempts, the most a "
+        f"session makes ({cap}); {aborted} aborted (each trial's reason is in the store)"
+    )
 
 
 def summary_from_store(rig: RigConfig, session_dir: Path, status: str) -> dict:

@@ -216,6 +216,28 @@ class DisplayConfig(Strict):
     )
 
     @model_validator(mode="after")
+    def _image_on_screen(self) -> "DisplayConfig":
+        """The image, image_size_deg wide at image_pos_deg, lies on the screen (edges by the tangent, as
+        stimulus/presenters/geometry.py draws them)."""
+        import math
+
+        half_cm = (
+            self.screen_width_cm / 2,
+            self.screen_width_cm * self.resolution_px[1] / self.resolution_px[0] / 2,
+        )
+        for axis, (centre, half) in enumerate(zip(self.image_pos_deg, half_cm)):
+            reach = abs(centre) + self.image_size_deg / 2
+            screen_deg = math.degrees(math.atan(half / self.viewing_distance_cm))
+            if reach >= 90 or self.viewing_distance_cm * math.tan(math.radians(reach)) > half * 1.001:
+                raise ValueError(
+                    f"image_size_deg = {self.image_size_deg:g} at image_pos_deg = {list(self.image_pos_deg)} runs "
+                    f"off the screen: its {'width' if axis == 0 else 'height'} spans {2 * screen_deg:.1f} deg "
+                    f"(screen_width_cm, resolution_px, viewing_distance_cm), so the image reaches at most "
+                    f"{screen_deg:.1f} deg from the centre, not {reach:g}"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _photodiode_fits(self) -> "DisplayConfig":
         if self.photodiode_size_px * 2 > min(self.resolution_px):
             raise ValueError("photodiode_size_px must be at most half the smaller screen dimension")

@@ -2,7 +2,7 @@
 
 On one machine the sockets are ipc files in a directory only this user can open ("auto" endpoints,
 transport/links.py) or tcp on loopback. An endpoint any other machine can reach (tcp on another address,
-or `tcp://*:PORT`) is refused unless the rig file names CURVE keys ([security]); with keys named, every
+or every interface) is refused unless the rig file names CURVE keys ([security]); with keys named, every
 socket of the session uses ZeroMQ's CURVE (encrypted, and a peer proves it holds a key):
 
 - a process that binds a socket is a CURVE server with the rig's server key pair, and a ZAP handler in
