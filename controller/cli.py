@@ -87,7 +87,7 @@ def cmd_run(args) -> int:
         except SessionFailed as err:
             print(f"cortexloop: {err}", file=sys.stderr)
             return 1
-        return 0 if summary.get("status") == "completed" else 1
+        return _ended(summary)
     if not args.rig:
         print("cortexloop: run needs a rig file (or --resume SESSION)", file=sys.stderr)
         return 2
@@ -97,7 +97,20 @@ def cmd_run(args) -> int:
     except SessionFailed as err:
         print(f"cortexloop: {err}", file=sys.stderr)
         return 1
-    return 0 if summary.get("status") == "completed" else 1
+    return _ended(summary)
+
+
+def _ended(summary: dict) -> int:
+    """The end of `cortexloop run` at the terminal: how the session ended and, where it can go on, the command
+    that resumes it; the exit code (0: completed)."""
+    from records.summary import resume_command
+
+    status = summary.get("status")
+    if status != "completed":
+        hint = resume_command(summary)
+        said = f"; resume with: {hint}" if hint and "--resume" not in str(status) else ""
+        print(f"cortexloop: session ended: {status}{said}", file=sys.stderr, flush=True)
+    return 0 if status == "completed" else 1
 
 
 def cmd_serve(args) -> int:
@@ -341,12 +354,16 @@ def main(argv: list[str] | None = None) -> int:
         # Everything after the name belongs to the benchmark (its own --help included).
         return importlib.import_module(f"bench.{argv[1]}").main(argv[2:])
     args = ap.parse_args(argv)
+    from transport.links import EndpointInUse
     from transport.security import SecurityError
 
     try:
         return args.func(args)
     except SecurityError as err:  # a key file named in [security] is missing or unsafe: say which, no traceback
         print(f"cortexloop: {err}", file=sys.stderr)
+        return 2
+    except EndpointInUse as err:  # a fixed endpoint another session holds: name it, no traceback
+        print(f"cortexloop: {err}", file=sys.stderr, flush=True)
         return 2
 
 

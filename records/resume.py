@@ -33,6 +33,17 @@ from records.store import SessionStore
 INTERRUPTED = "interrupted: the controller stopped during this trial"
 
 
+def interrupted_reason(status: str | None) -> str:
+    """The reason an interrupted trial is stored with, from the status the stopped session stored: what stopped
+    ("the cortex process died (exit code -9)", "interrupted (SIGINT)", "disk full at PATH"); INTERRUPTED where
+    none was stored (the controller itself was killed, or the launcher's status names it)."""
+    why = (status or "").split("; resume with", 1)[0].strip()
+    why = why.removeprefix("aborted: ").strip()
+    if not why or why in ("running", "completed") or why.startswith("controller stopped"):
+        return INTERRUPTED
+    return f"interrupted: {why}, during this trial"
+
+
 def resume_point(store: SessionStore, rig: RigConfig) -> p.ResumePoint:
     """Where the stored session stands, after recording its interrupted trials and binning its unbinned ones."""
     trials = {t["trial_id"]: t for t in store.trials()}
@@ -41,6 +52,7 @@ def resume_point(store: SessionStore, rig: RigConfig) -> p.ResumePoint:
     for tid, *_ in store.onsets():
         onsets_by_trial[tid] = onsets_by_trial.get(tid, 0) + 1
     requeue: list = []
+    reason = interrupted_reason(store.meta("status"))
     for plan in plans:
         tid = plan["trial_id"]
         if tid in trials:
@@ -53,12 +65,12 @@ def resume_point(store: SessionStore, rig: RigConfig) -> p.ResumePoint:
                 end_s=0.0,
                 dropped_frames=0,
                 n_onsets=onsets_by_trial.get(tid, 0),
-                reason=INTERRUPTED,
+                reason=reason,
             )
         )
         items = [(h, store.image(h), why) for h, why in zip(plan["image_hashes"], plan["reasons"])]
         requeue.extend(p.requeued(tid, items))
-        store.log("resume", f"trial {tid} was interrupted: recorded as aborted, its images shown again")
+        store.log("resume", f"trial {tid} was {reason}: recorded as aborted, its images shown again")
     responded = {r[0] for r in store.response_windows()}
     unbinned = [tid for tid, t in sorted(trials.items()) if t["status"] == "done" and tid not in responded]
     if unbinned:

@@ -101,6 +101,16 @@ def noise_ceilings(rig, truth, test_images, stored: dict | None, n_neurons: int 
     return out
 
 
+def resume_command(summary: dict) -> str | None:
+    """`cortexloop run --resume DIR` for a session that stopped before its trials were done and can go on (a
+    process died, an interrupt, a full disk); None where it completed, or stopped for a rule (resuming would stop
+    again at once)."""
+    status = str(summary.get("status") or "")
+    if not status or status.startswith(("completed", "stopped short")) or not summary.get("session_dir"):
+        return None
+    return f"cortexloop run --resume {summary['session_dir']}"
+
+
 def format_table(summary: dict) -> str:
     def fmt(v):
         if v is None:
@@ -110,6 +120,8 @@ def format_table(summary: dict) -> str:
         return str(v)
 
     rows = [
+        ("status", summary.get("status")),
+        *([("resume with", resume_command(summary))] if resume_command(summary) else []),
         ("trials done", summary.get("trials_done")),
         ("trials aborted", summary.get("trials_aborted")),
         ("images shown", summary.get("images_shown")),

@@ -86,8 +86,20 @@ def bind(sock: zmq.Socket, name: str, endpoint: str, keys: CurveKeys | None) -> 
     require_keys_off_loopback(name, endpoint, keys)
     if keys is not None:
         as_server(sock, keys, name)
-    sock.bind(endpoint)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as err:
+        if err.errno == zmq.EADDRINUSE:
+            raise EndpointInUse(
+                f"endpoints.{name} = {endpoint!r}: address already in use (another session or program holds it). "
+                f'Stop it, or give {name} "auto" (an ipc socket in the session directory) or another port'
+            ) from None
+        raise
     return sock
+
+
+class EndpointInUse(RuntimeError):
+    """A socket of the session could not be bound: its address is taken. The message names the endpoint's key."""
 
 
 def connect(sock: zmq.Socket, name: str, endpoint: str, keys: CurveKeys | None) -> zmq.Socket:
