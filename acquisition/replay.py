@@ -49,11 +49,12 @@ class StoredStream(InProcessPart):
 
     def __init__(self, store):
         self.n_neurons = recorded_neuron_count(store)
+        self.proof = store.meta("stream_proof") or "clock"  # what proved the recorded stream live
         self.items = replay_order(store.spike_batches(), store.event_codes(clock="acquisition"))
         self.next = 0
 
     def describe(self, timeout_s: float = 0.0) -> dict:
-        return {"n_neurons": self.n_neurons, "kind": "stored session"}
+        return {"n_neurons": self.n_neurons, "kind": "stored session", "proof": self.proof}
 
     def poll(self, timeout_s: float = 0.0) -> list:
         out = []

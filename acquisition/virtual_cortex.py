@@ -85,6 +85,7 @@ class VirtualCortex(InProcessPart):
         self.pending: list[Transition] = []
         self.codes_not_on_lines = 0  # codes the lines cannot carry (recorded natively at the flip only)
         self.stop_after_s = faults.stop_after_s
+        self.stall = (faults.stall_after_s, faults.stall_after_s + faults.stall_s) if faults.stall_after_s else None
         # Frames for an Open Ephys Event Broadcaster socket, when one is wanted (a callable taking frames).
         self.openephys_out = openephys_out
 
@@ -265,5 +266,9 @@ class VirtualCortex(InProcessPart):
         )
 
     def stopped(self) -> bool:
-        """The simulated fault `rehearsal.stop_after_s`: the recording system has stopped publishing."""
-        return self.stop_after_s is not None and self.now_s - self.start_s >= self.stop_after_s
+        """The simulated faults `rehearsal.stop_after_s` and `stall_after_s`: the recording system publishes
+        nothing (for good, or for the stall's stall_s)."""
+        since = self.now_s - self.start_s
+        if self.stall is not None and self.stall[0] <= since < self.stall[1]:
+            return True
+        return self.stop_after_s is not None and since >= self.stop_after_s

@@ -143,6 +143,14 @@ class TrialConfig(Strict):
         description="On a virtual clock, how long (wall seconds) the controller waits for a plan before it uses the "
         "pool plan, so a dead model worker cannot stall the session.",
     )
+    max_frame_error: int = Field(
+        3,
+        ge=0,
+        le=10_000,
+        description="An image shown, or the blank after it, more than this many frames longer or shorter than "
+        "planned (dropped frames, a stalled screen) was not shown as planned: its response is stored invalid and "
+        "the image shown again. In frames of [display] refresh_hz, 0..10000.",
+    )
 
 
 class ResponseConfig(Strict):
@@ -156,6 +164,14 @@ class ResponseConfig(Strict):
         gt=0.0,
         le=10_000.0,
         description="End of the response window after image onset, in ms; greater than window_start_ms.",
+    )
+    max_silence_ms: float = Field(
+        1000.0,
+        ge=10.0,
+        le=60_000.0,
+        description="Where only spikes prove a stream live (Open Ephys, LSL): a stretch longer than this (ms) with "
+        "no spike of the session's units is a stall, and the responses whose windows it overlaps are stored invalid "
+        "and their images shown again. Longer than the population's longest natural quiet, 10..60000.",
     )
 
     @model_validator(mode="after")

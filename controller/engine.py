@@ -69,6 +69,8 @@ class StreamState:
     out_of_order_batches: int = 0
     lost_intervals: list = field(default_factory=list)  # [(t_from, t_to)] acquisition clock
     missing_seqs: list = field(default_factory=list)  # [(first, last)] batches counted lost, not yet arrived
+    live_s: float = -np.inf  # where only spikes prove the stream live: the latest spike stamp
+    silences: list = field(default_factory=list)  # [(t_from, t_to)] stretches with no spike (protocol.stream_silences)
 
 
 def spike_batch_problem(msg: m.SpikeBatch, n_neurons: int) -> str | None:
@@ -146,6 +148,12 @@ class SessionEngine:
         self.plans_late = 0
         self.bad_batches = 0
         self.dropped_frames = 0
+        # Where only spikes prove the stream live (the source's describe() says "proof": "spikes"): the longest
+        # stretch without one that is not a stall (protocol.window_covered); None where the source's own clock
+        # is proof.
+        self.max_silence_s: float | None = None
+        self.silent_windows = 0  # responses stored invalid: the stream was silent over their window
+        self.misshown_images = 0  # responses stored invalid: the image was not shown as planned
         self.status = None  # optional controller.status.StatusBoard, redrawn from the message loop
         self.gaps: list[tuple[float, float]] = []
         self.last_collected_wall: float | None = None
@@ -260,6 +268,15 @@ class SessionEngine:
         st.received_spikes += len(msg.neuron)
         # SpikeRecord.add never moves the stream's clock back, and counts spikes in any order.
         self.record.add(msg.neuron, msg.time_s, msg.t_end_s)
+        if self.max_silence_s is not None:
+            silences, st.live_s = p.stream_silences(st.live_s, msg.time_s, self.max_silence_s)
+            for a, b in silences:
+                st.silences.append((a, b))
+                self.store.log(
+                    "stream_silent",
+                    f"stream {msg.stream}: no spike from {a:.3f} to {b:.3f} s ({b - a:.3f} s); "
+                    f"windows over it stored invalid",
+                )
 
     def _recover_late(self, st: StreamState, msg: m.SpikeBatch) -> None:
         """A late batch's spikes are no longer lost: its time span leaves the lost intervals, so the windows
@@ -402,6 +419,9 @@ class SessionEngine:
                 + self._keys_hint("the acquisition stream's socket")
             )
         self.source_info = info
+        proof = p.stream_proof(info)
+        self.max_silence_s = self.rig.response.max_silence_ms / 1000 if proof == "spikes" else None
+        self.store.set_meta("stream_proof", proof)
         self.n_neurons = int(info["n_neurons"])
         self.record = SpikeRecord(self.n_neurons)
         self.store.set_meta("neurons", str(self.n_neurons))
@@ -585,13 +605,15 @@ class SessionEngine:
             onset_acq = self._photodiode_onsets(tid, onset_acq, known)
         starts, ends = p.response_windows(onset_acq, *self.window)
         last_end = float(np.nanmax(ends)) if known.any() else -np.inf
-        if not self.wait_for(lambda: self.record.complete(last_end), max(30.0, 5 * self.timing.trial_s)):
+        if not self.wait_for(lambda: self.covered(last_end), max(30.0, 5 * self.timing.trial_s)):
             raise SessionAbort(f"trial {tid}: acquisition clock stopped before the response window ended")
         self.last_collected_wall = time.monotonic()
         counts = self.record.counts(np.nan_to_num(starts), np.nan_to_num(ends))
         lost = [iv for st in self.streams.values() for iv in st.lost_intervals]
         valid = p.windows_valid(starts, ends, lost, known)
         plan = self.presented[tid]
+        faults = self._faults(tid, report, plan, starts, ends, known)
+        valid &= np.array([f is None for f in faults], bool)
         rows = []
         for i in indices:
             onset = self.onsets[tid][i]
@@ -608,12 +630,65 @@ class SessionEngine:
                     model_version=plan.model_version,
                     source=plan.source,
                     reason=plan.reasons[i],
+                    fault=faults[i],
                 )
             )
         self.store.put_responses(rows)
+        if not known.any() and not self.acq_onsets and not self.labeller.codes:
+            # No onset code recorded in this session, so no clock fit either: every response would be invalid.
+            others = self.store.count("event_codes", "WHERE clock = 'acquisition'")
+            raise SessionAbort(
+                f"trial {tid}: the acquisition system recorded no image-onset code (code {m.Codes.IMAGE_ONSET}) "
+                f"in this session ({others} other event codes), so no response can be placed on its clock; is the "
+                f"presenter's event output recorded on the acquisition's code stream "
+                f"({', '.join(map(str, self.source_info.get('streams', []))) or 'its stream'})?"
+            )
         if known.any():
             self.record.forget_before(float(np.nanmin(onset_acq)))
         return rows
+
+    def covered(self, end_s: float) -> bool:
+        """Whether a window ending at end_s can be collected (protocol.window_covered): the stream's clock has
+        passed it, and where only spikes prove the stream live, a spike after it came or a stall is going on."""
+        return p.window_covered(end_s, self.record.clock_s, self.live_s, self.max_silence_s)
+
+    @property
+    def live_s(self) -> float:
+        """The latest spike stamp of any stream: the last proof that the recording was live."""
+        return max((st.live_s for st in self.streams.values()), default=-np.inf)
+
+    def _faults(self, tid: int, report, plan, starts, ends, known) -> list:
+        """Per image: None, or why its response is invalid for a fault and its image is to be shown again: the
+        stream silent over its window (protocol.stream_silences), or the image not shown as planned
+        (protocol.presentation_faults). Each is logged and counted."""
+        faults = p.presentation_faults(
+            report.frame_intervals_s,
+            report.n_onsets,
+            plan.fixation_frames,
+            plan.on_frames,
+            plan.off_frames,
+            self.timing.refresh_hz,
+            self.rig.trial.max_frame_error,
+        )
+        for i, f in enumerate(faults):
+            if f is not None:
+                self.misshown_images += 1
+                self.store.log("presentation_fault", f"trial {tid} image {i}: {f}; response invalid, image requeued")
+        if self.max_silence_s is not None:
+            silences = [iv for st in self.streams.values() for iv in st.silences]
+            now = p.open_silence(self.live_s, self.record.clock_s, self.max_silence_s)
+            silences += [now] if now is not None else []
+            silent = p.overlapping(np.nan_to_num(starts), np.nan_to_num(ends), silences) & np.asarray(known, bool)
+            for i in np.flatnonzero(silent):
+                why = "stream silent over the window"
+                faults[i] = why if faults[i] is None else f"{faults[i]}; {why}"
+                self.silent_windows += 1
+                self.store.log(
+                    "window_uncovered",
+                    f"trial {tid} image {i}: no spike proves the stream live over "
+                    f"{starts[i]:.3f}..{ends[i]:.3f} s; response invalid, image requeued",
+                )
+        return faults
 
     @property
     def uses_photodiode(self) -> bool:

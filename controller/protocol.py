@@ -144,6 +144,116 @@ def windows_valid(starts: np.ndarray, ends: np.ndarray, lost_intervals: list, on
     return valid
 
 
+def overlapping(starts: np.ndarray, ends: np.ndarray, intervals: list) -> np.ndarray:
+    """Which windows [start, end) overlap any of the intervals (a, b)."""
+    hit = np.zeros(len(starts), bool)
+    for a, b in intervals:
+        hit |= (np.asarray(starts) < b) & (a < np.asarray(ends))
+    return hit
+
+
+# -- what the recording covered ----------------------------------------------------------------
+#
+# A window counts only if the stream was live through it. What proves a stream live depends on what the source
+# can see (STREAM_PROOF by its kind, or its describe()'s "proof"):
+#   "clock"  (the default: the virtual cortex, a replay): the source makes the stream; its batches' spans and
+#            its heartbeats' clock are its own, so they prove it was live up to them (a lost batch is a gap in
+#            the sequence numbers: lost_intervals).
+#   "spikes" (Open Ephys, LSL: a recording system that says nothing while it stalls): only a spike's own stamp
+#            proves the stream was live at that time. The heartbeats' clock there is an estimate (how far the
+#            stream has surely got, so no spike in flight is cut off), never proof.
+# For "spikes": the stretches longer than `max_silence_s` with no spike are silences; a window is complete only
+# once a spike stamped at or after its end has come (or the estimated clock has run `max_silence_s` past the
+# last spike: an open silence), and it is valid only if no silence overlaps it.
+
+
+# What proves each kind of stream live, by the "kind" its source's describe() gives; a source may also say it
+# itself, under "proof". A kind not listed is taken to make its own clock.
+STREAM_PROOF = {"lsl": "spikes", "open ephys": "spikes"}
+
+
+def stream_proof(info: dict) -> str:
+    """What proves a source's stream live, "spikes" or "clock" (the comment above), from its description."""
+    proof = info.get("proof") or STREAM_PROOF.get(info.get("kind"), "clock")
+    if proof not in ("spikes", "clock"):
+        raise ValueError(f"acquisition source: proof {proof!r}, must be 'spikes' or 'clock'")
+    return proof
+
+
+def stream_silences(live_s: float, stamps: np.ndarray, max_silence_s: float) -> tuple[list, float]:
+    """The silences that new spike stamps reveal after the last proof at `live_s`: [(from, to)] stretches longer
+    than max_silence_s with no spike, and the new last proof. Stamps at or before live_s (late) change nothing;
+    live_s = -inf before the first spike (the stream's start is no silence)."""
+    t = np.asarray(stamps, np.float64)
+    t = np.sort(t[t > live_s]) if np.isfinite(live_s) else np.sort(t)
+    if not len(t):
+        return [], live_s
+    edges = np.concatenate([[live_s], t]) if np.isfinite(live_s) else t
+    gaps = np.flatnonzero(np.diff(edges) > max_silence_s)
+    return [(float(edges[k]), float(edges[k + 1])) for k in gaps], float(t[-1])
+
+
+def open_silence(live_s: float, clock_s: float, max_silence_s: float) -> tuple[float, float] | None:
+    """The silence still going on: from the last spike to the stream's estimated clock, once that is longer
+    than max_silence_s (None before the first spike, or while shorter)."""
+    if np.isfinite(live_s) and clock_s - live_s > max_silence_s:
+        return (live_s, clock_s)
+    return None
+
+
+def window_covered(end_s: float, clock_s: float, live_s: float, max_silence_s: float | None) -> bool:
+    """Whether a window ending at end_s can be collected: the stream's clock has passed it and, where only
+    spikes prove the stream live (max_silence_s given), a spike stamped at or after end_s has come or a silence
+    longer than max_silence_s is going on (then the window is collected invalid, not waited for)."""
+    if clock_s < end_s:
+        return False
+    if max_silence_s is None:
+        return True
+    return live_s >= end_s or open_silence(live_s, clock_s, max_silence_s) is not None
+
+
+# -- what the screen showed ---------------------------------------------------------------------
+
+
+def presentation_faults(
+    frame_intervals_s: np.ndarray,
+    n_onsets: int,
+    fixation_frames: int,
+    on_frames: int,
+    off_frames: int,
+    refresh_hz: float,
+    tolerance_frames: int,
+) -> list:
+    """Per image of a trial: None if it was shown as planned, else why not. The schedule is whole frames
+    (stimulus/presenters/frames.py): image i's onset is frame fixation_frames + i * (on + off), and
+    frame_intervals_s[k] is the time from frame k's flip to frame k+1's. An image whose on period (onset to the
+    flip that takes it off) or blank after it lasted more than tolerance_frames frames longer or shorter than
+    planned was not shown as planned (a dropped frame lengthens the frame before it)."""
+    iv = np.asarray(frame_intervals_s, np.float64)
+    out: list = []
+    for i in range(n_onsets):
+        onset = fixation_frames + i * (on_frames + off_frames)
+        problems = []
+        for what, a, n in (("shown", onset, on_frames), ("blank after it", onset + on_frames, off_frames)):
+            if n == 0 or a + n > len(iv):
+                continue  # no such period, or the trial's last flip came before its end (nothing to measure)
+            frames = int(np.rint(iv[a : a + n].sum() * refresh_hz))
+            if abs(frames - n) > tolerance_frames:
+                problems.append(f"{what} {frames} frames, planned {n}")
+        out.append(None if not problems else "presentation: " + ", ".join(problems))
+    return out
+
+
+def requeued_unmeasured(trial_id: int, items: list, rows: list) -> list:
+    """The images of a done trial whose responses are invalid for a fault (row["fault"]: the stream silent
+    over the window, the image not shown as planned), to be shown again, each saying why."""
+    return [
+        (h, px, f"requeued from trial {trial_id} ({row['fault']}): {why}")
+        for (h, px, why), row in zip(items, rows)
+        if row.get("fault")
+    ]
+
+
 def onset_times(recorded: list, flips: list, fit) -> tuple[np.ndarray, np.ndarray]:
     """Each onset on the acquisition clock: the event code the acquisition system recorded, else the flip
     time mapped through the clock fit, else unknown (NaN). Returns (times, known)."""
@@ -287,6 +397,7 @@ def trial_protocol(
             rows = yield CollectResponses(trial_id)
             yield UpdateModel(rows)
             completed += 1
+            requeue.extend(requeued_unmeasured(trial_id, items, rows))
         else:
             aborted += 1
             requeue.extend(requeued(trial_id, items))

@@ -294,6 +294,9 @@ def build_summary(
         "images_shown": store.count("onsets"),
         "responses_valid": store.count("responses", "WHERE valid = 1"),
         "responses_invalid": store.count("responses", "WHERE valid = 0"),
+        # Of the invalid: the stream silent over the window, the image not shown as planned (both shown again).
+        "responses_stream_silent": store.count("log", "WHERE kind = 'window_uncovered'"),
+        "responses_misshown": store.count("log", "WHERE kind = 'presentation_fault'"),
         "dropped_frames": frames["dropped_frames"],
         "frames_shown": int(len(frames["frame_intervals_s"]) + frames["trials"]),
         "onset_to_flip_error_ms_median": float(np.median(errors_ms)) if len(errors_ms) else None,

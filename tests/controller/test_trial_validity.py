@@ -1,0 +1,151 @@
+"""A response is kept valid only if the recording covered its window and the screen showed its image as planned:
+the rules (controller/protocol.py), then whole sessions with a stalled recording system or a stalled screen."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+
+from controller import protocol as p
+from controller.config import with_overrides
+from stimulus.presenters.headless import HeadlessPresenter
+from tests.helpers import small_rig
+
+# -- the rules ----------------------------------------------------------------------------------------------
+
+
+def test_a_stretch_without_spikes_longer_than_the_limit_is_a_silence():
+    got, live = p.stream_silences(-np.inf, np.array([1.0, 1.1, 1.3]), 0.5)
+    assert got == [] and live == 1.3  # the stream's start is no silence
+    got, live = p.stream_silences(1.3, np.array([1.5, 3.0, 3.2, 5.0]), 0.5)
+    assert got == [(1.5, 3.0), (3.2, 5.0)] and live == 5.0
+    got, live = p.stream_silences(5.0, np.array([2.0, 4.9]), 0.5)  # late stamps change nothing
+    assert got == [] and live == 5.0
+
+
+def test_a_window_waits_for_a_spike_after_it_not_for_an_estimated_clock():
+    # The estimated clock passed the window's end, but the last spike is before it: not yet.
+    assert not p.window_covered(2.0, clock_s=2.3, live_s=1.9, max_silence_s=1.0)
+    assert p.window_covered(2.0, clock_s=2.3, live_s=2.05, max_silence_s=1.0)
+    # A silence longer than the limit is going on: collected now (and invalid), not waited for.
+    assert p.window_covered(2.0, clock_s=3.0, live_s=1.9, max_silence_s=1.0)
+    assert p.open_silence(1.9, 3.0, 1.0) == (1.9, 3.0) and p.open_silence(1.9, 2.5, 1.0) is None
+    # A source whose clock is its own (the virtual cortex): the clock is proof.
+    assert p.window_covered(2.0, clock_s=2.0, live_s=-np.inf, max_silence_s=None)
+    assert not p.window_covered(2.0, clock_s=1.99, live_s=5.0, max_silence_s=None)
+
+
+def test_which_streams_only_spikes_prove_live():
+    assert p.stream_proof({"kind": "lsl"}) == p.stream_proof({"kind": "open ephys"}) == "spikes"
+    assert p.stream_proof({"kind": "virtual cortex"}) == p.stream_proof({}) == "clock"
+    assert p.stream_proof({"kind": "stored session", "proof": "spikes"}) == "spikes"
+
+
+def test_an_image_held_or_blanked_off_plan_is_named():
+    hz, fix, on, off = 60.0, 3, 6, 6
+    n_frames = fix + 3 * (on + off) + 2
+    iv = np.full(n_frames - 1, 1 / hz)
+    assert p.presentation_faults(iv, 3, fix, on, off, hz, 2) == [None, None, None]
+    stalled = iv.copy()
+    stalled[fix + (on + off) + 2] += 3.0  # image 1 stays on 3 s longer (a stalled presenter)
+    stalled[fix + 2 * (on + off) + on] += 3 / hz  # the blank after image 2 three frames long: beyond 2
+    faults = p.presentation_faults(stalled, 3, fix, on, off, hz, 2)
+    assert faults[0] is None
+    assert faults[1] == "presentation: shown 186 frames, planned 6"
+    assert faults[2] == "presentation: blank after it 9 frames, planned 6"
+    # Within the tolerance (two dropped frames), or a fault in the fixation period: shown as planned.
+    ok = iv.copy()
+    ok[fix + 1] += 2 / hz
+    ok[0] += 1.0
+    assert p.presentation_faults(ok, 3, fix, on, off, hz, 2) == [None, None, None]
+    # Shorter than planned is off plan too.
+    fast = iv.copy()
+    fast[fix : fix + on] = 0.2 / hz
+    assert p.presentation_faults(fast, 1, fix, on, off, hz, 2) == ["presentation: shown 1 frames, planned 6"]
+
+
+def test_a_done_trials_faulted_images_go_first_into_the_next_plan():
+    gen = p.trial_protocol(n_trials=3, queue_depth=1, images_per_trial=3)
+    cmd, presented = gen.send(None), {}
+    try:
+        while True:
+            result = None
+            if isinstance(cmd, p.TakeImages):
+                result = p.Offer([(f"t{cmd.trial_id}i{k}", None, "model") for k in range(cmd.n)], "model", 0)
+            elif isinstance(cmd, p.Present):
+                presented[cmd.trial_id] = [(h, why) for h, _, why in cmd.items]
+            elif isinstance(cmd, p.AwaitTrial):
+                result = type("R", (), {"status": "done"})()
+            elif isinstance(cmd, p.CollectResponses):
+                faults = {0: [None, "presentation: shown 186 frames, planned 6", None]}.get(cmd.trial_id, [None] * 3)
+                result = [
+                    {"trial_id": cmd.trial_id, "idx": i, "valid": f is None, "fault": f} for i, f in enumerate(faults)
+                ]
+            cmd = gen.send(result)
+    except StopIteration as stop:
+        assert stop.value == p.Finish(completed=3, aborted=0)
+    assert [h for h, _ in presented[1]] == ["t0i1", "t1i0", "t1i1"]
+    assert presented[1][0][1] == "requeued from trial 0 (presentation: shown 186 frames, planned 6): model"
+    assert [h for h, _ in presented[2]] == ["t2i0", "t2i1", "t2i2"]
+
+
+# -- sessions -----------------------------------------------------------------------------------------------
+
+
+class StallingScreen(HeadlessPresenter):
+    """The headless screen on the session's clock, whose presenter stops for `stall_s` once, at frame `at`
+    (a process stopped and continued): the frame on screen then stays up that long."""
+
+    def __init__(self, refresh_hz, clock, at: int, stall_s: float):
+        super().__init__(refresh_hz, clock)
+        self.at, self.stall_s = at, stall_s
+
+    def _flip(self) -> float:
+        if self._frame + 1 == self.at:
+            self.clock.sleep_until(self.clock.now() + self.stall_s)
+        return super()._flip()
+
+
+def responses(db) -> list[tuple]:
+    return sqlite3.connect(db).execute("SELECT trial_id, idx, image_hash, valid FROM responses").fetchall()
+
+
+def log_of(db, kind: str) -> list[str]:
+    return [r[0] for r in sqlite3.connect(db).execute("SELECT text FROM log WHERE kind = ?", (kind,))]
+
+
+def test_a_presenter_stalled_mid_trial_stores_the_image_invalid_and_shows_it_again(tmp_path):
+    from controller.clocks import make_clock
+    from controller.session import rig_truth, run_controller
+    from controller.worlds import in_process_parts
+    from stimulus.pools import make_pools
+
+    rig = small_rig(n_trials=4)
+    rig = with_overrides(rig, fixation={"break_probability": 0.0})
+    t = rig.timing
+    # Frame 1 of the session is trial 0's first; trial 1's image 2 is on screen from this frame on.
+    trial_frames = t.fixation_frames + t.images_per_trial * (t.on_frames + t.off_frames) + t.iti_frames
+    at = trial_frames + t.fixation_frames + 2 * (t.on_frames + t.off_frames) + 3
+    clock = make_clock(rig.session.speed)
+    pools = make_pools(rig.images)
+    parts = in_process_parts(rig, pools=pools, screen=StallingScreen(rig.display.refresh_hz, clock, at, 3.0))
+    summary = run_controller(rig, tmp_path / "s", parts, truth=rig_truth(rig), pools=pools)
+    db = tmp_path / "s" / "session.sqlite"
+    assert summary["status"] == "completed" and summary["trials_done"] == 4
+    rows = responses(db)
+    invalid = [(tid, idx) for tid, idx, _, ok in rows if not ok]
+    assert invalid == [(1, 2)]  # only the image on screen while the presenter stood still
+    assert summary["responses_misshown"] == 1
+    (line,) = log_of(db, "presentation_fault")
+    shown = int(line.split("shown ")[1].split(" frames")[0])  # 3 s more at 60 Hz: about 180 frames more
+    assert line.startswith("trial 1 image 2: presentation: shown ") and 170 < shown - t.on_frames <= 181
+    assert line.endswith(f"planned {t.on_frames}; response invalid, image requeued")
+    stalled_hash = next(h for tid, idx, h, _ in rows if (tid, idx) == (1, 2))
+    shown_again = [(tid, idx) for tid, idx, h, ok in rows if h == stalled_hash and ok]
+    # First in the next plan taken (trial 2's was at the presenter already: two plans are queued ahead), and
+    # valid there; the plan says why it is shown again.
+    assert shown_again == [(3, 0)]
+    (reasons,) = sqlite3.connect(db).execute("SELECT reasons FROM plans WHERE trial_id = 3").fetchone()
+    assert json.loads(reasons)[0].startswith("requeued from trial 1 (presentation: shown ")
