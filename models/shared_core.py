@@ -40,6 +40,7 @@ from torch import nn
 
 from models.config import ModelConfig
 from models.data import ResponseBuffer
+from models.metrics import held_out_quality
 from models.online import prepare_torch_for, resolve_device
 
 # torchvision's normalization: fixed, so no batch decides it; for grey images their mean.
@@ -260,6 +261,7 @@ class SharedCorePredictor:
         self.n_neurons = n_neurons
         self.n_members = net.n_members
         self.device = device
+        self.quality: dict | None = None  # held-out quality when published (SharedCoreOnline.held_out_quality)
         self.net = net.eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
@@ -322,6 +324,7 @@ class SharedCoreOnline:
         self.last_loss = float("nan")
         self.last_validation_r = float("nan")
         self.best_changes = 0  # how often a member's best weights were replaced (for diagnostics)
+        self._held_out: tuple[torch.Tensor, torch.Tensor] | None = None  # published predictions, rates at validation
 
     # -- data --------------------------------------------------------------------------
     def add_responses(self, images: np.ndarray, counts: np.ndarray, window_s: float) -> None:
@@ -384,15 +387,24 @@ class SharedCoreOnline:
         self.net.eval()
 
     @torch.no_grad()
-    def _validation_r(self, net: SharedCoreEnsemble, rows: np.ndarray) -> torch.Tensor:
-        """(M,) each member's correlation with the held-out counts, averaged over neurons."""
+    def _validation_r(self, net: SharedCoreEnsemble, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M,) each member's correlation with the held-out counts, averaged over neurons; and the predictions
+        (M, B, N)."""
         images, rates = self.buffer.tensors(rows)
         pred = net(images.to(self.device)).cpu()  # (M, B, N)
         p = pred - pred.mean(1, keepdim=True)
         t = (rates - rates.mean(0))[None]
         denom = torch.sqrt((p**2).sum(1) * (t**2).sum(1))
         r = torch.where(denom > 1e-12, (p * t).sum(1) / denom.clamp(min=1e-12), torch.zeros_like(denom))
-        return r.mean(1)
+        return r.mean(1), pred
+
+    def held_out_quality(self) -> dict | None:
+        """The published weights' held-out quality at the last validation (models.metrics.held_out_quality: the
+        ensemble's mean prediction against the held-out counts, and chance); None before any validation."""
+        if self._held_out is None:
+            return None
+        pred, rates = self._held_out
+        return held_out_quality(pred.mean(0), rates, seed=self.cfg.seed)
 
     @torch.no_grad()
     def validate(self) -> None:
@@ -410,11 +422,13 @@ class SharedCoreOnline:
         val_rows = val_rows[-MAX_VALIDATION:]
         was_training = self.net.training
         self.net.eval()
-        now = self._validation_r(self.net, val_rows)
-        before = self._validation_r(self.best, val_rows)
+        now, pred_now = self._validation_r(self.net, val_rows)
+        before, pred_before = self._validation_r(self.best, val_rows)
         self.net.train(was_training)
         self.last_validation_r = float(now.mean())
         better = now > before
+        published = torch.where(better[:, None, None], pred_now, pred_before)
+        self._held_out = (published, self.buffer.tensors(val_rows)[1])
         for m in np.flatnonzero(better.numpy()):
             self._copy_member(self.net, self.best, int(m))
             self.best_changes += 1
@@ -431,7 +445,9 @@ class SharedCoreOnline:
             self.version += 1
             self._steps_at_snapshot = self.steps_done
         frozen = copy.deepcopy(self.best if self.cfg.validation_every > 0 else self.net)
-        return SharedCorePredictor(self.version, frozen.to(self.device), self.n_neurons, self.device)
+        snap = SharedCorePredictor(self.version, frozen.to(self.device), self.n_neurons, self.device)
+        snap.quality = self.held_out_quality()
+        return snap
 
     def weights_state(self) -> dict:
         """What a checkpoint keeps: current and best weights, the optimizer's moments and the counters (tensors

@@ -129,6 +129,7 @@ class ModelWorker(InProcessPart):
     """The Model part in process (the module docstring says how it trains and answers)."""
 
     CHECKPOINT_EVERY_VERSIONS = 5
+    MIN_HELD_OUT = 8  # held-out presentations the cold start's quality rule needs before it can pass
 
     def __init__(self, rig, clock, hypotheses=None, checkpoint_dir=None, pools=None):
         """hypotheses: a ready HypothesisSet to discriminate (a benchmark's); else the rig file's, else the
@@ -163,6 +164,7 @@ class ModelWorker(InProcessPart):
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.checkpointed_version = -1
         self.resumed_from: int | None = None  # the checkpoint's model version, if the weights came from one
+        self.model_driven_since: int | None = None  # plans answered when the cold start's rule first passed
 
     # -- Model part --------------------------------------------------------------------
     def request(self, req: m.ModelRequest) -> None:
@@ -290,6 +292,8 @@ class ModelWorker(InProcessPart):
             out["steps_while_choosing"] = self.steps_while_choosing
         if self.resumed_from is not None:
             out["resumed_from_version"] = self.resumed_from
+        if self.rig.selection.model_driven_after is not None:
+            out["model_driven_since_plan"] = self.model_driven_since
         out["evidence"] = self.evidence.report() if self.evidence is not None else None
         return out
 
@@ -311,6 +315,26 @@ class ModelWorker(InProcessPart):
             )
         return m.ModelReply(request_id=req.request_id, op=req.op, model_version=self.version, info=self.info())
 
+    def regime(self, snap):
+        """(predictor the choice may use or None, why): the cold start's rule (selection.model_driven_after).
+        The model-driven kinds use the snapshot only once its held-out quality (snap.quality,
+        models.metrics.held_out_quality) beats both the threshold and chance on MIN_HELD_OUT presentations."""
+        after = self.rig.selection.model_driven_after
+        if snap is None or after is None:
+            return snap, None
+        if not hasattr(snap, "quality"):
+            return snap, f"model-driven: model.kind {self.rig.model.kind!r} measures no held-out quality"
+        q = snap.quality
+        if q is None or q["n"] < self.MIN_HELD_OUT:
+            n = 0 if q is None else q["n"]
+            return None, f"cold start: {n} held-out presentations, needs {self.MIN_HELD_OUT}"
+        figures = f"held-out r {q['r']:.3f}, chance {q['chance_r']:.3f}, threshold {after:g}, n {q['n']}"
+        if q["r"] > max(after, q["chance_r"]):
+            if self.model_driven_since is None:
+                self.model_driven_since = self.plans_answered
+            return snap, f"model-driven: {figures}"
+        return None, f"cold start: {figures}"
+
     def plan(self, req: m.ModelRequest) -> m.ModelReply:
         if self.trainer is None and self.model is not None and req.train_steps:
             self.model.train(req.train_steps)
@@ -320,14 +344,15 @@ class ModelWorker(InProcessPart):
             target = self.hypotheses(snap)
             if self.evidence is not None:
                 self.chooser.set_hypothesis_weights(self.evidence.posterior())
+            regime = None
         else:
-            target = snap if self.n_responses else None
+            target, regime = self.regime(snap if self.n_responses else None)
         pause = self.trainer is not None and not self.train_while_choosing
         if pause:
             self.trainer.may_train.clear()
         t0, steps0 = time.perf_counter(), self.model.steps_done if self.model is not None else 0
         try:
-            choices = self.chooser.choose(req.trial_id, req.n_images, target, deadline)
+            choices = self.chooser.choose(req.trial_id, req.n_images, target, deadline, regime)
         finally:
             if pause:
                 self.trainer.may_train.set()

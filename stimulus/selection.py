@@ -180,7 +180,11 @@ class ImageChooser:
         """Weigh members by the current posterior: images then target the hypotheses still in play."""
         self.hypothesis_weights = None if weights is None else np.asarray(weights, np.float64)
 
-    def choose(self, trial_id: int, n_images: int, predictor=None, deadline_s: float | None = None) -> list[Choice]:
+    def choose(
+        self, trial_id: int, n_images: int, predictor=None, deadline_s: float | None = None, regime: str | None = None
+    ) -> list[Choice]:
+        """regime: why the model-driven kinds are (predictor given) or are not (predictor None) chosen by the model,
+        e.g. the cold start's measured quality; appended to those kinds' reasons."""
         block = self.schedule.block_of(trial_id)
         if block != self._block:
             self._block, self._shown_idx, self._shown_thumbs, self._shown_pixels = block, set(), [], []
@@ -194,6 +198,12 @@ class ImageChooser:
             if kind in want:
                 made[kind] = self._make(kind, want[kind], predictor, deadline_s)
         out = [made[k].pop(0) for k in kinds]
+        if regime:
+            for c, k in zip(out, kinds):
+                if k == "random-nomodel":
+                    c.reason = c.reason.replace("(no model yet)", f"({regime})")
+                elif k in ("selected", "synthesized", "mei"):
+                    c.reason = f"{c.reason} [{regime}]"
         self._shown_thumbs.extend(thumbnails(np.stack([c.pixels for c in out])))
         self._shown_pixels.extend(c.pixels for c in out)
         return out

@@ -137,6 +137,17 @@ class SelectionConfig(Strict):
         description="The percentiles of the natural pool's mean level and contrast that bound synthesized images: "
         "0 <= low < high <= 100.",
     )
+    model_driven_after: float | None = Field(
+        None,
+        ge=-1.0,
+        lt=1.0,
+        description="Cold start: the model-driven kinds (selected, synthesized, mei) start once the ensemble's "
+        "held-out r (its published weights' mean prediction against the held-out presentations' counts, averaged "
+        "over neurons) is above both this value and chance (the 95th percentile of the same r with the "
+        "presentations shuffled), on at least 8 held-out presentations; until then their slots are random images "
+        "from candidates_from. Decided at every plan and recorded in its reasons. Unset: model-driven from the "
+        'first model. Needs a model that holds presentations out (model.kind "shared", validation_every > 0).',
+    )
     mei_start: Literal["pool", "noise"] = Field(
         "pool",
         description="MEIs start from the pool image the model rates highest for the neuron (among `candidates` "
