@@ -265,6 +265,21 @@ class RehearsalConfig(Strict):
     stall_s: float = Field(
         0.0, ge=0.0, le=3600.0, description="How long the stall of stall_after_s lasts, in seconds of its clock."
     )
+    ttl_delay_ms: float = Field(
+        0.0,
+        ge=0.0,
+        le=10_000.0,
+        description="The simulated Open Ephys stream sends each TTL event this late (ms of its clock) behind the "
+        "spikes of its sample, a word's lines one after the other (each a further ttl_delay_ms / 8 later), as a "
+        "GUI that stalls on its TTL channel would (0: in time order).",
+    )
+    other_ttl_channel_hz: float = Field(
+        0.0,
+        ge=0.0,
+        le=1000.0,
+        description='Another TTL channel ("Crossing Detector") on the simulated Open Ephys stream pulses its lines '
+        "0 and 1 for 1 ms at this rate (Hz; 0: no other channel); the source must ignore it.",
+    )
     ledger: bool = Field(
         False,
         description="One line per spike batch made on the recording system's output (\"ledger STREAM SEQ SPIKES "
@@ -385,14 +400,22 @@ class OpenEphysConfig(Strict):
         default_factory=list,
         max_length=65535,
         description="The session's neurons, in order: neuron k is units[k] = [electrode, sorted_id]; the electrode "
-        'is the GUI\'s name ("Electrode 3", "Tetrode 2") or a number k for "Electrode k", sorted_id at least 1. '
-        "Other units' spikes and unsorted spikes are skipped and counted.",
+        'is the GUI\'s name ("Electrode 3", "Tetrode 2") or a number k for "Electrode k"; sorted_id (at least 1) '
+        "is the Spike Sorter's, one counter over all electrodes (a second electrode's first unit is not 1). Other "
+        "units' spikes and unsorted spikes are skipped and counted.",
     )
     stream: str = Field(
         "",
         max_length=256,
         description="The Open Ephys stream whose samples are the session's clock; spikes and code lines must be on "
         'it ("": the first stream heard). Other streams\' events are skipped and counted.',
+    )
+    ttl_channel: str = Field(
+        "",
+        max_length=256,
+        description="The TTL channel (its name as the GUI sends it, `channel_name`) whose lines carry the code words "
+        'and the photodiode ("": the first TTL channel heard); TTLs of other channels are counted and ignored. '
+        "`cortexloop check --live` lists the channels it hears.",
     )
     clock_margin_ms: float = Field(
         100.0,

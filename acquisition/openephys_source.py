@@ -3,12 +3,17 @@
 It subscribes to the broadcaster's PUB socket (format: acquisition/openephys.py) and gives the engine, on
 the recording system's clock (time = sample_number / sample_rate):
 
-- SpikeBatch: spikes of the rig file's `units` (neuron k is units[k] = (electrode, sorted_id)), one batch
-  per poll, consecutive `seq`, cumulative `total_spikes`. Unsorted spikes, units not in the map, and events
-  of another stream or sample rate (another clock: the rig file's `stream`, else the first stream heard)
-  are skipped and counted in `counters()`.
-- EventCode (clock "acquisition", trial_id -1, index -1): code words rebuilt from the TTL lines under the
-  rig's scheme (acquisition/ttl.py); photodiode edges as PHOTODIODE. TTLs on other lines are counted.
+- SpikeBatch: spikes of the rig file's `units` (neuron k is units[k] = (electrode, sorted_id), the
+  sorted_id as the GUI's Spike Sorter numbers it), one batch per poll, consecutive `seq`, cumulative
+  `total_spikes`. Unsorted spikes, units not in the map, and events of another stream or sample rate
+  (another clock: the rig file's `stream`, else the first stream heard) are skipped and counted in
+  `counters()`. The rate matches as the plugin sends it, a float32; a spike whose amplitudes are null or
+  not finite is kept and counted.
+- EventCode (clock "acquisition", trial_id -1, index -1): code words rebuilt from the TTL lines of one TTL
+  channel (the rig file's `ttl_channel`, else the first heard; other channels' TTLs are counted and
+  ignored) under the rig's scheme (acquisition/ttl.py); photodiode edges as PHOTODIODE. A word is given out
+  once a TTL of a later sample on that channel shows its lines are all in, however its lines are split
+  across polls. TTLs on other lines are counted.
 - Heartbeat (role "acquisition"): a lower bound of the stream's clock, so a quiet stream still completes
   response windows. A message of sample time t that arrived at a (this part's clock) says the stream's
   clock is now at least t + (now - a); the heartbeat gives the best such bound over the last
@@ -17,6 +22,10 @@ the recording system's clock (time = sample_number / sample_rate):
 
 On a wall clock, a stream silent for `stale_after_s` is taken as stopped: heartbeats stop and the engine ends
 the session ("acquisition silent"). On a virtual clock the stream's clock is the latest sample less the margin.
+
+SessionAbort ends the session when the stream's rate is not the rig's (RATE_EVIDENCE events of the clock's
+stream, none at the rig's rate) or the plugin sends another output format (OTHER_FORMAT_EVIDENCE messages in
+a row; the reason says which setting to change).
 
 The broadcaster has no sequence numbers, so a lost message cannot be noticed here. This SUB socket keeps
 every message it receives; the plugin's PUB socket keeps ZeroMQ's default send queue (1,000 messages), so a
@@ -37,6 +46,7 @@ from acquisition import openephys
 from acquisition.config import OpenEphysConfig, TtlConfig
 from acquisition.ttl import TtlDecoder
 from contract import messages as m
+from contract.parts import SessionAbort
 from transport.zmq_parts import tell_session_over
 
 log = logging.getLogger("cortexloop.openephys")
@@ -47,6 +57,8 @@ MAX_MESSAGES_PER_POLL = 50_000  # a flood is taken over several polls; each poll
 HEARTBEAT_S = 0.1  # at most this long between heartbeats while the stream is live (wall)
 CLOCK_BOUND_WINDOW_S = 10.0  # arrivals this recent bound the stream's clock (older ones would let drift in)
 SETTLE_S = 0.05  # after the connection, for the subscription to reach the publisher
+RATE_EVIDENCE = 50  # events of the clock's stream at another rate, and none at the rig's: the rates differ
+OTHER_FORMAT_EVIDENCE = 3  # messages in a row in another output format of the plugin: it is set to that
 
 
 class OpenEphysSource:
@@ -80,6 +92,16 @@ class OpenEphysSource:
                 f"[cortex.openephys] units: {self.n_neurons} units; 1 to 65536 (neuron indices are uint16)"
             )
         self.margin_s = cfg.clock_margin_ms / 1000
+        # The plugin sends the rate as a float32 widened to a double: rates equal as float32 are the same.
+        self.rates_ok = {self.sample_rate, openephys.float32(self.sample_rate)}
+        self.rate_mismatches = 0
+        self.rates_heard: dict[tuple[str, float], int] = {}
+        # Code words come from one TTL channel: the rig file's, or the first heard.
+        self.ttl_channel: str | None = cfg.ttl_channel or None
+        self.other_ttl_channels: dict[tuple[str, str], int] = {}
+        self.other_format_run = 0
+        self.other_format_messages = 0
+        self.census: openephys.StreamCensus | None = None  # set by `check --live`: every message tallied
         self.decoder = TtlDecoder(ttl.lines())
         self.sub = ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -118,6 +140,8 @@ class OpenEphysSource:
             "ttl_events": 0,
             "words": 0,
             "photodiode_edges": 0,
+            "other_channel_ttl_events": 0,
+            "nonfinite_amplitude_spikes": 0,
         }
         self.unknown_units: dict[tuple[str, int], int] = {}
 
@@ -139,24 +163,31 @@ class OpenEphysSource:
 
     def poll(self, timeout_s: float = 0.0) -> list:
         frames_list = self._drain(timeout_s)
+        if self.census is not None:
+            self.census.add(frames_list)
         now = self.clock.now()
         neurons: list[int] = []
         samples: list[int] = []
         codes: list[m.EventCode] = []
         latest = self.latest_sample
         # The loop runs once per spike: names bound here, the common case first.
-        decode, units, rate, only_stream = openephys.decode_message, self.units, self.sample_rate, self.stream_name
+        decode, units, rates_ok, only_stream = openephys.decode_message, self.units, self.rates_ok, self.stream_name
         add_neuron, add_sample = neurons.append, samples.append
+        nonfinite, channel = openephys.NONFINITE_AMPLITUDE, self.ttl_channel
+        other_formats = 0
         for frames in frames_list:
             try:
                 body = decode(frames)
             except openephys.OpenEphysFormatError as err:
-                self._malformed(err)
+                other_formats += self._malformed(err, frames)
                 continue
-            if body["sample_rate"] != rate or body["stream"] != only_stream:
-                if only_stream is None and body["sample_rate"] == rate:
+            if body["sample_rate"] not in rates_ok or body["stream"] != only_stream:
+                same_rate = self._same_rate(body["sample_rate"])
+                if only_stream is None and same_rate:
                     only_stream = self.stream_name = body["stream"]  # the first stream heard is the clock
                 else:
+                    if not same_rate:
+                        self._other_rate(body, latest is None)
                     self._foreign(body)  # another stream's samples count on another clock
                     continue
             sample = body["sample_number"]
@@ -169,9 +200,18 @@ class OpenEphysSource:
                 else:
                     add_neuron(neuron)
                     add_sample(sample)
+                    if nonfinite in body:
+                        self.counts["nonfinite_amplitude_spikes"] += 1
             else:
+                if body["channel_name"] != channel:
+                    if channel is None:
+                        channel = self.ttl_channel = body["channel_name"]  # the first TTL channel heard
+                    else:
+                        self._other_channel(body)
+                        continue
                 self.counts["ttl_events"] += 1
                 codes.extend(self._code(d) for d in self.decoder.feed(sample, body["line"], body["state"]))
+        self._other_format_run(other_formats, len(frames_list))
         if frames_list:
             self.last_message_at = now
         self.latest_sample = latest
@@ -181,12 +221,6 @@ class OpenEphysSource:
                 self.bounds.pop()
             self.bounds.append((now, bound))
         clock_s = self._clock_bound(now)
-        if (
-            self.decoder.open_sample is not None
-            and clock_s is not None
-            and self.decoder.open_sample / self.sample_rate <= clock_s
-        ):
-            codes.extend(self._code(d) for d in self.decoder.flush())  # no more lines of that sample will come
         out: list = []
         if neurons:
             out.append(self._batch(neurons, samples))
@@ -207,6 +241,10 @@ class OpenEphysSource:
         return {
             **self.counts,
             "stream": self.stream_name,
+            "ttl_channel": self.ttl_channel,
+            "other_ttl_channels": [[st, ch, n] for (st, ch), n in sorted(self.other_ttl_channels.items())[:32]],
+            "rates_heard": [[st, r, n] for (st, r), n in sorted(self.rates_heard.items())[:32]],
+            "other_format_messages": self.other_format_messages,
             "malformed_messages": self.malformed_messages,
             "unknown_line_events": self.decoder.unknown_line_events,
             "unknown_lines": sorted(self.decoder.unknown_lines)[:32],
@@ -253,11 +291,62 @@ class OpenEphysSource:
             pass
         return out
 
-    def _malformed(self, err: Exception) -> None:
+    def _malformed(self, err: Exception, frames) -> int:
+        """Counts a message that did not decode; 1 if it is in another output format of the plugin, else 0."""
         self.malformed_messages += 1
+        other = openephys.other_format(frames)
+        if other is not None:
+            self.other_format_messages += 1
+            self.last_error = other
+            return 1
         if self.malformed_messages == 1 or self.malformed_messages % 1000 == 0:
             log.warning("open ephys: malformed message dropped (%d so far): %s", self.malformed_messages, err)
         self.last_error = str(err)
+        return 0
+
+    def _other_format_run(self, other: int, n: int) -> None:
+        """Ends the session once OTHER_FORMAT_EVIDENCE messages in a row were in another output format."""
+        self.other_format_run = self.other_format_run + other if other == n else other
+        if self.other_format_run >= OTHER_FORMAT_EVIDENCE:
+            raise SessionAbort(f"open ephys: {self.endpoint} sends the {self.last_error}")
+
+    def _same_rate(self, rate: float) -> bool:
+        """Whether a rate the plugin sent is the rig's (equal as float32, as the GUI holds it)."""
+        if np.float32(rate) == np.float32(self.sample_rate):
+            self.rates_ok.add(rate)
+            return True
+        return False
+
+    def _other_rate(self, body: dict, nothing_yet: bool) -> None:
+        """An event at another rate; the session ends once the clock's stream has sent RATE_EVIDENCE of them and
+        nothing at the rig's rate (the stream named, else any stream: none is the clock yet)."""
+        key = (body["stream"], float(body["sample_rate"]))
+        self.rates_heard[key] = self.rates_heard.get(key, 0) + 1
+        if not nothing_yet or (self.stream_name is not None and body["stream"] != self.stream_name):
+            return
+        self.rate_mismatches += 1
+        if self.rate_mismatches >= RATE_EVIDENCE:
+            heard = ", ".join(f"{st!r} at {r:.10g} Hz" for (st, r) in sorted(self.rates_heard)[:8])
+            raise SessionAbort(
+                f"open ephys: the stream's sample rate is not the rig's: heard {heard} (the plugin sends each "
+                f"stream's rate as a float32), but session.acquisition_sample_rate_hz = {self.sample_rate:.10g} Hz; "
+                "set it to the stream's rate"
+                + ("" if self.stream_name else " or name the stream ([cortex.openephys] stream)")
+            )
+
+    def _other_channel(self, body: dict) -> None:
+        self.counts["other_channel_ttl_events"] += 1
+        key = (body["stream"], body["channel_name"])
+        if key not in self.other_ttl_channels and len(self.other_ttl_channels) < 256:
+            log.warning(
+                "open ephys: TTLs of channel %r are ignored: code words come from channel %r "
+                "([cortex.openephys] ttl_channel)",
+                body["channel_name"],
+                self.ttl_channel,
+            )
+            self.other_ttl_channels[key] = 0
+        if key in self.other_ttl_channels:
+            self.other_ttl_channels[key] += 1
 
     def _foreign(self, body: dict) -> None:
         self.counts["foreign_events"] += 1

@@ -21,6 +21,7 @@ each flip `photodiode_lag_ms` (+ jitter) later: the neurons see the image then, 
 
 from __future__ import annotations
 
+import heapq
 import time
 
 import numpy as np
@@ -35,6 +36,8 @@ from contract import messages as m
 from contract.parts import InProcessPart
 
 STREAM = "virtual-cortex"
+TTL_CHANNEL = "TTL Input"  # the Open Ephys TTL channel of the code lines and the photodiode
+OTHER_TTL_CHANNEL = "Crossing Detector"  # the rehearsal's other TTL channel on the same stream
 
 
 class VirtualCortex(InProcessPart):
@@ -88,6 +91,14 @@ class VirtualCortex(InProcessPart):
         self.stall = (faults.stall_after_s, faults.stall_after_s + faults.stall_s) if faults.stall_after_s else None
         # Frames for an Open Ephys Event Broadcaster socket, when one is wanted (a callable taking frames).
         self.openephys_out = openephys_out
+        # Open Ephys TTL events held back (rehearsal.ttl_delay_ms) or of the other channel, sent once the stream
+        # passes their sample: a heap of (sample to send at, order, frames).
+        self.ttl_delay_samples = int(round(faults.ttl_delay_ms / 1000 * self.sample_rate))
+        self.held_ttl: list = []
+        self.held_order = 0
+        self.word_sample, self.word_line = -1, 0  # the current word's sample and how many of its lines went out
+        self.other_ttl_period = self.sample_of(1.0 / faults.other_ttl_channel_hz) if faults.other_ttl_channel_hz else 0
+        self.other_ttl_next = self.sample_of(self.now_s) + self.other_ttl_period if self.other_ttl_period else 0
 
     def _acq(self, presenter_s: float) -> float:
         t = float(self.recording_clock.to_acquisition(presenter_s))
@@ -172,14 +183,19 @@ class VirtualCortex(InProcessPart):
             else openephys.encode_spikes(batch.neuron, batch.time_s, self.sample_rate, stream=self.stream)
         )
         spike_samples = [] if batch is None else np.rint(batch.time_s * self.sample_rate).astype(np.int64).tolist()
+        end_sample = int(np.floor(t_s * self.sample_rate))
+        self._other_channel(end_sample)
         k = 0
         for frames, sample in zip(spikes, spike_samples):
             while k < len(due) and due[k].sample <= sample:
                 self._send_ttl(due[k])
                 k += 1
+            if self.held_ttl:
+                self._release_ttl(sample)
             self.openephys_out(frames)
         for tr in due[k:]:
             self._send_ttl(tr)
+        self._release_ttl(end_sample)
 
     def _due_ttl(self, up_to_sample: int) -> list[Transition]:
         """The TTL transitions the stream's clock has reached (sample <= up_to_sample), taken from `pending`;
@@ -203,7 +219,42 @@ class VirtualCortex(InProcessPart):
         return due
 
     def _send_ttl(self, tr: Transition) -> None:
-        self.openephys_out(openephys.encode_ttl(tr.sample, tr.line, tr.state, self.sample_rate, stream=self.stream))
+        frames = openephys.encode_ttl(
+            tr.sample, tr.line, tr.state, self.sample_rate, stream=self.stream, channel_name=TTL_CHANNEL
+        )
+        if not self.ttl_delay_samples:
+            self.openephys_out(frames)
+            return
+        # Held back: each line of a word a little later than the one before, so they arrive in separate polls.
+        self.word_line = self.word_line + 1 if tr.sample == self.word_sample else 0
+        self.word_sample = tr.sample
+        late = self.ttl_delay_samples + self.word_line * self.ttl_delay_samples // 8
+        self._hold_ttl(tr.sample + late, frames)
+
+    def _hold_ttl(self, send_at: int, frames) -> None:
+        self.held_order += 1
+        heapq.heappush(self.held_ttl, (send_at, self.held_order, frames))
+
+    def _release_ttl(self, up_to_sample: int) -> None:
+        while self.held_ttl and self.held_ttl[0][0] <= up_to_sample:
+            self.openephys_out(heapq.heappop(self.held_ttl)[2])
+
+    def _other_channel(self, up_to_sample: int) -> None:
+        """The rehearsal's other TTL channel: lines 0 and 1 high for 1 ms, every other_ttl_period samples."""
+        if not self.other_ttl_period:
+            return
+        width = max(1, self.sample_of(0.001))
+        while self.other_ttl_next <= up_to_sample:
+            s = self.other_ttl_next
+            for at, state in ((s, True), (s + width, False)):
+                for line in (0, 1):
+                    self._hold_ttl(
+                        at,
+                        openephys.encode_ttl(
+                            at, line, state, self.sample_rate, stream=self.stream, channel_name=OTHER_TTL_CHANNEL
+                        ),
+                    )
+            self.other_ttl_next += self.other_ttl_period
 
     def _schedule(self, transitions) -> None:
         self.pending = sorted(self.pending + list(transitions), key=lambda tr: tr.sample)

@@ -325,9 +325,10 @@ def _make_source(name: str, endpoint: str, n_units: int, workdir: Path):
         return ZmqAcquisitionSource({"acquisition_pub": endpoint, "acquisition_events": f"ipc://{workdir}/ctl.sock"})
     if name == "openephys":
         from acquisition.config import OpenEphysConfig, TtlConfig
+        from acquisition.openephys import UnitLayout
         from acquisition.openephys_source import OpenEphysSource
 
-        cfg = OpenEphysConfig(units=[[k + 1, 1] for k in range(n_units)])
+        cfg = OpenEphysConfig(units=UnitLayout().units(n_units))  # named as the publisher names them
         # A virtual clock: the reader's speed, not the wall clock, decides when windows complete.
         return OpenEphysSource(cfg, TtlConfig(), endpoint, SAMPLE_RATE, VirtualClock())
     from acquisition.lsl_source import LslAcquisitionSource

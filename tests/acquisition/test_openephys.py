@@ -82,7 +82,8 @@ def test_spikes_and_ttl_through_real_sockets_read_by_plain_json(endpoint, tmp_pa
         assert SPIKE_KEYS <= set(b) and b["event_type"] == "spike"
         assert all(f"amp{c}" in b for c in range(1, b["num_channels"] + 1))
     assert [b["sample_number"] for b in spikes] == [3000, 3002, 6000, 15000, 37500]
-    assert [(b["electrode"], b["sorted_id"]) for b in spikes][:2] == [("Electrode 1", 1), ("Electrode 2", 2)]
+    # Named as the GUI's Spike Sorter numbers units: one counter over all electrodes.
+    assert [(b["electrode"], b["sorted_id"]) for b in spikes][:2] == [("Electrode 1", 1), ("Electrode 2", 4)]
     for b in ttls:
         assert TTL_KEYS <= set(b) and b["event_type"] == "ttl" and b["state"] is True
     assert sorted(b["line"] for b in ttls) == [0, 2]
@@ -159,7 +160,9 @@ def test_electrodes_beyond_uint16_and_odd_numbers_are_skipped_not_raised():
         "Electrode 65536",
         "Electrode 3",
     ]
-    bodies = [decode_message(_spike_body(electrode=n)) for n in names]
+    # sorted_id k on "Electrode k" (one unit per electrode, numbered by one counter); odd names never match.
+    ids = [int(n[10:]) if n[10:].isdecimal() and len(n) < 20 else 1 for n in names]
+    bodies = [decode_message(_spike_body(electrode=n, sorted_id=u)) for n, u in zip(names, ids)]
     neuron, t, skipped = spikes_from_messages(bodies, layout)  # was OverflowError converting to uint16
     assert list(neuron) == [65535, 2] and skipped == len(names) - 2
     assert np.allclose(t, 0.5)
