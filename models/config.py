@@ -99,6 +99,13 @@ class ModelConfig(Strict):
     core_weights: str = Field(
         "", description='kind "shared": a torchvision-format weights file the core starts from ("": random weights).'
     )
+    init_from: str = Field(
+        "",
+        description='kind "shared": a previous session\'s directory (e.g. "sessions/PREVIOUS") whose model '
+        "checkpoint (checkpoints/model.pt) the ensemble starts from: every member's core, and the readouts of units "
+        "with the same name where the rig names its units ([cortex.openephys] units); other units' readouts start "
+        'fresh. "": from scratch. A resumed session\'s own checkpoint comes first.',
+    )
     core_frozen: bool = Field(
         False, description='kind "shared": keep the loaded core weights fixed (only the readouts learn).'
     )

@@ -463,6 +463,47 @@ class SharedCoreOnline:
             "core": self.cfg.core,
         }
 
+    def start_from(self, published: dict, kept: Sequence[tuple[int, int]], source: str) -> None:
+        """Start from another session's published weights (`weights_state()["best"]`): every core, and the
+        readouts of the `kept` (their neuron, this model's neuron) pairs; the other readouts keep their fresh
+        initialization. ValueError naming `source` when the cores or readouts differ in structure or shape."""
+        own = self.net.state_dict()
+        need = sorted(k for k in own if k.startswith("cores."))
+        have = sorted(k for k in published if k.startswith("cores."))
+        if need != have:
+            raise ValueError(
+                f"model.init_from: {source} holds {len(have)} core tensors, this model needs {len(need)} "
+                f"(model.core, core_layers, core_frozen and ensemble_size must match the previous session's)"
+            )
+        for k in need:
+            if tuple(published[k].shape) != tuple(own[k].shape):
+                raise ValueError(
+                    f"model.init_from: {source}: {k} has shape {tuple(published[k].shape)}, this model needs "
+                    f"{tuple(own[k].shape)} (model.core_channels and the image size must match)"
+                )
+        names = ("mask", "features", "bias")
+        for m in range(self.n_members):
+            for name in names:
+                key = f"readouts.{m}.{name}"
+                if key not in published or tuple(published[key].shape[1:]) != tuple(own[key].shape[1:]):
+                    got = tuple(published[key].shape) if key in published else "none"
+                    raise ValueError(
+                        f"model.init_from: {source}: {key} has shape {got}, this model needs (n, "
+                        f"{', '.join(str(d) for d in own[key].shape[1:])})"
+                    )
+        old = torch.as_tensor([a for a, _ in kept], dtype=torch.long)
+        new = torch.as_tensor([b for _, b in kept], dtype=torch.long)
+        with torch.no_grad():
+            for net in (self.net, self.best):
+                target = net.state_dict()  # aliases of the parameters: written in place
+                for k in need:
+                    target[k].copy_(published[k])
+                if len(kept):
+                    for m in range(self.n_members):
+                        for name in names:
+                            key = f"readouts.{m}.{name}"
+                            target[key][new] = published[key][old].to(target[key].dtype)
+
     def load_weights_state(self, state: dict) -> None:
         if state.get("core") != self.cfg.core:
             raise ValueError(f"checkpoint of the {state.get('core')!r} core, this model has the {self.cfg.core!r} core")

@@ -165,6 +165,11 @@ class ModelWorker(InProcessPart):
         self.checkpointed_version = -1
         self.resumed_from: int | None = None  # the checkpoint's model version, if the weights came from one
         self.model_driven_since: int | None = None  # plans answered when the cold start's rule first passed
+        self.initialized_from: dict | None = None  # model.init_from: the checkpoint and which readouts it gave
+        if rig.model.init_from:
+            if rig.model.kind != "shared":
+                raise ValueError(f"model.init_from needs model.kind 'shared', not {rig.model.kind!r}")
+            self.init_checkpoint(rig.model.init_from)  # a missing checkpoint is refused before the session starts
 
     # -- Model part --------------------------------------------------------------------
     def request(self, req: m.ModelRequest) -> None:
@@ -188,6 +193,8 @@ class ModelWorker(InProcessPart):
         self.n_neurons = n_neurons
         self.model = make_online_model(self.rig.model, n_neurons, self.image_shape)
         self._load_checkpoint()
+        if self.resumed_from is None and self.rig.model.init_from:
+            self._start_from_previous()
         self._snapshot = self.model.snapshot()
         self._steps_at_snapshot = self.model.steps_done
         if self.budget is None:  # the clock says: train in the background, answer from snapshots
@@ -209,13 +216,58 @@ class ModelWorker(InProcessPart):
         self.resumed_from = self.model.version
         self.checkpointed_version = self.model.version
 
+    @property
+    def unit_names(self) -> list[str] | None:
+        """The session's neurons by name where the rig names its units ([cortex.openephys] units: "electrode/
+        sorted_id"); None where neurons are only numbered (the virtual cortex, LSL)."""
+        cortex = self.rig.cortex
+        units = cortex.openephys.units if cortex.source == "openephys" and cortex.openephys is not None else None
+        if not units or self.n_neurons is None or len(units) != self.n_neurons:
+            return None
+        return [f"{e}/{u}" for e, u in units]
+
+    @staticmethod
+    def init_checkpoint(init_from: str) -> Path:
+        """Where model.init_from's checkpoint is; FileNotFoundError naming the path when it is missing."""
+        path = Path(init_from).expanduser() / "checkpoints" / "model.pt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"model.init_from: no checkpoint {str(path)!r} (a session keeps its model there once it has trained "
+                f"{ModelWorker.CHECKPOINT_EVERY_VERSIONS} model versions)"
+            )
+        return path
+
+    def _start_from_previous(self) -> None:
+        """model.init_from: the core (and the readouts of units of the same name) from a previous session."""
+        path = self.init_checkpoint(self.rig.model.init_from)
+        state = torch.load(path, weights_only=True)
+        if state.get("kind") != "shared" or "best" not in state.get("model", {}):
+            raise ValueError(f"model.init_from: {str(path)!r} holds a {state.get('kind')!r} model, not a shared one")
+        old_names, new_names = state.get("unit_names"), self.unit_names
+        kept: list[tuple[int, int]] = []
+        if old_names and new_names:
+            where = {name: i for i, name in enumerate(old_names)}
+            kept = [(where[name], j) for j, name in enumerate(new_names) if name in where]
+        self.model.start_from(state["model"]["best"], kept, repr(str(path)))
+        self.initialized_from = {
+            "path": str(path),
+            "readouts_kept": [new_names[j] for _, j in kept] if kept else [],
+            "readouts_new": len(new_names) - len(kept) if new_names else self.n_neurons,
+            "units_gone": (len(old_names) - len(kept)) if old_names and new_names else None,
+        }
+
     def save_checkpoint(self, version: int) -> None:
         """The model's weights, every few versions. Called by whoever owns the model at that moment (the plan on
         a virtual clock, the training thread between its steps on the wall clock), so the weights are whole."""
         path = self.checkpoint_path
         if path is None or version - self.checkpointed_version < self.CHECKPOINT_EVERY_VERSIONS:
             return
-        state = {"kind": self.rig.model.kind, "n_neurons": self.n_neurons, "model": self.model.weights_state()}
+        state = {
+            "kind": self.rig.model.kind,
+            "n_neurons": self.n_neurons,
+            "unit_names": self.unit_names,
+            "model": self.model.weights_state(),
+        }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -292,6 +344,8 @@ class ModelWorker(InProcessPart):
             out["steps_while_choosing"] = self.steps_while_choosing
         if self.resumed_from is not None:
             out["resumed_from_version"] = self.resumed_from
+        if self.initialized_from is not None:
+            out["initialized_from"] = self.initialized_from
         if self.rig.selection.model_driven_after is not None:
             out["model_driven_since_plan"] = self.model_driven_since
         out["evidence"] = self.evidence.report() if self.evidence is not None else None
