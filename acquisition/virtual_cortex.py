@@ -97,6 +97,7 @@ class VirtualCortex(InProcessPart):
         self.held_ttl: list = []
         self.held_order = 0
         self.word_sample, self.word_line = -1, 0  # the current word's sample and how many of its lines went out
+        self.last_held_at = 0
         self.other_ttl_period = self.sample_of(1.0 / faults.other_ttl_channel_hz) if faults.other_ttl_channel_hz else 0
         self.other_ttl_next = self.sample_of(self.now_s) + self.other_ttl_period if self.other_ttl_period else 0
 
@@ -225,11 +226,13 @@ class VirtualCortex(InProcessPart):
         if not self.ttl_delay_samples:
             self.openephys_out(frames)
             return
-        # Held back: each line of a word a little later than the one before, so they arrive in separate polls.
+        # Held back: each line of a word a little later than the one before, so they arrive in separate polls,
+        # and never before an earlier TTL (a channel's events stay in sample order, as the GUI sends them).
         self.word_line = self.word_line + 1 if tr.sample == self.word_sample else 0
         self.word_sample = tr.sample
         late = self.ttl_delay_samples + self.word_line * self.ttl_delay_samples // 8
-        self._hold_ttl(tr.sample + late, frames)
+        self.last_held_at = max(self.last_held_at, tr.sample + late)
+        self._hold_ttl(self.last_held_at, frames)
 
     def _hold_ttl(self, send_at: int, frames) -> None:
         self.held_order += 1
