@@ -10,7 +10,19 @@ Streams are found by name, with short timeouts:
 - code stream: one channel, the code word (an integer, or a string holding one), stamped when the code was
   seen (the flip, or the TTL edge).
 
-Any other shape is refused with LslStreamError, which describe() raises as SessionAbort.
+Any other shape is refused with LslStreamError, which describe() raises as SessionAbort; so is a name that
+more than one outlet carries (each name is resolved for RESOLVE_ALL_S after its first answer, so that every
+outlet of that name is heard, and each is named by host and source_id).
+
+Reconnects: liblsl's silent recovery is off. An inlet whose outlet goes away (closed, killed, the connection
+broken) is closed, and its stream is looked for again by name, with the same duplicate rule; the new inlet is
+counted (`reconnects`; `outlet_changes` when it is a different outlet than before). Spikes pushed while no inlet
+was open are never delivered, so the first batch after a spike stream's reconnect skips one sequence number and
+starts at its first spike: the engine counts the skipped batch lost over (end of the last batch, that spike)
+and keeps the response windows it touches invalid. No heartbeat is made while the spike stream is lost.
+
+Batches are labelled with the spike stream's name, or "NAME-EPOCH" for a resumed session's recording (epoch >= 1),
+so that a resumed recording is a stream of its own and never reuses the batch numbers the store holds.
 
 Clock: the spike stream's own. Code times are moved onto it with each inlet's LSL time correction, unless both
 streams come from one host. Heartbeats (LSL has none) give, every heartbeat_ms, a lower bound of the spike
@@ -23,6 +35,7 @@ use_lsl_config writes an lsl_api.cfg that sets liblsl's discovery scope; without
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 import time
@@ -40,6 +53,8 @@ ROLE = "acquisition"
 CHUNK = 65_536  # samples taken from an inlet in one pull; a poll takes several when more are waiting
 MAX_PULLS = 64  # per inlet per poll: a flood is taken over several polls, never all at once
 CORRECTION_EVERY_S = 1.0  # liblsl updates its estimate in the background; reading it more often gains nothing
+# After the first answers, how long other outlets of the same names are listened for (liblsl asks every 0.5 s).
+RESOLVE_ALL_S = 2.0
 CLOCK_BOUND_WINDOW_S = 10.0  # spikes this recent bound the stream's clock (older ones would let drift in)
 # pylsl's channel formats that carry numbers, and the numpy type a pull fills (cf_string = 3 is refused).
 LSL_DTYPES = {1: np.float32, 2: np.float64, 4: np.int32, 5: np.int16, 6: np.int8, 7: np.int64}
@@ -87,6 +102,7 @@ class LslAcquisitionSource:
         margin_ms: float = 200.0,
         stale_after_s: float = 5.0,
         heartbeat_ms: float = 100.0,
+        epoch: int = 0,
     ):
         if not spike_stream or not code_stream:
             raise ValueError("LSL source: spike_stream and code_stream must be named")
@@ -96,9 +112,14 @@ class LslAcquisitionSource:
             raise ValueError(f"LSL source: n_neurons = {n_neurons}, must be 1..{MAX_NEURONS}")
         if not (0 <= margin_ms <= 10_000 and 0 < stale_after_s <= 3600 and 0 < heartbeat_ms <= 10_000):
             raise ValueError("LSL source: margin_ms 0..10000, stale_after_s 0..3600 and heartbeat_ms 0..10000")
+        if epoch < 0:
+            raise ValueError(f"LSL source: epoch = {epoch}, must be >= 0 (how many times the session was resumed)")
         self.pylsl = import_pylsl()
+        self.LostError, self.TimeoutError = _lsl_errors(self.pylsl)
         self.spike_stream = spike_stream
         self.code_stream = code_stream
+        # The label of the batches and heartbeats (the store's stream name): a resumed recording is a stream of its own.
+        self.stream = spike_stream if epoch == 0 else f"{spike_stream}-{epoch}"
         self.n_neurons = int(n_neurons)
         self.margin_s = margin_ms / 1000
         self.stale_after_s = float(stale_after_s)
@@ -125,6 +146,11 @@ class LslAcquisitionSource:
         self.malformed_units = 0
         self.malformed_codes = 0
         self.spike_buf: np.ndarray | None = None
+        self.reconnects = 0
+        self.outlet_changes = 0
+        self.uids: dict[str, str] = {}  # "spike"/"code": the uid of the outlet each inlet reads
+        self.lost: dict[str, dict] = {}  # "spike"/"code": an inlet whose outlet went away, being looked for again
+        self.gap_pending = False  # the next spike batch follows a reconnect
 
     # -- AcquisitionSource ------------------------------------------------------------------------
     def describe(self, timeout_s: float = 10.0) -> dict:
@@ -143,9 +169,13 @@ class LslAcquisitionSource:
         self._check_shape(spike_info, "spike", numeric_only=True)
         code_info = self._resolve(self.code_stream, end)
         self._check_shape(code_info, "code", numeric_only=False)
+        self._refuse_duplicates()
         pl = self.pylsl
-        self.spike_inlet = pl.StreamInlet(spike_info, max_buflen=BUFFER_SAMPLES // 100, recover=True)
-        self.code_inlet = pl.StreamInlet(code_info, max_buflen=BUFFER_SAMPLES // 100, recover=True)
+        # recover=False: liblsl would reconnect silently, to a new outlet of the same name and source_id too, and
+        # its spikes would continue the numbering over a gap nobody saw; this source reconnects itself (_reconnect).
+        self.spike_inlet = pl.StreamInlet(spike_info, max_buflen=BUFFER_SAMPLES // 100, recover=False)
+        self.code_inlet = pl.StreamInlet(code_info, max_buflen=BUFFER_SAMPLES // 100, recover=False)
+        self.uids = {"spike": spike_info.uid(), "code": code_info.uid()}
         # Two streams of one machine are stamped by one clock: the code stamps need no moving, and LSL's
         # estimated corrections, noise there, would only shift them.
         self.same_host = bool(spike_info.hostname()) and spike_info.hostname() == code_info.hostname()
@@ -156,7 +186,7 @@ class LslAcquisitionSource:
         for inlet, name in ((self.spike_inlet, self.spike_stream), (self.code_inlet, self.code_stream)):
             try:
                 inlet.open_stream(max(end - time.monotonic(), 0.5))
-            except pl.TimeoutError as e:
+            except self.TimeoutError as e:
                 raise LslStreamError(f"LSL stream {name!r} was found but did not open within {timeout_s:g} s") from e
         self.spike_buf = np.empty((CHUNK, 1), dtype=LSL_DTYPES[spike_info.channel_format()])
         self.last_arrival = time.monotonic()  # the stale clock starts when the streams are open
@@ -170,21 +200,28 @@ class LslAcquisitionSource:
             "margin_ms": self.margin_s * 1000,
             "same_host": self.same_host,
             "stale_after_s": self.stale_after_s,
+            "stream_label": self.stream,
+            "lsl_api_cfg": os.environ.get("LSLAPICFG", ""),
         }
         return self.info
 
     def poll(self, timeout_s: float = 0.0) -> list:
-        if self.spike_inlet is None:
+        if self.spike_inlet is None and not self.lost:
             return []
         now = time.monotonic()
         if now - self.corrected_at >= CORRECTION_EVERY_S:
             self._refresh_corrections(now)
+        if self.lost:
+            self._reconnect(now)
         out: list = []
-        batch = self._pull_spikes(timeout_s)
+        batch = self._pull_spikes(timeout_s) if self.spike_inlet is not None else None
         if batch is not None:
             out.append(batch)
-        out.extend(self._pull_codes())
-        hb = self._heartbeat(time.monotonic())
+        if self.code_inlet is not None:
+            out.extend(self._pull_codes())
+        # From a spike stream's loss to the first batch after its reconnect (which marks the gap) nothing says its
+        # clock moved with no spike missed: no heartbeat.
+        hb = self._heartbeat(time.monotonic()) if "spike" not in self.lost and not self.gap_pending else None
         if hb is not None:
             out.append(hb)
         return out
@@ -200,6 +237,7 @@ class LslAcquisitionSource:
             if inlet is not None:
                 inlet.close_stream()
         self.spike_inlet = self.code_inlet = None
+        self.lost.clear()
 
     # -- what it does -----------------------------------------------------------------------------
     def counters(self) -> dict:
@@ -211,9 +249,13 @@ class LslAcquisitionSource:
             "unknown_units": self.unknown_units,
             "malformed_units": self.malformed_units,
             "malformed_codes": self.malformed_codes,
+            "reconnects": self.reconnects,
+            "outlet_changes": self.outlet_changes,
         }
 
     def _resolve(self, name: str, end: float):
+        """An outlet named `name`: the first to answer before `end` (monotonic); _refuse_duplicates checks that it
+        is the only one."""
         left = end - time.monotonic()
         found = self.pylsl.resolve_byprop("name", name, 1, max(left, 0.2))
         if not found:
@@ -221,13 +263,72 @@ class LslAcquisitionSource:
                 f"LSL stream {name!r} not found (resolved by name within the describe timeout; "
                 f"is the recording system streaming, and LSLAPICFG's ResolveScope wide enough?)"
             )
-        if len(found) > 1:
-            hosts = sorted({f.hostname() for f in found})
-            raise LslStreamError(
-                f"LSL stream {name!r}: {len(found)} streams have this name (hosts {hosts}); "
-                f"give each recording a unique stream name"
-            )
+        _one_outlet(name, found)
         return found[0]
+
+    def _refuse_duplicates(self) -> None:
+        """Listens RESOLVE_ALL_S for every outlet of the two names (both at once): a second outlet of a name is
+        refused rather than one of them read at random (an outlet left from an earlier run, another rig's)."""
+        names = (self.spike_stream, self.code_stream)
+        if any("'" in n for n in names):  # not expressible in liblsl's predicate: one name after the other
+            found = [f for n in names for f in self.pylsl.resolve_byprop("name", n, 2, RESOLVE_ALL_S)]
+        else:  # returns early once a third outlet answers: one name has two
+            found = self.pylsl.resolve_bypred(" or ".join(f"name='{n}'" for n in names), 3, RESOLVE_ALL_S)
+        for n in names:
+            _one_outlet(n, [f for f in found if f.name() == n])
+
+    def _lose(self, which: str) -> None:
+        """The inlet `which` ("spike"/"code") lost its outlet: it is closed and its stream looked for again."""
+        if which in self.lost:
+            return
+        inlet = self.spike_inlet if which == "spike" else self.code_inlet
+        if which == "spike":
+            self.spike_inlet = None
+        else:
+            self.code_inlet = None
+        if inlet is not None:
+            try:
+                inlet.close_stream()
+            except Exception:  # the connection is gone already
+                pass
+        name = self.spike_stream if which == "spike" else self.code_stream
+        resolver = self.pylsl.ContinuousResolver(prop="name", value=name, forget_after=RESOLVE_ALL_S)
+        self.lost[which] = {"name": name, "resolver": resolver, "first_seen": None}
+
+    def _reconnect(self, now: float) -> None:
+        """Opens a lost stream again once its name has answered for RESOLVE_ALL_S, from one outlet only."""
+        for which, lost in list(self.lost.items()):
+            found = lost["resolver"].results()
+            if not found:
+                lost["first_seen"] = None
+                continue
+            if lost["first_seen"] is None:
+                lost["first_seen"] = now
+            if now - lost["first_seen"] < RESOLVE_ALL_S:
+                continue
+            try:
+                _one_outlet(lost["name"], found)
+                self._check_shape(found[0], which, numeric_only=which == "spike")
+            except LslStreamError as e:
+                raise SessionAbort(f"{e} (while reconnecting)") from e
+            info = found[0]
+            inlet = self.pylsl.StreamInlet(info, max_buflen=BUFFER_SAMPLES // 100, recover=False)
+            try:
+                inlet.open_stream(1.0)
+            except self.TimeoutError:
+                continue  # tried again at the next poll
+            del self.lost[which]
+            self.reconnects += 1
+            if info.uid() != self.uids.get(which):
+                self.outlet_changes += 1
+            self.uids[which] = info.uid()
+            if which == "spike":
+                self.spike_buf = np.empty((CHUNK, 1), dtype=LSL_DTYPES[info.channel_format()])
+                self.spike_inlet = inlet
+                self.gap_pending = True
+                self.last_arrival = time.monotonic()  # the stale clock starts again from the reconnect
+            else:
+                self.code_inlet = inlet
 
     def _check_shape(self, info, what: str, numeric_only: bool) -> None:
         name, n = info.name(), info.channel_count()
@@ -274,13 +375,16 @@ class LslAcquisitionSource:
         try:  # instantaneous after the first: liblsl refreshes the estimate in the background
             self.spike_correction_s = self.spike_inlet.time_correction(0.0)
             self.code_correction_s = self.code_inlet.time_correction(0.0)
-        except (self.pylsl.TimeoutError, self.pylsl.LostError):
+        except (self.TimeoutError, self.LostError):
             pass  # keep the last estimate; a stream that is gone stops delivering and goes stale
 
     def _pull(self, inlet, timeout_s: float, dest=None, max_samples: int = CHUNK):
+        if inlet is None:
+            return None, []
         try:
             return inlet.pull_chunk(timeout=timeout_s, max_samples=max_samples, dest_obj=dest)
-        except self.pylsl.LostError:
+        except self.LostError:
+            self._lose("spike" if inlet is self.spike_inlet else "code")
             return None, []
 
     def _pull_spikes(self, timeout_s: float) -> m.SpikeBatch | None:
@@ -320,14 +424,17 @@ class LslAcquisitionSource:
         u, t = u[known].astype(np.uint16), t[known]
         self.total_spikes += len(u)
         # A batch covers its spikes: from the end of the last batch (or its first spike) to just after its last.
+        # After a reconnect it starts at its first spike, and one sequence number is skipped: the batch that was
+        # never delivered covered (end of the last batch, this batch's start).
         start = float(t.min()) if len(t) else self.last_spike_s
-        if self.last_end_s is not None:
+        if self.last_end_s is not None and not self.gap_pending:
             start = min(start, self.last_end_s)
         end = max(float(np.nextafter(t.max(), np.inf)) if len(t) else start, start)
         self.last_end_s = max(end, self.last_end_s if self.last_end_s is not None else end)
-        self.batch_seq += 1
+        self.batch_seq += 2 if self.gap_pending and self.batch_seq else 1
+        self.gap_pending = False
         return m.SpikeBatch(
-            stream=self.spike_stream,
+            stream=self.stream,
             seq=self.batch_seq,
             t_start_s=start,
             t_end_s=end,
@@ -372,7 +479,7 @@ class LslAcquisitionSource:
         self.hb_seq += 1
         # batch_seq: the last batch made, so the engine knows whether it has them all (they are in this poll).
         return m.Heartbeat(
-            role=ROLE, seq=self.hb_seq, clock_s=clock, stream=self.spike_stream, info={"batch_seq": self.batch_seq}
+            role=ROLE, seq=self.hb_seq, clock_s=clock, stream=self.stream, info={"batch_seq": self.batch_seq}
         )
 
 
@@ -390,6 +497,25 @@ def _code_word(value) -> int | None:
     if not np.isfinite(f) or f != int(f) or not 0 <= f <= m.MAX_EVENT_CODE:
         return None
     return int(f)
+
+
+def _lsl_errors(pl) -> tuple[type, type]:
+    """pylsl's (LostError, TimeoutError): at its top level before pylsl 1.17, in pylsl.util since."""
+    where = pl if hasattr(pl, "LostError") else importlib.import_module("pylsl.util")
+    return where.LostError, where.TimeoutError
+
+
+def _one_outlet(name: str, found: list) -> None:
+    """Refuses a name that more than one outlet carries, naming each by host, source_id and creation time."""
+    if len(found) > 1:
+        outlets = "; ".join(
+            f"host {f.hostname()!r} source_id {f.source_id()!r} created at {f.created_at():.1f} s (uid {f.uid()})"
+            for f in found
+        )
+        raise LslStreamError(
+            f"LSL stream {name!r}: {len(found)} outlets carry this name ({outlets}); stop the stale one, or give "
+            f"each recording a unique stream name"
+        )
 
 
 def _stream_facts(info) -> dict:

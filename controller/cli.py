@@ -137,11 +137,17 @@ def cmd_serve(args) -> int:
         truth = rig_truth(rig)
         from transport.links import parent_alive
 
+        epoch = 0
+        if args.resume:  # the resumed recording's stream gets a label of its own (an LSL source's batch numbers)
+            from records.resume import resume_epoch
+
+            epoch = resume_epoch(session_dir)
+
         with open(session_dir / "logs" / "controller.log", "a") as log_file:
             summary = run_controller(
                 rig,
                 session_dir,
-                process_parts(rig, endpoints),
+                process_parts(rig, endpoints, epoch),
                 truth=truth,
                 board=StatusBoard(rig.session.n_trials, truth, log_file=log_file),
                 resume=args.resume,

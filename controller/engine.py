@@ -640,8 +640,8 @@ class SessionEngine:
             raise SessionAbort(
                 f"trial {tid}: the acquisition system recorded no image-onset code (code {m.Codes.IMAGE_ONSET}) "
                 f"in this session ({others} other event codes), so no response can be placed on its clock; is the "
-                f"presenter's event output recorded on the acquisition's code stream "
-                f"({', '.join(map(str, self.source_info.get('streams', []))) or 'its stream'})?"
+                f"presenter's event output recorded by the acquisition system (streams "
+                f"{', '.join(map(str, self.source_info.get('streams', []))) or '?'})?"
             )
         if known.any():
             self.record.forget_before(float(np.nanmin(onset_acq)))

@@ -30,8 +30,9 @@ from transport.security import client_context, keys_for
 from transport.zmq_parts import ZmqAcquisitionSource, ZmqModel, ZmqPresenter
 
 
-def acquisition_part(rig: RigConfig, endpoints: dict[str, str]):
-    """The acquisition source the rig file names (`cortex.source`), connected to its stream.
+def acquisition_part(rig: RigConfig, endpoints: dict[str, str], epoch: int = 0):
+    """The acquisition source the rig file names (`cortex.source`), connected to its stream. epoch: how many times
+    the session was resumed (records/resume.py: resume_epoch); an LSL recording resumed is a stream of its own.
 
     "virtual": the virtual cortex process's native stream (acquisition_pub). "openephys": an Open Ephys GUI's
     Event Broadcaster at [cortex.openephys] endpoint ("auto": the simulated rig's openephys_pub, where the virtual
@@ -76,15 +77,17 @@ def acquisition_part(rig: RigConfig, endpoints: dict[str, str]):
             lsl.n_neurons,
             margin_ms=lsl.clock_margin_ms,
             stale_after_s=lsl.stale_after_s,
+            epoch=epoch,
         )
     raise ValueError(f"cortex.source {cortex.source!r}: no acquisition part for it")
 
 
-def process_parts(rig: RigConfig, endpoints: dict[str, str]) -> SessionParts:
-    """The controller's side of a rig whose parts run in their own processes, reached at `endpoints`."""
+def process_parts(rig: RigConfig, endpoints: dict[str, str], epoch: int = 0) -> SessionParts:
+    """The controller's side of a rig whose parts run in their own processes, reached at `endpoints` (epoch: as
+    for acquisition_part)."""
     return SessionParts(
         clock=make_clock(rig.session.speed),
-        source=acquisition_part(rig, endpoints),
+        source=acquisition_part(rig, endpoints, epoch),
         presenter=ZmqPresenter(endpoints, rig=rig),
         model=ZmqModel(endpoints, rig=rig),
         mode="processes",

@@ -44,6 +44,16 @@ def interrupted_reason(status: str | None) -> str:
     return f"interrupted: {why}, during this trial"
 
 
+def resume_epoch(session_dir) -> int:
+    """The number of the resume about to start (1 for the first): a resumed recording's stream is labelled with it,
+    so that its batch numbers never meet those the store holds."""
+    store = SessionStore.open(session_dir)
+    try:
+        return int(store.meta("resumed") or 0) + 1
+    finally:
+        store.close()
+
+
 def resume_point(store: SessionStore, rig: RigConfig) -> p.ResumePoint:
     """Where the stored session stands, after recording its interrupted trials and binning its unbinned ones."""
     trials = {t["trial_id"]: t for t in store.trials()}

@@ -213,6 +213,15 @@ class SessionStore:
         return cur.rowcount == 1
 
     def put_responses(self, rows: list[dict]) -> None:
+        """Stores responses (replacing any of the same trial and index). An onset or window that is not known (NaN:
+        no event code and no clock fit) is stored as 0.0, its response invalid."""
+        unknown = ("onset_acq_s", "window_start_s", "window_end_s")
+        rows = [
+            r
+            if all(np.isfinite(r[k]) for k in unknown)
+            else {**r, **{k: float(np.nan_to_num(r[k])) for k in unknown}, "valid": False}
+            for r in rows
+        ]
         self.conn.executemany(
             "INSERT OR REPLACE INTO responses VALUES (:trial_id, :idx, :image_hash, :onset_acq_s, :window_start_s,"
             " :window_end_s, :counts, :valid, :model_version, :source, :reason)",

@@ -168,6 +168,8 @@ def test_malformed_samples_are_counted_never_mapped():
             "unknown_units": 1,
             "malformed_units": 3,
             "malformed_codes": 2,
+            "reconnects": 0,
+            "outlet_changes": 0,
         }
         assert src.malformed() == 5
     finally:
