@@ -10,14 +10,26 @@ or the closed loop's choices) and which part of the pool they come from
     random-natural        random natural pool images
     random-gaudy          random gaudy pool images (Cowley & Pillow 2020's strong simple baseline)
     random-mixed          random images from the whole pool (natural and gaudy)
-    closed-loop-natural   the closed loop choosing among natural images       (compared with random-natural)
-    closed-loop-mixed     the closed loop choosing among the whole pool       (compared with random-mixed)
+    closed-loop-rig       the rig file's own [selection]: its mix, objective, candidates, cold start
+                          (the default closed-loop arm; compared with random-natural)
+    closed-loop-natural   the closed loop (--mix) choosing among natural images   (compared with random-natural)
+    closed-loop-mixed     the closed loop (--mix) choosing among the whole pool   (compared with random-mixed)
 
 so each closed-loop arm sees the same candidate distribution as the random arm it
-is compared with. Until the model has data the closed loop shows random images
+is compared with (closed-loop-rig: the rig's candidates_from, "natural" in the
+shipped rigs). `--rig` sets the rig file every arm starts from, its population
+included (e.g. rigs/sim-selective.toml, half selective neurons); `--neurons`
+and the seed are the only population keys a benchmark sets. Until the model has data the closed loop shows random images
 from its candidates. Accuracy: mean over neurons of the correlation between the
 model's mean prediction and the ground-truth rate on the held-out test images,
 after every `--eval-every` completed trials.
+
+Per neuron type (the population's types; sparseness measured on the natural pool
+images), each arm's final held-out r; the selective types' median r over the
+zoo types' median in the same run; and the share of neurons whose best shown
+image (true rate) beats their best natural pool image. Per closed-loop arm, the
+evaluations at which it is behind its random arm by more than the paired
+difference's interval.
 
 Figures per arm, with 95% bootstrap intervals over seeds: the area under the
 held-out learning curve (the curve's mean height over the trials), the final
@@ -47,19 +59,26 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.sessions import bench_rig, mean_correlation, model_worker, predict_mean, store_dir
+from bench.sessions import bench_rig, model_worker, predict_mean, store_dir
 from bench.stats import area_under_curve, bootstrap_ci, median_with_inf, paired_ratios, trials_to_reach
+from models.metrics import correlation
 
 # arm -> (what a block shows, where its images come from)
 ARMS = {
     "random-natural": ("random", "natural"),
     "random-gaudy": ("random", "gaudy"),
     "random-mixed": ("random", "both"),
+    "closed-loop-rig": ("rig", "natural"),
     "closed-loop-natural": ("closed", "natural"),
     "closed-loop-mixed": ("closed", "both"),
 }
+DEFAULT_ARMS = ["random-natural", "random-gaudy", "random-mixed", "closed-loop-rig"]
 # Each closed-loop arm against the random arm with the same candidate distribution.
-MATCHED = {"closed-loop-natural": "random-natural", "closed-loop-mixed": "random-mixed"}
+MATCHED = {
+    "closed-loop-rig": "random-natural",
+    "closed-loop-natural": "random-natural",
+    "closed-loop-mixed": "random-mixed",
+}
 GOAL_RATIO = 0.5
 
 
@@ -89,6 +108,8 @@ def arm_selection(arm: str, args) -> dict:
     too). Without the two keys in the build, random images are natural ones and the closed loop scores the
     whole pool: only the arms that match that are possible."""
     kind, source = ARMS[arm]
+    if kind == "rig":  # the rig file's own selection, as a session runs it (hypotheses: the ensemble's members)
+        return {"hypotheses": []}
     mix = {"random": 1.0} if kind == "random" else parse_mix(args.mix)
     sel = {"mix": mix, "candidates": args.candidates, "hypotheses": []}
     if args.objective:
@@ -131,7 +152,12 @@ def run_arm(args, arm: str, seed: int, root: Path) -> dict:
     from controller.session import run_in_process
 
     rig = arm_rig(args, arm, seed)
-    curve = {"trials": [], "accuracy": []}
+    if arm == "closed-loop-rig" and rig.selection.candidates_from != "natural":
+        raise SystemExit(
+            f"closed-loop-rig: the rig's selection.candidates_from is {rig.selection.candidates_from!r}; it is "
+            f"compared with random-natural, so it needs 'natural'"
+        )
+    curve = {"trials": [], "accuracy": [], "accuracy_per_neuron": []}
     truth = {}
     completed = [0]
     eval_s = [0.0]
@@ -146,9 +172,16 @@ def run_arm(args, arm: str, seed: int, root: Path) -> dict:
         if "test" not in truth:
             truth["test"] = engine.parts.source.population.rates(engine.pools.test)
         snap = model_worker(engine).snapshot()
-        acc = 0.0 if snap is None else mean_correlation(predict_mean(snap, engine.pools.test), truth["test"])
+        n = truth["test"].shape[1]
+        per = np.zeros(n) if snap is None else correlation(predict_mean(snap, engine.pools.test), truth["test"])
+        acc = float(per.mean())
         curve["trials"].append(done)
         curve["accuracy"].append(acc)
+        curve["accuracy_per_neuron"].append([float(x) for x in per])
+        if "population" not in truth:
+            truth["population"] = engine.parts.source.population
+            truth["train"] = engine.pools.train
+            truth["train_kind"] = list(engine.pools.train_kind)
         eval_s[0] += time.perf_counter() - t0
         return None
 
@@ -162,6 +195,7 @@ def run_arm(args, arm: str, seed: int, root: Path) -> dict:
     model = summary.get("model") or {}
     return {
         **curve,
+        **neuron_figures(truth, session_dir),
         "arm": arm,
         "seed": seed,
         "seconds": time.perf_counter() - t0,
@@ -175,6 +209,76 @@ def run_arm(args, arm: str, seed: int, root: Path) -> dict:
         "objective": rig.selection.objective,
         "device": rig.model.device,
     }
+
+
+def neuron_figures(truth: dict, session_dir) -> dict:
+    """Per neuron: its type, its sparseness over the natural pool images, and whether the best image the arm
+    showed it drives it (true rate) above its best natural pool image."""
+    from acquisition.population import sparseness
+    from records.store import SessionStore
+
+    pop = truth.get("population")
+    if pop is None:
+        return {}
+    natural = truth["train"][np.asarray(truth["train_kind"]) == "natural"]
+    nat_rates = pop.rates(natural)
+    store = SessionStore.open(session_dir)
+    try:
+        hashes = sorted(set(store.responses(valid_only=False)["image_hash"]))
+        shown = np.stack([store.image(h) for h in hashes]) if hashes else None
+    finally:
+        store.close()
+    best_shown = pop.rates(shown).max(0) if shown is not None else np.full(pop.n_neurons, -np.inf)
+    best_natural = nat_rates.max(0)
+    return {
+        "neuron_types": list(pop.types),
+        "sparseness": [float(x) for x in sparseness(nat_rates, pop.baseline_hz)],
+        "best_shown_hz": [float(x) for x in best_shown],
+        "best_natural_hz": [float(x) for x in best_natural],
+    }
+
+
+def by_type(runs: list[dict]) -> dict:
+    """Per neuron type over seeds: final held-out r (mean over the type's neurons), sparseness, and the share of
+    neurons whose best shown image beats their best natural one; and the selective types' median r over the
+    zoo types' median, per run."""
+    from acquisition.config import SELECTIVE_TYPES
+
+    if not runs or "neuron_types" not in runs[0]:
+        return {}
+    types = list(dict.fromkeys(runs[0]["neuron_types"]))
+    out: dict = {"types": {}}
+    for t in types:
+        finals, sparse, beats = [], [], []
+        for r in runs:
+            sel = np.asarray(r["neuron_types"]) == t
+            finals.append(float(np.asarray(r["accuracy_per_neuron"][-1])[sel].mean()))
+            sparse.append(float(np.median(np.asarray(r["sparseness"])[sel])))
+            beats.append(float((np.asarray(r["best_shown_hz"]) > np.asarray(r["best_natural_hz"]))[sel].mean()))
+        out["types"][t] = {
+            "neurons": int((np.asarray(runs[0]["neuron_types"]) == t).sum()),
+            "final_mean": float(np.mean(finals)),
+            "final_ci95": list(bootstrap_ci(np.array(finals))),
+            "sparseness_median": float(np.median(sparse)),
+            "best_shown_beats_best_natural": float(np.mean(beats)),
+        }
+    ratios = []
+    for r in runs:
+        kinds = np.asarray(r["neuron_types"])
+        acc = np.asarray(r["accuracy_per_neuron"][-1])
+        selective = np.isin(kinds, SELECTIVE_TYPES)
+        if selective.any() and (~selective).any():
+            zoo = float(np.median(acc[~selective]))
+            ratios.append(float(np.median(acc[selective])) / zoo if zoo > 0 else float("nan"))
+    if ratios:
+        out["selective_over_zoo_median_r"] = ratios
+        out["selective_over_zoo_mean"] = float(np.nanmean(ratios))
+        out["selective_over_zoo_ci95"] = list(bootstrap_ci(np.array(ratios)))
+        out["selective_goal"] = "selective neurons' median r >= 0.8 x the zoo types' median in the same run"
+    beats = [float((np.asarray(r["best_shown_hz"]) > np.asarray(r["best_natural_hz"])).mean()) for r in runs]
+    out["best_shown_beats_best_natural"] = beats
+    out["best_shown_beats_best_natural_mean"] = float(np.mean(beats))
+    return out
 
 
 def stored_reasons(session_dir) -> list[str]:
@@ -226,8 +330,16 @@ def job_key(args, arm: str, seed: int) -> str:
         "size_px",
         "gaudy_share",
     )
+    rig_file = Path(args.rig) if args.rig else None
+    rig_text = rig_file.read_text() if rig_file is not None and rig_file.is_file() else None
     text = json.dumps(
-        {**{k: getattr(args, k) for k in keys}, "arm": arm, "seed": seed, "selection": arm_selection(arm, args)},
+        {
+            **{k: getattr(args, k) for k in keys},
+            "arm": arm,
+            "seed": seed,
+            "selection": arm_selection(arm, args),
+            "rig_text": rig_text,  # the rig arm runs the file's own selection: a changed file is a new run
+        },
         sort_keys=True,
         default=str,
     )
@@ -348,6 +460,7 @@ def summarise(runs: dict[str, list[dict]], seeds: list[int], budget: int) -> dic
             "training_steps": [r["training_steps"] for r in runs[arm]],
             "images_by_kind": runs[arm][0]["images_by_kind"],
             "gaudy_images_mean": float(np.mean([r["gaudy_images"] for r in runs[arm]])),
+            "by_type": by_type(runs[arm]),
         }
         if target is not None:
             need = [trials_to_reach(trials, a, t) for a, t in zip(acc, target)]
@@ -368,7 +481,13 @@ def summarise(runs: dict[str, list[dict]], seeds: list[int], budget: int) -> dic
         if rnd in runs:
             d_auc = np.array(out["arms"][closed]["auc"]) - np.array(out["arms"][rnd]["auc"])
             d_fin = finals[closed] - finals[rnd]
+            paired = np.array([r["accuracy"] for r in runs[closed]]) - np.array([r["accuracy"] for r in runs[rnd]])
+            behind = [t for j, t in enumerate(trials) if bootstrap_ci(paired[:, j])[1] < 0]
             c[f"vs {rnd}"] = {
+                "difference_curve": paired.mean(0).tolist(),
+                "difference_curve_ci95": [list(bootstrap_ci(paired[:, j])) for j in range(paired.shape[1])],
+                "behind_at_trials": behind,
+                "never_behind": not behind,
                 "auc_difference": d_auc.tolist(),
                 "auc_difference_mean": float(d_auc.mean()),
                 "auc_difference_ci95": list(bootstrap_ci(d_auc)),
@@ -453,6 +572,22 @@ def print_table(summ: dict, args, seeds) -> None:
             else:
                 lo, hi = c["auc_difference_ci95"]
                 print(f"{closed} {name}: area difference {c['auc_difference_mean']:+.3f} [95% {lo:+.3f}, {hi:+.3f}]")
+                behind = c["behind_at_trials"]
+                print(f"{closed} {name}: behind by more than the interval at trials {behind or 'none'}")
+    for a in arms:
+        bt = summ["arms"][a].get("by_type") or {}
+        if not bt:
+            continue
+        print(f"{a}: per neuron type (final held-out r [95%], sparseness, best shown beats best natural)")
+        for t, f in bt["types"].items():
+            lo, hi = f["final_ci95"]
+            print(
+                f"  {t:18s} n={f['neurons']:<3d} r {f['final_mean']:.3f} [{lo:.3f}, {hi:.3f}]  sparseness "
+                f"{f['sparseness_median']:.3f}  beats {f['best_shown_beats_best_natural']:.0%}"
+            )
+        if "selective_over_zoo_mean" in bt:
+            lo, hi = bt["selective_over_zoo_ci95"]
+            print(f"  selective / zoo median r: {bt['selective_over_zoo_mean']:.2f} [{lo:.2f}, {hi:.2f}] (goal >= 0.8)")
 
 
 def plot_curves(summ: dict, path: Path, title: str) -> None:
@@ -467,6 +602,7 @@ def plot_curves(summ: dict, path: Path, title: str) -> None:
         "random-mixed": "#8172B3",
         "closed-loop-natural": "#55A868",
         "closed-loop-mixed": "#C44E52",
+        "closed-loop-rig": "#2CA02C",
     }
     fig, ax = plt.subplots(figsize=(7, 4.2))
     t = summ["trials"]
@@ -490,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     """`cortexloop bench efficiency` (the module docstring says what it runs and reports); returns the exit code."""
     ap = argparse.ArgumentParser(prog="cortexloop bench efficiency", description=__doc__.split("\n")[0])
     ap.add_argument("--rig", help="rig file the arms start from (default rigs/sim.toml)")
-    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--arms", nargs="+", default=DEFAULT_ARMS, choices=list(ARMS))
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--model", help="model.kind (default: the rig file's, the product's online model)")
@@ -556,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
     summ.update(
         {
             "model_kind": first["model_kind"],
-            "objective": runs.get("closed-loop-natural", runs.get("closed-loop-mixed", [first]))[0]["objective"],
+            "objective": next((runs[a] for a in MATCHED if a in runs), [first])[0]["objective"],
             "device": first["device"],
         }
     )
