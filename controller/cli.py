@@ -143,7 +143,11 @@ def cmd_serve(args) -> int:
 
             epoch = resume_epoch(session_dir)
 
-        with open(session_dir / "logs" / "controller.log", "a") as log_file:
+        from records.space import is_disk_full
+        from records.summary import format_table
+
+        log_file, summary = open(session_dir / "logs" / "controller.log", "a"), {}
+        try:
             summary = run_controller(
                 rig,
                 session_dir,
@@ -153,9 +157,15 @@ def cmd_serve(args) -> int:
                 resume=args.resume,
                 launcher_alive=lambda: parent_alive(parent),
             )
-            from records.summary import format_table
-
             print(format_table(summary), file=log_file, flush=True)
+        except OSError as err:  # the log's disk is full: the summary went to the terminal and summary.json
+            if not is_disk_full(err):
+                raise
+        finally:
+            try:
+                log_file.close()
+            except OSError:
+                pass
         return 0 if summary.get("status") == "completed" else 1
     if args.role == "cortex":
         from transport.processes.acquisition import VirtualCortexService as Service
@@ -204,19 +214,35 @@ def cmd_export_nwb(args) -> int:
     except StoreError as err:
         print(f"cortexloop: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        return _write_failed(out, "NWB file", err)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _write_failed(out: Path, what: str, err: OSError) -> int:
+    """A report or NWB file that could not be written (nothing is left at `out`): say why, without a traceback."""
+    from records.space import free_mb, is_disk_full
+
+    full = is_disk_full(err) or free_mb(out.parent) < 1.0  # h5py's write errors do not always carry ENOSPC
+    why = "disk full" if full else (err.strerror or str(err))
+    hint = "free space there, or give --out on another disk" if full else "check the path"
+    print(f"cortexloop: {why} at {out.parent}: no {what} written ({hint})", file=sys.stderr)
+    return 1
 
 
 def cmd_report(args) -> int:
     from records.report import write_report
     from records.store import StoreError
 
+    out = Path(args.out) if args.out else Path(args.session) / "report.html"
     try:
-        out = write_report(Path(args.session), Path(args.out) if args.out else None)
+        out = write_report(Path(args.session), out)
     except StoreError as err:
         print(f"cortexloop: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        return _write_failed(out, "report", err)
     print(f"report: {out}")
     return 0
 

@@ -46,6 +46,14 @@ class SessionConfig(Strict):
         "(the simulated rig only).",
     )
     store_dir: str = Field("sessions", description="Directory the session directories are made in.")
+    min_free_mb: float | None = Field(
+        None,
+        ge=0.0,
+        le=10_000_000.0,
+        description="Free space (MB) the store's disk must have for the session to start; while it runs, a warning "
+        "once free space falls below it, and a clean end (status stored, summary written) below a quarter of it "
+        "(unset: twice the session's expected store, records/space.py; 0: no check).",
+    )
     seed: int = Field(0, ge=0, description="Seed of the controller's own random draws (the pool images it offers).")
     description: str = Field(
         "",

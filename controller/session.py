@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -25,8 +27,17 @@ from controller.config import RigConfig
 from controller.engine import SessionEngine, SessionParts
 from controller.protocol import trial_protocol
 from models.metrics import correlation
+from records.space import (
+    FLOOR_SHARE,
+    DiskFull,
+    disk_full_message,
+    free_mb,
+    is_disk_full,
+    min_free_mb,
+    write_summary_with_room,
+)
 from records.store import SessionStore
-from records.summary import format_table, noise_ceilings, percentile, write_summary
+from records.summary import format_table, noise_ceilings, percentile
 from stimulus.pools import make_pools
 
 log = logging.getLogger("cortexloop.controller")
@@ -54,6 +65,53 @@ class _StopSignals:
         if self.received:
             raise Interrupted(self.received[0])
         return self.launcher_alive is None or self.launcher_alive()
+
+
+class _SpaceWatch:
+    """Free space at the store, checked before the first trial and after each: a warning once it falls below
+    session.min_free_mb, DiskFull below FLOOR_SHARE of it (while the store can still record why)."""
+
+    def __init__(self, rig: RigConfig, session_dir: Path, store: SessionStore, board=None):
+        self.need, self.session_dir, self.store, self.board = min_free_mb(rig), session_dir, store, board
+        self.warned = False
+
+    def check(self) -> None:
+        if self.need <= 0:
+            return
+        free = free_mb(self.session_dir)
+        if free < self.need * FLOOR_SHARE:
+            raise DiskFull(self.session_dir, self.session_dir)
+        if free < self.need and not self.warned:
+            self.warned = True
+            text = (
+                f"free space at {self.session_dir.resolve()} is {free:.1f} MB, below session.min_free_mb "
+                f"({self.need:.1f} MB): the session ends cleanly below {self.need * FLOOR_SHARE:.1f} MB; free space "
+                f"now to go on"
+            )
+            self.store.log("disk", text)
+            log.warning(text)
+            if self.board is not None:
+                self.board.warn(text)
+            else:
+                print(f"WARNING: {text}", file=sys.stderr, flush=True)
+
+    def wrap(self, after_update):
+        def checked(engine, trial_id):
+            said = after_update(engine, trial_id) if after_update is not None else None
+            self.check()
+            return said
+
+        return checked
+
+
+def _quietly(what, *args) -> None:
+    """A write of the session's end that a full disk may refuse: the end goes on without it."""
+    try:
+        what(*args)
+    except (sqlite3.Error, OSError) as err:
+        if not is_disk_full(err):
+            raise
+        log.warning("disk full: %s not written", getattr(what, "__name__", what))
 
 
 def run_controller(
@@ -87,9 +145,11 @@ def run_controller(
     previous = {s: signal.signal(s, stops.handler) for s in (signal.SIGINT, signal.SIGTERM)}
     t0 = time.monotonic()
     engine = None
+    space = _SpaceWatch(rig, session_dir, store, board)
     try:
+        space.check()
         engine = SessionEngine(rig, store, parts, pools)
-        engine.after_update = after_update
+        engine.after_update = space.wrap(after_update)
         engine.status = board
         engine.launcher_alive = stops.alive
         point = None
@@ -125,6 +185,15 @@ def run_controller(
     except SessionAbort as why:
         status = f"aborted: {why}"
         store.log("session", status)
+    except DiskFull as full:
+        status = str(full)
+        _quietly(store.log, "session", status)
+    except (sqlite3.Error, OSError) as err:
+        if not is_disk_full(err):
+            raise
+        status = disk_full_message(session_dir, session_dir)
+        log.error("%s (%s)", status, err)
+        _quietly(store.log, "session", status)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -136,9 +205,9 @@ def run_controller(
     finally:
         if engine is not None:
             engine.close()
-        store.set_meta("status", status)
-        store.close()
-    write_summary(session_dir, summary)
+        _quietly(store.set_meta, "status", status)
+        _quietly(store.close)
+    write_summary_with_room(session_dir, summary)
     if not quiet:
         print(format_table(summary), flush=True)
     return summary
@@ -159,11 +228,11 @@ def summary_from_store(rig: RigConfig, session_dir: Path, status: str) -> dict:
     status says what happened."""
     store = SessionStore.open(session_dir)
     try:
-        store.set_meta("status", status)
+        _quietly(store.set_meta, "status", status)
         summary = build_summary(rig, None, store, session_dir, status, float("nan"))
     finally:
-        store.close()
-    write_summary(session_dir, summary)
+        _quietly(store.close)
+    write_summary_with_room(session_dir, summary)
     return summary
 
 

@@ -185,6 +185,10 @@ class StatusBoard:
             elif self.log_file is not None:
                 print(f"{time.strftime('%H:%M:%S')} {line}", file=self.log_file, flush=True)
 
+    def warn(self, text: str) -> None:
+        """A warning line at once (the live panel, or the plain lines, and the log file)."""
+        self._line(f"WARNING: {text}")
+
     def _line(self, text: str) -> None:
         if self.live is not None:
             self.live.console.print(text)

@@ -28,6 +28,7 @@ relative to the first recorded spike batch or event code. Contents:
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -303,9 +304,16 @@ def export_nwb(session_dir: Path, out_path: Path) -> dict:
             )
         nwb.add_acquisition(align)
 
+    # Written beside the target and renamed into place: a write that fails (a full disk) leaves no partial file.
     out_path = Path(out_path)
-    with NWBHDF5IO(str(out_path), "w") as io:
-        io.write(nwb)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    try:
+        with NWBHDF5IO(str(tmp), "w") as io:
+            io.write(nwb)
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return {
         "nwb": str(out_path),
         "units": n_neurons if len(times) else 0,

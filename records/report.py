@@ -37,6 +37,7 @@ from contract import messages as m
 from controller.config import RigFileError, parse_rig
 from models.metrics import correlation
 from records.nwb import image_kind
+from records.space import write_atomic
 from records.store import SessionStore
 from records.summary import repeat_noise_ceiling
 
@@ -806,5 +807,5 @@ def write_report(session_dir: str | Path, out: str | Path | None = None) -> Path
     """Write the report of a stored session; returns its path (default SESSION/report.html)."""
     s = load_session(session_dir)
     out = Path(out) if out else Path(session_dir) / "report.html"
-    out.write_text(render(s), encoding="utf-8")
+    write_atomic(out, render(s))  # a failed write (a full disk) leaves no empty or partial file
     return out
