@@ -74,6 +74,38 @@ def use_lsl_config(directory: str | os.PathLike, resolve_scope: str = "machine")
     """Write lsl_api.cfg into directory (IPv6 off, discovery limited to resolve_scope) and set LSLAPICFG to it.
 
     Call it before the process makes or resolves its first LSL stream: liblsl reads the file once."""
+    path = write_lsl_config(directory, resolve_scope)
+    os.environ["LSLAPICFG"] = str(path)
+    return path
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def lsl_discovery(rig, directory: str | os.PathLike, env: dict) -> Path | None:
+    """`cortexloop run`'s LSL discovery for the processes it starts (env: their environment, changed here).
+
+    A rig that reads or writes LSL streams ([cortex] source = "lsl", [event_output] kind = "lsl") and whose
+    endpoints are all on this machine (auto, off, ipc://, or tcp:// to a loopback address) gets lsl_api.cfg in
+    `directory` (IPv6 off, ResolveScope = machine), named by env["LSLAPICFG"]. Returns its path; None where the
+    rig uses no LSL, an endpoint is on another machine (liblsl's own search applies), or env names a config
+    already (the lab's own, which wins)."""
+    uses_lsl = rig.cortex.source == "lsl" or rig.event_output.kind == "lsl"
+    if not uses_lsl or env.get("LSLAPICFG"):
+        return None
+    for value in rig.endpoints.model_dump().values():
+        if not isinstance(value, str) or value in ("auto", "off") or value.startswith(("ipc://", "inproc://")):
+            continue
+        host = value.split("://", 1)[-1].rsplit(":", 1)[0]
+        if not value.startswith("tcp://") or host not in LOCAL_HOSTS:
+            return None
+    path = write_lsl_config(directory, "machine")
+    env["LSLAPICFG"] = str(path)
+    return path
+
+
+def write_lsl_config(directory: str | os.PathLike, resolve_scope: str = "machine") -> Path:
+    """lsl_api.cfg in directory: IPv6 off, discovery limited to resolve_scope, liblsl's log to errors only."""
     if resolve_scope not in ("machine", "link", "site", "organization", "global"):
         raise ValueError(f"resolve_scope {resolve_scope!r}: liblsl knows machine, link, site, organization, global")
     path = Path(directory) / "lsl_api.cfg"
@@ -84,7 +116,6 @@ def use_lsl_config(directory: str | os.PathLike, resolve_scope: str = "machine")
         f"[multicast]\nResolveScope = {resolve_scope}\n\n"
         "[log]\nlevel = -2\n"
     )  # errors only: liblsl's info lines would fill every process's stderr
-    os.environ["LSLAPICFG"] = str(path)
     return path
 
 
@@ -259,9 +290,17 @@ class LslAcquisitionSource:
         left = end - time.monotonic()
         found = self.pylsl.resolve_byprop("name", name, 1, max(left, 0.2))
         if not found:
+            cfg = os.environ.get("LSLAPICFG")
             raise LslStreamError(
-                f"LSL stream {name!r} not found (resolved by name within the describe timeout; "
-                f"is the recording system streaming, and LSLAPICFG's ResolveScope wide enough?)"
+                f"LSL stream {name!r} not found (resolved by name within the describe timeout; is the recording "
+                f"system streaming, and is discovery wide enough? "
+                + (
+                    f"LSLAPICFG={cfg}: its ResolveScope limits the search; `cortexloop run` writes one with "
+                    f"ResolveScope = machine when every endpoint is on this machine, and a LSLAPICFG set before "
+                    f"it wins)"
+                    if cfg
+                    else "liblsl's own configuration applies)"
+                )
             )
         _one_outlet(name, found)
         return found[0]

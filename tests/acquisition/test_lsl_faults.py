@@ -148,3 +148,25 @@ def test_a_resumed_recording_is_a_stream_of_its_own():
     with pytest.raises(ValueError, match="epoch = -1"):
         LslAcquisitionSource(spike_name, code_name, n_neurons=2, epoch=-1)
     del spikes, codes
+
+
+def test_discovery_is_kept_on_this_machine_only_for_a_rig_all_on_it(tmp_path):
+    from acquisition.lsl_source import lsl_discovery
+    from controller.config import load_rig, with_overrides
+
+    lsl = load_rig("rigs/lsl.toml")  # its endpoints name other machines: liblsl's own search
+    assert lsl_discovery(lsl, tmp_path / "a", {}) is None and not (tmp_path / "a").exists()
+    local = with_overrides(
+        lsl,
+        endpoints={"presenter_plans": "tcp://127.0.0.1:5601", "controller_inbox": "auto", "model": "ipc:///tmp/m"},
+        security={"server_key": "", "client_key": "", "authorized_keys": ""},
+    )
+    env: dict = {}
+    path = lsl_discovery(local, tmp_path / "b", env)
+    assert path == tmp_path / "b" / "lsl_api.cfg" and env == {"LSLAPICFG": str(path)}
+    assert "ResolveScope = machine" in path.read_text()
+    assert lsl_discovery(local, tmp_path / "c", {"LSLAPICFG": "/etc/lab.cfg"}) is None, "the lab's own wins"
+    one_remote = with_overrides(lsl, endpoints={"presenter_plans": "tcp://127.0.0.1:5601", "controller_inbox": "auto"})
+    assert lsl_discovery(one_remote, tmp_path / "d", {}) is None  # the model on tcp://gpu-server
+    sim = load_rig("rigs/sim.toml")  # no LSL at all
+    assert sim.cortex.source != "lsl" and lsl_discovery(sim, tmp_path / "e", {}) is None

@@ -161,3 +161,31 @@ def test_the_presenters_own_marker_stream_as_code_stream_on_one_machine_then_res
         "SELECT COUNT(*) FROM event_codes WHERE clock = 'acquisition' AND code = ?", (m.Codes.IMAGE_ONSET,)
     ).fetchone()[0]
     assert onset_codes == len(rows)
+
+
+def test_cortexloop_run_keeps_discovery_on_this_machine_for_a_one_machine_lsl_rig(tmp_path, monkeypatch):
+    """`cortexloop run`'s launcher, with no LSLAPICFG of the lab's: every endpoint is on this machine, so every
+    process it starts gets the session's lsl_api.cfg (ResolveScope = machine); the presenter's marker outlet (a
+    process of its own) is the code stream, the spikes come from this process's pylsl outlet."""
+    from transport.launch import run_session, session_roles
+
+    tag = uuid.uuid4().hex[:8]
+    spikes, presenter_codes = f"wiring-spikes-{tag}", f"wiring-presenter-{tag}"
+    rig = with_overrides(
+        lsl_rig(2, spikes, presenter_codes),
+        event_output={"kind": "lsl", "lsl_stream_name": presenter_codes},
+        endpoints={"acquisition_events": "off"},
+    )
+    assert session_roles(rig) == ("model", "presenter", "controller")
+    monkeypatch.delenv("LSLAPICFG")  # this process read its own config already (tests/conftest.py)
+    path = tmp_path / "s"
+    with Bridge(spikes):
+        summary = run_session(rig, path)
+    assert summary["status"] == "completed", summary["status"]
+    cfg = path / "lsl_api.cfg"
+    assert "ResolveScope = machine" in cfg.read_text() and "IPv6 = disable" in cfg.read_text()
+    assert summary["acquisition"]["lsl_api_cfg"] == str(cfg), "the controller process read the session's config"
+    db = sqlite3.connect(path / "session.sqlite")
+    rows = db.execute("SELECT valid, counts FROM responses").fetchall()
+    assert len(rows) == 2 * rig.trial.images_per_trial and all(v for v, _ in rows)
+    assert sum(np.frombuffer(c, np.float32).sum() for _, c in rows) > 0
