@@ -32,6 +32,7 @@ from pathlib import Path
 
 from contract.parts import MODEL_RESTART_REQUEST
 from controller.config import RigConfig
+from records.space import check_free_space, disk_full_message, fallback_summary_path, is_disk_full, summary_path
 from transport.links import resolve_endpoints
 from transport.security import SecurityError, keys_for
 
@@ -107,16 +108,29 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
     """Run a session's processes until the controller ends. resume: go on with the stopped session in
     session_dir (records/resume.py); its summary.json is written anew at the end."""
     session_dir = Path(session_dir) if session_dir else new_session_dir(rig)
+    short = check_free_space(rig, session_dir)
+    if short:
+        raise SessionFailed(short)
     extra = resume_args(session_dir) if resume else {}
     if resume:
         (session_dir / "summary.json").unlink(missing_ok=True)
+        fallback_summary_path(session_dir).unlink(missing_ok=True)
         (session_dir / STOP_REASON).unlink(missing_ok=True)
-    prepare_session_dir(rig, session_dir)
+    try:
+        prepare_session_dir(rig, session_dir)
+    except OSError as err:
+        if is_disk_full(err):
+            raise SessionFailed(disk_full_message(session_dir, session_dir)) from None
+        raise
     try:
         keys_for(rig)  # the key files are read and checked before any process starts: a bad one is named here
     except SecurityError as err:
         raise SessionFailed(str(err)) from None
     env = {**os.environ, **(env or {})}
+    if rig.cortex.source == "lsl" or rig.event_output.kind == "lsl":
+        from acquisition.lsl_source import lsl_discovery
+
+        lsl_discovery(rig, session_dir, env)  # all on this machine: liblsl's discovery kept on it
     if rig.cortex.source == "lsl" or rig.event_output.kind == "lsl":
         from acquisition.lsl_source import lsl_discovery
 
@@ -149,7 +163,10 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
                     if dead
                     else f"interrupted ({signal.Signals(interrupted[0]).name})"
                 )
-                (session_dir / STOP_REASON).write_text(why)
+                try:
+                    (session_dir / STOP_REASON).write_text(why)
+                except OSError as err:  # a full disk: the controller's status says "interrupted" instead
+                    print(f"cortexloop: {why} (not recorded: {err.strerror})", file=sys.stderr, flush=True)
                 controller.send_signal(signal.SIGTERM)
                 told_controller = True
             if len(interrupted) >= 2:  # a second Ctrl-C: stop now, whatever is running
@@ -198,13 +215,10 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
         # theirs is lost by SIGTERM: the store is the controller's, the cortex's ledger lines are flushed as
         # written, and the model worker's checkpoint is written to a temporary file and renamed into place
         # (ModelWorker.save_checkpoint), so a stop mid-write leaves the last whole one.
-        told = (
-            "controller" in procs and procs["controller"].poll() is not None and (session_dir / "summary.json").exists()
-        )
+        told = "controller" in procs and procs["controller"].poll() is not None and summary_path(session_dir)
         _stop_all(procs, grace_s=10.0 if told else 0.0)
         for s, h in previous.items():
             signal.signal(s, h)
-    summary_path = session_dir / "summary.json"
     for role, proc in procs.items():
         if proc.returncode not in (0, None) and role != "controller":
             print(
@@ -213,7 +227,8 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
                 file=sys.stderr,
                 flush=True,
             )
-    if not summary_path.exists():
+    written = summary_path(session_dir)
+    if written is None:
         # The controller died before it could write one (killed, crashed): the summary comes from the store alone.
         code = procs["controller"].returncode if "controller" in procs else None
         how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
@@ -225,7 +240,7 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
         summary = summary_from_store(rig, session_dir, status)
         print(f"cortexloop: {status}", file=sys.stderr, flush=True)
         return summary
-    return json.loads(summary_path.read_text())
+    return json.loads(written.read_text())
 
 
 MAX_MODEL_RESTARTS = 5  # a worker that keeps dying is left dead: the session goes on with pool images
