@@ -131,10 +131,6 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
         from acquisition.lsl_source import lsl_discovery
 
         lsl_discovery(rig, session_dir, env)  # all on this machine: liblsl's discovery kept on it
-    if rig.cortex.source == "lsl" or rig.event_output.kind == "lsl":
-        from acquisition.lsl_source import lsl_discovery
-
-        lsl_discovery(rig, session_dir, env)  # all on this machine: liblsl's discovery kept on it
     # The children import the packages from where this one did (works without installing too).
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
