@@ -496,7 +496,8 @@ class CortexConfig(Strict):
             if not self.openephys.units:
                 raise ValueError(
                     "[cortex.openephys] units is empty: list the sorted units that are the session's "
-                    "neurons, e.g. units = [[1, 1], [1, 2], [2, 1]]"
+                    "neurons, e.g. units = [[1, 1], [1, 2], [2, 3]] (sorted_id as the Spike Sorter numbers units: "
+                    "one counter over all electrodes)"
                 )
         return self
 

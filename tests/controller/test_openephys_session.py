@@ -14,12 +14,12 @@ N_NEURONS = 8
 
 def openephys_rig(rig, **openephys):
     """The same rig, its recording system heard only through the Open Ephys format: neuron k is the virtual
-    cortex's unit ("Electrode k+1", 1)."""
+    cortex's unit ("Electrode k+1", k+1), numbered as the GUI's Spike Sorter numbers units."""
     return with_overrides(
         rig,
         cortex={
             "source": "openephys",
-            "openephys": {"units": [[k + 1, 1] for k in range(N_NEURONS)], "virtual_cortex": True, **openephys},
+            "openephys": {"units": [[k + 1, k + 1] for k in range(N_NEURONS)], "virtual_cortex": True, **openephys},
         },
         endpoints={"acquisition_pub": "off"},
     )
@@ -111,7 +111,9 @@ def test_the_example_live_rig_reads_open_ephys_and_starts_no_virtual_cortex():
     assert session_roles(rig) == ("model", "presenter", "controller")
     assert rig_truth(rig) is None  # no ground truth on a live rig
     units = rig.cortex.openephys.unit_map()
-    assert units[("Tetrode 3", 2)] == 4 and units[("Electrode 5", 1)] == 6 and len(units) == 8
+    # sorted_id as the Spike Sorter numbers units: one counter over all electrodes.
+    assert units[("Tetrode 3", 5)] == 4 and units[("Electrode 5", 7)] == 6 and len(units) == 8
+    assert sorted(u for _, u in units) == list(range(1, 9))
     src = acquisition_part(rig, {"openephys_pub": "ipc:///nonexistent"})  # connects to the rig file's endpoint
     try:
         assert isinstance(src, OpenEphysSource) and src.endpoint == "tcp://192.168.1.20:5557"
