@@ -59,6 +59,7 @@ CLOCK_BOUND_WINDOW_S = 10.0  # arrivals this recent bound the stream's clock (ol
 SETTLE_S = 0.05  # after the connection, for the subscription to reach the publisher
 RATE_EVIDENCE = 50  # events of the clock's stream at another rate, and none at the rig's: the rates differ
 OTHER_FORMAT_EVIDENCE = 3  # messages in a row in another output format of the plugin: it is set to that
+UNMAPPED_WARNING = 1000  # sorted spikes of units not in the map, with fewer mapped: the map is said to be wrong
 
 
 class OpenEphysSource:
@@ -368,6 +369,14 @@ class OpenEphysSource:
         self.counts["unknown_unit_spikes"] += 1
         if key in self.unknown_units or len(self.unknown_units) < 1024:
             self.unknown_units[key] = self.unknown_units.get(key, 0) + 1
+        if self.counts["unknown_unit_spikes"] == UNMAPPED_WARNING and self.counts["spikes"] < UNMAPPED_WARNING:
+            top = sorted(self.unknown_units.items(), key=lambda kv: -kv[1])[:8]
+            log.warning(
+                "open ephys: most sorted spikes come from units not in [cortex.openephys] units, e.g. %s; the "
+                "Spike Sorter numbers units with one counter over all electrodes (cortexloop check RIG --live "
+                "lists the units it hears)",
+                ", ".join(f"({e!r}, {u})" for (e, u), _ in top),
+            )
 
     def _code(self, decoded) -> m.EventCode:
         self.code_seq += 1

@@ -23,6 +23,7 @@ RATE = 3333.33  # float32 cannot hold it: the plugin sends 3333.330078125
 @pytest.fixture
 def pub():
     sock = zmq.Context.instance().socket(zmq.PUB)
+    sock.setsockopt(zmq.SNDHWM, 0)  # before bind: a burst beyond ZeroMQ's default queue of 1,000 would be dropped
     sock.bind("tcp://127.0.0.1:*")
     yield sock
     sock.close(0)
@@ -33,7 +34,7 @@ def open_source(pub, rate=RATE, **cfg):
     src = OpenEphysSource(
         cfg, TtlConfig(photodiode_line=9), pub.getsockopt_string(zmq.LAST_ENDPOINT), rate, VirtualClock()
     )
-    assert src.describe(5.0)["n_neurons"] == 4
+    assert src.describe(5.0)["n_neurons"] == len(cfg.units)
     return src
 
 
@@ -230,3 +231,19 @@ def test_a_malformed_json_message_is_not_taken_for_another_format():
     good = encode_ttl(10, 1, True)
     assert other_format(good) is None and other_format([good[0], b"{not json"]) is None
     assert other_format([good[0]]) is None and other_format("frames") is None
+
+
+def test_a_map_that_misses_most_units_is_said_to_be_wrong(pub, caplog):
+    src = open_source(pub, units=[["Electrode 1", 1], ["Electrode 2", 1]])  # numbered per electrode
+    try:
+        n = 1600
+        frames = spikes(np.arange(n) % 4, np.arange(n))  # GUI numbering: only ("Electrode 1", 1) is mapped
+        with caplog.at_level("WARNING", logger="cortexloop.openephys"):
+            got = send_and_poll(pub, src, frames, lambda g: spike_count(g) >= n // 4)
+    finally:
+        src.close()
+    assert spike_count(got) == n // 4
+    assert any(
+        "most sorted spikes come from units not in [cortex.openephys] units" in r.message for r in caplog.records
+    )
+    assert "('Electrode 1', 2)" in caplog.text and "one counter over all electrodes" in caplog.text
