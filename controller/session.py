@@ -266,7 +266,8 @@ def run_in_process(
 def rig_truth(rig: RigConfig):
     """The true rates of the rig file's virtual cortex, in the session's neuron order; None where the recording
     system is not the virtual cortex (a live rig), or where a unit of the Open Ephys unit map is not one of its
-    neurons. The virtual cortex publishes neuron n as ("Electrode n+1", sorted_id 1) (acquisition/openephys.py)."""
+    neurons. The virtual cortex publishes neuron n as ("Electrode n+1", sorted_id n+1), numbered as the GUI's Spike
+    Sorter numbers units (acquisition/openephys.py)."""
     if not rig.cortex.has_virtual_cortex:
         return None
     rates = Population(rig.cortex.population, rig.images.size_px, rig.images.colour).rates
