@@ -14,8 +14,9 @@ clock spikes flow while nothing happens, and on a virtual clock they do not.
 
 Every spike and recorded code falls on the sample grid (`session.acquisition_sample_rate_hz`), so the
 native stream and the Open Ephys stream carry the same times; the Open Ephys stream names neuron n's unit
-("Electrode n+1", n+1), as the GUI's Spike Sorter numbers units (one counter over all electrodes). A code is recorded at the sample its TTL
-word is raised (acquisition/ttl.py: later than asked when the lines are still busy). The screen shows
+("Electrode n+1", n+1), as the GUI's Spike Sorter numbers units (one counter over all electrodes). A code
+is recorded at the sample its TTL word is raised (acquisition/ttl.py: later than asked when the lines are
+still busy). The screen shows
 each flip `photodiode_lag_ms` (+ jitter) later: the neurons see the image then, and the photodiode line
 (if any) toggles then, recorded as a PHOTODIODE code. More: docs/virtual-cortex.md.
 """
