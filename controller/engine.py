@@ -154,6 +154,8 @@ class SessionEngine:
         self.max_silence_s: float | None = None
         self.silent_windows = 0  # responses stored invalid: the stream was silent over their window
         self.misshown_images = 0  # responses stored invalid: the image was not shown as planned
+        self.last_fault = ""  # the latest image not shown as planned, and why (for the live status)
+        self.last_silence = ""  # the latest window the stream was silent over (for the live status)
         self.status = None  # optional controller.status.StatusBoard, redrawn from the message loop
         self.gaps: list[tuple[float, float]] = []
         self.last_collected_wall: float | None = None
@@ -673,6 +675,7 @@ class SessionEngine:
         for i, f in enumerate(faults):
             if f is not None:
                 self.misshown_images += 1
+                self.last_fault = f"trial {tid} image {i}: {f}"
                 self.store.log("presentation_fault", f"trial {tid} image {i}: {f}; response invalid, image requeued")
         if self.max_silence_s is not None:
             silences = [iv for st in self.streams.values() for iv in st.silences]
@@ -683,6 +686,7 @@ class SessionEngine:
                 why = "stream silent over the window"
                 faults[i] = why if faults[i] is None else f"{faults[i]}; {why}"
                 self.silent_windows += 1
+                self.last_silence = f"trial {tid} image {i}, {starts[i]:.3f}..{ends[i]:.3f} s"
                 self.store.log(
                     "window_uncovered",
                     f"trial {tid} image {i}: no spike proves the stream live over "

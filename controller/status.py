@@ -63,6 +63,8 @@ class StatusBoard:
         self.last_draw = -np.inf
         self.last_plain = time.monotonic()
         self.late_seen = 0
+        self.misshown_seen = 0
+        self.silent_seen = 0
         self.accuracy: float | None = None
         self.accuracy_trials = 0
         self.pending_predict: int | None = None
@@ -167,6 +169,20 @@ class StatusBoard:
             self._line(
                 f"WARNING: plan for a trial was late; pool images shown instead ({engine.plans_late} so far): "
                 f"the model is falling behind"
+            )
+        if engine.misshown_images > self.misshown_seen:
+            self.misshown_seen = engine.misshown_images
+            self._line(
+                f"WARNING: an image was not shown as planned ({engine.last_fault}); its response is stored "
+                f"invalid and the image shown again ({engine.misshown_images} so far): check the display and the "
+                f"presenter's machine"
+            )
+        if engine.silent_windows > self.silent_seen:
+            self.silent_seen = engine.silent_windows
+            self._line(
+                f"WARNING: the recording stream was silent over a response window ({engine.last_silence}); its "
+                f"response is stored invalid and the image shown again ({engine.silent_windows} so far): check the "
+                f"recording system"
             )
         fig = self.figures(engine)
         if self.live is not None:

@@ -3,15 +3,19 @@ the rules (controller/protocol.py), then whole sessions with a stalled recording
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
+import uuid
 
 import numpy as np
+import pytest
 
 from controller import protocol as p
 from controller.config import with_overrides
+from controller.status import StatusBoard
 from stimulus.presenters.headless import HeadlessPresenter
-from tests.helpers import small_rig
+from tests.helpers import openephys_rig, small_rig
 
 # -- the rules ----------------------------------------------------------------------------------------------
 
@@ -131,13 +135,18 @@ def test_a_presenter_stalled_mid_trial_stores_the_image_invalid_and_shows_it_aga
     clock = make_clock(rig.session.speed)
     pools = make_pools(rig.images)
     parts = in_process_parts(rig, pools=pools, screen=StallingScreen(rig.display.refresh_hz, clock, at, 3.0))
-    summary = run_controller(rig, tmp_path / "s", parts, truth=rig_truth(rig), pools=pools)
+    board = StatusBoard(rig.session.n_trials, stream=io.StringIO(), every_s=0.0)
+    summary = run_controller(rig, tmp_path / "s", parts, truth=rig_truth(rig), pools=pools, board=board)
     db = tmp_path / "s" / "session.sqlite"
     assert summary["status"] == "completed" and summary["trials_done"] == 4
     rows = responses(db)
     invalid = [(tid, idx) for tid, idx, _, ok in rows if not ok]
     assert invalid == [(1, 2)]  # only the image on screen while the presenter stood still
     assert summary["responses_misshown"] == 1
+    # The live status said so at once, naming the trial and image (plain lines: the output is not a terminal).
+    assert (
+        "WARNING: an image was not shown as planned (trial 1 image 2: presentation: shown " in board.stream.getvalue()
+    )
     (line,) = log_of(db, "presentation_fault")
     shown = int(line.split("shown ")[1].split(" frames")[0])  # 3 s more at 60 Hz: about 180 frames more
     assert line.startswith("trial 1 image 2: presentation: shown ") and 170 < shown - t.on_frames <= 181
@@ -149,3 +158,60 @@ def test_a_presenter_stalled_mid_trial_stores_the_image_invalid_and_shows_it_aga
     assert shown_again == [(3, 0)]
     (reasons,) = sqlite3.connect(db).execute("SELECT reasons FROM plans WHERE trial_id = 3").fetchone()
     assert json.loads(reasons)[0].startswith("requeued from trial 1 (presentation: shown ")
+
+
+def stall_rig(source: str):
+    """The small rig whose recording system stalls for 2 s after 5 s of its clock (publishing nothing, then going
+    on), heard only through Open Ephys or LSL: sources whose stream says nothing while it stalls. On the virtual
+    clock the recording system's time moves only with the presenter's codes, and the presenter shows at most
+    one trial beyond the one being collected, so the stall (in trial 3) ends before trial 4 does (at 8 s).
+    """
+    rig = with_overrides(
+        small_rig(n_trials=6),
+        fixation={"break_probability": 0.0},
+        rehearsal={"stall_after_s": 5.0, "stall_s": 2.0},
+    )
+    if source == "openephys":
+        return openephys_rig(rig)
+    tag = uuid.uuid4().hex[:8]  # streams of their own: another test's outlets are never resolved
+    lsl = {"spike_stream": f"test-spikes-{tag}", "code_stream": f"test-codes-{tag}", "virtual_cortex": True}
+    return with_overrides(
+        rig,
+        cortex={"source": "lsl", "lsl": {**lsl, "n_neurons": rig.cortex.population.n_neurons}},
+        endpoints={"acquisition_pub": "off", "openephys_pub": "off"},
+    )
+
+
+def longest_silence(db) -> tuple[float, float]:
+    """The longest stretch between two spikes the store holds (acquisition clock)."""
+    rows = sqlite3.connect(db).execute("SELECT time_s FROM spike_batches").fetchall()
+    t = np.sort(np.concatenate([np.frombuffer(r[0], np.float64) for r in rows]))
+    k = int(np.argmax(np.diff(t)))
+    return float(t[k]), float(t[k + 1])
+
+
+@pytest.mark.parametrize("source", ["openephys", "lsl"])
+def test_a_stalled_recording_system_yields_invalid_responses_not_valid_zeros(tmp_path, source, request):
+    if source == "lsl":
+        pytest.importorskip("pylsl")
+        request.getfixturevalue("lsl_on_this_machine")  # tests/conftest.py
+    from transport.launch import run_session
+
+    summary = run_session(stall_rig(source), tmp_path / "s")
+    db = tmp_path / "s" / "session.sqlite"
+    assert summary["status"] == "completed" and summary["trials_done"] == 6
+    a, b = longest_silence(db)
+    assert b - a > 1.5  # the stall: no spike for about 2 s
+    conn = sqlite3.connect(db)
+    rows = conn.execute(
+        "SELECT trial_id, idx, image_hash, window_start_s, window_end_s, valid FROM responses"
+    ).fetchall()
+    over = [r for r in rows if r[3] < b and a < r[4]]
+    assert over and not any(r[5] for r in over)  # every window the stall covers is invalid
+    assert summary["responses_stream_silent"] == len(over) == len(log_of(db, "window_uncovered"))
+    assert any(
+        line.startswith("stream ") and f"from {a:.3f} to {b:.3f} s" in line for line in log_of(db, "stream_silent")
+    )
+    # Their images are shown again, later in the session, each saying why.
+    reasons = [r for (js,) in conn.execute("SELECT reasons FROM plans") for r in json.loads(js)]
+    assert sum("(stream silent over the window)" in r for r in reasons) >= min(len(over), 1)
