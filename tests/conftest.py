@@ -75,3 +75,50 @@ def small_display():
         photodiode_corner="bottom_right",
         frame_pacing="software",
     )
+
+
+@pytest.fixture
+def engine(tmp_path):
+    """The session engine of tests.helpers.small_rig over in-process parts, started, on a store in tmp_path."""
+    from controller.engine import SessionEngine
+    from controller.worlds import in_process_parts
+    from records.store import SessionStore
+    from stimulus.pools import make_pools
+    from tests.helpers import small_rig
+
+    rig = small_rig()
+    parts = in_process_parts(rig)
+    store = SessionStore.create(tmp_path / "e", rig.model_dump_json())
+    eng = SessionEngine(rig, store, parts, make_pools(rig.images))
+    eng.start()
+    yield eng
+    eng.close()
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def short_session(tmp_path_factory):
+    """(rig, session dir, summary) of one short multi-process session (tests.helpers.short_rig), run once per
+    test process and read by the report and NWB tests."""
+    from tests.helpers import short_rig
+    from transport.launch import run_session
+
+    path = tmp_path_factory.mktemp("short") / "s"
+    rig = short_rig()
+    return rig, path, run_session(rig, path)
+
+
+@pytest.fixture(scope="session")
+def lsl_on_this_machine(tmp_path_factory):
+    """liblsl's discovery kept on this machine, IPv6 off (its default multicasts off the host): lsl_api.cfg in a
+    temp dir, named by $LSLAPICFG for this process and the processes it starts. liblsl reads the file once, so it
+    is set before a test makes or resolves its first stream and left in place for the run."""
+    from acquisition.lsl_source import use_lsl_config
+
+    old = os.environ.get("LSLAPICFG")
+    path = use_lsl_config(tmp_path_factory.mktemp("lsl"))
+    yield path
+    if old is None:
+        os.environ.pop("LSLAPICFG", None)
+    else:
+        os.environ["LSLAPICFG"] = old

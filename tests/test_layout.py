@@ -92,3 +92,55 @@ def test_the_rule_sees_an_engine_import(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("from controller.engine import SessionEngine\ndef f():\n    from controller import cli\n")
     assert {"controller.engine", "controller.cli"} <= modules_imported(sample)
+
+
+# -- the tests themselves ---------------------------------------------------------------------------------------
+def imported_test_modules(path: Path, placed_at: Path | None = None) -> set[str]:
+    """Every test module (a `test_*.py` under tests/) that `path` imports, absolute or relative, at any depth;
+    relative imports are read as from `placed_at` (by default the file's own place)."""
+    package = rel(placed_at or path).removesuffix(".py").split("/")[:-1]
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module.split(".") if node.module else []
+            if node.level:  # `from .test_x import y` in tests/controller/: tests.controller.test_x
+                base = package[: len(package) - node.level + 1] + base
+            names = [".".join([*base, a.name]) for a in node.names] + [".".join(base)]
+        else:
+            continue
+        found.update(
+            n for n in names if n.split(".")[0] == "tests" and any(p.startswith("test_") for p in n.split("."))
+        )
+    return found
+
+
+def test_no_test_module_imports_another():
+    """What two test modules share lives in tests/helpers.py (plain code) or tests/conftest.py (fixtures): a test
+    module imported by another has its fixtures and module-level code run in both and ties the files together."""
+    bad = {rel(f): sorted(imported_test_modules(f)) for f in files_under("tests")}
+    assert not {k: v for k, v in bad.items() if v}
+
+
+def test_the_rule_sees_a_test_module_import(tmp_path):
+    """The check itself: absolute, relative and function-level imports of a test module are caught; the shared
+    helpers are not."""
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "from tests.helpers import small_rig\n"
+        "from tests.controller.test_session import recorded\n"
+        "from .test_engine import batch\n"
+        "def f():\n"
+        "    import tests.records.test_report\n"
+        "    from tests.contract import test_messages\n"
+    )
+    found = imported_test_modules(sample, placed_at=ROOT / "tests" / "controller" / "sample.py")
+    assert {
+        "tests.controller.test_session.recorded",
+        "tests.controller.test_engine.batch",
+        "tests.records.test_report",
+        "tests.contract.test_messages",
+    } <= found
+    assert not any(n.startswith("tests.helpers") for n in found)

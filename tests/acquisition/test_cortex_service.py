@@ -12,14 +12,14 @@ from acquisition.openephys import UnitLayout, decode_message, spikes_from_messag
 from acquisition.ttl import decode_transitions
 from contract import messages as m
 from controller.config import load_rig, with_overrides
-from tests.controller.test_session import ROOT
+from tests.helpers import SIM_RIG
 from transport.links import resolve_endpoints
 from transport.processes.acquisition import VirtualCortexService
 
 
 def cortex_rig(**cortex):
     return with_overrides(
-        load_rig(ROOT / "rigs" / "sim.toml"),
+        load_rig(SIM_RIG),
         session={"speed": "max"},
         cortex={"population": {"n_neurons": 6, "seed": 2}, **cortex},
         images={"pool_size": 50, "test_size": 10},

@@ -11,13 +11,9 @@ import pytest
 from acquisition.lsl_source import LslAcquisitionSource, LslCodeOutlet, LslSpikeOutlet, LslStreamError, use_lsl_config
 from contract import messages as m
 from contract.parts import AcquisitionSource, check_part
+from tests.helpers import of
 
-
-@pytest.fixture(scope="module", autouse=True)
-def lsl_on_this_machine(tmp_path_factory):
-    path = use_lsl_config(tmp_path_factory.mktemp("lsl"))
-    assert "ResolveScope = machine" in path.read_text() and "IPv6 = disable" in path.read_text()
-    return path
+pytestmark = pytest.mark.usefixtures("lsl_on_this_machine")  # tests/conftest.py
 
 
 def names() -> tuple[str, str]:
@@ -33,10 +29,6 @@ def poll_until(src: LslAcquisitionSource, cond, timeout_s: float = 5.0) -> list:
         if cond(got):
             return got
     raise AssertionError(f"not there after {timeout_s} s: {[type(x).__name__ for x in got]}")
-
-
-def of(msgs: list, kind: type) -> list:
-    return [x for x in msgs if isinstance(x, kind)]
 
 
 @pytest.fixture
@@ -202,6 +194,11 @@ def test_a_string_spike_stream_and_a_missing_stream_are_refused():
     with pytest.raises(RuntimeError, match=f"LSL stream '{spike_name}-none' not found"):
         LslAcquisitionSource(spike_name + "-none", code_name, n_neurons=4).describe(0.3)
     del strings
+
+
+def test_discovery_is_kept_on_this_machine(lsl_on_this_machine):
+    text = lsl_on_this_machine.read_text()
+    assert "ResolveScope = machine" in text and "IPv6 = disable" in text
 
 
 def test_bad_arguments():

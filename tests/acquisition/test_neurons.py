@@ -297,8 +297,10 @@ def test_uint8_and_float_images_agree():
 
 
 def custom_path(fn: str) -> str:
-    package = __name__.rpartition(".")[0]  # "tests" when tests/ is a package, else ""
-    return f"{package + '.' if package else ''}cortex_custom_neurons:{fn}"
+    """The import path of tests/cortex_custom_neurons.py's `fn`: under the top `tests` package when this module is
+    imported as tests.acquisition.test_neurons, else (tests/ on sys.path) a top-level module."""
+    top = __name__.partition(".")[0] if "." in __name__ else ""
+    return f"{top + '.' if top else ''}cortex_custom_neurons:{fn}"
 
 
 def test_custom_neuron_type_loads_from_a_rig_file_like_config():

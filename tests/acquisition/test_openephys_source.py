@@ -14,6 +14,7 @@ from acquisition.openephys_source import OpenEphysSource
 from acquisition.ttl import TtlEncoder
 from contract import messages as m
 from controller.clocks import VirtualClock, WallClock
+from tests.helpers import of
 
 RATE = 30000.0
 
@@ -48,10 +49,6 @@ def take(src, until, timeout_s=5.0):
     while not until(got) and time.monotonic() < end:
         got.extend(src.poll(0.05))
     return got
-
-
-def of(msgs, kind):
-    return [x for x in msgs if isinstance(x, kind)]
 
 
 def test_units_are_mapped_in_order_and_unsorted_or_unknown_units_skipped_and_counted(pub):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -32,16 +31,8 @@ from acquisition.openephys import (
     spikes_from_messages,
 )
 from contract import messages as m
-from contract.images import image_hash
-from tests.contract.test_messages import examples
+from tests.helpers import FUZZ, FUZZ_SCALE, encode_frames, examples, names, valid_messages
 from transport.links import Receiver
-
-# No example database: nothing is written into the checkout. Sized so the file runs in well under 30 s on 2 cores;
-# CORTEXLOOP_FUZZ_SCALE=50 runs a fifty times longer campaign.
-SCALE = float(os.environ.get("CORTEXLOOP_FUZZ_SCALE", "1"))
-FUZZ = settings(
-    max_examples=int(100 * SCALE), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
 
 # -- arbitrary JSON, with the values that broke the decoders before -------------------------------------------
 _nasty_ints = st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64, 2**31, 10**30, -1, 0, 10**9])
@@ -84,17 +75,13 @@ _shape_entries = st.integers(0, 6) | st.integers(-5, 2**66) | _nasty_ints | st.b
 _shapes = st.lists(_shape_entries, max_size=70) | json_values
 
 
-def _frames(msg) -> list[bytes]:
-    return [bytes(f) for f in m.encode(msg)]
-
-
 EXAMPLES = {type(x).__name__: x for x in examples()}
 
 
 @st.composite
 def mutated_frames(draw, name: str) -> list[bytes]:
     """A valid message of type `name` with one to three of its parts replaced by arbitrary values."""
-    frames = _frames(EXAMPLES[name])
+    frames = encode_frames(EXAMPLES[name])
     header = json.loads(frames[1])
     for _ in range(draw(st.integers(1, 3))):
         part = draw(
@@ -188,141 +175,6 @@ def test_decode_raises_only_message_error_for_random_frames(frames):
     decode_or_documented_error(frames)
 
 
-# -- valid messages across their full ranges ---------------------------------------------------------------
-_printable = st.characters(categories=["L", "N", "P", "S"])
-names = st.text(_printable, min_size=1, max_size=m.MAX_NAME_CHARS)
-texts = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=200)
-uint63 = st.integers(0, m.INT64_MAX)
-times = st.floats(-m.MAX_ABS_TIME_S, m.MAX_ABS_TIME_S, allow_nan=False)
-
-
-@st.composite
-def images(draw, n_min: int = 1, n_max: int = 3) -> np.ndarray:
-    n, h, w, c = (
-        draw(st.integers(n_min, n_max)),
-        draw(st.integers(1, 6)),
-        draw(st.integers(1, 6)),
-        draw(st.sampled_from(m.IMAGE_CHANNELS)),
-    )
-    raw = draw(st.binary(min_size=n * h * w * c, max_size=n * h * w * c))
-    return np.frombuffer(raw, np.uint8).reshape(n, h, w, c)
-
-
-@st.composite
-def valid_messages(draw):
-    kind = draw(st.sampled_from(sorted(m.MESSAGE_TYPES)))
-    if kind == "SpikeBatch":
-        t0 = draw(times)
-        t1 = draw(st.floats(t0, m.MAX_ABS_TIME_S))
-        k = draw(st.integers(0, 20))
-        neuron = np.array(draw(st.lists(st.integers(0, 65535), min_size=k, max_size=k)), np.uint16)
-        t = np.array(draw(st.lists(times, min_size=k, max_size=k)), np.float64)
-        return m.SpikeBatch(
-            stream=draw(names),
-            seq=draw(uint63),
-            t_start_s=t0,
-            t_end_s=t1,
-            total_spikes=draw(st.integers(k, m.INT64_MAX)),
-            neuron=neuron,
-            time_s=t,
-        )
-    if kind == "EventCode":
-        return m.EventCode(
-            stream=draw(names),
-            seq=draw(uint63),
-            code=draw(st.integers(0, m.MAX_EVENT_CODE)),
-            time_s=draw(times),
-            clock=draw(st.sampled_from(m.EVENT_CLOCKS)),
-            trial_id=draw(st.integers(-1, m.INT64_MAX)),
-            index=draw(st.integers(-1, 999)),
-            image_hash=draw(st.just("") | names),
-        )
-    if kind == "Heartbeat":
-        info = draw(
-            st.dictionaries(
-                st.text(max_size=8), st.none() | st.floats() | st.integers(-(2**80), 2**80) | texts, max_size=4
-            )
-        )
-        return m.Heartbeat(
-            role=draw(names), seq=draw(uint63), clock_s=draw(times), stream=draw(st.just("") | names), info=info
-        )
-    if kind == "ScreenImage":
-        px = draw(images(1, 1))[0]
-        return m.ScreenImage(image_hash=image_hash(px), pixels=px)
-    if kind == "TrialPlan":
-        px = draw(images())
-        frames = st.integers(0, m.MAX_FRAMES)
-        return m.TrialPlan(
-            trial_id=draw(uint63),
-            image_hashes=[image_hash(p) for p in px],
-            fixation_frames=draw(frames),
-            on_frames=draw(st.integers(1, m.MAX_FRAMES)),
-            off_frames=draw(frames),
-            iti_frames=draw(frames),
-            refresh_hz=draw(st.floats(1.0, m.MAX_REFRESH_HZ)),
-            model_version=draw(st.integers(-1, m.INT64_MAX)),
-            source=draw(names),
-            reasons=[draw(texts) for _ in px],
-            pixels=px,
-        )
-    if kind == "OnsetReport":
-        return m.OnsetReport(
-            trial_id=draw(uint63),
-            index=draw(st.integers(0, 999)),
-            image_hash=draw(names),
-            flip_s=draw(times),
-            frame=draw(uint63),
-        )
-    if kind == "TrialReport":
-        t0 = draw(times)
-        finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
-        return m.TrialReport(
-            trial_id=draw(st.integers(-1, m.INT64_MAX)),
-            status=draw(st.sampled_from(m.TRIAL_STATUSES)),
-            start_s=t0,
-            end_s=draw(st.floats(t0, m.MAX_ABS_TIME_S)),
-            dropped_frames=draw(st.integers(0, m.MAX_TRIAL_FRAMES)),
-            n_onsets=draw(st.integers(0, m.MAX_PLAN_IMAGES)),
-            reason=draw(texts),
-            frame_intervals_s=np.array(draw(st.lists(finite32, max_size=10)), np.float32),
-            onset_to_flip_error_s=np.array(draw(st.lists(finite32, max_size=5)), np.float32),
-        )
-    if kind == "ResponsesUpdate":
-        px = draw(images())
-        k = draw(st.integers(1, 40))
-        counts = np.array(
-            draw(st.lists(st.floats(0, 1e6, width=32), min_size=len(px) * k, max_size=len(px) * k)), np.float32
-        ).reshape(len(px), k)
-        return m.ResponsesUpdate(
-            trial_id=draw(uint63), image_hashes=[image_hash(p) for p in px], pixels=px, counts=counts
-        )
-    if kind == "ModelRequest":
-        op = draw(st.sampled_from(m.MODEL_OPS))
-        return m.ModelRequest(
-            request_id=draw(uint63),
-            op=op,
-            trial_id=draw(st.integers(-1, m.INT64_MAX)),
-            n_images=draw(st.integers(0, m.MAX_PLAN_IMAGES)),
-            train_steps=draw(st.integers(0, m.MAX_TRAIN_STEPS)),
-            **({"pixels": draw(images())} if op == "predict" else {}),
-        )
-    if kind == "ModelReply":
-        px = draw(images(0, 3))
-        rates = np.array(draw(st.lists(st.floats(width=32), min_size=6, max_size=6)), np.float32).reshape(1, 2, 3)
-        return m.ModelReply(
-            request_id=draw(uint63),
-            op=draw(st.sampled_from(m.MODEL_OPS)),
-            model_version=draw(st.integers(-1, m.INT64_MAX)),
-            trial_id=draw(st.integers(-1, m.INT64_MAX)),
-            image_hashes=[image_hash(p) for p in px],
-            reasons=[draw(texts) for _ in px],
-            info={"evidence": {"log_likelihood": draw(st.floats())}},
-            pixels=px,
-            rates=rates,
-        )
-    return m.Shutdown(reason=draw(texts))
-
-
 def assert_same(a, b) -> None:
     assert type(a) is type(b)
     for name, value in vars(a).items():
@@ -336,10 +188,10 @@ def assert_same(a, b) -> None:
             assert got == value
 
 
-@settings(FUZZ, max_examples=int(300 * SCALE))
+@settings(FUZZ, max_examples=int(300 * FUZZ_SCALE))
 @given(msg=valid_messages())
 def test_valid_messages_always_decode_unchanged(msg):
-    assert_same(msg, m.decode(_frames(msg)))
+    assert_same(msg, m.decode(encode_frames(msg)))
 
 
 @FUZZ
@@ -351,7 +203,7 @@ def test_valid_messages_always_decode_unchanged(msg):
 )
 def test_context_checks_raise_only_message_error(msg, n_neurons, image_shape, roles):
     try:
-        m.check_context(m.decode(_frames(msg)), n_neurons=n_neurons, image_shape=image_shape, roles=roles)
+        m.check_context(m.decode(encode_frames(msg)), n_neurons=n_neurons, image_shape=image_shape, roles=roles)
     except m.MessageError:
         pass
 
@@ -421,14 +273,14 @@ SENTINEL = m.Shutdown(reason="end of example")
 
 @settings(
     FUZZ,
-    max_examples=int(60 * SCALE),
+    max_examples=int(60 * FUZZ_SCALE),
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
     batch=st.lists(
         st.sampled_from(sorted(m.MESSAGE_TYPES)).flatmap(mutated_frames)
         | random_frames
-        | valid_messages().map(_frames),
+        | valid_messages().map(encode_frames),
         min_size=1,
         max_size=8,
     ),

@@ -8,65 +8,8 @@ import zmq
 
 from contract import messages as m
 from contract.images import image_hash
+from tests.helpers import encode_frames, examples
 from transport.links import Receiver
-
-
-def examples():
-    rng = np.random.default_rng(0)
-    px = rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8)
-    h = [image_hash(p) for p in px]
-    return [
-        m.SpikeBatch(
-            stream="s",
-            seq=4,
-            t_start_s=1.0,
-            t_end_s=1.02,
-            total_spikes=10,
-            neuron=np.array([1, 2, 3], np.uint16),
-            time_s=np.array([1.001, 1.01, 1.019]),
-        ),
-        m.EventCode(
-            stream="p",
-            seq=1,
-            code=m.Codes.IMAGE_ONSET,
-            time_s=3.5,
-            clock="presenter",
-            trial_id=2,
-            index=1,
-            image_hash="abc",
-        ),
-        m.Heartbeat(role="cortex", seq=9, clock_s=12.0, stream="s"),
-        m.ScreenImage(image_hash=h[0], pixels=px[0]),
-        m.TrialPlan(
-            trial_id=3,
-            image_hashes=h,
-            fixation_frames=18,
-            on_frames=6,
-            off_frames=6,
-            iti_frames=18,
-            refresh_hz=60.0,
-            model_version=2,
-            source="model",
-            reasons=["x", "y", "z"],
-            pixels=px,
-        ),
-        m.OnsetReport(trial_id=3, index=0, image_hash="a", flip_s=0.5, frame=30),
-        m.TrialReport(
-            trial_id=3,
-            status="done",
-            start_s=0.1,
-            end_s=1.7,
-            dropped_frames=0,
-            n_onsets=3,
-            frame_intervals_s=np.full(5, 1 / 60, np.float32),
-        ),
-        m.ResponsesUpdate(trial_id=3, image_hashes=h[:1], pixels=px[:1], counts=np.ones((1, 4), np.float32)),
-        m.ModelRequest(request_id=1, op="predict", pixels=px),
-        m.ModelReply(
-            request_id=1, op="predict", model_version=5, rates=np.ones((2, 3, 4), np.float32), info={"k": [1, 2]}
-        ),
-        m.Shutdown(reason="done"),
-    ]
 
 
 def test_every_message_type_has_an_example():
@@ -89,10 +32,6 @@ def test_round_trip(msg):
             assert got == value
 
 
-def _frames(msg):
-    return [bytes(f) for f in m.encode(msg)]
-
-
 def _header(frames):
     return json.loads(frames[1])
 
@@ -102,7 +41,7 @@ def _with_header(frames, header):
 
 
 def spike_frames():
-    return _frames(examples()[0])
+    return encode_frames(examples()[0])
 
 
 @pytest.mark.parametrize(
@@ -201,7 +140,7 @@ def test_deeply_nested_header_is_a_message_error():
     for _ in range(m.MAX_JSON_DEPTH + 1):
         nested = {"a": nested}
     with pytest.raises(m.MessageError, match="nested deeper"):  # parses, but is refused before it reaches the store
-        m.decode(_frames(m.Heartbeat(role="presenter", seq=1, clock_s=1.0, info=nested)))
+        m.decode(encode_frames(m.Heartbeat(role="presenter", seq=1, clock_s=1.0, info=nested)))
 
 
 @pytest.mark.parametrize(
@@ -234,7 +173,7 @@ def test_integer_beyond_the_json_digit_limit_is_a_message_error():
 
 def _replace(msg, **changes):
     """Encode a message with some fields changed, bypassing the dataclass."""
-    frames = _frames(msg)
+    frames = encode_frames(msg)
     h = _header(frames)
     h["fields"].update(changes)
     return [frames[0], json.dumps(h).encode(), *frames[2:]]
@@ -286,7 +225,7 @@ def test_messages_that_decoded_but_killed_a_process_are_refused(frames, message)
 def _with_array(msg, name, array):
     """Encode msg with one array replaced (any dtype-compatible shape), bypassing validation."""
     setattr(msg, name, array)
-    return _frames(msg)
+    return encode_frames(msg)
 
 
 @pytest.mark.parametrize(
@@ -345,7 +284,7 @@ def test_receiver_applies_context_checks_and_survives_anything_decode_refuses():
     a.connect(f"tcp://127.0.0.1:{port}")
     try:
         recv = Receiver(b, context={"roles": ("presenter",), "n_neurons": 4})
-        a.send_multipart(_frames(m.Heartbeat(role="cortex", seq=1, clock_s=1.0)))  # wrong role for this socket
+        a.send_multipart(encode_frames(m.Heartbeat(role="cortex", seq=1, clock_s=1.0)))  # wrong role for this socket
         a.send_multipart([b"Heartbeat", b'{"v":1,"fields":' + b"[" * 50_000])  # deep nesting
         a.send_multipart(_replace(by_type("TrialPlan"), fixation_frames=10**9))
         m.send(a, m.Heartbeat(role="presenter", seq=2, clock_s=2.0))

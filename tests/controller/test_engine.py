@@ -11,9 +11,8 @@ from contract.parts import InProcessPart, PartError
 from controller.engine import SessionEngine, SessionParts
 from controller.session import run_controller, run_in_process
 from controller.worlds import in_process_parts
-from records.store import SessionStore
 from stimulus.pools import make_pools
-from tests.controller.test_session import small_rig
+from tests.helpers import SilentModel, small_rig
 from transport.launch import run_session
 
 
@@ -47,18 +46,6 @@ def test_the_same_session_in_process_and_across_processes_records_the_same(tmp_p
     assert a[2] == b[2]  # model versions
     assert inproc["trials_aborted"] == procs["trials_aborted"] > 0
     assert inproc["spikes_received"] == procs["spikes_received"]
-
-
-@pytest.fixture
-def engine(tmp_path):
-    rig = small_rig()
-    parts = in_process_parts(rig)
-    store = SessionStore.create(tmp_path / "e", rig.model_dump_json())
-    eng = SessionEngine(rig, store, parts, make_pools(rig.images))
-    eng.start()
-    yield eng
-    eng.close()
-    store.close()
 
 
 def batch(seq, t0, t1, total, n=3, neuron=None):
@@ -283,7 +270,6 @@ def test_the_rig_files_serial_event_output_writes_every_code_of_a_trial_followed
 
 def test_a_late_plan_shows_what_a_random_slot_would_not_the_whole_pool(tmp_path):
     from controller.config import with_overrides
-    from tests.controller.test_status import SilentModel
 
     rig = with_overrides(
         small_rig(n_trials=4),

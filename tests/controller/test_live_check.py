@@ -1,35 +1,18 @@
 """`cortexloop check RIG --live` against a running recording system (the virtual cortex process, real time)."""
 
 import json
-import os
 import subprocess
 import sys
 
 from controller.config import with_overrides
-from tests.controller.test_session import ROOT, small_rig
+from tests.helpers import cli_env, serve, small_rig
 from transport.launch import prepare_session_dir
 
 
 def test_live_check_sees_the_stream_the_units_and_the_test_code(tmp_path):
     rig = with_overrides(small_rig(speed="realtime"), display={"presenter": "headless"})
     prepare_session_dir(rig, tmp_path / "s")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cortex = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controller.cli",
-            "serve",
-            "cortex",
-            "--rig",
-            str(tmp_path / "s" / "rig.json"),
-            "--endpoints",
-            str(tmp_path / "s" / "endpoints.json"),
-            "--session-dir",
-            str(tmp_path / "s"),
-        ],
-        env=env,
-    )
+    cortex = serve("cortex", tmp_path / "s")
     try:
         out = subprocess.run(
             [
@@ -44,7 +27,7 @@ def test_live_check_sees_the_stream_the_units_and_the_test_code(tmp_path):
                 "--endpoints",
                 str(tmp_path / "s" / "endpoints.json"),
             ],
-            env=env,
+            env=cli_env(),
             capture_output=True,
             text=True,
             timeout=120,

@@ -7,19 +7,11 @@ import pytest
 
 from contract import messages as m
 from controller.config import with_overrides
-from tests.controller.test_openephys_session import responses
-from tests.controller.test_session import small_rig
+from tests.helpers import small_rig, stored_responses
 from transport.launch import run_session, session_roles
 
 pytest.importorskip("pylsl")
-
-
-@pytest.fixture(autouse=True)
-def lsl_on_this_machine(tmp_path, monkeypatch):
-    """liblsl's discovery kept on this machine, IPv6 off (its default multicasts off the host)."""
-    cfg = tmp_path / "lsl_api.cfg"
-    cfg.write_text("[ports]\nIPv6 = disable\n[multicast]\nResolveScope = machine\n[log]\nlevel = -2\n")
-    monkeypatch.setenv("LSLAPICFG", str(cfg))
+pytestmark = pytest.mark.usefixtures("lsl_on_this_machine")  # tests/conftest.py
 
 
 def lsl_rig(rig, n_neurons):
@@ -52,7 +44,7 @@ def test_lsl_session_records_the_same_responses_as_the_native_stream(tmp_path, s
     lsl = run_session(lrig, tmp_path / "lsl")
     assert native["status"] == lsl["status"] == "completed", lsl["status"]
     assert lsl["spikes_received"] == native["spikes_received"] > 0 and lsl["trials_aborted"] == native["trials_aborted"]
-    a, b = responses(tmp_path / "native"), responses(tmp_path / "lsl")
+    a, b = stored_responses(tmp_path / "native"), stored_responses(tmp_path / "lsl")
     assert len(a) == native["trials_done"] * rig.trial.images_per_trial > 0
     assert a == b
     db = sqlite3.connect(tmp_path / "lsl" / "session.sqlite")

@@ -7,7 +7,6 @@ import time
 from contract import messages as m
 from contract.parts import MODEL_RESTART_REQUEST
 from controller import protocol as p
-from tests.controller.test_engine import engine  # noqa: F401  (the fixture)
 from transport.launch import MODEL_START_GRACE_S, restart_verdict
 
 

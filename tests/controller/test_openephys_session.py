@@ -6,31 +6,8 @@ import time
 
 from contract import messages as m
 from controller.config import with_overrides
-from tests.controller.test_session import small_rig
+from tests.helpers import OPENEPHYS_NEURONS, ROOT, openephys_rig, small_rig, stored_responses
 from transport.launch import run_session, session_roles
-
-N_NEURONS = 8
-
-
-def openephys_rig(rig, **openephys):
-    """The same rig, its recording system heard only through the Open Ephys format: neuron k is the virtual
-    cortex's unit ("Electrode k+1", k+1), numbered as the GUI's Spike Sorter numbers units."""
-    return with_overrides(
-        rig,
-        cortex={
-            "source": "openephys",
-            "openephys": {"units": [[k + 1, k + 1] for k in range(N_NEURONS)], "virtual_cortex": True, **openephys},
-        },
-        endpoints={"acquisition_pub": "off"},
-    )
-
-
-def responses(path):
-    db = sqlite3.connect(path / "session.sqlite")
-    return db.execute(
-        "SELECT trial_id, idx, image_hash, onset_acq_s, window_start_s, window_end_s, counts, valid, "
-        "model_version, source, reason FROM responses ORDER BY trial_id, idx"
-    ).fetchall()
 
 
 def test_open_ephys_session_records_the_same_responses_as_the_native_stream(tmp_path):
@@ -54,9 +31,9 @@ def test_open_ephys_session_records_the_same_responses_as_the_native_stream(tmp_
     assert session_roles(oe_rig) == ("cortex", "model", "presenter", "controller")
     oe = run_session(oe_rig, tmp_path / "openephys")
     assert native["status"] == oe["status"] == "completed"
-    assert oe["neurons"] == N_NEURONS and oe["spikes_received"] == native["spikes_received"] > 0
+    assert oe["neurons"] == OPENEPHYS_NEURONS and oe["spikes_received"] == native["spikes_received"] > 0
     assert oe["trials_aborted"] == native["trials_aborted"] > 0  # aborted trials' codes are on the lines too
-    a, b = responses(tmp_path / "native"), responses(tmp_path / "openephys")
+    a, b = stored_responses(tmp_path / "native"), stored_responses(tmp_path / "openephys")
     assert len(a) == native["trials_done"] * rig.trial.images_per_trial > 0
     # Same spikes at the same sample times, onsets rebuilt from the TTL words and paired with the flips in
     # order: every response, window and count is the same.
@@ -104,7 +81,6 @@ def test_the_example_live_rig_reads_open_ephys_and_starts_no_virtual_cortex():
     from controller.config import load_rig
     from controller.session import rig_truth
     from controller.worlds import acquisition_part
-    from tests.controller.test_session import ROOT
 
     rig = load_rig(ROOT / "rigs" / "openephys.toml")
     assert rig.cortex.source == "openephys" and not rig.cortex.has_virtual_cortex
@@ -135,7 +111,7 @@ def test_an_open_ephys_session_exports_its_trials_and_onsets_to_nwb(tmp_path):
     result = export_nwb(tmp_path / "oe", tmp_path / "oe.nwb")
     with NWBHDF5IO(str(tmp_path / "oe.nwb"), "r") as io:
         f = io.read()
-        assert len(f.units) == N_NEURONS
+        assert len(f.units) == OPENEPHYS_NEURONS
         # On a virtual clock the session's very last code (the last trial's end) has no later sample behind it
         # and is never rebuilt from the lines (README, "Rehearsing with the simulated rig"): every other trial is.
         assert len(f.trials) == summary["trials_done"] + summary["trials_aborted"] - 1
@@ -146,4 +122,4 @@ def test_an_open_ephys_session_exports_its_trials_and_onsets_to_nwb(tmp_path):
         db = sqlite3.connect(tmp_path / "oe" / "session.sqlite")
         recorded = db.execute("SELECT COUNT(*) FROM event_codes WHERE clock='acquisition' AND code=20").fetchone()[0]
         assert len(onsets.timestamps) == recorded >= summary["trials_done"] * rig.trial.images_per_trial
-    assert result["units"] == N_NEURONS
+    assert result["units"] == OPENEPHYS_NEURONS

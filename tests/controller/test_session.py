@@ -5,7 +5,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,72 +12,8 @@ import numpy as np
 import pytest
 
 from controller.config import load_rig, with_overrides
+from tests.helpers import ROOT, child_pid, children_of, small_rig, start_launcher, wait_for_trials
 from transport.launch import run_session
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def small_rig(**session):
-    rig = load_rig(ROOT / "rigs" / "sim.toml")
-    return with_overrides(
-        rig,
-        session={"n_trials": 6, "speed": "max", **session},
-        display={"presenter": "headless"},
-        images={"pool_size": 300, "test_size": 40},
-        cortex={"population": {"n_neurons": 8, "seed": 3}},
-        fixation={"source": "simulated", "break_probability": 0.15, "seed": 2},
-    )
-
-
-def _children_of(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [int(x) for x in out.split()]
-
-
-def start_launcher(rig, tmp_path: Path, session: str = "k", output=subprocess.PIPE) -> subprocess.Popen:
-    """`cortexloop run` in its own process, as a person would start it, on `rig` (written to tmp_path/rig.json)."""
-    (tmp_path / "rig.json").write_text(rig.model_dump_json())
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controller.cli",
-            "run",
-            str(tmp_path / "rig.json"),
-            "--session-dir",
-            str(tmp_path / session),
-        ],
-        env=env,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def wait_for_trials(db: Path, n: int, where: str = "", timeout_s: float = 120.0) -> None:
-    """Until the store holds n trials (matching `where`), or fail."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if db.exists():
-            con = sqlite3.connect(db)
-            try:
-                if con.execute(f"SELECT COUNT(*) FROM trials {where}").fetchone()[0] >= n:
-                    return
-            except sqlite3.OperationalError:  # the file is there before its tables are: not yet
-                pass
-            finally:
-                con.close()
-        time.sleep(0.3)
-    pytest.fail(f"the session never had {n} trials {where}")
-
-
-def child_pid(launcher_pid: int, role: str) -> int:
-    """The pid of the launcher's `serve ROLE` process."""
-    for c in _children_of(launcher_pid):
-        if f"serve {role}" in open(f"/proc/{c}/cmdline").read().replace("\0", " "):
-            return c
-    raise AssertionError(f"no {role} process under the launcher")
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +107,7 @@ def test_a_dying_cortex_ends_the_session_cleanly_without_orphans(tmp_path):
     launcher = start_launcher(rig, tmp_path)
     try:
         wait_for_trials(tmp_path / "k" / "session.sqlite", 1)
-        children = _children_of(launcher.pid)
+        children = children_of(launcher.pid)
         assert len(children) == 4
         os.kill(child_pid(launcher.pid, "cortex"), signal.SIGKILL)
         out, _ = launcher.communicate(timeout=60)
@@ -262,7 +197,7 @@ def test_the_controller_ends_the_session_itself_when_its_launcher_is_killed(tmp_
     )
     launcher = start_launcher(rig, tmp_path, output=subprocess.DEVNULL)
     wait_for_trials(tmp_path / "k" / "session.sqlite", 1)
-    children = _children_of(launcher.pid)
+    children = children_of(launcher.pid)
     launcher.kill()  # no clean stop: the launcher is simply gone
     launcher.wait()
     summary_path = tmp_path / "k" / "summary.json"

@@ -7,25 +7,11 @@ import select
 import sys
 import time
 
-from contract.parts import InProcessPart
 from controller.config import with_overrides
 from controller.session import run_controller
 from controller.status import StatusBoard
 from controller.worlds import in_process_parts
-from tests.controller.test_session import ROOT, small_rig
-
-
-class SilentModel(InProcessPart):
-    """A model worker that never answers: every plan is late."""
-
-    def request(self, req):
-        pass
-
-    def update(self, upd):
-        pass
-
-    def poll(self, timeout_s):
-        return []
+from tests.helpers import ROOT, SilentModel, small_rig
 
 
 def test_plain_status_lines_and_a_warning_when_plans_fall_back(tmp_path):

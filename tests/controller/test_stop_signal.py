@@ -6,7 +6,7 @@ import pytest
 
 from controller.session import run_controller
 from controller.worlds import in_process_parts
-from tests.controller.test_session import small_rig
+from tests.helpers import small_rig
 
 
 class _SignalOnCollect:

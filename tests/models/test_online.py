@@ -9,6 +9,7 @@ from models.config import ModelConfig
 from models.factory import make_online_model
 from models.online import CompactOnline, CompactPredictor, resolve_device
 from models.stacked import LoopForm, StackedCompact
+from tests.helpers import quadrant_data
 
 SHAPE = (16, 16, 3)
 
@@ -30,22 +31,10 @@ def _cfg(**kw) -> ModelConfig:
     return ModelConfig(**{**base, **kw})
 
 
-def _data(n=200, n_neurons=3, seed=0):
-    """Neurons driven by the brightness of one image quadrant (quadrants vary independently)."""
-    rng = np.random.default_rng(seed)
-    levels = rng.random((n, 2, 2))
-    x = np.kron(levels, np.ones((8, 8)))[..., None] + rng.normal(0, 0.1, (n, 16, 16, 3))
-    images = np.clip(np.rint(255 * x), 0, 255).astype(np.uint8)
-    quads = np.stack([levels[:, 0, 0], levels[:, 1, 1], levels[:, 0, 1]], 1)
-    rates = 5.0 + 60.0 * quads[:, :n_neurons]
-    counts = rng.poisson(rates * 0.2).astype(np.float32)
-    return images, counts, rates
-
-
 def test_factory_builds_compact_and_predictor_shapes():
     model = make_online_model(_cfg(), 3, SHAPE)
     assert isinstance(model, CompactOnline)
-    images, counts, _ = _data(40)
+    images, counts, _ = quadrant_data(40)
     model.add_responses(images, counts, 0.2)
     model.train(2)
     pred = model.snapshot()
@@ -62,11 +51,11 @@ def test_factory_builds_compact_and_predictor_shapes():
 
 def test_no_training_before_enough_data_and_version_counts_training():
     model = make_online_model(_cfg(min_responses_to_train=50), 3, SHAPE)
-    images, counts, _ = _data(20)
+    images, counts, _ = quadrant_data(20)
     model.add_responses(images, counts, 0.2)
     model.train(5)
     assert model.steps_done == 0 and model.snapshot().version == 0
-    images, counts, _ = _data(60, seed=1)
+    images, counts, _ = quadrant_data(60, seed=1)
     model.add_responses(images, counts, 0.2)
     model.train(1)
     assert model.snapshot().version == 1
@@ -77,9 +66,9 @@ def test_no_training_before_enough_data_and_version_counts_training():
 def test_online_training_reduces_loss_and_learns(form):
     torch.manual_seed(0)
     model = make_online_model(_cfg(form=form), 3, SHAPE)
-    images, counts, _ = _data(300)
+    images, counts, _ = quadrant_data(300)
     model.add_responses(images, counts, 0.2)
-    test_images, _, test_rates = _data(200, seed=9)
+    test_images, _, test_rates = quadrant_data(200, seed=9)
     x = torch.from_numpy(test_images).permute(0, 3, 1, 2).float() / 255
 
     def held_out_nll():
@@ -99,7 +88,7 @@ def test_online_training_reduces_loss_and_learns(form):
 
 def test_snapshot_is_frozen_while_training_continues():
     model = make_online_model(_cfg(), 3, SHAPE)
-    images, counts, _ = _data(100)
+    images, counts, _ = quadrant_data(100)
     model.add_responses(images, counts, 0.2)
     model.train(3)
     snap = model.snapshot()
@@ -113,7 +102,7 @@ def test_snapshot_is_frozen_while_training_continues():
 
 def test_members_differ_and_bootstrap_weights_are_poisson():
     model = make_online_model(_cfg(ensemble_size=3), 3, SHAPE)
-    images, counts, _ = _data(200)
+    images, counts, _ = quadrant_data(200)
     model.add_responses(images, counts, 0.2)
     w = model.boot_weights[:200]
     assert (w[:, 0] == 1).all()  # member 0 sees every presentation once
@@ -126,7 +115,7 @@ def test_members_differ_and_bootstrap_weights_are_poisson():
 def test_memory_is_bounded_by_the_ring_buffer():
     model = make_online_model(_cfg(max_stored_responses=100), 3, SHAPE)
     for seed in range(3):
-        images, counts, _ = _data(70, seed=seed)
+        images, counts, _ = quadrant_data(70, seed=seed)
         model.add_responses(images, counts, 0.2)
     assert len(model.buffer) == 100 and model.boot_weights.shape[0] == 100
 

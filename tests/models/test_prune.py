@@ -17,6 +17,7 @@ from models.prune import (
     slice_model,
 )
 from models.stacked import StackedCompact
+from tests.helpers import small_compress_session
 
 # As the model worker does (ModelConfig.cpu_threads): one thread is fastest for these small models.
 torch.set_num_threads(1)
@@ -209,28 +210,6 @@ def test_distill_then_retrain_pruned_student_recovers_the_teacher():
     (retrained,) = fit_students([res.model], images, targets, steps=50, lr=3e-3, batch_size=64, device=dev)
     r_retrained = np.corrcoef(retrained(x).detach().numpy(), t.numpy())[0, 1]
     assert r_retrained > 0.9, (r_retrained, r_student)
-
-
-def small_compress_session(n_neurons: int, n_shown: int, compression: dict | None = None, **model):
-    """A 16x16 rig with `model` and `compression` keys and what a session of it recorded: (rig, images shown,
-    counts in 0.15 s), counts drawn from the virtual cortex's true rates."""
-    from acquisition.population import Population
-    from controller.config import RigConfig, with_overrides
-    from stimulus.pools import make_pools
-
-    rig = with_overrides(
-        RigConfig(),
-        images={"size_px": 16, "pool_size": 200, "test_size": 50},
-        model=model,
-        compression=compression or {},
-    )
-    pop_cfg = rig.cortex.population.model_copy(update={"n_neurons": n_neurons})
-    rig = rig.model_copy(update={"cortex": rig.cortex.model_copy(update={"population": pop_cfg})})
-    pools = make_pools(rig.images)
-    rng = np.random.default_rng(0)
-    imgs = pools.train[rng.integers(0, 200, n_shown)]
-    counts = rng.poisson(Population(pop_cfg, 16, True).rates(imgs) * 0.15).astype(np.float32)
-    return rig, imgs, counts
 
 
 def test_compress_from_arrays_end_to_end(tmp_path):

@@ -8,7 +8,7 @@ from models.config import ModelConfig
 from models.factory import make_online_model
 from models.shared_core import CoreWeightsError, ResNetStemCore, SharedCoreOnline, SharedCorePredictor
 from stimulus.synthesis import from_pixels
-from tests.models.test_online import _data
+from tests.helpers import quadrant_data, small_compress_session
 
 SHAPE = (16, 16, 3)
 
@@ -32,7 +32,7 @@ def _cfg(**kw) -> ModelConfig:
 def test_factory_builds_shared_and_predictor_interface():
     model = make_online_model(_cfg(), 3, SHAPE)
     assert isinstance(model, SharedCoreOnline)
-    images, counts, _ = _data(40)
+    images, counts, _ = quadrant_data(40)
     model.add_responses(images, counts, 0.2)
     model.train(2)
     assert model.steps_done == 2 and np.isfinite(model.last_loss)
@@ -53,7 +53,7 @@ def test_factory_builds_shared_and_predictor_interface():
 
 def test_members_differ_and_bootstrap_weights():
     model = make_online_model(_cfg(ensemble_size=3), 3, SHAPE)
-    images, counts, _ = _data(300)
+    images, counts, _ = quadrant_data(300)
     model.add_responses(images, counts, 0.2)
     w = model.boot_weights[:300]
     assert (w[:, 0] == 1).all()  # member 0: every presentation once
@@ -66,9 +66,9 @@ def test_members_differ_and_bootstrap_weights():
 def test_training_learns_every_neuron_at_once():
     torch.manual_seed(0)
     model = make_online_model(_cfg(), 3, SHAPE)
-    images, counts, _ = _data(300)
+    images, counts, _ = quadrant_data(300)
     model.add_responses(images, counts, 0.2)
-    test_images, _, test_rates = _data(200, seed=9)
+    test_images, _, test_rates = quadrant_data(200, seed=9)
     x = from_pixels(test_images)
     model.train(150)
     pred = model.snapshot().rates(x).mean(0).detach().numpy()
@@ -78,7 +78,7 @@ def test_training_learns_every_neuron_at_once():
 
 def test_held_out_presentations_are_never_trained_on():
     model = make_online_model(_cfg(validation_every=4), 3, SHAPE)
-    images, counts, _ = _data(100)
+    images, counts, _ = quadrant_data(100)
     model.add_responses(images[:50], counts[:50], 0.2)
     model.add_responses(images[50:], counts[50:], 0.2)
     train_rows, val_rows = model._rows()
@@ -100,9 +100,9 @@ def test_published_weights_are_the_best_on_held_out_responses():
     """Many steps on few, noisy presentations overfit; the snapshot keeps the weights that did best held out."""
     torch.manual_seed(0)
     rng = np.random.default_rng(3)
-    images, _, rates = _data(40, seed=3)
+    images, _, rates = quadrant_data(40, seed=3)
     counts = rng.poisson(rates * 0.05).astype(np.float32)  # a 50 ms window: few spikes
-    test_images, _, test_rates = _data(300, seed=4)
+    test_images, _, test_rates = quadrant_data(300, seed=4)
     x = from_pixels(test_images)
 
     def held_out_r(net):
@@ -122,7 +122,7 @@ def test_published_weights_are_the_best_on_held_out_responses():
 
 def test_checkpoint_round_trip_weights_only(tmp_path):
     model = make_online_model(_cfg(), 3, SHAPE)
-    images, counts, _ = _data(80)
+    images, counts, _ = quadrant_data(80)
     model.add_responses(images, counts, 0.2)
     model.train(25)
     path = tmp_path / "model.pt"
@@ -164,7 +164,7 @@ def test_core_loads_torchvision_format_weights_and_can_be_frozen(tmp_path):
     assert len(model.net.cores) == 1  # frozen: one core for all members
     for key, value in model.net.cores[0].state_dict().items():
         torch.testing.assert_close(value, state[key], msg=key)
-    images, counts, _ = _data(80)
+    images, counts, _ = quadrant_data(80)
     model.add_responses(images, counts, 0.2)
     model.train(20)
     for key, value in model.net.cores[0].state_dict().items():  # frozen: training leaves the core alone
@@ -190,7 +190,7 @@ def test_loaded_running_statistics_are_used_but_never_updated(tmp_path):
         state["bn1.running_var"][:, None, None] + 1e-5
     ) * state["bn1.weight"][:, None, None] + state["bn1.bias"][:, None, None]
     torch.testing.assert_close(bn(x), expected)
-    images, counts, _ = _data(80)
+    images, counts, _ = quadrant_data(80)
     model.add_responses(images, counts, 0.2)
     model.train(5)
     torch.testing.assert_close(model.net.cores[0].bn1.running_mean, state["bn1.running_mean"])
@@ -226,7 +226,7 @@ def test_core_weights_of_another_width_or_missing_file(tmp_path):
 
 
 def test_grey_images_and_conv_core():
-    images, counts, _ = _data(60)
+    images, counts, _ = quadrant_data(60)
     grey = images[..., :1]
     for core in ("resnet18", "conv"):
         model = make_online_model(_cfg(core=core), 3, (16, 16, 1))
@@ -240,7 +240,7 @@ def test_compress_reads_a_shared_session_checkpoint_as_its_teacher(tmp_path):
     from models.compress import _teacher
 
     model = make_online_model(_cfg(), 3, SHAPE)
-    images, counts, _ = _data(80)
+    images, counts, _ = quadrant_data(80)
     model.add_responses(images, counts, 0.2)
     model.train(12)
     path = tmp_path / "model.pt"
@@ -256,7 +256,6 @@ def test_compress_reads_a_shared_session_checkpoint_as_its_teacher(tmp_path):
 def test_compress_end_to_end_from_a_shared_session_checkpoint(tmp_path):
     """The whole of compress (teacher, distil, prune, retrain, pages, report) on a shared-kind checkpoint."""
     from models.compress import compress_from_arrays
-    from tests.models.test_prune import small_compress_session
 
     rig, imgs, counts = small_compress_session(
         3,

@@ -13,19 +13,14 @@ import pytest
 from contract import messages as m
 from records.nwb import image_kind
 from records.store import SessionStore
-from tests.records.test_report import short_session
+from tests.helpers import SIM_RIG
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    return short_session(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def exported(session, tmp_path_factory):
+def exported(short_session, tmp_path_factory):
     from controller.cli import main
 
-    rig, path, summary = session
+    rig, path, summary = short_session
     out = tmp_path_factory.mktemp("nwb") / "s.nwb"
     assert main(["export-nwb", str(path), "--out", str(out)]) == 0
     return out
@@ -47,7 +42,7 @@ def test_nwbinspector_finds_nothing_critical_and_no_best_practice_violation(expo
     assert [(msg.check_function_name, msg.object_name) for msg in messages] == []
 
 
-def test_the_simulated_rigs_defaults_pass_too(session, tmp_path):
+def test_the_simulated_rigs_defaults_pass_too(short_session, tmp_path):
     """A session stored with no experimenter or institution: the simulated subject is enough for DANDI.
 
     Its stored rig also has a key this version no longer knows, in a section the export does not read (as a
@@ -55,7 +50,7 @@ def test_the_simulated_rigs_defaults_pass_too(session, tmp_path):
     """
     from records.nwb import export_nwb
 
-    rig, path, summary = session
+    rig, path, summary = short_session
     copy = tmp_path / "defaults"
     shutil.copytree(path, copy, ignore=shutil.ignore_patterns("sockets"))
     stored = json.loads(rig.model_dump_json())
@@ -74,10 +69,10 @@ def test_the_simulated_rigs_defaults_pass_too(session, tmp_path):
     }
 
 
-def test_nwb_holds_units_trials_presentations_and_described_images(session, exported):
+def test_nwb_holds_units_trials_presentations_and_described_images(short_session, exported):
     from pynwb import NWBHDF5IO
 
-    rig, path, summary = session
+    rig, path, summary = short_session
     store = SessionStore.open(path)
     try:
         onsets = store.onsets()
@@ -138,9 +133,8 @@ def test_a_session_that_recorded_nothing_exports_and_passes(tmp_path):
     """Killed before its first spike batch: an NWB file with the metadata and nothing else, still acceptable."""
     from controller.config import load_rig
     from records.nwb import export_nwb
-    from tests.records.test_report import ROOT
 
-    SessionStore.create(tmp_path / "empty", load_rig(ROOT / "rigs" / "sim.toml").model_dump_json()).close()
+    SessionStore.create(tmp_path / "empty", load_rig(SIM_RIG).model_dump_json()).close()
     result = export_nwb(tmp_path / "empty", tmp_path / "e.nwb")
     assert (result["units"], result["trials"], result["presentations"], result["images"]) == (0, 0, 0, 0)
     levels = Counter(msg.importance.name for msg in _inspect(tmp_path / "e.nwb"))

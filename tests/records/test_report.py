@@ -18,65 +18,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.config import load_rig, parse_rig, with_overrides
+from controller.config import load_rig, parse_rig
 from records.nwb import image_kind
 from records.report import repeat_noise_ceiling
 from records.store import SessionStore
-from transport.launch import run_session
+from tests.helpers import SIM_RIG
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)"
 )
 
 
-def short_rig():
-    """The default rig, small and on a virtual clock; every image kind, MEIs and repeats within 5 trials."""
-    rig = load_rig(ROOT / "rigs" / "sim.toml")
-    return with_overrides(
-        rig,
-        session={
-            "n_trials": 5,
-            "speed": "max",
-            "experimenter": ["Doe, Jane"],
-            "institution": "Test Institute",
-            "lab": "Vision Lab",
-        },
-        display={"presenter": "headless"},
-        images={"pool_size": 300, "test_size": 40},
-        cortex={"population": {"n_neurons": 6, "seed": 3}},
-        fixation={"source": "simulated", "break_probability": 0.1, "seed": 2},
-        selection={
-            "mix": {"random": 0.2, "selected": 0.2, "synthesized": 0.1, "mei": 0.2, "repeat": 0.3},
-            "repeat_set_size": 3,
-        },
-    )
-
-
-_SHORT: dict = {}
-
-
-def short_session(tmp_path_factory) -> tuple:
-    """(rig, session dir, summary) of one short session, run once per test run (the NWB tests share it)."""
-    if not _SHORT:
-        path = tmp_path_factory.mktemp("short") / "s"
-        rig = short_rig()
-        _SHORT["s"] = (rig, path, run_session(rig, path))
-    return _SHORT["s"]
-
-
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    return short_session(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def report(session, tmp_path_factory):
+def report(short_session, tmp_path_factory):
     """The page, written by `cortexloop report SESSION --out FILE`."""
     from controller.cli import main
 
-    rig, path, summary = session
+    rig, path, summary = short_session
     out = tmp_path_factory.mktemp("report") / "report.html"
     said = io.StringIO()
     with contextlib.redirect_stdout(said):
@@ -100,10 +59,10 @@ def _data_images(text: str) -> list[bytes]:
     return [base64.b64decode(b) for b in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)]
 
 
-def test_report_has_every_section_and_every_image_decodes(session, report):
+def test_report_has_every_section_and_every_image_decodes(short_session, report):
     import matplotlib.image as mpimg
 
-    rig, path, summary = session
+    rig, path, summary = short_session
     assert summary["status"] == "completed"
     text = report.read_text()
     for section in (
@@ -148,8 +107,8 @@ def test_report_has_every_section_and_every_image_decodes(session, report):
     assert parse_rig(tomllib.loads(html.unescape(rig_text))) == rig
 
 
-def test_images_are_grouped_by_the_recorded_reason(session, report):
-    rig, path, summary = session
+def test_images_are_grouped_by_the_recorded_reason(short_session, report):
+    rig, path, summary = short_session
     store = SessionStore.open(path)
     try:
         reasons = {p["trial_id"]: p["reasons"] for p in store.plans()}
@@ -248,7 +207,7 @@ def test_chromium_shows_the_report_without_errors_and_decodes_every_image(report
 def test_a_session_that_recorded_nothing_gets_a_report_saying_so(tmp_path):
     from records.report import write_report
 
-    SessionStore.create(tmp_path / "empty", load_rig(ROOT / "rigs" / "sim.toml").model_dump_json()).close()
+    SessionStore.create(tmp_path / "empty", load_rig(SIM_RIG).model_dump_json()).close()
     text = write_report(tmp_path / "empty").read_text()
     assert "<img " not in text
     missing = re.findall(r"<b>([^<]+): not recorded in this session\.</b>", text)

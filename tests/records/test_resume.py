@@ -7,20 +7,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from controller.config import with_overrides
-from tests.controller.test_session import ROOT, child_pid, small_rig, start_launcher, wait_for_trials
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie waiting for its parent."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
+from tests.helpers import child_pid, cli_env, running, small_rig, start_launcher, wait_for_trials
 
 
 def test_a_killed_controller_resumes_and_nothing_committed_is_lost_or_repeated(tmp_path):
@@ -35,14 +26,13 @@ def test_a_killed_controller_resumes_and_nothing_committed_is_lost_or_repeated(t
         others = [child_pid(launcher.pid, role) for role in ("cortex", "model", "presenter")]
         os.kill(child_pid(launcher.pid, "controller"), signal.SIGKILL)
         killed_at = time.monotonic()
-        while any(_running(pid) for pid in others) and time.monotonic() - killed_at < 30:
+        while any(running(pid) for pid in others) and time.monotonic() - killed_at < 30:
             time.sleep(0.1)
         stopped_after_s = time.monotonic() - killed_at
         out, _ = launcher.communicate(timeout=60)
     finally:
         if launcher.poll() is None:
             launcher.kill()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     killed = json.loads((session / "summary.json").read_text())
     assert "controller stopped (signal SIGKILL)" in killed["status"], out
     # Nobody else tells them the session is over: the launcher stops them at once, not after its 10 s grace.
@@ -63,7 +53,7 @@ def test_a_killed_controller_resumes_and_nothing_committed_is_lost_or_repeated(t
 
     resumed = subprocess.run(
         [sys.executable, "-m", "controller.cli", "run", "--resume", str(session)],
-        env=env,
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=300,

@@ -9,7 +9,7 @@ from controller.config import with_overrides
 from controller.session import run_in_process
 from records.resume import resume_point
 from records.store import SessionStore
-from tests.controller.test_session import small_rig
+from tests.helpers import small_rig
 
 
 @pytest.fixture(scope="module")

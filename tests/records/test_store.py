@@ -19,9 +19,7 @@ from hypothesis import HealthCheck, given, settings
 
 from contract import messages as m
 from records.store import DB_NAME, SessionStore
-from tests.contract.test_fuzz import FUZZ, SCALE, valid_messages
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import FUZZ, FUZZ_SCALE, ROOT, valid_messages
 
 
 def put(store: SessionStore, msg) -> None:
@@ -62,7 +60,7 @@ def store():
 
 @settings(
     FUZZ,
-    max_examples=int(200 * SCALE),
+    max_examples=int(200 * FUZZ_SCALE),
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(msg=valid_messages())

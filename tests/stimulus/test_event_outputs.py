@@ -266,13 +266,6 @@ def test_outputs_are_event_output_parts():
 
 
 # -- LSL markers -------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def lsl_on_this_machine(tmp_path_factory):
-    from acquisition.lsl_source import use_lsl_config
-
-    return use_lsl_config(tmp_path_factory.mktemp("lsl"))
-
-
 def test_lsl_markers_read_back_by_a_real_inlet_with_the_flip_time(lsl_on_this_machine):
     import pylsl
 

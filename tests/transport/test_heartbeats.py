@@ -3,41 +3,15 @@ does not end the session, because the presenter process heartbeats between the t
 
 import os
 import subprocess
-import sys
 
 from controller.config import with_overrides
 from controller.engine import SessionEngine
 from controller.session import run_controller
 from controller.worlds import process_parts
-from tests.controller.test_session import ROOT, small_rig
+from tests.helpers import serve, small_rig
 from transport.launch import prepare_session_dir
 
 SILENCE_LIMIT_S = 1.0
-
-
-def _serve(role: str, session_dir) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = open(session_dir / "logs" / f"{role}.log", "a")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controller.cli",
-            "serve",
-            role,
-            "--rig",
-            str(session_dir / "rig.json"),
-            "--session-dir",
-            str(session_dir),
-            "--endpoints",
-            str(session_dir / "endpoints.json"),
-            "--parent-pid",
-            str(os.getpid()),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
 
 
 def test_a_trial_longer_than_the_silence_limit_does_not_abort_the_session(tmp_path, monkeypatch):
@@ -53,7 +27,7 @@ def test_a_trial_longer_than_the_silence_limit_does_not_abort_the_session(tmp_pa
     assert rig.timing.trial_s > 2 * limit
     session_dir = tmp_path / "long"
     endpoints = prepare_session_dir(rig, session_dir)
-    procs = [_serve(role, session_dir) for role in ("cortex", "model", "presenter")]
+    procs = [serve(role, session_dir, parent_pid=os.getpid(), log=True) for role in ("cortex", "model", "presenter")]
     try:
         summary = run_controller(rig, session_dir, process_parts(rig, endpoints), quiet=True)
     finally:
@@ -84,7 +58,9 @@ def test_a_presenter_that_hangs_mid_trial_is_noticed_within_the_silence_limit(tm
     )
     session_dir = tmp_path / "hung"
     endpoints = prepare_session_dir(rig, session_dir)
-    procs = {role: _serve(role, session_dir) for role in ("cortex", "model", "presenter")}
+    procs = {
+        role: serve(role, session_dir, parent_pid=os.getpid(), log=True) for role in ("cortex", "model", "presenter")
+    }
     stopped_at = []
 
     def stop_presenter_mid_trial():

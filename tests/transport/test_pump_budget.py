@@ -5,7 +5,6 @@ The parts are the real ones: the virtual cortex process streams spikes on the wa
 valid OnsetReports pushed into the controller's inbox by another process, the engine is the session's own.
 """
 
-import os
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ from controller.engine import SessionEngine
 from controller.worlds import process_parts
 from records.store import SessionStore
 from stimulus.pools import make_pools
-from tests.controller.test_session import ROOT, small_rig
+from tests.helpers import cli_env, serve, small_rig
 from transport.launch import prepare_session_dir
 
 N_FLOOD = 100_000
@@ -52,23 +51,7 @@ def test_a_flood_of_onset_reports_keeps_each_pump_within_budget_and_spikes_flowi
     rig = small_rig(speed="realtime")  # the cortex streams spike batches on the wall clock, as a rig does
     session_dir = tmp_path / "flood"
     endpoints = prepare_session_dir(rig, session_dir)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cortex = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controller.cli",
-            "serve",
-            "cortex",
-            "--rig",
-            str(session_dir / "rig.json"),
-            "--session-dir",
-            str(session_dir),
-            "--endpoints",
-            str(session_dir / "endpoints.json"),
-        ],
-        env=env,
-    )
+    cortex = serve("cortex", session_dir)
     stop = threading.Event()
     model = threading.Thread(target=_answer_model_status, args=(endpoints["model"], stop), daemon=True)
     model.start()
@@ -79,7 +62,7 @@ def test_a_flood_of_onset_reports_keeps_each_pump_within_budget_and_spikes_flowi
         engine.start(timeout_s=60)
         flooder = subprocess.Popen(
             [sys.executable, "-c", FLOODER, endpoints["controller_inbox"], str(N_FLOOD)],
-            env=env,
+            env=cli_env(),
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -11,7 +11,7 @@ import zmq
 from contract import messages as m
 from controller.cli import main as cli_main
 from controller.config import RigFileError, load_rig, parse_rig, with_overrides
-from tests.controller.test_session import ROOT, small_rig
+from tests.helpers import ROOT, openephys_rig, small_rig
 from transport.launch import run_session
 from transport.links import bind, resolve_endpoints
 from transport.processes.acquisition import VirtualCortexService
@@ -79,7 +79,7 @@ def test_loopback_and_ipc_endpoints_need_no_keys_and_keys_admit_any_endpoint(key
         }
     )
     assert keys_for(rig) is None
-    rig = _rig_with({"model": "tcp://*:5603"}, keyring)
+    rig = _rig_with({"model": "tcp://10.0.0.2:5603"}, keyring)
     keys = keys_for(rig)
     assert keys is not None and keys.server_secret is not None
 
@@ -97,7 +97,7 @@ def test_security_keys_come_all_together_as_absolute_paths_and_endpoints_name_a_
 
 
 def test_key_files_that_cannot_be_used_are_refused_by_name(keyring, tmp_path):
-    rig = _rig_with({"model": "tcp://*:5603"}, {**keyring, "client_key": str(tmp_path / "none.key_secret")})
+    rig = _rig_with({"model": "tcp://10.0.0.2:5603"}, {**keyring, "client_key": str(tmp_path / "none.key_secret")})
     with pytest.raises(SecurityError, match=r"security\.client_key = .*none\.key_secret.*no such key file"):
         keys_for(rig)
     os.chmod(keyring["client_key"], 0o644)
@@ -200,8 +200,8 @@ def test_with_keys_the_session_pair_works_and_a_peer_without_the_key_gets_and_de
         small_rig(speed="realtime"),
         security=keyring,
         endpoints={
-            "acquisition_pub": f"tcp://*:{pub_port}",
-            "acquisition_events": f"tcp://*:{events_port}",
+            "acquisition_pub": f"tcp://127.0.0.1:{pub_port}",
+            "acquisition_events": f"tcp://127.0.0.1:{events_port}",
             "openephys_pub": "off",
         },
     )
@@ -268,8 +268,6 @@ def test_a_whole_session_runs_with_keys_on_every_socket(keyring, tmp_path):
 def test_the_simulated_open_ephys_broadcaster_uses_the_keys_too(keyring, tmp_path):
     """The virtual cortex's Open Ephys socket is one of the session's: with keys, the controller's Open Ephys
     source reads it as a CURVE client (and tells the simulated recording system to stop through a keyed socket)."""
-    from tests.controller.test_openephys_session import openephys_rig
-
     rig = with_overrides(openephys_rig(small_rig(n_trials=2)), security=keyring, model={"kind": "baseline"})
     summary = run_session(rig, tmp_path / "oe-keyed")
     assert summary["status"] == "completed" and summary["spikes_received"] > 0
