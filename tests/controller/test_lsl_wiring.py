@@ -145,10 +145,10 @@ def test_the_presenters_own_marker_stream_as_code_stream_on_one_machine_then_res
         assert bridge.pushed > 0
     assert resumed["status"] == "completed", resumed["status"]
     db = sqlite3.connect(path / "session.sqlite")
+    logs = [t for k, t in db.execute("SELECT kind, text FROM log") if k in ("spikes_out_of_order", "spikes_lost")]
+    assert logs == [], f"{len(logs)} batches taken for repeats or lost: {logs[:3]}"
     streams = dict(db.execute("SELECT stream, COUNT(*) FROM spike_batches GROUP BY stream").fetchall())
     assert set(streams) == {spikes, f"{spikes}-1"}
-    logs = [t for k, t in db.execute("SELECT kind, text FROM log") if k in ("spikes_out_of_order", "spikes_lost")]
-    assert logs == [], logs
     rows = db.execute("SELECT trial_id, valid, counts FROM responses ORDER BY trial_id, idx").fetchall()
     per_trial = {}
     for tid, valid, counts in rows:
