@@ -108,10 +108,12 @@ def arm_selection(arm: str, args) -> dict:
     too). Without the two keys in the build, random images are natural ones and the closed loop scores the
     whole pool: only the arms that match that are possible."""
     kind, source = ARMS[arm]
+    cold = getattr(args, "model_driven_after", None)
+    cold = {} if cold is None or kind == "random" else {"model_driven_after": cold}
     if kind == "rig":  # the rig file's own selection, as a session runs it (hypotheses: the ensemble's members)
-        return {"hypotheses": []}
+        return {"hypotheses": [], **cold}
     mix = {"random": 1.0} if kind == "random" else parse_mix(args.mix)
-    sel = {"mix": mix, "candidates": args.candidates, "hypotheses": []}
+    sel = {"mix": mix, "candidates": args.candidates, "hypotheses": [], **cold}
     if args.objective:
         sel["objective"] = args.objective
     if has_candidates_key():
@@ -641,6 +643,11 @@ def main(argv: list[str] | None = None) -> int:
         help="run only the arms whose images come from here (selection.candidates_from)",
     )
     ap.add_argument("--mix", default="selected=1", help="closed-loop mix, e.g. selected=0.8,random=0.2")
+    ap.add_argument(
+        "--model-driven-after",
+        type=float,
+        help="selection.model_driven_after of the closed-loop arms (the cold start; default: the rig file's)",
+    )
     ap.add_argument("--candidates", type=int, default=512, help="candidate images scored per choice")
     ap.add_argument("--pool-size", type=int, default=2000)
     ap.add_argument("--test-size", type=int, default=200)
