@@ -152,6 +152,7 @@ class SessionEngine:
         # stretch without one that is not a stall (protocol.window_covered); None where the source's own clock
         # is proof.
         self.max_silence_s: float | None = None
+        self.codes_prove = False  # the source's event codes prove the stream live too (protocol.STREAM_PROOF)
         self.silent_windows = 0  # responses stored invalid: the stream was silent over their window
         self.misshown_images = 0  # responses stored invalid: the image was not shown as planned
         self.last_fault = ""  # the latest image not shown as planned, and why (for the live status)
@@ -217,6 +218,8 @@ class SessionEngine:
         elif isinstance(msg, m.EventCode):
             self.last_seen["acquisition"] = now
             self.store.put_event(msg)
+            if self.codes_prove and msg.clock == "acquisition":
+                self._proof(self.streams.setdefault(msg.stream, StreamState()), msg.stream, [msg.time_s])
             if msg.code == m.Codes.PHOTODIODE and msg.clock == "acquisition":
                 self.photodiode_edges.append(msg.time_s)  # a stream's events come in time order
             elif msg.code == m.Codes.IMAGE_ONSET and msg.clock == "acquisition":
@@ -271,14 +274,18 @@ class SessionEngine:
         # SpikeRecord.add never moves the stream's clock back, and counts spikes in any order.
         self.record.add(msg.neuron, msg.time_s, msg.t_end_s)
         if self.max_silence_s is not None:
-            silences, st.live_s = p.stream_silences(st.live_s, msg.time_s, self.max_silence_s)
-            for a, b in silences:
-                st.silences.append((a, b))
-                self.store.log(
-                    "stream_silent",
-                    f"stream {msg.stream}: no spike from {a:.3f} to {b:.3f} s ({b - a:.3f} s); "
-                    f"windows over it stored invalid",
-                )
+            self._proof(st, msg.stream, msg.time_s)
+
+    def _proof(self, st: StreamState, stream: str, stamps) -> None:
+        """Stamps of real messages (spikes; where the source says so, event codes too) prove the stream live at
+        their times; the silences they reveal are logged (protocol.stream_silences)."""
+        silences, st.live_s = p.stream_silences(st.live_s, stamps, self.max_silence_s)
+        for a, b in silences:
+            st.silences.append((a, b))
+            self.store.log(
+                "stream_silent",
+                f"stream {stream}: nothing from {a:.3f} to {b:.3f} s ({b - a:.3f} s); windows over it stored invalid",
+            )
 
     def _recover_late(self, st: StreamState, msg: m.SpikeBatch) -> None:
         """A late batch's spikes are no longer lost: its time span leaves the lost intervals, so the windows
@@ -422,7 +429,8 @@ class SessionEngine:
             )
         self.source_info = info
         proof = p.stream_proof(info)
-        self.max_silence_s = self.rig.response.max_silence_ms / 1000 if proof == "spikes" else None
+        self.max_silence_s = self.rig.response.max_silence_ms / 1000 if proof != "clock" else None
+        self.codes_prove = proof == "events"
         self.store.set_meta("stream_proof", proof)
         self.n_neurons = int(info["n_neurons"])
         self.record = SpikeRecord(self.n_neurons)

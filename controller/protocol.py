@@ -159,24 +159,27 @@ def overlapping(starts: np.ndarray, ends: np.ndarray, intervals: list) -> np.nda
 #   "clock"  (the default: the virtual cortex, a replay): the source makes the stream; its batches' spans and
 #            its heartbeats' clock are its own, so they prove it was live up to them (a lost batch is a gap in
 #            the sequence numbers: lost_intervals).
-#   "spikes" (Open Ephys, LSL: a recording system that says nothing while it stalls): only a spike's own stamp
-#            proves the stream was live at that time. The heartbeats' clock there is an estimate (how far the
-#            stream has surely got, so no spike in flight is cut off), never proof.
-# For "spikes": the stretches longer than `max_silence_s` with no spike are silences; a window is complete only
+#   "spikes" (LSL: a recording system that says nothing while it stalls): only a spike's own stamp proves the
+#            stream was live at that time; the codes come on a stream of their own and prove nothing of it. The
+#            heartbeats' clock there is an estimate (how far the stream has surely got, so no spike in flight is
+#            cut off), never proof.
+#   "events" (Open Ephys): as "spikes", and an event code's stamp is proof too (its TTL lines are samples of the
+#            same stream, sent by the same GUI).
+# For "spikes" and "events": the stretches longer than `max_silence_s` with no spike are silences; a window is complete only
 # once a spike stamped at or after its end has come (or the estimated clock has run `max_silence_s` past the
 # last spike: an open silence), and it is valid only if no silence overlaps it.
 
 
 # What proves each kind of stream live, by the "kind" its source's describe() gives; a source may also say it
 # itself, under "proof". A kind not listed is taken to make its own clock.
-STREAM_PROOF = {"lsl": "spikes", "open ephys": "spikes"}
+STREAM_PROOF = {"lsl": "spikes", "open ephys": "events"}
 
 
 def stream_proof(info: dict) -> str:
-    """What proves a source's stream live, "spikes" or "clock" (the comment above), from its description."""
+    """What proves a source's stream live, "spikes", "events" or "clock" (the comment above), from its description."""
     proof = info.get("proof") or STREAM_PROOF.get(info.get("kind"), "clock")
-    if proof not in ("spikes", "clock"):
-        raise ValueError(f"acquisition source: proof {proof!r}, must be 'spikes' or 'clock'")
+    if proof not in ("spikes", "events", "clock"):
+        raise ValueError(f"acquisition source: proof {proof!r}, must be 'spikes', 'events' or 'clock'")
     return proof
 
 

@@ -42,7 +42,7 @@ def test_a_window_waits_for_a_spike_after_it_not_for_an_estimated_clock():
 
 
 def test_which_streams_only_spikes_prove_live():
-    assert p.stream_proof({"kind": "lsl"}) == p.stream_proof({"kind": "open ephys"}) == "spikes"
+    assert p.stream_proof({"kind": "lsl"}) == "spikes" and p.stream_proof({"kind": "open ephys"}) == "events"
     assert p.stream_proof({"kind": "virtual cortex"}) == p.stream_proof({}) == "clock"
     assert p.stream_proof({"kind": "stored session", "proof": "spikes"}) == "spikes"
 
@@ -182,10 +182,15 @@ def stall_rig(source: str):
     )
 
 
-def longest_silence(db) -> tuple[float, float]:
-    """The longest stretch between two spikes the store holds (acquisition clock)."""
-    rows = sqlite3.connect(db).execute("SELECT time_s FROM spike_batches").fetchall()
-    t = np.sort(np.concatenate([np.frombuffer(r[0], np.float64) for r in rows]))
+def longest_silence(db, codes: bool) -> tuple[float, float]:
+    """The longest stretch between two spikes the store holds (with codes: between two spikes or recorded event
+    codes), on the acquisition clock."""
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT time_s FROM spike_batches").fetchall()
+    t = [np.frombuffer(r[0], np.float64) for r in rows]
+    if codes:
+        t.append(np.array([r[0] for r in conn.execute("SELECT time_s FROM event_codes WHERE clock = 'acquisition'")]))
+    t = np.sort(np.concatenate(t))
     k = int(np.argmax(np.diff(t)))
     return float(t[k]), float(t[k + 1])
 
@@ -200,7 +205,8 @@ def test_a_stalled_recording_system_yields_invalid_responses_not_valid_zeros(tmp
     summary = run_session(stall_rig(source), tmp_path / "s")
     db = tmp_path / "s" / "session.sqlite"
     assert summary["status"] == "completed" and summary["trials_done"] == 6
-    a, b = longest_silence(db)
+    # What proves the stream live: spikes; for Open Ephys its TTL words too (the same stream's samples).
+    a, b = longest_silence(db, codes=source == "openephys")
     assert b - a > 1.5  # the stall: no spike for about 2 s
     conn = sqlite3.connect(db)
     rows = conn.execute(
