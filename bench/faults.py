@@ -54,6 +54,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RIG = ROOT / "rigs" / "sim.toml"
 SESSION_TIMEOUT_S = 240.0  # one run of a fault's session, with room to spare for a loaded machine
 COMMITTED_TABLES = ("plans", "onsets", "trials", "event_codes", "spike_batches", "responses")
+# The small filesystem (tmpfs) of the disk-full fault: room for the store's write-ahead log (up to 4 MB before
+# SQLite checkpoints it) and a few trials, then filled by another program.
+DISK_MB = 16
 
 
 # -- the faults ------------------------------------------------------------------------------------------------
@@ -63,8 +66,11 @@ class Fault:
     what: str
     speed: str  # "realtime" or "max"
     recovered_means: str
-    inject: str = ""  # how: "kill:ROLE", "stop:ROLE", "socket:ENDPOINT", "" (a rig key acting from the start)
+    # how: "kill:ROLE", "stop:ROLE", "socket:ENDPOINT", "fill:disk" (the store's disk filled by another program),
+    # "" (a rig key acting from the start)
+    inject: str = ""
     rehearsal: dict = field(default_factory=dict)  # keys of [rehearsal] for this fault
+    rig: dict = field(default_factory=dict)  # other rig keys for this fault, by section
     after_trials: int = 3  # done trials before the fault is injected
     ends_session: bool = False  # the session must end (cleanly); then `--resume` finishes it
     resume: bool = False  # the launcher ends; `cortexloop run --resume` continues the session
@@ -185,6 +191,29 @@ FAULTS = (
         ends_session=True,
         resume=True,
     ),
+    Fault(
+        "cortex-killed",
+        "virtual cortex (the acquisition process) SIGKILL",
+        "realtime",
+        ENDS + "; the trials it interrupted are stored naming the cortex, and the terminal showed the status and "
+        "the resume command",
+        inject="kill:cortex",
+        after_trials=2,
+        ends_session=True,
+        resume=True,
+    ),
+    Fault(
+        "disk-full",
+        f"the store's disk (a {DISK_MB} MB tmpfs) filled by another program mid-session; then freed",
+        "realtime",
+        "ended cleanly: status 'disk full at SESSION: free space or move the session directory, then `cortexloop "
+        "run --resume SESSION`' at the terminal, no traceback, the summary written where there was room, the store "
+        "whole and nothing committed changed; once the space was freed `--resume` completed all its trials",
+        inject="fill:disk",
+        ends_session=True,
+        resume=True,
+        rig={"session": {"min_free_mb": 0.0}},  # no floor: the write that fails is what ends the session
+    ),
 )
 BY_NAME = {f.name: f for f in FAULTS}
 
@@ -210,6 +239,8 @@ def fault_rig(fault: Fault, n_trials: int, rig_path: Path = DEFAULT_RIG):
         cortex=cortex,
         rehearsal=rehearsal,
     )
+    if fault.rig:
+        rig = with_overrides(rig, **fault.rig)
     if jump_mid_session:  # whatever the number of trials, 60% of them are recorded before the jump
         rehearsal["clock_jump_after_s"] = round(0.6 * n_trials * rig.trial_duration_ms / 1000, 3)
         rig = with_overrides(rig, rehearsal=rehearsal)
@@ -510,15 +541,108 @@ def trials_done_before(session_dir: Path, jump_at_s: float) -> int:
     return len(ends & done)
 
 
+def requeued_images(db: Path) -> int:
+    """Images planned again because an earlier showing of them gave no valid response (an aborted or interrupted
+    trial, a window not covered, an image not shown as planned): plan entries whose reason says "requeued"."""
+    con = sqlite3.connect(db)
+    try:
+        return sum(
+            sum(1 for why in json.loads(reasons) if why.startswith("requeued"))
+            for (reasons,) in con.execute("SELECT reasons FROM plans")
+        )
+    finally:
+        con.close()
+
+
+def interrupted_reasons(db: Path) -> list[str]:
+    """The distinct reasons stored for trials a stop interrupted."""
+    con = sqlite3.connect(db)
+    try:
+        return [r for (r,) in con.execute("SELECT DISTINCT reason FROM trials WHERE reason LIKE 'interrupted%'")]
+    finally:
+        con.close()
+
+
+def user_saw(output: str) -> list[str]:
+    """What `cortexloop run` told the person at its terminal about how the session went: its own lines, warnings,
+    the summary's status and resume rows."""
+    keep = ("cortexloop:", "WARNING", "status ", "resume with ")
+    return [ln.strip() for ln in output.splitlines() if ln.startswith(keep)]
+
+
+def mount_small_disk(path: Path) -> str | None:
+    """A DISK_MB tmpfs at path (None), or why it cannot be mounted here (mounting needs root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(path)], capture_output=True, text=True
+    )
+    return None if done.returncode == 0 else f"cannot mount a {DISK_MB} MB tmpfs: {done.stderr.strip() or 'refused'}"
+
+
+def fill_disk(path: Path) -> int:
+    """Take every byte left on the filesystem of path, as another program would (a file `filler`); bytes taken."""
+    n = 0
+    with open(path / "filler", "ab", buffering=0) as f:
+        try:
+            while True:
+                n += f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return n
+
+
+def store_whole(db: Path) -> bool:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        con.close()
+
+
 # -- one fault ---------------------------------------------------------------------------------------------------
 def run_fault(fault: Fault, workdir: Path, n_trials: int, n_junk: int = 2000, n_flood: int = 20000) -> dict:
     n_trials = max(n_trials, fault.min_trials)
     rig = fault_rig(fault, n_trials)
     session_dir = workdir / fault.name.replace(" ", "-").replace("+", "-")
+    if fault.inject == "fill:disk":
+        disk = workdir / f"{session_dir.name}.disk"
+        why = mount_small_disk(disk)
+        if why:
+            return {
+                "fault": fault.name,
+                "what": fault.what,
+                "recovered_means": fault.recovered_means,
+                "session_dir": str(session_dir),
+                "recovered": False,
+                "skipped": why,
+            }
+        try:
+            return _run_fault_on(fault, rig, workdir, disk / session_dir.name, n_trials, n_junk, n_flood)
+        finally:
+            # What the small disk held is kept beside the other sessions (--keep), then the disk goes.
+            src = disk / session_dir.name
+            if src.exists():
+                shutil.copytree(
+                    src, session_dir, symlinks=False, dirs_exist_ok=True, ignore=shutil.ignore_patterns("sockets")
+                )
+            subprocess.run(["umount", "-l", str(disk)], check=False)
+    return _run_fault_on(fault, rig, workdir, session_dir, n_trials, n_junk, n_flood)
+
+
+def _run_fault_on(
+    fault: Fault, rig, workdir: Path, session_dir: Path, n_trials: int, n_junk: int, n_flood: int
+) -> dict:
+    from records.space import summary_path
+
     rig_file = workdir / f"{session_dir.name}.rig.json"
     rig_file.write_text(rig.model_dump_json())
     out_path = workdir / f"{session_dir.name}.out"
     db = session_dir / "session.sqlite"
+    if fault.inject == "fill:disk":  # only the store is on the small disk: the logs (and the ledger) are not
+        logs = workdir / f"{session_dir.name}.logs"
+        logs.mkdir(exist_ok=True)
+        session_dir.mkdir(parents=True, exist_ok=True)
+        (session_dir / "logs").symlink_to(logs.resolve(), target_is_directory=True)
     t0 = time.monotonic()
     row: dict = {
         "fault": fault.name,
@@ -549,6 +673,8 @@ def run_fault(fault: Fault, workdir: Path, n_trials: int, n_junk: int = 2000, n_
                 return {**row, "recovered": False, "error": f"no {target} process to {how}"}
             _signal(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
             row["injected"] = f"{'SIGKILL' if how == 'kill' else 'SIGSTOP'} to the {target} process"
+        elif how == "fill":
+            row["injected"] = f"{fill_disk(session_dir.parent)} bytes written to fill the store's disk"
         else:
             row["attack"] = run_attack(target, session_dir, n_junk, n_flood)
             row["injected"] = f"junk and flood on {target}"
@@ -561,9 +687,16 @@ def run_fault(fault: Fault, workdir: Path, n_trials: int, n_junk: int = 2000, n_
     output = out_path.read_text(errors="replace")
     if code is None:
         return {**row, "recovered": False, "error": f"the session did not end in {SESSION_TIMEOUT_S:.0f} s"}
-    first = json.loads((session_dir / "summary.json").read_text()) if (session_dir / "summary.json").exists() else {}
+    written = summary_path(session_dir)  # summary.json, or where it went for lack of room
+    first = json.loads(written.read_text()) if written is not None else {}
     row["first_status"] = first.get("status", "no summary.json")
     row["first_summary_written"] = bool(first)
+    row["first_summary_at"] = None if written is None else str(written)
+    row["first_user_saw"] = user_saw(output)
+    row["first_traceback"] = "Traceback" in output
+    if fault.inject == "fill:disk":
+        row["store_whole"] = store_whole(db)
+        (session_dir.parent / "filler").unlink()  # the space freed, as the message asks
     if fault.resume:
         launcher = start_launcher(["--resume", str(session_dir)], out_path)
         row["resume_exit_code"] = finish(launcher, SESSION_TIMEOUT_S)
@@ -596,6 +729,9 @@ def run_fault(fault: Fault, workdir: Path, n_trials: int, n_junk: int = 2000, n_
             "committed_problem": why,
             "launcher_said": [ln for ln in output.splitlines() if ln.startswith("cortexloop:")][-8:],
             "last_plan_source": last_plan_source(db),
+            "requeued": requeued_images(db),
+            "interrupted_reasons": interrupted_reasons(db),
+            "user_saw": user_saw(output)[-12:],
         }
     )
     row["recovered"] = judge(fault, row, n_trials)
@@ -618,6 +754,27 @@ def judge(fault: Fault, row: dict, n_trials: int) -> bool:
             and finished
             and row["first_summary_written"]
             and "controller stopped (signal SIGKILL)" in row["first_status"]
+        )
+    first_said = "\n".join(row.get("first_user_saw", []))
+    if fault.name == "cortex-killed":
+        return (
+            clean
+            and finished
+            and row["first_summary_written"]
+            and "the cortex process died" in row["first_status"]
+            and bool(row["interrupted_reasons"])
+            and all("the cortex process died" in r for r in row["interrupted_reasons"])
+            and f"cortexloop run --resume {Path(row['session_dir']).resolve()}" in first_said
+        )
+    if fault.name == "disk-full":
+        return (
+            clean
+            and finished
+            and row["first_summary_written"]
+            and row["first_status"].startswith(f"disk full at {row['session_dir']}: free space or move the session")
+            and f"`cortexloop run --resume {Path(row['session_dir']).resolve()}`" in first_said
+            and not row["first_traceback"]
+            and row["store_whole"]
         )
     if fault.ends_session:
         cause = {"presenter-killed": "the presenter process died", "cortex-silent": "acquisition silent"}[fault.name]
@@ -658,6 +815,7 @@ def format_table(rows: list[dict]) -> str:
         "trials before",
         "after",
         "responses valid",
+        "requeued",
         "spikes injected",
         "lost",
         "unrecorded",
@@ -682,16 +840,17 @@ def format_table(rows: list[dict]) -> str:
                 f"{r['responses_valid']}/{r['responses_valid'] + r['responses_invalid']}"
                 if r.get("responses_valid") is not None
                 else "-",
+                str(r.get("requeued", "-")),
                 str(s.get("injected", "-")),
                 str(s.get("lost", "-")),
                 str(s.get("unrecorded_after_last_stored", "-")),
                 {True: "yes", False: "NO"}.get(r.get("committed_kept"), "-"),
-                "yes" if r.get("recovered") else "NO",
+                "skipped" if r.get("skipped") else "yes" if r.get("recovered") else "NO",
                 str(r.get("wall_s", "-")),
                 (
                     f"{r['first_status']}  ->  resumed: {r['status']}"
                     if "first_status" in r and r["first_status"] != r.get("status")
-                    else r.get("status", r.get("error", ""))
+                    else r.get("status", r.get("error", r.get("skipped", "")))
                 ),
             )
         )
@@ -702,12 +861,20 @@ def format_table(rows: list[dict]) -> str:
     out.append("")
     out.append("recovered means, per fault:")
     out += [f"  {r['fault']}: {r['recovered_means']}" for r in rows]
+    out.append("what the terminal of `cortexloop run` said when the fault ended the session, per fault:")
+    for r in rows:
+        said = [ln.replace(r["session_dir"], "SESSION") for ln in r.get("first_user_saw") or []]
+        if said and r.get("first_status") != r.get("status"):
+            out.append(f"  {r['fault']}:")
+            out += [f"    {ln}" for ln in said[-4:]]
     out.append(
         "spikes: from the virtual cortex's ledger against the store, over the store's range of each stream; "
         "injected = dropped on purpose; lost = sent and not stored (must be 0); unrecorded = made after the "
         "last stored batch (no controller listening). kept: every row committed before the fault is still "
         "there, unchanged. responses valid: of all the session's responses, those kept for training (a "
-        "window over lost spikes, or one the stream never passed, is stored invalid)."
+        "window over lost spikes, or one the stream never passed, is stored invalid). requeued: images planned "
+        "again because their first showing gave no valid response (an aborted or interrupted trial, an invalid "
+        "window)."
     )
     return "\n".join(out)
 
@@ -771,7 +938,7 @@ def main(argv: list[str] | None = None) -> int:
                 default=str,
             )
         )
-    return 0 if all(r.get("recovered") for r in rows) else 1
+    return 0 if all(r.get("recovered") or r.get("skipped") for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -163,6 +163,7 @@ def run_controller(
                 f"resumed at trial {point.next_id}: {point.completed} done, {point.aborted} "
                 f"aborted, {len(point.requeue)} images to show again",
             )
+        store.set_meta("status", "running")  # until the end says otherwise (a killed controller leaves it)
         engine.start()
         if resume:
             engine.relearn_stored_responses()
@@ -201,7 +202,16 @@ def run_controller(
         engine.status.close()
         engine.status = None
     try:
-        summary = build_summary(rig, engine, store, session_dir, status, time.monotonic() - t0, truth)
+        try:
+            summary = build_summary(rig, engine, store, session_dir, status, time.monotonic() - t0, truth)
+        except (sqlite3.Error, OSError) as err:
+            # Asking the model for its figures lets messages in, which are stored first: on a full disk the
+            # summary comes from what the store holds, as the launcher's would.
+            if not is_disk_full(err):
+                raise
+            if not status.startswith("disk full"):
+                status = disk_full_message(session_dir, session_dir)
+            summary = build_summary(rig, None, store, session_dir, status, time.monotonic() - t0)
     finally:
         if engine is not None:
             engine.close()

@@ -104,6 +104,30 @@ def resume_args(session_dir: Path) -> dict[str, list[str]]:
     return {"controller": ["--resume"], "cortex": ["--epoch", str(epoch), *clock], "presenter": clock}
 
 
+def carry_status(session_dir: Path) -> None:
+    """Before a resume: where the stopped session's status reached only its summary (a full disk refused the
+    store's write), the store is given it, so the trials it interrupted are labelled with what stopped it."""
+    import sqlite3
+
+    from records.store import SessionStore
+
+    written = summary_path(session_dir)
+    if written is None:
+        return
+    try:
+        status = json.loads(written.read_text()).get("status")
+    except (OSError, ValueError):
+        return
+    store = SessionStore.open(session_dir)
+    try:
+        if status and store.meta("status") in (None, "running"):
+            store.set_meta("status", status)
+    except sqlite3.Error:
+        pass
+    finally:
+        store.close()
+
+
 def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | None = None, resume: bool = False) -> dict:
     """Run a session's processes until the controller ends. resume: go on with the stopped session in
     session_dir (records/resume.py); its summary.json is written anew at the end."""
@@ -113,6 +137,7 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
         raise SessionFailed(short)
     extra = resume_args(session_dir) if resume else {}
     if resume:
+        carry_status(session_dir)
         (session_dir / "summary.json").unlink(missing_ok=True)
         fallback_summary_path(session_dir).unlink(missing_ok=True)
         (session_dir / STOP_REASON).unlink(missing_ok=True)
