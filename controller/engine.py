@@ -248,6 +248,20 @@ class SessionEngine:
         st = self.streams.setdefault(msg.stream, StreamState())
         late = st.last_seq is not None and msg.seq <= st.last_seq
         if not self.store.put_spikes(msg):  # the store had it already: a repeat, not binned twice
+            if st.last_seq is None or msg.seq > st.last_seq:
+                # Not a repeat of this run's (nothing after the last batch received has come): the store holds an
+                # earlier recording's batch of this name and number. These spikes can be neither stored nor binned,
+                # so the windows over them are invalid. (A resumed source labels its stream anew to avoid this.)
+                st.lost_batches += 1
+                st.lost_spikes += len(msg.neuron)
+                st.lost_intervals.append((msg.t_start_s, msg.t_end_s))
+                st.last_seq, st.last_total, st.last_end_s = msg.seq, msg.total_spikes, msg.t_end_s
+                self.store.log(
+                    "spikes_lost",
+                    f"stream {msg.stream}: batch {msg.seq} is stored already from an earlier recording of this name; "
+                    f"its {len(msg.neuron)} spikes ({msg.t_start_s:.3f}..{msg.t_end_s:.3f} s) not binned",
+                )
+                return
             st.out_of_order_batches += 1
             self.store.log("spikes_out_of_order", f"stream {msg.stream}: batch {msg.seq} again; not binned twice")
             return
