@@ -14,12 +14,16 @@ plan for trial j is requested as soon as trial j - queue_depth has finished, so
 the model works while the rig shows trials.
 
 Aborted trials (fixation broke) are recorded, and their images go first into the
-next plan taken. `n_trials` counts completed trials; at most `max_attempts`
-trials are started, so a subject that keeps breaking fixation ends the session.
+next plan taken; so do the images of a done trial whose responses are invalid for
+a fault (the stream silent over the window, the image not shown as planned).
+`n_trials` counts completed trials; a done trial's images still waiting to be
+shown again once that many are under way get one trial more. At most `max_attempts` trials are
+started, so a subject that keeps breaking fixation ends the session.
 
 The rules the engine applies while it dispatches are the small named functions
-below (plan deadline, pool fallback, requeue, response validity, onset times),
-each testable without any part.
+below (plan deadline, pool fallback, requeue, response validity, what the
+recording covered, what the screen showed, onset times), each testable without
+any part.
 """
 
 from __future__ import annotations
@@ -375,22 +379,31 @@ def trial_protocol(
     requested: deque[int] = deque()
     in_flight: deque[tuple[int, list]] = deque()
     requeue: list = list(resume.requeue)
+    owed: set = set()  # id() of the requeued images of done trials (faulted), which get a trial more if need be
     next_id = resume.next_id
     completed, aborted = resume.completed, resume.aborted
 
     def may_start() -> bool:
-        return next_id < max_attempts and completed + len(in_flight) + len(requested) < n_trials
+        if next_id >= max_attempts:
+            return False
+        if completed + len(in_flight) + len(requested) < n_trials:
+            return True
+        # Every trial asked for is done or under way, but a done trial's faulted images wait to be shown again:
+        # one trial more, whose plan takes them, once no plan already asked for will. (An aborted trial is not
+        # counted done, so the trials after it take its images.)
+        return not requested and any(id(it) in owed for it in requeue)
 
     while may_start() and len(requested) < queue_depth:
         yield RequestPlan(next_id)
         requested.append(next_id)
         next_id += 1
 
-    while completed < n_trials and (in_flight or requested):
+    while in_flight or requested:
         while requested and len(in_flight) < queue_depth:
             trial_id = requested.popleft()
             offer = yield TakeImages(trial_id, images_per_trial - min(len(requeue), images_per_trial))
             items, used = compose_plan(requeue, offer, images_per_trial)
+            owed.difference_update(id(it) for it in requeue[:used])
             del requeue[:used]
             yield Present(trial_id, items, offer.source, offer.model_version)
             in_flight.append((trial_id, items))
@@ -400,7 +413,9 @@ def trial_protocol(
             rows = yield CollectResponses(trial_id)
             yield UpdateModel(rows)
             completed += 1
-            requeue.extend(requeued_unmeasured(trial_id, items, rows))
+            again = requeued_unmeasured(trial_id, items, rows)
+            owed.update(id(it) for it in again)
+            requeue.extend(again)
         else:
             aborted += 1
             requeue.extend(requeued(trial_id, items))

@@ -95,6 +95,32 @@ def test_a_done_trials_faulted_images_go_first_into_the_next_plan():
     assert [h for h, _ in presented[2]] == ["t2i0", "t2i1", "t2i2"]
 
 
+def test_images_waiting_to_be_shown_again_at_the_end_get_one_trial_more():
+    # Two plans queued ahead: trial 2's fault (collected while trial 3, the last, is at the presenter) would
+    # otherwise end the session with its image never shown again.
+    gen = p.trial_protocol(n_trials=4, queue_depth=2, images_per_trial=2)
+    cmd, presented, collected = gen.send(None), {}, []
+    try:
+        while True:
+            result = None
+            if isinstance(cmd, p.TakeImages):
+                result = p.Offer([(f"t{cmd.trial_id}i{k}", None, "model") for k in range(cmd.n)], "model", 0)
+            elif isinstance(cmd, p.Present):
+                presented[cmd.trial_id] = [h for h, _, _ in cmd.items]
+            elif isinstance(cmd, p.AwaitTrial):
+                result = type("R", (), {"status": "done"})()
+            elif isinstance(cmd, p.CollectResponses):
+                collected.append(cmd.trial_id)
+                faults = [None, "stream silent over the window"] if cmd.trial_id == 2 else [None, None]
+                result = [
+                    {"trial_id": cmd.trial_id, "idx": i, "valid": f is None, "fault": f} for i, f in enumerate(faults)
+                ]
+            cmd = gen.send(result)
+    except StopIteration as stop:
+        assert stop.value == p.Finish(completed=5, aborted=0)
+    assert collected == [0, 1, 2, 3, 4] and presented[4] == ["t2i1", "t4i0"]
+
+
 # -- sessions -----------------------------------------------------------------------------------------------
 
 
@@ -204,7 +230,7 @@ def test_a_stalled_recording_system_yields_invalid_responses_not_valid_zeros(tmp
 
     summary = run_session(stall_rig(source), tmp_path / "s")
     db = tmp_path / "s" / "session.sqlite"
-    assert summary["status"] == "completed" and summary["trials_done"] == 6
+    assert summary["status"] == "completed" and summary["trials_done"] >= 6  # one more for images still to show
     # What proves the stream live: spikes; for Open Ephys its TTL words too (the same stream's samples).
     a, b = longest_silence(db, codes=source == "openephys")
     assert b - a > 1.5  # the stall: no spike for about 2 s
