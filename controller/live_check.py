@@ -200,8 +200,9 @@ def openephys_lines(rig: RigConfig, census, source, seconds: float, out) -> list
         )
     else:
         statuses.append(_line("OK", "streams", f"{heard}; the session's clock: {clock!r}", out))
-    statuses += _unit_lines(oe, census, clock, seconds, out)
-    statuses += _ttl_lines(oe, census, clock, source, out)
+    if clock is not None:  # no stream at the rig's rate: its units and channels are not the session's
+        statuses += _unit_lines(oe, census, clock, seconds, out)
+        statuses += _ttl_lines(oe, census, clock, source, out)
     peak = census.peak_burst
     statuses.append(
         _line(

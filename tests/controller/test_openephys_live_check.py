@@ -111,3 +111,13 @@ def test_the_plugins_raw_binary_output_fails_saying_which_setting_to_change():
     assert lines[0].startswith("FAIL acquisition:") and "Raw Binary" in lines[0], text
     assert "set the Event Broadcaster's Format to JSON" in lines[0]
     assert any(x.startswith("FAIL format:") for x in lines), text
+
+
+def test_a_stream_at_another_rate_fails_naming_both_rates():
+    lines = check_against(lambda k: encode_spikes(np.array([0]), np.array([k / 100]), 3333.33)[0])
+    text = "\n".join(lines)
+    assert lines[0].startswith("FAIL acquisition:") and "at 3333.330078 Hz" in lines[0], text
+    assert "session.acquisition_sample_rate_hz = 30000 Hz" in lines[0]
+    streams = next(x for x in lines if " streams:" in x)
+    assert streams.startswith("FAIL") and "'virtual_cortex' at 3333.330078 Hz" in streams, text
+    assert not any(" units:" in x for x in lines)  # none of the session's clock: its units are not listed
