@@ -306,7 +306,7 @@ def export_nwb(session_dir: Path, out_path: Path) -> dict:
 
     # Written beside the target and renamed into place: a write that fails (a full disk) leaves no partial file.
     out_path = Path(out_path)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    tmp = out_path.with_name(f".{out_path.stem}.tmp{out_path.suffix}")
     try:
         with NWBHDF5IO(str(tmp), "w") as io:
             io.write(nwb)

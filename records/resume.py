@@ -37,7 +37,7 @@ def interrupted_reason(status: str | None) -> str:
     """The reason an interrupted trial is stored with, from the status the stopped session stored: what stopped
     ("the cortex process died (exit code -9)", "interrupted (SIGINT)", "disk full at PATH"); INTERRUPTED where
     none was stored (the controller itself was killed, or the launcher's status names it)."""
-    why = (status or "").split("; resume with", 1)[0].strip()
+    why = (status or "").split("; resume with", 1)[0].split(": free space or move", 1)[0].strip()
     why = why.removeprefix("aborted: ").strip()
     if not why or why in ("running", "completed") or why.startswith("controller stopped"):
         return INTERRUPTED

@@ -179,8 +179,9 @@ def run_session(rig: RigConfig, session_dir: Path | None = None, env: dict | Non
             if (dead or interrupted) and not told_controller:
                 # The controller ends the session cleanly on SIGTERM; the reason file says why, so its status
                 # names the process that died rather than "interrupted".
+                code = procs[dead[0]].returncode if dead else None
                 why = (
-                    f"the {dead[0]} process died (exit code {procs[dead[0]].returncode})"
+                    f"the {dead[0]} process {'ended' if code == 0 else 'died'} (exit code {code})"
                     if dead
                     else f"interrupted ({signal.Signals(interrupted[0]).name})"
                 )
