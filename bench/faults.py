@@ -52,6 +52,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RIG = ROOT / "rigs" / "sim.toml"
+PAUSE_S = 3.0  # how long the presenter-stalled fault keeps the presenter stopped
+PAUSE_TRIES = 5  # stops at most, until one falls in a trial's frames
 SESSION_TIMEOUT_S = 240.0  # one run of a fault's session, with room to spare for a loaded machine
 COMMITTED_TABLES = ("plans", "onsets", "trials", "event_codes", "spike_batches", "responses")
 # The small filesystem (tmpfs) of the disk-full fault: room for the store's write-ahead log (up to 4 MB before
@@ -214,6 +216,24 @@ FAULTS = (
         resume=True,
         rig={"session": {"min_free_mb": 0.0}},  # no floor: the write that fails is what ends the session
     ),
+    Fault(
+        "source-stalled",
+        "the recording system (heard through Open Ephys) stalls 1.5 s mid-trial: connected, sending nothing, "
+        "then goes on",
+        "max",
+        CONTINUES + "; every response whose window the stall covers stored invalid (none valid) and its image "
+        "shown again, a WARNING line at the terminal",
+        rehearsal={"stall_after_s": None, "stall_s": 1.5},  # None: 0.4 s into trial 3
+    ),
+    Fault(
+        "presenter-stalled",
+        f"presenter SIGSTOP for {PAUSE_S:g} s, then SIGCONT (again, at most {PAUSE_TRIES} times, until a stop "
+        "falls in a trial's frames)",
+        "realtime",
+        CONTINUES + "; every image the stall kept on screen (or blank) off plan stored invalid (none valid) and "
+        "shown again, a WARNING line at the terminal",
+        inject="pause:presenter",
+    ),
 )
 BY_NAME = {f.name: f for f in FAULTS}
 
@@ -241,6 +261,25 @@ def fault_rig(fault: Fault, n_trials: int, rig_path: Path = DEFAULT_RIG):
     )
     if fault.rig:
         rig = with_overrides(rig, **fault.rig)
+    if fault.rehearsal.get("stall_s") and fault.rehearsal.get("stall_after_s") is None:
+        # Heard through Open Ephys (a stream that says nothing while it stalls). On the virtual clock the recording
+        # system's time moves only with the presenter's codes, and the presenter runs at most one trial ahead of
+        # the one being collected: the stall begins 0.4 s into trial 3 (after trial 2's last window) and must end
+        # before trial 4 does, or the session waits for it (docs/failures.md).
+        # The rig's inter-trial interval (300 ms): on the virtual clock nothing comes after a session's last trial,
+        # and the stream's clock (its latest sample less clock_margin_ms) must still pass the last window.
+        from acquisition.openephys import UnitLayout
+
+        electrodes, sorted_ids = UnitLayout().unit_of(np.arange(rig.cortex.population.n_neurons))
+        units = [[int(e), int(u)] for e, u in zip(electrodes, sorted_ids)]  # as the virtual cortex names them
+        rig = with_overrides(
+            rig,
+            trial={"iti_ms": load_rig(rig_path).trial.iti_ms},
+            cortex={"source": "openephys", "openephys": {"units": units, "virtual_cortex": True}},
+            endpoints={"acquisition_pub": "off"},
+        )
+        rehearsal["stall_after_s"] = round(3 * rig.trial_duration_ms / 1000 + 0.4, 3)
+        rig = with_overrides(rig, rehearsal=rehearsal)
     if jump_mid_session:  # whatever the number of trials, 60% of them are recorded before the jump
         rehearsal["clock_jump_after_s"] = round(0.6 * n_trials * rig.trial_duration_ms / 1000, 3)
         rig = with_overrides(rig, rehearsal=rehearsal)
@@ -295,6 +334,24 @@ def done_trials(db: Path) -> int:
         return 0
     finally:
         con.close()
+
+
+def wait_for_stretched_image(db: Path, rig, longer_than_s: float, launcher: subprocess.Popen, timeout_s: float) -> bool:
+    """Whether a stored trial has a frame interval longer than longer_than_s among its images' frames (from the
+    first onset to the end of the last image's blank), within timeout_s."""
+    t = rig.timing
+    first, last = t.fixation_frames, t.fixation_frames + t.images_per_trial * (t.on_frames + t.off_frames)
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end and launcher.poll() is None:
+        con = sqlite3.connect(db, timeout=30)
+        try:
+            rows = con.execute("SELECT frame_intervals FROM trials WHERE frame_intervals IS NOT NULL").fetchall()
+        finally:
+            con.close()
+        if any(len(b) and np.frombuffer(b, np.float32)[first:last].max(initial=0) > longer_than_s for (b,) in rows):
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def wait_for_done(db: Path, n: int, launcher: subprocess.Popen, timeout_s: float) -> bool:
@@ -666,7 +723,22 @@ def _run_fault_on(
         how, target = fault.inject.split(":")
         before = snapshot(db)
         trials_before = done_trials(db)
-        if how in ("kill", "stop"):
+        if how == "pause":
+            # Stopped, then continued. A stop that falls between trials, in a fixation period or an inter-trial
+            # interval changes no image's timing (rightly, nothing is invalid then); the store learns of a trial's
+            # frames only after it, so the stop is repeated, at most PAUSE_TRIES times, until a stored trial shows
+            # a stretched frame among its images'.
+            pid = children(launcher.pid).get(target)
+            tries = 0
+            while tries < PAUSE_TRIES and launcher.poll() is None:
+                tries += 1
+                _signal(pid, signal.SIGSTOP)
+                time.sleep(PAUSE_S)
+                _signal(pid, signal.SIGCONT)
+                if wait_for_stretched_image(db, rig, PAUSE_S / 2, launcher, 4.0):
+                    break
+            row["injected"] = f"SIGSTOP to the {target} process, SIGCONT {PAUSE_S:g} s later ({tries} times)"
+        elif how in ("kill", "stop"):
             pid = children(launcher.pid).get(target)
             if pid is None:
                 finish(launcher, 1.0)
@@ -703,7 +775,7 @@ def _run_fault_on(
         output = out_path.read_text(errors="replace")
     row["wall_s"] = round(time.monotonic() - t0, 1)
     summary = json.loads((session_dir / "summary.json").read_text()) if (session_dir / "summary.json").exists() else {}
-    spikes = spike_accounting(session_dir)
+    spikes = spike_accounting(session_dir) if rig.cortex.source == "virtual" else spike_totals(session_dir)
     done = done_trials(db)
     kept, why = committed_kept(before, db) if before is not None else (None, "not read mid-session")
     if trials_before is None:
@@ -734,8 +806,83 @@ def _run_fault_on(
             "user_saw": user_saw(output)[-12:],
         }
     )
+    if fault.name == "source-stalled":  # checked from the stored spikes, not from what the engine decided
+        row["valid_uncovered"], row["responses_uncovered"] = valid_over_silences(db, rig.response.max_silence_ms / 1000)
+    if fault.name == "presenter-stalled":  # checked from the stored onsets, not from what the engine decided
+        row["valid_misshown"], row["responses_misshown"] = valid_misshown(db, rig)
+    row["engine_stream_silent"] = summary.get("responses_stream_silent")
+    row["engine_misshown"] = summary.get("responses_misshown")
     row["recovered"] = judge(fault, row, n_trials)
     return row
+
+
+def spike_totals(session_dir: Path) -> dict:
+    """spike_accounting for a stream the store names differently from the ledger (Open Ephys, LSL: their batches
+    are the source's own, not the cortex's): totals only. received = spikes stored; injected = what the ledger says
+    was not published on purpose (a stall); lost = what the ledger says was published less what is stored (spikes
+    made after the controller stopped listening count here too)."""
+    ledger, _ = read_ledger(Path(session_dir) / "logs" / "cortex.log")
+    con = sqlite3.connect(Path(session_dir) / "session.sqlite")
+    try:
+        stored = sum(len(n) // 2 for (n,) in con.execute("SELECT neuron FROM spike_batches"))
+    finally:
+        con.close()
+    fates = [f for stream in ledger.values() for f in stream.values()]
+    sent = sum(n for n, fate in fates if fate not in ("dropped", "stopped"))
+    return {
+        "received": stored,
+        "injected": sum(n for n, fate in fates if fate in ("dropped", "stopped")),
+        "lost": max(sent - stored, 0),
+        "unrecorded_after_last_stored": "-",
+        "count_mismatches": 0,
+        "stored_not_in_ledger": max(stored - sent, 0),
+        "by": "totals",
+    }
+
+
+def valid_over_silences(db: Path, longer_than_s: float) -> tuple[int, int]:
+    """From the stored spikes and recorded event codes alone (what proves an Open Ephys stream live): (valid
+    responses whose window overlaps a stretch longer than longer_than_s with neither, responses whose window
+    does)."""
+    con = sqlite3.connect(db)
+    try:
+        stamps = [np.frombuffer(b, np.float64) for (b,) in con.execute("SELECT time_s FROM spike_batches")]
+        codes = con.execute("SELECT time_s FROM event_codes WHERE clock = 'acquisition'").fetchall()
+        t = np.sort(np.concatenate([*stamps, np.array([c for (c,) in codes], np.float64)]))
+        rows = con.execute("SELECT window_start_s, window_end_s, valid FROM responses").fetchall()
+    finally:
+        con.close()
+    gaps = [(t[k], t[k + 1]) for k in np.flatnonzero(np.diff(t) > longer_than_s)]
+    over = [v for a0, a1, v in rows if any(a0 < b and a < a1 for a, b in gaps)]
+    return sum(over), len(over)
+
+
+def valid_misshown(db: Path, rig) -> tuple[int, int]:
+    """From the stored onsets alone: (valid responses of images whose onset-to-next-onset time (for a trial's last
+    image: to the trial's last flip) was more than trial.max_frame_error + 1 frames off plan, such images)."""
+    t = rig.timing
+    frame = 1 / t.refresh_hz
+    tol = (rig.trial.max_frame_error + 1) * frame
+    con = sqlite3.connect(db)
+    try:
+        ends = dict(con.execute("SELECT trial_id, end_s FROM trials WHERE status = 'done'").fetchall())
+        flips: dict[int, dict[int, float]] = {}
+        for tid, idx, flip in con.execute("SELECT trial_id, idx, flip_s FROM onsets"):
+            flips.setdefault(tid, {})[idx] = flip
+        valid = {(tid, idx): v for tid, idx, v in con.execute("SELECT trial_id, idx, valid FROM responses")}
+    finally:
+        con.close()
+    off = []
+    for tid, end in ends.items():
+        f = flips.get(tid, {})
+        for i, flip in f.items():
+            if i + 1 in f:
+                took, planned = f[i + 1] - flip, (t.on_frames + t.off_frames) * frame
+            else:  # the last image: its on and off frames, then the inter-trial interval to the last flip
+                took, planned = end - flip, (t.on_frames + t.off_frames + t.iti_frames - 1) * frame
+            if abs(took - planned) > tol:
+                off.append(valid.get((tid, i), 0))
+    return sum(off), len(off)
 
 
 def judge(fault: Fault, row: dict, n_trials: int) -> bool:
@@ -792,6 +939,20 @@ def judge(fault: Fault, row: dict, n_trials: int) -> bool:
             and finished
             and any("model worker not answering" in ln and "replaced" in ln for ln in row["launcher_said"])
             and row["last_plan_source"] == "model"
+        )
+    if fault.name in ("source-stalled", "presenter-stalled"):
+        key = "uncovered" if fault.name == "source-stalled" else "misshown"
+        said = "the recording stream was silent" if key == "uncovered" else "an image was not shown as planned"
+        valid_bad, bad = row[f"valid_{key}"], row[f"responses_{key}"]
+        # Images still to be shown again when the last trial is under way get one trial more.
+        return (
+            clean
+            and row["status"] == "completed"
+            and row["trials_done"] >= n_trials
+            and bad > 0
+            and valid_bad == 0
+            and row["requeued"] >= bad
+            and any(said in ln for ln in row["user_saw"])
         )
     if fault.name == "packets-dropped":
         return clean and finished and row["engine_spikes_lost"] == s["injected"] and s["injected"] > 0

@@ -711,7 +711,7 @@ class SessionEngine:
                 self.last_silence = f"trial {tid} image {i}, {starts[i]:.3f}..{ends[i]:.3f} s"
                 self.store.log(
                     "window_uncovered",
-                    f"trial {tid} image {i}: no spike proves the stream live over "
+                    f"trial {tid} image {i}: nothing from the stream proves it live over "
                     f"{starts[i]:.3f}..{ends[i]:.3f} s; response invalid, image requeued",
                 )
         return faults
