@@ -408,11 +408,12 @@ class RigConfig(Strict):
             least = 1 if key == "on_ms" else 0
             if round(frames) < least or abs(frames - round(frames)) > FRAME_TOLERANCE:
                 near = sorted({max(least, math.floor(frames)), max(least, math.ceil(frames))})
+                valid = " or ".join(f"{n * frame_ms:.3f} ms ({n} frame{'' if n == 1 else 's'})" for n in near)
                 raise ValueError(
                     f"trial.{key} = {ms:g} ms is not a whole number of frames at display.refresh_hz = {hz:g} "
                     f"({frames:.2f} frames of {frame_ms:.3f} ms"
                     + ("; an image is shown for at least one frame" if round(frames) < least else "")
-                    + f"): nearest valid values {' or '.join(f'{n * frame_ms:.3f} ms ({n} frames)' for n in near)}"
+                    + f"): nearest valid values {valid}"
                 )
         return self
 
@@ -544,6 +545,16 @@ def _format_validation(path: str, err: ValidationError) -> str:
             else:
                 msg = "unknown key (not part of the rig file format)"
         given = e.get("input")
+        if e["type"] == "value_error" and isinstance(given, dict):
+            # A rule over several keys (a section's validator, or the rig's): its message starts with the key.
+            text = msg.removeprefix("Value error, ")
+            named = re.match(r"[a-z_]+(\.[a-z_]+)*(?= = |: )", text)
+            if named:
+                full = named.group(0)
+                if e["loc"] and not full.startswith(f"{key}."):
+                    full = f"{key}.{full}"
+                lines.append(f"  {full}{text[named.end() :]}")
+                continue
         given_txt = "" if isinstance(given, dict) else f" (got {given!r})"
         lines.append(f"  {key}: {msg}{given_txt}")
     return "\n".join(lines)

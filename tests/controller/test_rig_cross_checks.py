@@ -21,7 +21,7 @@ KEYS = {
 # (what is changed in rigs/sim.toml, the key the refusal names, words of its reason)
 ABSURD = [
     ({"response": {"window_end_ms": 10000}}, "response.window_end_ms", "next image's window"),
-    ({"trial": {"on_ms": 1}}, "trial.on_ms", r"at least one frame.*16\.667 ms \(1 frames\)"),
+    ({"trial": {"on_ms": 1}}, "trial.on_ms", r"at least one frame.*16\.667 ms \(1 frame\)"),
     ({"trial": {"off_ms": 0}}, "trial.off_ms", r"spikes are counted for two images.*to at least 50 ms"),
     ({"trial": {"on_ms": 110}}, "trial.on_ms", r"not a whole number of frames.*100\.000 ms.*116\.667 ms"),
     ({"images": {"pool_size": 10, "test_size": 200}}, "images.pool_size", "smaller than images.test_size"),
