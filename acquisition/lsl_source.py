@@ -28,7 +28,8 @@ Clock: the spike stream's own. Code times are moved onto it with each inlet's LS
 streams come from one host. Heartbeats (LSL has none) give, every heartbeat_ms, a lower bound of the spike
 stream's clock (a spike stamped t that arrived at monotonic time a says it is now at least t + (now - a)),
 less margin_ms, which must cover the longest spike latency so that no spike in flight falls in a completed
-window. No spike for stale_after_s: heartbeats stop, and the engine ends the session ("acquisition silent").
+window. The bound is an estimate, never proof that the stream was live: the engine collects a window only once
+a spike stamped after it has come (controller/protocol.py, STREAM_PROOF). No spike for stale_after_s: heartbeats stop, and the engine ends the session ("acquisition silent").
 
 use_lsl_config writes an lsl_api.cfg that sets liblsl's discovery scope; without it liblsl's own search applies.
 """

@@ -14,8 +14,9 @@ the recording system's clock (time = sample_number / sample_rate):
   ignored) under the rig's scheme (acquisition/ttl.py); photodiode edges as PHOTODIODE. A word is given out
   once a TTL of a later sample on that channel shows its lines are all in, however its lines are split
   across polls. TTLs on other lines are counted.
-- Heartbeat (role "acquisition"): a lower bound of the stream's clock, so a quiet stream still completes
-  response windows. A message of sample time t that arrived at a (this part's clock) says the stream's
+- Heartbeat (role "acquisition"): a lower bound of the stream's clock, so that no spike in flight is cut
+  off; an estimate, never proof that the GUI was recording (the engine collects a window only once a spike
+  or TTL event stamped after it has come: controller/protocol.py, STREAM_PROOF). A message of sample time t that arrived at a (this part's clock) says the stream's
   clock is now at least t + (now - a); the heartbeat gives the best such bound over the last
   CLOCK_BOUND_WINDOW_S, less `clock_margin_ms` (how much later an earlier-sample event may arrive). A spike
   arriving behind an announced clock is counted (`late_spikes`).
