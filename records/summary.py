@@ -125,6 +125,18 @@ def format_table(summary: dict) -> str:
         ("trials done", summary.get("trials_done")),
         ("trials aborted", summary.get("trials_aborted")),
         ("images shown", summary.get("images_shown")),
+        *(
+            [
+                (
+                    "responses invalid",
+                    f"{summary['responses_invalid']} (stream silent over the window "
+                    f"{summary.get('responses_stream_silent') or 0}, image not shown as planned "
+                    f"{summary.get('responses_misshown') or 0})",
+                )
+            ]
+            if summary.get("responses_invalid")
+            else []
+        ),
         ("neurons", summary.get("neurons")),
         ("spikes received", summary.get("spikes_received")),
         ("spikes lost", summary.get("spikes_lost")),

@@ -14,6 +14,7 @@ import pytest
 from controller import protocol as p
 from controller.config import with_overrides
 from controller.status import StatusBoard
+from records.summary import format_table
 from stimulus.presenters.headless import HeadlessPresenter
 from tests.helpers import openephys_rig, small_rig
 
@@ -169,6 +170,9 @@ def test_a_presenter_stalled_mid_trial_stores_the_image_invalid_and_shows_it_aga
     invalid = [(tid, idx) for tid, idx, _, ok in rows if not ok]
     assert invalid == [(1, 2)]  # only the image on screen while the presenter stood still
     assert summary["responses_misshown"] == 1
+    assert "responses invalid                    1 (stream silent over the window 0, image not shown as planned 1)" in (
+        format_table(summary)
+    )
     # The live status said so at once, naming the trial and image (plain lines: the output is not a terminal).
     assert (
         "WARNING: an image was not shown as planned (trial 1 image 2: presentation: shown " in board.stream.getvalue()
