@@ -6,11 +6,13 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import time
 import uuid
 
 import numpy as np
 import pytest
 
+from contract import messages as m
 from controller import protocol as p
 from controller.config import with_overrides
 from controller.status import StatusBoard
@@ -251,3 +253,93 @@ def test_a_stalled_recording_system_yields_invalid_responses_not_valid_zeros(tmp
     # Their images are shown again, later in the session, each saying why.
     reasons = [r for (js,) in conn.execute("SELECT reasons FROM plans") for r in json.loads(js)]
     assert sum("(stream silent over the window)" in r for r in reasons) >= min(len(over), 1)
+
+
+def follow(src, seconds: float, live_s: float, silences: list, max_silence_s: float, clock_s: float = -np.inf):
+    """Poll a real source for `seconds` (wall), as the engine does: spike stamps (and, for Open Ephys, code
+    stamps) are proof, heartbeats move the estimated clock. Returns (live_s, clock_s)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for msg in src.poll(0.02):
+            if isinstance(msg, m.SpikeBatch):
+                found, live_s = p.stream_silences(live_s, msg.time_s, max_silence_s)
+                silences += found
+                clock_s = max(clock_s, msg.t_end_s)
+            elif isinstance(msg, m.Heartbeat) and msg.stream:
+                clock_s = max(clock_s, msg.clock_s)
+    return live_s, clock_s
+
+
+def test_an_lsl_outlet_that_stops_pushing_but_stays_up_proves_nothing(request):
+    pytest.importorskip("pylsl")
+    request.getfixturevalue("lsl_on_this_machine")  # tests/conftest.py
+    import pylsl
+
+    from acquisition.lsl_source import LslAcquisitionSource, LslCodeOutlet, LslSpikeOutlet
+
+    tag = uuid.uuid4().hex[:8]
+    spikes, codes = LslSpikeOutlet(f"test-spikes-{tag}", n_units=2), LslCodeOutlet(f"test-codes-{tag}")
+    src = LslAcquisitionSource(spikes.name, codes.name, n_neurons=2, margin_ms=50.0, stale_after_s=5.0)
+    try:
+        src.describe(10.0)
+        assert spikes.wait_for_consumers(5.0)
+        live, clock, silences = -np.inf, -np.inf, []
+        for _ in range(10):  # a live stream: a spike every 20 ms
+            spikes.push([0], [pylsl.local_clock()])
+            live, clock = follow(src, 0.02, live, silences, 1.0, clock)
+        stopped_at = live
+        # The outlet stays up and pushes nothing; a window starts 0.2 s later and ends 0.35 s later.
+        window = (stopped_at + 0.2, stopped_at + 0.35)
+        live, clock = follow(src, 1.6, live, silences, 1.0, clock)
+        assert live == stopped_at and silences == []
+        # The source's heartbeats ran its clock past the window (on them alone, as before, the window was
+        # complete and, with no lost batch, valid: zero spikes)...
+        assert clock > window[1]
+        # ... but only a spike proves the stream live: the window is collected because a stall is going on, and
+        # that stall overlaps it.
+        stall = p.open_silence(live, clock, 1.0)
+        assert stall is not None and p.window_covered(window[1], clock, live, 1.0)
+        assert p.overlapping(np.array([window[0]]), np.array([window[1]]), [stall]).tolist() == [True]
+        # The stream goes on: the stall is closed by the next spike, and stays one.
+        spikes.push([1], [pylsl.local_clock()])
+        live, clock = follow(src, 0.5, live, silences, 1.0, clock)
+        assert len(silences) == 1 and silences[0][0] == stopped_at and silences[0][1] > window[1]
+    finally:
+        src.close()
+        spikes.close()
+        codes.close()
+
+
+def test_an_open_ephys_broadcaster_that_goes_quiet_proves_nothing():
+    import zmq
+
+    from acquisition.config import OpenEphysConfig, TtlConfig
+    from acquisition.openephys import encode_spikes
+    from acquisition.openephys_source import OpenEphysSource
+    from controller.clocks import WallClock
+
+    rate = 30000.0
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.bind("tcp://127.0.0.1:*")
+    clock = WallClock()
+    cfg = OpenEphysConfig(units=[[1, 1]], clock_margin_ms=20.0, stale_after_s=2.0)
+    src = OpenEphysSource(cfg, TtlConfig(), pub.getsockopt_string(zmq.LAST_ENDPOINT), rate, clock)
+    try:
+        assert src.describe(5.0)["n_neurons"] == 1
+        t0 = clock.now()
+        live, now, silences = -np.inf, -np.inf, []
+        for _ in range(10):  # spikes stamped on the GUI's sample clock, here the wall clock from t0
+            for frames in encode_spikes(np.array([0]), np.array([clock.now() - t0 + 1.0]), rate):
+                pub.send_multipart(frames)
+            live, now = follow(src, 0.02, live, silences, 1.0, now)
+        stopped_at = live
+        window = (stopped_at + 0.2, stopped_at + 0.35)
+        live, now = follow(src, 1.5, live, silences, 1.0, now)  # the broadcaster stays up, quiet
+        assert live == stopped_at and now > window[1]  # the heartbeats alone would complete the window
+        stall = p.open_silence(live, now, 1.0)
+        assert stall is not None and p.overlapping(np.array([window[0]]), np.array([window[1]]), [stall]).tolist() == [
+            True
+        ]
+    finally:
+        src.close()
+        pub.close(0)
