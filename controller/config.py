@@ -386,14 +386,6 @@ class RigConfig(Strict):
                     )
         return self
 
-    @property
-    def timing(self) -> TrialTiming:
-        t, hz = self.trial, self.display.refresh_hz
-        frames = lambda ms: max(0, int(round(ms * hz / 1000)))  # noqa: E731  (whole frames closest to ms)
-        return TrialTiming(
-            frames(t.fixation_ms), max(1, frames(t.on_ms)), frames(t.off_ms), frames(t.iti_ms), t.images_per_trial, hz
-        )
-
     @model_validator(mode="after")
     def _durations_in_frames(self, info: ValidationInfo) -> "RigConfig":
         """The screen shows whole frames: a duration that is not one (within FRAME_TOLERANCE of a frame) would be
@@ -524,6 +516,14 @@ class RigConfig(Strict):
         return self
 
     @property
+    def timing(self) -> TrialTiming:
+        t, hz = self.trial, self.display.refresh_hz
+        frames = lambda ms: max(0, int(round(ms * hz / 1000)))  # noqa: E731  (whole frames closest to ms)
+        return TrialTiming(
+            frames(t.fixation_ms), max(1, frames(t.on_ms)), frames(t.off_ms), frames(t.iti_ms), t.images_per_trial, hz
+        )
+
+    @property
     def trial_duration_ms(self) -> float:
         """The trial as shown: whole frames (see TrialTiming)."""
         return self.timing.trial_s * 1000
@@ -638,9 +638,12 @@ def _merged(current, override):
     return {**current.model_dump(), **{k: _merged(getattr(current, k, None), v) for k, v in override.items()}}
 
 
-def with_overrides(rig: RigConfig, **sections: dict) -> RigConfig:
+def with_overrides(rig: RigConfig, stored: bool = False, **sections: dict) -> RigConfig:
     """A copy of `rig` with some keys replaced, validated again (used by CLI flags and tests). Nested sections merge
-    into the rig's own: cortex={"population": {"n_neurons": 5}} changes n_neurons and keeps population's other keys."""
+    into the rig's own: cortex={"population": {"n_neurons": 5}} changes n_neurons and keeps population's other keys.
+    stored: `rig` is a stored session's (a replay), so the rules across keys that a stored rig is exempt from stay off."""
     data = _merged(rig, sections)
     # `rig` was checked when it was read (or is a stored one, exempt): only new endpoints or keys need it again.
-    return parse_rig(data, "<overrides>", check_endpoints=bool({"endpoints", "security"} & set(sections)))
+    return parse_rig(
+        data, "<overrides>", stored=stored, check_endpoints=bool({"endpoints", "security"} & set(sections))
+    )

@@ -42,7 +42,7 @@ def run_replay(source_dir: Path, out_dir: Path) -> dict:
         recorded = src.responses(valid_only=False)
         n_done = src.count("trials", "WHERE status = 'done'")
         n_started = src.count("trials")
-        rig = with_overrides(rig, session={"n_trials": max(1, n_done)})
+        rig = with_overrides(rig, stored=True, session={"n_trials": max(1, n_done)})
         parts = SessionParts(
             clock=VirtualClock(),
             source=StoredStream(src),

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from controller.cli import main as cli_main
-from controller.config import load_rig, parse_rig
+from controller.config import RigFileError, load_rig, parse_rig, with_overrides
 from tests.helpers import ROOT, small_rig
 
 KEYS = {
@@ -65,6 +65,14 @@ def test_shipped_rigs_load_and_a_stored_session_keeps_values_now_refused():
     data = _sim({"trial": {"off_ms": 0}, "fixation": {"break_probability": 1.0}})
     stored = parse_rig(data, "session.sqlite (stored rig)", stored=True)
     assert stored.trial.off_ms == 0 and stored.fixation.break_probability == 1.0
+
+
+def test_a_stored_rig_with_values_now_refused_can_still_be_replayed():
+    """A replay overrides the stored rig's trial count; the rules across keys stay off for a stored rig."""
+    stored = parse_rig(_sim({"trial": {"off_ms": 0}}), "session.sqlite (stored rig)", stored=True)
+    assert with_overrides(stored, stored=True, session={"n_trials": 3}).session.n_trials == 3
+    with pytest.raises(RigFileError, match="trial.off_ms"):
+        with_overrides(stored, session={"n_trials": 3})
 
 
 def test_whole_frames_within_the_tolerance_are_accepted():
