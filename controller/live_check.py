@@ -48,7 +48,11 @@ def check_live(
     source = acquisition_part(rig, endpoints)
     census = None
     try:
-        info = source.describe(wait_s)
+        try:
+            info = source.describe(wait_s)
+        except SessionAbort as why:  # a duplicate stream name, a stream of the wrong shape: what a session stops on
+            statuses.append(_line("FAIL", "acquisition", str(why), out))
+            return False
         if not info or "n_neurons" not in info:
             statuses.append(
                 _line(
