@@ -320,6 +320,7 @@ class ModelWorker(InProcessPart):
                 pred = target.rates(torch.from_numpy(to_unit_float(pixels)).permute(0, 3, 1, 2)).numpy()
             for i in range(len(pixels)):  # presentation by presentation: the posterior after each is kept
                 self.evidence_history.append(self.evidence.update(pred[:, i : i + 1], counts[i : i + 1], self.window_s))
+        self.chooser.observe(pixels, counts)
         if self.trainer is not None:
             self.trainer.inbox.put((pixels, counts))
         else:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stimulus.evolution import Archive, breed, choose_parents, target_weights
 from stimulus.mix import MixSchedule
 from stimulus.objectives import discrimination_score, population_score
 from stimulus.pools import Pools
@@ -173,8 +174,17 @@ class ImageChooser:
         self._shown_pixels: list[np.ndarray] = []  # this block's images: model-space diversity embeds them afresh
         # Current posterior over the predictor's members, for the "js" objective (None: equal weights).
         self.hypothesis_weights: np.ndarray | None = None
+        # The "evolved" kind's record of what was shown and how each neuron responded (stimulus/evolution.py).
+        self.archive = Archive(self.window_s) if "evolved" in self.schedule.shares else None
+        self._evolved_made = 0
 
     # ------------------------------------------------------------------ public
+
+    def observe(self, pixels: np.ndarray, counts: np.ndarray) -> None:
+        """Recorded responses: pixels (n, H, W, C) uint8 and their counts (n, N); what the "evolved" kind breeds
+        from (kept only when the mix has it)."""
+        if self.archive is not None:
+            self.archive.observe(pixels, counts)
 
     def set_hypothesis_weights(self, weights) -> None:
         """Weigh members by the current posterior: images then target the hypotheses still in play."""
@@ -190,11 +200,11 @@ class ImageChooser:
             self._block, self._shown_idx, self._shown_thumbs, self._shown_pixels = block, set(), [], []
         kinds = self.schedule.kinds_for(trial_id, n_images)
         if predictor is None:
-            kinds = [k if k in ("random", "repeat") else "random-nomodel" for k in kinds]
+            kinds = [k if k in ("random", "repeat", "evolved") else "random-nomodel" for k in kinds]
         want = {k: kinds.count(k) for k in dict.fromkeys(kinds)}
         made: dict[str, list[Choice]] = {}
         # Cheap kinds first, so a deadline can only cut short the kinds that need a model.
-        for kind in ("repeat", "random", "random-nomodel", "selected", "synthesized", "mei"):
+        for kind in ("repeat", "random", "random-nomodel", "evolved", "selected", "synthesized", "mei"):
             if kind in want:
                 made[kind] = self._make(kind, want[kind], predictor, deadline_s)
         out = [made[k].pop(0) for k in kinds]
@@ -202,7 +212,7 @@ class ImageChooser:
             for c, k in zip(out, kinds):
                 if k == "random-nomodel":
                     c.reason = c.reason.replace("(no model yet)", f"({regime})")
-                elif k in ("selected", "synthesized", "mei"):
+                elif k in ("selected", "synthesized", "mei", "evolved"):
                     c.reason = f"{c.reason} [{regime}]"
         self._shown_thumbs.extend(thumbnails(np.stack([c.pixels for c in out])))
         self._shown_pixels.extend(c.pixels for c in out)
@@ -221,6 +231,8 @@ class ImageChooser:
                 Choice(self.pools.train[i], f"random pool#{i} (no model yet)")
                 for i in self._random(n, self.candidate_pool)
             ]
+        if kind == "evolved":  # needs recorded responses, not a model: the model only screens, time permitting
+            return [self._evolved_one(predictor, deadline_s) for _ in range(n)]
         if deadline_s is not None and time.perf_counter() >= deadline_s:
             return [
                 Choice(self.pools.train[i], f"random pool#{i} (past deadline)")
@@ -408,3 +420,47 @@ class ImageChooser:
         return [
             Choice(pixels[b], f"mei neuron#{j} predicted {r[b, b]:.1f}Hz {origin[b]}") for b, j in enumerate(neurons)
         ]
+
+    def _evolved_one(self, predictor, deadline_s: float | None) -> Choice:
+        """One child of the response-driven search (stimulus/evolution.py), for the neuron the model explains
+        worst; its parents are the images with that neuron's highest recorded rates."""
+        cfg, archive = self.cfg, self.archive
+        items, rates = archive.rates()
+        if len(items) < 2 or not archive.n_neurons:
+            i = self._random(1, self.random_pool)[0]
+            archive.name(self.pools.train[i], f"pool#{i}", 0)
+            return Choice(self.pools.train[i], f"evolved seed random pool#{i} (too few responses yet)")
+        n_neurons = archive.n_neurons
+        if predictor is not None and deadline_s is not None and time.perf_counter() >= deadline_s:
+            predictor = None
+        shown = np.stack([it.pixels for it in items])
+        weights = target_weights(rates, predictor, shown, n_neurons)
+        target = int(self.rng.choice(n_neurons, p=weights))
+        m = cfg.evolve_candidates if predictor is not None else 1
+        children = []
+        for _ in range(m):
+            a, b = choose_parents(rates[:, target], cfg.evolve_parents, self.rng)
+            immigrant_i = int(self.rng.choice(self.natural)) if self.rng.random() < 0.3 else None
+            immigrant = None if immigrant_i is None else self.pools.train[immigrant_i]
+            px, how = breed(items[a].pixels, items[b].pixels, immigrant, self.rng)
+            if immigrant_i is not None:
+                how += f" pool#{immigrant_i}"
+            children.append((px, a, b, how))
+        screen = ""
+        pick = 0
+        if m > 1:
+            with torch.no_grad():
+                pred = predictor.rates(from_pixels(np.stack([c[0] for c in children])), neurons=[target])
+            pred = pred.mean(0)[:, 0].double().numpy()
+            pick = int(np.argmax(pred))
+            screen = f", model screened {m}: predicted {pred[pick]:.1f}Hz"
+        px, a, b, how = children[pick]
+        gen = max(items[a].generation, items[b].generation) + 1
+        self._evolved_made += 1
+        label = f"evo#{self._evolved_made}"
+        archive.name(px, label, gen)
+        return Choice(
+            px,
+            f"evolved {label} for neuron {target} from {items[a].label} x {items[b].label} ({how}, gen {gen}; "
+            f"parents recorded {rates[a, target]:.1f}/{rates[b, target]:.1f}Hz){screen}",
+        )

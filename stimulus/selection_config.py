@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from contract.schema import Strict
 
 # The kinds of image a block mixes (SelectionConfig says what each is).
-MIX_KINDS = ("random", "selected", "synthesized", "mei", "repeat")
+MIX_KINDS = ("random", "selected", "synthesized", "mei", "repeat", "evolved")
 
 
 class HypothesisSpec(Strict):
@@ -53,12 +53,14 @@ class SelectionConfig(Strict):
     - selected: the pool images the objective scores highest, kept diverse;
     - synthesized: images made by gradient ascent on the objective, from top pool images or noise;
     - mei: most exciting images of one neuron at a time (checks that the model's MEIs drive it);
-    - repeat: a fixed set shown again and again, for the noise ceiling."""
+    - repeat: a fixed set shown again and again, for the noise ceiling;
+    - evolved: images bred from the images already shown, parents chosen by one neuron's recorded responses (a
+      genetic search; the model, where there is one, only screens the children)."""
 
     mix: dict[str, float] = Field(
         default_factory=lambda: {"random": 1.0},
-        description="Share of each kind of image per block (random, selected, synthesized, mei, repeat), normalised "
-        "to sum to one; non-negative, not all zero.",
+        description="Share of each kind of image per block (random, selected, synthesized, mei, repeat, evolved), "
+        "normalised to sum to one; non-negative, not all zero.",
     )
     seed: int = Field(0, ge=0, description="Seed of the choices (mix order, candidates, random images).")
     block_trials: int = Field(
@@ -172,6 +174,20 @@ class SelectionConfig(Strict):
         gt=0.0,
         le=1.0,
         description="Share of the time left before a deadline that synthesis and MEIs may use (the rest is margin).",
+    )
+    evolve_parents: int = Field(
+        8,
+        ge=2,
+        le=1000,
+        description="evolved: the parents of a child are drawn from this many images already shown, those with the "
+        "highest recorded rate of the child's target neuron (its own responses are the judge).",
+    )
+    evolve_candidates: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="evolved: children bred per slot; the model (once it may choose, see model_driven_after) "
+        "screens them and the one it predicts to drive the target neuron most is shown (1: no screening).",
     )
     hypotheses: list[HypothesisSpec] = Field(
         default_factory=list, description="Named hypotheses the evidence tracker weighs ([[selection.hypotheses]])."

@@ -41,8 +41,9 @@ def test_efficiency_on_the_selective_rig_reports_per_neuron_type(tmp_path):
     res = json.loads(out.read_text())
     run = res["runs"]["closed-loop-rig"][0]
     assert set(SELECTIVE_TYPES) <= set(run["neuron_types"]) and len(run["neuron_types"]) == 8
-    # The rig's mix (repeats among its kinds) under its cold start: model kinds' slots are random images so far.
-    assert set(run["images_by_kind"]) == {"random", "repeat"}
+    # The rig's mix (repeats among its kinds) under its cold start: model kinds' slots are random images so far;
+    # evolved images need recorded responses, not a model.
+    assert set(run["images_by_kind"]) == {"random", "repeat", "evolved"}
     by_type = res["summary"]["arms"]["closed-loop-rig"]["by_type"]
     assert set(SELECTIVE_TYPES) <= set(by_type["types"])
     assert all(by_type["types"][t]["sparseness_median"] < 0.1 for t in SELECTIVE_TYPES)
