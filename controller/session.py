@@ -447,6 +447,9 @@ def build_summary(
             "heldout_median_r": median,
             "heldout_r_per_neuron": per_neuron,
             "hypothesis_evidence": model_info.get("evidence"),
+            # MEIs' observed over predicted rates, median over neurons (stimulus/mei_hold.py; the model's status
+            # holds the per-neuron figures under model.mei_hold).
+            "mei_observed_over_predicted_median": (model_info.get("mei_hold") or {}).get("median_ratio"),
             **steps_per_trial(rig, model_info.get("training_steps"), done),
             **ceiling_figures(rig, truth, engine.pools.test if truth is not None else None, store, engine.n_neurons),
         }

@@ -155,6 +155,7 @@ class StatusBoard:
             if self.accuracy is None
             else f"{self.accuracy:.3f} (after {self.accuracy_trials} trials)",
             "dropped frames": engine.dropped_frames,
+            **mei_hold_figure(self.model_info),
         }
 
     def tick(self, engine) -> None:
@@ -217,3 +218,19 @@ class StatusBoard:
         if self.live is not None:
             self.live.stop()
             self.live = None
+
+
+def mei_hold_figure(model_info: dict) -> dict:
+    """The live status's MEI line, where the mix holds MEIs: their median observed/predicted rate over neurons
+    (stimulus/mei_hold.py) and how many neurons get cautious MEIs."""
+    hold = model_info.get("mei_hold")
+    if not hold:
+        return {}
+    per = hold.get("per_neuron") or {}
+    if hold.get("median_ratio") is None:
+        return {"MEI observed/predicted": "n/a (no MEI response yet)"}
+    cautious = sum(1 for v in per.values() if v.get("caution"))
+    return {
+        "MEI observed/predicted": f"median {hold['median_ratio']:.2f} over {len(per)} neurons"
+        + (f", {cautious} with cautious MEIs" if cautious else "")
+    }

@@ -349,6 +349,8 @@ class ModelWorker(InProcessPart):
             out["initialized_from"] = self.initialized_from
         if self.rig.selection.model_driven_after is not None:
             out["model_driven_since_plan"] = self.model_driven_since
+        if "mei" in self.chooser.schedule.shares:
+            out["mei_hold"] = self.chooser.mei_hold()  # MEIs' observed over predicted rates (stimulus/mei_hold.py)
         out["evidence"] = self.evidence.report() if self.evidence is not None else None
         return out
 

@@ -40,9 +40,10 @@ from records.nwb import image_kind
 from records.space import write_atomic
 from records.store import SessionStore
 from records.summary import repeat_noise_ceiling
+from stimulus.mei_hold import median_ratio, observed_over_predicted
 
 MEI_REASON = re.compile(r"mei neuron#(\d+) predicted ([-\d.]+)Hz")
-KIND_ORDER = ["random", "selected", "synthesized", "mei", "repeat", "requeued", "pool fallback"]
+KIND_ORDER = ["random", "selected", "synthesized", "mei", "evolved", "repeat", "requeued", "pool fallback"]
 
 
 @dataclass
@@ -404,6 +405,22 @@ def fig_predicted_observed(s: Session) -> str:
         )
         fig.tight_layout()
         parts.append(_img(_png(fig), "MEI predicted against observed"))
+        held = observed_over_predicted(list(resp["reason"]), resp["counts"], window, valid)
+        held = {j: v for j, v in held.items() if np.isfinite(v["ratio"])}  # a prediction of 0 Hz has no ratio
+        worst = sorted(held.items(), key=lambda kv: kv[1]["ratio"])[:5]
+        med = median_ratio(held)
+        level = getattr(getattr(s.rig, "selection", None), "mei_hold_below", None)
+        parts.append(
+            f"<p class='note'>Per neuron, mean observed over mean predicted rate of its MEI presentations: median "
+            f"{'n/a' if med is None else f'{med:.2f}'} over {len(held)} neurons; lowest "
+            + ", ".join(f"neuron {j} {v['ratio']:.2f} ({v['presentations']})" for j, v in worst)
+            + (
+                f"; MEIs of neurons below {level:g} are made more cautiously (selection.mei_hold_below)"
+                if level is not None
+                else "; selection.mei_hold_below is unset: MEIs are made the same way whatever the ratio"
+            )
+            + ".</p>"
+        )
     else:
         parts.append(_missing("MEI predictions", "no MEI was shown in a completed trial"))
     return "".join(parts)

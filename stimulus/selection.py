@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stimulus.evolution import Archive, breed, choose_parents, target_weights
+from stimulus.evolution import Archive, breed, choose_parents, pixels_key, target_weights
+from stimulus.mei_hold import caution, cautious_settings, median_ratio, summarize
 from stimulus.mix import MixSchedule
 from stimulus.objectives import discrimination_score, population_score
 from stimulus.pools import Pools
@@ -177,6 +178,10 @@ class ImageChooser:
         # The "evolved" kind's record of what was shown and how each neuron responded (stimulus/evolution.py).
         self.archive = Archive(self.window_s) if "evolved" in self.schedule.shares else None
         self._evolved_made = 0
+        # MEIs made (content key -> (neuron, predicted Hz)) and, per neuron, [observed Hz sum, predicted Hz sum, n]
+        # of their presentations: whether they hold (stimulus/mei_hold.py).
+        self._mei_made: dict[str, tuple[int, float]] = {}
+        self._mei_seen: dict[int, list] = {}
 
     # ------------------------------------------------------------------ public
 
@@ -185,6 +190,24 @@ class ImageChooser:
         from (kept only when the mix has it)."""
         if self.archive is not None:
             self.archive.observe(pixels, counts)
+        if self._mei_made:
+            for px, c in zip(np.asarray(pixels), np.asarray(counts, np.float64)):
+                made = self._mei_made.get(pixels_key(px))
+                if made is not None:
+                    row = self._mei_seen.setdefault(made[0], [0.0, 0.0, 0])
+                    row[0] += float(c[made[0]]) / self.window_s
+                    row[1] += made[1]
+                    row[2] += 1
+
+    def mei_hold(self) -> dict:
+        """Per neuron, its MEIs' observed over predicted rates (stimulus/mei_hold.py) and its caution level now;
+        and the median ratio over neurons."""
+        per = {j: summarize(*row) for j, row in sorted(self._mei_seen.items())}
+        for j, entry in per.items():
+            entry["caution"] = caution(entry, self.cfg.mei_hold_below)
+            if not np.isfinite(entry["ratio"]):
+                entry["ratio"] = None
+        return {"median_ratio": median_ratio(per), "per_neuron": per, "hold_below": self.cfg.mei_hold_below}
 
     def set_hypothesis_weights(self, weights) -> None:
         """Weigh members by the current posterior: images then target the hypotheses still in play."""
@@ -404,21 +427,39 @@ class ImageChooser:
         if deadline_s is not None:
             now = time.perf_counter()
             mei_deadline = now + cfg.deadline_share * max(0.0, deadline_s - now)
-        pixels = most_exciting_images(
-            predictor,
-            neurons,
-            self.image_shape,
-            steps=cfg.mei_steps,
-            seed=seed,
-            deadline_s=mei_deadline,
-            init=init,
-            spread_penalty=cfg.mei_spread_penalty,
-            project=self.natural_range,
-        )
+        # Neurons whose MEIs fell short of their predictions get cautious ones (stimulus/mei_hold.py): grouped by
+        # caution level, each group synthesized with its own steps and disagreement penalty.
+        seen = {j: summarize(*row) for j, row in self._mei_seen.items()}
+        levels = [caution(seen.get(j), cfg.mei_hold_below) for j in neurons]
+        pixels = np.zeros((n, *self.image_shape), np.uint8)
+        notes = [""] * n
+        for k in sorted(set(levels)):
+            rows = [b for b in range(n) if levels[b] == k]
+            steps, penalty = cautious_settings(cfg.mei_steps, cfg.mei_spread_penalty, k)
+            pixels[rows] = most_exciting_images(
+                predictor,
+                [neurons[b] for b in rows],
+                self.image_shape,
+                steps=steps,
+                seed=seed + k,
+                deadline_s=mei_deadline,
+                init=None if init is None else init[rows],
+                spread_penalty=penalty,
+                project=self.natural_range,
+            )
+            if k:
+                for b in rows:
+                    notes[b] = (
+                        f" (cautious {k}: observed/predicted {seen[neurons[b]]['ratio']:.2f} < "
+                        f"{cfg.mei_hold_below:g}; {steps} steps, spread penalty {penalty:g})"
+                    )
         with torch.no_grad():  # the members' mean rate (not the penalised score): what the report checks against
             r = predictor.rates(from_pixels(pixels), neurons=neurons).mean(0).numpy()
+        for b, j in enumerate(neurons):
+            self._mei_made[pixels_key(pixels[b])] = (j, float(f"{r[b, b]:.1f}"))
         return [
-            Choice(pixels[b], f"mei neuron#{j} predicted {r[b, b]:.1f}Hz {origin[b]}") for b, j in enumerate(neurons)
+            Choice(pixels[b], f"mei neuron#{j} predicted {r[b, b]:.1f}Hz {origin[b]}{notes[b]}")
+            for b, j in enumerate(neurons)
         ]
 
     def _evolved_one(self, predictor, deadline_s: float | None) -> Choice:

@@ -163,6 +163,16 @@ class SelectionConfig(Strict):
         "(0: the mean alone).",
     )
     mei_steps: int = Field(100, ge=0, le=100_000, description="Gradient steps per MEI.")
+    mei_hold_below: float | None = Field(
+        None,
+        gt=0.0,
+        le=10.0,
+        description="MEIs that hold: a neuron whose MEIs evoked less than this share of the rate the model predicted "
+        "when it chose them (mean observed over mean predicted rate, over at least 2 of its MEI presentations) gets "
+        "more cautious MEIs: caution k = 1 + floor(log2(this / ratio)), at most 3; mei_steps / 2**k steps and "
+        "mei_spread_penalty x (k + 1) (stimulus/mei_hold.py). Unset: every MEI uses mei_steps and "
+        "mei_spread_penalty.",
+    )
     repeat_set_size: int = Field(
         10,
         ge=1,

@@ -216,7 +216,7 @@ def test_mei_benchmark_fits_its_model_through_the_engine(tmp_path):
                 "--neurons",
                 "3",
                 "--pool-size",
-                "100",
+                "300",  # the default test set holds 200: a pool may not be smaller
                 "--size-px",
                 "16",
                 "--json",
@@ -229,6 +229,10 @@ def test_mei_benchmark_fits_its_model_through_the_engine(tmp_path):
     assert res["engine_mode"] == "in-process" and res["summary"]["training_steps"] > 0
     assert len(res["per_neuron"]["mei_hz"]) == 3 and 0.0 <= res["summary"]["share_mei_beats_best_natural"] <= 1.0
     assert len(res["per_neuron"]["oracle_mei_hz"]) == 3  # the same synthesis on the ground truth, for reference
+    # Observed (the true rate) over the rate the model predicted for each MEI.
+    ratio, true, pred = (res["per_neuron"][k] for k in ("observed_over_predicted", "mei_hz", "mei_predicted_hz"))
+    assert all(r is None or abs(r - t / p) < 1e-6 * max(1.0, r) for r, t, p in zip(ratio, true, pred))
+    assert "median_observed_over_predicted" in res["summary"]
 
 
 def test_the_neither_truth_is_neither_hypothesis_but_between_them():
