@@ -137,6 +137,8 @@ def random_pool_indices(kinds, random_from: str) -> np.ndarray:
 class ImageChooser:
     """The model worker's image chooser (the module docstring says how it chooses)."""
 
+    EVOLVE_WEIGHT_IMAGES = 256  # latest images shown on which the evolved kind weighs the model's accuracy
+
     def __init__(self, cfg: SelectionConfig, pools: Pools, seed: int = 0, window_s: float = 0.15):
         """window_s: length of the response window the counts are taken in (the rig file's [response],
         passed by the model worker; the count divergences assume it)."""
@@ -178,6 +180,7 @@ class ImageChooser:
         # The "evolved" kind's record of what was shown and how each neuron responded (stimulus/evolution.py).
         self.archive = Archive(self.window_s) if "evolved" in self.schedule.shares else None
         self._evolved_made = 0
+        self._evolve_weights: tuple | None = None  # (key, per-neuron weights) of the last evolved slot
         # MEIs made (content key -> (neuron, predicted Hz)) and, per neuron, [observed Hz sum, predicted Hz sum, n]
         # of their presentations: whether they hold (stimulus/mei_hold.py).
         self._mei_made: dict[str, tuple[int, float]] = {}
@@ -474,8 +477,14 @@ class ImageChooser:
         n_neurons = archive.n_neurons
         if predictor is not None and deadline_s is not None and time.perf_counter() >= deadline_s:
             predictor = None
-        shown = np.stack([it.pixels for it in items])
-        weights = target_weights(rates, predictor, shown, n_neurons)
+        # The budget's weights: once per plan (the archive does not change within one) on the latest
+        # EVOLVE_WEIGHT_IMAGES images shown, so their cost stays bounded however long the session.
+        key = (len(items), getattr(predictor, "version", None), id(predictor) if predictor is not None else None)
+        if self._evolve_weights is None or self._evolve_weights[0] != key:
+            recent = slice(-self.EVOLVE_WEIGHT_IMAGES, None)
+            shown = np.stack([it.pixels for it in items[recent]])
+            self._evolve_weights = (key, target_weights(rates[recent], predictor, shown, n_neurons))
+        weights = self._evolve_weights[1]
         target = int(self.rng.choice(n_neurons, p=weights))
         m = cfg.evolve_candidates if predictor is not None else 1
         children = []
