@@ -50,6 +50,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -307,9 +308,10 @@ def count_gaudy(session_dir, rig) -> int:
         store.close()
     n = 0
     for r in reasons:
-        if "pool#" in r:
-            idx = int(r.split("pool#")[1].split()[0])
-            n += idx in gaudy_idx
+        hit = re.search(r"pool#(\d+)", r)
+        # An evolved child is no pool image: the pool images its reason names are its parents' sources.
+        if hit and "evolved evo#" not in r:
+            n += int(hit.group(1)) in gaudy_idx
     return n
 
 
