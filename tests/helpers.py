@@ -191,6 +191,16 @@ def wait_for_trials(db: Path, n: int, where: str = "", timeout_s: float = 120.0)
     pytest.fail(f"the session never had {n} trials {where}")
 
 
+def wait_idle(out, timeout_s: float = 5.0) -> None:
+    """Until a TTL event output (parallel or serial) has no word queued and none on its lines, or fail."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if out.stats()["queued"] == 0 and out.lines._clear_at is None:
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"lines still busy after {timeout_s} s: {out.stats()}")
+
+
 # -- a session's store ----------------------------------------------------------------------------------------------
 def stored_responses(path: Path) -> list[tuple]:
     """Every response row of the session in `path`, in trial and image order."""

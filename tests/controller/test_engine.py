@@ -12,8 +12,7 @@ from controller.engine import SessionEngine, SessionParts
 from controller.session import run_controller, run_in_process
 from controller.worlds import in_process_parts
 from stimulus.pools import make_pools
-from tests.helpers import SilentModel, small_rig
-from transport.launch import run_session
+from tests.helpers import SilentModel, small_rig, wait_idle
 
 
 def _stored(path):
@@ -29,18 +28,17 @@ def _stored(path):
     return responses, plans, versions
 
 
-def test_the_same_session_in_process_and_across_processes_records_the_same(tmp_path):
-    # "stacked" rather than "auto": auto times both forms on this machine and could pick either.
-    rig = small_rig(n_trials=5)
-    from controller.config import with_overrides
-
-    rig = with_overrides(rig, model={"form": "stacked", "steps_per_trial": 5})
+@pytest.mark.xdist_group("recorded")  # with the other readers of the recorded session: it runs once
+def test_the_same_session_in_process_and_across_processes_records_the_same(recorded, tmp_path):
+    """The recorded session (cortexloop run: every part its own process) run again with every part in this
+    process: the same records. So a run at max speed is reproducible: nothing of the wall clock or of how the
+    processes are scheduled reaches what is stored."""
+    rig, path, procs = recorded
     inproc, _ = run_in_process(rig, tmp_path / "inproc")
-    procs = run_session(rig, tmp_path / "procs")
     assert inproc["engine_mode"] == "in-process" and procs["engine_mode"] == "processes"
     assert inproc["status"] == procs["status"] == "completed"
-    a, b = _stored(tmp_path / "inproc"), _stored(tmp_path / "procs")
-    assert len(a[0]) == 5 * rig.trial.images_per_trial
+    a, b = _stored(tmp_path / "inproc"), _stored(path)
+    assert len(a[0]) == rig.session.n_trials * rig.trial.images_per_trial
     assert a[0] == b[0]  # responses: counts, validity, model version, reason
     assert a[1] == b[1]  # plans, requeues included (this rig breaks fixation)
     assert a[2] == b[2]  # model versions
@@ -228,7 +226,6 @@ def test_photodiode_edges_become_the_onsets_and_their_latency_is_reported(tmp_pa
 
 
 def test_the_rig_files_serial_event_output_writes_every_code_of_a_trial_followed_by_zero():
-    import time
 
     from controller.clocks import VirtualClock
     from controller.config import with_overrides
@@ -258,10 +255,7 @@ def test_the_rig_files_serial_event_output_writes_every_code_of_a_trial_followed
     )
     reports = runner.poll(0)
     assert [r.status for r in reports if isinstance(r, m.TrialReport)] == ["started", "done"]
-    deadline = time.monotonic() + 2.0
-    while out.stats()["queued"] and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(3 * rig.event_output.pulse_ms / 1000)
+    wait_idle(out)  # every word out and the line back at rest
     got = list(out.port.read(out.port.in_waiting))
     out.close()
     # The line at rest, then start, three onsets (the same code three times: each survives) and the end.

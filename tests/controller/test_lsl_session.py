@@ -7,6 +7,7 @@ import pytest
 
 from contract import messages as m
 from controller.config import with_overrides
+from controller.session import run_in_process
 from tests.helpers import small_rig, stored_responses
 from transport.launch import run_session, session_roles
 
@@ -36,9 +37,11 @@ def test_lsl_session_records_the_same_responses_as_the_native_stream(tmp_path, s
     rig = with_overrides(
         small_rig(n_trials=4, speed=speed),
         model={"form": "stacked", "steps_per_trial": 5},
-        fixation={"break_probability": 0.3},
+        fixation={"break_probability": 0.15},
     )
-    native = run_session(rig, tmp_path / "native")
+    # The native stream's session in this process: it records what the same rig does across processes
+    # (tests/controller/test_engine.py). The other source needs the virtual cortex process that publishes it.
+    native, _ = run_in_process(rig, tmp_path / "native")
     lrig = lsl_rig(rig, rig.cortex.population.n_neurons)
     assert session_roles(lrig) == ("cortex", "model", "presenter", "controller")
     lsl = run_session(lrig, tmp_path / "lsl")

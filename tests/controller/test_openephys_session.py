@@ -1,22 +1,33 @@
 """Sessions that read the Open Ephys Event Broadcaster stream (the virtual cortex publishing only that), end to end."""
 
 import json
+import os
 import sqlite3
+import subprocess
 import time
+
+import pytest
 
 from contract import messages as m
 from controller.config import with_overrides
-from tests.helpers import OPENEPHYS_NEURONS, ROOT, openephys_rig, small_rig, stored_responses
-from transport.launch import run_session, session_roles
+from controller.engine import SessionEngine
+from controller.session import run_controller, run_in_process
+from controller.worlds import process_parts
+from tests.helpers import OPENEPHYS_NEURONS, ROOT, openephys_rig, serve, small_rig, stored_responses
+from transport.launch import prepare_session_dir, run_session, session_roles
 
 
-def test_open_ephys_session_records_the_same_responses_as_the_native_stream(tmp_path):
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory):
+    """(rig, directory, native summary, Open Ephys summary): one rig recorded through the native stream (in this
+    process) and through the Open Ephys stream (the processes of cortexloop run), read by the tests below."""
     # A photodiode on line 8 and a display lag of 8-10 ms: the neurons see each image then, and both sessions
     # take the photodiode edges as the onsets.
+    tmp_path = tmp_path_factory.mktemp("openephys")
     rig = with_overrides(
         small_rig(n_trials=4),
         model={"form": "stacked", "steps_per_trial": 5},
-        fixation={"break_probability": 0.3},
+        fixation={"break_probability": 0.15},
         cortex={
             "ttl": {"photodiode_line": 8},
             "recording": {
@@ -26,10 +37,18 @@ def test_open_ephys_session_records_the_same_responses_as_the_native_stream(tmp_
             },
         },
     )
-    native = run_session(rig, tmp_path / "native")
+    # The native stream's session in this process: it records what the same rig does across processes
+    # (tests/controller/test_engine.py). The other source needs the virtual cortex process that publishes it.
+    native, _ = run_in_process(rig, tmp_path / "native")
     oe_rig = openephys_rig(rig)
     assert session_roles(oe_rig) == ("cortex", "model", "presenter", "controller")
     oe = run_session(oe_rig, tmp_path / "openephys")
+    return rig, tmp_path, native, oe
+
+
+@pytest.mark.xdist_group("openephys_sessions")  # the readers of the shared sessions, together: they run once
+def test_open_ephys_session_records_the_same_responses_as_the_native_stream(sessions):
+    rig, tmp_path, native, oe = sessions
     assert native["status"] == oe["status"] == "completed"
     assert oe["neurons"] == OPENEPHYS_NEURONS and oe["spikes_received"] == native["spikes_received"] > 0
     assert oe["trials_aborted"] == native["trials_aborted"] > 0  # aborted trials' codes are on the lines too
@@ -55,7 +74,10 @@ def test_open_ephys_session_records_the_same_responses_as_the_native_stream(tmp_
     assert native["photodiode"] == oe["photodiode"]
 
 
-def test_a_stream_that_stops_ends_the_session_cleanly_with_a_summary(tmp_path):
+def test_a_stream_that_stops_ends_the_session_cleanly_with_a_summary(tmp_path, monkeypatch):
+    # The controller's silence limit (10 s) lowered, so the test waits less for it: the controller runs in this
+    # process, the cortex, model worker and presenter in their own, started as cortexloop run starts them.
+    monkeypatch.setattr(SessionEngine, "DEAD_AFTER_S", 2.0)
     # Real time: on a virtual clock time moves only with the stream, so silence there is not a stopped stream.
     rig = small_rig(n_trials=200, speed="realtime")
     rig = with_overrides(
@@ -64,15 +86,26 @@ def test_a_stream_that_stops_ends_the_session_cleanly_with_a_summary(tmp_path):
         model={"kind": "baseline"},
     )
     rig = openephys_rig(rig, stale_after_s=0.5)
+    session_dir = tmp_path / "stops"
+    endpoints = prepare_session_dir(rig, session_dir)
+    procs = [serve(role, session_dir, parent_pid=os.getpid(), log=True) for role in ("cortex", "model", "presenter")]
     t0 = time.monotonic()
-    summary = run_session(rig, tmp_path / "stops")
+    try:
+        summary = run_controller(rig, session_dir, process_parts(rig, endpoints), quiet=True)
+    finally:
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     took = time.monotonic() - t0
     assert summary["status"].startswith("aborted: acquisition silent")
     assert 1 <= summary["trials_done"] < 200
-    assert json.loads((tmp_path / "stops" / "summary.json").read_text()) == summary
-    db = sqlite3.connect(tmp_path / "stops" / "session.sqlite")
+    assert json.loads((session_dir / "summary.json").read_text()) == summary
+    db = sqlite3.connect(session_dir / "session.sqlite")
     assert db.execute("SELECT value FROM meta WHERE key='status'").fetchone()[0] == summary["status"]
-    # Stopped after 8 s of recording; the end comes once the silence outlasts the controller's limit (10 s).
+    # Stopped after 8 s of recording; the end comes once the silence outlasts the controller's limit (2 s here).
     assert took < 90
 
 
@@ -98,17 +131,15 @@ def test_the_example_live_rig_reads_open_ephys_and_starts_no_virtual_cortex():
         src.close()
 
 
-def test_an_open_ephys_session_exports_its_trials_and_onsets_to_nwb(tmp_path):
+@pytest.mark.xdist_group("openephys_sessions")
+def test_an_open_ephys_session_exports_its_trials_and_onsets_to_nwb(sessions):
     """TTL words carry no trial numbers: the export pairs them with the stored trials and onsets, in order."""
     from pynwb import NWBHDF5IO
 
     from records.nwb import export_nwb
 
-    rig = openephys_rig(
-        with_overrides(small_rig(n_trials=3), model={"kind": "baseline"}, fixation={"break_probability": 0.3})
-    )
-    summary = run_session(rig, tmp_path / "oe")
-    result = export_nwb(tmp_path / "oe", tmp_path / "oe.nwb")
+    rig, tmp_path, _, summary = sessions
+    result = export_nwb(tmp_path / "openephys", tmp_path / "oe.nwb")
     with NWBHDF5IO(str(tmp_path / "oe.nwb"), "r") as io:
         f = io.read()
         assert len(f.units) == OPENEPHYS_NEURONS
@@ -119,7 +150,7 @@ def test_an_open_ephys_session_exports_its_trials_and_onsets_to_nwb(tmp_path):
         onsets = f.stimulus["image_onsets"]
         # Every onset code the recording system delivered is paired with its flip (the session ends once its
         # last trial is binned, so codes of trials shown after it may never have been delivered).
-        db = sqlite3.connect(tmp_path / "oe" / "session.sqlite")
+        db = sqlite3.connect(tmp_path / "openephys" / "session.sqlite")
         recorded = db.execute("SELECT COUNT(*) FROM event_codes WHERE clock='acquisition' AND code=20").fetchone()[0]
         assert len(onsets.timestamps) == recorded >= summary["trials_done"] * rig.trial.images_per_trial
     assert result["units"] == OPENEPHYS_NEURONS

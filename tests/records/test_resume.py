@@ -16,13 +16,16 @@ from tests.helpers import child_pid, cli_env, running, small_rig, start_launcher
 
 def test_a_killed_controller_resumes_and_nothing_committed_is_lost_or_repeated(tmp_path):
     rig = with_overrides(
-        small_rig(n_trials=14, speed="realtime"), model={"kind": "baseline"}, trial={"iti_ms": 100, "fixation_ms": 100}
+        small_rig(n_trials=10, speed="realtime"),
+        model={"kind": "baseline"},
+        # max_frame_error: frames a busy machine drops are not what this test is about (not shown again).
+        trial={"iti_ms": 100, "fixation_ms": 100, "max_frame_error": 10_000},
     )
     session = tmp_path / "s"
     launcher = start_launcher(rig, tmp_path, session="s")
     db_path = session / "session.sqlite"
     try:
-        wait_for_trials(db_path, 4, "WHERE status='done'")  # a few trials in, and one being shown now
+        wait_for_trials(db_path, 3, "WHERE status='done'")  # a few trials in, and one being shown now
         others = [child_pid(launcher.pid, role) for role in ("cortex", "model", "presenter")]
         os.kill(child_pid(launcher.pid, "controller"), signal.SIGKILL)
         killed_at = time.monotonic()
@@ -35,8 +38,9 @@ def test_a_killed_controller_resumes_and_nothing_committed_is_lost_or_repeated(t
             launcher.kill()
     killed = json.loads((session / "summary.json").read_text())
     assert "controller stopped (signal SIGKILL)" in killed["status"], out
-    # Nobody else tells them the session is over: the launcher stops them at once, not after its 10 s grace.
-    assert stopped_after_s < 5.0, (stopped_after_s, out[-2000:])
+    # Nobody else tells them the session is over: the launcher stops them at once, not after its 10 s grace
+    # (the bound leaves a busy machine time to end three processes).
+    assert stopped_after_s < 8.0, (stopped_after_s, out[-2000:])
     db = sqlite3.connect(db_path)
     before = {
         table: db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
