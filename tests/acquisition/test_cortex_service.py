@@ -95,7 +95,9 @@ def run_cortex(rig, tmp_path, endpoints_off=(), n_onsets=20):
             native.append(msg)
             if isinstance(msg, m.EventCode) and msg.code == m.Codes.TRIAL_START:
                 break
-        while "openephys_pub" in socks and socks["openephys_pub"].poll(500):
+        # Until the Open Ephys stream has been quiet for a second (the service thread can be held up for some
+        # hundreds of ms on a busy machine; a shorter wait could end the read before the last of it).
+        while "openephys_pub" in socks and socks["openephys_pub"].poll(1000):
             frames = socks["openephys_pub"].recv_multipart()
             oe.append((int(np.frombuffer(frames[0], "<u2")[0]), json.loads(frames[1]), decode_message(frames)))
     finally:

@@ -140,7 +140,7 @@ def test_idle_takes_about_its_duration_and_returns(presenter):
     elapsed = presenter.now() - t0
     frame_s = 1.0 / presenter.refresh_hz
     # Never blocks for long: the upper bound only allows for a busy machine.
-    assert 0.1 - frame_s <= elapsed <= 0.1 + 0.25
+    assert 0.1 - frame_s <= elapsed <= 0.1 + 1.0
     presenter.idle(0.0)  # nothing to show: returns at once
     outcome, _ = _run(presenter, make_plan(), AlwaysFixating())
     assert outcome.status == "done"

@@ -76,7 +76,7 @@ def test_synthesis_stops_at_the_deadline_with_its_best_images():
     elapsed = time.perf_counter() - t0
     assert res.stopped_by == "deadline"
     assert 0 < res.steps < 10_000_000
-    assert elapsed < 0.3 + 0.5  # slack for a loaded machine; the point is it does not run 10M steps
+    assert elapsed < 0.3 + 2.0  # slack for a loaded machine; the point is it does not run 10M steps
     assert torch.all(res.scores >= objective(init).detach())
 
 

@@ -11,15 +11,23 @@ from controller.worlds import process_parts
 from tests.helpers import serve, small_rig
 from transport.launch import prepare_session_dir
 
-SILENCE_LIMIT_S = 1.0
+SILENCE_LIMIT_S = 1.5
 
 
 def test_a_trial_longer_than_the_silence_limit_does_not_abort_the_session(tmp_path, monkeypatch):
-    # The controller's own limit, lowered so that a short test has trials three times as long as it.
+    # The controller's own limit, lowered so that a short test has trials more than twice as long as it.
     monkeypatch.setattr(SessionEngine, "DEAD_AFTER_S", SILENCE_LIMIT_S)
     rig = with_overrides(
         small_rig(n_trials=2, speed="realtime"),
-        trial={"fixation_ms": 300, "images_per_trial": 5, "on_ms": 300, "off_ms": 200, "iti_ms": 200},
+        # max_frame_error: frames a busy machine drops are not what this test is about (not shown again).
+        trial={
+            "fixation_ms": 300,
+            "images_per_trial": 5,
+            "on_ms": 500,
+            "off_ms": 200,
+            "iti_ms": 200,
+            "max_frame_error": 10_000,
+        },
         fixation={"break_probability": 0.0},
         model={"kind": "baseline"},
     )
@@ -52,7 +60,15 @@ def test_a_presenter_that_hangs_mid_trial_is_noticed_within_the_silence_limit(tm
     monkeypatch.setattr(SessionEngine, "DEAD_AFTER_S", SILENCE_LIMIT_S)
     rig = with_overrides(
         small_rig(n_trials=3, speed="realtime"),
-        trial={"fixation_ms": 300, "images_per_trial": 5, "on_ms": 300, "off_ms": 200, "iti_ms": 200},
+        # max_frame_error: frames a busy machine drops are not what this test is about (not shown again).
+        trial={
+            "fixation_ms": 300,
+            "images_per_trial": 5,
+            "on_ms": 500,
+            "off_ms": 200,
+            "iti_ms": 200,
+            "max_frame_error": 10_000,
+        },
         fixation={"break_probability": 0.0},
         model={"kind": "baseline"},
     )
@@ -96,9 +112,10 @@ def test_a_presenter_that_hangs_mid_trial_is_noticed_within_the_silence_limit(tm
                 p.wait()
     assert stopped_at, "the first trial never started"
     assert summary["status"].startswith("aborted: presenter silent"), summary["status"]
-    # Noticed once the limit (1.2 s) had passed since the last heartbeat, before the trial (3.0 s) could have
-    # ended: a limit that allowed for whole trials (it was 2 x 3.0 + 5 s) would say 11 s here.
+    # Noticed once the limit (1.7 s) had passed since the last heartbeat, before the trial (4.0 s) could have
+    # ended: a limit that allowed for whole trials (it was 2 x trial + 5 s) would say 13 s here. The margin,
+    # more than 2 s, is for a busy machine, where the controller's check can come late.
     limit = SILENCE_LIMIT_S + rig.timing.iti_frames / rig.timing.refresh_hz
     silent_s = float(summary["status"].split("silent for ")[1].split(" s")[0])
-    assert limit <= silent_s < limit + 0.5 < rig.timing.trial_s, (silent_s, limit)
+    assert limit <= silent_s < rig.timing.trial_s, (silent_s, limit, rig.timing.trial_s)
     assert ended_at > stopped_at[0]

@@ -225,8 +225,9 @@ def test_with_keys_the_session_pair_works_and_a_peer_without_the_key_gets_and_de
         # The key holder hears the cortex: its description, then spikes.
         info = source.describe(timeout_s=20)
         assert info.get("n_neurons") == 8
-        end, batches = time.monotonic() + 1.0, 0
-        while time.monotonic() < end:
+        # A batch every 20 ms of wall clock: eleven come within a second, or within ten on a busy machine.
+        end, batches = time.monotonic() + 10.0, 0
+        while batches <= 10 and time.monotonic() < end:
             batches += sum(isinstance(x, m.SpikeBatch) for x in source.poll(0.1))
         assert batches > 10
         # The strangers: each tells the cortex to stop, and sends junk; none hears anything.
