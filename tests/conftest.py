@@ -99,30 +99,29 @@ def engine(tmp_path):
 @pytest.fixture(scope="session")
 def recorded(tmp_path_factory):
     """(rig, session dir, summary) of one short multi-process session at max speed (cortexloop run: cortex, model
-    worker, presenter and controller processes on loopback), run once per test process and read by the session,
-    replay and in-process-against-processes tests. The model's form is "stacked", not "auto" (which times both
+    worker, presenter and controller processes on loopback), run once per test run (made_once) and read by the
+    session, replay and in-process-against-processes tests. The model's form is "stacked", not "auto" (which times both
     forms on this machine and could pick either), so an in-process run of the same rig records the same."""
     from controller.config import with_overrides
-    from tests.helpers import small_rig
+    from tests.helpers import made_once, small_rig
     from transport.launch import run_session
 
-    path = tmp_path_factory.mktemp("recorded") / "s"
     rig = with_overrides(small_rig(), model={"form": "stacked", "steps_per_trial": 5})
-    return rig, path, run_session(rig, path)
+    where, summary = made_once(tmp_path_factory, "recorded", lambda d: run_session(rig, d / "s"))
+    return rig, where / "s", summary
 
 
 @pytest.fixture(scope="session")
 def short_session(tmp_path_factory):
-    """(rig, session dir, summary) of one short session (tests.helpers.short_rig), run once per test process and
-    read by the report and NWB tests. Its parts run in this process: what those tests read is the store, and an
+    """(rig, session dir, summary) of one short session (tests.helpers.short_rig), run once per test run
+    (made_once) and read by the report and NWB tests. Its parts run in this process: what those tests read is the store, and an
     in-process session stores what the same rig stores across processes (tests/controller/test_engine.py)."""
     from controller.session import run_in_process
-    from tests.helpers import short_rig
+    from tests.helpers import made_once, short_rig
 
-    path = tmp_path_factory.mktemp("short") / "s"
     rig = short_rig()
-    summary, _ = run_in_process(rig, path)
-    return rig, path, summary
+    where, summary = made_once(tmp_path_factory, "short", lambda d: run_in_process(rig, d / "s")[0])
+    return rig, where / "s", summary
 
 
 @pytest.fixture(scope="session")

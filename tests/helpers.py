@@ -6,6 +6,8 @@ No test module imports another (tests/test_layout.py checks it): what two of the
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import sqlite3
 import subprocess
@@ -172,6 +174,24 @@ def serve(role: str, session_dir: Path, parent_pid: int | None = None, log: bool
         return subprocess.Popen(args, env=cli_env())
     with open(session_dir / "logs" / f"{role}.log", "a") as out:
         return subprocess.Popen(args, env=cli_env(), stdout=out, stderr=subprocess.STDOUT)
+
+
+def made_once(tmp_path_factory, name: str, make):
+    """make(directory) -> a JSON-able result, run once per test run: under pytest-xdist by whichever worker asks
+    first, the others waiting for it and reading what it left (so a session several workers' tests read is
+    recorded once). Returns (directory, result)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's own temp dir, above each worker's
+    where = root / f"made-once-{name}"
+    where.mkdir(exist_ok=True)
+    with open(root / f"made-once-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = where / "made-once.json"
+        if not done.exists():
+            result = make(where)
+            done.write_text(json.dumps(result))
+        return where, json.loads(done.read_text())
 
 
 def wait_for_trials(db: Path, n: int, where: str = "", timeout_s: float = 120.0) -> None:

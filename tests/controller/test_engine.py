@@ -28,7 +28,6 @@ def _stored(path):
     return responses, plans, versions
 
 
-@pytest.mark.xdist_group("recorded")  # with the other readers of the recorded session: it runs once
 def test_the_same_session_in_process_and_across_processes_records_the_same(recorded, tmp_path):
     """The recorded session (cortexloop run: every part its own process) run again with every part in this
     process: the same records. So a run at max speed is reproducible: nothing of the wall clock or of how the

@@ -13,7 +13,7 @@ from controller.config import with_overrides
 from controller.engine import SessionEngine
 from controller.session import run_controller, run_in_process
 from controller.worlds import process_parts
-from tests.helpers import OPENEPHYS_NEURONS, ROOT, openephys_rig, serve, small_rig, stored_responses
+from tests.helpers import OPENEPHYS_NEURONS, ROOT, made_once, openephys_rig, serve, small_rig, stored_responses
 from transport.launch import prepare_session_dir, run_session, session_roles
 
 
@@ -23,7 +23,6 @@ def sessions(tmp_path_factory):
     process) and through the Open Ephys stream (the processes of cortexloop run), read by the tests below."""
     # A photodiode on line 8 and a display lag of 8-10 ms: the neurons see each image then, and both sessions
     # take the photodiode edges as the onsets.
-    tmp_path = tmp_path_factory.mktemp("openephys")
     rig = with_overrides(
         small_rig(n_trials=4),
         model={"form": "stacked", "steps_per_trial": 5},
@@ -37,16 +36,19 @@ def sessions(tmp_path_factory):
             },
         },
     )
-    # The native stream's session in this process: it records what the same rig does across processes
-    # (tests/controller/test_engine.py). The other source needs the virtual cortex process that publishes it.
-    native, _ = run_in_process(rig, tmp_path / "native")
     oe_rig = openephys_rig(rig)
     assert session_roles(oe_rig) == ("cortex", "model", "presenter", "controller")
-    oe = run_session(oe_rig, tmp_path / "openephys")
-    return rig, tmp_path, native, oe
+
+    def make(where):
+        # The native stream's session in this process: it records what the same rig does across processes
+        # (tests/controller/test_engine.py). The other source needs the virtual cortex process that publishes it.
+        native, _ = run_in_process(rig, where / "native")
+        return {"native": native, "openephys": run_session(oe_rig, where / "openephys")}
+
+    where, made = made_once(tmp_path_factory, "openephys-sessions", make)  # once, whichever worker asks first
+    return rig, where, made["native"], made["openephys"]
 
 
-@pytest.mark.xdist_group("openephys_sessions")  # the readers of the shared sessions, together: they run once
 def test_open_ephys_session_records_the_same_responses_as_the_native_stream(sessions):
     rig, tmp_path, native, oe = sessions
     assert native["status"] == oe["status"] == "completed"
@@ -131,15 +133,14 @@ def test_the_example_live_rig_reads_open_ephys_and_starts_no_virtual_cortex():
         src.close()
 
 
-@pytest.mark.xdist_group("openephys_sessions")
-def test_an_open_ephys_session_exports_its_trials_and_onsets_to_nwb(sessions):
+def test_an_open_ephys_session_exports_its_trials_and_onsets_to_nwb(sessions, tmp_path):
     """TTL words carry no trial numbers: the export pairs them with the stored trials and onsets, in order."""
     from pynwb import NWBHDF5IO
 
     from records.nwb import export_nwb
 
-    rig, tmp_path, _, summary = sessions
-    result = export_nwb(tmp_path / "openephys", tmp_path / "oe.nwb")
+    rig, where, _, summary = sessions
+    result = export_nwb(where / "openephys", tmp_path / "oe.nwb")
     with NWBHDF5IO(str(tmp_path / "oe.nwb"), "r") as io:
         f = io.read()
         assert len(f.units) == OPENEPHYS_NEURONS
@@ -150,7 +151,7 @@ def test_an_open_ephys_session_exports_its_trials_and_onsets_to_nwb(sessions):
         onsets = f.stimulus["image_onsets"]
         # Every onset code the recording system delivered is paired with its flip (the session ends once its
         # last trial is binned, so codes of trials shown after it may never have been delivered).
-        db = sqlite3.connect(tmp_path / "openephys" / "session.sqlite")
+        db = sqlite3.connect(where / "openephys" / "session.sqlite")
         recorded = db.execute("SELECT COUNT(*) FROM event_codes WHERE clock='acquisition' AND code=20").fetchone()[0]
         assert len(onsets.timestamps) == recorded >= summary["trials_done"] * rig.trial.images_per_trial
     assert result["units"] == OPENEPHYS_NEURONS

@@ -17,7 +17,6 @@ from tests.helpers import ROOT, child_pid, children_of, small_rig, start_launche
 from transport.launch import run_session
 
 
-@pytest.mark.xdist_group("recorded")  # the readers of the recorded session, together: it runs once
 def test_session_at_max_speed_stores_everything_and_summarises(recorded):
     rig, path, summary = recorded
     tmp_path = path.parent
@@ -134,7 +133,6 @@ def test_a_dying_cortex_ends_the_session_cleanly_without_orphans(tmp_path):
     assert status == summary["status"]
 
 
-@pytest.mark.xdist_group("recorded")  # the readers of the recorded session, together: it runs once
 def test_replay_reproduces_the_stored_spikes_exactly(recorded, tmp_path):
     from controller.replay import run_replay
     from records.store import SessionStore

@@ -15,8 +15,6 @@ from records.nwb import image_kind
 from records.store import SessionStore
 from tests.helpers import SIM_RIG
 
-pytestmark = pytest.mark.xdist_group("short_session")  # one worker runs the shared session once
-
 
 @pytest.fixture(scope="module")
 def exported(short_session, tmp_path_factory):

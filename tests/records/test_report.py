@@ -29,8 +29,6 @@ needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)"
 )
 
-pytestmark = pytest.mark.xdist_group("short_session")  # one worker runs the shared session once
-
 
 @pytest.fixture(scope="module")
 def report(short_session, tmp_path_factory):
