@@ -114,7 +114,8 @@ def test_parallel_pulse_width_over_many_words():
     out.close()
     highs = [h for _, h, _ in pulses(port.writes)]
     assert len(highs) == 40, port.values()
-    assert min(highs) >= 0.002
+    # At least the pulse asked for, less the few microseconds between the thread's clock read and the port's stamp.
+    assert min(highs) >= 0.002 - 0.0001, highs
     # The thread returns a word to zero when it wakes at the pulse's end: late only by the scheduler, which on a
     # busy machine is milliseconds (the median), never a whole spacing of the words.
     assert statistics.median(highs) < 0.002 + 0.020, highs
