@@ -103,7 +103,8 @@ def test_a_stream_that_stops_ends_the_session_cleanly_with_a_summary(tmp_path, m
                 proc.wait()
     took = time.monotonic() - t0
     assert summary["status"].startswith("aborted: acquisition silent")
-    assert 1 <= summary["trials_done"] < 200
+    # On a busy machine the processes may start after the stream has stopped: no trial done is still a clean end.
+    assert 0 <= summary["trials_done"] < 200
     assert json.loads((session_dir / "summary.json").read_text()) == summary
     db = sqlite3.connect(session_dir / "session.sqlite")
     assert db.execute("SELECT value FROM meta WHERE key='status'").fetchone()[0] == summary["status"]

@@ -47,6 +47,6 @@ def test_training_during_choice_follows_the_setting(setting):
     assert info["train_while_choosing"] == (setting == "always")
     assert info["training_steps"] > 0 and len(worker.choose_s) == 4
     if setting == "always":
-        assert info["steps_while_choosing"] > 8
+        assert info["steps_while_choosing"] > 4  # more than "never" can take (one step under way per choice)
     else:  # at most the step already under way when the choice began, per choice
         assert info["steps_while_choosing"] <= 4
