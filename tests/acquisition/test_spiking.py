@@ -149,4 +149,4 @@ def test_advance_is_fast_for_hundreds_of_neurons():
         m.add_onset(k * 0.2, rates)
         for j in range(10):
             m.advance(k * 0.2 + (j + 1) * 0.02)
-    assert time.perf_counter() - t0 < 5.0  # ~0.3 s on an idle 2-core machine
+    assert time.perf_counter() - t0 < 15.0  # ~0.3 s on an idle 2-core machine; 5.5 s seen at load 20
