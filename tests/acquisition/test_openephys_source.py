@@ -65,7 +65,14 @@ def test_units_are_mapped_in_order_and_unsorted_or_unknown_units_skipped_and_cou
         ]
         for e, u, s in sent:
             pub.send_multipart(spike(e, u, s))
-        msgs = take(src, lambda g: sum(len(b.neuron) for b in of(g, m.SpikeBatch)) >= 4)
+        # Until the four spikes and a heartbeat after the last one are in: a busy machine may split them over polls.
+        msgs = take(
+            src,
+            lambda g: (
+                sum(len(b.neuron) for b in of(g, m.SpikeBatch)) >= 4
+                and any(h.clock_s >= 0.99 - 1e-9 for h in of(g, m.Heartbeat))
+            ),
+        )
     finally:
         src.close()
     batches = of(msgs, m.SpikeBatch)
@@ -82,7 +89,7 @@ def test_units_are_mapped_in_order_and_unsorted_or_unknown_units_skipped_and_cou
     assert ["Electrode 3", 2, 1] in c["unknown_units"] and ["Stereotrode 1", 1, 1] in c["unknown_units"]
     hb = of(msgs, m.Heartbeat)
     assert hb and hb[-1].role == "acquisition" and hb[-1].stream == "openephys"
-    assert hb[-1].clock_s == pytest.approx(1.0 - 0.010)
+    assert max(h.clock_s for h in hb) == pytest.approx(1.0 - 0.010)  # up to the latest sample less the margin
 
 
 def test_malformed_and_foreign_messages_are_counted_never_raised(pub):
