@@ -18,36 +18,11 @@ def test_efficiency_benchmark_runs_its_arms_through_the_engine_on_the_same_budge
     )
     closed = arms[-1]
     out = tmp_path / "eff.json"
-    assert (
-        main(
-            [
-                "--arms",
-                *arms,
-                "--trials",
-                "6",
-                "--eval-every",
-                "3",
-                "--neurons",
-                "3",
-                "--pool-size",
-                "80",
-                "--size-px",
-                "16",
-                "--candidates",
-                "40",
-                "--test-size",
-                "30",
-                "--seeds",
-                "0",
-                "1",
-                "--store",
-                str(tmp_path / "s"),
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    # The same arms, seeds and store each run: the second run reuses what the first stored.
+    args = ["--arms", *arms, "--trials", "6", "--eval-every", "3", "--neurons", "3", "--pool-size", "80"]
+    args += ["--size-px", "16", "--candidates", "40", "--test-size", "30", "--seeds", "0", "1"]
+    args += ["--store", str(tmp_path / "s")]
+    assert main([*args, "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["engine_mode"] == "in-process"
     assert (tmp_path / "eff.png").stat().st_size > 1000  # the learning curves, next to the JSON
@@ -79,36 +54,7 @@ def test_efficiency_benchmark_runs_its_arms_through_the_engine_on_the_same_budge
     assert db.execute("SELECT value FROM meta WHERE key='engine_mode'").fetchone()[0] == "in-process"
     # A second run with the same store reuses the arms already done, with the same figures.
     out2 = tmp_path / "eff2.json"
-    assert (
-        main(
-            [
-                "--arms",
-                *arms,
-                "--trials",
-                "6",
-                "--eval-every",
-                "3",
-                "--neurons",
-                "3",
-                "--pool-size",
-                "80",
-                "--size-px",
-                "16",
-                "--candidates",
-                "40",
-                "--test-size",
-                "30",
-                "--seeds",
-                "0",
-                "1",
-                "--store",
-                str(tmp_path / "s"),
-                "--json",
-                str(out2),
-            ]
-        )
-        == 0
-    )
+    assert main([*args, "--json", str(out2)]) == 0
     res2 = json.loads(out2.read_text())
     assert all(r.get("reused") for rs in res2["runs"].values() for r in rs)
     assert res2["summary"]["arms"] == res["summary"]["arms"]
