@@ -138,6 +138,7 @@ def compress_from_arrays(
                 online.train(min(chunk, ensemble_steps - s))
                 done(min(s + chunk, ensemble_steps))
         teach = ensemble_mean(online.snapshot())
+        save_teacher(online, n_recorded, images.shape[1:], out_dir / "teacher.pt")
 
         pools = make_pools(rig.images)
         distill_images = augmented_images(
@@ -300,6 +301,32 @@ def compress_from_arrays(
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     log(format_table(rows, report))
     return report
+
+
+def save_teacher(online, n_neurons: int, image_shape, path: Path) -> None:
+    """The teacher as trained here (`teacher.pt`, torch.load(weights_only=True) reads it): the model worker's
+    checkpoint format plus the [model] section and the image shape (H, W, C), so `load_teacher` rebuilds it
+    without the session (cortexloop interrogate runs its experiments on it)."""
+    state = {
+        "kind": online.cfg.kind,
+        "n_neurons": n_neurons,
+        "image_shape": [int(v) for v in image_shape],
+        "model_config": json.dumps(online.cfg.model_dump(mode="json")),
+        "model": online.weights_state(),
+    }
+    torch.save(state, path)
+
+
+def load_teacher(path: str | Path, device: str | torch.device = "cpu"):
+    """The Predictor saved by `save_teacher`: `.rates(x (B, C, H, W) in [0, 1])` -> (members, B, N) spikes/s.
+    FileNotFoundError where compress ran before teachers were saved."""
+    from models.config import ModelConfig
+
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    cfg = ModelConfig.model_validate(json.loads(state["model_config"])).model_copy(update={"device": str(device)})
+    online = make_online_model(cfg, int(state["n_neurons"]), tuple(state["image_shape"]))
+    online.load_weights_state(state["model"])
+    return online.snapshot()
 
 
 def check_neurons(neurons: list[int] | None, n_recorded: int) -> list[int]:
