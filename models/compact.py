@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -176,9 +177,13 @@ def filters_per_layer(model: CompactNet) -> list[int]:
     return list(model.spec.filters)
 
 
-def make_models(spec: CompactSpec, n: int, seed: int = 0) -> list[CompactNet]:
-    """`n` models of the same architecture; model i is seeded with (seed, i)."""
-    return [CompactNet(spec, seed=seed * 100003 + i) for i in range(n)]
+def make_models(spec: CompactSpec, n: int, seed: int = 0, ids: Sequence[int] | None = None) -> list[CompactNet]:
+    """`n` models of the same architecture; model i is seeded with (seed, ids[i]) (ids default 0..n-1), so a
+    model's initial weights depend on its id only, not on which other models are made with it."""
+    ids = list(range(n)) if ids is None else [int(i) for i in ids]
+    if len(ids) != n:
+        raise ValueError(f"{n} models but {len(ids)} ids")
+    return [CompactNet(spec, seed=seed * 100003 + i) for i in ids]
 
 
 @torch.no_grad()

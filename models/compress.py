@@ -23,10 +23,12 @@ data, with the compression goals and whether they were met). The stages and the 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +49,7 @@ from models.factory import make_online_model
 from models.metrics import correlation, r2
 from models.online import prepare_torch_for, resolve_device
 from models.prune import prune_models
-from models.save import export_models, save_model
+from models.save import export_models
 from stimulus.pools import make_pools
 
 # The paper's claims, checked on every run (report.json "goals").
@@ -95,6 +97,29 @@ class Stages:
         self.seconds[name] = round(time.perf_counter() - t0, 2)
 
 
+ROWS_DIR = "rows"  # SESSION/compact/rows/neuron_NNN.json: a neuron's report row, written last (the neuron is done)
+TEACHER_RATES = "teacher_rates.pt"  # the teacher's rates and the settings they belong to, for a resumed run
+
+
+@dataclass
+class NeuronJob:
+    """What the work on any set of neurons reads besides the arrays: small, sent with every task.
+
+    model: the [model] section the teacher was built with; compression: the [compression] section;
+    spec: the students' architecture; teacher: the teacher's parameter counts (params_teacher_ensemble,
+    params_teacher_member, params_ensemble_per_neuron); rig: the whole rig (its [cortex] gives the truth of a
+    virtual cortex on the pages)."""
+
+    rig: RigConfig
+    model: object
+    compression: object
+    spec: object
+    window_s: float
+    mei_steps: int
+    teacher: dict
+    n_pool: int  # distill_images[:n_pool] are the pool's training images (the pages' candidates)
+
+
 def compress_from_arrays(
     images: np.ndarray,
     counts: np.ndarray,
@@ -107,6 +132,8 @@ def compress_from_arrays(
     progress: bool = False,
     teacher_checkpoint: str | Path | None = None,
     neurons: list[int] | None = None,
+    runner=None,
+    restart: bool = False,
 ) -> dict:
     """images uint8 (n, H, W, C), counts (n, N) in the response window. Returns the report (also report.json).
 
@@ -114,6 +141,14 @@ def compress_from_arrays(
     then starts from the session's weights and trains `ensemble_steps` more.
     neurons: the recorded neurons (column indices of counts) to compress, default all. The teacher
     always learns every neuron (a shared core learns from all of them); only these get students.
+    runner: None runs every neuron here, all students together; otherwise a callable
+    runner(job, arrays, neurons, deliver, fail, log, progress) -> dict that runs `compress_neurons` and the
+    pages elsewhere (models/compress_cluster.py) and hands each neuron's result to
+    deliver(row, record, png bytes) and each failure to fail(neuron, error text).
+    Resume: a neuron whose row is in out_dir/rows/ from the same session and settings is not compressed
+    again; out_dir of other settings is refused unless `restart` (which discards what it holds).
+    A neuron's results do not depend on which others are compressed with it (its student is seeded by its
+    own number), up to float rounding.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -125,151 +160,118 @@ def compress_from_arrays(
     prepare_torch_for(device, mcfg.cpu_threads)
     n_recorded = counts.shape[1]
     chosen = check_neurons(neurons, n_recorded)
-    n_neurons = len(chosen)
+    print_ = fingerprint(images, counts, window_s, rig, ensemble_steps, mei_steps, teacher_checkpoint)
+    cached = _prior_results(out_dir, print_, restart)
+    done_before = {n for n in chosen if (out_dir / ROWS_DIR / f"neuron_{n:03d}.json").exists()} if cached else set()
+    todo = [n for n in chosen if n not in done_before]
+    if done_before:
+        log(f"{out_dir}: {len(done_before)} neuron(s) already done with these settings; compressing {len(todo)}")
     t0 = time.perf_counter()
+    failed: list[dict] = []
+    info: dict = {}
     with Stages(progress) as stages:
-        # 1. The teacher: the ensemble, trained on the recorded responses; from the session's own
-        # weights where the model worker left a checkpoint that fits, so those steps are not redone.
-        online, teacher_from = _teacher(mcfg, n_recorded, images.shape[1:], teacher_checkpoint, log)
-        online.add_responses(images, counts, window_s)
-        with stages.stage("teacher", f"teacher: {mcfg.ensemble_size}x{n_recorded} models", ensemble_steps) as done:
-            chunk = 10
-            for s in range(0, ensemble_steps, chunk):
-                online.train(min(chunk, ensemble_steps - s))
-                done(min(s + chunk, ensemble_steps))
-        teach = ensemble_mean(online.snapshot())
-        save_teacher(online, n_recorded, images.shape[1:], out_dir / "teacher.pt")
-
         pools = make_pools(rig.images)
         distill_images = augmented_images(
             np.concatenate([pools.train, images]), ccfg.distill_augmented_copies, seed=mcfg.seed
         )
-        with stages.stage("teacher_rates", f"teacher rates: {len(distill_images)} images", 1):
-            targets = teacher_rates(teach, distill_images, device)[:, chosen]
-            t_test = teacher_rates(teach, pools.test, device)[:, chosen]
+        if cached is not None:
+            teacher = cached
+            with stages.stage("teacher", "teacher: the rates of the run before", 1):
+                pass
+            with stages.stage("teacher_rates", "teacher rates: the run before's", 1):
+                pass
+        else:
+            # 1. The teacher: the ensemble, trained on the recorded responses; from the session's own
+            # weights where the model worker left a checkpoint that fits, so those steps are not redone.
+            online, teacher_from = _teacher(mcfg, n_recorded, images.shape[1:], teacher_checkpoint, log)
+            online.add_responses(images, counts, window_s)
+            with stages.stage("teacher", f"teacher: {mcfg.ensemble_size}x{n_recorded} models", ensemble_steps) as done:
+                chunk = 10
+                for s in range(0, ensemble_steps, chunk):
+                    online.train(min(chunk, ensemble_steps - s))
+                    done(min(s + chunk, ensemble_steps))
+            teach = ensemble_mean(online.snapshot())
+            save_teacher(online, n_recorded, images.shape[1:], out_dir / "teacher.pt")
+            with stages.stage("teacher_rates", f"teacher rates: {len(distill_images)} images", 1):
+                ensemble = count_parameters(online.net)
+                teacher = {
+                    "fingerprint": print_,
+                    "distill_rates": teacher_rates(teach, distill_images, device),
+                    "test_rates": teacher_rates(teach, pools.test, device),
+                    "teacher_from": teacher_from,
+                    "ensemble_form": online.form,
+                    "params_teacher_ensemble": ensemble,
+                    "params_teacher_member": ensemble // max(1, online.n_members),
+                    "params_ensemble_per_neuron": ensemble // n_recorded,
+                }
+            torch.save(teacher, out_dir / TEACHER_RATES)
+            del online, teach
 
-        # 2. Distil: all students together, in the form chosen once here (timed where "auto") for both
-        # distillation and retraining.
+        truth = None
+        if rig.cortex.source == "virtual":
+            truth = population_of(rig).rates(pools.test)
         spec = student_spec(mcfg, ccfg, images.shape[1:])
-        form = student_form(
-            ccfg.distill_form, device, spec, n_neurons, min(ccfg.distill_batch_size, len(distill_images))
+        job = NeuronJob(
+            rig=rig,
+            model=mcfg,
+            compression=ccfg,
+            spec=spec,
+            window_s=float(window_s),
+            mei_steps=mei_steps,
+            teacher={k: teacher[k] for k in ("params_teacher_ensemble", "params_teacher_member")}
+            | {"params_ensemble_per_neuron": teacher["params_ensemble_per_neuron"]},
+            n_pool=len(pools.train),
         )
-        steps = ccfg.distill_steps
-        with stages.stage("distil", f"distil: {n_neurons} students", steps) as done:
-            students = distill(
-                distill_images,
-                targets,
-                spec,
-                steps,
-                ccfg.distill_learning_rate,
-                ccfg.distill_batch_size,
-                device,
-                seed=mcfg.seed,
-                smooth_sigma=ccfg.smooth_sigma,
-                smooth_every=ccfg.smooth_every_steps,
-                form=form,
-                schedule=ccfg.distill_schedule,
-                progress=done,
+        arrays = {
+            "distill_images": distill_images,
+            "distill_rates": teacher["distill_rates"].numpy(),
+            "test_images": pools.test,
+            "test_rates": teacher["test_rates"].numpy(),
+            "truth": truth,
+        }
+
+        def deliver(row: dict, record: dict, png: bytes | None) -> None:
+            n = row["neuron"]
+            torch.save(record, out_dir / f"neuron_{n:03d}.pt")
+            if png is not None:
+                (out_dir / f"neuron_{n:03d}.png").write_bytes(png)
+            _write_row(out_dir, row)
+
+        def fail(neuron: int, error: str) -> None:
+            failed.append({"neuron": int(neuron), "error": error})
+
+        if todo and runner is None:
+            rows_new, final, info = compress_neurons(job, arrays, todo, device, stages)
+            for row, model in zip(rows_new, final):
+                torch.save(neuron_record(model, row, window_s), out_dir / f"neuron_{row['neuron']:03d}.pt")
+            # 6. One page per neuron.
+            with stages.stage("pages", f"pages: MEIs and figures ({mei_steps} steps)", len(todo)) as done:
+                population = population_of(rig) if rig.cortex.source == "virtual" else None
+                pages = write_pages(
+                    final, rows_new, pools.train, out_dir, mei_steps, device, mcfg.seed, population, progress=done
+                )
+            for row, page in zip(rows_new, pages):
+                row.update(page)
+                _write_row(out_dir, row)
+        elif todo:
+            info = runner(job, arrays, todo, deliver, fail, log, progress)
+
+        rows = [
+            json.loads(p.read_text()) for n in chosen if (p := out_dir / ROWS_DIR / f"neuron_{n:03d}.json").exists()
+        ]
+        if rows:
+            from models.save import load_model
+
+            export_models(
+                [load_model(out_dir / f"neuron_{r['neuron']:03d}.pt")[0] for r in rows],
+                out_dir / "models.pt2",
+                meta={"neurons": [r["neuron"] for r in rows]},
             )
-
-        # 3. Prune. Decisions use distillation images (never the test set), against the teacher.
-        rng = np.random.default_rng(mcfg.seed)
-        prune_idx = rng.choice(len(distill_images), min(ccfg.prune_images, len(distill_images)), replace=False)
-        x_prune = to_tensor(distill_images[prune_idx]).to(device)
-        with stages.stage("prune", f"prune: {n_neurons} students", n_neurons) as done:
-            pruned = prune_models(
-                students,
-                x_prune,
-                targets[prune_idx].to(device),
-                ccfg.prune_keep_r2_frac,
-                ccfg.prune_keep_variance_frac,
-                ccfg.prune_min_filters,
-                progress=lambda k: done(k + 1),
-            )
-        del x_prune
-
-        # 4. Retrain the pruned students on the teacher.
-        steps = ccfg.retrain_steps
-        with stages.stage("retrain", f"retrain: {n_neurons} pruned students", steps) as done:
-            final = fit_students(
-                [p.model for p in pruned],
-                distill_images,
-                targets,
-                steps,
-                ccfg.distill_learning_rate / 2,
-                ccfg.distill_batch_size,
-                device,
-                seed=mcfg.seed + 1,
-                smooth_sigma=ccfg.smooth_sigma,
-                smooth_every=ccfg.smooth_every_steps,
-                form=form,
-                schedule=ccfg.distill_schedule,
-                progress=done,
-            )
-
-        # 5. Held-out test images: never shown, never distilled on.
-        with stages.stage("evaluate", "held-out test set", 1):
-            s_test = _rates(students, pools.test, device)
-            p_test = _rates([p.model for p in pruned], pools.test, device)
-            f_test = _rates(final, pools.test, device)
-            population = None
-            truth = None
-            if rig.cortex.source == "virtual":
-                from acquisition.population import Population
-
-                population = Population(rig.cortex.population, rig.images.size_px, rig.images.colour)
-                truth = population.rates(pools.test)[:, chosen]
-
-        ensemble_params = count_parameters(online.net) // n_recorded
-        rows = []
-        for n in range(n_neurons):
-            row = {
-                "neuron": chosen[n],
-                "params_ensemble_per_neuron": ensemble_params,
-                "params_before": pruned[n].params_before,
-                "params_after": count_parameters(final[n]),
-                "filters_before": pruned[n].filters_before,
-                "filters_after": list(final[n].spec.filters),
-                "filters_kept": pruned[n].kept,
-                "variance_explained_kept": [round(v, 4) for v in pruned[n].explained],
-                "r2_teacher_prune_images_before": pruned[n].r2_before,
-                "r2_teacher_prune_images_pruned": pruned[n].r2_after,
-                # Held-out natural test set from here on.
-                "r2_teacher_unpruned": float(r2(s_test[:, n], t_test[:, n])[0]),
-                "r2_teacher_pruned_not_retrained": float(r2(p_test[:, n], t_test[:, n])[0]),
-                "r2_teacher_pruned": float(r2(f_test[:, n], t_test[:, n])[0]),
-                "trained_rate_range_hz": [float(targets[:, n].min()), float(targets[:, n].max())],
-            }
-            if truth is not None:
-                row["r_truth_teacher"] = float(correlation(t_test[:, n], truth[:, n])[0])
-                row["r_truth_unpruned"] = float(correlation(s_test[:, n], truth[:, n])[0])
-                row["r_truth_pruned"] = float(correlation(f_test[:, n], truth[:, n])[0])
-            rows.append(row)
-
-        for n, model in enumerate(final):
-            save_model(
-                model,
-                out_dir / f"neuron_{chosen[n]:03d}.pt",
-                meta={
-                    "neuron": chosen[n],
-                    "units": "spikes/s",
-                    "input": "(B, C, H, W) float in [0, 1]",
-                    "window_s": float(window_s),
-                    **{k: v for k, v in rows[n].items() if k not in ("neuron", "filters_kept")},
-                },
-            )
-        export_models(final, out_dir / "models.pt2", meta={"neurons": chosen})
-
-        # 6. One page per neuron.
-        with stages.stage("pages", f"pages: MEIs and figures ({mei_steps} steps)", n_neurons) as done:
-            pages = write_pages(
-                final, rows, pools.train, out_dir, mei_steps, device, mcfg.seed, population, progress=done
-            )
-        for row, page in zip(rows, pages):
-            row.update(page)
 
     report = {
         "neurons": rows,
+        "failed": failed,
+        "resumed": sorted(done_before),
         "n_presentations": int(len(images)),
         "window_s": float(window_s),
         "n_test_images": int(len(pools.test)),
@@ -283,24 +285,229 @@ def compress_from_arrays(
             "mei": mei_steps,
         },
         "distill": {
-            "form": form,
+            "form": info.get("form", ccfg.distill_form),
             "form_setting": ccfg.distill_form,
             "schedule": ccfg.distill_schedule,
             "learning_rate": ccfg.distill_learning_rate,
             "batch_size": ccfg.distill_batch_size,
         },
-        "goals": goals(rows),
+        "teacher": {
+            "params_ensemble": teacher["params_teacher_ensemble"],
+            "params_member": teacher["params_teacher_member"],
+            "members": mcfg.ensemble_size,
+        },
+        "goals": goals(rows) if rows else {},
         "seconds": round(time.perf_counter() - t0, 1),
-        "stage_seconds": stages.seconds,
+        "stage_seconds": stages.seconds | info.get("stage_seconds", {}),
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "machine": platform.machine(),
-        "ensemble_form": online.form,
-        "teacher_from": teacher_from,
+        "ensemble_form": teacher["ensemble_form"],
+        "teacher_from": teacher["teacher_from"] if cached is None else f"{teacher['teacher_from']} (run before)",
     }
+    if "cluster" in info:
+        report["cluster"] = info["cluster"]
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
-    log(format_table(rows, report))
+    for f in failed:
+        log(f"neuron {f['neuron']} FAILED: {f['error']}")
+    if rows:
+        log(format_table(rows, report))
     return report
+
+
+def compress_neurons(
+    job: NeuronJob, arrays: dict, neurons: list[int], device: torch.device, stages: Stages | None = None
+) -> tuple[list[dict], list, dict]:
+    """Distil, prune, retrain and evaluate the students of `neurons` (recorded indices), all together.
+
+    arrays: "distill_images" uint8 (P, H, W, C), "distill_rates" float (P, N recorded) the teacher's rates
+    on them (spikes/s), "test_images" uint8 (T, H, W, C), "test_rates" (T, N), "truth" (T, N) or None (a
+    virtual cortex's true rates). Returns (rows without the page's figures, the final models in eval mode on
+    the CPU, {"form": the student form used, "stage_seconds": {...}}).
+    """
+    mcfg, ccfg, spec = job.model, job.compression, job.spec
+    stages = stages or Stages(False)
+    distill_images = arrays["distill_images"]
+    targets = torch.from_numpy(np.array(arrays["distill_rates"][:, neurons], dtype=np.float32))
+    t_test = torch.from_numpy(np.array(arrays["test_rates"][:, neurons], dtype=np.float32))
+    truth = None if arrays["truth"] is None else np.asarray(arrays["truth"])[:, neurons]
+    n_neurons = len(neurons)
+    before = dict(stages.seconds)
+    # 2. Distil: all students together, in the form chosen once here (timed where "auto") for both
+    # distillation and retraining.
+    form = student_form(ccfg.distill_form, device, spec, n_neurons, min(ccfg.distill_batch_size, len(distill_images)))
+    steps = ccfg.distill_steps
+    with stages.stage("distil", f"distil: {n_neurons} students", steps) as done:
+        students = distill(
+            distill_images,
+            targets,
+            spec,
+            steps,
+            ccfg.distill_learning_rate,
+            ccfg.distill_batch_size,
+            device,
+            seed=mcfg.seed,
+            smooth_sigma=ccfg.smooth_sigma,
+            smooth_every=ccfg.smooth_every_steps,
+            form=form,
+            schedule=ccfg.distill_schedule,
+            progress=done,
+            ids=neurons,
+        )
+
+    # 3. Prune. Decisions use distillation images (never the test set), against the teacher.
+    rng = np.random.default_rng(mcfg.seed)
+    prune_idx = rng.choice(len(distill_images), min(ccfg.prune_images, len(distill_images)), replace=False)
+    x_prune = to_tensor(distill_images[prune_idx]).to(device)
+    with stages.stage("prune", f"prune: {n_neurons} students", n_neurons) as done:
+        pruned = prune_models(
+            students,
+            x_prune,
+            targets[prune_idx].to(device),
+            ccfg.prune_keep_r2_frac,
+            ccfg.prune_keep_variance_frac,
+            ccfg.prune_min_filters,
+            progress=lambda k: done(k + 1),
+        )
+    del x_prune
+
+    # 4. Retrain the pruned students on the teacher.
+    steps = ccfg.retrain_steps
+    with stages.stage("retrain", f"retrain: {n_neurons} pruned students", steps) as done:
+        final = fit_students(
+            [p.model for p in pruned],
+            distill_images,
+            targets,
+            steps,
+            ccfg.distill_learning_rate / 2,
+            ccfg.distill_batch_size,
+            device,
+            seed=mcfg.seed + 1,
+            smooth_sigma=ccfg.smooth_sigma,
+            smooth_every=ccfg.smooth_every_steps,
+            form=form,
+            schedule=ccfg.distill_schedule,
+            progress=done,
+        )
+
+    # 5. Held-out test images: never shown, never distilled on.
+    test_images = arrays["test_images"]
+    with stages.stage("evaluate", "held-out test set", 1):
+        s_test = _rates(students, test_images, device)
+        p_test = _rates([p.model for p in pruned], test_images, device)
+        f_test = _rates(final, test_images, device)
+
+    teacher = job.teacher
+    rows = []
+    for n in range(n_neurons):
+        after = count_parameters(final[n])
+        row = {
+            "neuron": neurons[n],
+            "params_ensemble_per_neuron": teacher["params_ensemble_per_neuron"],
+            "params_before": pruned[n].params_before,
+            "params_after": after,
+            # The paper's headline: the compact model against the whole teacher and against one of its members.
+            "params_teacher_ensemble": teacher["params_teacher_ensemble"],
+            "params_teacher_member": teacher["params_teacher_member"],
+            "teacher_to_compact": round(teacher["params_teacher_ensemble"] / after, 1),
+            "member_to_compact": round(teacher["params_teacher_member"] / after, 1),
+            "filters_before": pruned[n].filters_before,
+            "filters_after": list(final[n].spec.filters),
+            "filters_kept": pruned[n].kept,
+            "variance_explained_kept": [round(v, 4) for v in pruned[n].explained],
+            "r2_teacher_prune_images_before": pruned[n].r2_before,
+            "r2_teacher_prune_images_pruned": pruned[n].r2_after,
+            # Held-out natural test set from here on.
+            "r2_teacher_unpruned": float(r2(s_test[:, n], t_test[:, n])[0]),
+            "r2_teacher_pruned_not_retrained": float(r2(p_test[:, n], t_test[:, n])[0]),
+            "r2_teacher_pruned": float(r2(f_test[:, n], t_test[:, n])[0]),
+            "trained_rate_range_hz": [float(targets[:, n].min()), float(targets[:, n].max())],
+        }
+        if truth is not None:
+            row["r_truth_teacher"] = float(correlation(t_test[:, n], truth[:, n])[0])
+            row["r_truth_unpruned"] = float(correlation(s_test[:, n], truth[:, n])[0])
+            row["r_truth_pruned"] = float(correlation(f_test[:, n], truth[:, n])[0])
+        rows.append(row)
+    final = [m.to("cpu").eval() for m in final]
+    seconds = {k: v for k, v in stages.seconds.items() if k not in before or v != before[k]}
+    return rows, final, {"form": form, "stage_seconds": seconds}
+
+
+def neuron_record(model, row: dict, window_s: float) -> dict:
+    """The plain dict neuron_NNN.pt holds (models/save.py, model_record) with the row as its metadata."""
+    from models.save import model_record
+
+    return model_record(
+        model,
+        meta={
+            "neuron": row["neuron"],
+            "units": "spikes/s",
+            "input": "(B, C, H, W) float in [0, 1]",
+            "window_s": float(window_s),
+            **{k: v for k, v in row.items() if k not in ("neuron", "filters_kept")},
+        },
+    )
+
+
+def population_of(rig: RigConfig):
+    """The virtual cortex's population of `rig` (its true rates), for a rig whose cortex is virtual."""
+    from acquisition.population import Population
+
+    return Population(rig.cortex.population, rig.images.size_px, rig.images.colour)
+
+
+def fingerprint(
+    images: np.ndarray,
+    counts: np.ndarray,
+    window_s: float,
+    rig: RigConfig,
+    ensemble_steps: int,
+    mei_steps: int,
+    teacher_checkpoint: str | Path | None,
+) -> str:
+    """A hash of everything a neuron's results depend on: the session's images and counts, the rig's model,
+    compression, images and cortex sections, the steps and the teacher's starting checkpoint."""
+    h = hashlib.sha256()
+    for a in (np.ascontiguousarray(images), np.ascontiguousarray(counts, dtype=np.float32)):
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    sections = {k: getattr(rig, k).model_dump(mode="json") for k in ("model", "compression", "images", "cortex")}
+    h.update(json.dumps([float(window_s), ensemble_steps, mei_steps, sections], sort_keys=True).encode())
+    if teacher_checkpoint is not None and Path(teacher_checkpoint).exists():
+        h.update(Path(teacher_checkpoint).read_bytes())
+    return h.hexdigest()
+
+
+def _prior_results(out_dir: Path, print_: str, restart: bool) -> dict | None:
+    """The teacher's rates of an earlier run into out_dir with the same fingerprint, else None; an out_dir
+    holding neurons done with other settings is refused (SystemExit) unless `restart`, which discards them."""
+    path = out_dir / TEACHER_RATES
+    rows = sorted((out_dir / ROWS_DIR).glob("neuron_*.json"))
+    if restart:
+        for p in rows:
+            p.unlink()
+        path.unlink(missing_ok=True)
+        return None
+    if not path.exists():
+        return None
+    cached = torch.load(path, map_location="cpu", weights_only=True)
+    if cached.get("fingerprint") == print_:
+        return cached
+    if rows:
+        raise SystemExit(
+            f"{out_dir} holds {len(rows)} neuron(s) compressed from another session or with other settings; "
+            "give another --out, or --restart to discard them"
+        )
+    return None
+
+
+def _write_row(out_dir: Path, row: dict) -> None:
+    """The neuron's row, written last and whole (a partly written row is never read as done)."""
+    rows = out_dir / ROWS_DIR
+    rows.mkdir(exist_ok=True)
+    tmp = rows / f".neuron_{row['neuron']:03d}.json.tmp"
+    tmp.write_text(json.dumps(row, indent=1))
+    tmp.replace(rows / f"neuron_{row['neuron']:03d}.json")
 
 
 def save_teacher(online, n_neurons: int, image_shape, path: Path) -> None:
@@ -410,6 +617,10 @@ def goals(rows: list[dict]) -> dict:
         "median_params_before": med("params_before"),
         "median_params_after": med("params_after"),
     }
+    if "teacher_to_compact" in rows[0]:
+        # The paper's "thousands of times smaller": the compact model against the whole teacher, one member.
+        out["median_teacher_to_compact"] = round(med("teacher_to_compact"), 1)
+        out["median_member_to_compact"] = round(med("member_to_compact"), 1)
     if "r_truth_pruned" in rows[0]:
         gap = med("r_truth_teacher") - med("r_truth_pruned")
         out.update(
@@ -458,6 +669,14 @@ def format_table(rows: list[dict], report: dict) -> str:
             f"goal: r with the truth within {GOAL_TRUTH_GAP} of the teacher's: teacher "
             f"{g['median_r_truth_teacher']:.2f}, compact {g['median_r_truth_pruned']:.2f}, "
             f"{yes(g['truth_gap_met'])}"
+        )
+    if "median_teacher_to_compact" in g:
+        r = rows[0]
+        lines.append(
+            f"teacher {r['params_teacher_ensemble']:,} parameters ({report['teacher']['members']} members of "
+            f"{r['params_teacher_member']:,}): a compact model is {g['median_teacher_to_compact']:,.0f}x smaller "
+            f"than the ensemble, {g['median_member_to_compact']:,.0f}x smaller than one member (median); "
+            f"pruning alone {g['median_param_ratio']:.1f}x"
         )
     if "teacher_from" in report:
         lines.append(f"teacher: {report['teacher_from']}, {report['steps']['ensemble']} steps here")
@@ -699,7 +918,37 @@ def compress_main(argv: list[str]) -> int:
     )
     ap.add_argument("--mei-steps", type=int, default=60, help="gradient steps of each page's MEI (default 60)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ap.add_argument(
+        "--cluster",
+        metavar="ray[:ADDRESS]",
+        help="run the per-neuron work as Ray tasks: 'ray' joins the cluster RAY_ADDRESS names or starts one on this "
+        "machine, 'ray:ADDRESS' (e.g. ray:10.0.0.5:6379, ray:auto) joins that one; needs pip install "
+        "'cortexloop[cluster]' (docs/compress.md#compress-on-a-cluster)",
+    )
+    ap.add_argument(
+        "--neurons-per-task", type=int, default=1, help="neurons trained together in one Ray task (default 1)"
+    )
+    ap.add_argument(
+        "--max-retries",
+        type=int,
+        default=3,
+        help="times Ray runs a task again whose worker died (default 3); a task that raises is not retried",
+    )
+    ap.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the neurons the output directory holds and compress every one again (default: resume, "
+        "compressing only the neurons not done with the same session and settings)",
+    )
     args = ap.parse_args(argv)
+    runner = None
+    if args.cluster:
+        from models.compress_cluster import ray_runner
+
+        try:
+            runner = ray_runner(args.cluster, neurons_per_task=args.neurons_per_task, max_retries=args.max_retries)
+        except ValueError as e:
+            raise SystemExit(f"cortexloop compress: {e}") from None
     images, counts, window_s, rig = read_session(args.session, args.rig)
     try:
         neurons = check_neurons(parse_neurons(args.neurons), counts.shape[1]) if args.neurons else None
@@ -724,6 +973,8 @@ def compress_main(argv: list[str]) -> int:
         progress=not args.no_progress,
         teacher_checkpoint=Path(args.session) / "checkpoints" / "model.pt",
         neurons=neurons,
+        runner=runner,
+        restart=args.restart,
     )
     print(f"models, pages and report.json written to {out}")
     return 0

@@ -240,9 +240,13 @@ def distill(
     form: str = "stacked",
     schedule: str = "constant",
     progress: Callable[[int], None] | None = None,
+    ids: Sequence[int] | None = None,
 ) -> list[CompactNet]:
-    """Fresh students, one per column of targets (P, N), fitted to them."""
-    students = make_models(spec, targets.shape[1], seed=seed + 7919)
+    """Fresh students, one per column of targets (P, N), fitted to them. Student n starts from weights seeded
+    by ids[n] (default n; compress gives the recorded neuron's number), so a neuron's student does not depend on
+    which others are distilled with it: the minibatches are drawn from `seed` alone and every student's loss,
+    gradient and optimizer state are its own."""
+    students = make_models(spec, targets.shape[1], seed=seed + 7919, ids=ids)
     for s, mean, spread in zip(students, targets.mean(0).tolist(), targets.std(0).tolist()):
         s.set_mean_rate(mean, spread)
     students = [s.to(device) for s in students]

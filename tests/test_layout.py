@@ -21,7 +21,7 @@ OURS = {"contract", "controller", "acquisition", "stimulus", "models", "records"
 DOMAIN_AND_ROOMS = ("acquisition", "stimulus", "models", "records", "transport")
 CONTROLLER_OPEN_TO_ALL = {"controller.config", "controller.clocks", "controller.protocol"}
 LAUNCHER = "transport.launch"
-MODELS_ABOVE_TORCH = {"models/worker.py", "models/compress.py"}
+MODELS_ABOVE_TORCH = {"models/worker.py", "models/compress.py", "models/compress_cluster.py"}
 
 
 def modules_imported(path: Path) -> set[str]:
