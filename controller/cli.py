@@ -11,7 +11,7 @@ from pathlib import Path
 
 from controller.config import RigFileError, load_rig, with_overrides
 
-BENCHES = ("training", "presentation", "efficiency", "discrimination", "mei", "ingest", "faults")
+BENCHES = ("training", "presentation", "efficiency", "discrimination", "mei", "ingest", "faults", "day-two")
 
 
 def _load(path: str):
@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         return compress_main(argv[1:])
     if argv[:1] == ["bench"] and len(argv) > 1 and argv[1] in BENCHES:
         # Everything after the name belongs to the benchmark (its own --help included).
-        return importlib.import_module(f"bench.{argv[1]}").main(argv[2:])
+        return importlib.import_module(f"bench.{argv[1].replace('-', '_')}").main(argv[2:])
     args = ap.parse_args(argv)
     from transport.links import EndpointInUse
     from transport.security import SecurityError

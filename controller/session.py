@@ -254,20 +254,28 @@ def run_in_process(
     truth=None,
     after_update=None,
     quiet: bool = True,
+    checkpoints: bool = False,
 ) -> tuple[dict, SessionParts]:
     """The simulated rig with every part in this process; returns the summary and the parts (whose model a
-    benchmark may look at). Torch's thread count is restored afterwards."""
+    benchmark may look at). Torch's thread count is restored afterwards. checkpoints: the model part keeps its
+    checkpoint in session_dir/checkpoints as the model process of `cortexloop run` does (every few model
+    versions), and the session's last model there at the end (a later session's model.init_from starts from it)."""
     from controller.worlds import in_process_parts
 
     threads = torch.get_num_threads()
     try:
         pools = make_pools(rig.images)  # one build serves the engine and the model part
-        parts = in_process_parts(rig, population=population, hypotheses=hypotheses, pools=pools)
+        checkpoint_dir = Path(session_dir) / "checkpoints" if checkpoints else None
+        parts = in_process_parts(
+            rig, population=population, hypotheses=hypotheses, pools=pools, checkpoint_dir=checkpoint_dir
+        )
         if truth is None:
             truth = population.rates if population is not None else rig_truth(rig)
         summary = run_controller(
             rig, session_dir, parts, truth=truth, after_update=after_update, quiet=quiet, pools=pools
         )
+        if checkpoint_dir is not None and parts.model.trainer is None and parts.model.model is not None:
+            parts.model.save_checkpoint(parts.model.model.version, final=True)  # the session's last model too
     finally:
         torch.set_num_threads(threads)
     return summary, parts

@@ -94,18 +94,22 @@ def process_parts(rig: RigConfig, endpoints: dict[str, str], epoch: int = 0) -> 
     )
 
 
-def in_process_parts(rig: RigConfig, population=None, hypotheses=None, screen=None, pools=None) -> SessionParts:
+def in_process_parts(
+    rig: RigConfig, population=None, hypotheses=None, screen=None, pools=None, checkpoint_dir=None
+) -> SessionParts:
     """The simulated rig in one process. population: a ground truth other than the rig file's (anything
     with n_neurons, baseline_hz and rates(images)); hypotheses: a HypothesisSet for the model part to
     discriminate; screen: a presenter screen other than the rig's (each part gets its own clock, as each
-    process would)."""
+    process would); checkpoint_dir: where the model part keeps its checkpoint (None: nowhere)."""
     cortex = VirtualCortex(rig, make_clock(rig.session.speed), population)
     events = check_part(CortexEventOutput(cortex), EventOutput, "event output")
     clock = make_clock(rig.session.speed)
     screen = screen if screen is not None else make_presenter(rig.display, clock)
     presenter = PresenterRunner(screen, make_fixation(rig.fixation, rig.display), events, clock)
     prepare_model_process()  # the same torch settings as the model process: the same numbers come out
-    model = ModelWorker(rig, make_clock(rig.session.speed), hypotheses=hypotheses, pools=pools)
+    model = ModelWorker(
+        rig, make_clock(rig.session.speed), hypotheses=hypotheses, pools=pools, checkpoint_dir=checkpoint_dir
+    )
     return SessionParts(
         clock=make_clock(rig.session.speed), source=cortex, presenter=presenter, model=model, mode="in-process"
     )

@@ -256,11 +256,16 @@ class ModelWorker(InProcessPart):
             "units_gone": (len(old_names) - len(kept)) if old_names and new_names else None,
         }
 
-    def save_checkpoint(self, version: int) -> None:
+    def save_checkpoint(self, version: int, final: bool = False) -> None:
         """The model's weights, every few versions. Called by whoever owns the model at that moment (the plan on
-        a virtual clock, the training thread between its steps on the wall clock), so the weights are whole."""
+        a virtual clock, the training thread between its steps on the wall clock), so the weights are whole.
+        final: at the end of a session whose model is no longer training, whatever the version (unless that
+        version is saved already)."""
         path = self.checkpoint_path
-        if path is None or version - self.checkpointed_version < self.CHECKPOINT_EVERY_VERSIONS:
+        if path is None or self.model is None:
+            return
+        since = version - self.checkpointed_version
+        if since < (1 if final else self.CHECKPOINT_EVERY_VERSIONS):
             return
         state = {
             "kind": self.rig.model.kind,
