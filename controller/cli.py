@@ -11,7 +11,17 @@ from pathlib import Path
 
 from controller.config import RigFileError, load_rig, with_overrides
 
-BENCHES = ("training", "presentation", "efficiency", "discrimination", "mei", "ingest", "faults", "day-two")
+BENCHES = (
+    "training",
+    "presentation",
+    "efficiency",
+    "discrimination",
+    "mei",
+    "ingest",
+    "faults",
+    "day-two",
+    "compress-scale",
+)
 
 
 def _load(path: str):
