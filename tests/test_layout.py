@@ -1,8 +1,8 @@
 """The import rule of docs/architecture.md, checked on every module of the tree.
 
 - `contract/` (part Protocols, wire messages, image identity, the rig-section base) imports nothing of ours but itself.
-- `models/` is pure torch below the worker: every module but the worker and the compress pipeline imports only
-  `contract/` and `models/`.
+- `models/` is pure torch below the worker: every module but the worker, the compress pipeline and the
+  interrogation of its models imports only `contract/` and `models/`.
 - The domain folders (`acquisition/`, `stimulus/`, `models/`) and the shared rooms (`records/`, `transport/`) may
   take from `controller/` only the rig schema root, the clocks and the trial protocol's rules, never the engine, the
   session runner, the worlds, the CLI or the launcher. The launcher (`transport/launch.py`) is itself a top, like the
@@ -21,7 +21,13 @@ OURS = {"contract", "controller", "acquisition", "stimulus", "models", "records"
 DOMAIN_AND_ROOMS = ("acquisition", "stimulus", "models", "records", "transport")
 CONTROLLER_OPEN_TO_ALL = {"controller.config", "controller.clocks", "controller.protocol"}
 LAUNCHER = "transport.launch"
-MODELS_ABOVE_TORCH = {"models/worker.py", "models/compress.py", "models/compress_cluster.py"}
+MODELS_ABOVE_TORCH = {
+    "models/worker.py",
+    "models/compress.py",
+    "models/compress_cluster.py",
+    "models/interrogate.py",
+    "models/interrogate_pages.py",
+}
 
 
 def modules_imported(path: Path) -> set[str]:
