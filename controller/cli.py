@@ -21,6 +21,7 @@ BENCHES = (
     "faults",
     "day-two",
     "compress-scale",
+    "interpret",
 )
 
 
@@ -349,6 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
 
+    sub.add_parser(
+        "interrogate",
+        help="in-silico experiments on the compact models of `compress`: tuning curves, fingerprints, types and "
+        "pages (cortexloop interrogate SESSION --help)",
+        add_help=False,
+    )
+
     rr = sub.add_parser(
         "rig-reference",
         help="write the rig-file reference (every section and key: type, default, bounds, description) as "
@@ -392,6 +400,10 @@ def main(argv: list[str] | None = None) -> int:
         from models.compress import compress_main
 
         return compress_main(argv[1:])
+    if argv[:1] == ["interrogate"]:
+        from models.interrogate import interrogate_main
+
+        return interrogate_main(argv[1:])
     if argv[:1] == ["bench"] and len(argv) > 1 and argv[1] in BENCHES:
         # Everything after the name belongs to the benchmark (its own --help included).
         return importlib.import_module(f"bench.{argv[1].replace('-', '_')}").main(argv[2:])
