@@ -8,12 +8,14 @@ from the true rates in the response window), is compressed three ways in one run
   `compress_from_arrays(runner=ray_runner(...))` as `cortexloop compress SESSION --cluster ray` runs it,
   `--neurons-per-task` neurons a task.
 
-The teacher is trained once (in the local run); the Ray runs read its rates from the local run's directory, as
-a resumed run does, so every arm distils the same targets and only the per-neuron work is timed. Per arm: the
-seconds of the per-neuron work (local: distil, prune, retrain, evaluate and pages; ray: from the first task
-launched to the last result back), seconds per neuron, the speed-up over local, the seconds Ray took to start,
+The teacher is trained once, before the arms; every arm reads its rates as a resumed run does, so every arm
+distils the same targets and only the per-neuron work is timed. Per arm: the seconds of the per-neuron work
+(local: distil, prune, retrain, evaluate and pages; ray: from the first task launched to the last result back),
+seconds per neuron, CPU seconds per neuron (local: this process's; ray: the tasks' own, which a busy machine
+inflates less than the wall clock), the speed-up over local, the seconds Ray took to start,
 and the object store's share: (seconds to put the arrays + the workers' seconds to fetch them) / the arm's
-seconds. The largest difference from the local run's held-out r^2 checks that the arms computed the same.
+seconds. The largest difference from the local run's held-out r^2, and the neurons whose pruned size differs
+from the local run's, check that the arms computed the same.
 
     cortexloop bench compress-scale [--rig rigs/sim.toml] [--neurons 16] [--presentations 500]
                                     [--workers 1 2] [--neurons-per-task 2] [--json out.json]
@@ -63,8 +65,20 @@ def run(args) -> dict:
     kw = dict(ensemble_steps=args.ensemble_steps, mei_steps=args.mei_steps, log=lambda *_: None)
     arms = []
     try:
+        # The teacher once (with one neuron's students, which compress needs); every arm then reads its rates.
+        print("teacher ...", file=sys.stderr, flush=True)
+        first = compress_from_arrays(images, counts, 0.15, rig, work / "teacher", neurons=[0], **kw)
+
+        def with_teacher(out: Path) -> Path:
+            out.mkdir()
+            for name in (TEACHER_RATES, "teacher.pt"):
+                shutil.copy(work / "teacher" / name, out / name)
+            return out
+
         print(f"local: {args.neurons} neurons ...", file=sys.stderr, flush=True)
-        local = compress_from_arrays(images, counts, 0.15, rig, work / "local", **kw)
+        c0 = time.process_time()
+        local = compress_from_arrays(images, counts, 0.15, rig, with_teacher(work / "local"), **kw)
+        cpu = time.process_time() - c0
         seconds = sum(local["stage_seconds"].get(k, 0.0) for k in WORK_STAGES)
         arms.append(
             {
@@ -72,18 +86,17 @@ def run(args) -> dict:
                 "workers": 1,
                 "torch_threads": local["torch_threads"],
                 "seconds": round(seconds, 2),
+                "cpu_seconds": round(cpu, 2),
                 "ray_start_s": 0.0,
                 "object_store_s": 0.0,
                 "stage_seconds": {k: local["stage_seconds"][k] for k in WORK_STAGES},
                 "max_r2_difference": 0.0,
+                "form": local["distill"]["form"],
             }
         )
         ray = import_ray()
         for w in args.workers:
-            out = work / f"ray-{w}"
-            out.mkdir()
-            for name in (TEACHER_RATES, "teacher.pt"):  # the local run's teacher: the same targets, not timed again
-                shutil.copy(work / "local" / name, out / name)
+            out = with_teacher(work / f"ray-{w}")
             print(f"ray, {w} worker(s) ...", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
             ray.init(num_cpus=w, include_dashboard=False, log_to_driver=False)
@@ -101,12 +114,19 @@ def run(args) -> dict:
                 for a, b in zip(local["neurons"], rep["neurons"])
                 for k in ("r2_teacher_unpruned", "r2_teacher_pruned")
             )
+            differ = [
+                a["neuron"]
+                for a, b in zip(local["neurons"], rep["neurons"])
+                if (a["params_after"], a["filters_after"]) != (b["params_after"], b["filters_after"])
+            ]
             arms.append(
                 {
                     "arm": f"ray, {w} worker{'s' if w > 1 else ''}",
+                    "pruned_size_differs": differ,
                     "workers": w,
                     "torch_threads": 1,
                     "seconds": c["seconds"],
+                    "cpu_seconds": c["cpu_seconds"],
                     "ray_start_s": round(start_s, 2),
                     "object_store_s": round(c["object_store_put_s"] + c["object_store_get_s"], 3),
                     "object_store_mb": c["object_store_mb"],
@@ -115,6 +135,7 @@ def run(args) -> dict:
                     "page_seconds": c["page_seconds"],
                     "stage_seconds": c["worker_stage_seconds"],
                     "max_r2_difference": round(float(diff), 6),
+                    "form": rep["distill"]["form"],
                 }
             )
     finally:
@@ -122,6 +143,7 @@ def run(args) -> dict:
     base = arms[0]["seconds"]
     for a in arms:
         a["seconds_per_neuron"] = round(a["seconds"] / args.neurons, 3)
+        a["cpu_seconds_per_neuron"] = round(a["cpu_seconds"] / args.neurons, 3)
         a["speedup"] = round(base / a["seconds"], 2)
         a["object_store_share"] = round(a["object_store_s"] / a["seconds"], 4)
     row = local["neurons"][0]
@@ -145,23 +167,25 @@ def run(args) -> dict:
         "median_teacher_to_compact": local["goals"]["median_teacher_to_compact"],
         "median_member_to_compact": local["goals"]["median_member_to_compact"],
         "params_teacher_ensemble": row["params_teacher_ensemble"],
-        "teacher_seconds": local["stage_seconds"]["teacher"],
-        "teacher_rates_seconds": local["stage_seconds"]["teacher_rates"],
+        "teacher_seconds": first["stage_seconds"]["teacher"],
+        "teacher_rates_seconds": first["stage_seconds"]["teacher_rates"],
+        "load_average": os.getloadavg(),
         "arms": arms,
     }
 
 
 def format_table(res: dict) -> str:
     head = (
-        f"{'arm':<16} {'seconds':>8} {'s/neuron':>9} {'speed-up':>9} {'ray start s':>12} "
-        f"{'object store s':>15} {'share':>7} {'max |dr2|':>10}"
+        f"{'arm':<16} {'seconds':>8} {'s/neuron':>9} {'CPU s/neuron':>13} {'speed-up':>9} {'ray start s':>12} "
+        f"{'object store s':>15} {'share':>7} {'max |dr2|':>10} {'form':>8}"
     )
     lines = [head, "-" * len(head)]
     for a in res["arms"]:
         lines.append(
-            f"{a['arm']:<16} {a['seconds']:>8.1f} {a['seconds_per_neuron']:>9.2f} {a['speedup']:>8.2f}x "
+            f"{a['arm']:<16} {a['seconds']:>8.1f} {a['seconds_per_neuron']:>9.2f} "
+            f"{a.get('cpu_seconds_per_neuron', float('nan')):>13.2f} {a['speedup']:>8.2f}x "
             f"{a['ray_start_s']:>12.1f} {a['object_store_s']:>15.3f} {a['object_store_share']:>6.1%} "
-            f"{a['max_r2_difference']:>10.4f}"
+            f"{a['max_r2_difference']:>10.4f} {a.get('form', ''):>8}"
         )
     lines.append(
         f"{res['neurons']} neurons, {res['neurons_per_task']} a task; students {res['student_spec']['filters']} "

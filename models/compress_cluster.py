@@ -22,6 +22,7 @@ from __future__ import annotations
 import platform
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from models.compress import NeuronJob, compress_neurons, neuron_record, population_of, write_pages
+from models.distill import student_form
 from models.online import prepare_torch_for, resolve_device
 
 INSTALL = "pip install 'cortexloop[cluster]'"
@@ -122,6 +124,7 @@ def run_on_ray(
     try:
         resources = ray.cluster_resources()
         gpu = _wants_gpu(job.model.device, resources)
+        job = _form_for_every_task(job, gpu, min(neurons_per_task, len(neurons)), len(arrays["distill_images"]))
         t0 = time.perf_counter()
         ref = ray.put(arrays)
         put_s = time.perf_counter() - t0
@@ -187,6 +190,7 @@ def run_on_ray(
             "object_store_mb": round(sum(a.nbytes for a in arrays.values() if a is not None) / 1e6, 1),
             "worker_stage_seconds": worker_stages,
             "task_seconds": [round(t["seconds"], 2) for t in tasks],
+            "cpu_seconds": round(sum(t["cpu_seconds"] for t in tasks) + sum(p["cpu_seconds"] for p in pages), 2),
             "page_seconds": [round(p["seconds"], 2) for p in pages],
             "nodes": sorted({t["node"] for t in tasks}),
         },
@@ -211,6 +215,21 @@ def _wants_gpu(device: str, resources: dict) -> bool:
     return device == "auto" and resources.get("GPU", 0) > 0
 
 
+def _form_for_every_task(job: NeuronJob, gpu: bool, n_students: int, n_images: int) -> NeuronJob:
+    """`job` with distill_form "auto" resolved once, here, for a task's students where the tasks run on this
+    machine's kind of device, so that every task trains in the same form (timing it in each task under
+    different loads could pick different forms, whose results differ by more than rounding); otherwise each
+    task times it on its own device."""
+    ccfg = job.compression
+    if ccfg.distill_form != "auto":
+        return job
+    here = resolve_device("cuda" if gpu and torch.cuda.is_available() else "cpu")
+    if (here.type == "cuda") != gpu:
+        return job
+    form = student_form("auto", here, job.spec, n_students, min(ccfg.distill_batch_size, n_images))
+    return replace(job, compression=ccfg.model_copy(update={"distill_form": form}))
+
+
 def _worker_arrays(holder: list) -> tuple[dict, float]:
     """The shared arrays from the object store (the large distillation pixels stay there, read-only; the
     small ones are copied to be writable), and the seconds the fetch took."""
@@ -228,7 +247,7 @@ def _compress_task(job: NeuronJob, holder: list, neurons: list[int], on_task_sta
     """Ray task: (rows, model records, timings) of `neurons` (compress_neurons)."""
     if on_task_start is not None:
         on_task_start(neurons)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     arrays, get_s = _worker_arrays(holder)
     device = resolve_device(job.model.device)
     prepare_torch_for(device, job.model.cpu_threads)
@@ -236,6 +255,7 @@ def _compress_task(job: NeuronJob, holder: list, neurons: list[int], on_task_sta
     records = [neuron_record(m, row, job.window_s) for m, row in zip(models, rows)]
     info |= {
         "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,
         "object_store_get_s": get_s,
         "node": platform.node(),
         "device": str(device),
@@ -248,7 +268,7 @@ def _page_task(job: NeuronJob, holder: list, rows: list[dict], records: list[dic
     """Ray task (CPU): (what each page shows about its MEI, the PNG bytes, timings) of the batch's models."""
     from models.compact import CompactNet, CompactSpec
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     arrays, get_s = _worker_arrays(holder)
     pool = np.array(arrays["distill_images"][: job.n_pool])
     cpu = torch.device("cpu")
@@ -262,7 +282,15 @@ def _page_task(job: NeuronJob, holder: list, rows: list[dict], records: list[dic
     with tempfile.TemporaryDirectory() as tmp:
         infos = write_pages(models, rows, pool, Path(tmp), job.mei_steps, cpu, job.model.seed, population)
         pngs = [(Path(tmp) / f"neuron_{r['neuron']:03d}.png").read_bytes() for r in rows]
-    return infos, pngs, {"seconds": time.perf_counter() - t0, "object_store_get_s": get_s}
+    return (
+        infos,
+        pngs,
+        {
+            "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0,
+            "object_store_get_s": get_s,
+        },
+    )
 
 
 class _Progress:
