@@ -188,10 +188,12 @@ def interrogate(
     truth: bool = True,
     pages: bool = True,
     log=print,
+    mei_steps: int = 60,
 ) -> dict:
     """Run the battery on the compact models (and teacher, and truth on a virtual cortex) in `compact_dir`.
 
-    rig: the session's RigConfig (image size, colour, the virtual cortex). Returns interrogate.json's content;
+    rig: the session's RigConfig (image size, colour, the virtual cortex); mei_steps: gradient steps of each page's
+    MEI (as compress draws it: bounded by the trained rate range). Returns interrogate.json's content;
     also writes it, adds `interpretation` to report.json where there is one, and draws the pages.
     FileNotFoundError when compact_dir holds no compact models.
     """
@@ -301,7 +303,7 @@ def interrogate(
         from models.interrogate_pages import write_pages
 
         t = time.perf_counter()
-        write_pages(result, compact_dir / "interpret", models, probe, colour, population)
+        write_pages(result, compact_dir / "interpret", models, probe, colour, population, mei_steps)
         seconds["pages"] = round(time.perf_counter() - t, 1)
     (compact_dir / "interrogate.json").write_text(json.dumps(result, indent=None, default=_plain))
     _into_report(compact_dir / "report.json", result)
@@ -390,8 +392,8 @@ def format_table(result: dict) -> str:
                 continue
             v = s[name]
             lines.append(
-                f"{name}: median tuning-curve r with the truth {v['median_curve_r_tuned']:.2f} over "
-                f"{v['n_curves_tuned']} tuned curves ({v['median_curve_r_all']:.2f} over all {v['n_curves_all']}); "
+                f"{name}: median tuning-curve r with the truth {_num(v['median_curve_r_tuned'])} over "
+                f"{v['n_curves_tuned']} tuned curves ({_num(v['median_curve_r_all'])} over all {v['n_curves_all']}); "
                 f"typed as the true family {v['typed_share']:.0%}; of the rest {v['rest_unexplained']} "
                 f"unexplained, {v['rest_wrong']} wrong"
             )
@@ -402,11 +404,15 @@ def format_table(result: dict) -> str:
                 f"goal: median curve r >= {GOAL_CURVE_R}: {yes(g['curve_r_met'])}; typed >= {GOAL_TYPED:.0%}: "
                 f"{yes(g['typed_met'])} (rest mostly unexplained: {yes(g['rest_mostly_unexplained'])}); "
                 f"teacher within {GOAL_TEACHER_GAP}: {yes(g['teacher_gap_met'])} "
-                f"(curve r gap {g['teacher_gap_curve_r']:+.2f}, typed gap {g['teacher_gap_typed']:+.2f})"
+                f"(curve r gap {_num(g['teacher_gap_curve_r'], '+.2f')}, typed gap {g['teacher_gap_typed']:+.2f})"
             )
     sec = result.get("seconds", {})
     lines.append(", ".join(f"{k} {v:.0f} s" for k, v in sec.items()))
     return "\n".join(lines)
+
+
+def _num(v, fmt: str = ".2f") -> str:
+    return "-" if v is None else format(v, fmt)
 
 
 def interrogate_main(argv: list[str]) -> int:

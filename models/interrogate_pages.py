@@ -46,7 +46,7 @@ def smooth_kernels(w: np.ndarray, sigma: float = 0.5) -> np.ndarray:
     return out
 
 
-def _meis(models: dict, neurons: list[int], natural: np.ndarray, caps: dict, colour: bool) -> dict:
+def _meis(models: dict, neurons: list[int], natural: np.ndarray, caps: dict, colour: bool, steps: int) -> dict:
     """Each neuron's MEI (uint8 (S, S, 3)), bounded by the top of its trained range as compress bounds it, from its
     best natural image."""
     from models.compress import bounded_meis
@@ -64,13 +64,15 @@ def _meis(models: dict, neurons: list[int], natural: np.ndarray, caps: dict, col
     if not colour:
         init = np.clip(np.rint(init @ np.array([0.299, 0.587, 0.114])), 0, 255).astype(np.uint8)[..., None]
     cap = [caps.get(n, float(rates[:, k].max())) for k, n in enumerate(neurons)]
-    meis = bounded_meis(ms, cap, init, 60)
+    meis = bounded_meis(ms, cap, init, steps)
     if meis.shape[-1] == 1:
         meis = np.repeat(meis, 3, -1)
     return {n: meis[k] for k, n in enumerate(neurons)}
 
 
-def write_pages(result: dict, out_dir: Path, models: dict, probe, colour: bool, population=None) -> None:
+def write_pages(
+    result: dict, out_dir: Path, models: dict, probe, colour: bool, population=None, mei_steps: int = 60
+) -> None:
     """Draw interpret/neuron_NNN.png for every neuron of `result` and interpret/population.png."""
     import matplotlib
 
@@ -86,7 +88,7 @@ def write_pages(result: dict, out_dir: Path, models: dict, probe, colour: bool, 
     if report.exists():
         for row in json.loads(report.read_text()).get("neurons", []):
             caps[row["neuron"]] = row["trained_rate_range_hz"][1]
-    meis = _meis(models, neurons, probe.natural, caps, colour)
+    meis = _meis(models, neurons, probe.natural, caps, colour, mei_steps)
     with torch.no_grad():
         mei_pred = {n: float(models[n](_to_channels(meis[n][None] / 255.0, colour))[0]) for n in neurons}
     mei_true = {}

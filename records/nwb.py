@@ -7,7 +7,8 @@ relative to the first recorded spike batch or event code. Contents:
   institution, lab, description, keywords (the simulated rig's defaults mark the
   subject as simulated);
 - units: one unit per neuron, its spike times; resolution 1 / the acquisition
-  sample rate;
+  sample rate; where `cortexloop interrogate` ran, each unit's family and its
+  fingerprint in words (columns interpreted_family, interpretation);
 - trials: start and stop (from the recorded TRIAL_START / TRIAL_END / TRIAL_ABORT
   event codes), status;
 - intervals "presentations": one row per response (image onset of a completed
@@ -71,6 +72,22 @@ def _session_description(rig, model_kind: str, n_trials: int, n_images: int, n_n
         f"{n_images} distinct images, {n_neurons} units; images chosen between trials by per-neuron models "
         f"({model_kind}) updated on the responses."
     )
+
+
+def interpretations(session_dir: Path) -> dict[int, tuple[str, str]]:
+    """{neuron: (family, fingerprint in words)} from compact/report.json where `cortexloop interrogate` wrote them."""
+    path = Path(session_dir) / "compact" / "report.json"
+    if not path.exists():
+        return {}
+    try:
+        rows = json.loads(path.read_text()).get("neurons", [])
+    except (json.JSONDecodeError, AttributeError):
+        return {}
+    return {
+        int(r["neuron"]): (r["interpretation"]["family"], r["interpretation"]["words"])
+        for r in rows
+        if isinstance(r, dict) and "interpretation" in r
+    }
 
 
 def export_nwb(session_dir: Path, out_path: Path) -> dict:
@@ -150,8 +167,19 @@ def export_nwb(session_dir: Path, out_path: Path) -> dict:
             description=f"one unit per recorded neuron (stream neuron index = unit id); spike times "
             f"on the acquisition clock, resolution 1/{s.acquisition_sample_rate_hz:g} s",
         )
+        interp = interpretations(session_dir)
+        if interp:
+            nwb.add_unit_column(
+                "interpreted_family",
+                "what the in-silico battery typed the unit's compact model as (cortexloop interrogate)",
+            )
+            nwb.add_unit_column("interpretation", "the unit's fingerprint in words (cortexloop interrogate)")
         for n in range(n_neurons):
-            nwb.add_unit(spike_times=np.sort(times[neuron == n]) - t0)
+            extra = {}
+            if interp:
+                family, words = interp.get(n, ("not interrogated", ""))
+                extra = {"interpreted_family": family, "interpretation": words}
+            nwb.add_unit(spike_times=np.sort(times[neuron == n]) - t0, **extra)
 
     trials = [
         {

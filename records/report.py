@@ -526,7 +526,38 @@ def fig_neuron_images(s: Session) -> str:
                 "best pool images and the filters it kept.</p>"
             )
             parts += [_img(base64.b64encode(p.read_bytes()).decode("ascii"), p.stem) for p in pngs]
+        parts.append(interpretation_links(s.compact_dir, s.path))
     return "".join(parts)
+
+
+def interpretation_links(compact_dir: Path, session_dir: Path) -> str:
+    """The population page of `cortexloop interrogate` and a link to each neuron's page, where they exist."""
+    pages = sorted((compact_dir / "interpret").glob("neuron_*.png"))
+    if not pages:
+        return ""
+    out = [
+        "<p class='note'>From <code>cortexloop interrogate</code>: what each neuron computes, from in-silico "
+        "experiments on its compact model (docs/interpret.md).</p>"
+    ]
+    pop = compact_dir / "interpret" / "population.png"
+    if pop.exists():
+        out.append(_img(base64.b64encode(pop.read_bytes()).decode("ascii"), "neurons grouped by type"))
+    families = {}
+    if (compact_dir / "report.json").exists():
+        for row in json.loads((compact_dir / "report.json").read_text()).get("neurons", []):
+            if "interpretation" in row:
+                families[row["neuron"]] = row["interpretation"]["family"]
+    links = []
+    for p in pages:
+        n = int(p.stem.split("_")[1])
+        try:
+            href = p.relative_to(session_dir).as_posix()
+        except ValueError:
+            href = p.resolve().as_uri()
+        label = f"neuron {n}" + (f" ({families[n]})" if n in families else "")
+        links.append(f"<a href='{html.escape(href)}'>{html.escape(label)}</a>")
+    out.append("<p class='note'>Each neuron's page: " + " · ".join(links) + "</p>")
+    return "".join(out)
 
 
 def fig_evidence(s: Session) -> str:

@@ -154,8 +154,9 @@ def to_rgb(lum: np.ndarray) -> np.ndarray:
     return np.repeat(np.clip(lum, 0.0, 1.0)[..., None], 3, -1)
 
 
-def hue_rgb(hue_deg: float, contrast: float = 0.35) -> np.ndarray:
-    """(3,) RGB of a hue at `contrast` along the opponent plane around mid grey (equal mean of R, G, B)."""
+def hue_rgb(hue_deg: float, contrast: float = 0.5) -> np.ndarray:
+    """(3,) RGB of a hue at `contrast` along the opponent plane around mid grey (equal mean of R, G, B); 0.5, the
+    default, keeps every hue inside the gamut (no channel beyond 0.09-0.91)."""
     h = math.radians(hue_deg)
     return GREY + contrast * (math.cos(h) * OPPONENT[0] + math.sin(h) * OPPONENT[1])
 

@@ -71,8 +71,8 @@ def type_neuron(fp: dict) -> tuple[str, str]:
     d = lambda name: fp.get(f"drive_{name}", 0.0)  # noqa: E731
     if fp.get("max_evoked_hz", 0.0) < MIN_DRIVE_HZ:
         return "unexplained", f"the battery drives it less than {MIN_DRIVE_HZ:g} spikes/s above the blank screen"
-    # Uniform coloured discs drive it, gratings (no hue) do not, and it prefers some hues to others.
-    if d("hue") >= 0.6 and d("grating") < 0.25 and fp.get("hue_selectivity", 0.0) >= 0.3:
+    # Uniform coloured discs drive it, at least twice as much as gratings (no hue), and it prefers some hues.
+    if d("hue") >= 0.3 and d("hue") >= 2 * max(d("grating"), 0.0) and fp.get("hue_selectivity", 0.0) >= 0.3:
         return "colour", "uniform discs of its hue drive it; luminance gratings do not"
     # Compact dots drive it; gratings and noise textures less, and a bar of the dot's width less than the dot.
     if (
