@@ -142,9 +142,10 @@ def compress_from_arrays(
     neurons: the recorded neurons (column indices of counts) to compress, default all. The teacher
     always learns every neuron (a shared core learns from all of them); only these get students.
     runner: None runs every neuron here, all students together; otherwise a callable
-    runner(job, arrays, neurons, deliver, fail, log, progress) -> dict that runs `compress_neurons` and the
-    pages elsewhere (models/compress_cluster.py) and hands each neuron's result to
-    deliver(row, record, png bytes) and each failure to fail(neuron, error text).
+    runner(job, arrays, neurons, deliver, fail, log, show) -> dict that runs `compress_neurons` and the
+    pages elsewhere (models/compress_cluster.py), hands each neuron's result to
+    deliver(row, record, png bytes) and each failure to fail(neuron, error text), and calls
+    show(done, running, failed) (neuron counts) for the progress bar.
     Resume: a neuron whose row is in out_dir/rows/ from the same session and settings is not compressed
     again; out_dir of other settings is refused unless `restart` (which discards what it holds).
     A neuron's results do not depend on which others are compressed with it (its student is seeded by its
@@ -254,7 +255,13 @@ def compress_from_arrays(
                 row.update(page)
                 _write_row(out_dir, row)
         elif todo:
-            info = runner(job, arrays, todo, deliver, fail, log, progress)
+            task = stages.bar.add_task("neurons", total=len(todo))
+
+            def show(done: int, running: int, failed: int) -> None:
+                description = f"neurons: {done} done, {running} running, {failed} failed"
+                stages.bar.update(task, completed=done + failed, description=description)
+
+            info = runner(job, arrays, todo, deliver, fail, log, show)
 
         rows = [
             json.loads(p.read_text()) for n in chosen if (p := out_dir / ROWS_DIR / f"neuron_{n:03d}.json").exists()

@@ -82,7 +82,7 @@ def ray_runner(
         raise ValueError(f"--max-retries {max_retries}: at least 0")
     import_ray()
 
-    def run(job: NeuronJob, arrays: dict, neurons: list[int], deliver, fail, log, progress: bool) -> dict:
+    def run(job: NeuronJob, arrays: dict, neurons: list[int], deliver, fail, log, progress) -> dict:
         return run_on_ray(
             job,
             arrays,
@@ -108,14 +108,15 @@ def run_on_ray(
     deliver,
     fail,
     log,
-    progress: bool,
+    progress: Callable[[int, int, int], None],
     address: str | None,
     neurons_per_task: int,
     max_retries: int,
     on_task_start,
     init: dict,
 ) -> dict:
-    """Runs `neurons` as Ray tasks and delivers each result (see the module docstring). Returns {"form",
+    """Runs `neurons` as Ray tasks and delivers each result (see the module docstring), calling
+    progress(neurons done, running or queued, failed) as they change. Returns {"form",
     "stage_seconds": {"object_store_put", "cluster"}, "cluster": what ran where, in seconds}."""
     ray = import_ray()
     started = not ray.is_initialized()
@@ -137,33 +138,32 @@ def run_on_ray(
         pending = {compress_task.remote(job, [ref], b, on_task_start): ("compress", b, None) for b in batches}
         tasks, pages, forms = [], [], set()
         done = failed = 0
-        with _Progress(progress, len(neurons)) as bar:
-            bar.show(done, len(neurons), failed)
-            while pending:
-                (ready,), _ = ray.wait(list(pending), num_returns=1)
-                kind, batch, payload = pending.pop(ready)
-                try:
-                    out = ray.get(ready)
-                except Exception as err:  # the task failed for good (raised, or its worker died max_retries+1 times)
-                    text = error_text(err)
-                    for n in batch:
-                        fail(n, f"{kind}: {text}")
-                    failed += len(batch)
-                    log(f"neurons {batch}: {kind} task failed: {text}")
-                    bar.show(done, len(neurons) - done - failed, failed)
-                    continue
-                if kind == "compress":
-                    rows, records, info = out
-                    tasks.append(info | {"neurons": batch})
-                    forms.add(info["form"])
-                    pending[page_task.remote(job, [ref], rows, records)] = ("pages", batch, (rows, records))
-                else:
-                    infos, pngs, info = out
-                    pages.append(info | {"neurons": batch})
-                    for row, record, page, png in zip(*payload, infos, pngs):
-                        deliver(row | page, record, png)
-                    done += len(batch)
-                bar.show(done, len(neurons) - done - failed, failed)
+        progress(done, len(neurons), failed)
+        while pending:
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            kind, batch, payload = pending.pop(ready)
+            try:
+                out = ray.get(ready)
+            except Exception as err:  # the task failed for good (raised, or its worker died max_retries+1 times)
+                text = error_text(err)
+                for n in batch:
+                    fail(n, f"{kind}: {text}")
+                failed += len(batch)
+                log(f"neurons {batch}: {kind} task failed: {text}")
+                progress(done, len(neurons) - done - failed, failed)
+                continue
+            if kind == "compress":
+                rows, records, info = out
+                tasks.append(info | {"neurons": batch})
+                forms.add(info["form"])
+                pending[page_task.remote(job, [ref], rows, records)] = ("pages", batch, (rows, records))
+            else:
+                infos, pngs, info = out
+                pages.append(info | {"neurons": batch})
+                for row, record, page, png in zip(*payload, infos, pngs):
+                    deliver(row | page, record, png)
+                done += len(batch)
+            progress(done, len(neurons) - done - failed, failed)
         wall = time.perf_counter() - t0
     finally:
         if started:
@@ -291,33 +291,3 @@ def _page_task(job: NeuronJob, holder: list, rows: list[dict], records: list[dic
             "object_store_get_s": get_s,
         },
     )
-
-
-class _Progress:
-    """One bar over neurons on the driver: done, running (or queued) and failed."""
-
-    def __init__(self, enabled: bool, total: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            TextColumn("{task.description:<48}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            disable=not enabled,
-        )
-        self.task = self.bar.add_task("neurons on ray", total=max(total, 1))
-
-    def __enter__(self) -> "_Progress":
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.stop()
-
-    def show(self, done: int, running: int, failed: int) -> None:
-        self.bar.update(
-            self.task,
-            completed=done + failed,
-            description=f"neurons on ray: {done} done, {running} running, {failed} failed",
-        )
