@@ -169,6 +169,7 @@ class SessionEngine:
         self.launcher_alive = None  # optional callable: False once the process that started this one is gone
         self.responses_sent = 0
         self.last_refeed_request = 0
+        self.workers_seen: set[str] = set()  # the model workers that answered, as their replies name them
         self.late_in_a_row = 0
         self.model_restarts_asked = 0
         self.model_reply_wall: float | None = None  # time.time() of the model worker's last reply
@@ -368,14 +369,17 @@ class SessionEngine:
                 self.model_replies[msg.trial_id] = msg
         else:
             self.model_replies[-msg.request_id] = msg  # predictions and status, keyed by request
-        if (
-            msg.model_version == -1
-            and self.responses_sent
-            and msg.request_id > self.last_refeed_request
-            and msg.op in ("plan", "status")
+        worker = msg.info.get("worker") if isinstance(msg.info, dict) else None
+        new_worker = worker is not None and bool(self.workers_seen) and worker not in self.workers_seen
+        if worker is not None:
+            self.workers_seen.add(worker)
+        if self.responses_sent and (
+            new_worker
+            or (msg.model_version == -1 and msg.request_id > self.last_refeed_request and msg.op in ("plan", "status"))
         ):
-            # A model with no responses after some were sent: the worker was restarted (it died, or hung and was
-            # replaced). Its weights come from its checkpoint; its data from the store, once.
+            # Another worker answers (its replies name it), or a model with no responses after some were sent: the
+            # worker was restarted (it died, or hung and was replaced). Its weights come from its checkpoint, which
+            # may already give it a model version; its data from the store, once.
             self.last_refeed_request = self.request_id
             # The new worker answers: the plans it was late with were its start-up, not a hang. It gets a
             # fresh count, and a request to replace it that the launcher let wait is withdrawn.
@@ -383,8 +387,8 @@ class SessionEngine:
             n = self.relearn_stored_responses()
             self.store.log(
                 "model",
-                f"model worker answered with no model after {self.responses_sent} responses: "
-                f"restarted; the {n} stored valid responses sent to it again",
+                f"model worker answered {'as a new worker' if new_worker else 'with no model'} after "
+                f"{self.responses_sent} responses: restarted; the {n} stored valid responses sent to it again",
             )
         if msg.model_version != self.model_version_seen:
             self.model_version_seen = msg.model_version

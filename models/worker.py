@@ -158,6 +158,7 @@ class ModelWorker(InProcessPart):
         self._snapshot = None
         self._steps_at_snapshot = 0
         self.n_responses = 0
+        self.incarnation = f"{os.getpid()}-{time.time_ns()}"
         self.plans_answered = 0
         self.outbox: list = []
         self.stopped = False
@@ -332,8 +333,14 @@ class ModelWorker(InProcessPart):
             self.model.add_responses(pixels, counts, self.window_s)
         self.n_responses += len(pixels)
 
+    def whoami(self) -> dict:
+        """Every reply names this worker (its process and start), so the controller can tell that a new one answers
+        (restarted from a checkpoint, or replaced) and send it the stored responses it does not hold."""
+        return {"worker": self.incarnation}
+
     def info(self) -> dict:
         out = {
+            **self.whoami(),
             "version": self.version,
             "plans_answered": self.plans_answered,
             "responses": self.n_responses,
@@ -365,7 +372,7 @@ class ModelWorker(InProcessPart):
         if req.op == "predict":
             snap = self.snapshot()
             if snap is None:
-                return m.ModelReply(request_id=req.request_id, op="predict", model_version=-1)
+                return m.ModelReply(request_id=req.request_id, op="predict", model_version=-1, info=self.whoami())
             with torch.no_grad():
                 x = torch.from_numpy(to_unit_float(req.pixels)).permute(0, 3, 1, 2)
                 rates = torch.cat([snap.rates(x[i : i + 256]) for i in range(0, len(x), 256)], 1)
@@ -373,6 +380,7 @@ class ModelWorker(InProcessPart):
                 request_id=req.request_id,
                 op="predict",
                 model_version=snap.version,
+                info=self.whoami(),
                 rates=rates.numpy().astype(np.float32),
             )
         return m.ModelReply(request_id=req.request_id, op=req.op, model_version=self.version, info=self.info())
@@ -434,5 +442,6 @@ class ModelWorker(InProcessPart):
             trial_id=req.trial_id,
             image_hashes=[image_hash(px) for px in pixels],
             reasons=[c.reason for c in choices],
+            info=self.whoami(),
             pixels=pixels,
         )
