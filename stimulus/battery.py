@@ -538,8 +538,9 @@ def _dot_analyse(st: Stimuli, ev: np.ndarray, p: Probe) -> Result:
 
 
 def _hue_stimuli(p: Probe) -> Stimuli:
+    # Uniform fields: a disc's edge would carry orientation energy and its blob would drive dot detectors.
     s = p.size_px
-    mask = disc_mask(s, p.centre, min(1.5 * p.diameter, 1.5 * s))[..., None]
+    mask = np.ones((s, s, 1))
     imgs, labels = [], []
     for h in HUES_DEG:
         imgs.append(GREY + (hue_rgb(h) - GREY) * mask)
@@ -740,7 +741,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             description="contour fragments turning 0-180 deg, 8 directions of the convex side",
         ),
         Experiment("dots", _dot_stimuli, _dot_analyse, description="dots and bars of 7 sizes, both polarities"),
-        Experiment("hue", _hue_stimuli, _hue_analyse, description="discs of 12 hues and of light and dark grey"),
+        Experiment("hue", _hue_stimuli, _hue_analyse, description="uniform fields of 12 hues and of light and dark grey"),
         Experiment(
             "hue_gratings",
             _hue_grating_stimuli,
