@@ -71,9 +71,9 @@ def type_neuron(fp: dict) -> tuple[str, str]:
     d = lambda name: fp.get(f"drive_{name}", 0.0)  # noqa: E731
     if fp.get("max_evoked_hz", 0.0) < MIN_DRIVE_HZ:
         return "unexplained", f"the battery drives it less than {MIN_DRIVE_HZ:g} spikes/s above the blank screen"
-    # Uniform coloured discs drive it, at least twice as much as gratings (no hue), and it prefers some hues.
+    # Uniform coloured fields drive it, at least twice as much as gratings (no hue), and it prefers some hues.
     if d("hue") >= 0.3 and d("hue") >= 2 * max(d("grating"), 0.0) and fp.get("hue_selectivity", 0.0) >= 0.3:
-        return "colour", "uniform discs of its hue drive it; luminance gratings do not"
+        return "colour", "uniform fields of its hue drive it; luminance gratings do not"
     # Compact dots drive it; gratings and noise textures less, and a bar of the dot's width less than the dot.
     if (
         d("dot") >= 0.6
@@ -85,13 +85,13 @@ def type_neuron(fp: dict) -> tuple[str, str]:
     # Neither a hue alone nor a grating alone drives it, a grating on a surface of the right hue does.
     if d("hue_grating") >= 0.6 and d("hue") < 0.35 and d("grating") < 0.35:
         return "conjunction", "only a grating on a coloured surface drives it: orientation and hue together"
-    # Band-limited noise textures drive it clearly more than the best grating, and coloured discs do not.
+    # Band-limited noise textures drive it clearly more than the best grating, and coloured fields do not.
     if fp.get("texture_max_hz", 0.0) > 1.2 * fp.get("grating_max_hz", 0.0) and d("hue") < 0.3:
         return "texture", "noise textures drive it more than any grating"
     # Curved contour fragments beat straight ones, and contours drive it well.
     if fp.get("curvature_index", 0.0) >= CURVATURE_MIN and d("contour") >= 0.5:
         return "curvature", "curved contour fragments drive it more than straight ones"
-    # Gratings drive it best, with a clear orientation preference, and coloured discs do not.
+    # Gratings drive it best, with a clear orientation preference, and coloured fields do not.
     if d("grating") >= 0.8 and fp.get("orientation_selectivity", 0.0) >= 0.35 and d("hue") < 0.25:
         return "oriented", "gratings drive it best, at one orientation"
     return "unexplained", "no family's signature is clear: several kinds of stimulus drive it alike"
