@@ -741,7 +741,9 @@ EXPERIMENTS: dict[str, Experiment] = {
             description="contour fragments turning 0-180 deg, 8 directions of the convex side",
         ),
         Experiment("dots", _dot_stimuli, _dot_analyse, description="dots and bars of 7 sizes, both polarities"),
-        Experiment("hue", _hue_stimuli, _hue_analyse, description="uniform fields of 12 hues and of light and dark grey"),
+        Experiment(
+            "hue", _hue_stimuli, _hue_analyse, description="uniform fields of 12 hues and of light and dark grey"
+        ),
         Experiment(
             "hue_gratings",
             _hue_grating_stimuli,
