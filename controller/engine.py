@@ -95,6 +95,7 @@ class SessionEngine:
     # under way is finished, so a pump returns within this plus one message's handling plus each socket's
     # poll (at most zmq_parts.POLL_LIMIT messages decoded).
     PUMP_BUDGET_S = 0.05
+    IDLE_WAIT_S = 0.001  # how long an idle pump sleeps when no part has a socket to wait on (wall clock only)
     RESTART_MODEL_AFTER_LATE = 3  # plans in a row not answered in time: the model worker is hung, replace it
 
     def __init__(self, rig: RigConfig, store: SessionStore, parts: SessionParts, pools: Pools):
@@ -183,9 +184,15 @@ class SessionEngine:
         PUMP_BUDGET_S of handling: a flood on one socket cannot keep the loop from its liveness checks, its
         plans, or the other sockets (what is left waits in order for the next pump)."""
         got = self._poll_parts()
-        if not got and timeout_ms > 0 and self.poller is not None:
-            if self.poller.poll(timeout_ms):
-                self._poll_parts()
+        if not got and timeout_ms > 0:
+            if self.poller is not None:
+                if self.poller.poll(timeout_ms):
+                    self._poll_parts()
+            elif self.clock.passes_while_waiting:
+                # Every part is polled in this process and nothing has a socket to wait on: on the wall clock an
+                # idle loop would spin a core the parts (a source's thread, a screen) need. A short sleep, well
+                # inside a frame, instead.
+                time.sleep(min(timeout_ms / 1000, self.IDLE_WAIT_S))
         if self.status is not None:
             self.status.tick(self)
 
