@@ -227,7 +227,9 @@ class TtlWords:
         self._set(word)
         if self.strobe_bit:
             self._set(word | self.strobe_bit)  # data first: they are steady when the strobe rises
-        self._clear_at = now + self.pulse_s
+        # Counted from after the lines were set: `now` may have been read before the lock was taken, and a
+        # pulse counted from it would be short by that wait.
+        self._clear_at = time.monotonic() + self.pulse_s
         self.words += 1
         if now > asked:
             self.delayed_words += 1
@@ -238,7 +240,7 @@ class TtlWords:
         if self._clear_at is not None and now >= self._clear_at:
             self._set(0)
             self._clear_at = None
-            self._free_at = now + self.pulse_s  # counted from the real return to zero: a late one keeps the gap
+            self._free_at = time.monotonic() + self.pulse_s  # from the real return to zero: a late one keeps the gap
         if self._clear_at is None and self._queue and now >= self._free_at:
             code, asked = self._queue.popleft()
             self._raise(code, asked, now)

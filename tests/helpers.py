@@ -480,3 +480,20 @@ def small_compress_session(n_neurons: int, n_shown: int, compression: dict | Non
     imgs = pools.train[rng.integers(0, 200, n_shown)]
     counts = rng.poisson(Population(pop_cfg, 16, True).rates(imgs) * 0.15).astype(np.float32)
     return rig, imgs, counts
+
+
+def free_port() -> int:
+    """A TCP port free on every interface now, drawn from 20000-31999: below the range the system hands out to
+    outgoing connections (32768 and up) and above the one Ray's workers take (10002-19999), so that no other test's
+    connection takes it before the test binds it."""
+    import random
+    import socket
+
+    for port in random.sample(range(20000, 32000), 500):
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port in 20000-31999")

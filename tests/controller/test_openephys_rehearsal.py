@@ -2,7 +2,6 @@
 the Spike Sorter's one counter, another TTL channel pulsing on the stream, a rate float32 cannot hold (3333.33
 Hz), and every code word's lines sent 300-600 ms late (past the 100 ms clock margin), one line at a time."""
 
-import socket
 import threading
 
 import numpy as np
@@ -11,16 +10,10 @@ import zmq
 from contract import messages as m
 from controller.config import with_overrides
 from records.store import SessionStore
-from tests.helpers import OPENEPHYS_NEURONS, openephys_rig, small_rig
+from tests.helpers import OPENEPHYS_NEURONS, free_port, openephys_rig, small_rig
 from transport.launch import run_session
 
 RATE = 3333.33
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listen(endpoint: str, heard: list, stop: threading.Event) -> None:

@@ -11,19 +11,12 @@ import zmq
 from contract import messages as m
 from controller.cli import main as cli_main
 from controller.config import RigFileError, load_rig, parse_rig, with_overrides
-from tests.helpers import ROOT, openephys_rig, small_rig
+from tests.helpers import ROOT, free_port, openephys_rig, small_rig
 from transport.launch import run_session
 from transport.links import bind, resolve_endpoints
 from transport.processes.acquisition import VirtualCortexService
 from transport.security import SecurityError, keys_for, make_keys, stop_authenticator
 from transport.zmq_parts import ZmqAcquisitionSource
-
-
-def free_port() -> int:
-    s = zmq.Context.instance().socket(zmq.PULL)
-    port = s.bind_to_random_port("tcp://127.0.0.1")
-    s.close(linger=0)
-    return port
 
 
 @pytest.fixture
