@@ -37,19 +37,16 @@ median over seeds, and the paired ratio's interval lies below 100%.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
 import shutil
-import signal
-import sys
 import time
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
+from bench.jobs import finite_or_none, run_jobs, settings_key
 from bench.sessions import bench_rig, model_worker, predict_mean, store_dir
 from bench.stats import area_under_curve, bootstrap_ci, median_with_inf, paired_ratios, trials_to_reach
 from models.metrics import correlation
@@ -174,18 +171,10 @@ def run_day(args, arm: str, seed: int, root: Path) -> dict:
 
 
 def job_key(args, arm: str, seed: int) -> str:
-    """What a stored day depends on: reused by a later run only when all of it is the same (a day two also
-    depends on its day one)."""
+    """What a stored day depends on (a day two also depends on its day one)."""
     keys = ("rig", "trials", "day_two_trials", "eval_every", "steps_per_trial", "neurons", "animal_neurons")
     keys += ("pool_size", "test_size")
-    rig_file = Path(args.rig) if args.rig else None
-    rig_text = rig_file.read_text() if rig_file is not None and rig_file.is_file() else None
-    text = json.dumps(
-        {**{k: getattr(args, k) for k in keys}, "arm": arm, "seed": seed, "rig_text": rig_text},
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return settings_key(args, keys, arm=arm, seed=seed)
 
 
 def run_job(args, arm: str, seed: int, root: Path) -> dict:
@@ -209,58 +198,13 @@ def run_job(args, arm: str, seed: int, root: Path) -> dict:
     return result
 
 
-def _run_job_star(job) -> dict:
-    return run_job(*job)
-
-
-def _stop(signum, frame):
-    raise SystemExit(f"stopped by signal {signum}")
-
-
-def run_phase(args, jobs: list[tuple[str, int]], root: Path, results: dict, n_jobs: int) -> None:
-    if args.workers <= 1:
-        for arm, seed in jobs:
-            results[arm, seed] = run_job(args, arm, seed, root)
-            report_job(results[arm, seed], len(results), n_jobs)
-        return
-    previous = signal.signal(signal.SIGTERM, _stop)
-    pool = get_context("spawn").Pool(min(args.workers, len(jobs)))
-    try:
-        for res in pool.imap_unordered(_run_job_star, [(args, arm, seed, root) for arm, seed in jobs]):
-            results[res["arm"], res["seed"]] = res
-            report_job(res, len(results), n_jobs)
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_all(args, seeds: list[int], root: Path) -> dict[str, list[dict]]:
     """Every seed's day one first (day two starts from its checkpoint), then both day-two arms."""
     results: dict[tuple[str, int], dict] = {}
     n_jobs = len(ARMS) * len(seeds)
-    run_phase(args, [("day-one", s) for s in seeds], root, results, n_jobs)
-    run_phase(args, [(arm, s) for s in seeds for arm in DAY_TWO_ARMS], root, results, n_jobs)
+    run_jobs(run_job, args, [("day-one", s) for s in seeds], root, results, n_jobs)
+    run_jobs(run_job, args, [(arm, s) for s in seeds for arm in DAY_TWO_ARMS], root, results, n_jobs)
     return {arm: [results[arm, s] for s in seeds] for arm in ARMS}
-
-
-def report_job(res: dict, n_done: int, n_jobs: int) -> None:
-    print(
-        f"[{n_done}/{n_jobs}] {res['arm']} seed {res['seed']}: final {res['accuracy'][-1]:.3f}, "
-        f"{res['seconds']:.0f} s{' (stored result)' if res.get('reused') else ''}",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-def finite_or_none(x):
-    """A figure for the JSON: "never" for +inf (never reached within the budget), None for nan (undefined)."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return None
-    if isinstance(x, float) and math.isinf(x):
-        return "never"
-    return x
 
 
 def summarise(runs: dict[str, list[dict]], day_one_trials: int) -> dict:

@@ -46,20 +46,18 @@ arm's trials (median paired ratio) and the ratio's interval excludes 100%.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
 import re
 import shutil
-import signal
 import sys
 import time
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
+from bench.jobs import finite_or_none, run_jobs, settings_key
 from bench.sessions import bench_rig, model_worker, predict_mean, store_dir
 from bench.stats import area_under_curve, bootstrap_ci, median_with_inf, paired_ratios, trials_to_reach
 from models.metrics import correlation
@@ -334,20 +332,8 @@ def job_key(args, arm: str, seed: int) -> str:
         "size_px",
         "gaudy_share",
     )
-    rig_file = Path(args.rig) if args.rig else None
-    rig_text = rig_file.read_text() if rig_file is not None and rig_file.is_file() else None
-    text = json.dumps(
-        {
-            **{k: getattr(args, k) for k in keys},
-            "arm": arm,
-            "seed": seed,
-            "selection": arm_selection(arm, args),
-            "rig_text": rig_text,  # the rig arm runs the file's own selection: a changed file is a new run
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    # the rig arm runs the file's own selection: a changed rig file is a new run (settings_key keeps its text)
+    return settings_key(args, keys, arm=arm, seed=seed, selection=arm_selection(arm, args))
 
 
 def run_job(args, arm: str, seed: int, root: Path) -> dict:
@@ -373,33 +359,8 @@ def run_job(args, arm: str, seed: int, root: Path) -> dict:
 def run_all(args, arms: list[str], seeds: list[int], root: Path) -> dict[str, list[dict]]:
     jobs = [(arm, seed) for seed in seeds for arm in arms]  # seed by seed: a cut-short run has whole pairs
     results: dict[tuple[str, int], dict] = {}
-    if args.workers <= 1:
-        for arm, seed in jobs:
-            results[arm, seed] = run_job(args, arm, seed, root)
-            report_job(results[arm, seed], len(results), len(jobs))
-    else:
-        # spawn: torch and the session's threads do not survive fork well. A stop (Ctrl-C, SIGTERM, an error in
-        # one arm) ends the workers too, instead of leaving them training on; finished arms stay in the store.
-        previous = signal.signal(signal.SIGTERM, _stop)
-        pool = get_context("spawn").Pool(args.workers)
-        try:
-            for res in pool.imap_unordered(_run_job_star, [(args, arm, seed, root) for arm, seed in jobs]):
-                results[res["arm"], res["seed"]] = res
-                report_job(res, len(results), len(jobs))
-            pool.close()
-        finally:
-            pool.terminate()
-            pool.join()
-            signal.signal(signal.SIGTERM, previous)
+    run_jobs(run_job, args, jobs, root, results, len(jobs))
     return {arm: [results[arm, s] for s in seeds] for arm in arms}
-
-
-def _run_job_star(job) -> dict:
-    return run_job(*job)
-
-
-def _stop(signum, frame):
-    raise SystemExit(f"stopped by signal {signum}")
 
 
 def stored_runs(args, arms: list[str], seeds: list[int], root: Path) -> tuple[dict[str, list[dict]], list[int]]:
@@ -414,24 +375,6 @@ def stored_runs(args, arms: list[str], seeds: list[int], root: Path) -> tuple[di
                     found[arm, seed] = {**stored, "reused": True}
     whole = [s for s in seeds if all((a, s) in found for a in arms)]
     return {arm: [found[arm, s] for s in whole] for arm in arms}, whole
-
-
-def report_job(res: dict, n_done: int, n_jobs: int) -> None:
-    print(
-        f"[{n_done}/{n_jobs}] {res['arm']} seed {res['seed']}: final {res['accuracy'][-1]:.3f}, "
-        f"{res['seconds']:.0f} s{' (stored result)' if res.get('reused') else ''}",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-def finite_or_none(x: float):
-    """A figure for the JSON: "never" for +inf (never reached within the budget), None for nan (undefined)."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return None
-    if isinstance(x, float) and math.isinf(x):
-        return "never"
-    return x
 
 
 def summarise(runs: dict[str, list[dict]], seeds: list[int], budget: int) -> dict:
