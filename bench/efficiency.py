@@ -79,6 +79,8 @@ MATCHED = {
     "closed-loop-mixed": "random-mixed",
 }
 GOAL_RATIO = 0.5
+MEI_GOAL_SHARE = 0.8  # of neurons whose MEI drives them above their best natural pool image
+MEI_GOAL_RATIO = 0.7  # median true (observed) over predicted rate of the MEIs
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -108,7 +110,7 @@ def arm_selection(arm: str, args) -> dict:
     whole pool: only the arms that match that are possible."""
     kind, source = ARMS[arm]
     cold = getattr(args, "model_driven_after", None)
-    cold = {} if cold is None or kind == "random" else {"model_driven_after": cold}
+    cold = {} if cold is None or kind == "random" else {"model_driven_after": None if cold == "off" else cold}
     if kind == "rig":  # the rig file's own selection, as a session runs it (hypotheses: the ensemble's members)
         return {"hypotheses": [], **cold}
     mix = {"random": 1.0} if kind == "random" else parse_mix(args.mix)
@@ -128,8 +130,13 @@ def arm_selection(arm: str, args) -> dict:
 
 
 def arm_rig(args, arm: str, seed: int):
-    model = {"steps_per_trial": args.steps_per_trial, "seed": seed}
-    for key, value in (("kind", args.model), ("device", args.device), ("ensemble_size", args.ensemble_size)):
+    model = {"seed": seed}
+    for key, value in (
+        ("kind", args.model),
+        ("device", args.device),
+        ("ensemble_size", args.ensemble_size),
+        ("steps_per_trial", args.steps_per_trial),
+    ):
         if value is not None:  # unset: the rig file's
             model[key] = value
     images = {"pool_size": args.pool_size, "test_size": args.test_size, "seed": seed}
@@ -197,6 +204,7 @@ def run_arm(args, arm: str, seed: int, root: Path) -> dict:
     return {
         **curve,
         **neuron_figures(truth, session_dir),
+        "mei": mei_figures(rig, session_dir),
         "arm": arm,
         "seed": seed,
         "seconds": time.perf_counter() - t0,
@@ -236,6 +244,92 @@ def neuron_figures(truth: dict, session_dir) -> dict:
         "sparseness": [float(x) for x in sparseness(nat_rates, pop.baseline_hz)],
         "best_shown_hz": [float(x) for x in best_shown],
         "best_natural_hz": [float(x) for x in best_natural],
+    }
+
+
+def mei_figures(rig, session_dir) -> dict | None:
+    """The MEIs a session showed, on the true neuron: per neuron with an MEI, its MEIs' mean true rate over the
+    mean rate the model predicted when it chose them (the session's own observed/predicted uses recorded counts,
+    noisier; it is kept beside), and whether its best MEI drives it above its best natural pool image. None for a
+    session that showed no MEI."""
+    from acquisition.population import Population
+    from records.store import SessionStore
+    from stimulus.mei_hold import MEI_REASON
+    from stimulus.pools import make_pools
+
+    store = SessionStore.open(session_dir)
+    try:
+        rows = store.responses(valid_only=False)
+        meis: dict[int, list[tuple[float, np.ndarray]]] = {}
+        for reason, h in zip(rows["reason"], rows["image_hash"]):
+            hit = MEI_REASON.search(reason or "")
+            if hit:
+                meis.setdefault(int(hit.group(1)), []).append((float(hit.group(2)), store.image(h)))
+    finally:
+        store.close()
+    if not meis:
+        return None
+    pop = Population(rig.cortex.population, rig.images.size_px, rig.images.colour)
+    pools = make_pools(rig.images)
+    best_natural = pop.rates(pools.train[np.asarray(pools.train_kind) == "natural"]).max(0)
+    ratios, beats = {}, {}
+    for j, shown in sorted(meis.items()):
+        true = pop.rates(np.stack([img for _, img in shown]))[:, j]
+        predicted = np.mean([p for p, _ in shown])
+        ratios[j] = float(true.mean() / predicted) if predicted > 0 else float("nan")
+        beats[j] = bool(true.max() > best_natural[j])
+    summary_file = Path(session_dir) / "summary.json"
+    recorded = (
+        json.loads(summary_file.read_text()).get("mei_observed_over_predicted_median")
+        if summary_file.exists()
+        else None
+    )
+    finite = [r for r in ratios.values() if math.isfinite(r)]
+    return {
+        "neurons_with_mei": len(meis),
+        "meis_shown": sum(len(v) for v in meis.values()),
+        "true_over_predicted": {str(j): r for j, r in ratios.items()},
+        "true_over_predicted_median": float(np.median(finite)) if finite else None,
+        "recorded_over_predicted_median": recorded,
+        "beats_best_natural": {str(j): b for j, b in beats.items()},
+        "beats_best_natural_share": float(np.mean(list(beats.values()))),
+    }
+
+
+def with_mei_figures(args, run: dict, root: Path) -> dict:
+    """A stored run from before the MEI figures existed gets them from its session (kept in the store)."""
+    if "mei" in run or ARMS[run["arm"]][0] == "random":
+        return run
+    session_dir = root / f"{run['arm']}-seed{run['seed']}"
+    return {
+        **run,
+        "mei": mei_figures(arm_rig(args, run["arm"], run["seed"]), session_dir) if session_dir.exists() else None,
+    }
+
+
+def mei_summary(runs: list[dict]) -> dict | None:
+    """Over seeds: the share of neurons (with an MEI) whose best MEI beats their best natural image, and the median
+    true/predicted ratio, each with its interval; the goals beside."""
+    figs = [r.get("mei") for r in runs if r.get("mei")]
+    if not figs:
+        return None
+    share = np.array([f["beats_best_natural_share"] for f in figs])
+    ratio = np.array([f["true_over_predicted_median"] for f in figs if f["true_over_predicted_median"] is not None])
+    recorded = [
+        f["recorded_over_predicted_median"] for f in figs if f.get("recorded_over_predicted_median") is not None
+    ]
+    return {
+        "seeds": len(figs),
+        "neurons_with_mei_mean": float(np.mean([f["neurons_with_mei"] for f in figs])),
+        "meis_shown_mean": float(np.mean([f["meis_shown"] for f in figs])),
+        "beats_best_natural_mean": float(share.mean()),
+        "beats_best_natural_ci95": list(bootstrap_ci(share)),
+        "true_over_predicted_median_mean": float(ratio.mean()) if len(ratio) else None,
+        "true_over_predicted_median_ci95": list(bootstrap_ci(ratio)) if len(ratio) else None,
+        "recorded_over_predicted_median_mean": float(np.mean(recorded)) if recorded else None,
+        "goal": f"MEIs beat the best natural image for >= {MEI_GOAL_SHARE:.0%} of neurons, median observed/predicted "
+        f">= {MEI_GOAL_RATIO}",
+        "goal_met": bool(share.mean() >= MEI_GOAL_SHARE and len(ratio) and ratio.mean() >= MEI_GOAL_RATIO),
     }
 
 
@@ -360,7 +454,7 @@ def run_all(args, arms: list[str], seeds: list[int], root: Path) -> dict[str, li
     jobs = [(arm, seed) for seed in seeds for arm in arms]  # seed by seed: a cut-short run has whole pairs
     results: dict[tuple[str, int], dict] = {}
     run_jobs(run_job, args, jobs, root, results, len(jobs))
-    return {arm: [results[arm, s] for s in seeds] for arm in arms}
+    return {arm: [with_mei_figures(args, results[arm, s], root) for s in seeds] for arm in arms}
 
 
 def stored_runs(args, arms: list[str], seeds: list[int], root: Path) -> tuple[dict[str, list[dict]], list[int]]:
@@ -374,7 +468,7 @@ def stored_runs(args, arms: list[str], seeds: list[int], root: Path) -> tuple[di
                 if stored.get("key") == job_key(args, arm, seed) and stored.get("status") == "completed":
                     found[arm, seed] = {**stored, "reused": True}
     whole = [s for s in seeds if all((a, s) in found for a in arms)]
-    return {arm: [found[arm, s] for s in whole] for arm in arms}, whole
+    return {arm: [with_mei_figures(args, found[arm, s], root) for s in whole] for arm in arms}, whole
 
 
 def summarise(runs: dict[str, list[dict]], seeds: list[int], budget: int) -> dict:
@@ -408,6 +502,7 @@ def summarise(runs: dict[str, list[dict]], seeds: list[int], budget: int) -> dic
             "images_by_kind": runs[arm][0]["images_by_kind"],
             "gaudy_images_mean": float(np.mean([r["gaudy_images"] for r in runs[arm]])),
             "by_type": by_type(runs[arm]),
+            "mei": mei_summary(runs[arm]),
         }
         if target is not None:
             need = [trials_to_reach(trials, a, t) for a, t in zip(acc, target)]
@@ -478,6 +573,25 @@ def goal_figures(summ: dict) -> dict:
                     "goal": c["goal"],
                     "met": c["goal_met"],
                 }
+    for arm, s in summ["arms"].items():
+        bt, mei = s.get("by_type") or {}, s.get("mei")
+        if "selective_over_zoo_mean" in bt:
+            out.setdefault(arm, {})["selective_over_zoo"] = {
+                "mean": bt["selective_over_zoo_mean"],
+                "ci95": bt["selective_over_zoo_ci95"],
+                "goal": bt["selective_goal"],
+                "met": bt["selective_over_zoo_mean"] >= 0.8,
+            }
+        if bt.get("best_shown_beats_best_natural"):
+            share = bt["best_shown_beats_best_natural_mean"]
+            out.setdefault(arm, {})["best_shown_beats_best_natural"] = {
+                "mean": share,
+                "ci95": list(bootstrap_ci(np.array(bt["best_shown_beats_best_natural"]))),
+                "goal": "the best image shown drives the neuron above its best natural pool image for >= 80%",
+                "met": share >= 0.8,
+            }
+        if mei:
+            out.setdefault(arm, {})["mei"] = {k: mei[k] for k in mei if k != "seeds"}
     return out
 
 
@@ -535,6 +649,17 @@ def print_table(summ: dict, args, seeds) -> None:
         if "selective_over_zoo_mean" in bt:
             lo, hi = bt["selective_over_zoo_ci95"]
             print(f"  selective / zoo median r: {bt['selective_over_zoo_mean']:.2f} [{lo:.2f}, {hi:.2f}] (goal >= 0.8)")
+        mei = summ["arms"][a].get("mei")
+        if mei:
+            lo, hi = mei["beats_best_natural_ci95"]
+            rlo, rhi = mei["true_over_predicted_median_ci95"] or [math.nan, math.nan]
+            ratio = mei["true_over_predicted_median_mean"]
+            print(
+                f"  MEIs ({mei['meis_shown_mean']:.0f} a session, {mei['neurons_with_mei_mean']:.0f} neurons): best MEI "
+                f"beats best natural image for {mei['beats_best_natural_mean']:.0%} [{lo:.0%}, {hi:.0%}] of neurons; "
+                f"median true/predicted {ratio if ratio is not None else math.nan:.2f} [{rlo:.2f}, {rhi:.2f}] "
+                f"(goal {'met' if mei['goal_met'] else 'NOT met'}: {mei['goal']})"
+            )
 
 
 def plot_curves(summ: dict, path: Path, title: str) -> None:
@@ -578,9 +703,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--model", help="model.kind (default: the rig file's, the product's online model)")
     ap.add_argument("--device", help="model.device (cpu, cuda, auto; default: the rig file's)")
-    ap.add_argument("--steps-per-trial", type=int, default=20, help="training steps between trials (every arm)")
+    ap.add_argument(
+        "--steps-per-trial", type=int, help="training steps between trials (every arm; default: the rig file's)"
+    )
     ap.add_argument("--ensemble-size", type=int, help="default: the rig file's")
-    ap.add_argument("--neurons", type=int, default=20)
+    ap.add_argument("--neurons", type=int, help="default: the rig file's population size")
     ap.add_argument("--objective", help="selection.objective of the closed loop (default: the rig file's)")
     ap.add_argument(
         "--candidates-from",
@@ -590,12 +717,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mix", default="selected=1", help="closed-loop mix, e.g. selected=0.8,random=0.2")
     ap.add_argument(
         "--model-driven-after",
-        type=float,
-        help="selection.model_driven_after of the closed-loop arms (the cold start; default: the rig file's)",
+        type=lambda text: "off" if text == "off" else float(text),
+        help="selection.model_driven_after of the closed-loop arms (the cold start; 'off': none, the model "
+        "chooses from its first version; default: the rig file's)",
     )
     ap.add_argument("--candidates", type=int, default=512, help="candidate images scored per choice")
-    ap.add_argument("--pool-size", type=int, default=2000)
-    ap.add_argument("--test-size", type=int, default=200)
+    ap.add_argument("--pool-size", type=int, help="default: the rig file's")
+    ap.add_argument("--test-size", type=int, help="default: the rig file's")
     ap.add_argument("--size-px", type=int, help="default: the rig file's")
     ap.add_argument("--gaudy-share", type=float, help="images.gaudy_share (default: the rig file's)")
     ap.add_argument("--n-seeds", type=int, default=10, help="paired seeds 0..n-1 (ignored with --seeds)")
@@ -615,6 +743,15 @@ def main(argv: list[str] | None = None) -> int:
         "that have every arm (a run cut short still gives its figures)",
     )
     args = ap.parse_args(argv)
+    rig = bench_rig(args.rig)  # what is not set here is the rig file's own
+    for name, value in (
+        ("neurons", rig.cortex.population.n_neurons),
+        ("steps_per_trial", rig.model.steps_per_trial),
+        ("pool_size", rig.images.pool_size),
+        ("test_size", rig.images.test_size),
+    ):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.candidates_from:
         args.arms = [a for a in args.arms if ARMS[a][1] == args.candidates_from]
         if not args.arms:

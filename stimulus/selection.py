@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from stimulus.evolution import Archive, breed, choose_parents, pixels_key, target_weights
-from stimulus.mei_hold import caution, cautious_settings, median_ratio, summarize
+from stimulus.mei_hold import MIN_PRESENTATIONS, caution, cautious_settings, median_ratio, summarize
 from stimulus.mix import MixSchedule
 from stimulus.objectives import discrimination_score, population_score
 from stimulus.pools import Pools
@@ -185,6 +185,9 @@ class ImageChooser:
         # of their presentations: whether they hold (stimulus/mei_hold.py).
         self._mei_made: dict[str, tuple[int, float]] = {}
         self._mei_seen: dict[int, list] = {}
+        # mei_start "recorded": per neuron, the shown image with its highest recorded rate, and its rates' sum and
+        # count (an image is a start only where it drew more than the neuron's mean).
+        self._recorded: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -193,6 +196,8 @@ class ImageChooser:
         from (kept only when the mix has it)."""
         if self.archive is not None:
             self.archive.observe(pixels, counts)
+        if self.cfg.mei_start == "recorded" and "mei" in self.schedule.shares:
+            self._observe_recorded(np.asarray(pixels), np.asarray(counts, np.float64) / self.window_s)
         if self._mei_made:
             for px, c in zip(np.asarray(pixels), np.asarray(counts, np.float64)):
                 made = self._mei_made.get(pixels_key(px))
@@ -201,6 +206,44 @@ class ImageChooser:
                     row[0] += float(c[made[0]]) / self.window_s
                     row[1] += made[1]
                     row[2] += 1
+
+    def _observe_recorded(self, pixels: np.ndarray, rates: np.ndarray) -> None:
+        if self._recorded is None:
+            n = rates.shape[1]
+            self._recorded = {
+                "best_hz": np.full(n, -np.inf),
+                "pixels": np.zeros((n, *pixels.shape[1:]), np.uint8),
+                "sum_hz": np.zeros(n),
+                "n": np.zeros(1),
+            }
+        rec = self._recorded
+        top = rates.argmax(0)  # per neuron, the strongest of this batch
+        better = rates[top, np.arange(rates.shape[1])] > rec["best_hz"]
+        for j in np.flatnonzero(better):
+            rec["best_hz"][j] = rates[top[j], j]
+            rec["pixels"][j] = pixels[top[j]]
+        rec["sum_hz"] += rates.sum(0)
+        rec["n"] += len(rates)
+
+    def _recorded_start(self, j: int) -> tuple[np.ndarray, float] | None:
+        """(pixels, recorded Hz) of the shown image neuron j answered most strongly, where that beat its mean."""
+        rec = self._recorded
+        if rec is None or j >= len(rec["best_hz"]) or rec["n"][0] == 0:
+            return None
+        if rec["best_hz"][j] <= rec["sum_hz"][j] / rec["n"][0]:
+            return None
+        return rec["pixels"][j], float(rec["best_hz"][j])
+
+    def _mei_caution(self, j: int, seen: dict, pooled: dict | None) -> tuple[int, str]:
+        """A neuron's caution level and why: from its own MEIs once it has MIN_PRESENTATIONS of them, else from
+        all neurons' MEIs together (a neuron's first MEI is as cautious as the population's MEIs have earned)."""
+        level = self.cfg.mei_hold_below
+        own = seen.get(j)
+        if own is not None and own["presentations"] >= MIN_PRESENTATIONS:
+            k = caution(own, level)
+            return k, f"observed/predicted {own['ratio']:.2f} < {level:g}" if k else ""
+        k = caution(pooled, level)
+        return k, f"all neurons' MEIs observed/predicted {pooled['ratio']:.2f} < {level:g}" if k else ""
 
     def mei_hold(self) -> dict:
         """Per neuron, its MEIs' observed over predicted rates (stimulus/mei_hold.py) and its caution level now;
@@ -418,7 +461,7 @@ class ImageChooser:
         self._mei_cursor += n
         seed = int(self.rng.integers(2**31))
         init, origin = None, ["from noise"] * n
-        if cfg.mei_start == "pool":
+        if cfg.mei_start in ("pool", "recorded"):
             # The model's best of a fresh draw of natural images, for these neurons only (cheap: only they are
             # computed): the ascent then starts on the natural manifold, where the model was fitted.
             cand = self.rng.choice(self.natural, min(cfg.candidates, len(self.natural)), replace=False)
@@ -426,6 +469,13 @@ class ImageChooser:
                 best_pool_images(predictor, neurons, self.pools.train[cand], cfg.mei_spread_penalty, cfg.score_batch)
             ]
             init, origin = self.pools.train[start], [f"from pool#{i}" for i in start]
+        if cfg.mei_start == "recorded":
+            # The shown image the neuron answered most strongly: the ascent starts from what the neuron, not only
+            # the model, rates highly (the pool start's best of a fresh draw where it has none yet).
+            for b, j in enumerate(neurons):
+                rec = self._recorded_start(j)
+                if rec is not None:
+                    init[b], origin[b] = rec[0], f"from the shown image it answered at {rec[1]:.1f}Hz"
         mei_deadline = None
         if deadline_s is not None:
             now = time.perf_counter()
@@ -433,7 +483,8 @@ class ImageChooser:
         # Neurons whose MEIs fell short of their predictions get cautious ones (stimulus/mei_hold.py): grouped by
         # caution level, each group synthesized with its own steps and disagreement penalty.
         seen = {j: summarize(*row) for j, row in self._mei_seen.items()}
-        levels = [caution(seen.get(j), cfg.mei_hold_below) for j in neurons]
+        pooled = summarize(*np.sum(list(self._mei_seen.values()), axis=0)) if self._mei_seen else None
+        levels, whys = zip(*(self._mei_caution(j, seen, pooled) for j in neurons))
         pixels = np.zeros((n, *self.image_shape), np.uint8)
         notes = [""] * n
         for k in sorted(set(levels)):
@@ -452,10 +503,7 @@ class ImageChooser:
             )
             if k:
                 for b in rows:
-                    notes[b] = (
-                        f" (cautious {k}: observed/predicted {seen[neurons[b]]['ratio']:.2f} < "
-                        f"{cfg.mei_hold_below:g}; {steps} steps, spread penalty {penalty:g})"
-                    )
+                    notes[b] = f" (cautious {k}: {whys[b]}; {steps} steps, spread penalty {penalty:g})"
         with torch.no_grad():  # the members' mean rate (not the penalised score): what the report checks against
             r = predictor.rates(from_pixels(pixels), neurons=neurons).mean(0).numpy()
         for b, j in enumerate(neurons):

@@ -150,10 +150,11 @@ class SelectionConfig(Strict):
         "from candidates_from. Decided at every plan and recorded in its reasons. Unset: model-driven from the "
         'first model. Needs a model that holds presentations out (model.kind "shared", validation_every > 0).',
     )
-    mei_start: Literal["pool", "noise"] = Field(
+    mei_start: Literal["pool", "recorded", "noise"] = Field(
         "pool",
         description="MEIs start from the pool image the model rates highest for the neuron (among `candidates` "
-        "natural images) or from noise.",
+        "natural images), from the shown image the neuron answered most strongly (recorded rate; the pool start "
+        "until it answered one above its mean), or from noise.",
     )
     mei_spread_penalty: float = Field(
         1.0,

@@ -81,6 +81,7 @@ def short_rig():
         selection={
             "mix": {"random": 0.2, "selected": 0.2, "synthesized": 0.1, "mei": 0.2, "repeat": 0.3},
             "repeat_set_size": 3,
+            "model_driven_after": None,  # no cold start: the model chooses from its first version on
         },
     )
 

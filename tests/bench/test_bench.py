@@ -21,7 +21,7 @@ def test_efficiency_benchmark_runs_its_arms_through_the_engine_on_the_same_budge
     # The same arms, seeds and store each run: the second run reuses what the first stored.
     args = ["--arms", *arms, "--trials", "6", "--eval-every", "3", "--neurons", "3", "--pool-size", "80"]
     args += ["--size-px", "16", "--candidates", "40", "--test-size", "30", "--seeds", "0", "1"]
-    args += ["--store", str(tmp_path / "s")]
+    args += ["--store", str(tmp_path / "s"), "--model-driven-after", "off"]  # 6 trials: no room for a cold start
     assert main([*args, "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["engine_mode"] == "in-process"
@@ -85,6 +85,8 @@ def test_efficiency_benchmark_runs_its_arms_through_the_engine_on_the_same_budge
                 "7",
                 "--store",
                 str(tmp_path / "s"),
+                "--model-driven-after",
+                "off",
                 "--from-store",
                 "--json",
                 str(out3),

@@ -86,7 +86,13 @@ def test_session_ratio_from_the_store_matches_the_live_figure(tmp_path):
         images={"pool_size": 200, "test_size": 20},
         cortex={"population": {"n_neurons": 4, "seed": 3}},
         model={"ensemble_size": 2, "steps_per_trial": 5},
-        selection={"mix": {"random": 0.4, "mei": 0.6}, "candidates": 16, "mei_steps": 2, "mei_hold_below": 0.7},
+        selection={
+            "mix": {"random": 0.4, "mei": 0.6},
+            "candidates": 16,
+            "mei_steps": 2,
+            "mei_hold_below": 0.7,
+            "model_driven_after": None,
+        },  # MEIs from the first model on: no cold start in 8 trials
     )
     summary, _ = run_in_process(rig, tmp_path / "s")
     store = SessionStore.open(tmp_path / "s")
@@ -102,3 +108,36 @@ def test_session_ratio_from_the_store_matches_the_live_figure(tmp_path):
         assert got["presentations"] == v["presentations"]
         assert math.isclose(got["ratio"], v["ratio"], rel_tol=1e-4)
     assert math.isclose(summary["mei_observed_over_predicted_median"], median_ratio(stored), rel_tol=1e-4)
+
+
+def test_a_neurons_first_mei_is_as_cautious_as_the_populations_meis_have_earned():
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(40, 200, (20, 8, 8, 3)).astype(np.uint8)
+    pools = Pools(imgs, ("natural",) * len(imgs), imgs[:4])
+    cfg = SelectionConfig(mix={"mei": 1.0}, mei_steps=8, mei_spread_penalty=1.0, mei_hold_below=0.7, candidates=8)
+    chooser = ImageChooser(cfg, pools, seed=1, window_s=0.1)
+    predictor = Brightness()
+    first = chooser.choose(0, 1, predictor)  # neuron 0's MEI only
+    predicted = float(re.search(r"predicted ([\d.]+)Hz", first[0].reason).group(1))
+    counts = np.zeros((2, 2))
+    counts[:, 0] = 0.1 * predicted * 0.1  # a tenth of its prediction, twice
+    chooser.observe(np.stack([first[0].pixels] * 2), counts)
+    second = chooser.choose(1, 1, predictor)  # neuron 1: no MEI of its own shown yet
+    assert second[0].reason.startswith("mei neuron#1")
+    assert "cautious 3: all neurons' MEIs observed/predicted 0.10 < 0.7; 1 steps" in second[0].reason
+
+
+def test_recorded_start_is_the_shown_image_the_neuron_answered_most():
+    rng = np.random.default_rng(1)
+    imgs = rng.integers(40, 200, (20, 8, 8, 3)).astype(np.uint8)
+    pools = Pools(imgs, ("natural",) * len(imgs), imgs[:4])
+    cfg = SelectionConfig(mix={"mei": 1.0}, mei_start="recorded", mei_steps=0, candidates=8, contrast_bound="none")
+    chooser = ImageChooser(cfg, pools, seed=1, window_s=0.1)
+    shown = imgs[10:14]
+    counts = np.array([[1, 2], [6, 2], [0, 2], [2, 2]], np.float64)  # neuron 0 answers image 11 most; neuron 1 flat
+    chooser.observe(shown, counts)
+    meis = chooser.choose(0, 2, Brightness())
+    assert meis[0].reason.startswith("mei neuron#0") and "from the shown image it answered at 60.0Hz" in meis[0].reason
+    np.testing.assert_array_equal(meis[0].pixels, imgs[11])  # no steps: the start itself
+    # Neuron 1 answered nothing above its mean: the model's best pool image, as with mei_start "pool".
+    assert re.search(r"mei neuron#1 predicted [\d.]+Hz from pool#\d+$", meis[1].reason)
