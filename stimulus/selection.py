@@ -145,6 +145,9 @@ class ImageChooser:
         self.cfg = cfg
         self.pools = pools
         self.rng = np.random.default_rng([seed, cfg.seed])
+        # Random images' own stream and their walks along it (_random): per source, [order, position].
+        self.random_rng = np.random.default_rng([seed, cfg.seed, 3])
+        self._random_walks: dict[bytes, list] = {}
         self.schedule = MixSchedule(cfg.shares(), cfg.block_trials)
         self.image_shape = tuple(pools.train.shape[1:])
         self.window_s = float(window_s)
@@ -325,10 +328,26 @@ class ImageChooser:
         return out
 
     def _random(self, n: int, source: np.ndarray) -> list[int]:
-        free = np.setdiff1d(source, np.fromiter(self._shown_idx, int, len(self._shown_idx)))
-        if len(free) < n:
-            free = source
-        idx = [int(i) for i in self.rng.choice(free, n, replace=False)]
+        """n images of `source` not yet shown in this block: the next ones along a random order of `source` that
+        the session's seeds fix (their own stream), whatever else the mix shows. Two sessions with the same seeds
+        show their random images in the same order, so a closed loop compared with random images at paired seeds
+        shows random-natural's own images in its random and cold-start slots (common random numbers: the
+        comparison's spread is the choices', not the draws')."""
+        if len(source) < n:
+            raise ValueError(f"{n} random images asked of a source of {len(source)}")
+        key = np.asarray(source, np.int64).tobytes()  # random_from and candidates_from may name the same images
+        walk = self._random_walks.get(key)
+        if walk is None:
+            walk = self._random_walks[key] = [self.random_rng.permutation(source), 0]
+        allow_shown = len(source) - len(self._shown_idx.intersection(source.tolist())) < n
+        idx: list[int] = []
+        while len(idx) < n:
+            if walk[1] >= len(walk[0]):  # the whole order walked: a fresh one
+                walk[0], walk[1] = self.random_rng.permutation(source), 0
+            i = int(walk[0][walk[1]])
+            walk[1] += 1
+            if i not in idx and (allow_shown or i not in self._shown_idx):
+                idx.append(i)
         self._shown_idx.update(idx)
         return idx
 

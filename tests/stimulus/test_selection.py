@@ -60,6 +60,30 @@ def test_without_a_model_it_still_returns_natural_images_and_says_why():
         assert np.array_equal(c.pixels, pools.train[int(c.reason.split("pool#")[1].split()[0])]), c.reason
 
 
+def test_random_images_come_in_the_same_order_whatever_else_the_mix_shows():
+    """Paired sessions (same seeds) show random-natural's images, in its order, in a closed loop's random and
+    cold-start slots: the comparison's spread is the choices', not the draws'."""
+    pools = make_pool(n_base=40, copies=5)
+    random_only = ImageChooser(SelectionConfig(mix={"random": 1.0}, repeat_set_size=3), pools, seed=4)
+    mixed = ImageChooser(
+        SelectionConfig(mix={"random": 0.3, "selected": 0.4, "mei": 0.1, "repeat": 0.2}, repeat_set_size=3),
+        pools,
+        seed=4,
+    )
+    reference = [int(c.reason.split("pool#")[1].split()[0]) for t in range(12) for c in random_only.choose(t, 5)]
+    shown = [c.reason for t in range(12) for c in mixed.choose(t, 5)]  # no model: a cold start
+    drawn = [int(r.split("pool#")[1].split()[0]) for r in shown if r.startswith("random pool#")]
+    assert len(drawn) > 40 and any(r.startswith("repeat") for r in shown)
+    # Random-only's images, in its order: within a trial the slots may hold them in another order, and a pool
+    # image the mixed session showed otherwise in the block (a repeat) is passed over.
+    assert set(drawn) <= set(reference[: len(shown)])
+    first_trial = [int(r.split("pool#")[1].split()[0]) for r in shown[:5] if r.startswith("random pool#")]
+    assert len(first_trial) >= 3 and sorted(first_trial) == sorted(reference[: len(first_trial)])
+    # Another seed, another order.
+    other = ImageChooser(SelectionConfig(mix={"random": 1.0}, repeat_set_size=3), pools, seed=5)
+    assert [int(c.reason.split("pool#")[1].split()[0]) for c in other.choose(0, 5)] != reference[:5]
+
+
 def test_selected_images_are_the_discriminating_ones_and_never_near_duplicates():
     pools = make_pool()
     cfg = SelectionConfig(mix={"selected": 1.0}, objective="js", min_distance=0.05, candidates=10_000)
