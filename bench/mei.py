@@ -89,6 +89,20 @@ class GroundTruth:
         return float(np.abs(mine - self.pop.rates(images)).max())
 
 
+def recorded_starts(session_dir) -> np.ndarray:
+    """(N, H, W, C) per neuron, the shown image with its highest recorded count in a stored session (the MEI start
+    "recorded" of stimulus/selection.py, over the whole session)."""
+    from records.store import SessionStore
+
+    store = SessionStore.open(session_dir)
+    try:
+        rows = store.responses(valid_only=True)
+        best = np.asarray(rows["counts"]).argmax(0)
+        return np.stack([store.image(rows["image_hash"][i]) for i in best])
+    finally:
+        store.close()
+
+
 def synthesize_meis(
     predictor,
     neurons,
@@ -100,13 +114,17 @@ def synthesize_meis(
     bound: NaturalRange | None,
     start: str,
     spread_penalty: float,
+    recorded: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """MEIs by the rig's method: (uint8 images, pool index each started from, -1 for noise)."""
+    """MEIs by the rig's method: (uint8 images, pool index each started from, -1 for noise or a recorded start).
+    recorded: per neuron, the shown image it answered most strongly (start "recorded", see recorded_starts)."""
     starts = np.full(len(neurons), -1)
     init = None
     if start == "pool":
         starts = candidates[best_pool_images(predictor, neurons, pool[candidates], spread_penalty)]
         init = pool[starts]
+    elif start == "recorded":
+        init = recorded[list(neurons)]
     meis = most_exciting_images(
         predictor,
         neurons,
@@ -125,8 +143,10 @@ def synthesize_meis(
 def parse_variant(text: str) -> tuple[str, str, float]:
     """ "pool,natural,1" -> ("pool", "natural", 1.0), with a clear error for anything else."""
     parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 3 or parts[0] not in ("pool", "noise") or parts[1] not in ("natural", "none"):
-        raise SystemExit(f"--variant {text!r}: expected START,BOUND,PENALTY with START pool|noise, BOUND natural|none")
+    if len(parts) != 3 or parts[0] not in ("pool", "recorded", "noise") or parts[1] not in ("natural", "none"):
+        raise SystemExit(
+            f"--variant {text!r}: expected START,BOUND,PENALTY with START pool|recorded|noise, BOUND natural|none"
+        )
     try:
         penalty = float(parts[2])
     except ValueError:
@@ -144,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=100, help="gradient steps per MEI (model and oracle)")
     ap.add_argument(
         "--start",
-        choices=["noise", "pool"],
+        choices=["noise", "pool", "recorded"],
         default=None,
-        help="MEIs start from noise or from the best pool image (default: the rig's selection.mei_start)",
+        help="MEIs start from noise, the best pool image or the shown image the neuron answered most strongly "
+        "(default: the rig's selection.mei_start)",
     )
     ap.add_argument(
         "--spread-penalty",
@@ -203,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     start = args.start or sel.mei_start
     penalty = sel.mei_spread_penalty if args.spread_penalty is None else args.spread_penalty
     bound_kind = args.bound or sel.contrast_bound
+    fit_dir = store_dir(args.store) / "fit"
     with progress_bar("mei: fitting the model through the engine", rig.session.n_trials) as advance:
-        summary, parts = run_in_process(rig, store_dir(args.store) / "fit", after_update=lambda e, t: advance())
+        summary, parts = run_in_process(rig, fit_dir, after_update=lambda e, t: advance())
     worker, pop = parts.model, parts.source.population
     worker.model.train(args.train_steps)
     predictor = worker.snapshot()
@@ -219,14 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     neurons = list(range(pop.n_neurons))
     diag = np.arange(pop.n_neurons)
 
+    recorded = recorded_starts(fit_dir)
     t1 = time.perf_counter()
     meis, model_start = synthesize_meis(
-        predictor, neurons, pools.train, natural, sel, args.steps, args.seed, bound, start, penalty
+        predictor, neurons, pools.train, natural, sel, args.steps, args.seed, bound, start, penalty, recorded
     )
     t_mei = time.perf_counter() - t1
     t2 = time.perf_counter()
     oracle_meis, _ = synthesize_meis(
-        oracle, neurons, pools.train, natural, sel, args.steps, args.seed, bound, start, 0.0
+        oracle, neurons, pools.train, natural, sel, args.steps, args.seed, bound, start, 0.0, recorded
     )
     t_oracle = time.perf_counter() - t2
 
@@ -324,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         t3 = time.perf_counter()
         v_range = NaturalRange.of(pools.train[natural], sel.contrast_percentiles) if v_bound == "natural" else None
         v_meis, _ = synthesize_meis(
-            predictor, neurons, pools.train, natural, sel, args.steps, args.seed, v_range, v_start, v_penalty
+            predictor, neurons, pools.train, natural, sel, args.steps, args.seed, v_range, v_start, v_penalty, recorded
         )
         v_true = pop.rates(v_meis)[diag, diag]
         with np.errstate(divide="ignore", invalid="ignore"):
