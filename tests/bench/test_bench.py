@@ -182,7 +182,7 @@ def test_mei_benchmark_fits_its_model_through_the_engine(tmp_path):
     assert all(r is None or abs(r - t / p) < 1e-6 * max(1.0, r) for r, t, p in zip(ratio, true, pred))
     assert "median_observed_over_predicted" in res["summary"]
     # The rig's start (rigs/sim.toml: the shown image each neuron answered most strongly), for model and oracle.
-    assert res["method"]["start"] == "recorded"
+    assert res["summary"]["method"]["start"] == "recorded"
 
 
 def test_the_neither_truth_is_neither_hypothesis_but_between_them():
