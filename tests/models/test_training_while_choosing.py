@@ -33,6 +33,7 @@ def test_training_during_choice_follows_the_setting(setting):
         images={"pool_size": 200, "test_size": 20},
         model={"train_while_choosing": setting, "core_channels": 8, "ensemble_size": 2},
         cortex={"population": {"n_neurons": 4, "seed": 3}},
+        selection={"model_driven_after": None},  # the model chooses from its first version: there is a choice
     )
     pools = make_pools(rig.images)
     worker = ModelWorker(rig, make_clock("realtime"), pools=pools)

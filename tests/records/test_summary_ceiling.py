@@ -82,7 +82,8 @@ def test_session_summary_reports_both_ceilings_next_to_heldout_accuracy_and_step
     assert len(summary["heldout_r_per_neuron"]) == 4
     truth, rep = summary["noise_ceiling"]["truth"], summary["noise_ceiling"]["repeats"]
     assert len(truth["per_neuron"]) == 4 and all(0 <= c < 1 for c in truth["per_neuron"]) and truth["images"] == 20
-    assert rep["images"] == 4 and rep["presentations"] == 20  # 8 trials x 5 images, half of them repeats
+    # 8 trials x 5 images, half of them repeats; a random slot may draw one of the 4 again from the 60-image pool
+    assert rep["images"] == 4 and 20 <= rep["presentations"] <= 24
     assert summary["noise_ceiling_truth_median"] == truth["median"]
     assert summary["training_steps_per_trial_budget"] == 3
     assert 0 < summary["training_steps_per_trial"] <= 3  # no training before the model has enough responses
