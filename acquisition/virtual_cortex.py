@@ -147,9 +147,31 @@ class VirtualCortex(InProcessPart):
 
     # -- what the recording system sees -------------------------------------------
     def advance_to(self, t_s: float) -> None:
-        """Generate and batch the spikes in [now, t_s), with the TTL transitions the clock reaches on the way."""
+        """Generate and batch the spikes in [now, t_s), with the TTL transitions the clock reaches on the way.
+        A simulated stall or stop that begins or ends on the way is stepped to first: on a virtual clock (speed
+        "max") one step can be longer than the stall, and the spikes inside it must still go unpublished."""
         if t_s <= self.now_s:
             return
+        for edge in self._fault_edges():
+            if self.now_s < edge < t_s:
+                self._advance(edge)
+        self._advance(t_s)
+
+    def _fault_edges(self) -> list[float]:
+        since = ([] if self.stall is None else list(self.stall)) + (
+            [] if self.stop_after_s is None else [self.stop_after_s]
+        )
+        return sorted(self.start_s + x for x in since)
+
+    def _silent_from(self, t_s: float) -> bool:
+        """Whether the recording system publishes nothing from t_s on (until the next fault edge)."""
+        since = t_s - self.start_s
+        if self.stall is not None and self.stall[0] <= since < self.stall[1]:
+            return True
+        return self.stop_after_s is not None and since >= self.stop_after_s
+
+    def _advance(self, t_s: float) -> None:
+        silent = self._silent_from(self.now_s)
         neuron, times = self.spiking.advance(t_s)
         times = self.on_grid(times)
         batch = self.batcher.batch(self.now_s, t_s, neuron, times)
@@ -158,7 +180,11 @@ class VirtualCortex(InProcessPart):
         if batch is None:
             if self.ledger:
                 self._ledger(self.batcher.seq, len(neuron), "dropped")
-        else:
+        elif silent:  # generated (the spiking goes on), never published
+            if self.ledger:
+                self._ledger(batch.seq, len(batch.neuron), "stopped")
+            batch = None
+        if batch is not None:
             msg = m.SpikeBatch(
                 stream=self.stream,
                 seq=batch.seq,
@@ -177,7 +203,7 @@ class VirtualCortex(InProcessPart):
                 self.outbox.append(msg)
             if self.ledger:
                 self._ledger(batch.seq, len(batch.neuron), "delayed" if self.held is msg else "sent")
-        if self.openephys_out is None:
+        if self.openephys_out is None or silent:
             return
         # The Open Ephys stream in time order: each TTL transition before the spikes of later samples.
         spikes = (
@@ -324,7 +350,4 @@ class VirtualCortex(InProcessPart):
     def stopped(self) -> bool:
         """The simulated faults `rehearsal.stop_after_s` and `stall_after_s`: the recording system publishes
         nothing (for good, or for the stall's stall_s)."""
-        since = self.now_s - self.start_s
-        if self.stall is not None and self.stall[0] <= since < self.stall[1]:
-            return True
-        return self.stop_after_s is not None and since >= self.stop_after_s
+        return self._silent_from(self.now_s)

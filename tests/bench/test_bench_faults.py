@@ -91,3 +91,14 @@ def test_a_full_disk_ends_cleanly_says_what_to_do_and_resumes(tmp_path):
     assert all("disk full at " in r for r in row["interrupted_reasons"]), row["interrupted_reasons"]
     table = format_table([row])
     assert "disk-full" in table and "requeued" in table and "what the terminal of `cortexloop run` said" in table
+
+
+@pytest.mark.parametrize("step_s", [0.02, 3.0])
+def test_no_spike_of_a_stall_is_published_however_far_the_clock_steps(step_s):
+    """A virtual clock (speed "max") can step over a whole stall in one poll; the spikes inside it still go
+    unpublished, and those either side of it are published."""
+    cortex, clock = _cortex(reorder=0.0, packet_loss=0.0, stall_after_s=2.0, stall_s=1.5)
+    batches = _run(cortex, clock, steps=int(6.0 / step_s), step_s=step_s)
+    since = np.concatenate([b.time_s for b in batches]) - cortex.start_s  # both on the acquisition clock
+    assert len(since) and not ((since >= 2.0 + 0.01) & (since < 3.5 - 0.01)).any()
+    assert (since < 2.0).any() and (since >= 3.5).any()

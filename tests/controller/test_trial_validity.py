@@ -202,10 +202,6 @@ def stall_rig(source: str):
         small_rig(n_trials=6),
         fixation={"break_probability": 0.0},
         rehearsal={"stall_after_s": 5.0, "stall_s": 2.0},
-        # No cold start: its instant random plans let the acquisition process's virtual clock step over the
-        # stall's 2 s at times (the virtual cortex checks the stall when it publishes, not per spike), and
-        # then no stall reaches the store.
-        selection={"model_driven_after": None},
     )
     if source == "openephys":
         return openephys_rig(rig)
