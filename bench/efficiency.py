@@ -95,19 +95,10 @@ def parse_mix(text: str) -> dict[str, float]:
     return out
 
 
-def has_candidates_key() -> bool:
-    """Whether this build's [selection] says which pool images random and chosen images come from
-    (selection.random_from and selection.candidates_from)."""
-    from stimulus.selection_config import SelectionConfig
-
-    return {"candidates_from", "random_from"} <= set(SelectionConfig.model_fields)
-
-
 def arm_selection(arm: str, args) -> dict:
     """The [selection] keys of an arm. Random images and the closed loop's candidates come from the same part of
     the pool in every arm (the closed loop's first images, before its model exists, are random ones from there
-    too). Without the two keys in the build, random images are natural ones and the closed loop scores the
-    whole pool: only the arms that match that are possible."""
+    too)."""
     kind, source = ARMS[arm]
     cold = getattr(args, "model_driven_after", None)
     cold = {} if cold is None or kind == "random" else {"model_driven_after": None if cold == "off" else cold}
@@ -117,15 +108,8 @@ def arm_selection(arm: str, args) -> dict:
     sel = {"mix": mix, "candidates": args.candidates, "hypotheses": [], **cold}
     if args.objective:
         sel["objective"] = args.objective
-    if has_candidates_key():
-        sel["candidates_from"] = source
-        sel["random_from"] = source
-    elif (kind, source) not in (("random", "natural"), ("closed", "both")):
-        raise SystemExit(
-            f"arm {arm}: this build has no selection.candidates_from / random_from, so random images "
-            f"are natural ones and the closed loop scores the whole pool; run --arms random-natural "
-            f"closed-loop-mixed, or a build with the keys"
-        )
+    sel["candidates_from"] = source
+    sel["random_from"] = source
     return sel
 
 
@@ -807,7 +791,6 @@ def main(argv: list[str] | None = None) -> int:
                     "engine_mode": first["engine_mode"],
                     "args": vars(args),
                     "seeds": seeds,
-                    "candidates_from_key": has_candidates_key(),
                     "goal": goal_figures(summ),
                     "summary": summ,
                     "runs": runs,  # per arm, one entry per seed

@@ -5,17 +5,13 @@ import sqlite3
 
 
 def test_efficiency_benchmark_runs_its_arms_through_the_engine_on_the_same_budget(tmp_path):
-    from bench.efficiency import has_candidates_key, main
+    from bench.efficiency import main
     from bench.sessions import DEFAULT_RIG
     from controller.config import load_rig
 
     default_kind = load_rig(DEFAULT_RIG).model.kind
 
-    arms = (
-        ["random-natural", "random-gaudy", "closed-loop-natural"]
-        if has_candidates_key()
-        else ["random-natural", "closed-loop-mixed"]
-    )
+    arms = ["random-natural", "random-gaudy", "closed-loop-natural"]
     closed = arms[-1]
     out = tmp_path / "eff.json"
     # The same arms, seeds and store each run: the second run reuses what the first stored.
@@ -40,8 +36,7 @@ def test_efficiency_benchmark_runs_its_arms_through_the_engine_on_the_same_budge
     assert res["runs"][closed][0]["images_by_kind"] == {"random": 10, "selected": 20}
     assert res["runs"]["random-natural"][0]["images_by_kind"] == {"random": 30}
     assert res["runs"]["random-natural"][0]["gaudy_images"] == 0
-    if "random-gaudy" in arms:
-        assert res["runs"]["random-gaudy"][0]["gaudy_images"] == 30
+    assert res["runs"]["random-gaudy"][0]["gaudy_images"] == 30
     steps = {res["runs"][a][1]["training_steps"] for a in arms}
     assert len(steps) == 1 and steps.pop() > 0
     # The best random arm reaches its own final accuracy within the budget by definition.
