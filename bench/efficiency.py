@@ -79,6 +79,8 @@ MATCHED = {
     "closed-loop-mixed": "random-mixed",
 }
 GOAL_RATIO = 0.5
+SELECTIVE_GOAL = 0.8  # selective neurons' median r over the zoo types' median
+BEST_SHOWN_GOAL = 0.8  # of neurons whose best shown image drives them above their best natural pool image
 MEI_GOAL_SHARE = 0.8  # of neurons whose MEI drives them above their best natural pool image
 MEI_GOAL_RATIO = 0.7  # median true (observed) over predicted rate of the MEIs
 
@@ -181,14 +183,15 @@ def run_arm(args, arm: str, seed: int, root: Path) -> dict:
     t0 = time.perf_counter()
     with progress_bar(f"efficiency: {arm}, seed {seed}", args.trials, enabled=args.progress) as advance:
         summary, parts = run_in_process(rig, session_dir, after_update=evaluate)
+    figures = neuron_figures(truth, session_dir)
     kinds: dict[str, int] = {}
     for reason in stored_reasons(session_dir):
         kinds[reason.split()[0]] = kinds.get(reason.split()[0], 0) + 1
     model = summary.get("model") or {}
     return {
         **curve,
-        **neuron_figures(truth, session_dir),
-        "mei": mei_figures(rig, session_dir),
+        **figures,
+        "mei": mei_figures(truth["population"], figures["best_natural_hz"], session_dir) if figures else None,
         "arm": arm,
         "seed": seed,
         "seconds": time.perf_counter() - t0,
@@ -231,15 +234,13 @@ def neuron_figures(truth: dict, session_dir) -> dict:
     }
 
 
-def mei_figures(rig, session_dir) -> dict | None:
+def mei_figures(population, best_natural_hz, session_dir) -> dict | None:
     """The MEIs a session showed, on the true neuron: per neuron with an MEI, its MEIs' mean true rate over the
     mean rate the model predicted when it chose them (the session's own observed/predicted uses recorded counts,
-    noisier; it is kept beside), and whether its best MEI drives it above its best natural pool image. None for a
-    session that showed no MEI."""
-    from acquisition.population import Population
+    noisier; it is kept beside), and whether its best MEI drives it above its best natural pool image
+    (best_natural_hz, as neuron_figures found it). None for a session that showed no MEI."""
     from records.store import SessionStore
     from stimulus.mei_hold import MEI_REASON
-    from stimulus.pools import make_pools
 
     store = SessionStore.open(session_dir)
     try:
@@ -253,15 +254,12 @@ def mei_figures(rig, session_dir) -> dict | None:
         store.close()
     if not meis:
         return None
-    pop = Population(rig.cortex.population, rig.images.size_px, rig.images.colour)
-    pools = make_pools(rig.images)
-    best_natural = pop.rates(pools.train[np.asarray(pools.train_kind) == "natural"]).max(0)
     ratios, beats = {}, {}
     for j, shown in sorted(meis.items()):
-        true = pop.rates(np.stack([img for _, img in shown]))[:, j]
+        true = population.rates(np.stack([img for _, img in shown]))[:, j]
         predicted = np.mean([p for p, _ in shown])
         ratios[j] = float(true.mean() / predicted) if predicted > 0 else float("nan")
-        beats[j] = bool(true.max() > best_natural[j])
+        beats[j] = bool(true.max() > best_natural_hz[j])
     summary_file = Path(session_dir) / "summary.json"
     recorded = (
         json.loads(summary_file.read_text()).get("mei_observed_over_predicted_median")
@@ -284,11 +282,14 @@ def with_mei_figures(args, run: dict, root: Path) -> dict:
     """A stored run from before the MEI figures existed gets them from its session (kept in the store)."""
     if "mei" in run or ARMS[run["arm"]][0] == "random":
         return run
+    from acquisition.population import Population
+
     session_dir = root / f"{run['arm']}-seed{run['seed']}"
-    return {
-        **run,
-        "mei": mei_figures(arm_rig(args, run["arm"], run["seed"]), session_dir) if session_dir.exists() else None,
-    }
+    if not session_dir.exists() or "best_natural_hz" not in run:
+        return {**run, "mei": None}
+    rig = arm_rig(args, run["arm"], run["seed"])
+    population = Population(rig.cortex.population, rig.images.size_px, rig.images.colour)
+    return {**run, "mei": mei_figures(population, run["best_natural_hz"], session_dir)}
 
 
 def mei_summary(runs: list[dict]) -> dict | None:
@@ -353,7 +354,9 @@ def by_type(runs: list[dict]) -> dict:
         out["selective_over_zoo_median_r"] = ratios
         out["selective_over_zoo_mean"] = float(np.nanmean(ratios))
         out["selective_over_zoo_ci95"] = list(bootstrap_ci(np.array(ratios)))
-        out["selective_goal"] = "selective neurons' median r >= 0.8 x the zoo types' median in the same run"
+        out["selective_goal"] = (
+            f"selective neurons' median r >= {SELECTIVE_GOAL} x the zoo types' median in the same run"
+        )
     beats = [float((np.asarray(r["best_shown_hz"]) > np.asarray(r["best_natural_hz"])).mean()) for r in runs]
     out["best_shown_beats_best_natural"] = beats
     out["best_shown_beats_best_natural_mean"] = float(np.mean(beats))
@@ -564,15 +567,16 @@ def goal_figures(summ: dict) -> dict:
                 "mean": bt["selective_over_zoo_mean"],
                 "ci95": bt["selective_over_zoo_ci95"],
                 "goal": bt["selective_goal"],
-                "met": bt["selective_over_zoo_mean"] >= 0.8,
+                "met": bt["selective_over_zoo_mean"] >= SELECTIVE_GOAL,
             }
         if bt.get("best_shown_beats_best_natural"):
             share = bt["best_shown_beats_best_natural_mean"]
             out.setdefault(arm, {})["best_shown_beats_best_natural"] = {
                 "mean": share,
                 "ci95": list(bootstrap_ci(np.array(bt["best_shown_beats_best_natural"]))),
-                "goal": "the best image shown drives the neuron above its best natural pool image for >= 80%",
-                "met": share >= 0.8,
+                "goal": f"the best image shown drives the neuron above its best natural pool image for >= "
+                f"{BEST_SHOWN_GOAL:.0%} of neurons",
+                "met": share >= BEST_SHOWN_GOAL,
             }
         if mei:
             out.setdefault(arm, {})["mei"] = {k: mei[k] for k in mei if k != "seeds"}
@@ -632,7 +636,9 @@ def print_table(summ: dict, args, seeds) -> None:
             )
         if "selective_over_zoo_mean" in bt:
             lo, hi = bt["selective_over_zoo_ci95"]
-            print(f"  selective / zoo median r: {bt['selective_over_zoo_mean']:.2f} [{lo:.2f}, {hi:.2f}] (goal >= 0.8)")
+            print(
+                f"  selective / zoo median r: {bt['selective_over_zoo_mean']:.2f} [{lo:.2f}, {hi:.2f}] (goal >= {SELECTIVE_GOAL})"
+            )
         mei = summ["arms"][a].get("mei")
         if mei:
             lo, hi = mei["beats_best_natural_ci95"]
