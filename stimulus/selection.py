@@ -190,7 +190,7 @@ class ImageChooser:
         self._mei_seen: dict[int, list] = {}
         # mei_start "recorded": per neuron, the shown image with its highest recorded rate, and its rates' sum and
         # count (an image is a start only where it drew more than the neuron's mean).
-        self._recorded: dict[str, np.ndarray] | None = None
+        self._recorded: dict | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -217,7 +217,7 @@ class ImageChooser:
                 "best_hz": np.full(n, -np.inf),
                 "pixels": np.zeros((n, *pixels.shape[1:]), np.uint8),
                 "sum_hz": np.zeros(n),
-                "n": np.zeros(1),
+                "n": 0,
             }
         rec = self._recorded
         top = rates.argmax(0)  # per neuron, the strongest of this batch
@@ -231,9 +231,9 @@ class ImageChooser:
     def _recorded_start(self, j: int) -> tuple[np.ndarray, float] | None:
         """(pixels, recorded Hz) of the shown image neuron j answered most strongly, where that beat its mean."""
         rec = self._recorded
-        if rec is None or j >= len(rec["best_hz"]) or rec["n"][0] == 0:
+        if rec is None or j >= len(rec["best_hz"]) or rec["n"] == 0:
             return None
-        if rec["best_hz"][j] <= rec["sum_hz"][j] / rec["n"][0]:
+        if rec["best_hz"][j] <= rec["sum_hz"][j] / rec["n"]:
             return None
         return rec["pixels"][j], float(rec["best_hz"][j])
 

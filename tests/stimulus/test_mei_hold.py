@@ -48,12 +48,18 @@ def test_ratio_is_mean_observed_over_mean_predicted_per_neuron():
     assert cautious_settings(16, 1.0, 0) == (16, 1.0) and cautious_settings(16, 1.0, 2) == (4, 3.0)
 
 
-def test_a_neuron_whose_meis_fall_short_gets_more_cautious_ones():
-    rng = np.random.default_rng(0)
-    imgs = rng.integers(40, 200, (20, 8, 8, 3)).astype(np.uint8)
+def mei_chooser(seed: int = 0, **cfg) -> tuple[ImageChooser, np.ndarray]:
+    """A chooser of MEIs only over 20 random 8x8 natural images (returned too), responses counted over 0.1 s."""
+    imgs = np.random.default_rng(seed).integers(40, 200, (20, 8, 8, 3)).astype(np.uint8)
     pools = Pools(imgs, ("natural",) * len(imgs), imgs[:4])
-    cfg = SelectionConfig(mix={"mei": 1.0}, mei_steps=8, mei_spread_penalty=1.0, mei_hold_below=0.7, candidates=8)
-    chooser = ImageChooser(cfg, pools, seed=1, window_s=0.1)
+    return ImageChooser(SelectionConfig(mix={"mei": 1.0}, candidates=8, **cfg), pools, seed=1, window_s=0.1), imgs
+
+
+CAUTIOUS = {"mei_steps": 8, "mei_spread_penalty": 1.0, "mei_hold_below": 0.7}
+
+
+def test_a_neuron_whose_meis_fall_short_gets_more_cautious_ones():
+    chooser, _ = mei_chooser(**CAUTIOUS)
     predictor = Brightness()
     first = chooser.choose(0, 2, predictor)  # one MEI for neuron 0, one for neuron 1
     assert [re.match(r"mei neuron#(\d+)", c.reason).group(1) for c in first] == ["0", "1"]
@@ -72,7 +78,7 @@ def test_a_neuron_whose_meis_fall_short_gets_more_cautious_ones():
     assert "cautious 3: observed/predicted 0.10 < 0.7; 1 steps, spread penalty 4)" in second[0].reason
     assert "cautious" not in second[1].reason
     # Unset (the default), the same shortfall changes nothing.
-    plain = ImageChooser(cfg.model_copy(update={"mei_hold_below": None}), pools, seed=1, window_s=0.1)
+    plain, _ = mei_chooser(**{**CAUTIOUS, "mei_hold_below": None})
     plain.choose(0, 2, predictor)
     plain.observe(px, counts)
     assert all("cautious" not in c.reason for c in plain.choose(1, 2, predictor))
@@ -111,11 +117,7 @@ def test_session_ratio_from_the_store_matches_the_live_figure(tmp_path):
 
 
 def test_a_neurons_first_mei_is_as_cautious_as_the_populations_meis_have_earned():
-    rng = np.random.default_rng(0)
-    imgs = rng.integers(40, 200, (20, 8, 8, 3)).astype(np.uint8)
-    pools = Pools(imgs, ("natural",) * len(imgs), imgs[:4])
-    cfg = SelectionConfig(mix={"mei": 1.0}, mei_steps=8, mei_spread_penalty=1.0, mei_hold_below=0.7, candidates=8)
-    chooser = ImageChooser(cfg, pools, seed=1, window_s=0.1)
+    chooser, _ = mei_chooser(**CAUTIOUS)
     predictor = Brightness()
     first = chooser.choose(0, 1, predictor)  # neuron 0's MEI only
     predicted = float(re.search(r"predicted ([\d.]+)Hz", first[0].reason).group(1))
@@ -128,11 +130,7 @@ def test_a_neurons_first_mei_is_as_cautious_as_the_populations_meis_have_earned(
 
 
 def test_recorded_start_is_the_shown_image_the_neuron_answered_most():
-    rng = np.random.default_rng(1)
-    imgs = rng.integers(40, 200, (20, 8, 8, 3)).astype(np.uint8)
-    pools = Pools(imgs, ("natural",) * len(imgs), imgs[:4])
-    cfg = SelectionConfig(mix={"mei": 1.0}, mei_start="recorded", mei_steps=0, candidates=8, contrast_bound="none")
-    chooser = ImageChooser(cfg, pools, seed=1, window_s=0.1)
+    chooser, imgs = mei_chooser(seed=1, mei_start="recorded", mei_steps=0, contrast_bound="none")
     shown = imgs[10:14]
     counts = np.array([[1, 2], [6, 2], [0, 2], [2, 2]], np.float64)  # neuron 0 answers image 11 most; neuron 1 flat
     chooser.observe(shown, counts)

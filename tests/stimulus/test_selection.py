@@ -27,6 +27,11 @@ class MembersDisagreeOnBrightLeft:
         return out if neurons is None else out[:, :, list(neurons)]
 
 
+def pool_index(reason: str) -> int:
+    """The pool image a choice's reason names ("... pool#123 ...")."""
+    return int(reason.split("pool#")[1].split()[0])
+
+
 def make_pool(n_base=12, copies=6, seed=0):
     """Groups of near-duplicates: each base image and copies of it with a little noise."""
     rng = np.random.default_rng(seed)
@@ -57,7 +62,7 @@ def test_without_a_model_it_still_returns_natural_images_and_says_why():
     assert sum("no model yet" in c.reason for c in out) == 6
     assert sum(c.reason.startswith("repeat fixed#") for c in out) == 2
     for c in out:  # each is the pool image its reason names, unaltered
-        assert np.array_equal(c.pixels, pools.train[int(c.reason.split("pool#")[1].split()[0])]), c.reason
+        assert np.array_equal(c.pixels, pools.train[pool_index(c.reason)]), c.reason
 
 
 def test_random_images_come_in_the_same_order_whatever_else_the_mix_shows():
@@ -70,18 +75,19 @@ def test_random_images_come_in_the_same_order_whatever_else_the_mix_shows():
         pools,
         seed=4,
     )
-    reference = [int(c.reason.split("pool#")[1].split()[0]) for t in range(12) for c in random_only.choose(t, 5)]
+
+    reference = [pool_index(c.reason) for t in range(12) for c in random_only.choose(t, 5)]
     shown = [c.reason for t in range(12) for c in mixed.choose(t, 5)]  # no model: a cold start
-    drawn = [int(r.split("pool#")[1].split()[0]) for r in shown if r.startswith("random pool#")]
+    drawn = [pool_index(r) for r in shown if r.startswith("random pool#")]
     assert len(drawn) > 40 and any(r.startswith("repeat") for r in shown)
     # Random-only's images, in its order: within a trial the slots may hold them in another order, and a pool
     # image the mixed session showed otherwise in the block (a repeat) is passed over.
     assert set(drawn) <= set(reference[: len(shown)])
-    first_trial = [int(r.split("pool#")[1].split()[0]) for r in shown[:5] if r.startswith("random pool#")]
+    first_trial = [pool_index(r) for r in shown[:5] if r.startswith("random pool#")]
     assert len(first_trial) >= 3 and sorted(first_trial) == sorted(reference[: len(first_trial)])
     # Another seed, another order.
     other = ImageChooser(SelectionConfig(mix={"random": 1.0}, repeat_set_size=3), pools, seed=5)
-    assert [int(c.reason.split("pool#")[1].split()[0]) for c in other.choose(0, 5)] != reference[:5]
+    assert [pool_index(c.reason) for c in other.choose(0, 5)] != reference[:5]
 
 
 def test_selected_images_are_the_discriminating_ones_and_never_near_duplicates():
@@ -118,7 +124,7 @@ def test_synthesized_images_beat_their_pool_seeds_and_record_why():
     out = ImageChooser(cfg, pools, seed=0).choose(0, 2, p, None)
     for c in out:
         assert c.reason.startswith("synthesized js ") and "neurons[0" in c.reason and "from pool#" in c.reason
-        seed_idx = int(c.reason.split("pool#")[1].split()[0])
+        seed_idx = pool_index(c.reason)
         assert float(c.reason.split()[2]) > 0  # the reason carries the objective's value
         x = torch.from_numpy(np.stack([c.pixels, pools.train[seed_idx]])).permute(0, 3, 1, 2).float() / 255
         r = p.rates(x)[:, :, 0]
@@ -207,11 +213,11 @@ def test_candidates_from_restricts_the_pool_and_an_empty_choice_is_refused():
         chooser = ImageChooser(cfg, pools, seed=0)
         for t in range(3):
             for c in chooser.choose(t, 5, p, None):
-                assert int(c.reason.split("pool#")[1].split()[0]) in allowed, (source, c.reason)
+                assert pool_index(c.reason) in allowed, (source, c.reason)
     # Random images come from random_from; kinds that need a model, before one exists, from their candidates.
     cfg = SelectionConfig(mix={"random": 0.5, "selected": 0.5}, candidates_from="gaudy", random_from="natural")
     for c in ImageChooser(cfg, pools, seed=0).choose(0, 10, None, None):
-        i = int(c.reason.split("pool#")[1].split()[0])
+        i = pool_index(c.reason)
         assert pools.train_kind[i] == ("gaudy" if "no model yet" in c.reason else "natural"), c.reason
     both = ImageChooser(SelectionConfig(candidates_from="both"), pools)
     assert len(both.candidate_pool) == 80
@@ -254,7 +260,7 @@ def test_epig_picks_natural_images_where_disagreement_picks_gaudy_ones():
             mix={"selected": 1.0}, objective=objective, candidates_from="both", candidates=80, reference_size=20
         )
         out = ImageChooser(cfg, pools, seed=0).choose(0, 5, p, None)
-        picked[objective] = [pools.train_kind[int(c.reason.split("pool#")[1].split()[0])] for c in out]
+        picked[objective] = [pools.train_kind[pool_index(c.reason)] for c in out]
         assert all(c.reason.startswith(f"selected {objective} ") for c in out)
     assert picked["disagreement"].count("gaudy") == 5
     assert picked["epig"].count("natural") == 5
@@ -285,7 +291,7 @@ def test_synthesized_images_under_epig_gain_information_and_stay_in_the_natural_
     out = chooser.choose(0, 2, p, None)
     for c in out:
         assert c.reason.startswith("synthesized epig ") and "from pool#" in c.reason
-        seed_idx = int(c.reason.split("pool#")[1].split()[0])
+        seed_idx = pool_index(c.reason)
         score = chooser._objective(p)
         x = torch.from_numpy(np.stack([c.pixels, pools.train[seed_idx]])).permute(0, 3, 1, 2).float() / 255
         s = score(p.rates(x)).sum(1)
